@@ -1,0 +1,47 @@
+"""The one place where order-intake is wired together (cosmicpython's bootstrap)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from casebridge_shared.db import Database
+from casebridge_shared.events import CATALOG_TOPIC, IDENTITY_TOPIC, ORDERS_TOPIC
+from casebridge_shared.outbox import OutboxRelay, UnitOfWork
+from order_intake.db import outbox
+from order_intake.identity.keys import KeyStore
+from order_intake.settings import Settings
+
+EVENT_SOURCE = "/casebridge/order-intake"
+PUBLISHED_TOPICS = (CATALOG_TOPIC, ORDERS_TOPIC, IDENTITY_TOPIC)
+
+
+@dataclass
+class Container:
+    settings: Settings
+    db: Database
+    keys: KeyStore
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self.db, outbox, EVENT_SOURCE)
+
+    def relay(self) -> OutboxRelay:
+        return OutboxRelay(
+            self.db,
+            outbox,
+            self.settings,
+            service="order-intake",
+            topics=PUBLISHED_TOPICS,
+            batch_size=self.settings.relay_batch_size,
+            poll_interval=self.settings.relay_poll_interval_seconds,
+            retention=timedelta(hours=self.settings.outbox_retention_hours),
+        )
+
+    async def close(self) -> None:
+        await self.db.dispose()
+
+
+def bootstrap(settings: Settings) -> Container:
+    db = Database(settings.database_url)
+    keys = KeyStore(db, grace=timedelta(minutes=settings.signing_key_grace_minutes))
+    return Container(settings=settings, db=db, keys=keys)

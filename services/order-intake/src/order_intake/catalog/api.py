@@ -1,0 +1,109 @@
+"""Routes: the public catalog and its administration (A1, A8)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from casebridge_shared.auth import AdminUser
+from casebridge_shared.pagination import Page, PageDep
+from casebridge_shared.problems import PROBLEM_RESPONSES
+from casebridge_shared.versioning import etag, expected_version
+from order_intake.catalog import service
+from order_intake.catalog.models import ProductCreate, ProductRead, ProductUpdate
+from order_intake.deps import SessionDep, UowDep
+
+router = APIRouter(prefix="/products", tags=["catalog"], responses=PROBLEM_RESPONSES)
+_optional_bearer = HTTPBearer(auto_error=False)
+
+
+async def _is_admin(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_optional_bearer)],
+) -> bool:
+    """The catalog is public; an admin token additionally shows hidden products."""
+    if credentials is None:
+        return False
+    principal = await request.app.state.token_verifier.verify(credentials.credentials)
+    return bool(principal.is_admin)
+
+
+IsAdmin = Annotated[bool, Depends(_is_admin)]
+
+
+def _read(product: Any) -> ProductRead:
+    return ProductRead.model_validate(product)
+
+
+@router.get("", response_model=Page[ProductRead], summary="Browse the catalog (public)")
+async def list_products(
+    session: SessionDep,
+    page: PageDep,
+    is_admin: IsAdmin,
+    category: Annotated[str | None, Query(max_length=100)] = None,
+    q: Annotated[str | None, Query(max_length=200, description="Text in title or description")] = None,
+    active: Annotated[bool | None, Query(description="Admins only: filter by active")] = None,
+    include_archived: Annotated[bool, Query(description="Admins only")] = False,
+) -> Any:
+    products, total = await service.list_products(
+        session,
+        category=category,
+        q=q,
+        active=active if is_admin else True,
+        include_archived=include_archived and is_admin,
+        limit=page.limit,
+        offset=page.offset,
+    )
+    return Page[ProductRead](
+        items=[_read(p) for p in products], total=total, limit=page.limit, offset=page.offset
+    )
+
+
+@router.get("/{product_id}", response_model=ProductRead, summary="One product (public)")
+async def get_product(
+    product_id: str, session: SessionDep, is_admin: IsAdmin, response: Response
+) -> Any:
+    product = await service.get_product(session, product_id, include_hidden=is_admin)
+    response.headers["ETag"] = etag(product.version)
+    return _read(product)
+
+
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=ProductRead, summary="Add a product (admin)"
+)
+async def create_product(_admin: AdminUser, body: ProductCreate, uow: UowDep, response: Response) -> Any:
+    product = await service.create_product(uow, body)
+    response.headers["Location"] = f"/products/{product.id}"
+    response.headers["ETag"] = etag(product.version)
+    return _read(product)
+
+
+@router.patch("/{product_id}", response_model=ProductRead, summary="Change a product (admin)")
+async def update_product(
+    _admin: AdminUser,
+    product_id: str,
+    body: ProductUpdate,
+    uow: UowDep,
+    response: Response,
+    if_match: Annotated[str | None, Header()] = None,
+) -> Any:
+    product = await service.update_product(
+        uow, product_id, body, expected_version(if_match, required=False)
+    )
+    response.headers["ETag"] = etag(product.version)
+    return _read(product)
+
+
+@router.delete(
+    "/{product_id}", response_model=ProductRead, summary="Archive a product (admin); orders keep their snapshot"
+)
+async def archive_product(
+    _admin: AdminUser,
+    product_id: str,
+    uow: UowDep,
+    if_match: Annotated[str | None, Header()] = None,
+) -> Any:
+    product = await service.archive_product(uow, product_id, expected_version(if_match, required=False))
+    return _read(product)

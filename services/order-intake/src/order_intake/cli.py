@@ -1,0 +1,139 @@
+"""Operator commands: ``order-intake --help``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from casebridge_shared import migrations
+from casebridge_shared.outbox import mark_for_replay, relay_status
+from order_intake.bootstrap import bootstrap
+from order_intake.db import MIGRATIONS, outbox
+from order_intake.settings import get_settings
+
+app = typer.Typer(help="Casebridge order-intake", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema", no_args_is_help=True)
+relay_app = typer.Typer(help="The outbox relay", no_args_is_help=True)
+keys_app = typer.Typer(help="Token signing keys", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(relay_app, name="relay")
+app.add_typer(keys_app, name="keys")
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Default: settings")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: settings")] = None,
+    workers: int = 1,
+) -> None:
+    """Serve the HTTP API (uvicorn)."""
+    settings = get_settings()
+    uvicorn.run(
+        "order_intake.main:app",
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+    )
+
+
+@app.command()
+def worker() -> None:
+    """Run the worker: the outbox relay."""
+    from order_intake.worker import main
+
+    main()
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply migrations (SQLite and PostgreSQL alike)."""
+    migrations.upgrade(MIGRATIONS, get_settings().database_url, revision)
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: str) -> None:
+    migrations.downgrade(MIGRATIONS, get_settings().database_url, revision)
+
+
+@relay_app.command("replay")
+def relay_replay(
+    since: Annotated[datetime, typer.Option(help="Republish every event created at or after this time (UTC if no zone)")],
+) -> None:
+    """Queue events for publishing again (e.g. to rebuild a topic). Consumers dedupe by event id."""
+    when = since if since.tzinfo else since.replace(tzinfo=UTC)
+
+    async def run() -> int:
+        container = bootstrap(get_settings())
+        try:
+            return await mark_for_replay(container.db, outbox, when)
+        finally:
+            await container.close()
+
+    count = asyncio.run(run())
+    typer.echo(f"{count} events queued for republishing")
+
+
+@relay_app.command("status")
+def relay_status_cmd() -> None:
+    """Backlog, oldest unpublished age and the last runs, as JSON."""
+
+    async def run() -> dict[str, object]:
+        container = bootstrap(get_settings())
+        try:
+            status = await relay_status(container.db, outbox)
+            return {
+                "backlog": status.backlog,
+                "oldest_unpublished_age_seconds": status.oldest_unpublished_age_seconds,
+                "last_runs": status.last_runs,
+            }
+        finally:
+            await container.close()
+
+    typer.echo(json.dumps(asyncio.run(run()), default=str, indent=2))
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Start signing with a new key; the old one stays published for the grace period."""
+    from order_intake.identity.keys import rotate
+
+    async def run() -> str:
+        container = bootstrap(get_settings())
+        try:
+            return (await rotate(container.db)).kid
+        finally:
+            await container.close()
+
+    typer.echo(f"new signing key {asyncio.run(run())}")
+
+
+@app.command("seed-demo")
+def seed_demo(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Create the demo logins and catalog (used by `make up`; never in production)."""
+    from order_intake.demo import seed
+
+    settings = get_settings()
+    if settings.environment.value != "development":
+        raise typer.BadParameter("demo data is only for environment=development")
+
+    async def run() -> list[dict[str, str]]:
+        container = bootstrap(settings)
+        try:
+            await container.keys.load()
+            return await seed(container)
+        finally:
+            await container.close()
+
+    logins = asyncio.run(run())
+    if as_json:
+        typer.echo(json.dumps(logins))
+    else:
+        for login in logins:
+            typer.echo(f"{login['role']:<12} {login['email']:<40} {login['password']}")

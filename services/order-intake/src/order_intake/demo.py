@@ -1,0 +1,88 @@
+"""Demo data for ``make up`` only: logins for every role and a small catalog.
+
+Never run by the services themselves; `make up` calls `order-intake seed-demo`.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from sqlmodel import select
+
+from casebridge_shared.auth import Department, Role
+from order_intake.bootstrap import Container
+from order_intake.catalog import service as catalog
+from order_intake.catalog.models import Product, ProductCreate
+from order_intake.identity import service as identity
+from order_intake.identity.models import CustomerRegistration, User, UserCreate
+
+DEMO_PASSWORD = "casebridge-demo"
+
+DEMO_USERS: list[tuple[str, str, list[Role], Department | None]] = [
+    ("admin@demo.casebridge.example", "Ada Admin", [Role.ADMIN], None),
+    ("staff@demo.casebridge.example", "Sam Staff", [Role.STAFF], None),
+    ("supervisor@demo.casebridge.example", "Sue Supervisor", [Role.SUPERVISOR], None),
+    *[
+        (f"{d.value.replace('_', '-')}@demo.casebridge.example", f"{d.value.replace('_', ' ').title()} Desk", [Role.DEPARTMENT], d)
+        for d in Department
+    ],
+]
+DEMO_CUSTOMER = ("customer@demo.casebridge.example", "Carla Customer")
+
+DEMO_PRODUCTS = [
+    ProductCreate(
+        title="Employment contract review",
+        description="A lawyer reviews your employment contract and explains the risks.",
+        deliverables=["Written review", "30-minute call"],
+        category="employment",
+        price=Decimal("249.00"),
+        currency="EUR",
+        attributes={"turnaround_days": 5},
+    ),
+    ProductCreate(
+        title="Tenancy dispute first assessment",
+        description="We assess your dispute with your landlord and propose next steps.",
+        deliverables=["Assessment letter"],
+        category="tenancy",
+        price=Decimal("149.00"),
+        currency="EUR",
+        attributes={"turnaround_days": 3},
+    ),
+    ProductCreate(
+        title="Company formation (GmbH)",
+        description="Articles of association, notary appointment and registration.",
+        deliverables=["Articles of association", "Registration filing"],
+        category="corporate",
+        price=Decimal("1490.00"),
+        currency="EUR",
+        attributes={"turnaround_days": 14},
+    ),
+]
+
+
+async def seed(container: Container) -> list[dict[str, str]]:
+    logins: list[dict[str, str]] = []
+    for email, name, roles, department in DEMO_USERS:
+        async with container.uow() as uow:
+            exists = (await uow.session.exec(select(User).where(User.email == email))).first()
+            if exists is None:
+                await identity.create_user(
+                    uow,
+                    UserCreate(email=email, password=DEMO_PASSWORD, full_name=name, roles=roles, department=department),
+                )
+        role = department.value if department else roles[0].value
+        logins.append({"role": role, "email": email, "password": DEMO_PASSWORD})
+    email, name = DEMO_CUSTOMER
+    async with container.uow() as uow:
+        exists = (await uow.session.exec(select(User).where(User.email == email))).first()
+        if exists is None:
+            await identity.register_customer(
+                uow, CustomerRegistration(email=email, password=DEMO_PASSWORD, full_name=name)
+            )
+    logins.append({"role": "customer", "email": email, "password": DEMO_PASSWORD})
+    for product in DEMO_PRODUCTS:
+        async with container.uow() as uow:
+            exists = (await uow.session.exec(select(Product).where(Product.title == product.title))).first()
+            if exists is None:
+                await catalog.create_product(uow, product)
+    return logins

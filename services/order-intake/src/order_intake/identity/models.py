@@ -1,0 +1,104 @@
+"""Accounts and the keys that sign their tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, Column, String, Text
+from sqlmodel import Field
+
+from casebridge_shared.db import UTCDateTime, new_id, utcnow
+from order_intake.db import Base
+
+
+class User(Base, table=True):
+    __tablename__ = "users"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    email: str = Field(sa_column=Column(String(320), unique=True, nullable=False))
+    password_hash: str = Field(sa_column=Column(Text, nullable=False))
+    full_name: str = Field(max_length=200)
+    phone: str | None = Field(default=None, max_length=40)
+    roles: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    department: str | None = Field(default=None, max_length=40)
+    active: bool = True
+    version: int = 1
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class SigningKey(Base, table=True):
+    __tablename__ = "signing_keys"
+
+    kid: str = Field(primary_key=True, max_length=64)
+    algorithm: str = Field(max_length=16)
+    private_pem: str = Field(sa_column=Column(Text, nullable=False))
+    public_jwk: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    retired_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+# --- API shapes -----------------------------------------------------------
+
+from pydantic import BaseModel, ConfigDict, EmailStr  # noqa: E402
+from pydantic import Field as PydanticField  # noqa: E402
+
+from casebridge_shared.auth import Department, Role  # noqa: E402
+
+_NAME = PydanticField(min_length=1, max_length=200)
+_PHONE = PydanticField(default=None, min_length=3, max_length=40, pattern=r"^[0-9 +()./-]+$")
+_PASSWORD = PydanticField(min_length=10, max_length=256)
+
+
+class CustomerRegistration(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr
+    password: str = _PASSWORD
+    full_name: str = _NAME
+    phone: str | None = _PHONE
+
+
+class UserCreate(BaseModel):
+    """An admin creating a staff, supervisor, admin or department user."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr
+    password: str = _PASSWORD
+    full_name: str = _NAME
+    phone: str | None = _PHONE
+    roles: list[Role] = PydanticField(min_length=1)
+    department: Department | None = None
+
+
+class ProfileUpdate(BaseModel):
+    """What a user may change about themselves (A3)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    full_name: str | None = PydanticField(default=None, min_length=1, max_length=200)
+    phone: str | None = _PHONE
+    password: str | None = PydanticField(default=None, min_length=10, max_length=256)
+    current_password: str | None = PydanticField(default=None, max_length=256)
+
+
+class UserRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    email: str
+    full_name: str
+    phone: str | None
+    roles: list[str]
+    department: str | None
+    active: bool
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int

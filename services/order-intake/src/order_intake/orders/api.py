@@ -1,0 +1,153 @@
+"""Routes: ordering and the customer's own view of orders (A2, A3, A8)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Response, status
+
+from casebridge_shared.auth import STAFF_ROLES, Principal, Role, require_roles
+from casebridge_shared.pagination import Page, PageDep
+from casebridge_shared.problems import PROBLEM_RESPONSES
+from casebridge_shared.versioning import etag, expected_version
+from order_intake.deps import SessionDep, UowDep
+from order_intake.orders import service
+from order_intake.orders.models import (
+    Order,
+    OrderCancel,
+    OrderCreate,
+    OrderRead,
+    OrderStatus,
+    OrderSummary,
+    OrderUpdate,
+    ProgressEntry,
+    Solution,
+)
+
+router = APIRouter(prefix="/orders", tags=["orders"], responses=PROBLEM_RESPONSES)
+
+OrderReader = Annotated[Principal, Depends(require_roles(Role.CUSTOMER, *STAFF_ROLES))]
+Customer = Annotated[Principal, Depends(require_roles(Role.CUSTOMER))]
+IDEMPOTENCY_KEY = Header(
+    min_length=1,
+    max_length=200,
+    description="Retry-safe ordering: the same key with the same body returns the first order",
+)
+
+
+async def _read(session: Any, order: Order) -> OrderRead:
+    progress = await service.progress_of(session, order.id)
+    solution = None
+    if order.solution_summary is not None and order.solution_at is not None:
+        solution = Solution(summary=order.solution_summary, text=order.solution_text, at=order.solution_at)
+    return OrderRead(
+        id=order.id,
+        customer_id=order.customer_id,
+        product=order.product,  # type: ignore[arg-type]
+        description=order.description,
+        status=OrderStatus(order.status),
+        version=order.version,
+        created_at=order.created_at,
+        updated_at=order.updated_at,
+        cancelled_at=order.cancelled_at,
+        cancel_reason=order.cancel_reason,
+        progress=[ProgressEntry.model_validate(p) for p in progress],
+        solution=solution,
+    )
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=OrderRead, summary="Order a product")
+async def place_order(
+    principal: Customer,
+    body: OrderCreate,
+    uow: UowDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
+) -> Any:
+    order, replayed = await service.place_order(uow, principal, body, idempotency_key)
+    response.headers["Location"] = f"/orders/{order.id}"
+    response.headers["ETag"] = etag(order.version)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return await _read(uow.session, order)
+
+
+@router.get("", response_model=Page[OrderSummary], summary="My orders (staff: all orders)")
+async def list_orders(
+    principal: OrderReader,
+    session: SessionDep,
+    page: PageDep,
+    status_: Annotated[OrderStatus | None, Query(alias="status")] = None,
+    product_id: Annotated[str | None, Query(max_length=36)] = None,
+    customer_id: Annotated[str | None, Query(max_length=36, description="Staff only")] = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+) -> Any:
+    orders, total = await service.list_orders(
+        session,
+        principal,
+        status=status_,
+        product_id=product_id,
+        customer_id=customer_id,
+        created_from=created_from,
+        created_to=created_to,
+        limit=page.limit,
+        offset=page.offset,
+    )
+    items = [
+        OrderSummary(
+            id=o.id,
+            customer_id=o.customer_id,
+            product_id=o.product_id,
+            product_title=str(o.product.get("title", "")),
+            status=OrderStatus(o.status),
+            version=o.version,
+            created_at=o.created_at,
+            updated_at=o.updated_at,
+        )
+        for o in orders
+    ]
+    return Page[OrderSummary](items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@router.get("/{order_id}", response_model=OrderRead, summary="An order with its progress and solution")
+async def get_order(principal: OrderReader, order_id: str, session: SessionDep, response: Response) -> Any:
+    order = await service.get_order(session, principal, order_id)
+    response.headers["ETag"] = etag(order.version)
+    return await _read(session, order)
+
+
+@router.patch("/{order_id}", response_model=OrderRead, summary="Change the description while submitted")
+async def update_order(
+    principal: Customer,
+    order_id: str,
+    body: OrderUpdate,
+    uow: UowDep,
+    response: Response,
+    if_match: Annotated[str | None, Header(description="ETag from your last read")] = None,
+) -> Any:
+    version = expected_version(if_match, required=True)
+    order = await service.update_order(uow, principal, order_id, body, version)
+    response.headers["ETag"] = etag(order.version)
+    return await _read(uow.session, order)
+
+
+@router.post("/{order_id}/cancel", response_model=OrderRead, summary="Cancel an order")
+async def cancel_order(
+    principal: OrderReader,
+    order_id: str,
+    uow: UowDep,
+    response: Response,
+    body: OrderCancel | None = None,
+    if_match: Annotated[str | None, Header()] = None,
+) -> Any:
+    order = await service.cancel_order(
+        uow,
+        principal,
+        order_id,
+        body.reason if body else None,
+        expected_version(if_match, required=False),
+    )
+    response.headers["ETag"] = etag(order.version)
+    return await _read(uow.session, order)

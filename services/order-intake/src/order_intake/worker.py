@@ -1,0 +1,29 @@
+"""The order-intake worker: the outbox relay (and, later, consumers of case events)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from casebridge_shared.logs import configure_logging
+from casebridge_shared.worker import run_worker
+from order_intake.bootstrap import bootstrap
+from order_intake.settings import Settings, get_settings
+
+
+async def work(settings: Settings, stop: asyncio.Event) -> None:
+    container = bootstrap(settings)
+    try:
+        await container.relay().run(stop)
+    finally:
+        await container.close()
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging("order-intake-worker", level=settings.log_level, json=settings.log_json)
+    run_worker(
+        "order-intake",
+        lambda stop: work(settings, stop),
+        metrics_host=settings.host,
+        metrics_port=settings.worker_metrics_port,
+    )

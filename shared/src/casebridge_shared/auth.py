@@ -1,0 +1,208 @@
+"""Token verification and role checks, the same in every service.
+
+order-intake issues EdDSA-signed JWTs and publishes its keys at
+``/.well-known/jwks.json``; every other service verifies tokens locally against
+the cached key set (refetched when an unknown ``kid`` shows up, so key
+rotation needs no restart). Setting ``oidc_issuer`` points all services at an
+external OpenID Connect provider instead.
+
+Deny by default: an endpoint states the roles it allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from enum import StrEnum
+from typing import Annotated, Any, Protocol
+
+import httpx
+import jwt
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict
+
+from casebridge_shared.problems import Forbidden, Unauthorized
+from casebridge_shared.settings import ServiceSettings
+
+ALGORITHMS = ["EdDSA", "ES256", "RS256"]
+
+
+class Role(StrEnum):
+    CUSTOMER = "customer"
+    STAFF = "staff"
+    SUPERVISOR = "supervisor"
+    ADMIN = "admin"
+    DEPARTMENT = "department"
+    SERVICE = "service"  # machine-to-machine calls between our services
+
+
+class Department(StrEnum):
+    SALES = "sales"
+    FINANCE = "finance"
+    PROCESS = "process"
+    TECHNICAL = "technical"
+    AFTER_SALES = "after_sales"
+
+
+STAFF_ROLES = frozenset({Role.STAFF, Role.SUPERVISOR, Role.ADMIN})
+
+
+class Principal(BaseModel):
+    """Who is calling, as the token says."""
+
+    model_config = ConfigDict(frozen=True)
+
+    subject: str
+    roles: frozenset[Role]
+    department: Department | None = None
+    email: str | None = None
+    name: str | None = None
+
+    def has_any(self, roles: Iterable[Role]) -> bool:
+        return bool(self.roles.intersection(roles))
+
+    @property
+    def is_admin(self) -> bool:
+        return Role.ADMIN in self.roles
+
+    @classmethod
+    def from_claims(cls, claims: dict[str, Any]) -> Principal:
+        raw_roles = claims.get("roles", [])
+        if isinstance(raw_roles, str):
+            raw_roles = raw_roles.split()
+        roles = frozenset(Role(r) for r in raw_roles if r in Role._value2member_map_)
+        dept = claims.get("department")
+        department = Department(dept) if dept in Department._value2member_map_ else None
+        return cls(
+            subject=str(claims["sub"]),
+            roles=roles,
+            department=department,
+            email=claims.get("email"),
+            name=claims.get("name"),
+        )
+
+
+class TokenVerifier(Protocol):
+    async def verify(self, token: str) -> Principal: ...
+
+
+def decode(token: str, key: Any, *, issuer: str, audience: str) -> dict[str, Any]:
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key=key,
+            algorithms=ALGORITHMS,
+            audience=audience,
+            issuer=issuer,
+            options={"require": ["exp", "sub", "iat"]},
+            leeway=5,
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise Unauthorized("token expired") from exc
+    except jwt.PyJWTError as exc:
+        raise Unauthorized(f"invalid token: {exc}") from exc
+    return claims
+
+
+class JwksTokenVerifier:
+    """Verifies tokens against a remote JWKS, cached (PyJWKClient)."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self._settings = settings
+        self._issuer = settings.oidc_issuer or settings.token_issuer
+        self._client: jwt.PyJWKClient | None = None
+        self._lock = asyncio.Lock()
+
+    def _jwks_url(self) -> str:
+        if self._settings.jwks_url:
+            return self._settings.jwks_url
+        if self._settings.oidc_issuer:
+            discovery = self._settings.oidc_issuer.rstrip("/") + "/.well-known/openid-configuration"
+            response = httpx.get(discovery, timeout=5.0)
+            response.raise_for_status()
+            return str(response.json()["jwks_uri"])
+        return self._settings.token_issuer.rstrip("/") + "/.well-known/jwks.json"
+
+    async def _get_client(self) -> jwt.PyJWKClient:
+        async with self._lock:
+            if self._client is None:
+                url = await asyncio.to_thread(self._jwks_url)
+                self._client = jwt.PyJWKClient(
+                    url, cache_keys=True, lifespan=max(self._settings.jwks_cache_seconds, 1)
+                )
+            return self._client
+
+    async def verify(self, token: str) -> Principal:
+        try:
+            client = await self._get_client()
+            signing_key = await asyncio.to_thread(client.get_signing_key_from_jwt, token)
+        except jwt.PyJWKClientConnectionError as exc:
+            raise Unauthorized("token keys are unavailable right now") from exc
+        except (jwt.PyJWTError, httpx.HTTPError) as exc:
+            raise Unauthorized(f"invalid token: {exc}") from exc
+        claims = decode(
+            token, signing_key.key, issuer=self._issuer, audience=self._settings.token_audience
+        )
+        return Principal.from_claims(claims)
+
+
+class KeyResolverVerifier:
+    """Verifies against keys held in-process (the issuer verifying its own tokens)."""
+
+    def __init__(
+        self, resolve: Callable[[str], Awaitable[Any]], *, issuer: str, audience: str
+    ) -> None:
+        self._resolve = resolve
+        self._issuer = issuer
+        self._audience = audience
+
+    async def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"invalid token: {exc}") from exc
+        kid = header.get("kid")
+        if not isinstance(kid, str):
+            raise Unauthorized("invalid token: no key id")
+        key = await self._resolve(kid)
+        if key is None:
+            raise Unauthorized("invalid token: unknown key id")
+        claims = decode(token, key, issuer=self._issuer, audience=self._audience)
+        return Principal.from_claims(claims)
+
+
+_bearer = HTTPBearer(auto_error=False, description="Access token from POST /auth/token")
+
+
+async def current_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized()
+    verifier: TokenVerifier = request.app.state.token_verifier
+    principal = await verifier.verify(credentials.credentials)
+    request.state.principal = principal
+    return principal
+
+
+CurrentUser = Annotated[Principal, Depends(current_principal)]
+
+
+def require_roles(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
+    allowed = frozenset(roles)
+
+    async def dependency(principal: CurrentUser) -> Principal:
+        if not principal.has_any(allowed):
+            raise Forbidden(
+                "this needs one of the roles: " + ", ".join(sorted(r.value for r in allowed))
+            )
+        return principal
+
+    return dependency
+
+
+AdminUser = Annotated[Principal, Depends(require_roles(Role.ADMIN))]
+StaffUser = Annotated[Principal, Depends(require_roles(*STAFF_ROLES))]
+CustomerUser = Annotated[Principal, Depends(require_roles(Role.CUSTOMER))]

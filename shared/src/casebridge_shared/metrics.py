@@ -1,0 +1,45 @@
+"""Prometheus metrics shared by every service (one process registry)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+HTTP_REQUEST_SECONDS = Histogram(
+    "casebridge_http_request_duration_seconds",
+    "HTTP request latency by route template",
+    ["service", "method", "route", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
+RELAY_PUBLISHED = Counter(
+    "casebridge_relay_published_total", "Outbox events published to Kafka", ["service", "topic"]
+)
+RELAY_FAILED = Counter(
+    "casebridge_relay_failed_total", "Outbox events whose publish failed (retried)", ["service"]
+)
+RELAY_BACKLOG = Gauge(
+    "casebridge_relay_backlog", "Outbox rows not yet published", ["service"]
+)
+RELAY_OLDEST_UNPUBLISHED_SECONDS = Gauge(
+    "casebridge_relay_oldest_unpublished_seconds",
+    "Age of the oldest unpublished outbox row (relay lag)",
+    ["service"],
+)
+RELAY_COMMIT_TO_PUBLISH_SECONDS = Histogram(
+    "casebridge_relay_commit_to_publish_seconds",
+    "Time from outbox commit to broker acknowledgement",
+    ["service"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 300.0),
+)
+
+CONSUMER_LAG = Gauge(
+    "casebridge_consumer_lag",
+    "Messages behind the partition end, per consumer group and partition",
+    ["service", "group", "topic", "partition"],
+)
+CONSUMER_APPLIED = Counter(
+    "casebridge_consumer_events_applied_total", "Events applied by a consumer", ["service", "group"]
+)
+DEAD_LETTERED = Counter(
+    "casebridge_dead_lettered_total", "Events sent to a dead-letter topic", ["service", "group"]
+)

@@ -1,0 +1,558 @@
+"""Transactional outbox and the relay that publishes it to Kafka.
+
+A state change and the event describing it are written in one transaction
+(:class:`UnitOfWork`). The relay reads unpublished rows in id order, sends
+them with ``acks=all``, and marks them published afterwards: a relay killed at
+any point may publish a row again, but never skips one. Consumers dedupe by
+event id.
+
+Only one relay per database publishes at a time so per-key order holds. The
+lock is one the operating system or database drops when the holder dies
+(``flock`` next to the SQLite file, a PostgreSQL session advisory lock), so a
+SIGKILLed relay is replaced at once, with no lease to wait out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import socket
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from casebridge_shared import metrics
+from casebridge_shared.db import Database, UTCDateTime, new_id, utcnow
+from casebridge_shared.events import CLOUDEVENTS_CONTENT_TYPE, CloudEvent, EventPayload
+from casebridge_shared.kafka import ensure_topics, make_producer
+from casebridge_shared.settings import ServiceSettings
+from casebridge_shared.tracing import child_of, current_traceparent
+
+log = structlog.get_logger(__name__)
+
+NOTIFY_CHANNEL = "casebridge_outbox"
+_ID = BigInteger().with_variant(Integer, "sqlite")
+
+
+@dataclass(frozen=True)
+class OutboxTables:
+    outbox: Table
+    relay_runs: Table
+
+
+def outbox_tables(metadata: MetaData) -> OutboxTables:
+    """The outbox and the relay's job log, in a service's own metadata."""
+    outbox = Table(
+        "outbox",
+        metadata,
+        Column("id", _ID, primary_key=True, autoincrement=True),
+        Column("event_id", String(36), nullable=False, unique=True),
+        Column("topic", String(200), nullable=False),
+        Column("message_key", String(200), nullable=False),
+        Column("event_type", String(200), nullable=False),
+        Column("payload", Text, nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("published_at", UTCDateTime, nullable=True),
+        Column("attempts", Integer, nullable=False, server_default="0"),
+        Column("last_error", Text, nullable=True),
+        Index(
+            "ix_outbox_unpublished",
+            "id",
+            postgresql_where=text("published_at IS NULL"),
+            sqlite_where=text("published_at IS NULL"),
+        ),
+        Index("ix_outbox_created_at", "created_at"),
+    )
+    relay_runs = Table(
+        "relay_runs",
+        metadata,
+        Column("id", _ID, primary_key=True, autoincrement=True),
+        Column("relay", String(200), nullable=False),
+        Column("started_at", UTCDateTime, nullable=False),
+        Column("finished_at", UTCDateTime, nullable=False),
+        Column("detected", Integer, nullable=False),
+        Column("published", Integer, nullable=False),
+        Column("failed", Integer, nullable=False),
+        Column("error", Text, nullable=True),
+        Index("ix_relay_runs_started_at", "started_at"),
+    )
+    return OutboxTables(outbox=outbox, relay_runs=relay_runs)
+
+
+class UnitOfWork:
+    """One write transaction: state changes plus the events they cause.
+
+    ``emit`` queues an event; ``commit`` writes the queued events into the
+    outbox and commits everything together (cosmicpython's unit of work).
+    """
+
+    def __init__(self, db: Database, tables: OutboxTables, source: str) -> None:
+        self._db = db
+        self._tables = tables
+        self._source = source
+        self._events: list[CloudEvent] = []
+        self._session_cm: Any = None
+        self.session: AsyncSession
+
+    async def __aenter__(self) -> Self:
+        self._session_cm = self._db.write_session()
+        self.session = await self._session_cm.__aenter__()
+        self._events = []
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self.session.in_transaction():
+                await self.session.rollback()
+        finally:
+            await self._session_cm.__aexit__(exc_type, exc, tb)
+
+    def emit(
+        self, payload: EventPayload, *, key: str, version: int, subject: str | None = None
+    ) -> CloudEvent:
+        event = CloudEvent(
+            id=new_id(),
+            source=self._source,
+            type=payload.event_type,
+            subject=subject or key,
+            time=utcnow(),
+            partitionkey=key,
+            aggregateversion=version,
+            traceparent=child_of(current_traceparent.get()),
+            data=payload.model_dump(mode="json"),
+        )
+        self._events.append(event)
+        return event
+
+    @property
+    def pending_events(self) -> Sequence[CloudEvent]:
+        return tuple(self._events)
+
+    async def commit(self) -> None:
+        await self.session.flush()
+        if self._events:
+            now = utcnow()
+            await self.session.execute(
+                insert(self._tables.outbox),
+                [
+                    {
+                        "event_id": e.id,
+                        "topic": EventPayload.registry[e.type].topic,
+                        "message_key": e.partitionkey,
+                        "event_type": e.type,
+                        "payload": e.to_bytes().decode(),
+                        "created_at": now,
+                    }
+                    for e in self._events
+                ],
+            )
+            if self._db.dialect == "postgresql":
+                # Delivered at commit, so the relay wakes once the rows are visible.
+                await self.session.execute(text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"))
+        await self.session.commit()
+        self._events = []
+
+    async def rollback(self) -> None:
+        await self.session.rollback()
+        self._events = []
+
+
+@dataclass
+class RelayRun:
+    started_at: datetime
+    detected: int = 0
+    published: int = 0
+    failed: int = 0
+    error: str | None = None
+
+
+@dataclass
+class RelayStatus:
+    backlog: int
+    oldest_unpublished_age_seconds: float | None
+    last_runs: list[dict[str, Any]] = field(default_factory=list)
+
+
+async def relay_status(db: Database, tables: OutboxTables, *, runs: int = 20) -> RelayStatus:
+    outbox = tables.outbox
+    async with db.session() as session:
+        row = (
+            await session.execute(
+                select(func.count(), func.min(outbox.c.created_at)).where(
+                    outbox.c.published_at.is_(None)
+                )
+            )
+        ).one()
+        recent = (
+            await session.execute(
+                select(tables.relay_runs).order_by(tables.relay_runs.c.id.desc()).limit(runs)
+            )
+        ).mappings()
+        last_runs = [dict(r) for r in recent]
+    backlog, oldest = int(row[0]), row[1]
+    if oldest is not None and oldest.tzinfo is None:
+        from datetime import UTC
+
+        oldest = oldest.replace(tzinfo=UTC)
+    age = (utcnow() - oldest).total_seconds() if oldest is not None else None
+    return RelayStatus(backlog=backlog, oldest_unpublished_age_seconds=age, last_runs=last_runs)
+
+
+async def mark_for_replay(db: Database, tables: OutboxTables, since: datetime) -> int:
+    """Queue every event created since ``since`` to be published again."""
+    outbox = tables.outbox
+    async with db.write_session() as session:
+        result = await session.execute(
+            update(outbox)
+            .where(outbox.c.created_at >= since, outbox.c.published_at.is_not(None))
+            .values(published_at=None)
+        )
+        await session.commit()
+    if db.dialect == "postgresql":
+        async with db.write_session() as session:
+            await session.execute(text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"))
+            await session.commit()
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+class RelayLock:
+    """Only one relay per database; released by the OS/database if we die."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._fd: int | None = None
+        self._pg: asyncpg.Connection | None = None
+        self.wakeup = asyncio.Event()
+
+    def _pg_dsn(self) -> str:
+        url = make_url(self._db.url).set(drivername="postgresql")
+        return url.render_as_string(hide_password=False)
+
+    async def try_acquire(self) -> bool:
+        if self._db.dialect == "sqlite":
+            db_path = make_url(self._db.url).database or "casebridge.sqlite3"
+            lock_path = Path(db_path).with_name(Path(db_path).name + ".relay.lock")
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            self._fd = fd
+            return True
+        conn: asyncpg.Connection = await asyncpg.connect(self._pg_dsn())
+        key = zlib.crc32(b"casebridge-outbox-relay")
+        got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
+        if not got:
+            await conn.close()
+            return False
+
+        def _on_notify(*_args: Any) -> None:
+            self.wakeup.set()
+
+        await conn.add_listener(NOTIFY_CHANNEL, _on_notify)
+        self._pg = conn
+        return True
+
+    def is_healthy(self) -> bool:
+        if self._pg is not None:
+            return not self._pg.is_closed()
+        return self._fd is not None
+
+    async def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                os.close(self._fd)
+            self._fd = None
+        if self._pg is not None:
+            with contextlib.suppress(Exception):
+                await self._pg.close()
+            self._pg = None
+
+
+@dataclass
+class _Row:
+    id: int
+    topic: str
+    key: str
+    payload: str
+    created_at: datetime
+
+
+class OutboxRelay:
+    """Publishes a service's outbox to Kafka (the CDC-style sync unit, A4)."""
+
+    def __init__(
+        self,
+        db: Database,
+        tables: OutboxTables,
+        settings: ServiceSettings,
+        *,
+        service: str,
+        topics: Sequence[str],
+        batch_size: int = 1000,
+        poll_interval: float = 0.02,
+        retention: timedelta = timedelta(days=7),
+        producer_factory: Callable[[], AIOKafkaProducer] | None = None,
+    ) -> None:
+        self.db = db
+        self.tables = tables
+        self.settings = settings
+        self.service = service
+        self.topics = list(topics)
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.retention = retention
+        self.name = f"{service}@{socket.gethostname()}:{os.getpid()}"
+        self._producer_factory = producer_factory or (
+            lambda: make_producer(settings, client_id=f"{service}-relay")
+        )
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = RelayLock(db)
+        self._last_purge = utcnow()
+
+    async def start(self) -> None:
+        await ensure_topics(self.settings, self.topics)
+        self._producer = self._producer_factory()
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
+            self._producer = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Acquire the relay lock, then publish until ``stop`` is set."""
+        backoff = 0.2
+        while not stop.is_set():
+            if not await self._lock.try_acquire():
+                await _wait(stop, 1.0)
+                continue
+            log.info("relay.started", relay=self.name)
+            try:
+                await self._publish_loop(stop)
+                backoff = 0.2
+            except Exception as exc:  # any failure: back off and start over, never skip
+                log.warning("relay.restarting", error=str(exc), error_type=type(exc).__name__)
+                await self._record_failed_run(exc)
+                await _wait(stop, backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                await self.stop()
+                await self._lock.release()
+
+    async def _publish_loop(self, stop: asyncio.Event) -> None:
+        await self.start()
+        while not stop.is_set():
+            if not self._lock.is_healthy():
+                raise RuntimeError("relay lock connection lost")
+            run = await self.publish_batch()
+            if run.error is not None:
+                raise RuntimeError(run.error)
+            await self._maybe_purge()
+            if run.detected >= self.batch_size:
+                continue  # more waiting: no sleep
+            self._lock.wakeup.clear()
+            wait_for = self.poll_interval if self.db.dialect == "sqlite" else 1.0
+            stopped = asyncio.ensure_future(stop.wait())
+            woken = asyncio.ensure_future(self._lock.wakeup.wait())
+            await asyncio.wait({stopped, woken}, timeout=wait_for, return_when="FIRST_COMPLETED")
+            stopped.cancel()
+            woken.cancel()
+
+    async def publish_batch(self) -> RelayRun:
+        """Publish up to ``batch_size`` unpublished rows; record the run if it did anything."""
+        if self._producer is None:
+            raise RuntimeError("relay not started")
+        run = RelayRun(started_at=utcnow())
+        rows = await self._fetch()
+        run.detected = len(rows)
+        if not rows:
+            await self._update_gauges(empty=True)
+            return run
+        sent: list[tuple[_Row, asyncio.Future[Any]]] = []
+        for row in rows:
+            future = await self._producer.send(
+                row.topic,
+                value=row.payload.encode(),
+                key=row.key.encode(),
+                headers=[("content-type", CLOUDEVENTS_CONTENT_TYPE.encode())],
+            )
+            sent.append((row, future))
+        outcomes = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
+
+        published: list[_Row] = []
+        failed: list[_Row] = []
+        broken_keys: set[str] = set()
+        first_error: BaseException | None = None
+        for (row, _), outcome in zip(sent, outcomes, strict=True):
+            # After a failure, later rows of the same key stay unpublished even if
+            # they went out: they are sent again after the failed one, so the
+            # last copy a consumer sees of each key is in order.
+            if isinstance(outcome, BaseException) or row.key in broken_keys:
+                failed.append(row)
+                broken_keys.add(row.key)
+                if isinstance(outcome, BaseException) and first_error is None:
+                    first_error = outcome
+            else:
+                published.append(row)
+        run.published = len(published)
+        run.failed = len(failed)
+        if first_error is not None:
+            run.error = f"{type(first_error).__name__}: {first_error}"
+        await self._record(run, published, failed)
+        now = utcnow()
+        for row in published:
+            metrics.RELAY_PUBLISHED.labels(self.service, row.topic).inc()
+            metrics.RELAY_COMMIT_TO_PUBLISH_SECONDS.labels(self.service).observe(
+                max(0.0, (now - row.created_at).total_seconds())
+            )
+        if failed:
+            metrics.RELAY_FAILED.labels(self.service).inc(len(failed))
+        await self._update_gauges(empty=False)
+        return run
+
+    async def _fetch(self) -> list[_Row]:
+        outbox = self.tables.outbox
+        async with self.db.session() as session:
+            result = await session.execute(
+                select(
+                    outbox.c.id,
+                    outbox.c.topic,
+                    outbox.c.message_key,
+                    outbox.c.payload,
+                    outbox.c.created_at,
+                )
+                .where(outbox.c.published_at.is_(None))
+                .order_by(outbox.c.id)
+                .limit(self.batch_size)
+            )
+            return [_Row(r[0], r[1], r[2], r[3], r[4]) for r in result.all()]
+
+    async def _record(self, run: RelayRun, published: list[_Row], failed: list[_Row]) -> None:
+        outbox = self.tables.outbox
+        now = utcnow()
+        async with self.db.write_session() as session:
+            if published:
+                ids = [r.id for r in published]
+                for chunk in _chunks(ids, 500):
+                    await session.execute(
+                        update(outbox)
+                        .where(outbox.c.id.in_(chunk))
+                        .values(published_at=now, attempts=outbox.c.attempts + 1)
+                    )
+            if failed:
+                for chunk in _chunks([r.id for r in failed], 500):
+                    await session.execute(
+                        update(outbox)
+                        .where(outbox.c.id.in_(chunk))
+                        .values(attempts=outbox.c.attempts + 1, last_error=run.error)
+                    )
+            await session.execute(
+                insert(self.tables.relay_runs).values(
+                    relay=self.name,
+                    started_at=run.started_at,
+                    finished_at=now,
+                    detected=run.detected,
+                    published=run.published,
+                    failed=run.failed,
+                    error=run.error,
+                )
+            )
+            await session.commit()
+
+    async def _record_failed_run(self, exc: BaseException) -> None:
+        now = utcnow()
+        with contextlib.suppress(Exception):
+            async with self.db.write_session() as session:
+                await session.execute(
+                    insert(self.tables.relay_runs).values(
+                        relay=self.name,
+                        started_at=now,
+                        finished_at=now,
+                        detected=0,
+                        published=0,
+                        failed=0,
+                        error=f"{type(exc).__name__}: {exc}",
+                    )
+                )
+                await session.commit()
+
+    async def _update_gauges(self, *, empty: bool) -> None:
+        if empty:
+            metrics.RELAY_BACKLOG.labels(self.service).set(0)
+            metrics.RELAY_OLDEST_UNPUBLISHED_SECONDS.labels(self.service).set(0)
+            return
+        status = await relay_status(self.db, self.tables, runs=0)
+        metrics.RELAY_BACKLOG.labels(self.service).set(status.backlog)
+        metrics.RELAY_OLDEST_UNPUBLISHED_SECONDS.labels(self.service).set(
+            status.oldest_unpublished_age_seconds or 0
+        )
+
+    async def _maybe_purge(self) -> None:
+        now = utcnow()
+        if now - self._last_purge < timedelta(minutes=1):
+            return
+        self._last_purge = now
+        await purge_published(self.db, self.tables, older_than=now - self.retention)
+
+
+async def purge_published(db: Database, tables: OutboxTables, *, older_than: datetime) -> int:
+    """Drop published rows and job-log entries past the retention period."""
+    outbox = tables.outbox
+    async with db.write_session() as session:
+        result = await session.execute(
+            delete(outbox).where(
+                outbox.c.published_at.is_not(None), outbox.c.published_at < older_than
+            )
+        )
+        await session.execute(
+            delete(tables.relay_runs).where(tables.relay_runs.c.started_at < older_than)
+        )
+        await session.commit()
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _chunks(items: list[int], size: int) -> list[list[int]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

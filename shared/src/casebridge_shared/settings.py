@@ -1,0 +1,133 @@
+"""One settings object per service, read from the environment.
+
+Every service reads ``CASEBRIDGE_<SERVICE>_<FIELD>`` first and falls back to
+``CASEBRIDGE_<FIELD>``. That way ``make up`` (all processes share one
+environment) can give each service its own port and database, while values
+that are the same everywhere (the broker address, the environment name) are
+set once.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+COMMON_PREFIX = "CASEBRIDGE_"
+
+# Values shipped in code for local use only; a non-development environment must
+# replace every one of them (full-stack-fastapi-template's "changethis" rule).
+DEVELOPMENT_ONLY_SECRETS = frozenset({"changethis", "casebridge-dev-only"})
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    STAGING = "staging"
+    PRODUCTION = "production"
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service has. Subclasses set ``service_name`` and a port."""
+
+    service_name: ClassVar[str] = "service"
+    default_port: ClassVar[int] = 8000
+
+    model_config = SettingsConfigDict(extra="ignore", validate_default=True)
+
+    environment: Environment = Environment.DEVELOPMENT
+    host: str = "127.0.0.1"
+    port: int = 0
+    log_level: str = "INFO"
+    log_json: bool = True
+    var_dir: Path = Path("var")
+    database_url: str = ""
+    # Public base URL of this service, used in links and as the token audience.
+    public_url: str = ""
+
+    kafka_bootstrap_servers: str = "127.0.0.1:19092"
+    # Tansu (the embedded broker) does not implement InitProducerId, so the
+    # idempotent producer is a setting: on for Apache Kafka, off for Tansu.
+    kafka_enable_idempotence: bool = False
+    kafka_topic_partitions: int = Field(default=6, ge=1)
+    kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_request_timeout_ms: int = Field(default=10_000, ge=100)
+
+    # Token verification. By default tokens come from order-intake; point
+    # ``oidc_issuer`` at an OpenID Connect provider to use that instead.
+    token_issuer: str = "http://127.0.0.1:8001"
+    token_audience: str = "casebridge"
+    jwks_url: str = ""
+    oidc_issuer: str = ""
+    jwks_cache_seconds: int = Field(default=300, ge=0)
+
+    max_request_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+    @classmethod
+    def env_prefix_for_service(cls) -> str:
+        return f"{COMMON_PREFIX}{cls.service_name.upper().replace('-', '_')}_"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        service_env = EnvSettingsSource(
+            settings_cls, env_prefix=cls.env_prefix_for_service(), case_sensitive=False
+        )
+        common_env = EnvSettingsSource(settings_cls, env_prefix=COMMON_PREFIX, case_sensitive=False)
+        return (init_settings, service_env, common_env, file_secret_settings)
+
+    @model_validator(mode="after")
+    def _derive_defaults(self) -> Self:
+        if self.port == 0:
+            self.port = self.default_port
+        if not self.database_url:
+            path = (self.var_dir / f"{self.service_name}.sqlite3").resolve()
+            self.database_url = f"sqlite+aiosqlite:///{path}"
+        if not self.public_url:
+            self.public_url = f"http://{self.host}:{self.port}"
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_development_secrets(self) -> Self:
+        if self.environment is Environment.DEVELOPMENT or self.environment is Environment.TEST:
+            return self
+        for name, value in self._secret_values().items():
+            if value in DEVELOPMENT_ONLY_SECRETS:
+                raise ValueError(
+                    f"{name} still has its development default; set a real secret "
+                    f"for environment={self.environment.value}"
+                )
+        return self
+
+    def _secret_values(self) -> dict[str, str]:
+        values: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value: Any = getattr(self, name)
+            if isinstance(value, SecretStr):
+                values[name] = value.get_secret_value()
+        return values
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def topic_settings(self) -> dict[str, int]:
+        return {
+            "partitions": self.kafka_topic_partitions,
+            "replication_factor": self.kafka_replication_factor,
+        }

@@ -1,0 +1,165 @@
+"""Helpers for the test suites of every service: real databases, a real broker.
+
+Databases: SQLite by default; with ``CASEBRIDGE_TEST_POSTGRES_URL`` set
+(e.g. ``postgresql+asyncpg://postgres@127.0.0.1:5432/postgres``) every test
+gets a fresh PostgreSQL database cloned from a migrated template.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer
+from sqlalchemy.engine import make_url
+
+from casebridge_shared import migrations
+
+POSTGRES_ENV = "CASEBRIDGE_TEST_POSTGRES_URL"
+
+
+def postgres_url() -> str | None:
+    return os.environ.get(POSTGRES_ENV) or None
+
+
+def backend_name() -> str:
+    return "postgresql" if postgres_url() else "sqlite"
+
+
+def _pg_dsn(url: str, database: str | None = None) -> str:
+    u = make_url(url).set(drivername="postgresql")
+    if database is not None:
+        u = u.set(database=database)
+    return u.render_as_string(hide_password=False)
+
+
+class DatabaseTemplates:
+    """Migrate once per session, clone per test (file copy or CREATE DATABASE ... TEMPLATE)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.run_id = uuid.uuid4().hex[:8]
+        self._templates: dict[str, str] = {}
+        self._created: list[str] = []
+
+    def template(self, service: str, script_location: Path) -> str:
+        if service in self._templates:
+            return self._templates[service]
+        base = postgres_url()
+        if base is None:
+            path = self.workdir / f"template-{service}.sqlite3"
+            url = f"sqlite+aiosqlite:///{path}"
+            migrations.upgrade(script_location, url)
+            self._templates[service] = str(path)
+        else:
+            name = f"cbt_{self.run_id}_{service.replace('-', '_')}_tpl"
+            asyncio.run(_pg_exec(base, f'CREATE DATABASE "{name}"'))
+            self._created.append(name)
+            migrations.upgrade(script_location, str(make_url(base).set(database=name).render_as_string(hide_password=False)))
+            self._templates[service] = name
+        return self._templates[service]
+
+    async def fresh(self, service: str, script_location: Path, tmp_path: Path) -> str:
+        template = await asyncio.to_thread(self.template, service, script_location)
+        base = postgres_url()
+        if base is None:
+            target = tmp_path / f"{service}.sqlite3"
+            shutil.copyfile(template, target)
+            return f"sqlite+aiosqlite:///{target}"
+        name = f"cbt_{self.run_id}_{uuid.uuid4().hex[:12]}"
+        await _pg_exec(base, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        self._created.append(name)
+        return make_url(base).set(database=name).render_as_string(hide_password=False)
+
+    async def drop(self, url: str) -> None:
+        base = postgres_url()
+        if base is None or not url.startswith("postgresql"):
+            return
+        name = make_url(url).database
+        await _pg_exec(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def drop_all(self) -> None:
+        base = postgres_url()
+        if base is None:
+            return
+        for name in reversed(self._created):
+            asyncio.run(_pg_exec(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _pg_exec(base_url: str, sql: str) -> None:
+    conn = await asyncpg.connect(_pg_dsn(base_url))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def wait_until(
+    predicate: Callable[[], Awaitable[bool]] | Callable[[], bool],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> None:
+    """Poll ``predicate`` until true; fail after ``timeout`` seconds (a deadline, not a sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        await asyncio.sleep(interval)
+
+
+class TopicReader:
+    """Reads a topic from the beginning with a real Kafka consumer and keeps every event."""
+
+    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+        self.topic = topic
+        self.consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap_servers,
+            group_id=f"test-reader-{uuid.uuid4().hex[:8]}",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        self.events: list[dict[str, Any]] = []
+        self.keys: list[str] = []
+        self.headers: list[dict[str, bytes]] = []
+
+    async def __aenter__(self) -> TopicReader:
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.consumer.stop()
+
+    async def poll(self) -> int:
+        batches = await self.consumer.getmany(timeout_ms=200, max_records=5000)
+        count = 0
+        for messages in batches.values():
+            for message in messages:
+                self.events.append(json.loads(message.value))
+                self.keys.append(message.key.decode() if message.key else "")
+                self.headers.append({k: v for k, v in message.headers})
+                count += 1
+        return count
+
+    async def read_until(self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 60.0) -> list[dict[str, Any]]:
+        async def check() -> bool:
+            await self.poll()
+            return predicate(self.events)
+
+        await wait_until(check, timeout=timeout, interval=0.0, message=f"events on {self.topic}")
+        return self.events
