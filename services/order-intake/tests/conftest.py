@@ -96,14 +96,23 @@ class Factory:
     def token(self, user: User, *, lifetime: timedelta = timedelta(minutes=10)) -> str:
         s = self.container.settings
         return identity_service.issue_token(
-            self.container.keys, user, issuer=s.token_issuer, audience=s.token_audience, lifetime=lifetime, now=utcnow()
+            self.container.keys,
+            user,
+            issuer=s.token_issuer,
+            audience=s.token_audience,
+            lifetime=lifetime,
+            now=utcnow(),
         )
 
     def auth(self, user: User) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(user)}"}
 
     async def customer(self, **overrides: Any) -> User:
-        data = {"email": self._email("customer"), "password": PASSWORD, "full_name": "Carla Customer"} | overrides
+        data = {
+            "email": self._email("customer"),
+            "password": PASSWORD,
+            "full_name": "Carla Customer",
+        } | overrides
         async with self.container.uow() as uow:
             return await identity_service.register_customer(uow, CustomerRegistration(**data))
 

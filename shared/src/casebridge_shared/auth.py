@@ -73,7 +73,9 @@ class Principal(BaseModel):
             raw_roles = raw_roles.split()
         roles = frozenset(Role(r) for r in raw_roles if r in Role._value2member_map_)
         dept = claims.get("department")
-        department = Department(dept) if dept in Department._value2member_map_ else None
+        department = (
+            Department(dept) if isinstance(dept, str) and dept in Department._value2member_map_ else None
+        )
         return cls(
             subject=str(claims["sub"]),
             roles=roles,
@@ -129,7 +131,11 @@ class JwksTokenVerifier:
             if self._client is None:
                 url = await asyncio.to_thread(self._jwks_url)
                 self._client = jwt.PyJWKClient(
-                    url, cache_keys=True, lifespan=max(self._settings.jwks_cache_seconds, 1)
+                    url,
+                    cache_keys=True,
+                    lifespan=max(self._settings.jwks_cache_seconds, 1),
+                    timeout=5,
+                    cooldown_duration=self._settings.jwks_refetch_cooldown_seconds,
                 )
             return self._client
 
@@ -141,18 +147,14 @@ class JwksTokenVerifier:
             raise Unauthorized("token keys are unavailable right now") from exc
         except (jwt.PyJWTError, httpx.HTTPError) as exc:
             raise Unauthorized(f"invalid token: {exc}") from exc
-        claims = decode(
-            token, signing_key.key, issuer=self._issuer, audience=self._settings.token_audience
-        )
+        claims = decode(token, signing_key.key, issuer=self._issuer, audience=self._settings.token_audience)
         return Principal.from_claims(claims)
 
 
 class KeyResolverVerifier:
     """Verifies against keys held in-process (the issuer verifying its own tokens)."""
 
-    def __init__(
-        self, resolve: Callable[[str], Awaitable[Any]], *, issuer: str, audience: str
-    ) -> None:
+    def __init__(self, resolve: Callable[[str], Awaitable[Any]], *, issuer: str, audience: str) -> None:
         self._resolve = resolve
         self._issuer = issuer
         self._audience = audience
@@ -195,9 +197,7 @@ def require_roles(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
 
     async def dependency(principal: CurrentUser) -> Principal:
         if not principal.has_any(allowed):
-            raise Forbidden(
-                "this needs one of the roles: " + ", ".join(sorted(r.value for r in allowed))
-            )
+            raise Forbidden("this needs one of the roles: " + ", ".join(sorted(r.value for r in allowed)))
         return principal
 
     return dependency

@@ -41,3 +41,9 @@ def check_amount(amount: Decimal, currency: str) -> str | None:
     if isinstance(exponent, int) and -exponent > digits:
         return f"{currency} prices have at most {digits} decimal places"
     return None
+
+
+def money(amount: Decimal, currency: str) -> Decimal:
+    """``amount`` with exactly the currency's minor-unit digits (``120`` EUR -> ``120.00``)."""
+    digits = MINOR_UNITS.get(currency, 2)
+    return Decimal(amount).quantize(Decimal(1).scaleb(-digits))

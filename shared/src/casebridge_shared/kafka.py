@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 
 import structlog
@@ -48,10 +49,9 @@ async def ensure_topics(settings: ServiceSettings, topics: Iterable[str]) -> Non
             )
             for name in missing
         ]
-        try:
+        # Another process may win the race to create them; that is fine.
+        with contextlib.suppress(TopicAlreadyExistsError):
             await admin.create_topics(new_topics)
-        except TopicAlreadyExistsError:
-            pass  # another process won the race; that is fine
         log.info("kafka.topics_created", topics=missing)
     finally:
         await admin.close()

@@ -17,9 +17,7 @@ RELAY_PUBLISHED = Counter(
 RELAY_FAILED = Counter(
     "casebridge_relay_failed_total", "Outbox events whose publish failed (retried)", ["service"]
 )
-RELAY_BACKLOG = Gauge(
-    "casebridge_relay_backlog", "Outbox rows not yet published", ["service"]
-)
+RELAY_BACKLOG = Gauge("casebridge_relay_backlog", "Outbox rows not yet published", ["service"])
 RELAY_OLDEST_UNPUBLISHED_SECONDS = Gauge(
     "casebridge_relay_oldest_unpublished_seconds",
     "Age of the oldest unpublished outbox row (relay lag)",

@@ -211,9 +211,7 @@ async def relay_status(db: Database, tables: OutboxTables, *, runs: int = 20) ->
     async with db.session() as session:
         row = (
             await session.execute(
-                select(func.count(), func.min(outbox.c.created_at)).where(
-                    outbox.c.published_at.is_(None)
-                )
+                select(func.count(), func.min(outbox.c.created_at)).where(outbox.c.published_at.is_(None))
             )
         ).one()
         recent = (
@@ -538,13 +536,9 @@ async def purge_published(db: Database, tables: OutboxTables, *, older_than: dat
     outbox = tables.outbox
     async with db.write_session() as session:
         result = await session.execute(
-            delete(outbox).where(
-                outbox.c.published_at.is_not(None), outbox.c.published_at < older_than
-            )
+            delete(outbox).where(outbox.c.published_at.is_not(None), outbox.c.published_at < older_than)
         )
-        await session.execute(
-            delete(tables.relay_runs).where(tables.relay_runs.c.started_at < older_than)
-        )
+        await session.execute(delete(tables.relay_runs).where(tables.relay_runs.c.started_at < older_than))
         await session.commit()
     return int(getattr(result, "rowcount", 0) or 0)
 

@@ -63,11 +63,14 @@ class ServiceSettings(BaseSettings):
 
     # Token verification. By default tokens come from order-intake; point
     # ``oidc_issuer`` at an OpenID Connect provider to use that instead.
-    token_issuer: str = "http://127.0.0.1:8001"
-    token_audience: str = "casebridge"
+    token_issuer: str = "http://127.0.0.1:8001"  # noqa: S105 (a URL, not a secret)
+    token_audience: str = "casebridge"  # noqa: S105
     jwks_url: str = ""
     oidc_issuer: str = ""
     jwks_cache_seconds: int = Field(default=300, ge=0)
+    # After a refetch, an unknown kid waits this long before the next refetch
+    # (so forged kids cannot make us hammer the issuer).
+    jwks_refetch_cooldown_seconds: float = Field(default=10, ge=0)
 
     max_request_body_bytes: int = Field(default=1_048_576, ge=1024)
 

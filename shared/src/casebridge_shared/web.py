@@ -67,9 +67,9 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            metrics.HTTP_REQUEST_SECONDS.labels(
-                self.service, scope["method"], template, str(status)
-            ).observe(elapsed)
+            metrics.HTTP_REQUEST_SECONDS.labels(self.service, scope["method"], template, str(status)).observe(
+                elapsed
+            )
             if template not in ("/metrics", "/healthz", "/readyz"):
                 log.info(
                     "http.request",
@@ -90,9 +90,7 @@ class BodyLimitMiddleware:
     path prefix via ``overrides``.
     """
 
-    def __init__(
-        self, app: ASGIApp, *, max_bytes: int, overrides: dict[str, int] | None = None
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, overrides: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.overrides = overrides or {}
@@ -169,9 +167,7 @@ def create_app(
     app.state.readiness_checks = {}
     app.state.metrics_hooks = []
     install_problem_handlers(app)
-    app.add_middleware(
-        BodyLimitMiddleware, max_bytes=max_body_bytes, overrides=body_limit_overrides
-    )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes, overrides=body_limit_overrides)
     app.add_middleware(RequestContextMiddleware, service=service)
     app.include_router(operations_router())
     _add_problem_schema(app)

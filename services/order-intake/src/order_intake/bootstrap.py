@@ -43,5 +43,9 @@ class Container:
 
 def bootstrap(settings: Settings) -> Container:
     db = Database(settings.database_url)
-    keys = KeyStore(db, grace=timedelta(minutes=settings.signing_key_grace_minutes))
+    keys = KeyStore(
+        db,
+        grace=timedelta(minutes=settings.signing_key_grace_minutes),
+        reload_after=timedelta(seconds=settings.signing_key_reload_seconds),
+    )
     return Container(settings=settings, db=db, keys=keys)

@@ -64,7 +64,9 @@ def db_downgrade(revision: str) -> None:
 
 @relay_app.command("replay")
 def relay_replay(
-    since: Annotated[datetime, typer.Option(help="Republish every event created at or after this time (UTC if no zone)")],
+    since: Annotated[
+        datetime, typer.Option(help="Republish every event created at or after this time (UTC if no zone)")
+    ],
 ) -> None:
     """Queue events for publishing again (e.g. to rebuild a topic). Consumers dedupe by event id."""
     when = since if since.tzinfo else since.replace(tzinfo=UTC)

@@ -16,14 +16,19 @@ from order_intake.catalog.models import Product, ProductCreate
 from order_intake.identity import service as identity
 from order_intake.identity.models import CustomerRegistration, User, UserCreate
 
-DEMO_PASSWORD = "casebridge-demo"
+DEMO_PASSWORD = "casebridge-demo"  # noqa: S105 (printed by make up; demo only)
 
 DEMO_USERS: list[tuple[str, str, list[Role], Department | None]] = [
     ("admin@demo.casebridge.example", "Ada Admin", [Role.ADMIN], None),
     ("staff@demo.casebridge.example", "Sam Staff", [Role.STAFF], None),
     ("supervisor@demo.casebridge.example", "Sue Supervisor", [Role.SUPERVISOR], None),
     *[
-        (f"{d.value.replace('_', '-')}@demo.casebridge.example", f"{d.value.replace('_', ' ').title()} Desk", [Role.DEPARTMENT], d)
+        (
+            f"{d.value.replace('_', '-')}@demo.casebridge.example",
+            f"{d.value.replace('_', ' ').title()} Desk",
+            [Role.DEPARTMENT],
+            d,
+        )
         for d in Department
     ],
 ]
@@ -68,7 +73,13 @@ async def seed(container: Container) -> list[dict[str, str]]:
             if exists is None:
                 await identity.create_user(
                     uow,
-                    UserCreate(email=email, password=DEMO_PASSWORD, full_name=name, roles=roles, department=department),
+                    UserCreate(
+                        email=email,
+                        password=DEMO_PASSWORD,
+                        full_name=name,
+                        roles=roles,
+                        department=department,
+                    ),
                 )
         role = department.value if department else roles[0].value
         logins.append({"role": role, "email": email, "password": DEMO_PASSWORD})
@@ -82,7 +93,7 @@ async def seed(container: Container) -> list[dict[str, str]]:
     logins.append({"role": "customer", "email": email, "password": DEMO_PASSWORD})
     for product in DEMO_PRODUCTS:
         async with container.uow() as uow:
-            exists = (await uow.session.exec(select(Product).where(Product.title == product.title))).first()
-            if exists is None:
+            existing = (await uow.session.exec(select(Product).where(Product.title == product.title))).first()
+            if existing is None:
                 await catalog.create_product(uow, product)
     return logins

@@ -8,12 +8,12 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
+from casebridge_shared import metrics
 from casebridge_shared.auth import KeyResolverVerifier
 from casebridge_shared.logs import configure_logging
 from casebridge_shared.outbox import relay_status
 from casebridge_shared.problems import Conflict
 from casebridge_shared.web import create_app
-from casebridge_shared import metrics
 from order_intake import __version__
 from order_intake.bootstrap import Container, bootstrap
 from order_intake.catalog.api import router as catalog_router

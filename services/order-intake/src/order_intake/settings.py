@@ -20,6 +20,7 @@ class Settings(ServiceSettings):
     # Retired signing keys stay in the JWKS this long, so tokens they signed
     # keep verifying until they expire.
     signing_key_grace_minutes: int = Field(default=24 * 60, ge=1)
+    signing_key_reload_seconds: float = Field(default=60, ge=0)
 
     relay_batch_size: int = Field(default=1000, ge=1, le=10_000)
     relay_poll_interval_seconds: float = Field(default=0.02, gt=0, le=10)

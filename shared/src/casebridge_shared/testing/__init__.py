@@ -63,7 +63,9 @@ class DatabaseTemplates:
             name = f"cbt_{self.run_id}_{service.replace('-', '_')}_tpl"
             asyncio.run(_pg_exec(base, f'CREATE DATABASE "{name}"'))
             self._created.append(name)
-            migrations.upgrade(script_location, str(make_url(base).set(database=name).render_as_string(hide_password=False)))
+            migrations.upgrade(
+                script_location, str(make_url(base).set(database=name).render_as_string(hide_password=False))
+            )
             self._templates[service] = name
         return self._templates[service]
 
@@ -156,10 +158,27 @@ class TopicReader:
                 count += 1
         return count
 
-    async def read_until(self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 60.0) -> list[dict[str, Any]]:
+    async def read_until(
+        self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 60.0
+    ) -> list[dict[str, Any]]:
         async def check() -> bool:
             await self.poll()
             return predicate(self.events)
 
         await wait_until(check, timeout=timeout, interval=0.0, message=f"events on {self.topic}")
+        return self.events
+
+    async def read_to_end(self, timeout: float = 60.0) -> list[dict[str, Any]]:
+        """Read until every assigned partition is consumed up to its current end offset."""
+        partitions = self.consumer.assignment()
+        ends = await self.consumer.end_offsets(list(partitions))
+
+        async def at_end() -> bool:
+            await self.poll()
+            for tp, end in ends.items():
+                if await self.consumer.position(tp) < end:
+                    return False
+            return True
+
+        await wait_until(at_end, timeout=timeout, interval=0.0, message=f"end of {self.topic}")
         return self.events

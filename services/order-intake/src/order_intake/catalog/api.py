@@ -62,9 +62,7 @@ async def list_products(
 
 
 @router.get("/{product_id}", response_model=ProductRead, summary="One product (public)")
-async def get_product(
-    product_id: str, session: SessionDep, is_admin: IsAdmin, response: Response
-) -> Any:
+async def get_product(product_id: str, session: SessionDep, is_admin: IsAdmin, response: Response) -> Any:
     product = await service.get_product(session, product_id, include_hidden=is_admin)
     response.headers["ETag"] = etag(product.version)
     return _read(product)
@@ -89,15 +87,15 @@ async def update_product(
     response: Response,
     if_match: Annotated[str | None, Header()] = None,
 ) -> Any:
-    product = await service.update_product(
-        uow, product_id, body, expected_version(if_match, required=False)
-    )
+    product = await service.update_product(uow, product_id, body, expected_version(if_match, required=False))
     response.headers["ETag"] = etag(product.version)
     return _read(product)
 
 
 @router.delete(
-    "/{product_id}", response_model=ProductRead, summary="Archive a product (admin); orders keep their snapshot"
+    "/{product_id}",
+    response_model=ProductRead,
+    summary="Archive a product (admin); orders keep their snapshot",
 )
 async def archive_product(
     _admin: AdminUser,

@@ -11,7 +11,7 @@ from pydantic import Field as PydanticField
 from sqlalchemy import JSON, Column, Numeric, Text
 from sqlmodel import Field
 
-from casebridge_shared.currency import check_amount
+from casebridge_shared.currency import check_amount, money
 from casebridge_shared.db import UTCDateTime, new_id, utcnow
 from order_intake.db import Base
 
@@ -78,7 +78,9 @@ class ProductUpdate(BaseModel):
     title: str | None = PydanticField(default=None, min_length=1, max_length=200)
     description: str | None = PydanticField(default=None, min_length=1, max_length=20_000)
     deliverables: list[str] | None = PydanticField(default=None, max_length=50)
-    category: str | None = _CATEGORY
+    category: str | None = PydanticField(
+        default=None, min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9_-]*$"
+    )
     price: Decimal | None = PydanticField(default=None, ge=0, max_digits=14, decimal_places=3)
     currency: str | None = PydanticField(default=None, min_length=3, max_length=3, pattern=r"^[A-Z]{3}$")
     attributes: dict[str, Any] | None = None
@@ -103,3 +105,8 @@ class ProductRead(BaseModel):
     version: int
     created_at: datetime
     updated_at: datetime
+
+    @model_validator(mode="after")
+    def _price_in_minor_units(self) -> ProductRead:
+        self.price = money(self.price, self.currency)
+        return self

@@ -8,7 +8,7 @@ from sqlalchemy import func, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from casebridge_shared.currency import check_amount
+from casebridge_shared.currency import check_amount, money
 from casebridge_shared.db import utcnow
 from casebridge_shared.outbox import UnitOfWork
 from casebridge_shared.problems import Conflict, NotFound, Unprocessable
@@ -24,7 +24,7 @@ def _state(product: Product) -> dict[str, object]:
         "description": product.description,
         "deliverables": list(product.deliverables),
         "category": product.category,
-        "price": Decimal(product.price),
+        "price": money(product.price, product.currency),
         "currency": product.currency,
         "attributes": dict(product.attributes),
         "active": product.active,
@@ -37,7 +37,7 @@ def _state(product: Product) -> dict[str, object]:
 async def create_product(uow: UnitOfWork, data: ProductCreate) -> Product:
     product = Product(**data.model_dump())
     uow.session.add(product)
-    uow.emit(events.ProductCreated(**_state(product)), key=product.id, version=product.version)  # type: ignore[arg-type]
+    uow.emit(events.ProductCreated(**_state(product)), key=product.id, version=product.version)
     await uow.commit()
     return product
 
@@ -59,7 +59,16 @@ async def update_product(
         raise Conflict("an archived product cannot be changed", state="archived")
     check_version(product.version, expected_version)
     changes = data.model_dump(exclude_unset=True)
-    for name in ("title", "description", "category", "price", "currency", "deliverables", "attributes", "active"):
+    for name in (
+        "title",
+        "description",
+        "category",
+        "price",
+        "currency",
+        "deliverables",
+        "attributes",
+        "active",
+    ):
         if name in changes and changes[name] is None:
             raise Unprocessable(f"{name} cannot be null", field=f"body.{name}")
     price = changes.get("price", product.price)
@@ -74,7 +83,7 @@ async def update_product(
     product.version += 1
     product.updated_at = utcnow()
     uow.session.add(product)
-    uow.emit(events.ProductUpdated(**_state(product)), key=product.id, version=product.version)  # type: ignore[arg-type]
+    uow.emit(events.ProductUpdated(**_state(product)), key=product.id, version=product.version)
     await uow.commit()
     return product
 
@@ -92,7 +101,7 @@ async def archive_product(uow: UnitOfWork, product_id: str, expected_version: in
     product.version += 1
     product.updated_at = now
     uow.session.add(product)
-    uow.emit(events.ProductArchived(**_state(product)), key=product.id, version=product.version)  # type: ignore[arg-type]
+    uow.emit(events.ProductArchived(**_state(product)), key=product.id, version=product.version)
     await uow.commit()
     return product
 
@@ -123,7 +132,5 @@ async def list_products(
             )
         )
     total = (await session.exec(select(func.count()).select_from(query.subquery()))).one()
-    rows = await session.exec(
-        query.order_by(col(Product.title), col(Product.id)).limit(limit).offset(offset)
-    )
+    rows = await session.exec(query.order_by(col(Product.title), col(Product.id)).limit(limit).offset(offset))
     return list(rows.all()), int(total)

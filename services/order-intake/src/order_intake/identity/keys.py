@@ -40,9 +40,14 @@ def generate_key() -> SigningKey:
 class KeyStore:
     """Caches the signing keys; reloads from the database when a kid is unknown."""
 
-    def __init__(self, db: Database, *, grace: timedelta) -> None:
+    def __init__(
+        self, db: Database, *, grace: timedelta, reload_after: timedelta = timedelta(minutes=1)
+    ) -> None:
         self._db = db
         self._grace = grace
+        # Every api replica re-reads the keys this often, so `keys rotate` reaches all of them.
+        self._reload_after = reload_after
+        self._loaded_at: datetime | None = None
         self._keys: list[SigningKey] = []
         self._public: dict[str, Ed25519PublicKey] = {}
         self._lock = asyncio.Lock()
@@ -51,11 +56,7 @@ class KeyStore:
         async with self._lock:
             async with self._db.session() as session:
                 keys = list(
-                    (
-                        await session.exec(
-                            select(SigningKey).order_by(col(SigningKey.created_at).desc())
-                        )
-                    ).all()
+                    (await session.exec(select(SigningKey).order_by(col(SigningKey.created_at).desc()))).all()
                 )
             if not keys and create_if_missing:
                 key = generate_key()
@@ -72,13 +73,12 @@ class KeyStore:
     async def _reload_unlocked(self) -> None:
         async with self._db.session() as session:
             keys = list(
-                (
-                    await session.exec(select(SigningKey).order_by(col(SigningKey.created_at).desc()))
-                ).all()
+                (await session.exec(select(SigningKey).order_by(col(SigningKey.created_at).desc()))).all()
             )
         self._set(keys)
 
     def _set(self, keys: list[SigningKey]) -> None:
+        self._loaded_at = utcnow()
         self._keys = keys
         self._public = {}
         for key in keys:
@@ -88,6 +88,10 @@ class KeyStore:
 
     def _published(self, now: datetime) -> list[SigningKey]:
         return [k for k in self._keys if k.retired_at is None or k.retired_at + self._grace > now]
+
+    async def refresh_if_stale(self) -> None:
+        if self._loaded_at is None or utcnow() - self._loaded_at >= self._reload_after:
+            await self.load(create_if_missing=False)
 
     @property
     def active(self) -> SigningKey:

@@ -83,7 +83,7 @@ async def _add_user(uow: UnitOfWork, user: User) -> User:
         await uow.session.flush()
     except IntegrityError as exc:  # lost a race with a concurrent sign-up
         raise Conflict("an account with this email already exists", field="body.email") from exc
-    uow.emit(events.UserCreated(**_snapshot(user)), key=user.id, version=user.version)  # type: ignore[arg-type]
+    uow.emit(events.UserCreated(**_snapshot(user)), key=user.id, version=user.version)
     return user
 
 
@@ -148,6 +148,7 @@ async def authenticate(
 ) -> tuple[str, int]:
     """Check the password; on success return (token, seconds valid). Every attempt is recorded."""
     email = normalise_email(email)
+    await keys.refresh_if_stale()
     user = (await uow.session.exec(select(User).where(User.email == email))).first()
     ok = await _password_matches(user.password_hash if user else _DUMMY_HASH, password)
     now = utcnow()
@@ -222,7 +223,7 @@ async def update_profile(
     user.version += 1
     user.updated_at = utcnow()
     uow.session.add(user)
-    uow.emit(events.UserUpdated(**_snapshot(user)), key=user.id, version=user.version)  # type: ignore[arg-type]
+    uow.emit(events.UserUpdated(**_snapshot(user)), key=user.id, version=user.version)
     await uow.commit()
     return user
 
@@ -241,9 +242,7 @@ async def list_users(
         query = query.where(User.department == department.value)
     if q:
         pattern = f"%{q.lower()}%"
-        query = query.where(
-            col(User.email).like(pattern) | func.lower(col(User.full_name)).like(pattern)
-        )
+        query = query.where(col(User.email).like(pattern) | func.lower(col(User.full_name)).like(pattern))
     users = list((await session.exec(query.order_by(col(User.created_at), col(User.id)))).all())
     if role is not None:
         # Roles live in a JSON list; filtering in Python keeps SQLite and PostgreSQL alike.

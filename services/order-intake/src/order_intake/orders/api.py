@@ -44,7 +44,7 @@ async def _read(session: Any, order: Order) -> OrderRead:
     return OrderRead(
         id=order.id,
         customer_id=order.customer_id,
-        product=order.product,  # type: ignore[arg-type]
+        product=order.product,
         description=order.description,
         status=OrderStatus(order.status),
         version=order.version,

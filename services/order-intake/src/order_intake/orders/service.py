@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
-from decimal import Decimal
 
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
@@ -13,6 +12,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from casebridge_shared.auth import STAFF_ROLES, Principal, Role
+from casebridge_shared.currency import money
 from casebridge_shared.db import utcnow
 from casebridge_shared.outbox import UnitOfWork
 from casebridge_shared.problems import Conflict, Forbidden, NotFound, Unprocessable
@@ -54,14 +54,10 @@ def can_see_all_orders(principal: Principal) -> bool:
     return principal.has_any(STAFF_ROLES)
 
 
-async def _replayed(
-    session: AsyncSession, customer_id: str, key: str, request_hash: str
-) -> Order | None:
+async def _replayed(session: AsyncSession, customer_id: str, key: str, request_hash: str) -> Order | None:
     record = (
         await session.exec(
-            select(IdempotencyKey).where(
-                IdempotencyKey.customer_id == customer_id, IdempotencyKey.key == key
-            )
+            select(IdempotencyKey).where(IdempotencyKey.customer_id == customer_id, IdempotencyKey.key == key)
         )
     ).first()
     if record is None:
@@ -107,7 +103,7 @@ async def place_order(
             "description": product.description,
             "deliverables": list(product.deliverables),
             "category": product.category,
-            "price": str(Decimal(product.price)),
+            "price": str(money(product.price, product.currency)),
             "currency": product.currency,
             "version": product.version,
         },
@@ -116,9 +112,7 @@ async def place_order(
         updated_at=now,
     )
     uow.session.add(order)
-    uow.session.add(
-        OrderProgress(order_id=order.id, at=now, status=order.status, title="Order received")
-    )
+    uow.session.add(OrderProgress(order_id=order.id, at=now, status=order.status, title="Order received"))
     if idempotency_key is not None:
         uow.session.add(
             IdempotencyKey(
@@ -128,7 +122,7 @@ async def place_order(
                 order_id=order.id,
             )
         )
-    uow.emit(events.OrderPlaced(**_state(order)), key=order.id, version=order.version)  # type: ignore[arg-type]
+    uow.emit(events.OrderPlaced(**_state(order)), key=order.id, version=order.version)
     try:
         await uow.commit()
     except IntegrityError:
@@ -218,7 +212,7 @@ async def update_order(
     uow.session.add(
         OrderProgress(order_id=order.id, at=now, status=order.status, title="Description updated")
     )
-    uow.emit(events.OrderUpdated(**_state(order)), key=order.id, version=order.version)  # type: ignore[arg-type]
+    uow.emit(events.OrderUpdated(**_state(order)), key=order.id, version=order.version)
     await uow.commit()
     return order
 
@@ -264,7 +258,7 @@ async def cancel_order(
     )
     cancelled_by = Role.CUSTOMER.value if is_owner else "staff"
     uow.emit(
-        events.OrderCancelled(**_state(order), reason=reason, cancelled_by=cancelled_by),  # type: ignore[arg-type]
+        events.OrderCancelled(**_state(order), reason=reason, cancelled_by=cancelled_by),
         key=order.id,
         version=order.version,
     )

@@ -1,0 +1,39 @@
+# Casebridge: `make up` runs the whole stack, `make test` runs every test.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+UV_VERSION := 0.13.9
+
+.PHONY: install up test test-postgres lint format lock clean
+
+$(STAMP): constraints.txt requirements/project.in requirements/dev.in shared/pyproject.toml $(wildcard services/*/pyproject.toml)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip install --python $(PY) --quiet -c constraints.txt -r requirements/project.in
+	touch $(STAMP)
+
+install: $(STAMP)
+
+up: $(STAMP)
+	$(VENV)/bin/casebridge up
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy shared/src services/*/src
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+# Re-pin every dependency to its current release (then commit constraints.txt).
+lock: $(STAMP)
+	$(VENV)/bin/uv pip compile --python $(PY) --quiet --no-header --upgrade -o constraints.txt requirements/project.in
+	sed -i '/^-e /d' constraints.txt
+
+clean:
+	rm -rf var

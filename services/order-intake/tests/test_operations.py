@@ -1,0 +1,137 @@
+"""Operations: health, readiness, metrics, trace ids, operator CLI, settings."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import ValidationError
+from sqlalchemy import select, update
+from typer.testing import CliRunner
+
+from casebridge_shared.db import Database
+from order_intake import settings as settings_module
+from order_intake.bootstrap import Container
+from order_intake.cli import app as cli
+from order_intake.db import outbox
+from order_intake.settings import Settings
+
+from .conftest import Factory
+
+
+async def test_health_readiness_and_metrics(client: httpx.AsyncClient, factory: Factory) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok"}
+    await factory.product()
+    await client.get("/products")
+    metrics = (await client.get("/metrics")).text
+    assert 'casebridge_http_request_duration_seconds_count{method="GET",route="/products"' in metrics
+    backlog = next(
+        line
+        for line in metrics.splitlines()
+        if line.startswith('casebridge_relay_backlog{service="order-intake"}')
+    )
+    assert float(backlog.split()[-1]) >= 2  # the bootstrap admin and the product, not yet relayed
+    assert "casebridge_relay_oldest_unpublished_seconds" in metrics
+
+
+async def test_readyz_reports_a_dead_database(settings: Settings, tmp_path: Path) -> None:
+    from order_intake.main import create_application
+
+    from .conftest import bootstrap
+
+    container = bootstrap(settings)
+    await container.keys.load()
+    application = create_application(settings, container)
+    async with application.router.lifespan_context(application):
+        dead = Database("postgresql+asyncpg://postgres@127.0.0.1:9/nowhere")  # nothing listens on port 9
+        application.state.readiness_checks["database"] = dead.ping
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=application), base_url="http://t"
+        ) as c:
+            r = await c.get("/readyz")
+    assert r.status_code == 503
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["checks"]["database"].startswith("failed")
+    await dead.dispose()
+    await container.close()
+
+
+async def test_trace_id_flows_from_request_to_response(client: httpx.AsyncClient) -> None:
+    incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    r = await client.get("/products", headers={"traceparent": incoming})
+    assert r.headers["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
+    fresh = await client.get("/products")
+    assert fresh.headers["traceparent"].split("-")[1] != "0af7651916cd43dd8448eb211c80319c"
+
+
+async def test_unknown_route_is_a_problem(client: httpx.AsyncClient) -> None:
+    r = await client.get("/nowhere")
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+    r = await client.delete("/orders")
+    assert r.status_code == 405 and r.json()["status"] == 405
+
+
+def test_settings_precedence_and_secret_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CASEBRIDGE_PORT", "7000")
+    assert Settings().port == 7000
+    monkeypatch.setenv("CASEBRIDGE_ORDER_INTAKE_PORT", "7001")
+    assert Settings().port == 7001
+    monkeypatch.setenv("CASEBRIDGE_ENVIRONMENT", "production")
+    with pytest.raises(ValidationError, match="bootstrap_admin_password still has its development default"):
+        Settings()
+    monkeypatch.setenv("CASEBRIDGE_BOOTSTRAP_ADMIN_PASSWORD", "a-real-secret-from-the-vault")
+    assert Settings().environment.value == "production"
+
+
+@pytest.fixture
+def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("CASEBRIDGE_ORDER_INTAKE_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("CASEBRIDGE_ENVIRONMENT", "test")
+    settings_module.get_settings.cache_clear()
+    yield CliRunner()
+    settings_module.get_settings.cache_clear()
+
+
+async def test_cli_relay_status_and_replay(
+    cli_env: CliRunner, factory: Factory, container: Container
+) -> None:
+    await factory.product()
+    async with container.db.write_session() as s:
+        await s.execute(update(outbox.outbox).values(published_at=datetime.now(UTC)))
+        await s.commit()
+    import asyncio
+
+    status = await asyncio.to_thread(cli_env.invoke, cli, ["relay", "status"])
+    assert status.exit_code == 0, status.output
+    assert json.loads(status.output)["backlog"] == 0
+    since = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S")
+    replay = await asyncio.to_thread(cli_env.invoke, cli, ["relay", "replay", "--since", since])
+    assert replay.exit_code == 0, replay.output
+    assert "events queued for republishing" in replay.output
+    async with container.db.session() as s:
+        unpublished = (
+            await s.execute(select(outbox.outbox.c.id).where(outbox.outbox.c.published_at.is_(None)))
+        ).all()
+    assert len(unpublished) >= 1
+    bad = await asyncio.to_thread(cli_env.invoke, cli, ["relay", "replay", "--since", "yesterday"])
+    assert bad.exit_code != 0
+
+
+async def test_cli_rotates_keys_and_refuses_demo_outside_development(
+    cli_env: CliRunner, container: Container
+) -> None:
+    import asyncio
+
+    before = {k["kid"] for k in container.keys.jwks()["keys"]}
+    result = await asyncio.to_thread(cli_env.invoke, cli, ["keys", "rotate"])
+    assert result.exit_code == 0, result.output
+    await container.keys.load()
+    after = {k["kid"] for k in container.keys.jwks()["keys"]}
+    assert before < after and len(after) == 2
+    demo = await asyncio.to_thread(cli_env.invoke, cli, ["seed-demo"])
+    assert demo.exit_code != 0

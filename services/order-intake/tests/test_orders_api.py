@@ -1,0 +1,314 @@
+"""Orders: placing, the customer's own view, changes, cancellation (A2, A3, A8)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from casebridge_shared.auth import Department, Role
+from order_intake.bootstrap import Container
+from order_intake.db import outbox
+from order_intake.orders.models import Order
+
+from .conftest import Factory
+
+PROBLEM = "application/problem+json"
+
+
+async def _counts(container: Container) -> tuple[int, int]:
+    async with container.db.session() as s:
+        orders = (await s.execute(select(func.count()).select_from(Order))).scalar_one()
+        events = (await s.execute(select(func.count()).select_from(outbox.outbox))).scalar_one()
+    return int(orders), int(events)
+
+
+async def _order_events(container: Container) -> list[dict[str, object]]:
+    async with container.db.session() as s:
+        rows = (
+            await s.execute(
+                select(outbox.outbox.c.payload, outbox.outbox.c.message_key, outbox.outbox.c.topic)
+                .where(outbox.outbox.c.topic == "casebridge.orders.v1")
+                .order_by(outbox.outbox.c.id)
+            )
+        ).all()
+    events = []
+    for payload, key, _topic in rows:
+        event = json.loads(payload)
+        assert event["partitionkey"] == key
+        events.append(event)
+    return events
+
+
+async def test_place_order_snapshots_product_and_emits_event(
+    client: httpx.AsyncClient, factory: Factory, container: Container
+) -> None:
+    customer = await factory.customer(phone="+49 30 555")
+    product = await factory.product(title="Lease review", price="120.00")
+    r = await client.post(
+        "/orders",
+        json={"product_id": product.id, "description": "My landlord raised the rent."},
+        headers=factory.auth(customer)
+        | {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+    )
+    assert r.status_code == 201, r.text
+    order = r.json()
+    assert r.headers["location"] == f"/orders/{order['id']}"
+    assert order["status"] == "submitted" and order["version"] == 1
+    assert order["product"]["title"] == "Lease review" and order["product"]["price"] == "120.00"
+    assert [p["title"] for p in order["progress"]] == ["Order received"]
+
+    # The product changes later: the order keeps what the customer bought.
+    admin = factory.auth(await factory.user(Role.ADMIN))
+    await client.patch(f"/products/{product.id}", json={"price": "999.00", "title": "New"}, headers=admin)
+    again = (await client.get(f"/orders/{order['id']}", headers=factory.auth(customer))).json()
+    assert again["product"]["price"] == "120.00" and again["product"]["title"] == "Lease review"
+
+    [event] = await _order_events(container)
+    assert event["specversion"] == "1.0"
+    assert event["type"] == "casebridge.orders.order-placed.v1"
+    assert event["source"] == "/casebridge/order-intake"
+    assert event["partitionkey"] == order["id"] and event["aggregateversion"] == 1
+    assert str(event["traceparent"]).startswith("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+    data = event["data"]
+    assert isinstance(data, dict)
+    assert data["customer"]["phone"] == "+49 30 555"
+    assert data["product"]["price"] == "120.00" and data["description"] == "My landlord raised the rent."
+
+
+async def test_idempotency_key_returns_the_first_order(
+    client: httpx.AsyncClient, factory: Factory, container: Container
+) -> None:
+    customer = await factory.customer()
+    product = await factory.product()
+    headers = factory.auth(customer) | {"Idempotency-Key": "k-1"}
+    body = {"product_id": product.id, "description": "Help"}
+    first, second = await asyncio.gather(
+        client.post("/orders", json=body, headers=headers), client.post("/orders", json=body, headers=headers)
+    )
+    assert {first.status_code, second.status_code} == {201}
+    assert first.json()["id"] == second.json()["id"]
+    assert "true" in (first.headers.get("idempotent-replayed"), second.headers.get("idempotent-replayed"))
+    assert len(await _order_events(container)) == 1
+    other = await client.post("/orders", json=body | {"description": "Different"}, headers=headers)
+    assert other.status_code == 422
+    assert other.json()["errors"][0]["field"] == "header.Idempotency-Key"
+    # Another customer may use the same key for their own order.
+    someone = await factory.customer()
+    r = await client.post("/orders", json=body, headers=factory.auth(someone) | {"Idempotency-Key": "k-1"})
+    assert r.status_code == 201 and r.json()["id"] != first.json()["id"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"description": "no product"}, 422, "body.product_id"),
+        ({"product_id": "missing", "description": "x"}, 404, "body.product_id"),
+        ({"product_id": "PRODUCT", "description": ""}, 422, "body.description"),
+        ({"product_id": "PRODUCT", "description": 5}, 422, "body.description"),
+        ({"product_id": "PRODUCT", "description": "x", "price": "0.01"}, 422, "body.price"),
+        ({"product_id": "ARCHIVED", "description": "x"}, 409, "body.product_id"),
+    ],
+)
+async def test_place_order_rejects_bad_input(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    container: Container,
+    body: dict[str, object],
+    status: int,
+    field: str,
+) -> None:
+    customer = await factory.customer()
+    product = await factory.product()
+    archived = await factory.product(title="Old")
+    admin = factory.auth(await factory.user(Role.ADMIN))
+    await client.delete(f"/products/{archived.id}", headers=admin)
+    ids = {"PRODUCT": product.id, "ARCHIVED": archived.id}
+    body = {k: ids.get(v, v) if isinstance(v, str) else v for k, v in body.items()}
+    before = await _counts(container)
+    r = await client.post("/orders", json=body, headers=factory.auth(customer))
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == PROBLEM
+    assert field in [e["field"] for e in r.json()["errors"]]
+    assert await _counts(container) == before
+
+
+async def test_place_order_refuses_bad_json_huge_bodies_and_non_customers(
+    client: httpx.AsyncClient, factory: Factory, container: Container
+) -> None:
+    customer = await factory.customer()
+    product = await factory.product()
+    before = await _counts(container)
+    auth = factory.auth(customer)
+    bad = await client.post(
+        "/orders", content=b"{not json", headers=auth | {"content-type": "application/json"}
+    )
+    assert bad.status_code == 422
+    huge = await client.post(
+        "/orders", json={"product_id": product.id, "description": "x" * 2_000_000}, headers=auth
+    )
+    assert huge.status_code == 413
+    assert (
+        await client.post("/orders", json={"product_id": product.id, "description": "x"})
+    ).status_code == 401
+    for role in (Role.STAFF, Role.ADMIN, Role.DEPARTMENT):
+        user = await factory.user(role, Department.SALES if role is Role.DEPARTMENT else None)
+        r = await client.post(
+            "/orders", json={"product_id": product.id, "description": "x"}, headers=factory.auth(user)
+        )
+        assert r.status_code == 403
+    orders, _events = await _counts(container)
+    assert orders == before[0]
+
+
+async def test_customers_see_only_their_own_orders(client: httpx.AsyncClient, factory: Factory) -> None:
+    alice, bob = await factory.customer(), await factory.customer()
+    product = await factory.product()
+    mine = await client.post(
+        "/orders", json={"product_id": product.id, "description": "a"}, headers=factory.auth(alice)
+    )
+    theirs = await client.post(
+        "/orders", json={"product_id": product.id, "description": "b"}, headers=factory.auth(bob)
+    )
+    listed = (await client.get("/orders", headers=factory.auth(alice))).json()
+    assert [o["id"] for o in listed["items"]] == [mine.json()["id"]] and listed["total"] == 1
+    # Even asking for Bob's orders by customer id shows only Alice's.
+    listed = (await client.get("/orders", params={"customer_id": bob.id}, headers=factory.auth(alice))).json()
+    assert [o["id"] for o in listed["items"]] == [mine.json()["id"]]
+    r = await client.get(f"/orders/{theirs.json()['id']}", headers=factory.auth(alice))
+    assert r.status_code == 404  # exactly like a missing order
+    assert (
+        (await client.get("/orders/does-not-exist", headers=factory.auth(alice)))
+        .json()["detail"]
+        .startswith("no order")
+    )
+    r = await client.patch(
+        f"/orders/{theirs.json()['id']}",
+        json={"description": "hijack"},
+        headers=factory.auth(alice) | {"If-Match": '"1"'},
+    )
+    assert r.status_code == 404
+    assert (
+        await client.post(f"/orders/{theirs.json()['id']}/cancel", headers=factory.auth(alice))
+    ).status_code == 404
+
+    staff = await factory.user(Role.STAFF)
+    everything = (await client.get("/orders", headers=factory.auth(staff))).json()
+    assert everything["total"] == 2
+    only_bob = (
+        await client.get("/orders", params={"customer_id": bob.id}, headers=factory.auth(staff))
+    ).json()
+    assert [o["id"] for o in only_bob["items"]] == [theirs.json()["id"]]
+    dept = await factory.user(Role.DEPARTMENT, Department.FINANCE)
+    assert (await client.get("/orders", headers=factory.auth(dept))).status_code == 403
+
+
+async def test_list_orders_filters(client: httpx.AsyncClient, factory: Factory) -> None:
+    customer = await factory.customer()
+    auth = factory.auth(customer)
+    p1, p2 = await factory.product(), await factory.product(title="Other")
+    a = (await client.post("/orders", json={"product_id": p1.id, "description": "a"}, headers=auth)).json()
+    (await client.post("/orders", json={"product_id": p2.id, "description": "b"}, headers=auth)).json()
+    await client.post(f"/orders/{a['id']}/cancel", headers=auth)
+    r = (await client.get("/orders", params={"status": "cancelled"}, headers=auth)).json()
+    assert [o["id"] for o in r["items"]] == [a["id"]]
+    r = (await client.get("/orders", params={"product_id": p2.id}, headers=auth)).json()
+    assert r["total"] == 1 and r["items"][0]["product_title"] == "Other"
+    r = await client.get("/orders", params={"status": "bogus"}, headers=auth)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "query.status"
+    r = await client.get("/orders", params={"limit": 0}, headers=auth)
+    assert r.status_code == 422
+
+
+async def test_patch_order_uses_if_match_and_only_while_submitted(
+    client: httpx.AsyncClient, factory: Factory, container: Container
+) -> None:
+    customer = await factory.customer()
+    auth = factory.auth(customer)
+    product = await factory.product()
+    order = (
+        await client.post("/orders", json={"product_id": product.id, "description": "v1"}, headers=auth)
+    ).json()
+    url = f"/orders/{order['id']}"
+    missing = await client.patch(url, json={"description": "v2"}, headers=auth)
+    assert missing.status_code == 428
+    r = await client.patch(url, json={"description": "v2"}, headers=auth | {"If-Match": '"1"'})
+    assert r.status_code == 200 and r.json()["version"] == 2 and r.headers["etag"] == '"2"'
+    assert [p["title"] for p in r.json()["progress"]] == ["Order received", "Description updated"]
+    stale = await client.patch(url, json={"description": "v3"}, headers=auth | {"If-Match": '"1"'})
+    assert stale.status_code == 412 and stale.json()["current_version"] == 2
+    garbage = await client.patch(url, json={"description": "v3"}, headers=auth | {"If-Match": "abc"})
+    assert garbage.status_code == 412
+    extra = await client.patch(
+        url, json={"description": "v3", "status": "completed"}, headers=auth | {"If-Match": '"2"'}
+    )
+    assert extra.status_code == 422
+    staff = await factory.user(Role.STAFF)
+    assert (
+        await client.patch(url, json={"description": "x"}, headers=factory.auth(staff) | {"If-Match": '"2"'})
+    ).status_code == 403
+
+    await client.post(f"{url}/cancel", json={"reason": "changed my mind"}, headers=auth)
+    late = await client.patch(url, json={"description": "v4"}, headers=auth | {"If-Match": '"3"'})
+    assert late.status_code == 409 and late.json()["state"] == "cancelled"
+
+    types = [e["type"] for e in await _order_events(container)]
+    assert types == [
+        "casebridge.orders.order-placed.v1",
+        "casebridge.orders.order-updated.v1",
+        "casebridge.orders.order-cancelled.v1",
+    ]
+    versions = [e["aggregateversion"] for e in await _order_events(container)]
+    assert versions == [1, 2, 3]
+
+
+async def test_cancel_order(client: httpx.AsyncClient, factory: Factory, container: Container) -> None:
+    customer = await factory.customer()
+    auth = factory.auth(customer)
+    product = await factory.product()
+    order = (
+        await client.post("/orders", json={"product_id": product.id, "description": "x"}, headers=auth)
+    ).json()
+    url = f"/orders/{order['id']}/cancel"
+    assert (await client.post(url, json={"reason": "x" * 3000}, headers=auth)).status_code == 422
+    assert (await client.post(url, headers=auth | {"If-Match": '"7"'})).status_code == 412
+    r = await client.post(url, json={"reason": "found another lawyer"}, headers=auth)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "cancelled" and body["cancel_reason"] == "found another lawyer"
+    assert body["progress"][-1]["title"] == "Order cancelled"
+    again = await client.post(url, headers=auth)
+    assert again.status_code == 200 and again.json()["version"] == body["version"]
+    events = await _order_events(container)
+    assert [e["type"] for e in events][-1] == "casebridge.orders.order-cancelled.v1"
+    assert len(events) == 2
+    data = events[-1]["data"]
+    assert isinstance(data, dict) and data["cancelled_by"] == "customer"
+
+
+async def test_staff_can_cancel_started_orders_customers_cannot(
+    client: httpx.AsyncClient, factory: Factory, container: Container
+) -> None:
+    customer = await factory.customer()
+    product = await factory.product()
+    order = (
+        await client.post(
+            "/orders", json={"product_id": product.id, "description": "x"}, headers=factory.auth(customer)
+        )
+    ).json()
+    async with container.db.write_session() as s:
+        row = await s.get(Order, order["id"])
+        assert row is not None
+        row.status = "in_progress"
+        s.add(row)
+        await s.commit()
+    r = await client.post(f"/orders/{order['id']}/cancel", headers=factory.auth(customer))
+    assert r.status_code == 409 and r.json()["state"] == "in_progress"
+    supervisor = await factory.user(Role.SUPERVISOR)
+    r = await client.post(
+        f"/orders/{order['id']}/cancel", json={"reason": "duplicate"}, headers=factory.auth(supervisor)
+    )
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"

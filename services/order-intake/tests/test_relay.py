@@ -1,0 +1,295 @@
+"""The outbox relay against a real broker: order, completeness, crashes, outages (A4, C3)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from casebridge_shared.auth import Principal, Role
+from casebridge_shared.broker import EmbeddedBroker
+from casebridge_shared.db import utcnow
+from casebridge_shared.events import ORDERS_TOPIC
+from casebridge_shared.outbox import mark_for_replay, relay_status
+from casebridge_shared.testing import TopicReader, wait_until
+from order_intake.bootstrap import Container
+from order_intake.db import outbox
+from order_intake.orders import service as orders
+from order_intake.orders.models import OrderCreate, OrderUpdate
+
+from .conftest import Factory
+
+
+@pytest.fixture
+def kafka_bootstrap(broker: EmbeddedBroker) -> str:
+    return broker.bootstrap_servers
+
+
+@contextlib.asynccontextmanager
+async def running_relay(container: Container) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(container.relay().run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+
+
+async def _all_event_ids(container: Container, topic: str | None = None) -> list[str]:
+    query = select(outbox.outbox.c.event_id)
+    if topic:
+        query = query.where(outbox.outbox.c.topic == topic)
+    async with container.db.session() as s:
+        return list((await s.execute(query)).scalars())
+
+
+async def _backlog_empty(container: Container) -> bool:
+    return (await relay_status(container.db, outbox, runs=0)).backlog == 0
+
+
+def _principal(user_id: str) -> Principal:
+    return Principal(subject=user_id, roles=frozenset({Role.CUSTOMER}))
+
+
+async def test_relay_publishes_cloudevents_in_order_per_key(
+    client: httpx.AsyncClient, factory: Factory, container: Container, broker: EmbeddedBroker
+) -> None:
+    customer = await factory.customer()
+    product = await factory.product()
+    auth = factory.auth(customer)
+    ids = []
+    async with running_relay(container):
+        for i in range(5):
+            order = (
+                await client.post(
+                    "/orders", json={"product_id": product.id, "description": f"n{i}"}, headers=auth
+                )
+            ).json()
+            ids.append(order["id"])
+            await client.patch(
+                f"/orders/{order['id']}", json={"description": "more"}, headers=auth | {"If-Match": '"1"'}
+            )
+            await client.post(f"/orders/{order['id']}/cancel", headers=auth)
+        async with TopicReader(broker.bootstrap_servers, ORDERS_TOPIC) as reader:
+            events = await reader.read_until(lambda ev: len(ev) >= 15)
+            assert all(h["content-type"] == b"application/cloudevents+json" for h in reader.headers)
+            assert reader.keys == [e["partitionkey"] for e in events]
+    by_key: dict[str, list[int]] = defaultdict(list)
+    for event in events:
+        by_key[event["partitionkey"]].append(event["aggregateversion"])
+    assert set(by_key) == set(ids)
+    assert all(v == [1, 2, 3] for v in by_key.values())
+
+    status = await relay_status(container.db, outbox)
+    assert status.backlog == 0
+    assert sum(r["published"] for r in status.last_runs) >= 15
+    admin = factory.auth(await factory.user(Role.ADMIN))
+    r = await client.get("/relay/status", headers=admin)
+    assert r.status_code == 200 and r.json()["last_runs"][0]["detected"] >= 1
+    assert (await client.get("/relay/status", headers=auth)).status_code == 403
+
+
+async def test_thousand_concurrent_orders_reach_the_topic_exactly_once(
+    client: httpx.AsyncClient, factory: Factory, container: Container, broker: EmbeddedBroker
+) -> None:
+    customers = [await factory.customer() for _ in range(10)]
+    product = await factory.product()
+    gate = asyncio.Semaphore(50)
+
+    async def place(i: int) -> str:
+        async with gate:
+            r = await client.post(
+                "/orders",
+                json={"product_id": product.id, "description": f"need {i}"},
+                headers=factory.auth(customers[i % 10]),
+            )
+            assert r.status_code == 201, r.text
+            return str(r.json()["id"])
+
+    async with running_relay(container):
+        order_ids = await asyncio.gather(*(place(i) for i in range(1000)))
+        async with TopicReader(broker.bootstrap_servers, ORDERS_TOPIC) as reader:
+            await reader.read_until(lambda ev: len(ev) >= 1000, timeout=120)
+            await wait_until(lambda: _backlog_empty(container), message="outbox published")
+            events = await reader.read_to_end()
+    placed = [e for e in events if e["type"] == "casebridge.orders.order-placed.v1"]
+    assert len(placed) == 1000
+    assert len({e["id"] for e in placed}) == 1000
+    assert {e["partitionkey"] for e in placed} == set(order_ids)
+
+
+async def test_versions_per_key_strictly_increase_under_concurrency(
+    factory: Factory, container: Container, broker: EmbeddedBroker
+) -> None:
+    customer = await factory.customer()
+    product = await factory.product()
+    principal = _principal(customer.id)
+    async with running_relay(container):
+
+        async def lifecycle(i: int) -> None:
+            async with container.uow() as uow:
+                order, _ = await orders.place_order(
+                    uow, principal, OrderCreate(product_id=product.id, description="a"), None
+                )
+            for version in range(1, 4):
+                async with container.uow() as uow:
+                    await orders.update_order(
+                        uow, principal, order.id, OrderUpdate(description=f"v{version}-{i}"), version
+                    )
+
+        await asyncio.gather(*(lifecycle(i) for i in range(40)))
+        async with TopicReader(broker.bootstrap_servers, ORDERS_TOPIC) as reader:
+            events = await reader.read_until(lambda ev: len(ev) >= 160)
+    by_key: dict[str, list[int]] = defaultdict(list)
+    for event in events:
+        by_key[event["partitionkey"]].append(event["aggregateversion"])
+    assert len(by_key) == 40
+    for versions in by_key.values():
+        assert versions == sorted(versions) and len(set(versions)) == len(versions) == 4
+
+
+def _worker_env(container: Container, broker: EmbeddedBroker, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CASEBRIDGE_")}
+    env.update(
+        {
+            "CASEBRIDGE_ENVIRONMENT": "test",
+            "CASEBRIDGE_ORDER_INTAKE_DATABASE_URL": container.settings.database_url,
+            "CASEBRIDGE_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+            "CASEBRIDGE_ORDER_INTAKE_WORKER_METRICS_PORT": "0",
+            "CASEBRIDGE_VAR_DIR": str(tmp_path),
+            "CASEBRIDGE_LOG_JSON": "true",
+        }
+    )
+    return env
+
+
+def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    script = Path(sys.executable).with_name("order-intake")
+    return subprocess.Popen([str(script), "worker"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+@pytest.mark.slow
+async def test_relay_sigkilled_repeatedly_loses_nothing(
+    factory: Factory, container: Container, broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    customer = await factory.customer()
+    product = await factory.product()
+    principal = _principal(customer.id)
+    env = _worker_env(container, broker, tmp_path)
+    log = tmp_path / "worker.log"
+    worker = _start_worker(env, log)
+    placed = 0
+    kills = 0
+    async with TopicReader(broker.bootstrap_servers, ORDERS_TOPIC) as reader:
+        try:
+            while placed < 1000:
+                for _ in range(50):
+                    async with container.uow() as uow:
+                        await orders.place_order(
+                            uow, principal, OrderCreate(product_id=product.id, description="x"), None
+                        )
+                    placed += 1
+                await reader.poll()
+                if placed % 200 == 0:
+                    # Kill it mid-flight: wait until it has published something since the last start.
+                    seen = len(reader.events)
+                    await wait_until(
+                        lambda: reader.poll(), timeout=60, message="relay progress"
+                    ) if seen == 0 else None
+                    worker.send_signal(signal.SIGKILL)
+                    worker.wait()
+                    kills += 1
+                    worker = _start_worker(env, log)
+            expected = set(await _all_event_ids(container, ORDERS_TOPIC))
+            assert len(expected) == 1000
+            await reader.read_until(lambda ev: expected <= {e["id"] for e in ev}, timeout=120)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+    counts = Counter(e["id"] for e in reader.events)
+    missing = expected - set(counts)
+    assert kills == 5
+    assert not missing, f"lost {len(missing)} events"
+    assert set(counts) == expected  # nothing that was never committed
+    status = await relay_status(container.db, outbox)
+    assert status.backlog == 0
+
+
+@pytest.mark.slow
+async def test_broker_outage_backlog_grows_then_drains(
+    factory: Factory, container: Container, broker: EmbeddedBroker
+) -> None:
+    customer = await factory.customer()
+    product = await factory.product()
+    principal = _principal(customer.id)
+    container.settings.kafka_request_timeout_ms = 1000  # so the outage shows up as failed runs
+    async with running_relay(container), TopicReader(broker.bootstrap_servers, ORDERS_TOPIC) as reader:
+        async with container.uow() as uow:
+            await orders.place_order(
+                uow, principal, OrderCreate(product_id=product.id, description="before"), None
+            )
+        await reader.read_until(lambda ev: len(ev) >= 1)
+        broker.pause()
+        try:
+            for i in range(200):
+                async with container.uow() as uow:
+                    await orders.place_order(
+                        uow, principal, OrderCreate(product_id=product.id, description=f"during {i}"), None
+                    )
+
+            async def backlog_grew() -> bool:
+                return (await relay_status(container.db, outbox)).backlog >= 200
+
+            await wait_until(backlog_grew, timeout=30, message="backlog during outage")
+
+            async def failure_logged() -> bool:
+                runs = (await relay_status(container.db, outbox, runs=50)).last_runs
+                return any(r["error"] for r in runs)
+
+            await wait_until(failure_logged, timeout=60, message="a failed relay run in the job log")
+            status = await relay_status(container.db, outbox)
+            assert status.backlog >= 200 and status.oldest_unpublished_age_seconds is not None
+        finally:
+            broker.resume()
+        expected = set(await _all_event_ids(container, ORDERS_TOPIC))
+        await reader.read_until(lambda ev: expected <= {e["id"] for e in ev}, timeout=180)
+
+        async def drained() -> bool:
+            return (await relay_status(container.db, outbox)).backlog == 0
+
+        await wait_until(drained, timeout=60, message="backlog drained")
+
+
+async def test_replay_republishes_from_a_point_in_time(
+    factory: Factory, container: Container, broker: EmbeddedBroker
+) -> None:
+    customer = await factory.customer()
+    product = await factory.product()
+    principal = _principal(customer.id)
+    async with running_relay(container), TopicReader(broker.bootstrap_servers, ORDERS_TOPIC) as reader:
+        for _ in range(3):
+            async with container.uow() as uow:
+                await orders.place_order(
+                    uow, principal, OrderCreate(product_id=product.id, description="x"), None
+                )
+        await reader.read_until(lambda ev: len(ev) >= 3)
+        queued = await mark_for_replay(container.db, outbox, utcnow() - timedelta(hours=1))
+        assert queued >= 3
+        events = await reader.read_until(lambda ev: len(ev) >= 6)
+    counts = Counter(e["id"] for e in events if e["type"].endswith("order-placed.v1"))
+    assert len(counts) == 3 and set(counts.values()) == {2}

@@ -1,0 +1,169 @@
+"""``casebridge up``: the whole stack on one machine, the embedded default.
+
+Starts the embedded broker (Tansu), migrates each service's SQLite database
+under ``var/``, seeds the demo logins, runs every api and worker under honcho,
+waits until all are ready and prints where to go. Ctrl-C stops everything.
+
+Services are found through entry points (``casebridge.api`` and
+``casebridge.worker``), so a new service joins the stack by installing it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from casebridge_shared.broker import broker_command, port_open
+
+cli = typer.Typer(help="Casebridge developer tools", no_args_is_help=True)
+
+
+@cli.callback()
+def _group() -> None:
+    """Keeps `casebridge` a command group even while it has one command."""
+
+
+# The order the services are started and listed in.
+SERVICE_ORDER = ["order-intake", "case-handling", "notifier", "customer-ledger"]
+DEFAULT_PORTS = {"order-intake": 8001, "case-handling": 8002, "notifier": 8003, "customer-ledger": 8004}
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    has_worker: bool
+
+    @property
+    def env_prefix(self) -> str:
+        return "CASEBRIDGE_" + self.name.upper().replace("-", "_") + "_"
+
+    def port(self) -> int:
+        raw = os.environ.get(self.env_prefix + "PORT") or os.environ.get("CASEBRIDGE_PORT")
+        return int(raw) if raw else DEFAULT_PORTS.get(self.name, 8000)
+
+    def host(self) -> str:
+        return os.environ.get(self.env_prefix + "HOST") or os.environ.get("CASEBRIDGE_HOST") or "127.0.0.1"
+
+    @property
+    def script(self) -> str:
+        return str(Path(sys.executable).with_name(self.name))
+
+
+def discover() -> list[Service]:
+    apis = {ep.name for ep in entry_points(group="casebridge.api")}
+    workers = {ep.name for ep in entry_points(group="casebridge.worker")}
+    ordered = [n for n in SERVICE_ORDER if n in apis] + sorted(apis - set(SERVICE_ORDER))
+    return [Service(name, name in workers) for name in ordered]
+
+
+def _kafka_address() -> tuple[str, int]:
+    bootstrap = os.environ.get("CASEBRIDGE_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092").split(",")[0]
+    host, _, port = bootstrap.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 (our own loopback URL)
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _banner(services: list[Service], logins: list[dict[str, str]], kafka: str) -> str:
+    lines = ["", "=" * 78, "Casebridge is up.", ""]
+    for service in services:
+        base = f"http://{service.host()}:{service.port()}"
+        lines.append(f"  {service.name:<16} API docs: {base}/docs    (OpenAPI: {base}/openapi.json)")
+    lines.append(f"  {'kafka':<16} {kafka} (embedded Tansu; topics casebridge.*.v1)")
+    lines.append("")
+    lines.append("Demo logins (POST /auth/token on order-intake, or 'Authorize' in its /docs):")
+    for login in logins:
+        lines.append(f"  {login['role']:<12} {login['email']:<40} {login['password']}")
+    lines.append("")
+    lines.append("Ctrl-C stops everything.")
+    lines.append("=" * 78)
+    return "\n".join(lines)
+
+
+@cli.command()
+def up(
+    var_dir: Annotated[Path, typer.Option(help="Where the SQLite databases live")] = Path("var"),
+    ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for every service")] = 120.0,
+) -> None:
+    """Run the whole stack on the embedded broker and SQLite, until Ctrl-C."""
+    from honcho.manager import Manager
+
+    var_dir = var_dir.resolve()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.setdefault("CASEBRIDGE_ENVIRONMENT", "development")
+    env.setdefault("CASEBRIDGE_VAR_DIR", str(var_dir))
+    kafka_host, kafka_port = _kafka_address()
+    env.setdefault("CASEBRIDGE_KAFKA_BOOTSTRAP_SERVERS", f"{kafka_host}:{kafka_port}")
+    os.environ.update(env)
+    services = discover()
+    if not services:
+        typer.echo("no Casebridge services installed", err=True)
+        raise typer.Exit(1)
+    order_intake = next((s for s in services if s.name == "order-intake"), None)
+    if order_intake is not None:
+        env.setdefault("CASEBRIDGE_TOKEN_ISSUER", f"http://{order_intake.host()}:{order_intake.port()}")
+
+    for service in services:
+        typer.echo(f"migrating {service.name} ...")
+        subprocess.run([service.script, "db", "upgrade"], env=env, check=True)
+    logins: list[dict[str, str]] = []
+    if order_intake is not None:
+        out = subprocess.run(
+            [order_intake.script, "seed-demo", "--json"], env=env, check=True, capture_output=True, text=True
+        ).stdout
+        logins = json.loads(out.strip().splitlines()[-1])
+
+    manager = Manager()
+    manager.add_process(
+        "broker", shlex.join(broker_command(kafka_host, kafka_port)), env=env | {"RUST_LOG": "warn"}
+    )
+    for service in services:
+        manager.add_process(f"{service.name}-api", shlex.join([service.script, "api"]), env=env)
+        if service.has_worker:
+            manager.add_process(f"{service.name}-worker", shlex.join([service.script, "worker"]), env=env)
+
+    def announce_when_ready() -> None:
+        deadline = time.monotonic() + ready_timeout
+        pending = {s.name: f"http://{s.host()}:{s.port()}/readyz" for s in services}
+        while time.monotonic() < deadline and manager.returncode is None:
+            pending = {n: u for n, u in pending.items() if not _ready(u)}
+            if not pending and port_open(kafka_host, kafka_port):
+                print(_banner(services, logins, f"{kafka_host}:{kafka_port}"), flush=True)
+                return
+            time.sleep(0.25)
+        if manager.returncode is None:
+            print(f"casebridge: not ready after {ready_timeout}s: {', '.join(pending)}", flush=True)
+
+    threading.Thread(target=announce_when_ready, daemon=True).start()
+    manager.loop()
+    sys.exit(manager.returncode or 0)
+
+
+def main() -> None:
+    try:
+        from casebridge_shared.contracts import cli as contracts_cli
+
+        cli.add_typer(contracts_cli, name="contracts")
+    except ImportError:  # pragma: no cover - contracts tooling not installed
+        pass
+    cli()

@@ -1,0 +1,147 @@
+"""`make up` from a clean checkout: ready, register, log in, order, event on Kafka, Ctrl-C, all gone."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from casebridge_shared.broker import free_port
+from casebridge_shared.events import ORDERS_TOPIC
+from casebridge_shared.testing import TopicReader
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _checkout(target: Path) -> Path:
+    """Copy the tracked and new (not ignored) files: a clean checkout of the working tree."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, files):
+        src = ROOT / name.decode()
+        if src.is_file():
+            dst = target / name.decode()
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    return target
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+async def test_make_up_serves_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
+    checkout = _checkout(tmp_path / "casebridge")
+    assert not (checkout / "var").exists()
+    ports = {name: free_port() for name in ("ORDER_INTAKE", "CASE_HANDLING", "NOTIFIER", "CUSTOMER_LEDGER")}
+    kafka = f"127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CASEBRIDGE_")}
+    env.update({f"CASEBRIDGE_{name}_PORT": str(port) for name, port in ports.items()})
+    env.update({f"CASEBRIDGE_{name}_WORKER_METRICS_PORT": str(free_port()) for name in ports})
+    env["CASEBRIDGE_KAFKA_BOOTSTRAP_SERVERS"] = kafka
+    # Reuse this run's environment instead of installing again (CI installs from scratch already).
+    env["VENV"] = str(Path(sys.executable).parent.parent)
+    proc = subprocess.Popen(
+        ["make", "up"],
+        cwd=checkout,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, like a terminal's foreground job
+    )
+    output: list[str] = []
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in iter(proc.stdout.readline, b""):
+            output.append(line.decode(errors="replace"))
+
+    reader_thread = threading.Thread(target=pump, daemon=True)
+    reader_thread.start()
+    try:
+        deadline = time.monotonic() + 180
+        while not any("Casebridge is up." in line for line in output):
+            assert proc.poll() is None, "make up exited early:\n" + "".join(output[-50:])
+            assert time.monotonic() < deadline, "make up not ready:\n" + "".join(output[-50:])
+            await asyncio.sleep(0.2)
+        text = "".join(output)
+        base = f"http://127.0.0.1:{ports['ORDER_INTAKE']}"
+        assert f"{base}/docs" in text
+        assert "customer@demo.casebridge.example" in text and "admin@demo.casebridge.example" in text
+
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            r = await client.post(
+                "/auth/register",
+                json={"email": "smoke@example.org", "password": "smoke-test-password", "full_name": "Smoke"},
+            )
+            assert r.status_code == 201, r.text
+            r = await client.post(
+                "/auth/token", data={"username": "smoke@example.org", "password": "smoke-test-password"}
+            )
+            assert r.status_code == 200
+            auth = {"Authorization": f"Bearer {r.json()['access_token']}"}
+            product = (await client.get("/products")).json()["items"][0]
+            r = await client.post(
+                "/orders", json={"product_id": product["id"], "description": "smoke"}, headers=auth
+            )
+            assert r.status_code == 201
+            order_id = r.json()["id"]
+
+        async with TopicReader(kafka, ORDERS_TOPIC) as reader:
+            events = await reader.read_until(
+                lambda ev: any(e["partitionkey"] == order_id for e in ev), timeout=60
+            )
+        assert any(e["type"] == "casebridge.orders.order-placed.v1" for e in events)
+
+        family = _descendants(proc.pid) | {proc.pid}
+        assert len(family) >= 4  # make, casebridge, broker, api, worker ...
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does
+        proc.wait(timeout=60)
+        stop_deadline = time.monotonic() + 30
+        while any(_alive(p) for p in family) and time.monotonic() < stop_deadline:
+            await asyncio.sleep(0.1)
+        assert not [p for p in family if _alive(p)], "processes left after Ctrl-C"
+        assert (checkout / "var" / "order-intake.sqlite3").exists()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
