@@ -78,10 +78,12 @@ async def test_make_up_serves_the_stack_and_stops_cleanly(tmp_path: Path) -> Non
     env.update({f"CASEBRIDGE_{name}_PORT": str(port) for name, port in ports.items()})
     env.update({f"CASEBRIDGE_{name}_WORKER_METRICS_PORT": str(free_port()) for name in ports})
     env["CASEBRIDGE_KAFKA_BOOTSTRAP_SERVERS"] = kafka
-    # Reuse this run's environment instead of installing again (CI installs from scratch already).
-    env["VENV"] = str(Path(sys.executable).parent.parent)
+    # Reuse this run's environment instead of installing again (CI installs from scratch
+    # already); -o keeps make from re-installing the copy's packages into it.
+    venv = Path(sys.executable).parent.parent
+    env["VENV"] = str(venv)
     proc = subprocess.Popen(
-        ["make", "up"],
+        ["make", "-o", f"{venv}/.installed", "up"],
         cwd=checkout,
         env=env,
         stdout=subprocess.PIPE,

@@ -154,7 +154,7 @@ async def test_me_needs_a_valid_token(client: httpx.AsyncClient, factory: Factor
     tampered = f"{head}.{payload}.{sig[:-4]}AAAA"
     assert (await client.get("/me", headers={"Authorization": f"Bearer {tampered}"})).status_code == 401
     forged = jwt.encode(
-        {"sub": user.id, "roles": ["admin"]}, "secret", algorithm="HS256", headers={"kid": "x"}
+        {"sub": user.id, "roles": ["admin"]}, "not-our-key-" * 4, algorithm="HS256", headers={"kid": "x"}
     )
     assert (await client.get("/me", headers={"Authorization": f"Bearer {forged}"})).status_code == 401
 

@@ -1,0 +1,65 @@
+"""The case-handling ASGI app: ``uvicorn case_handling.main:app``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from case_handling import __version__
+from case_handling.bootstrap import Container, bootstrap
+from case_handling.settings import Settings, get_settings
+from casebridge_shared.auth import JwksTokenVerifier
+from casebridge_shared.logs import configure_logging
+from casebridge_shared.web import create_app
+
+DESCRIPTION = """
+
+Staff turn orders into cases, analyse the legal need, record communications,
+propose solutions and upload documents. Its own database; works while order-
+intake is down.
+
+Tokens come from order-intake (`POST /auth/token`) and are verified here
+against its published keys. Errors are RFC 9457 `application/problem+json`.
+"""
+
+
+def create_application(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = container is None
+        c = container or bootstrap(settings)
+        app.state.container = c
+        app.state.token_verifier = JwksTokenVerifier(settings)
+        app.state.readiness_checks["database"] = c.db.ping
+        try:
+            yield
+        finally:
+            if owned:
+                await c.close()
+
+    return create_app(
+        service="case-handling",
+        title="Casebridge case-handling",
+        description=DESCRIPTION,
+        version=__version__,
+        lifespan=lifespan,
+        max_body_bytes=settings.max_request_body_bytes,
+    )
+
+
+def _app() -> FastAPI:
+    settings = get_settings()
+    configure_logging("case-handling", level=settings.log_level, json=settings.log_json)
+    return create_application(settings)
+
+
+def __getattr__(name: str) -> FastAPI:
+    # ``case_handling.main:app`` is built on first access, so importing this module
+    # (tests, the CLI) does not read settings or configure logging.
+    if name == "app":
+        return _app()
+    raise AttributeError(name)

@@ -1,0 +1,28 @@
+"""The one place where customer-ledger is wired together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from casebridge_shared.db import Database
+from casebridge_shared.outbox import UnitOfWork
+from customer_ledger.db import outbox
+from customer_ledger.settings import Settings
+
+EVENT_SOURCE = "/casebridge/customer-ledger"
+
+
+@dataclass
+class Container:
+    settings: Settings
+    db: Database
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self.db, outbox, EVENT_SOURCE)
+
+    async def close(self) -> None:
+        await self.db.dispose()
+
+
+def bootstrap(settings: Settings) -> Container:
+    return Container(settings=settings, db=Database(settings.database_url))

@@ -1,0 +1,20 @@
+"""notifier's own schema registry: its tables never mix with another service's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.orm import registry
+from sqlmodel import SQLModel
+
+from casebridge_shared.outbox import outbox_tables
+
+
+class Base(SQLModel, registry=registry()):
+    pass
+
+
+metadata = Base.metadata
+outbox = outbox_tables(metadata)
+
+MIGRATIONS = Path(__file__).parent / "migrations"

@@ -1,0 +1,50 @@
+"""notifier: health, readiness, metrics, problem+json and settings precedence."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from casebridge_shared.db import Database
+from notifier.settings import Settings
+
+
+async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": "ok"}
+
+
+async def test_readiness_fails_when_the_database_is_gone(app: FastAPI, client: httpx.AsyncClient) -> None:
+    dead = Database("postgresql+asyncpg://postgres@127.0.0.1:9/nowhere")  # nothing listens on port 9
+    app.state.readiness_checks["database"] = dead.ping
+    r = await client.get("/readyz")
+    await dead.dispose()
+    assert r.status_code == 503
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["checks"]["database"].startswith("failed")
+
+
+async def test_metrics_and_problems(client: httpx.AsyncClient) -> None:
+    missing = await client.get("/no-such-thing")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    metrics = await client.get("/metrics")
+    assert metrics.status_code == 200
+    assert (
+        'casebridge_http_request_duration_seconds_count{method="GET",route="unmatched",service="notifier"'
+        in metrics.text
+    )
+    assert "casebridge_consumer_lag" in metrics.text and "casebridge_dead_lettered_total" in metrics.text
+
+
+def test_settings_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().port == 8003
+    monkeypatch.setenv("CASEBRIDGE_PORT", "7100")
+    assert Settings().port == 7100
+    monkeypatch.setenv("CASEBRIDGE_NOTIFIER_PORT", "7101")
+    assert Settings().port == 7101
+    monkeypatch.setenv("CASEBRIDGE_KAFKA_BOOTSTRAP_SERVERS", "kafka:9092")
+    assert Settings().kafka_bootstrap_servers == "kafka:9092"

@@ -1,0 +1,770 @@
+"""docker-compose.yml, checked against the Compose specification and against the code it runs.
+
+There is no Docker engine here, so the checks are static:
+
+- the file validates against the Compose specification's JSON Schema,
+  ``tests/data/compose-spec.json`` (the compose-spec project's schema, Apache-2.0,
+  ``tests/data/compose-spec.LICENSE``; copied unchanged from the one that the
+  check-jsonschema 0.39.0 wheel on PyPI vendors, ``check_jsonschema/builtin_schemas/
+  vendor/compose-spec.json``; its sha256 is pinned below);
+- every ``CASEBRIDGE_`` variable on a Casebridge container is a settings field of that
+  container's service, and that environment (required secrets filled in) builds the
+  service's ``Settings``; secrets only come from required compose variables;
+- every long-running container has a health check, and the api's and worker's probe
+  the port the settings give them; one-shot migrations are waited for, never restarted;
+- every command is a console script of the service's package and a real subcommand;
+- every ``depends_on`` target exists; every service database is created by
+  ``deploy/postgres-init.sql``; ``deploy/Dockerfile`` installs every service it runs.
+
+Each check returns a list of problems; the tests at the end mutate a copy of the file
+and show that each check reports what it is for. Services whose package is not
+installed yet are skipped (``pytest.importorskip``); ``order-intake`` always runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import click
+import click.testing
+import jsonschema
+import pytest
+import typer
+import typer.testing
+import yaml
+from pydantic import BaseModel, SecretStr, ValidationError
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+POSTGRES_INIT = ROOT / "deploy" / "postgres-init.sql"
+SCHEMA_FILE = Path(__file__).resolve().parent / "data" / "compose-spec.json"
+SCHEMA_SHA256 = "d549057ebc2925f39f62799eab0db7b9e2c18b35b6c00595199116da3ed10e64"
+
+COMMON_PREFIX = "CASEBRIDGE_"
+
+# What a deployer puts in .env: the values for the file's required ${VAR:?...} variables.
+DEPLOYER_ENV = {
+    "POSTGRES_PASSWORD": "a-real-postgres-password",
+    "CASEBRIDGE_BOOTSTRAP_ADMIN_EMAIL": "admin@example.com",
+    "CASEBRIDGE_BOOTSTRAP_ADMIN_PASSWORD": "a-real-admin-password",
+}
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    script: str  # console script, e.g. order-intake
+    package: str  # import package, e.g. order_intake
+    directory: str  # e.g. services/order-intake
+    has_worker: bool
+
+    @property
+    def env_prefix(self) -> str:
+        return COMMON_PREFIX + self.script.upper().replace("-", "_") + "_"
+
+    @property
+    def settings_module(self) -> str:
+        return f"{self.package}.settings"
+
+
+SERVICES = {
+    info.script: info
+    for info in (
+        ServiceInfo("order-intake", "order_intake", "services/order-intake", has_worker=True),
+        # The other three get a worker container with their first consumer.
+        ServiceInfo("case-handling", "case_handling", "services/case-handling", has_worker=False),
+        ServiceInfo("notifier", "notifier", "services/notifier", has_worker=False),
+        ServiceInfo("customer-ledger", "customer_ledger", "services/customer-ledger", has_worker=False),
+    )
+}
+
+Compose = dict[str, Any]
+
+
+# --- reading the file ------------------------------------------------------------------
+
+
+def load_compose() -> Compose:
+    data = yaml.safe_load(COMPOSE_FILE.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def services(compose: Compose) -> dict[str, dict[str, Any]]:
+    return compose.get("services") or {}
+
+
+def casebridge_containers(compose: Compose) -> dict[str, dict[str, Any]]:
+    """The containers built from deploy/Dockerfile (as opposed to kafka, postgres)."""
+    return {name: svc for name, svc in services(compose).items() if "build" in svc}
+
+
+def command_of(svc: dict[str, Any]) -> list[str]:
+    command = svc.get("command")
+    return command if isinstance(command, list) else []
+
+
+def environment_of(svc: dict[str, Any]) -> dict[str, str]:
+    env = svc.get("environment") or {}
+    if isinstance(env, list):
+        pairs = (item.split("=", 1) for item in env)
+        return {p[0]: p[1] if len(p) > 1 else "" for p in pairs}
+    return {str(k): "" if v is None else str(v) for k, v in env.items()}
+
+
+def depends_on_of(svc: dict[str, Any]) -> dict[str, str]:
+    """depends_on as {target: condition}, for the short (list) and long (mapping) forms."""
+    deps = svc.get("depends_on") or {}
+    if isinstance(deps, list):
+        return dict.fromkeys(deps, "service_started")
+    return {name: (spec or {}).get("condition", "service_started") for name, spec in deps.items()}
+
+
+def containers_of(compose: Compose, script: str) -> dict[str, dict[str, Any]]:
+    return {
+        name: svc for name, svc in casebridge_containers(compose).items() if command_of(svc)[:1] == [script]
+    }
+
+
+# Compose interpolation: ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?err}, ${VAR?err}, $$.
+_INTERPOLATION = re.compile(r"\$(?:(?P<escaped>\$)|\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\})")
+_REQUIRED_VARIABLE = re.compile(r"^\$\{\w+:\?[^}]+\}$")
+
+
+class MissingVariableError(Exception):
+    pass
+
+
+def interpolate(value: str, deploy_env: dict[str, str]) -> str:
+    def substitute(match: re.Match[str]) -> str:
+        if match["escaped"]:
+            return "$"
+        name, op, arg = match["name"], match["op"], match["arg"]
+        current = deploy_env.get(name)
+        if op in (":?", "?") and (current is None or (op == ":?" and not current)):
+            raise MissingVariableError(f"{name}: {arg}")
+        if op == ":-" and not current:
+            return arg
+        if op == "-" and current is None:
+            return arg
+        return current or ""
+
+    return _INTERPOLATION.sub(substitute, value)
+
+
+def field_names(settings_cls: type[BaseModel]) -> set[str]:
+    return {name.lower() for name in settings_cls.model_fields}
+
+
+def field_for(variable: str, info: ServiceInfo) -> tuple[str | None, str | None]:
+    """(field name, problem) for a CASEBRIDGE_ variable set on one of ``info``'s containers."""
+    upper = variable.upper()
+    if upper.startswith(info.env_prefix):
+        return upper.removeprefix(info.env_prefix).lower(), None
+    for other in SERVICES.values():
+        if other is not info and upper.startswith(other.env_prefix):
+            return None, f"{variable} is {other.script}'s setting, not {info.script}'s"
+    return upper.removeprefix(COMMON_PREFIX).lower(), None
+
+
+@contextlib.contextmanager
+def process_environment(env: dict[str, str]) -> Iterator[None]:
+    """os.environ as a container would see it: no CASEBRIDGE_ variables but ``env``'s."""
+    kept = {k: v for k, v in os.environ.items() if not k.upper().startswith(COMMON_PREFIX)}
+    with mock.patch.dict(os.environ, kept | env, clear=True):
+        yield
+
+
+def build_settings(
+    settings_cls: type[BaseModel], svc: dict[str, Any], deploy_env: dict[str, str]
+) -> BaseModel:
+    env = {k: interpolate(v, deploy_env) for k, v in environment_of(svc).items()}
+    with process_environment(env):
+        return settings_cls()
+
+
+def load_settings_class(info: ServiceInfo) -> type[BaseModel]:
+    if info.script == "order-intake":
+        from order_intake.settings import Settings
+
+        return Settings
+    module = pytest.importorskip(info.settings_module)
+    settings_cls: type[BaseModel] = module.Settings
+    return settings_cls
+
+
+# --- the checks: each returns the problems it finds ------------------------------------
+
+
+def schema_problems(compose: Compose) -> list[str]:
+    schema = json.loads(SCHEMA_FILE.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    return [
+        f"{'/'.join(map(str, error.absolute_path)) or '<root>'}: {error.message}"
+        for error in sorted(validator.iter_errors(compose), key=lambda e: list(map(str, e.path)))
+    ]
+
+
+def script_problems(compose: Compose) -> list[str]:
+    """Every Casebridge container runs one of the known services, as an argument list."""
+    problems = []
+    for name, svc in casebridge_containers(compose).items():
+        command = svc.get("command")
+        if not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command):
+            problems.append(f"{name}: command must be a non-empty list of strings, got {command!r}")
+        elif command[0] not in SERVICES:
+            problems.append(f"{name}: {command[0]!r} is not a Casebridge service script")
+    return problems
+
+
+def env_problems(compose: Compose, info: ServiceInfo, settings_cls: type[BaseModel]) -> list[str]:
+    fields = field_names(settings_cls)
+    problems = []
+    for name, svc in containers_of(compose, info.script).items():
+        for variable in environment_of(svc):
+            if not variable.upper().startswith(COMMON_PREFIX):
+                continue
+            field, problem = field_for(variable, info)
+            if problem:
+                problems.append(f"{name}: {problem}")
+            elif field not in fields:
+                problems.append(f"{name}: {variable} is not a setting of {info.script} (no field {field!r})")
+    return problems
+
+
+def settings_problems(compose: Compose, info: ServiceInfo, settings_cls: type[BaseModel]) -> list[str]:
+    """The container's environment must build Settings, and only with the deployer's secrets."""
+    problems = []
+    for name, svc in containers_of(compose, info.script).items():
+        try:
+            build_settings(settings_cls, svc, {})
+        except (ValidationError, ValueError, MissingVariableError):
+            pass
+        else:
+            problems.append(f"{name}: starts without any deployer-supplied secret")
+        try:
+            build_settings(settings_cls, svc, DEPLOYER_ENV)
+        except (ValidationError, ValueError, MissingVariableError) as exc:
+            problems.append(f"{name}: its environment does not build {info.script}'s Settings: {exc}")
+    return problems
+
+
+def secret_problems(compose: Compose, info: ServiceInfo, settings_cls: type[BaseModel]) -> list[str]:
+    """Secret settings and database passwords come from required variables, never literals."""
+    secret_fields = {
+        name.lower()
+        for name, field in settings_cls.model_fields.items()
+        if field.annotation is SecretStr or isinstance(field.default, SecretStr)
+    }
+    problems = []
+    for name, svc in containers_of(compose, info.script).items():
+        for variable, value in environment_of(svc).items():
+            if not variable.upper().startswith(COMMON_PREFIX):
+                continue
+            field, _ = field_for(variable, info)
+            if field in secret_fields and not _REQUIRED_VARIABLE.match(value):
+                problems.append(f"{name}: {variable} must be a required variable ${{NAME:?...}}")
+            password = re.search(r"://[^/@:]+:([^@]*)@", value)
+            if password and not _REQUIRED_VARIABLE.match(password.group(1)):
+                problems.append(f"{name}: the password in {variable} must be a required variable")
+    return problems
+
+
+def one_shot_services(compose: Compose) -> set[str]:
+    return {
+        target
+        for svc in services(compose).values()
+        for target, condition in depends_on_of(svc).items()
+        if condition == "service_completed_successfully"
+    }
+
+
+def healthcheck_problems(compose: Compose) -> list[str]:
+    one_shot = one_shot_services(compose)
+    problems = []
+    for name, svc in services(compose).items():
+        if name in one_shot:
+            if svc.get("restart", "no") != "no":
+                problems.append(f"{name}: runs once (others wait for it to finish) but restarts")
+            continue
+        check = svc.get("healthcheck")
+        if not check or check.get("disable") or not check.get("test") or check["test"] in (["NONE"], "NONE"):
+            problems.append(f"{name}: long-running service without a healthcheck")
+    for name, svc in services(compose).items():
+        for target, condition in depends_on_of(svc).items():
+            target_svc = services(compose).get(target) or {}
+            if condition == "service_healthy" and not target_svc.get("healthcheck"):
+                problems.append(f"{name}: waits for {target} to be healthy, which has no healthcheck")
+    return problems
+
+
+def layout_problems(compose: Compose, info: ServiceInfo) -> list[str]:
+    """<svc>-migrate runs `db upgrade`; <svc>-api (and -worker) wait for it to succeed."""
+    all_services = services(compose)
+    expected = {f"{info.script}-migrate": ["db", "upgrade"], f"{info.script}-api": ["api"]}
+    if info.has_worker:
+        expected[f"{info.script}-worker"] = ["worker"]
+    problems = []
+    for name, args in expected.items():
+        svc = all_services.get(name)
+        if svc is None:
+            problems.append(f"{name}: missing")
+            continue
+        if command_of(svc) != [info.script, *args]:
+            problems.append(f"{name}: command should be {[info.script, *args]}, is {svc.get('command')}")
+        if not name.endswith("-migrate"):
+            condition = depends_on_of(svc).get(f"{info.script}-migrate")
+            if condition != "service_completed_successfully":
+                problems.append(
+                    f"{name}: must depend on {info.script}-migrate with "
+                    f"condition service_completed_successfully (has {condition})"
+                )
+    return problems
+
+
+def port_problems(compose: Compose, info: ServiceInfo, settings: Any) -> list[str]:
+    """The api publishes and probes its settings' port; the worker probes its metrics port."""
+    problems = []
+    for name, svc in containers_of(compose, info.script).items():
+        role = command_of(svc)[1:2]
+        probe = " ".join(map(str, (svc.get("healthcheck") or {}).get("test") or []))
+        if role == ["api"]:
+            url = f"http://127.0.0.1:{settings.port}/readyz"
+            if url not in probe:
+                problems.append(f"{name}: healthcheck should GET {url}: {probe!r}")
+            targets = {
+                str(p.get("target")) if isinstance(p, dict) else str(p).rsplit(":", 1)[-1].split("/")[0]
+                for p in svc.get("ports") or []
+            }
+            if str(settings.port) not in targets:
+                problems.append(f"{name}: port {settings.port} is not published ({svc.get('ports')})")
+        elif role == ["worker"]:
+            url = f"http://127.0.0.1:{settings.worker_metrics_port}/metrics"
+            if url not in probe:
+                problems.append(f"{name}: healthcheck should GET {url}: {probe!r}")
+    return problems
+
+
+def _console_script(script: str) -> Any:
+    matches = entry_points(group="console_scripts", name=script)
+    return next(iter(matches), None)
+
+
+def _help_exit_code(app: Any, script: str, args: list[str]) -> tuple[int | None, str]:
+    argv = [*args, "--help"]
+    if isinstance(app, typer.Typer):
+        result = typer.testing.CliRunner().invoke(app, argv)
+        return result.exit_code, result.output
+    if isinstance(app, click.Command):
+        result = click.testing.CliRunner().invoke(app, argv)
+        return result.exit_code, result.output
+    if callable(app):  # a main() that parses sys.argv itself
+        out = io.StringIO()
+        code: int | None = 0
+        with (
+            mock.patch.object(sys, "argv", [script, *argv]),
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(out),
+        ):
+            try:
+                app()
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        return code, out.getvalue()
+    return None, f"{app!r} is neither a typer/click app nor callable"
+
+
+def command_problems(compose: Compose, info: ServiceInfo) -> list[str]:
+    entry = _console_script(info.script)
+    if entry is None:
+        return [f"{info.script}: no such console script installed"]
+    if entry.value.split(":")[0].split(".")[0] != info.package:
+        return [f"{info.script}: console script {entry.value!r} is not in package {info.package}"]
+    app = entry.load()
+    problems = []
+    for name, svc in containers_of(compose, info.script).items():
+        args = command_of(svc)[1:]
+        code, output = _help_exit_code(app, info.script, args)
+        if code != 0:
+            problems.append(f"{name}: `{info.script} {' '.join(args)}` is not a command: {output[-500:]}")
+    return problems
+
+
+def depends_on_problems(compose: Compose) -> list[str]:
+    known = set(services(compose))
+    problems = []
+    for name, svc in services(compose).items():
+        for target in depends_on_of(svc):
+            if target not in known:
+                problems.append(f"{name}: depends on {target!r}, which is not a service")
+            elif target == name:
+                problems.append(f"{name}: depends on itself")
+    return problems
+
+
+def database_problems(compose: Compose, init_sql: str) -> list[str]:
+    """Each service has its own database, created by deploy/postgres-init.sql, mounted for the image."""
+    created = set(re.findall(r"^\s*CREATE DATABASE\s+(\w+)", init_sql, re.IGNORECASE | re.MULTILINE))
+    problems = []
+    owner: dict[str, str] = {}
+    for info in SERVICES.values():
+        for name, svc in containers_of(compose, info.script).items():
+            url = interpolate(environment_of(svc).get(info.env_prefix + "DATABASE_URL", ""), DEPLOYER_ENV)
+            match = re.fullmatch(r"postgresql\+asyncpg://[^@]+@postgres:5432/(\w+)", url)
+            if not match:
+                problems.append(f"{name}: {info.env_prefix}DATABASE_URL is not a postgres URL: {url!r}")
+                continue
+            database = match.group(1)
+            if database not in created:
+                problems.append(f"{name}: database {database} is not created by {POSTGRES_INIT.name}")
+            if owner.setdefault(database, info.script) != info.script:
+                problems.append(f"{name}: database {database} is also {owner[database]}'s")
+    postgres = services(compose).get("postgres") or {}
+    mounts = [str(v) for v in postgres.get("volumes") or []]
+    if not any("deploy/postgres-init.sql:/docker-entrypoint-initdb.d/" in m for m in mounts):
+        problems.append("postgres: deploy/postgres-init.sql is not mounted in /docker-entrypoint-initdb.d")
+    return problems
+
+
+def dockerfile_problems(compose: Compose, dockerfile: str) -> list[str]:
+    installed = set(re.findall(r"-e\s+(services/[\w-]+)", dockerfile))
+    problems = []
+    if not re.search(r"^FROM\s+python:3\.11-slim\b", dockerfile, re.MULTILINE):
+        problems.append("deploy/Dockerfile: base image must be python:3.11-slim")
+    if not re.search(r"pip install -c constraints\.txt\b", dockerfile):
+        problems.append("deploy/Dockerfile: must install with -c constraints.txt")
+    if not re.search(r"-e\s+shared\b", dockerfile):
+        problems.append("deploy/Dockerfile: does not install shared")
+    users = re.findall(r"^USER\s+(\S+)", dockerfile, re.MULTILINE)
+    if not users or users[-1].split(":")[0] in ("root", "0"):
+        problems.append("deploy/Dockerfile: must end as a non-root USER")
+    used = {command_of(svc)[0] for svc in casebridge_containers(compose).values() if command_of(svc)}
+    for script in sorted(used & set(SERVICES)):
+        if SERVICES[script].directory not in installed:
+            problems.append(f"deploy/Dockerfile: does not install {SERVICES[script].directory}")
+    for name, svc in casebridge_containers(compose).items():
+        build = svc["build"] if isinstance(svc["build"], dict) else {"context": svc["build"]}
+        if build.get("context") != "." or build.get("dockerfile") != "deploy/Dockerfile":
+            problems.append(f"{name}: must build deploy/Dockerfile from the repository root")
+    return problems
+
+
+# --- the file as it is -----------------------------------------------------------------
+
+
+@pytest.fixture
+def compose() -> Compose:
+    return load_compose()
+
+
+@pytest.fixture(params=sorted(SERVICES))
+def service(request: pytest.FixtureRequest) -> ServiceInfo:
+    info: ServiceInfo = SERVICES[request.param]
+    return info
+
+
+def test_vendored_schema_is_the_published_one() -> None:
+    digest = hashlib.sha256(SCHEMA_FILE.read_bytes()).hexdigest()
+    assert digest == SCHEMA_SHA256, "tests/data/compose-spec.json changed: update its provenance above"
+    jsonschema.Draft202012Validator.check_schema(json.loads(SCHEMA_FILE.read_text()))
+
+
+def test_compose_file_follows_the_compose_specification(compose: Compose) -> None:
+    assert schema_problems(compose) == []
+
+
+def test_every_container_runs_a_known_service(compose: Compose) -> None:
+    assert script_problems(compose) == []
+    assert {command_of(svc)[0] for svc in casebridge_containers(compose).values()} == set(SERVICES)
+
+
+def test_variables_are_settings_of_their_service(compose: Compose, service: ServiceInfo) -> None:
+    settings_cls = load_settings_class(service)
+    assert containers_of(compose, service.script)
+    assert env_problems(compose, service, settings_cls) == []
+
+
+def test_environment_builds_production_settings(compose: Compose, service: ServiceInfo) -> None:
+    settings_cls = load_settings_class(service)
+    assert settings_problems(compose, service, settings_cls) == []
+    assert secret_problems(compose, service, settings_cls) == []
+    for svc in containers_of(compose, service.script).values():
+        settings: Any = build_settings(settings_cls, svc, DEPLOYER_ENV)
+        assert settings.environment.value == "production"
+        assert settings.host == "0.0.0.0"  # noqa: S104 (in a container: that is the point)
+        assert settings.database_url.startswith("postgresql+asyncpg://")
+        assert settings.kafka_bootstrap_servers == "kafka:9092"
+        assert settings.kafka_enable_idempotence is True
+        assert settings.token_issuer == "http://order-intake-api:8001"
+        assert port_problems(compose, service, settings) == []
+
+
+def test_long_running_services_have_healthchecks(compose: Compose) -> None:
+    assert healthcheck_problems(compose) == []
+    assert {"kafka", "postgres"} <= set(services(compose)) - one_shot_services(compose)
+
+
+def test_each_service_migrates_before_it_starts(compose: Compose, service: ServiceInfo) -> None:
+    assert layout_problems(compose, service) == []
+
+
+def test_commands_are_real_console_scripts_and_subcommands(compose: Compose, service: ServiceInfo) -> None:
+    if service.script != "order-intake":
+        pytest.importorskip(service.package)
+    assert command_problems(compose, service) == []
+
+
+def test_depends_on_targets_exist(compose: Compose) -> None:
+    assert depends_on_problems(compose) == []
+
+
+def test_each_service_has_its_own_database(compose: Compose) -> None:
+    assert database_problems(compose, POSTGRES_INIT.read_text()) == []
+
+
+def test_dockerfile_installs_every_service_and_drops_root(compose: Compose) -> None:
+    assert dockerfile_problems(compose, DOCKERFILE.read_text()) == []
+
+
+def _compose_cli() -> list[str] | None:
+    beside_python = Path(sys.executable).with_name("docker-compose")
+    if beside_python.exists():
+        return [str(beside_python)]
+    if found := shutil.which("docker-compose"):
+        return [found]
+    docker = shutil.which("docker")
+    if (
+        docker
+        and subprocess.run([docker, "compose", "version"], capture_output=True, timeout=60).returncode == 0
+    ):
+        return [docker, "compose"]
+    return None
+
+
+def test_docker_compose_accepts_the_file_when_it_is_installed(tmp_path: Path) -> None:
+    """The real Compose CLI (no engine needed for `config`), where a developer has it."""
+    cli = _compose_cli()
+    if cli is None:
+        pytest.skip("no docker compose CLI here; the schema test covers the file")
+    base = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
+    no_dotenv = tmp_path / "empty.env"  # a developer's .env must not supply the secrets
+    no_dotenv.write_text("")
+    run = [*cli, "--project-directory", str(ROOT), "--env-file", str(no_dotenv)]
+    run += ["-f", str(COMPOSE_FILE), "config", "--quiet"]
+    ok = subprocess.run(run, env=base | DEPLOYER_ENV, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    refused = subprocess.run(run, env=base, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "POSTGRES_PASSWORD" in refused.stderr
+
+
+# --- each check can fail ---------------------------------------------------------------
+
+ORDER_INTAKE = SERVICES["order-intake"]
+
+
+def _order_intake_check(check: Callable[..., list[str]]) -> Callable[[Compose], list[str]]:
+    from order_intake.settings import Settings
+
+    return lambda c: check(c, ORDER_INTAKE, Settings)
+
+
+def _env(c: Compose, name: str) -> dict[str, Any]:
+    # A fresh mapping: the file shares one per service through a YAML anchor.
+    c["services"][name]["environment"] = dict(c["services"][name]["environment"])
+    env: dict[str, Any] = c["services"][name]["environment"]
+    return env
+
+
+def _order_intake_port_problems(c: Compose) -> list[str]:
+    from order_intake.settings import Settings
+
+    return port_problems(
+        c, ORDER_INTAKE, build_settings(Settings, c["services"]["order-intake-api"], DEPLOYER_ENV)
+    )
+
+
+MUTATIONS: dict[str, tuple[Callable[[Compose], None], Callable[[Compose], list[str]], str]] = {
+    "unknown key": (
+        lambda c: c["services"]["order-intake-api"].update(restart_policy="always"),
+        schema_problems,
+        "restart_policy",
+    ),
+    "bad depends_on condition": (
+        lambda c: c["services"]["order-intake-api"]["depends_on"]["kafka"].update(condition="service_up"),
+        schema_problems,
+        "service_up",
+    ),
+    "bogus CASEBRIDGE_ variable": (
+        lambda c: _env(c, "order-intake-api").update(CASEBRIDGE_ORDER_INTAKE_BOGUS_FIELD="1"),
+        _order_intake_check(env_problems),
+        "CASEBRIDGE_ORDER_INTAKE_BOGUS_FIELD",
+    ),
+    "misspelt common variable": (
+        lambda c: _env(c, "order-intake-worker").update(CASEBRIDGE_KAFKA_BOOTSTRAP_SERVER="kafka:9092"),
+        _order_intake_check(env_problems),
+        "CASEBRIDGE_KAFKA_BOOTSTRAP_SERVER",
+    ),
+    "another service's variable": (
+        lambda c: _env(c, "order-intake-api").update(CASEBRIDGE_NOTIFIER_PORT="8003"),
+        _order_intake_check(env_problems),
+        "notifier's setting",
+    ),
+    "value that does not parse": (
+        lambda c: _env(c, "order-intake-api").update(CASEBRIDGE_ORDER_INTAKE_PORT="eighty"),
+        _order_intake_check(settings_problems),
+        "does not build",
+    ),
+    "development secret left in": (
+        lambda c: _env(c, "order-intake-migrate").update(
+            CASEBRIDGE_ORDER_INTAKE_BOOTSTRAP_ADMIN_PASSWORD="changethis"
+        ),
+        _order_intake_check(settings_problems),
+        "does not build",
+    ),
+    "nothing required from the deployer": (
+        lambda c: _env(c, "order-intake-migrate").update(
+            CASEBRIDGE_ORDER_INTAKE_DATABASE_URL="postgresql+asyncpg://casebridge:pw@postgres:5432/order_intake",
+            CASEBRIDGE_ORDER_INTAKE_BOOTSTRAP_ADMIN_EMAIL="admin@example.com",
+            CASEBRIDGE_ORDER_INTAKE_BOOTSTRAP_ADMIN_PASSWORD="hunter2",
+        ),
+        _order_intake_check(settings_problems),
+        "order-intake-migrate: starts without any deployer-supplied secret",
+    ),
+    "literal secret": (
+        lambda c: _env(c, "order-intake-api").update(
+            CASEBRIDGE_ORDER_INTAKE_BOOTSTRAP_ADMIN_PASSWORD="hunter2"
+        ),
+        _order_intake_check(secret_problems),
+        "BOOTSTRAP_ADMIN_PASSWORD must be a required variable",
+    ),
+    "literal database password": (
+        lambda c: _env(c, "order-intake-api").update(
+            CASEBRIDGE_ORDER_INTAKE_DATABASE_URL="postgresql+asyncpg://casebridge:pw@postgres:5432/order_intake"
+        ),
+        _order_intake_check(secret_problems),
+        "password in CASEBRIDGE_ORDER_INTAKE_DATABASE_URL",
+    ),
+    "healthcheck removed": (
+        lambda c: c["services"]["order-intake-worker"].pop("healthcheck"),
+        healthcheck_problems,
+        "order-intake-worker: long-running service without a healthcheck",
+    ),
+    "healthcheck disabled": (
+        lambda c: c["services"]["kafka"]["healthcheck"].update(disable=True),
+        healthcheck_problems,
+        "kafka: long-running service without a healthcheck",
+    ),
+    "one-shot restarts": (
+        lambda c: c["services"]["order-intake-migrate"].update(restart="unless-stopped"),
+        healthcheck_problems,
+        "order-intake-migrate: runs once",
+    ),
+    "healthcheck on the wrong port": (
+        lambda c: c["services"]["order-intake-api"].update(
+            healthcheck={"test": ["CMD", "curl", "-f", "http://127.0.0.1:8002/readyz"]}
+        ),
+        _order_intake_port_problems,
+        "healthcheck should GET http://127.0.0.1:8001/readyz",
+    ),
+    "port not published": (
+        lambda c: c["services"]["order-intake-api"].update(ports=["8080:8080"]),
+        _order_intake_port_problems,
+        "port 8001 is not published",
+    ),
+    "api does not wait for migrations": (
+        lambda c: c["services"]["order-intake-api"]["depends_on"].pop("order-intake-migrate"),
+        lambda c: layout_problems(c, ORDER_INTAKE),
+        "order-intake-api: must depend on order-intake-migrate",
+    ),
+    "no such subcommand": (
+        lambda c: c["services"]["order-intake-worker"].update(command=["order-intake", "serve"]),
+        lambda c: command_problems(c, ORDER_INTAKE),
+        "`order-intake serve` is not a command",
+    ),
+    "no such sub-subcommand": (
+        lambda c: c["services"]["order-intake-migrate"].update(command=["order-intake", "db", "migrate"]),
+        lambda c: command_problems(c, ORDER_INTAKE),
+        "`order-intake db migrate` is not a command",
+    ),
+    "no such console script": (
+        lambda c: c["services"]["order-intake-api"].update(command=["order-intke", "api"]),
+        script_problems,
+        "'order-intke' is not a Casebridge service script",
+    ),
+    "shell-string command": (
+        lambda c: c["services"]["order-intake-api"].update(command="order-intake api"),
+        script_problems,
+        "must be a non-empty list",
+    ),
+    "depends_on a missing service": (
+        lambda c: c["services"]["notifier-api"]["depends_on"].update(redis={"condition": "service_healthy"}),
+        depends_on_problems,
+        "notifier-api: depends on 'redis'",
+    ),
+    "database nobody creates": (
+        lambda c: _env(c, "notifier-api").update(
+            CASEBRIDGE_NOTIFIER_DATABASE_URL="postgresql+asyncpg://casebridge:${POSTGRES_PASSWORD:?x}@postgres:5432/notify"
+        ),
+        lambda c: database_problems(c, POSTGRES_INIT.read_text()),
+        "database notify is not created",
+    ),
+    "two services, one database": (
+        lambda c: _env(c, "notifier-api").update(
+            CASEBRIDGE_NOTIFIER_DATABASE_URL="postgresql+asyncpg://casebridge:${POSTGRES_PASSWORD:?x}@postgres:5432/order_intake"
+        ),
+        lambda c: database_problems(c, POSTGRES_INIT.read_text()),
+        "database order_intake is also order-intake's",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MUTATIONS))
+def test_each_check_reports_what_it_is_for(compose: Compose, case: str) -> None:
+    mutate, check, expected = MUTATIONS[case]
+    assert not [p for p in check(compose) if expected in p], "the unmodified file must pass this check"
+    broken = copy.deepcopy(compose)
+    mutate(broken)
+    problems = check(broken)
+    assert any(expected in p for p in problems), problems
+
+
+DOCKERFILE_MUTATIONS = {
+    "service not in the image": (("-e services/notifier", ""), "does not install services/notifier"),
+    "runs as root": (("USER casebridge:casebridge", "USER root"), "non-root USER"),
+    "no constraints": (("-c constraints.txt", ""), "must install with -c constraints.txt"),
+    "another base image": (("FROM python:3.11-slim", "FROM python:3.13"), "python:3.11-slim"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DOCKERFILE_MUTATIONS))
+def test_dockerfile_check_reports_what_it_is_for(compose: Compose, case: str) -> None:
+    (old, new), expected = DOCKERFILE_MUTATIONS[case]
+    text = DOCKERFILE.read_text()
+    assert old in text
+    assert not [p for p in dockerfile_problems(compose, text) if expected in p]
+    assert any(expected in p for p in dockerfile_problems(compose, text.replace(old, new))), case
+
+
+def test_interpolation_follows_compose() -> None:
+    env = {"SET": "v", "EMPTY": ""}
+    assert interpolate("${SET}-${UNSET:-d}-${EMPTY:-d}-${EMPTY-d}-$$SET", env) == "v-d-d--$SET"
+    assert interpolate("${SET:?no}", env) == "v"
+    with pytest.raises(MissingVariableError, match="EMPTY"):
+        interpolate("${EMPTY:?set it}", env)
+    with pytest.raises(MissingVariableError, match="UNSET"):
+        interpolate("${UNSET?set it}", env)
