@@ -182,3 +182,27 @@ class TopicReader:
 
         await wait_until(at_end, timeout=timeout, interval=0.0, message=f"end of {self.topic}")
         return self.events
+
+
+async def reset_group_offsets(bootstrap_servers: str, group: str, topic: str, timeout: float = 30.0) -> None:
+    """Set a consumer group's committed offsets back to the start of ``topic``.
+
+    The group must have no running members (stop its consumers first).
+    """
+    from aiokafka import TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap_servers, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+
+        async def assigned() -> bool:
+            await consumer.getmany(timeout_ms=100)
+            return bool(consumer.assignment())
+
+        await wait_until(assigned, timeout=timeout, interval=0.0, message=f"assignment for {group}")
+        partitions = consumer.partitions_for_topic(topic) or set()
+        await consumer.commit({TopicPartition(topic, p): 0 for p in partitions})
+    finally:
+        await consumer.stop()

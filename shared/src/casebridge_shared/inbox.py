@@ -1,0 +1,481 @@
+"""Idempotent consumers: the inbox, dead letters, and the consume loop.
+
+Each event's effect and its id are committed in one database transaction
+(the inbox), and the Kafka offset is committed only after that. A redelivered
+event finds its id in the inbox and has no second effect; a crash between the
+database commit and the offset commit only causes such a redelivery.
+
+What a consumer cannot handle goes to its dead-letter topic (and a
+``dead_letters`` row, since the embedded broker keeps nothing on disk) with
+headers naming where it came from and why, after bounded retries where the
+error may be transient; the partition then moves on. A database outage is
+not the event's fault: it is retried until the database is back, never
+dead-lettered, never skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from pydantic import ValidationError
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from casebridge_shared import metrics
+from casebridge_shared.db import Database, UTCDateTime, utcnow
+from casebridge_shared.events import CloudEvent, EventPayload
+from casebridge_shared.kafka import ensure_topics, make_producer
+from casebridge_shared.outbox import OutboxTables, UnitOfWork
+from casebridge_shared.settings import ServiceSettings
+
+log = structlog.get_logger(__name__)
+_ID = BigInteger().with_variant(Integer, "sqlite")
+_VERSIONED_TYPE = re.compile(r"^(?P<base>.+)\.v(?P<version>\d+)$")
+
+
+@dataclass(frozen=True)
+class InboxTables:
+    inbox: Table
+    dead_letters: Table
+
+
+def inbox_tables(metadata: MetaData) -> InboxTables:
+    inbox = Table(
+        "inbox",
+        metadata,
+        Column("consumer_group", String(200), nullable=False),
+        Column("event_id", String(64), nullable=False),
+        Column("event_type", String(200), nullable=False),
+        Column("topic", String(200), nullable=False),
+        Column("partition", Integer, nullable=False),
+        Column("offset", BigInteger, nullable=False),
+        Column("processed_at", UTCDateTime, nullable=False),
+        PrimaryKeyConstraint("consumer_group", "event_id", name="pk_inbox"),
+        Index("ix_inbox_processed_at", "processed_at"),
+    )
+    dead_letters = Table(
+        "dead_letters",
+        metadata,
+        Column("id", _ID, primary_key=True, autoincrement=True),
+        Column("consumer_group", String(200), nullable=False),
+        Column("topic", String(200), nullable=False),
+        Column("partition", Integer, nullable=False),
+        Column("offset", BigInteger, nullable=False),
+        Column("event_id", String(64), nullable=True),
+        Column("event_type", String(200), nullable=True),
+        Column("message_key", LargeBinary, nullable=True),
+        Column("message_value", LargeBinary, nullable=True),
+        Column("error", Text, nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("replayed_at", UTCDateTime, nullable=True),
+        Column("replay_error", Text, nullable=True),
+        Index("ix_dead_letters_group", "consumer_group", "id"),
+    )
+    return InboxTables(inbox=inbox, dead_letters=dead_letters)
+
+
+class _Stopped(Exception):
+    """Shutdown asked for while waiting on the database: leave the offset uncommitted."""
+
+
+class PoisonEvent(Exception):
+    """The event itself is wrong (bad JSON, bad schema, unknown version): never retry."""
+
+
+Handler = Callable[[UnitOfWork, CloudEvent, EventPayload], Awaitable[None]]
+
+
+def dead_letter_topic(group: str) -> str:
+    return f"casebridge.dlq.{group}"
+
+
+def is_transient_database_error(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError | ConnectionError | OSError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    name = type(exc).__name__
+    # asyncpg raises its own connection errors outside SQLAlchemy's wrapping.
+    return name in {"ConnectionDoesNotExistError", "CannotConnectNowError", "TooManyConnectionsError"}
+
+
+@dataclass
+class Outcome:
+    applied: bool = False
+    duplicate: bool = False
+    ignored: bool = False
+    dead_lettered: bool = False
+    error: str | None = None
+
+
+class EventConsumer:
+    """Consumes topics into a service's database, exactly once in effect."""
+
+    def __init__(
+        self,
+        db: Database,
+        outbox: OutboxTables,
+        tables: InboxTables,
+        settings: ServiceSettings,
+        *,
+        service: str,
+        group: str,
+        topics: Sequence[str],
+        handlers: dict[str, Handler],
+        source: str,
+        max_attempts: int = 5,
+        retry_backoff: float = 0.2,
+        max_backoff: float = 10.0,
+        batch_size: int = 500,
+    ) -> None:
+        self.db = db
+        self.outbox = outbox
+        self.tables = tables
+        self.settings = settings
+        self.service = service
+        self.group = group
+        self.topics = list(topics)
+        self.handlers = handlers
+        self.source = source
+        self.max_attempts = max_attempts
+        self.retry_backoff = retry_backoff
+        self.max_backoff = max_backoff
+        self.batch_size = batch_size
+        self._known_bases = {
+            m.group("base"): int(m.group("version"))
+            for t in handlers
+            if (m := _VERSIONED_TYPE.match(t)) is not None
+        }
+        self._consumer: AIOKafkaConsumer | None = None
+        self._dlq: AIOKafkaProducer | None = None
+        self._positions: dict[TopicPartition, int] = {}
+
+    # -- classification --------------------------------------------------
+
+    def _decode(self, record: ConsumerRecord[bytes, bytes]) -> CloudEvent:
+        if record.value is None:
+            raise PoisonEvent("empty message (tombstone) on an event topic")
+        try:
+            raw = json.loads(record.value)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise PoisonEvent(f"invalid JSON: {exc}") from exc
+        try:
+            return CloudEvent.model_validate(raw)
+        except ValidationError as exc:
+            raise PoisonEvent(f"not a CloudEvent: {_short(exc)}") from exc
+
+    def _handler_for(self, event: CloudEvent) -> Handler | None:
+        handler = self.handlers.get(event.type)
+        if handler is not None:
+            return handler
+        match = _VERSIONED_TYPE.match(event.type)
+        if match and match.group("base") in self._known_bases:
+            raise PoisonEvent(
+                f"unknown version of {match.group('base')}: v{match.group('version')} "
+                f"(this consumer handles v{self._known_bases[match.group('base')]})"
+            )
+        return None  # an event type this consumer has no business with
+
+    # -- processing --------------------------------------------------------
+
+    async def process(
+        self, record: ConsumerRecord[bytes, bytes], stop: asyncio.Event | None = None
+    ) -> Outcome:
+        """Apply one record: retry transient faults, dead-letter what cannot be applied."""
+        attempt = 0
+        event: CloudEvent | None = None
+        while True:
+            attempt += 1
+            try:
+                event = self._decode(record)
+                handler = self._handler_for(event)
+                if handler is None:
+                    return Outcome(ignored=True)
+                try:
+                    payload = event.payload()
+                except ValidationError as exc:
+                    raise PoisonEvent(f"payload does not match {event.type}: {_short(exc)}") from exc
+                return await self._apply(record, event, handler, payload)
+            except PoisonEvent as exc:
+                await self._dead_letter(record, event, str(exc), attempt)
+                return Outcome(dead_lettered=True, error=str(exc))
+            except Exception as exc:
+                if is_transient_database_error(exc):
+                    # Not the event's fault: wait for the database, never skip.
+                    delay = min(self.retry_backoff * 2 ** min(attempt, 8), self.max_backoff)
+                    log.warning(
+                        "consumer.database_unavailable",
+                        group=self.group,
+                        error=str(exc)[:300],
+                        retry_in=delay,
+                    )
+                    await _sleep_unless_stopped(delay, stop)
+                    attempt = 0
+                    continue
+                if attempt >= self.max_attempts:
+                    error = f"handler failed after {attempt} attempts: {type(exc).__name__}: {exc}"
+                    log.error("consumer.giving_up", group=self.group, error=error[:500])
+                    await self._dead_letter(record, event, error, attempt)
+                    return Outcome(dead_lettered=True, error=error)
+                delay = min(self.retry_backoff * 2 ** (attempt - 1), self.max_backoff)
+                log.warning("consumer.retrying", group=self.group, attempt=attempt, error=str(exc)[:300])
+                await _sleep_unless_stopped(delay, stop)
+
+    async def _apply(
+        self, record: ConsumerRecord[bytes, bytes], event: CloudEvent, handler: Handler, payload: EventPayload
+    ) -> Outcome:
+        inbox = self.tables.inbox
+        async with UnitOfWork(self.db, self.outbox, self.source) as uow:
+            seen = await uow.session.execute(
+                select(inbox.c.event_id).where(
+                    inbox.c.consumer_group == self.group, inbox.c.event_id == event.id
+                )
+            )
+            if seen.first() is not None:
+                return Outcome(duplicate=True)
+            await handler(uow, event, payload)
+            await uow.session.execute(
+                insert(inbox).values(
+                    consumer_group=self.group,
+                    event_id=event.id,
+                    event_type=event.type,
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    processed_at=utcnow(),
+                )
+            )
+            await uow.commit()
+        metrics.CONSUMER_APPLIED.labels(self.service, self.group).inc()
+        return Outcome(applied=True)
+
+    async def _dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], event: CloudEvent | None, error: str, attempts: int
+    ) -> None:
+        headers = [
+            ("casebridge-dlq-origin-topic", record.topic.encode()),
+            ("casebridge-dlq-origin-partition", str(record.partition).encode()),
+            ("casebridge-dlq-origin-offset", str(record.offset).encode()),
+            ("casebridge-dlq-consumer-group", self.group.encode()),
+            ("casebridge-dlq-error", error[:2000].encode()),
+            ("casebridge-dlq-attempts", str(attempts).encode()),
+        ]
+        if event is not None:
+            headers.append(("casebridge-dlq-event-id", event.id.encode()))
+        # The row first: it survives a broker without storage; the topic is for integrators.
+        dead = self.tables.dead_letters
+        while True:
+            try:
+                async with self.db.write_session() as session:
+                    already = await session.execute(
+                        select(dead.c.id).where(
+                            dead.c.consumer_group == self.group,
+                            dead.c.topic == record.topic,
+                            dead.c.partition == record.partition,
+                            dead.c.offset == record.offset,
+                            dead.c.replayed_at.is_(None),
+                        )
+                    )
+                    if already.first() is not None:
+                        break  # dead-lettered before a crash; only the topic copy may be missing
+                    await session.execute(
+                        insert(self.tables.dead_letters).values(
+                            consumer_group=self.group,
+                            topic=record.topic,
+                            partition=record.partition,
+                            offset=record.offset,
+                            event_id=event.id if event else None,
+                            event_type=event.type if event else None,
+                            message_key=record.key,
+                            message_value=record.value,
+                            error=error,
+                            attempts=attempts,
+                            created_at=utcnow(),
+                        )
+                    )
+                    await session.commit()
+                break
+            except Exception as exc:
+                if not is_transient_database_error(exc):
+                    raise
+                await asyncio.sleep(self.max_backoff / 4)
+        if self._dlq is not None:
+            await self._dlq.send_and_wait(
+                dead_letter_topic(self.group), value=record.value, key=record.key, headers=headers
+            )
+        metrics.DEAD_LETTERED.labels(self.service, self.group).inc()
+        log.warning(
+            "consumer.dead_lettered",
+            group=self.group,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            event_id=event.id if event else None,
+            error=error[:500],
+        )
+
+    # -- the loop -------------------------------------------------------------
+
+    async def start(self) -> None:
+        await ensure_topics(self.settings, [*self.topics, dead_letter_topic(self.group)])
+        self._dlq = make_producer(self.settings, client_id=f"{self.service}-dlq")
+        await self._dlq.start()
+        self._consumer = AIOKafkaConsumer(
+            *self.topics,
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            group_id=self.group,
+            client_id=f"{self.service}-{self.group}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.batch_size,
+            isolation_level="read_committed",
+        )
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                await self._consumer.stop()
+            self._consumer = None
+        if self._dlq is not None:
+            with contextlib.suppress(Exception):
+                await self._dlq.stop()
+            self._dlq = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                await self.start()
+                log.info("consumer.started", group=self.group, topics=self.topics)
+                backoff = 0.5
+                await self._loop(stop)
+            except Exception as exc:  # broker trouble: reconnect; offsets keep our place
+                log.warning(
+                    "consumer.restarting", group=self.group, error=f"{type(exc).__name__}: {exc}"[:500]
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=backoff)
+                backoff = min(backoff * 2, 10.0)
+            finally:
+                await self.stop()
+
+    async def _loop(self, stop: asyncio.Event) -> None:
+        assert self._consumer is not None
+        consumer = self._consumer
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=200, max_records=self.batch_size)
+            for tp, records in batches.items():
+                done: ConsumerRecord[bytes, bytes] | None = None
+                for record in records:
+                    try:
+                        await self.process(record, stop)
+                    except _Stopped:
+                        break
+                    done = record
+                if done is not None:
+                    # After the database commits of these effects; a crash before this
+                    # line redelivers them and the inbox turns them into no-ops.
+                    await consumer.commit({tp: done.offset + 1})
+                    self._positions[tp] = done.offset + 1
+                if stop.is_set():
+                    break
+            self._record_lag(consumer)
+
+    def _record_lag(self, consumer: AIOKafkaConsumer) -> None:
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            position = self._positions.get(tp)
+            if highwater is None or position is None:
+                continue
+            metrics.CONSUMER_LAG.labels(self.service, self.group, tp.topic, str(tp.partition)).set(
+                max(0, highwater - position)
+            )
+
+
+async def list_dead_letters(
+    db: Database, tables: InboxTables, group: str | None = None, *, pending_only: bool = True
+) -> list[dict[str, Any]]:
+    """Dead letters, oldest first; by default only those not yet successfully replayed."""
+    query = select(tables.dead_letters).order_by(tables.dead_letters.c.id)
+    if pending_only:
+        query = query.where(tables.dead_letters.c.replayed_at.is_(None))
+    if group:
+        query = query.where(tables.dead_letters.c.consumer_group == group)
+    async with db.session() as session:
+        return [dict(r) for r in (await session.execute(query)).mappings()]
+
+
+async def replay_dead_letter(consumer: EventConsumer, dead_letter_id: int) -> Outcome:
+    """Apply a stored dead letter again (after a fix). Idempotent through the inbox."""
+    dead = consumer.tables.dead_letters
+    async with consumer.db.session() as session:
+        row = (await session.execute(select(dead).where(dead.c.id == dead_letter_id))).mappings().first()
+    if row is None:
+        raise LookupError(f"no dead letter {dead_letter_id}")
+    record = ConsumerRecord(
+        topic=row["topic"],
+        partition=row["partition"],
+        offset=row["offset"],
+        timestamp=0,
+        timestamp_type=0,
+        key=row["message_key"],
+        value=row["message_value"],
+        checksum=None,
+        serialized_key_size=len(row["message_key"] or b""),
+        serialized_value_size=len(row["message_value"] or b""),
+        headers=(),
+    )
+    outcome = await consumer.process(record)
+    async with consumer.db.write_session() as session:
+        # Still failing: it stays a pending dead letter, with the latest error.
+        values: dict[str, Any] = (
+            {"replay_error": outcome.error}
+            if outcome.dead_lettered
+            else {"replayed_at": utcnow(), "replay_error": None}
+        )
+        await session.execute(update(dead).where(dead.c.id == dead_letter_id).values(**values))
+        await session.commit()
+    return outcome
+
+
+async def _sleep_unless_stopped(seconds: float, stop: asyncio.Event | None) -> None:
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    if stop.is_set():
+        raise _Stopped
+
+
+def _short(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"{loc}: {err.get('msg')}")
+    return "; ".join(parts)

@@ -1,0 +1,291 @@
+"""The idempotent consumer against a real broker: once in effect, dead letters, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from prometheus_client import REGISTRY
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+from sqlalchemy.exc import OperationalError
+
+from casebridge_shared import testing
+from casebridge_shared.broker import EmbeddedBroker
+from casebridge_shared.db import Database, utcnow
+from casebridge_shared.events import CloudEvent, EventPayload
+from casebridge_shared.inbox import (
+    EventConsumer,
+    dead_letter_topic,
+    inbox_tables,
+    list_dead_letters,
+    replay_dead_letter,
+)
+from casebridge_shared.outbox import UnitOfWork, outbox_tables
+from casebridge_shared.settings import ServiceSettings
+
+TOPIC = "casebridge.test-things.v1"
+metadata = MetaData()
+OUTBOX = outbox_tables(metadata)
+INBOX = inbox_tables(metadata)
+THINGS = Table(
+    "things",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(100), nullable=False),
+)
+
+
+class ThingHappened(EventPayload):
+    event_type = "casebridge.test.thing-happened.v1"
+    topic: ClassVar[str] = TOPIC  # type: ignore[misc]
+    name: str
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    base = testing.postgres_url()
+    name = f"cbt_inbox_{uuid.uuid4().hex[:10]}"
+    if base is None:
+        url = f"sqlite+aiosqlite:///{tmp_path}/inbox.sqlite3"
+    else:
+        await testing._pg_exec(base, f'CREATE DATABASE "{name}"')
+        from sqlalchemy.engine import make_url
+
+        url = make_url(base).set(database=name).render_as_string(hide_password=False)
+    database = Database(url)
+    async with database.engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    yield database
+    await database.dispose()
+    if base is not None:
+        await testing._pg_exec(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def broker() -> AsyncIterator[EmbeddedBroker]:
+    b = EmbeddedBroker()
+    b.start()
+    yield b  # type: ignore[misc]
+    b.stop()
+
+
+class Behaviour:
+    """What the handler does: record the name, or fail on demand."""
+
+    fail_times: ClassVar[dict[str, int]] = {}
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.failures: dict[str, int] = {}
+        self.database_down_for: int = 0
+
+    async def handle(self, uow: UnitOfWork, event: CloudEvent, payload: EventPayload) -> None:
+        assert isinstance(payload, ThingHappened)
+        self.calls.append(payload.name)
+        if self.database_down_for > 0:
+            self.database_down_for -= 1
+            raise OperationalError("INSERT", {}, ConnectionRefusedError("database is down"))
+        if payload.name.startswith("boom"):
+            raise RuntimeError(f"handler bug for {payload.name}")
+        await uow.session.execute(insert(THINGS).values(name=payload.name))
+
+
+def make_consumer(
+    db: Database, broker: EmbeddedBroker, behaviour: Behaviour, group: str = "things"
+) -> EventConsumer:
+    settings = ServiceSettings(environment="test", kafka_bootstrap_servers=broker.bootstrap_servers)
+    return EventConsumer(
+        db,
+        OUTBOX,
+        INBOX,
+        settings,
+        service="test",
+        group=group,
+        topics=[TOPIC],
+        handlers={ThingHappened.event_type: behaviour.handle},
+        source="/casebridge/test",
+        max_attempts=3,
+        retry_backoff=0.01,
+        max_backoff=0.05,
+    )
+
+
+def event_bytes(
+    name: str, *, type_: str = ThingHappened.event_type, data: dict[str, Any] | None = None
+) -> bytes:
+    event = CloudEvent(
+        id=str(uuid.uuid4()),
+        source="/casebridge/test",
+        type=type_,
+        time=utcnow(),
+        partitionkey=name,
+        aggregateversion=1,
+        data=data if data is not None else {"name": name},
+    )
+    return event.to_bytes()
+
+
+async def send(broker: EmbeddedBroker, *values: bytes, key: bytes = b"k") -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(TOPIC, value=value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def things(db: Database) -> list[str]:
+    async with db.session() as s:
+        return list((await s.execute(select(THINGS.c.name).order_by(THINGS.c.id))).scalars())
+
+
+async def run_until(consumer: EventConsumer, condition: Any, timeout: float = 60) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    try:
+        await testing.wait_until(condition, timeout=timeout, message="consumer progress")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+
+
+async def test_each_event_applied_once_even_when_redelivered(db: Database, broker: EmbeddedBroker) -> None:
+    behaviour = Behaviour()
+    first = [event_bytes(f"thing-{i}") for i in range(20)]
+    await send(broker, *first)
+    consumer = make_consumer(db, broker, behaviour)
+
+    async def all_applied() -> bool:
+        return len(await things(db)) == 20
+
+    await run_until(consumer, all_applied)
+    # Reset the group's offsets to the start of the topic, as an operator might.
+    await testing.reset_group_offsets(broker.bootstrap_servers, "things", TOPIC)
+    await send(broker, event_bytes("after-reset"))
+
+    async def caught_up() -> bool:
+        return "after-reset" in await things(db)
+
+    await run_until(make_consumer(db, broker, behaviour), caught_up)
+    names = await things(db)
+    assert sorted(names) == sorted([f"thing-{i}" for i in range(20)] + ["after-reset"])
+    assert behaviour.calls.count("thing-0") == 1  # the redelivered copy never reached the handler
+    async with db.session() as s:
+        assert (await s.execute(select(func.count()).select_from(INBOX.inbox))).scalar_one() == 21
+    lags = [
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "casebridge_consumer_lag"
+        for sample in metric.samples
+        if sample.labels.get("group") == "things" and sample.labels.get("topic") == TOPIC
+    ]
+    assert lags and all(v == 0 for v in lags)  # caught up, per partition
+
+
+async def test_poison_events_are_dead_lettered_and_the_partition_moves_on(
+    db: Database, broker: EmbeddedBroker
+) -> None:
+    behaviour = Behaviour()
+    poison = [
+        b"{not json",
+        json.dumps({"hello": "not a cloudevent"}).encode(),
+        event_bytes("v2", type_="casebridge.test.thing-happened.v2"),
+        event_bytes("bad-payload", data={"name": 42, "extra": True}),
+        event_bytes("boom-1"),
+    ]
+    ignored = event_bytes("other", type_="casebridge.test.other-thing.v1")
+    await send(broker, *poison, ignored, event_bytes("good-after"))
+    consumer = make_consumer(db, broker, behaviour)
+
+    async def good_applied() -> bool:
+        return "good-after" in await things(db)
+
+    await run_until(consumer, good_applied)
+    letters = await list_dead_letters(db, INBOX, "things")
+    errors = [row["error"] for row in letters]
+    assert len(letters) == 5, errors
+    assert errors[0].startswith("invalid JSON")
+    assert errors[1].startswith("not a CloudEvent")
+    assert "unknown version of casebridge.test.thing-happened" in errors[2]
+    assert errors[3].startswith("payload does not match")
+    assert "handler failed after 3 attempts" in errors[4] and "handler bug for boom-1" in errors[4]
+    assert behaviour.calls.count("boom-1") == 3  # bounded retries, then given up
+    assert await things(db) == ["good-after"]
+
+    reader = AIOKafkaConsumer(
+        dead_letter_topic("things"),
+        bootstrap_servers=broker.bootstrap_servers,
+        group_id="dlq-reader",
+        auto_offset_reset="earliest",
+    )
+    await reader.start()
+    try:
+        received: list[Any] = []
+
+        async def five_letters() -> bool:
+            for msgs in (await reader.getmany(timeout_ms=200)).values():
+                received.extend(msgs)
+            return len(received) >= 5
+
+        await testing.wait_until(five_letters, timeout=30, message="dead letters on the topic")
+    finally:
+        await reader.stop()
+    headers = dict(received[0].headers)
+    assert headers["casebridge-dlq-origin-topic"] == TOPIC.encode()
+    assert headers["casebridge-dlq-origin-offset"] == b"0"
+    assert headers["casebridge-dlq-consumer-group"] == b"things"
+    assert headers["casebridge-dlq-error"].startswith(b"invalid JSON")
+    assert "casebridge-dlq-event-id" in dict(received[4].headers)
+    assert received[0].value == b"{not json"
+
+
+async def test_a_database_outage_is_retried_never_dead_lettered(db: Database, broker: EmbeddedBroker) -> None:
+    behaviour = Behaviour()
+    behaviour.database_down_for = 8  # more failures than max_attempts: still not the event's fault
+    await send(broker, event_bytes("patient"))
+    consumer = make_consumer(db, broker, behaviour)
+
+    async def applied() -> bool:
+        return await things(db) == ["patient"]
+
+    await run_until(consumer, applied)
+    assert await list_dead_letters(db, INBOX) == []
+    assert behaviour.calls.count("patient") == 9
+
+
+async def test_dead_letter_replay_after_a_fix(db: Database, broker: EmbeddedBroker) -> None:
+    behaviour = Behaviour()
+    await send(broker, event_bytes("boom-fixable"), event_bytes("next"))
+    consumer = make_consumer(db, broker, behaviour)
+
+    async def next_applied() -> bool:
+        return "next" in await things(db)
+
+    await run_until(consumer, next_applied)
+    [letter] = await list_dead_letters(db, INBOX, "things")
+
+    failed_again = await replay_dead_letter(consumer, letter["id"])
+    assert failed_again.dead_lettered
+    [still] = await list_dead_letters(db, INBOX, "things")
+    assert still["id"] == letter["id"] and "handler bug" in still["replay_error"]
+
+    async def fixed(uow: UnitOfWork, event: CloudEvent, payload: EventPayload) -> None:
+        assert isinstance(payload, ThingHappened)
+        await uow.session.execute(insert(THINGS).values(name=payload.name.replace("boom-", "")))
+
+    consumer.handlers[ThingHappened.event_type] = fixed
+    outcome = await replay_dead_letter(consumer, letter["id"])
+    assert outcome.applied
+    pending = await list_dead_letters(db, INBOX, "things")
+    assert pending == []
+    [done] = await list_dead_letters(db, INBOX, "things", pending_only=False)
+    assert done["replayed_at"] is not None and done["replay_error"] is None
+    assert sorted(await things(db)) == ["fixable", "next"]
+    assert (await replay_dead_letter(consumer, letter["id"])).duplicate  # idempotent
