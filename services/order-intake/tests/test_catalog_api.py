@@ -136,3 +136,13 @@ async def test_unknown_product_is_404(client: httpx.AsyncClient, factory: Factor
     assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
     assert (await client.patch("/products/nope", json={"title": "x"}, headers=auth)).status_code == 404
     assert (await client.delete("/products/nope", headers=auth)).status_code == 404
+
+
+async def test_listing_rejects_bad_query_parameters(client: httpx.AsyncClient) -> None:
+    for params in ({"limit": 0}, {"limit": 1000}, {"offset": -1}, {"active": "maybe"}, {"q": "x" * 300}):
+        r = await client.get("/products", params=params)
+        assert r.status_code == 422, params
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["errors"][0]["field"].startswith("query.")
+    r = await client.get("/products", headers={"Authorization": "Bearer not-a-token"})
+    assert r.status_code == 401  # a bad token is refused, not silently treated as anonymous

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy import select, update
 from typer.testing import CliRunner
 
+from casebridge_shared.auth import Role
 from casebridge_shared.db import Database
 from order_intake import settings as settings_module
 from order_intake.bootstrap import Container
@@ -135,3 +136,9 @@ async def test_cli_rotates_keys_and_refuses_demo_outside_development(
     assert before < after and len(after) == 2
     demo = await asyncio.to_thread(cli_env.invoke, cli, ["seed-demo"])
     assert demo.exit_code != 0
+
+
+async def test_relay_status_needs_an_admin_token(client: httpx.AsyncClient, factory: Factory) -> None:
+    assert (await client.get("/relay/status")).status_code == 401
+    staff = await factory.user(Role.STAFF)
+    assert (await client.get("/relay/status", headers=factory.auth(staff))).status_code == 403
