@@ -15,13 +15,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from casebridge_shared.auth import Principal, Role
 from casebridge_shared.broker import EmbeddedBroker
 from casebridge_shared.db import utcnow
 from casebridge_shared.events import ORDERS_TOPIC
-from casebridge_shared.outbox import mark_for_replay, relay_status
+from casebridge_shared.outbox import mark_for_replay, purge_published, relay_status
 from casebridge_shared.testing import TopicReader, wait_until
 from order_intake.bootstrap import Container
 from order_intake.db import outbox
@@ -84,6 +84,9 @@ async def test_relay_publishes_cloudevents_in_order_per_key(
             await client.post(f"/orders/{order['id']}/cancel", headers=auth)
         async with TopicReader(broker.bootstrap_servers, ORDERS_TOPIC) as reader:
             events = await reader.read_until(lambda ev: len(ev) >= 15)
+            assert (
+                len(reader.consumer.partitions_for_topic(ORDERS_TOPIC) or ()) == 6
+            )  # the configured default
             assert all(h["content-type"] == b"application/cloudevents+json" for h in reader.headers)
             assert reader.keys == [e["partitionkey"] for e in events]
     by_key: dict[str, list[int]] = defaultdict(list)
@@ -293,3 +296,32 @@ async def test_replay_republishes_from_a_point_in_time(
         events = await reader.read_until(lambda ev: len(ev) >= 6)
     counts = Counter(e["id"] for e in events if e["type"].endswith("order-placed.v1"))
     assert len(counts) == 3 and set(counts.values()) == {2}
+
+
+async def test_published_rows_are_kept_for_the_retention_period_then_purged(
+    factory: Factory, container: Container
+) -> None:
+    await factory.product()
+    await factory.product(title="Second")
+    async with container.db.write_session() as s:
+        first_id = (
+            (await s.execute(select(outbox.outbox.c.id).order_by(outbox.outbox.c.id))).scalars().first()
+        )
+        await s.execute(
+            update(outbox.outbox)
+            .where(outbox.outbox.c.id == first_id)
+            .values(published_at=utcnow() - timedelta(days=8))
+        )
+        await s.execute(
+            update(outbox.outbox)
+            .where(outbox.outbox.c.id != first_id)
+            .values(published_at=utcnow() - timedelta(days=1))
+        )
+        await s.commit()
+    await factory.product(title="Third")  # one more, still unpublished
+    removed = await purge_published(container.db, outbox, older_than=utcnow() - timedelta(days=7))
+    assert removed == 1
+    remaining = await _all_event_ids(container)
+    assert len(remaining) >= 2
+    status = await relay_status(container.db, outbox)
+    assert status.backlog == 1  # unpublished rows are never purged, however old
