@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 from casebridge_shared import testing
 from casebridge_shared.broker import EmbeddedBroker
 from casebridge_shared.db import Database, utcnow
-from casebridge_shared.events import CloudEvent, EventPayload
+from casebridge_shared.events import CloudEvent, EventPayload, EventReader
 from casebridge_shared.inbox import (
     EventConsumer,
     dead_letter_topic,
@@ -289,3 +289,50 @@ async def test_dead_letter_replay_after_a_fix(db: Database, broker: EmbeddedBrok
     assert done["replayed_at"] is not None and done["replay_error"] is None
     assert sorted(await things(db)) == ["fixable", "next"]
     assert (await replay_dead_letter(consumer, letter["id"])).duplicate  # idempotent
+
+
+class ThingReader(EventReader):
+    """Another service's view of ThingHappened: only what it uses, tolerant of the rest."""
+
+    name: str
+
+
+async def test_a_consumer_reads_another_service_s_events_through_its_own_reader_model(
+    db: Database, broker: EmbeddedBroker
+) -> None:
+    seen: list[ThingReader] = []
+
+    async def handle(uow: UnitOfWork, event: CloudEvent, payload: ThingReader) -> None:
+        seen.append(payload)
+        await uow.session.execute(insert(THINGS).values(name=payload.name))
+
+    settings = ServiceSettings(environment="test", kafka_bootstrap_servers=broker.bootstrap_servers)
+    unregistered = "casebridge.test.elsewhere.v1"  # no EventPayload registered for it
+    consumer = EventConsumer(
+        db,
+        OUTBOX,
+        INBOX,
+        settings,
+        service="test",
+        group="readers",
+        topics=[TOPIC],
+        handlers={unregistered: handle, "casebridge.test.no-model.v1": handle},
+        source="/casebridge/test",
+        payload_models={unregistered: ThingReader},
+        max_attempts=2,
+        retry_backoff=0.01,
+    )
+    await send(
+        broker,
+        event_bytes("x", type_="casebridge.test.no-model.v1"),
+        event_bytes("n", type_=unregistered, data={"name": "with-extra", "added_later": [1, 2]}),
+    )
+
+    async def applied() -> bool:
+        return await things(db) == ["with-extra"]
+
+    await run_until(consumer, applied)
+    assert seen == [ThingReader(name="with-extra")]
+    [letter] = await list_dead_letters(db, INBOX, "readers")
+    assert letter["error"] == "no payload model for casebridge.test.no-model.v1"
+    assert letter["attempts"] == 1  # a missing model is the event's problem: never retried

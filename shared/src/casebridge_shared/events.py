@@ -49,6 +49,16 @@ class EventPayload(BaseModel):
             EventPayload.registry[event_type] = cls
 
 
+class EventReader(BaseModel):
+    """A consumer's own view of another service's event payload (a tolerant reader).
+
+    Services never import each other's code; a consumer declares the fields it
+    uses and ignores the rest, so a producer may add fields without breaking it.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
 class CloudEvent(BaseModel):
     """A CloudEvents 1.0 envelope with our extensions.
 

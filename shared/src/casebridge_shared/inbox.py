@@ -19,13 +19,13 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -46,7 +46,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from casebridge_shared import metrics
 from casebridge_shared.db import Database, UTCDateTime, utcnow
-from casebridge_shared.events import CloudEvent, EventPayload
+from casebridge_shared.events import CloudEvent
 from casebridge_shared.kafka import ensure_topics, make_producer
 from casebridge_shared.outbox import OutboxTables, UnitOfWork
 from casebridge_shared.settings import ServiceSettings
@@ -106,7 +106,9 @@ class PoisonEvent(Exception):
     """The event itself is wrong (bad JSON, bad schema, unknown version): never retry."""
 
 
-Handler = Callable[[UnitOfWork, CloudEvent, EventPayload], Awaitable[None]]
+# The payload is the consumer's own reader model for the type (see ``payload_models``)
+# or, for events of the consuming service's own contract, the registered EventPayload.
+Handler = Callable[[UnitOfWork, CloudEvent, Any], Awaitable[None]]
 
 
 def dead_letter_topic(group: str) -> str:
@@ -151,6 +153,7 @@ class EventConsumer:
         retry_backoff: float = 0.2,
         max_backoff: float = 10.0,
         batch_size: int = 500,
+        payload_models: Mapping[str, type[BaseModel]] | None = None,
     ) -> None:
         self.db = db
         self.outbox = outbox
@@ -165,6 +168,10 @@ class EventConsumer:
         self.retry_backoff = retry_backoff
         self.max_backoff = max_backoff
         self.batch_size = batch_size
+        # A service reads another service's events through its own reader models
+        # (tolerant of fields it does not know) instead of importing that
+        # service's code: deployables stay independent.
+        self.payload_models = dict(payload_models or {})
         self._known_bases = {
             m.group("base"): int(m.group("version"))
             for t in handlers
@@ -200,6 +207,15 @@ class EventConsumer:
             )
         return None  # an event type this consumer has no business with
 
+    def _payload(self, event: CloudEvent) -> BaseModel:
+        model = self.payload_models.get(event.type)
+        if model is not None:
+            return model.model_validate(event.data)
+        try:
+            return event.payload()
+        except LookupError as exc:
+            raise PoisonEvent(f"no payload model for {event.type}") from exc
+
     # -- processing --------------------------------------------------------
 
     async def process(
@@ -216,7 +232,7 @@ class EventConsumer:
                 if handler is None:
                     return Outcome(ignored=True)
                 try:
-                    payload = event.payload()
+                    payload = self._payload(event)
                 except ValidationError as exc:
                     raise PoisonEvent(f"payload does not match {event.type}: {_short(exc)}") from exc
                 return await self._apply(record, event, handler, payload)
@@ -246,7 +262,7 @@ class EventConsumer:
                 await _sleep_unless_stopped(delay, stop)
 
     async def _apply(
-        self, record: ConsumerRecord[bytes, bytes], event: CloudEvent, handler: Handler, payload: EventPayload
+        self, record: ConsumerRecord[bytes, bytes], event: CloudEvent, handler: Handler, payload: BaseModel
     ) -> Outcome:
         inbox = self.tables.inbox
         async with UnitOfWork(self.db, self.outbox, self.source) as uow:
