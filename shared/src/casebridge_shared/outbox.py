@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import os
 import socket
+import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +41,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    any_,
+    bindparam,
     delete,
     func,
     insert,
@@ -46,7 +50,9 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
+from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from casebridge_shared import metrics
@@ -303,6 +309,9 @@ class RelayLock:
             self._pg = None
 
 
+_HEADERS = [("content-type", CLOUDEVENTS_CONTENT_TYPE.encode())]
+
+
 @dataclass
 class _Row:
     id: int
@@ -343,6 +352,7 @@ class OutboxRelay:
         self._producer: AIOKafkaProducer | None = None
         self._lock = RelayLock(db)
         self._last_purge = utcnow()
+        self._gauges_at = 0.0
 
     async def start(self) -> None:
         await ensure_topics(self.settings, self.topics)
@@ -380,12 +390,13 @@ class OutboxRelay:
         while not stop.is_set():
             if not self._lock.is_healthy():
                 raise RuntimeError("relay lock connection lost")
-            run = await self.publish_batch()
-            if run.error is not None:
-                raise RuntimeError(run.error)
+            runs = await self.drain()
+            failed = next((r for r in runs if r.error is not None), None)
+            if failed is not None:
+                raise RuntimeError(failed.error)
             await self._maybe_purge()
-            if run.detected >= self.batch_size:
-                continue  # more waiting: no sleep
+            if runs and runs[-1].detected >= self.batch_size:
+                continue  # cut short by the drain's time bound: more is waiting, no sleep
             self._lock.wakeup.clear()
             wait_for = self.poll_interval if self.db.dialect == "sqlite" else 1.0
             stopped = asyncio.ensure_future(stop.wait())
@@ -396,21 +407,69 @@ class OutboxRelay:
 
     async def publish_batch(self) -> RelayRun:
         """Publish up to ``batch_size`` unpublished rows; record the run if it did anything."""
+        rows = await self._fetch()
+        if not rows:
+            await self._update_gauges(empty=True)
+            return RelayRun(started_at=utcnow())
+        run, published, failed = await self._send(rows)
+        await self._finish(run, published, failed)
+        return run
+
+    async def drain(self, max_seconds: float = 1.0) -> list[RelayRun]:
+        """Publish batch after batch until the outbox is empty (or ``max_seconds`` passed).
+
+        Pipelined: while batch N+1 is in flight to the broker, batch N's rows are
+        marked published in the database. Batch N+1 is only sent once every row of
+        batch N was acknowledged, so a failure stops the drain exactly as
+        ``publish_batch`` would (per-key order kept). Within a drain the fetch
+        continues after the last id sent, since batch N is not marked yet; each
+        drain starts with a full scan, which picks up any row that committed late
+        with a lower id (PostgreSQL sequences), hence the time bound.
+        """
+        runs: list[RelayRun] = []
+        recording: asyncio.Task[None] | None = None
+        fetching: asyncio.Task[list[_Row]] | None = asyncio.ensure_future(self._fetch())
+        deadline = time.monotonic() + max_seconds
+        try:
+            while fetching is not None:
+                rows = await fetching
+                fetching = None
+                if not rows:
+                    if not runs:
+                        await self._update_gauges(empty=True)
+                        runs.append(RelayRun(started_at=utcnow()))
+                    break
+                if len(rows) >= self.batch_size and time.monotonic() < deadline:
+                    # Read the next batch while this one is on its way to the broker.
+                    fetching = asyncio.ensure_future(self._fetch(after=rows[-1].id))
+                run, published, failed = await self._send(rows)
+                runs.append(run)
+                if recording is not None:
+                    await recording  # one write at a time, in order
+                    recording = None
+                if failed:
+                    await self._finish(run, published, failed)
+                    break
+                recording = asyncio.ensure_future(self._finish(run, published, failed))
+        finally:
+            for task in (fetching, recording):
+                if task is not None:
+                    await task
+        return runs
+
+    async def _send(self, rows: list[_Row]) -> tuple[RelayRun, list[_Row], list[_Row]]:
+        """Send rows to the broker and wait for every acknowledgement (acks=all)."""
         if self._producer is None:
             raise RuntimeError("relay not started")
         run = RelayRun(started_at=utcnow())
-        rows = await self._fetch()
         run.detected = len(rows)
-        if not rows:
-            await self._update_gauges(empty=True)
-            return run
         sent: list[tuple[_Row, asyncio.Future[Any]]] = []
         for row in rows:
             future = await self._producer.send(
                 row.topic,
                 value=row.payload.encode(),
                 key=row.key.encode(),
-                headers=[("content-type", CLOUDEVENTS_CONTENT_TYPE.encode())],
+                headers=_HEADERS,
             )
             sent.append((row, future))
         outcomes = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
@@ -434,54 +493,71 @@ class OutboxRelay:
         run.failed = len(failed)
         if first_error is not None:
             run.error = f"{type(first_error).__name__}: {first_error}"
+        return run, published, failed
+
+    async def _finish(self, run: RelayRun, published: list[_Row], failed: list[_Row]) -> None:
+        """Mark the batch in the database, then count it."""
         await self._record(run, published, failed)
         now = utcnow()
+        per_topic: dict[str, int] = {}
+        latency = metrics.RELAY_COMMIT_TO_PUBLISH_SECONDS.labels(self.service)
         for row in published:
-            metrics.RELAY_PUBLISHED.labels(self.service, row.topic).inc()
-            metrics.RELAY_COMMIT_TO_PUBLISH_SECONDS.labels(self.service).observe(
-                max(0.0, (now - row.created_at).total_seconds())
-            )
+            per_topic[row.topic] = per_topic.get(row.topic, 0) + 1
+            latency.observe(max(0.0, (now - row.created_at).total_seconds()))
+        for topic, count in per_topic.items():
+            metrics.RELAY_PUBLISHED.labels(self.service, topic).inc(count)
         if failed:
             metrics.RELAY_FAILED.labels(self.service).inc(len(failed))
         await self._update_gauges(empty=False)
-        return run
 
-    async def _fetch(self) -> list[_Row]:
+    async def _fetch(self, after: int | None = None) -> list[_Row]:
         outbox = self.tables.outbox
-        async with self.db.session() as session:
-            result = await session.execute(
-                select(
-                    outbox.c.id,
-                    outbox.c.topic,
-                    outbox.c.message_key,
-                    outbox.c.payload,
-                    outbox.c.created_at,
-                )
-                .where(outbox.c.published_at.is_(None))
-                .order_by(outbox.c.id)
-                .limit(self.batch_size)
+        query = (
+            select(
+                outbox.c.id,
+                outbox.c.topic,
+                outbox.c.message_key,
+                outbox.c.payload,
+                outbox.c.created_at,
             )
+            .where(outbox.c.published_at.is_(None))
+            .order_by(outbox.c.id)
+            .limit(self.batch_size)
+        )
+        if after is not None:
+            query = query.where(outbox.c.id > after)
+        async with self.db.session() as session:
+            result = await session.execute(query)
             return [_Row(r[0], r[1], r[2], r[3], r[4]) for r in result.all()]
+
+    def _id_in(self, ids: list[int]) -> ColumnElement[bool]:
+        """``outbox.id IN ids`` as one bound parameter, so the statement compiles once.
+
+        An expanding ``IN (?, ?, ...)`` of a thousand ids is rendered afresh for
+        every batch and was the relay's largest cost after the broker itself.
+        """
+        outbox_id = self.tables.outbox.c.id
+        if self.db.dialect == "postgresql":
+            return outbox_id == any_(bindparam("ids", ids, type_=ARRAY(BigInteger)))
+        each = func.json_each(bindparam("ids", json.dumps(ids))).table_valued("value")
+        return outbox_id.in_(select(each.c.value))
 
     async def _record(self, run: RelayRun, published: list[_Row], failed: list[_Row]) -> None:
         outbox = self.tables.outbox
         now = utcnow()
         async with self.db.write_session() as session:
             if published:
-                ids = [r.id for r in published]
-                for chunk in _chunks(ids, 500):
-                    await session.execute(
-                        update(outbox)
-                        .where(outbox.c.id.in_(chunk))
-                        .values(published_at=now, attempts=outbox.c.attempts + 1)
-                    )
+                await session.execute(
+                    update(outbox)
+                    .where(self._id_in([r.id for r in published]))
+                    .values(published_at=now, attempts=outbox.c.attempts + 1)
+                )
             if failed:
-                for chunk in _chunks([r.id for r in failed], 500):
-                    await session.execute(
-                        update(outbox)
-                        .where(outbox.c.id.in_(chunk))
-                        .values(attempts=outbox.c.attempts + 1, last_error=run.error)
-                    )
+                await session.execute(
+                    update(outbox)
+                    .where(self._id_in([r.id for r in failed]))
+                    .values(attempts=outbox.c.attempts + 1, last_error=run.error)
+                )
             await session.execute(
                 insert(self.tables.relay_runs).values(
                     relay=self.name,
@@ -516,7 +592,13 @@ class OutboxRelay:
         if empty:
             metrics.RELAY_BACKLOG.labels(self.service).set(0)
             metrics.RELAY_OLDEST_UNPUBLISHED_SECONDS.labels(self.service).set(0)
+            self._gauges_at = 0.0
             return
+        # Counting the backlog costs a scan of the unpublished rows: during a drain
+        # once a second is plenty for a gauge scraped every 15 s or so.
+        if time.monotonic() - self._gauges_at < 1.0:
+            return
+        self._gauges_at = time.monotonic()
         status = await relay_status(self.db, self.tables, runs=0)
         metrics.RELAY_BACKLOG.labels(self.service).set(status.backlog)
         metrics.RELAY_OLDEST_UNPUBLISHED_SECONDS.labels(self.service).set(
@@ -541,10 +623,6 @@ async def purge_published(db: Database, tables: OutboxTables, *, older_than: dat
         await session.execute(delete(tables.relay_runs).where(tables.relay_runs.c.started_at < older_than))
         await session.commit()
     return int(getattr(result, "rowcount", 0) or 0)
-
-
-def _chunks(items: list[int], size: int) -> list[list[int]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
