@@ -8,7 +8,9 @@ with "database is locked" instead of waiting its turn.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -109,6 +111,14 @@ class Database:
         self.url = database_url
         self.engine = create_engine(database_url, **engine_kwargs)
         self._writer = writer(self.engine)
+        # SQLite has one writer at a time. Left to itself, a waiting writer sleeps
+        # in SQLite's busy handler (backing off up to 100 ms a try) while the
+        # event loop sits idle; queueing writers of this process on an asyncio
+        # lock hands the write lock over the moment it is free, in arrival order.
+        # Other processes (the worker) still meet the busy timeout as before.
+        self._write_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @property
     def dialect(self) -> str:
@@ -121,7 +131,15 @@ class Database:
 
     @asynccontextmanager
     async def write_session(self) -> AsyncIterator[AsyncSession]:
-        async with AsyncSession(self._writer, expire_on_commit=False) as session:
+        if self.dialect != "sqlite":
+            async with AsyncSession(self._writer, expire_on_commit=False) as session:
+                yield session
+            return
+        loop = asyncio.get_running_loop()
+        lock = self._write_locks.get(loop)
+        if lock is None:
+            lock = self._write_locks[loop] = asyncio.Lock()
+        async with lock, AsyncSession(self._writer, expire_on_commit=False) as session:
             yield session
 
     @asynccontextmanager

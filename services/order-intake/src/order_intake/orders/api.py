@@ -17,6 +17,7 @@ from order_intake.orders.models import (
     Order,
     OrderCancel,
     OrderCreate,
+    OrderProgress,
     OrderRead,
     OrderStatus,
     OrderSummary,
@@ -36,8 +37,9 @@ IDEMPOTENCY_KEY = Header(
 )
 
 
-async def _read(session: Any, order: Order) -> OrderRead:
-    progress = await service.progress_of(session, order.id)
+async def _read(session: Any, order: Order, progress: list[OrderProgress] | None = None) -> OrderRead:
+    if progress is None:
+        progress = await service.progress_of(session, order.id)
     solution = None
     if order.solution_summary is not None and order.solution_at is not None:
         solution = Solution(summary=order.solution_summary, text=order.solution_text, at=order.solution_at)
@@ -70,7 +72,9 @@ async def place_order(
     response.headers["ETag"] = etag(order.version)
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    return await _read(uow.session, order)
+    # A new order's whole progress is the entry just written: no second
+    # round trip (and no second write transaction) to read it back.
+    return await _read(uow.session, order, None if replayed else service.new_order_progress(order))
 
 
 @router.get("", response_model=Page[OrderSummary], summary="My orders (staff: all orders)")

@@ -112,7 +112,7 @@ async def place_order(
         updated_at=now,
     )
     uow.session.add(order)
-    uow.session.add(OrderProgress(order_id=order.id, at=now, status=order.status, title="Order received"))
+    uow.session.add(new_order_progress(order)[0])
     if idempotency_key is not None:
         uow.session.add(
             IdempotencyKey(
@@ -135,6 +135,13 @@ async def place_order(
             raise
         return previous, True
     return order, False
+
+
+def new_order_progress(order: Order) -> list[OrderProgress]:
+    """The progress timeline of an order just placed."""
+    return [
+        OrderProgress(order_id=order.id, at=order.created_at, status=order.status, title="Order received")
+    ]
 
 
 async def get_order(session: AsyncSession, principal: Principal, order_id: str) -> Order:
