@@ -73,6 +73,10 @@ class ServiceSettings(BaseSettings):
     jwks_refetch_cooldown_seconds: float = Field(default=10, ge=0)
 
     max_request_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # The outbox relay of services that publish events.
+    relay_batch_size: int = Field(default=1000, ge=1, le=10_000)
+    relay_poll_interval_seconds: float = Field(default=0.02, gt=0, le=10)
+    outbox_retention_hours: int = Field(default=7 * 24, ge=1)
 
     @classmethod
     def env_prefix_for_service(cls) -> str:

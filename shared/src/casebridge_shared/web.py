@@ -7,6 +7,7 @@ body limit, trace ids in logs and responses, request metrics, ``/healthz``,
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -87,17 +88,20 @@ class BodyLimitMiddleware:
     """Refuse request bodies over the limit with 413, without reading them whole.
 
     Routes that take larger uploads (attachments) raise the limit for their
-    path prefix via ``overrides``.
+    path prefix, or for the paths a compiled regular expression matches in full,
+    via ``overrides``.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int, overrides: dict[str, int] | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, overrides: dict[str | re.Pattern[str], int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.overrides = overrides or {}
 
     def _limit_for(self, path: str) -> int:
-        for prefix, limit in self.overrides.items():
-            if path.startswith(prefix):
+        for key, limit in self.overrides.items():
+            if path.startswith(key) if isinstance(key, str) else key.fullmatch(path):
                 return limit
         return self.max_bytes
 
@@ -153,7 +157,7 @@ def create_app(
     version: str,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None,
     max_body_bytes: int,
-    body_limit_overrides: dict[str, int] | None = None,
+    body_limit_overrides: dict[str | re.Pattern[str], int] | None = None,
     openapi_tags: list[dict[str, Any]] | None = None,
 ) -> FastAPI:
     app = FastAPI(

@@ -1,15 +1,22 @@
-"""The one place where case-handling is wired together."""
+"""The one place where case-handling is wired together (cosmicpython's bootstrap)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
-from case_handling.db import outbox
+from case_handling.db import inbox, outbox
+from case_handling.intake import service as intake
+from case_handling.intake.events import PAYLOAD_MODELS
 from case_handling.settings import Settings
 from casebridge_shared.db import Database
-from casebridge_shared.outbox import UnitOfWork
+from casebridge_shared.events import CASES_TOPIC, CATALOG_TOPIC, ORDERS_TOPIC
+from casebridge_shared.inbox import EventConsumer
+from casebridge_shared.outbox import OutboxRelay, UnitOfWork
 
 EVENT_SOURCE = "/casebridge/case-handling"
+PUBLISHED_TOPICS = (CASES_TOPIC,)
+CONSUMER_GROUP = "case-handling"
 
 
 @dataclass
@@ -19,6 +26,34 @@ class Container:
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.db, outbox, EVENT_SOURCE)
+
+    def relay(self) -> OutboxRelay:
+        return OutboxRelay(
+            self.db,
+            outbox,
+            self.settings,
+            service="case-handling",
+            topics=PUBLISHED_TOPICS,
+            batch_size=self.settings.relay_batch_size,
+            poll_interval=self.settings.relay_poll_interval_seconds,
+            retention=timedelta(hours=self.settings.outbox_retention_hours),
+        )
+
+    def consumer(self) -> EventConsumer:
+        """Orders become cases; the catalog is copied for reference."""
+        return EventConsumer(
+            self.db,
+            outbox,
+            inbox,
+            self.settings,
+            service="case-handling",
+            group=CONSUMER_GROUP,
+            topics=[ORDERS_TOPIC, CATALOG_TOPIC],
+            handlers=intake.HANDLERS,
+            payload_models=PAYLOAD_MODELS,
+            source=EVENT_SOURCE,
+            max_attempts=self.settings.consumer_max_attempts,
+        )
 
     async def close(self) -> None:
         await self.db.dispose()

@@ -7,13 +7,29 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from case_handling.bootstrap import Container, bootstrap
 from case_handling.db import MIGRATIONS
 from case_handling.settings import get_settings
 from casebridge_shared import migrations
+from casebridge_shared.operations import dead_letters_app
+
+
+def _container() -> Container:
+    return bootstrap(get_settings())
+
 
 app = typer.Typer(help="Casebridge case-handling", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(dead_letters_app(_container), name="dead-letters")
+
+
+@app.command()
+def worker() -> None:
+    """Run the worker: orders become cases (consumer), case events go out (relay)."""
+    from case_handling.worker import main
+
+    main()
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,10 +10,13 @@ from fastapi import FastAPI
 
 from case_handling import __version__
 from case_handling.bootstrap import Container, bootstrap
+from case_handling.cases.api import router as cases_router
 from case_handling.settings import Settings, get_settings
 from casebridge_shared.auth import JwksTokenVerifier
 from casebridge_shared.logs import configure_logging
 from casebridge_shared.web import create_app
+
+ATTACHMENT_UPLOAD = re.compile(r"/cases/[^/]+/attachments")
 
 DESCRIPTION = """
 
@@ -41,14 +45,18 @@ def create_application(settings: Settings | None = None, container: Container | 
             if owned:
                 await c.close()
 
-    return create_app(
+    app = create_app(
         service="case-handling",
         title="Casebridge case-handling",
         description=DESCRIPTION,
         version=__version__,
         lifespan=lifespan,
         max_body_bytes=settings.max_request_body_bytes,
+        # Uploads may be as large as an attachment plus the multipart framing.
+        body_limit_overrides={ATTACHMENT_UPLOAD: settings.attachment_max_bytes + 64 * 1024},
     )
+    app.include_router(cases_router)
+    return app
 
 
 def _app() -> FastAPI:

@@ -206,3 +206,57 @@ async def reset_group_offsets(bootstrap_servers: str, group: str, topic: str, ti
         await consumer.commit({TopicPartition(topic, p): 0 for p in partitions})
     finally:
         await consumer.stop()
+
+
+class TokenMinter:
+    """Signs tokens the way order-intake does, for the tests of the services that only verify them.
+
+    ``verifier()`` is what a test puts on ``app.state.token_verifier`` so the app
+    checks the minted tokens for real (signature, issuer, audience, expiry).
+    """
+
+    def __init__(self, *, issuer: str = "casebridge-test", audience: str = "casebridge") -> None:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        self.issuer = issuer
+        self.audience = audience
+        self.kid = f"test-{uuid.uuid4().hex[:8]}"
+        self._key = Ed25519PrivateKey.generate()
+
+    def token(
+        self,
+        subject: str,
+        *roles: str,
+        department: str | None = None,
+        name: str | None = None,
+        email: str | None = None,
+        lifetime_seconds: int = 3600,
+    ) -> str:
+        import jwt
+
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": subject,
+            "iat": now,
+            "exp": now + lifetime_seconds,
+            "roles": list(roles),
+        }
+        for claim, value in (("department", department), ("name", name), ("email", email)):
+            if value is not None:
+                claims[claim] = value
+        return jwt.encode(claims, self._key, algorithm="EdDSA", headers={"kid": self.kid})
+
+    def headers(self, subject: str, *roles: str, **kw: Any) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(subject, *roles, **kw)}"}
+
+    def verifier(self) -> Any:
+        from casebridge_shared.auth import KeyResolverVerifier
+
+        public = self._key.public_key()
+
+        async def resolve(kid: str) -> Any:
+            return public if kid == self.kid else None
+
+        return KeyResolverVerifier(resolve, issuer=self.issuer, audience=self.audience)

@@ -1,0 +1,316 @@
+"""Routes: the staff's work on cases (A6, A8) and their attachments."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, Response, UploadFile, status
+from fastapi.responses import FileResponse
+
+from case_handling.cases import service, storage
+from case_handling.cases.models import (
+    AnalysisCreate,
+    AssignRequest,
+    Attachment,
+    AttachmentRead,
+    CancelRequest,
+    Case,
+    CaseRead,
+    CaseStatus,
+    CaseSummary,
+    CaseUpdate,
+    CommunicationCreate,
+    SolutionCreate,
+    TimelineEntry,
+)
+from case_handling.settings import Settings
+from casebridge_shared.auth import STAFF_ROLES, Principal, Role, StaffUser, require_roles
+from casebridge_shared.deps import SessionDep, UowDep
+from casebridge_shared.pagination import Page, PageDep
+from casebridge_shared.problems import PROBLEM_RESPONSES, NotFound
+from casebridge_shared.versioning import etag, expected_version
+
+router = APIRouter(prefix="/cases", tags=["cases"], responses=PROBLEM_RESPONSES)
+
+Supervisor = Annotated[Principal, Depends(require_roles(Role.SUPERVISOR, Role.ADMIN))]
+# order-intake fetches customer-visible documents with a service token.
+DocumentReader = Annotated[Principal, Depends(require_roles(*STAFF_ROLES, Role.SERVICE))]
+IF_MATCH = Header(description="ETag of the case as last read; a stale one is answered with 412")
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.container.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+
+
+async def _read(session: Any, case: Case, response: Response | None = None) -> CaseRead:
+    if response is not None:
+        response.headers["ETag"] = etag(case.version)
+    entries = await service.timeline(session, case.id)
+    files = await service.attachments_of(session, case.id)
+    return CaseRead.model_validate(
+        {
+            **case.model_dump(),
+            "timeline": [TimelineEntry.model_validate(e) for e in entries],
+            "attachments": [AttachmentRead.model_validate(a) for a in files],
+        }
+    )
+
+
+@router.get("", response_model=Page[CaseSummary], summary="Find cases")
+async def list_cases(
+    _staff: StaffUser,
+    session: SessionDep,
+    page: PageDep,
+    status_: Annotated[CaseStatus | None, Query(alias="status")] = None,
+    assignee: Annotated[
+        str | None, Query(max_length=100, description="a staff member's id, `me`, or `none` for unassigned")
+    ] = None,
+    category: Annotated[str | None, Query(max_length=100, description="product category")] = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+    q: Annotated[str | None, Query(min_length=1, max_length=200, description="free text")] = None,
+    sort: service.SortKey = "-created_at",
+) -> Any:
+    assignee_id = _staff.subject if assignee == "me" else assignee
+    cases, total = await service.list_cases(
+        session,
+        status=status_,
+        assignee_id=assignee_id,
+        category=category,
+        created_from=created_from,
+        created_to=created_to,
+        q=q,
+        sort=sort,
+        limit=page.limit,
+        offset=page.offset,
+    )
+    return Page[CaseSummary](
+        items=[CaseSummary.model_validate(c) for c in cases],
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.get("/{case_id}", response_model=CaseRead, summary="A case with its timeline")
+async def read_case(_staff: StaffUser, case_id: str, session: SessionDep, response: Response) -> Any:
+    case = await service.get_case(session, case_id)
+    return await _read(session, case, response)
+
+
+@router.patch("/{case_id}", response_model=CaseRead, summary="Correct or complete the service information")
+async def update_case(
+    principal: StaffUser,
+    case_id: str,
+    body: CaseUpdate,
+    uow: UowDep,
+    response: Response,
+    if_match: Annotated[str | None, IF_MATCH] = None,
+) -> Any:
+    case = await service.update_case(uow, principal, case_id, body, expected_version(if_match))
+    await uow.commit()
+    return await _read(uow.session, case, response)
+
+
+async def _done(uow: Any, case: Case, response: Response) -> CaseRead:
+    await uow.commit()
+    return await _read(uow.session, case, response)
+
+
+@router.post("/{case_id}/claim", response_model=CaseRead, summary="Take the case")
+async def claim(
+    principal: StaffUser,
+    case_id: str,
+    uow: UowDep,
+    response: Response,
+    if_match: Annotated[str | None, IF_MATCH] = None,
+) -> Any:
+    case = await service.claim(uow, principal, case_id, expected_version(if_match, required=False))
+    return await _done(uow, case, response)
+
+
+@router.post("/{case_id}/assign", response_model=CaseRead, summary="Assign the case (supervisor)")
+async def assign(
+    principal: Supervisor,
+    case_id: str,
+    body: AssignRequest,
+    uow: UowDep,
+    response: Response,
+    if_match: Annotated[str | None, IF_MATCH] = None,
+) -> Any:
+    case = await service.assign(
+        uow,
+        principal,
+        case_id,
+        body.assignee_id,
+        body.assignee_name,
+        expected_version(if_match, required=False),
+    )
+    return await _done(uow, case, response)
+
+
+@router.post("/{case_id}/start", response_model=CaseRead, summary="Start working on the case")
+async def start(
+    principal: StaffUser,
+    case_id: str,
+    uow: UowDep,
+    response: Response,
+    if_match: Annotated[str | None, IF_MATCH] = None,
+) -> Any:
+    case = await service.start(uow, principal, case_id, expected_version(if_match, required=False))
+    return await _done(uow, case, response)
+
+
+@router.post("/{case_id}/analysis", response_model=CaseRead, summary="Record the analysis of the legal need")
+async def record_analysis(
+    principal: StaffUser,
+    case_id: str,
+    body: AnalysisCreate,
+    uow: UowDep,
+    response: Response,
+    if_match: Annotated[str | None, IF_MATCH] = None,
+) -> Any:
+    case = await service.record_analysis(
+        uow, principal, case_id, body, expected_version(if_match, required=False)
+    )
+    return await _done(uow, case, response)
+
+
+@router.post(
+    "/{case_id}/communications", response_model=CaseRead, summary="Record a contact with the customer"
+)
+async def record_communication(
+    principal: StaffUser,
+    case_id: str,
+    body: CommunicationCreate,
+    uow: UowDep,
+    response: Response,
+    if_match: Annotated[str | None, IF_MATCH] = None,
+) -> Any:
+    case = await service.record_communication(
+        uow, principal, case_id, body, expected_version(if_match, required=False)
+    )
+    return await _done(uow, case, response)
+
+
+@router.post("/{case_id}/solution", response_model=CaseRead, summary="Propose the solution to the customer")
+async def propose_solution(
+    principal: StaffUser,
+    case_id: str,
+    body: SolutionCreate,
+    uow: UowDep,
+    response: Response,
+    if_match: Annotated[str | None, IF_MATCH] = None,
+) -> Any:
+    case = await service.propose_solution(
+        uow, principal, case_id, body, expected_version(if_match, required=False)
+    )
+    return await _done(uow, case, response)
+
+
+@router.post("/{case_id}/close", response_model=CaseRead, summary="Close the case: the work is done")
+async def close(
+    principal: StaffUser,
+    case_id: str,
+    uow: UowDep,
+    response: Response,
+    if_match: Annotated[str | None, IF_MATCH] = None,
+) -> Any:
+    case = await service.close(uow, principal, case_id, expected_version(if_match, required=False))
+    return await _done(uow, case, response)
+
+
+@router.post("/{case_id}/cancel", response_model=CaseRead, summary="Cancel the case (supervisor)")
+async def cancel(
+    principal: Supervisor,
+    case_id: str,
+    body: CancelRequest,
+    uow: UowDep,
+    response: Response,
+    if_match: Annotated[str | None, IF_MATCH] = None,
+) -> Any:
+    case = await service.cancel(
+        uow, principal, case_id, body.reason, expected_version(if_match, required=False)
+    )
+    return await _done(uow, case, response)
+
+
+# --- attachments --------------------------------------------------------------------
+
+
+@router.post(
+    "/{case_id}/attachments",
+    status_code=status.HTTP_201_CREATED,
+    response_model=AttachmentRead,
+    summary="Upload a document to the case",
+)
+async def upload_attachment(
+    principal: StaffUser,
+    case_id: str,
+    uow: UowDep,
+    settings: SettingsDep,
+    response: Response,
+    file: Annotated[UploadFile, File(description="the document")],
+    visibility: Annotated[Literal["customer", "internal"], Form()] = "internal",
+) -> Any:
+    case = await service.get_case(uow.session, case_id, for_update=True)
+    service.require_workable(case, principal)
+    directory = settings.attachment_path
+    stored = await storage.store(
+        file, directory, max_bytes=settings.attachment_max_bytes, allowed=settings.attachment_allowed_types
+    )
+    try:
+        attachment = Attachment(
+            case_id=case.id,
+            file_name=stored.file_name,
+            media_type=stored.media_type,
+            size=stored.size,
+            sha256=stored.sha256,
+            visibility=visibility,
+            storage_key=stored.storage_key,
+            uploaded_by=principal.subject,
+        )
+        uow.session.add(attachment)
+        service.attachment_added(uow, case, attachment, principal)
+        await uow.commit()
+    except BaseException:
+        storage.remove(directory, stored.storage_key)  # no file without its row
+        raise
+    response.headers["Location"] = f"/cases/{case.id}/attachments/{attachment.id}"
+    return AttachmentRead.model_validate(attachment)
+
+
+@router.get("/{case_id}/attachments", response_model=list[AttachmentRead], summary="The case's documents")
+async def list_attachments(_staff: StaffUser, case_id: str, session: SessionDep) -> Any:
+    case = await service.get_case(session, case_id)
+    return [AttachmentRead.model_validate(a) for a in await service.attachments_of(session, case.id)]
+
+
+@router.get(
+    "/{case_id}/attachments/{attachment_id}/content",
+    response_class=FileResponse,
+    summary="Download a document (order-intake fetches customer-visible ones with its service token)",
+)
+async def download_attachment(
+    principal: DocumentReader, case_id: str, attachment_id: str, session: SessionDep, settings: SettingsDep
+) -> Any:
+    attachment = await session.get(Attachment, attachment_id)
+    machine = not principal.has_any(STAFF_ROLES)
+    if (
+        attachment is None
+        or attachment.case_id != case_id
+        # An internal document does not exist as far as a machine caller knows.
+        or (machine and attachment.visibility != "customer")
+    ):
+        raise NotFound(f"no attachment {attachment_id} on case {case_id}")
+    return FileResponse(
+        storage.path_of(settings.attachment_path, attachment.storage_key),
+        media_type=attachment.media_type,
+        filename=attachment.file_name,
+        headers={"ETag": f'"{attachment.sha256}"', "X-Content-SHA256": attachment.sha256},
+    )

@@ -1,0 +1,534 @@
+"""The case domain: orders become cases, staff move them through their states (A5, A6, A8).
+
+Every change writes its event to the outbox in the same unit of work. Events
+carry only what the customer may see: analysis text, internal communication
+summaries and internal file names stay here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import String, cast, func, or_
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from case_handling.cases import events
+from case_handling.cases.models import (
+    ALLOWED_FROM,
+    FINAL_STATUSES,
+    AnalysisCreate,
+    Attachment,
+    Case,
+    CaseEntry,
+    CaseStatus,
+    CaseUpdate,
+    CatalogProduct,
+    CommunicationCreate,
+    SolutionCreate,
+)
+from case_handling.intake.events import OrderCancelled, OrderState, ProductState
+from casebridge_shared.auth import Principal, Role
+from casebridge_shared.db import utcnow
+from casebridge_shared.outbox import UnitOfWork
+from casebridge_shared.problems import Conflict, Forbidden, NotFound
+from casebridge_shared.versioning import check_version
+
+ORDER_CONTROLLED_BY_CUSTOMER = "order"  # author id of entries caused by the customer's order
+
+
+# --- from order-intake's events ---------------------------------------------------
+
+
+async def _case_for_order(session: AsyncSession, order_id: str) -> Case | None:
+    return (await session.exec(select(Case).where(Case.order_id == order_id).with_for_update())).first()
+
+
+def _service_information(order: OrderState) -> dict[str, Any]:
+    product = order.product
+    return {
+        "customer_id": order.customer.customer_id,
+        "customer": order.customer.model_dump(mode="json"),
+        "product_id": product.product_id,
+        "product": product.model_dump(mode="json"),
+        "product_title": product.title[:200],
+        "product_category": product.category[:100],
+        "price": str(product.price),
+        "currency": product.currency,
+        "description": order.description,
+    }
+
+
+def _base(case: Case) -> dict[str, Any]:
+    return {
+        "case_id": case.id,
+        "order_id": case.order_id,
+        "customer_id": case.customer_id,
+        "status": case.status,
+        "at": case.updated_at,
+    }
+
+
+def _entry(
+    uow: UnitOfWork,
+    case: Case,
+    kind: str,
+    author: Principal | None,
+    *,
+    customer_visible: bool = False,
+    **data: Any,
+) -> None:
+    uow.session.add(
+        CaseEntry(
+            case_id=case.id,
+            kind=kind,
+            at=case.updated_at,
+            author_id=author.subject if author else ORDER_CONTROLLED_BY_CUSTOMER,
+            author_name=(author.name or author.email) if author else None,
+            status=case.status,
+            customer_visible=customer_visible,
+            data=data,
+        )
+    )
+
+
+def _touch(case: Case) -> None:
+    case.version += 1
+    case.updated_at = utcnow()
+
+
+async def open_case(uow: UnitOfWork, order: OrderState, order_version: int) -> Case | None:
+    """``order placed``: the case with its service information. A second copy is a no-op."""
+    if await _case_for_order(uow.session, order.order_id) is not None:
+        return None
+    now = utcnow()
+    case = Case(
+        order_id=order.order_id,
+        order_version=order_version,
+        order_placed_at=order.created_at,
+        created_at=now,
+        updated_at=now,
+        **_service_information(order),
+    )
+    uow.session.add(case)
+    _entry(uow, case, "opened", None, customer_visible=True)
+    uow.emit(
+        events.CaseOpened(
+            **_base(case), product_category=case.product_category, product_title=case.product_title
+        ),
+        key=case.id,
+        version=case.version,
+    )
+    return case
+
+
+async def update_from_order(uow: UnitOfWork, order: OrderState, order_version: int) -> Case | None:
+    """``order updated``: newer service information; stale versions are ignored."""
+    case = await _case_for_order(uow.session, order.order_id)
+    if case is None:
+        # The placed event was dead-lettered or is being replayed later: the update
+        # carries the whole order, so the case starts from it.
+        return await open_case(uow, order, order_version)
+    if order_version <= case.order_version:
+        return None
+    info = _service_information(order)
+    changed = {k: v for k, v in info.items() if getattr(case, k) != v}
+    for name, value in changed.items():
+        setattr(case, name, value)
+    case.order_version = order_version
+    _touch(case)
+    uow.session.add(case)
+    _entry(uow, case, "order_updated", None, fields=sorted(changed))
+    return case
+
+
+async def cancel_from_order(uow: UnitOfWork, order: OrderCancelled, order_version: int) -> Case | None:
+    """``order cancelled``: the case is cancelled unless it is already closed."""
+    case = await _case_for_order(uow.session, order.order_id) or await open_case(uow, order, order_version)
+    if case is None or CaseStatus(case.status) in FINAL_STATUSES:
+        return None
+    case.order_version = max(case.order_version, order_version)
+    _cancel(uow, case, None, order.reason or "the customer cancelled the order")
+    return case
+
+
+async def upsert_product(uow: UnitOfWork, product: ProductState) -> None:
+    """Keep the staff's reference copy of the catalog; stale versions are ignored."""
+    row = await uow.session.get(CatalogProduct, product.product_id)
+    if row is not None and row.version >= product.version:
+        return
+    row = row or CatalogProduct(
+        id=product.product_id, title="", description="", category="", price="", currency=""
+    )
+    row.title = product.title[:200]
+    row.description = product.description
+    row.deliverables = list(product.deliverables)
+    row.category = product.category[:100]
+    row.price = str(product.price)
+    row.currency = product.currency
+    row.active = product.active
+    row.archived = product.archived
+    row.version = product.version
+    row.updated_at = product.updated_at
+    uow.session.add(row)
+
+
+# --- staff actions --------------------------------------------------------------------
+
+
+async def get_case(session: AsyncSession, case_id: str, *, for_update: bool = False) -> Case:
+    query = select(Case).where(Case.id == case_id)
+    if for_update:
+        query = query.with_for_update()
+    case = (await session.exec(query)).first()
+    if case is None:
+        raise NotFound(f"no case {case_id}")
+    return case
+
+
+def _require(case: Case, action: str, expected_version: int | None) -> None:
+    check_version(case.version, expected_version)
+    if CaseStatus(case.status) not in ALLOWED_FROM[action]:
+        raise Conflict(
+            f"a case in state {case.status!r} cannot be {_PAST[action]}",
+            field="status",
+            current_status=case.status,
+        )
+
+
+_PAST = {
+    "claim": "claimed",
+    "assign": "assigned",
+    "start": "started",
+    "solution": "given a solution",
+    "close": "closed",
+    "cancel": "cancelled",
+    "work": "changed",
+}
+
+
+def _is_supervisor(principal: Principal) -> bool:
+    return principal.has_any({Role.SUPERVISOR, Role.ADMIN})
+
+
+def _require_assignee_or_supervisor(case: Case, principal: Principal) -> None:
+    if case.assignee_id not in (None, principal.subject) and not _is_supervisor(principal):
+        raise Forbidden("this case is assigned to someone else")
+
+
+def _assign(uow: UnitOfWork, case: Case, by: Principal, assignee_id: str, assignee_name: str | None) -> None:
+    previous = CaseStatus(case.status)
+    case.assignee_id = assignee_id
+    case.assignee_name = assignee_name
+    if previous == CaseStatus.NEW:
+        case.status = CaseStatus.ASSIGNED.value
+    _touch(case)
+    uow.session.add(case)
+    _entry(uow, case, "assigned", by, customer_visible=previous == CaseStatus.NEW, assignee_id=assignee_id)
+    uow.emit(
+        events.CaseAssigned(
+            **_base(case),
+            assignee_id=assignee_id,
+            assignee_name=assignee_name,
+            assigned_by=by.subject,
+            product_category=case.product_category,
+        ),
+        key=case.id,
+        version=case.version,
+    )
+
+
+async def claim(uow: UnitOfWork, principal: Principal, case_id: str, expected_version: int | None) -> Case:
+    case = await get_case(uow.session, case_id, for_update=True)
+    _require(case, "claim", expected_version)
+    if case.assignee_id is not None and case.assignee_id != principal.subject:
+        raise Conflict(
+            "this case is already assigned; a supervisor can reassign it",
+            field="assignee_id",
+            current_status=case.status,
+        )
+    _assign(uow, case, principal, principal.subject, principal.name or principal.email)
+    return case
+
+
+async def assign(
+    uow: UnitOfWork,
+    principal: Principal,
+    case_id: str,
+    assignee_id: str,
+    assignee_name: str | None,
+    expected_version: int | None,
+) -> Case:
+    case = await get_case(uow.session, case_id, for_update=True)
+    _require(case, "assign", expected_version)
+    _assign(uow, case, principal, assignee_id, assignee_name)
+    return case
+
+
+def _change_status(uow: UnitOfWork, case: Case, by: Principal | None, to: CaseStatus) -> CaseStatus:
+    previous = CaseStatus(case.status)
+    case.status = to.value
+    _touch(case)
+    uow.session.add(case)
+    _entry(uow, case, "status_changed", by, customer_visible=True, previous_status=previous.value)
+    uow.emit(
+        events.CaseStatusChanged(**_base(case), previous_status=previous.value),
+        key=case.id,
+        version=case.version,
+    )
+    return previous
+
+
+async def start(uow: UnitOfWork, principal: Principal, case_id: str, expected_version: int | None) -> Case:
+    case = await get_case(uow.session, case_id, for_update=True)
+    _require(case, "start", expected_version)
+    _require_assignee_or_supervisor(case, principal)
+    _change_status(uow, case, principal, CaseStatus.IN_PROGRESS)
+    return case
+
+
+async def record_analysis(
+    uow: UnitOfWork, principal: Principal, case_id: str, data: AnalysisCreate, expected_version: int | None
+) -> Case:
+    case = await get_case(uow.session, case_id, for_update=True)
+    _require(case, "work", expected_version)
+    _require_assignee_or_supervisor(case, principal)
+    _touch(case)
+    uow.session.add(case)
+    _entry(uow, case, "analysis", principal, text=data.text)
+    uow.emit(events.AnalysisRecorded(**_base(case)), key=case.id, version=case.version)
+    return case
+
+
+async def record_communication(
+    uow: UnitOfWork,
+    principal: Principal,
+    case_id: str,
+    data: CommunicationCreate,
+    expected_version: int | None,
+) -> Case:
+    case = await get_case(uow.session, case_id, for_update=True)
+    _require(case, "work", expected_version)
+    _require_assignee_or_supervisor(case, principal)
+    _touch(case)
+    uow.session.add(case)
+    _entry(
+        uow,
+        case,
+        "communication",
+        principal,
+        customer_visible=data.customer_visible,
+        channel=data.channel,
+        direction=data.direction,
+        summary=data.summary,
+        occurred_at=data.occurred_at.isoformat(),
+    )
+    uow.emit(
+        events.CommunicationRecorded(
+            **_base(case),
+            channel=data.channel,
+            direction=data.direction,
+            occurred_at=data.occurred_at,
+            customer_visible_summary=data.summary if data.customer_visible else None,
+        ),
+        key=case.id,
+        version=case.version,
+    )
+    return case
+
+
+async def propose_solution(
+    uow: UnitOfWork, principal: Principal, case_id: str, data: SolutionCreate, expected_version: int | None
+) -> Case:
+    case = await get_case(uow.session, case_id, for_update=True)
+    _require(case, "solution", expected_version)
+    _require_assignee_or_supervisor(case, principal)
+    case.solution_summary = data.summary
+    case.solution_text = data.text
+    case.status = CaseStatus.SOLUTION_PROPOSED.value
+    _touch(case)
+    uow.session.add(case)
+    _entry(uow, case, "solution", principal, customer_visible=True, summary=data.summary, text=data.text)
+    uow.emit(
+        events.SolutionProposed(
+            **_base(case),
+            solution_summary=data.summary,
+            solution_text=data.text,
+            proposed_by=principal.subject,
+        ),
+        key=case.id,
+        version=case.version,
+    )
+    return case
+
+
+async def close(uow: UnitOfWork, principal: Principal, case_id: str, expected_version: int | None) -> Case:
+    case = await get_case(uow.session, case_id, for_update=True)
+    _require(case, "close", expected_version)
+    _require_assignee_or_supervisor(case, principal)
+    case.status = CaseStatus.CLOSED.value
+    _touch(case)
+    case.closed_at = case.updated_at
+    uow.session.add(case)
+    _entry(uow, case, "closed", principal, customer_visible=True)
+    uow.emit(events.CaseClosed(**_base(case)), key=case.id, version=case.version)
+    return case
+
+
+def _cancel(uow: UnitOfWork, case: Case, by: Principal | None, reason: str) -> None:
+    case.status = CaseStatus.CANCELLED.value
+    _touch(case)
+    case.cancelled_at = case.updated_at
+    uow.session.add(case)
+    _entry(uow, case, "cancelled", by, customer_visible=True, reason=reason)
+    uow.emit(
+        events.CaseCancelled(**_base(case), reason=reason, assignee_id=case.assignee_id),
+        key=case.id,
+        version=case.version,
+    )
+
+
+async def cancel(
+    uow: UnitOfWork, principal: Principal, case_id: str, reason: str, expected_version: int | None
+) -> Case:
+    case = await get_case(uow.session, case_id, for_update=True)
+    _require(case, "cancel", expected_version)
+    _cancel(uow, case, principal, reason)
+    return case
+
+
+async def update_case(
+    uow: UnitOfWork, principal: Principal, case_id: str, data: CaseUpdate, expected_version: int | None
+) -> Case:
+    """Correct or complete the service information (A8); no event: it stays internal."""
+    case = await get_case(uow.session, case_id, for_update=True)
+    _require(case, "work", expected_version)
+    changes = data.model_dump(exclude_unset=True)
+    phone = changes.pop("customer_phone", None)
+    changed: dict[str, Any] = {}
+    for name, value in changes.items():
+        if getattr(case, name) != value:
+            changed[name] = {"before": _jsonable(getattr(case, name)), "after": _jsonable(value)}
+            setattr(case, name, value)
+    if "customer_phone" in data.model_fields_set and case.customer.get("phone") != phone:
+        changed["customer.phone"] = {"before": case.customer.get("phone"), "after": phone}
+        case.customer = {**case.customer, "phone": phone}
+    if not changed:
+        return case
+    _touch(case)
+    uow.session.add(case)
+    _entry(uow, case, "service_information_updated", principal, changes=changed)
+    return case
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def require_workable(case: Case, principal: Principal) -> None:
+    """Uploads: on an open case, by its assignee or a supervisor."""
+    _require(case, "work", None)
+    _require_assignee_or_supervisor(case, principal)
+
+
+def attachment_added(uow: UnitOfWork, case: Case, attachment: Attachment, principal: Principal) -> None:
+    """Record an upload (the file is already in place) and tell the world what it may know."""
+    _touch(case)
+    uow.session.add(case)
+    customer_visible = attachment.visibility == "customer"
+    _entry(
+        uow,
+        case,
+        "attachment",
+        principal,
+        customer_visible=customer_visible,
+        attachment_id=attachment.id,
+        file_name=attachment.file_name,
+        media_type=attachment.media_type,
+        size=attachment.size,
+        sha256=attachment.sha256,
+        visibility=attachment.visibility,
+    )
+    uow.emit(
+        events.AttachmentAdded(
+            **_base(case),
+            attachment_id=attachment.id,
+            visibility="customer" if customer_visible else "internal",
+            sha256=attachment.sha256,
+            size=attachment.size,
+            media_type=attachment.media_type,
+            file_name=attachment.file_name if customer_visible else None,
+        ),
+        key=case.id,
+        version=case.version,
+    )
+
+
+# --- queries --------------------------------------------------------------------------
+
+SortKey = Literal[
+    "created_at", "-created_at", "updated_at", "-updated_at", "order_placed_at", "-order_placed_at"
+]
+
+
+async def list_cases(
+    session: AsyncSession,
+    *,
+    status: CaseStatus | None,
+    assignee_id: str | None,
+    category: str | None,
+    created_from: datetime | None,
+    created_to: datetime | None,
+    q: str | None,
+    sort: SortKey,
+    limit: int,
+    offset: int,
+) -> tuple[Sequence[Case], int]:
+    conditions: list[Any] = []
+    if status is not None:
+        conditions.append(Case.status == status.value)
+    if assignee_id is not None:
+        conditions.append(
+            col(Case.assignee_id).is_(None) if assignee_id == "none" else Case.assignee_id == assignee_id
+        )
+    if category is not None:
+        conditions.append(Case.product_category == category)
+    if created_from is not None:
+        conditions.append(col(Case.created_at) >= created_from)
+    if created_to is not None:
+        conditions.append(col(Case.created_at) < created_to)
+    if q:
+        # Free text over the service information: the customer's description,
+        # the product, the customer's name and e-mail (case-insensitive).
+        needle = f"%{q.lower()}%"
+        conditions.append(
+            or_(
+                func.lower(col(Case.description)).like(needle),
+                func.lower(col(Case.product_title)).like(needle),
+                func.lower(cast(col(Case.customer), String)).like(needle),
+                func.lower(col(Case.internal_notes)).like(needle),
+            )
+        )
+    total = (await session.exec(select(func.count()).select_from(Case).where(*conditions))).one()
+    column = getattr(Case, sort.lstrip("-"))
+    order = col(column).desc() if sort.startswith("-") else col(column).asc()
+    rows = await session.exec(
+        select(Case).where(*conditions).order_by(order, col(Case.id)).limit(limit).offset(offset)
+    )
+    return rows.all(), int(total)
+
+
+async def timeline(session: AsyncSession, case_id: str) -> Sequence[CaseEntry]:
+    rows = await session.exec(
+        select(CaseEntry).where(CaseEntry.case_id == case_id).order_by(col(CaseEntry.at), col(CaseEntry.id))
+    )
+    return rows.all()
+
+
+async def attachments_of(session: AsyncSession, case_id: str) -> Sequence[Attachment]:
+    rows = await session.exec(
+        select(Attachment).where(Attachment.case_id == case_id).order_by(col(Attachment.uploaded_at))
+    )
+    return rows.all()

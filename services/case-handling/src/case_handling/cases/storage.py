@@ -1,0 +1,112 @@
+"""Attachment files on disk: streamed in while hashing, never held in memory whole.
+
+A file is written to a hidden temporary name in the storage directory and only
+renamed into place once it is complete and within the limits; anything that
+goes wrong on the way (too large, wrong type, the client gone) removes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import mimetypes
+import os
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from fastapi import UploadFile
+
+from casebridge_shared.db import new_id
+from casebridge_shared.problems import PayloadTooLarge, Unprocessable, UnsupportedMediaType
+
+CHUNK = 1024 * 1024
+# What the first bytes of a file must be for the media types we can recognise;
+# a file that claims to be a PDF and is not is refused.
+MAGIC: dict[str, tuple[bytes, ...]] = {
+    "application/pdf": (b"%PDF-",),
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": (b"PK\x03\x04",),
+    "application/msword": (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",),
+}
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]+")
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    storage_key: str
+    file_name: str
+    media_type: str
+    size: int
+    sha256: str
+
+
+def safe_file_name(raw: str | None) -> str:
+    """The name to show and offer on download: no path, no control characters."""
+    name = unicodedata.normalize("NFC", (raw or "").replace("\\", "/").rsplit("/", 1)[-1])
+    name = _UNSAFE.sub("_", name).strip(" .")
+    if not name:
+        raise Unprocessable("the file needs a name", field="body.file")
+    return name[-255:]
+
+
+def media_type_of(upload: UploadFile, file_name: str, allowed: list[str]) -> str:
+    declared = (upload.content_type or "").split(";", 1)[0].strip().lower()
+    if not declared or declared == "application/octet-stream":
+        declared = (mimetypes.guess_type(file_name)[0] or "application/octet-stream").lower()
+    if declared not in allowed:
+        raise UnsupportedMediaType(
+            f"files of type {declared} are not accepted; allowed: {', '.join(allowed)}",
+            field="body.file",
+        )
+    return declared
+
+
+async def store(upload: UploadFile, directory: Path, *, max_bytes: int, allowed: list[str]) -> StoredFile:
+    file_name = safe_file_name(upload.filename)
+    media_type = media_type_of(upload, file_name, allowed)
+    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+    key = new_id()
+    partial = directory / f".{key}.part"
+    digest = hashlib.sha256()
+    size = 0
+    head = b""
+    try:
+        with open(partial, "wb") as out:  # noqa: ASYNC230 (writes go through to_thread below)
+            while chunk := await upload.read(CHUNK):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLarge(
+                        f"the file exceeds the limit of {max_bytes} bytes", field="body.file"
+                    )
+                if len(head) < 16:
+                    head += chunk[: 16 - len(head)]
+                digest.update(chunk)
+                await asyncio.to_thread(out.write, chunk)
+            await asyncio.to_thread(_sync, out)
+        if size == 0:
+            raise Unprocessable("the file is empty", field="body.file")
+        magic = MAGIC.get(media_type)
+        if magic is not None and not head.startswith(magic):
+            raise UnsupportedMediaType(f"the file's content is not {media_type}", field="body.file")
+        os.replace(partial, directory / key)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return StoredFile(key, file_name, media_type, size, digest.hexdigest())
+
+
+def _sync(out: BinaryIO) -> None:
+    out.flush()
+    os.fsync(out.fileno())
+
+
+def path_of(directory: Path, storage_key: str) -> Path:
+    return directory / storage_key
+
+
+def remove(directory: Path, storage_key: str) -> None:
+    (directory / storage_key).unlink(missing_ok=True)
