@@ -1,0 +1,283 @@
+"""The worker's consumer of casebridge.orders.v1 / catalog.v1 and its relay, against a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import func, select
+
+from case_handling.bootstrap import CONSUMER_GROUP, Container
+from case_handling.cases.models import Case, CaseEntry, CatalogProduct
+from case_handling.db import inbox, outbox
+from case_handling.intake.events import ORDER_CANCELLED, ORDER_PLACED, ORDER_UPDATED, PRODUCT_UPDATED
+from casebridge_shared import testing
+from casebridge_shared.broker import EmbeddedBroker
+from casebridge_shared.events import CASES_TOPIC, CATALOG_TOPIC, ORDERS_TOPIC, CloudEvent
+from casebridge_shared.inbox import dead_letter_topic, list_dead_letters
+from casebridge_shared.outbox import relay_status
+
+OrderEvent = Callable[..., CloudEvent]
+
+
+async def publish(
+    broker: EmbeddedBroker, topic: str, *events: CloudEvent | bytes, key: str | None = None
+) -> None:
+    """``key``: one key for all, so they share a partition and arrive in this order."""
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for event in events:
+            if isinstance(event, bytes):
+                await producer.send_and_wait(topic, value=event, key=(key or "poison").encode())
+            else:
+                await producer.send_and_wait(
+                    topic, value=event.to_bytes(), key=(key or event.partitionkey).encode()
+                )
+    finally:
+        await producer.stop()
+
+
+async def run_worker_until(
+    container: Container, condition: Callable[[], Awaitable[bool]], timeout: float = 90
+) -> None:
+    """The worker's two loops, as ``case-handling worker`` runs them, until ``condition`` holds."""
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(container.consumer().run(stop)),
+        asyncio.create_task(container.relay().run(stop)),
+    ]
+    try:
+        await testing.wait_until(condition, timeout=timeout, message="worker progress")
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+
+
+async def cases(container: Container) -> list[Case]:
+    async with container.db.session() as s:
+        return list((await s.execute(select(Case).order_by(Case.created_at))).scalars())
+
+
+async def count(container: Container, model: Any, *where: Any) -> int:
+    async with container.db.session() as s:
+        return int((await s.execute(select(func.count()).select_from(model).where(*where))).scalar_one())
+
+
+def order_event(order_id: str, type_: str = ORDER_PLACED, version: int = 1, **data: Any) -> CloudEvent:
+    now = datetime.now(UTC).isoformat()
+    payload: dict[str, Any] = {
+        "order_id": order_id,
+        "customer": {
+            "customer_id": "cust-1",
+            "full_name": "Ada Lovelace",
+            "email": "ada@example.org",
+            "phone": None,
+        },
+        "product": {
+            "product_id": "prod-1",
+            "title": "Employment contract check",
+            "description": "We check your contract.",
+            "deliverables": ["Review"],
+            "category": "employment",
+            "price": "99.00",
+            "currency": "EUR",
+            "version": 1,
+        },
+        "description": "Is my non-compete clause valid?",
+        "status": "submitted",
+        "version": version,
+        "created_at": now,
+        "updated_at": now,
+        "a_field_added_later": {"consumers": "ignore it"},
+    }
+    payload.update(data)
+    return CloudEvent(
+        id=str(uuid.uuid4()),
+        source="/casebridge/order-intake",
+        type=type_,
+        time=datetime.now(UTC),
+        partitionkey=order_id,
+        aggregateversion=version,
+        data=payload,
+    )
+
+
+async def test_orders_become_cases_once_and_case_events_go_out(
+    broker: EmbeddedBroker, container: Container
+) -> None:
+    container.settings.kafka_bootstrap_servers = broker.bootstrap_servers
+    ids = [str(uuid.uuid4()) for _ in range(5)]
+    await publish(broker, ORDERS_TOPIC, *(order_event(i) for i in ids))
+
+    async def five_cases_published() -> bool:
+        backlog = (await relay_status(container.db, outbox, runs=0)).backlog
+        return len(await cases(container)) == 5 and backlog == 0
+
+    await run_worker_until(container, five_cases_published)
+    made = await cases(container)
+    assert sorted(c.order_id for c in made) == sorted(ids)
+    first = next(c for c in made if c.order_id == ids[0])
+    assert first.product_title == "Employment contract check" and first.price == "99.00"
+    assert first.customer["email"] == "ada@example.org" and first.status == "new"
+
+    async with testing.TopicReader(broker.bootstrap_servers, CASES_TOPIC) as reader:
+        opened = await reader.read_until(lambda events: len(events) >= 5, timeout=60)
+    assert sorted(e["data"]["order_id"] for e in opened) == sorted(ids)
+    assert {e["type"] for e in opened} == {"casebridge.cases.case-opened.v1"}
+
+    # An operator resets the group to the start of the topic: nothing happens twice.
+    await testing.reset_group_offsets(broker.bootstrap_servers, CONSUMER_GROUP, ORDERS_TOPIC)
+    late = str(uuid.uuid4())
+    await publish(broker, ORDERS_TOPIC, order_event(late))
+
+    async def six_cases() -> bool:
+        return len(await cases(container)) == 6
+
+    await run_worker_until(container, six_cases)
+    assert await count(container, CaseEntry, CaseEntry.kind == "opened") == 6
+    assert await count(container, inbox.inbox, inbox.inbox.c.consumer_group == CONSUMER_GROUP) == 6
+
+
+async def test_updates_cancellations_stale_versions_and_the_catalog(
+    broker: EmbeddedBroker, container: Container
+) -> None:
+    container.settings.kafka_bootstrap_servers = broker.bootstrap_servers
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    product = {
+        "product_id": "prod-1",
+        "title": "Employment contract check",
+        "description": "We check your contract, now with a call.",
+        "deliverables": ["Review", "Call"],
+        "category": "employment",
+        "price": "119.00",
+        "currency": "EUR",
+        "attributes": {},
+        "active": True,
+        "archived": False,
+        "version": 2,
+        "updated_at": datetime.now(UTC).isoformat(),
+    }
+    await publish(
+        broker,
+        ORDERS_TOPIC,
+        order_event(a),
+        order_event(a, ORDER_UPDATED, 3, description="Updated: also my notice period."),
+        order_event(a, ORDER_UPDATED, 2, description="An older edit that arrived late."),
+        order_event(b),
+        order_event(
+            b, ORDER_CANCELLED, 2, status="cancelled", reason="changed my mind", cancelled_by="cust-1"
+        ),
+    )
+    await publish(
+        broker,
+        CATALOG_TOPIC,
+        CloudEvent(
+            id=str(uuid.uuid4()),
+            source="/casebridge/order-intake",
+            type=PRODUCT_UPDATED,
+            time=datetime.now(UTC),
+            partitionkey="prod-1",
+            aggregateversion=2,
+            data=product,
+        ),
+    )
+
+    async def settled() -> bool:
+        made = {c.order_id: c for c in await cases(container)}
+        async with container.db.session() as s:
+            copy = await s.get(CatalogProduct, "prod-1")
+        return (
+            a in made
+            and made[a].description.startswith("Updated")
+            and b in made
+            and made[b].status == "cancelled"
+            and copy is not None
+            and await count(container, inbox.inbox) == 6
+        )
+
+    await run_worker_until(container, settled)
+    made = {c.order_id: c for c in await cases(container)}
+    assert made[a].description == "Updated: also my notice period."  # the stale edit was ignored
+    assert made[a].order_version == 3
+    assert made[b].cancelled_at is not None
+    async with container.db.session() as s:
+        copy = await s.get(CatalogProduct, "prod-1")
+    assert copy is not None and copy.price == "119.00" and copy.deliverables == ["Review", "Call"]
+
+
+async def test_poison_events_are_dead_lettered_and_the_next_one_applied(
+    broker: EmbeddedBroker, container: Container
+) -> None:
+    container.settings.kafka_bootstrap_servers = broker.bootstrap_servers
+    good = str(uuid.uuid4())
+    wrong_schema = order_event(str(uuid.uuid4()))
+    wrong_schema.data.pop("customer")
+    future = order_event(str(uuid.uuid4()), "casebridge.orders.order-placed.v2")
+    crashing = order_event(str(uuid.uuid4()), description=None)  # type: ignore[arg-type]
+    await publish(
+        broker,
+        ORDERS_TOPIC,
+        b"\xff not json",
+        json.dumps({"specversion": "1.0"}).encode(),
+        wrong_schema,
+        future,
+        crashing,
+        order_event(good),
+        key="one-partition",
+    )
+
+    async def good_applied() -> bool:
+        return any(c.order_id == good for c in await cases(container))
+
+    await run_worker_until(container, good_applied)
+    letters = await list_dead_letters(container.db, inbox, CONSUMER_GROUP)
+    errors = [row["error"] for row in letters]
+    assert len(letters) == 5, errors
+    assert errors[0].startswith("invalid JSON")
+    assert errors[1].startswith("not a CloudEvent")
+    assert errors[2].startswith("payload does not match") and "customer" in errors[2]
+    assert "unknown version of casebridge.orders.order-placed" in errors[3]
+    assert errors[4].startswith("payload does not match") and "description" in errors[4]
+    assert [c.order_id for c in await cases(container)] == [good]
+    assert {row["topic"] for row in letters} == {ORDERS_TOPIC}
+    assert dead_letter_topic(CONSUMER_GROUP) == "casebridge.dlq.case-handling"
+
+
+async def test_two_workers_split_the_partitions_and_a_rebalance_applies_each_order_once(
+    broker: EmbeddedBroker, container: Container
+) -> None:
+    container.settings.kafka_bootstrap_servers = broker.bootstrap_servers
+    ids = [str(uuid.uuid4()) for _ in range(1000)]
+    await publish(broker, ORDERS_TOPIC, *(order_event(i) for i in ids[:500]))
+    stop = asyncio.Event()
+    first = asyncio.create_task(container.consumer().run(stop))
+    second: asyncio.Task[None] | None = None
+    try:
+
+        async def some_applied() -> bool:
+            return await count(container, Case) >= 100
+
+        await testing.wait_until(some_applied, timeout=90, message="first worker under way")
+        # A second worker joins the group mid-stream: the partitions are rebalanced.
+        second = asyncio.create_task(container.consumer().run(stop))
+        await publish(broker, ORDERS_TOPIC, *(order_event(i) for i in ids[500:]))
+
+        async def all_applied() -> bool:
+            return await count(container, Case) == 1000
+
+        await testing.wait_until(all_applied, timeout=180, message="1,000 cases")
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(first, *([second] if second else [])), timeout=60)
+    assert await count(container, Case) == 1000
+    assert await count(container, CaseEntry, CaseEntry.kind == "opened") == 1000
+    assert await count(container, inbox.inbox) == 1000
+    async with container.db.session() as s:
+        orders = set((await s.execute(select(Case.order_id))).scalars())
+    assert orders == set(ids)
