@@ -72,15 +72,20 @@ async def _pg_exec(url: str, sql: str) -> None:
 
 
 @contextlib.contextmanager
-def bench_database(kind: str, workdir: Path, postgres_base: str = POSTGRES_BASE) -> Iterator[str]:
-    """A fresh order-intake database, migrated; dropped (or deleted with workdir) afterwards.
+def bench_database(
+    kind: str, workdir: Path, postgres_base: str = POSTGRES_BASE, service: str = "order-intake"
+) -> Iterator[str]:
+    """A fresh database for ``service``, migrated; dropped (or deleted with workdir) afterwards.
 
     Blocking (Alembic runs its own event loop): call it outside ``asyncio.run``.
     """
-    from order_intake.db import MIGRATIONS
+    if service == "order-intake":
+        from order_intake.db import MIGRATIONS
+    else:
+        from case_handling.db import MIGRATIONS
 
     if kind == "sqlite":
-        url = f"sqlite+aiosqlite:///{workdir / 'order-intake.sqlite3'}"
+        url = f"sqlite+aiosqlite:///{workdir / f'{service}.sqlite3'}"
         migrations.upgrade(MIGRATIONS, url)
         yield url
         return

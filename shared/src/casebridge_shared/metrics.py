@@ -41,3 +41,12 @@ CONSUMER_APPLIED = Counter(
 DEAD_LETTERED = Counter(
     "casebridge_dead_lettered_total", "Events sent to a dead-letter topic", ["service", "group"]
 )
+DOCUMENT_FETCHES = Counter(
+    "casebridge_document_fetches_total",
+    "Attempts to copy a document from another service, by outcome "
+    "(stored, retry, rejected: the bytes did not match the announced SHA-256)",
+    ["service", "outcome"],
+)
+DOCUMENTS_PENDING = Gauge(
+    "casebridge_documents_pending", "Documents announced but not yet copied", ["service"]
+)

@@ -6,14 +6,19 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from casebridge_shared.db import Database
-from casebridge_shared.events import CATALOG_TOPIC, IDENTITY_TOPIC, ORDERS_TOPIC
+from casebridge_shared.events import CASES_TOPIC, CATALOG_TOPIC, IDENTITY_TOPIC, ORDERS_TOPIC
+from casebridge_shared.inbox import EventConsumer
 from casebridge_shared.outbox import OutboxRelay, UnitOfWork
-from order_intake.db import outbox
+from order_intake.db import inbox, outbox
+from order_intake.documents.fetcher import DocumentFetcher
 from order_intake.identity.keys import KeyStore
+from order_intake.progress import service as progress
+from order_intake.progress.events import PAYLOAD_MODELS
 from order_intake.settings import Settings
 
 EVENT_SOURCE = "/casebridge/order-intake"
 PUBLISHED_TOPICS = (CATALOG_TOPIC, ORDERS_TOPIC, IDENTITY_TOPIC)
+CONSUMER_GROUP = "order-intake"
 
 
 @dataclass
@@ -36,6 +41,25 @@ class Container:
             poll_interval=self.settings.relay_poll_interval_seconds,
             retention=timedelta(hours=self.settings.outbox_retention_hours),
         )
+
+    def consumer(self) -> EventConsumer:
+        """Case events become the customer's status, progress, solution and documents."""
+        return EventConsumer(
+            self.db,
+            outbox,
+            inbox,
+            self.settings,
+            service="order-intake",
+            group=CONSUMER_GROUP,
+            topics=[CASES_TOPIC],
+            handlers=progress.HANDLERS,
+            payload_models=PAYLOAD_MODELS,
+            source=EVENT_SOURCE,
+            max_attempts=self.settings.consumer_max_attempts,
+        )
+
+    def document_fetcher(self) -> DocumentFetcher:
+        return DocumentFetcher(self.db, self.keys, self.settings)
 
     async def close(self) -> None:
         await self.db.dispose()

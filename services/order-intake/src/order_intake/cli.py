@@ -11,8 +11,9 @@ import typer
 import uvicorn
 
 from casebridge_shared import migrations
+from casebridge_shared.operations import dead_letters_app
 from casebridge_shared.outbox import mark_for_replay, relay_status
-from order_intake.bootstrap import bootstrap
+from order_intake.bootstrap import Container, bootstrap
 from order_intake.db import MIGRATIONS, outbox
 from order_intake.settings import get_settings
 
@@ -23,6 +24,15 @@ keys_app = typer.Typer(help="Token signing keys", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(relay_app, name="relay")
 app.add_typer(keys_app, name="keys")
+documents_app = typer.Typer(help="Documents copied from case-handling", no_args_is_help=True)
+app.add_typer(documents_app, name="documents")
+
+
+def _container() -> Container:
+    return bootstrap(get_settings())
+
+
+app.add_typer(dead_letters_app(_container), name="dead-letters")
 
 
 @app.command()
@@ -45,7 +55,7 @@ def api(
 
 @app.command()
 def worker() -> None:
-    """Run the worker: the outbox relay."""
+    """Run the worker: the outbox relay, the consumer of case events, the document fetcher."""
     from order_intake.worker import main
 
     main()
@@ -139,3 +149,22 @@ def seed_demo(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     else:
         for login in logins:
             typer.echo(f"{login['role']:<12} {login['email']:<40} {login['password']}")
+
+
+@documents_app.command("retry")
+def documents_retry(
+    document_id: Annotated[
+        str | None, typer.Argument(help="One document; default: every rejected one")
+    ] = None,
+) -> None:
+    """Fetch rejected documents again (after case-handling corrected the file)."""
+    from order_intake.documents.service import requeue_rejected
+
+    async def run() -> int:
+        container = _container()
+        try:
+            return await requeue_rejected(container.db, document_id)
+        finally:
+            await container.close()
+
+    typer.echo(f"{asyncio.run(run())} document(s) queued for another fetch")

@@ -18,6 +18,7 @@ from order_intake import __version__
 from order_intake.bootstrap import Container, bootstrap
 from order_intake.catalog.api import router as catalog_router
 from order_intake.db import outbox
+from order_intake.documents.api import router as documents_router
 from order_intake.identity import service as identity_service
 from order_intake.identity.api import router as identity_router
 from order_intake.orders.api import router as orders_router
@@ -85,7 +86,7 @@ def create_application(settings: Settings | None = None, container: Container | 
         lifespan=lifespan,
         max_body_bytes=settings.max_request_body_bytes,
     )
-    for router in (identity_router, catalog_router, orders_router, relay_router):
+    for router in (identity_router, catalog_router, orders_router, documents_router, relay_router):
         app.include_router(router)
     return app
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import ClassVar
 
 from pydantic import EmailStr, Field, SecretStr
@@ -22,12 +23,30 @@ class Settings(ServiceSettings):
     signing_key_grace_minutes: int = Field(default=24 * 60, ge=1)
     signing_key_reload_seconds: float = Field(default=60, ge=0)
 
-    relay_batch_size: int = Field(default=1000, ge=1, le=10_000)
-    relay_poll_interval_seconds: float = Field(default=0.02, gt=0, le=10)
-    outbox_retention_hours: int = Field(default=7 * 24, ge=1)
     idempotency_key_hours: int = Field(default=24, ge=1)
     # The worker serves its own /metrics (relay counters live in that process).
     worker_metrics_port: int = Field(default=9001, ge=0, le=65535)
+
+    # Consumer of case-handling's events: bounded retries of a failing handler.
+    consumer_max_attempts: int = Field(default=5, ge=1, le=100)
+    # Solution documents: fetched from case-handling, kept here so the customer
+    # can download them while case-handling is down.
+    case_handling_url: str = "http://127.0.0.1:8002"
+    document_dir: Path | None = Field(
+        default=None,
+        description="where fetched documents are stored (default: <var_dir>/order-intake/documents)",
+    )
+    document_fetch_poll_seconds: float = Field(default=0.5, gt=0, le=60)
+    document_fetch_timeout_seconds: float = Field(default=30, gt=0)
+    # Backoff between attempts doubles from the first value up to the cap; a
+    # document is retried until it arrives (case-handling may be down for hours).
+    document_fetch_backoff_seconds: float = Field(default=1, gt=0)
+    document_fetch_max_backoff_seconds: float = Field(default=300, gt=0)
+    service_token_minutes: int = Field(default=5, ge=1, le=60)
+
+    @property
+    def document_path(self) -> Path:
+        return (self.document_dir or self.var_dir / "order-intake" / "documents").resolve()
 
 
 @lru_cache

@@ -1,4 +1,4 @@
-"""The order-intake worker: the outbox relay (and, later, consumers of case events)."""
+"""The order-intake worker: order events out (relay), case events in (consumer), documents copied."""
 
 from __future__ import annotations
 
@@ -13,7 +13,11 @@ from order_intake.settings import Settings, get_settings
 async def work(settings: Settings, stop: asyncio.Event) -> None:
     container = bootstrap(settings)
     try:
-        await container.relay().run(stop)
+        await asyncio.gather(
+            container.relay().run(stop),
+            container.consumer().run(stop),
+            container.document_fetcher().run(stop),
+        )
     finally:
         await container.close()
 

@@ -501,10 +501,12 @@ async def list_cases(
         conditions.append(col(Case.created_at) < created_to)
     if q:
         # Free text over the service information: the customer's description,
-        # the product, the customer's name and e-mail (case-insensitive).
+        # the product, the customer's name and e-mail (case-insensitive), and
+        # the order number the customer quotes on the phone.
         needle = f"%{q.lower()}%"
         conditions.append(
             or_(
+                col(Case.order_id) == q.strip(),
                 func.lower(col(Case.description)).like(needle),
                 func.lower(col(Case.product_title)).like(needle),
                 func.lower(cast(col(Case.customer), String)).like(needle),

@@ -1,0 +1,1 @@
+"""Solution documents: copies of case-handling's customer-visible files, kept for the customer."""

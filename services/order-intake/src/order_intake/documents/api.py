@@ -1,0 +1,57 @@
+"""Routes: the customer's solution documents, served from order-intake's own copies (A7, A9)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import FileResponse
+
+from casebridge_shared.auth import STAFF_ROLES, Principal, Role, require_roles
+from casebridge_shared.problems import PROBLEM_RESPONSES, NotFound
+from order_intake.deps import ContainerDep, SessionDep
+from order_intake.documents import service
+from order_intake.documents.models import DocumentRead
+
+router = APIRouter(prefix="/orders", tags=["documents"], responses=PROBLEM_RESPONSES)
+
+DocumentReader = Annotated[Principal, Depends(require_roles(Role.CUSTOMER, *STAFF_ROLES))]
+
+
+@router.get(
+    "/{order_id}/documents",
+    response_model=list[DocumentRead],
+    summary="The documents of an order (a customer sees only their own orders')",
+)
+async def list_documents(order_id: str, principal: DocumentReader, session: SessionDep) -> list[DocumentRead]:
+    return [DocumentRead.model_validate(d) for d in await service.documents_of(session, principal, order_id)]
+
+
+@router.get(
+    "/{order_id}/documents/{document_id}",
+    response_class=FileResponse,
+    summary="Download a document, with its content type, file name and SHA-256",
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "The document"}},
+)
+async def download_document(
+    order_id: str, document_id: str, principal: DocumentReader, session: SessionDep, container: ContainerDep
+) -> FileResponse:
+    document = await service.document_to_download(session, principal, order_id, document_id)
+    path = service.stored_file(container.settings.document_path, document)
+    if not path.is_file():
+        # Marked available but the file is gone (a lost volume): say so, never serve something else.
+        raise NotFound(f"the file of document {document_id} is missing from storage")
+    digest = base64.b64encode(bytes.fromhex(document.sha256)).decode()
+    return FileResponse(
+        path,
+        media_type=document.media_type,
+        filename=document.file_name,
+        headers={
+            "ETag": f'"{document.sha256}"',
+            # RFC 9530: the customer (or their software) can check what arrived.
+            "Repr-Digest": f"sha-256=:{digest}:",
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "private, max-age=0",
+        },
+    )

@@ -1,0 +1,81 @@
+"""order-intake's view of case-handling's events (tolerant readers, never case-handling's code).
+
+Only the fields order-intake uses are declared; what case-handling adds later
+is ignored, so the two services deploy independently.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from casebridge_shared.events import EventReader
+
+CASE_OPENED = "casebridge.cases.case-opened.v1"
+CASE_ASSIGNED = "casebridge.cases.case-assigned.v1"
+STATUS_CHANGED = "casebridge.cases.status-changed.v1"
+ANALYSIS_RECORDED = "casebridge.cases.analysis-recorded.v1"
+COMMUNICATION_RECORDED = "casebridge.cases.communication-recorded.v1"
+SOLUTION_PROPOSED = "casebridge.cases.solution-proposed.v1"
+ATTACHMENT_ADDED = "casebridge.cases.attachment-added.v1"
+CASE_CLOSED = "casebridge.cases.case-closed.v1"
+CASE_CANCELLED = "casebridge.cases.case-cancelled.v1"
+
+CaseStatus = Literal["new", "assigned", "in_progress", "solution_proposed", "closed", "cancelled"]
+
+
+class CaseEvent(EventReader):
+    case_id: str
+    order_id: str
+    customer_id: str
+    status: CaseStatus
+    at: datetime
+
+
+class CaseOpened(CaseEvent):
+    product_title: str
+
+
+class CaseAssigned(CaseEvent):
+    assignee_name: str | None = None
+
+
+class CommunicationRecorded(CaseEvent):
+    channel: Literal["phone", "email", "meeting", "message"]
+    direction: Literal["inbound", "outbound"]
+    occurred_at: datetime
+    customer_visible_summary: str | None = None
+
+
+class SolutionProposed(CaseEvent):
+    solution_summary: str
+    solution_text: str
+
+
+class AttachmentAdded(CaseEvent):
+    # Becomes a file name on our disk: only what an id looks like gets in.
+    attachment_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,35}$")
+    visibility: Literal["customer", "internal"]
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    size: int = Field(ge=0)
+    media_type: str
+    file_name: str | None = None
+
+
+class CaseCancelled(CaseEvent):
+    reason: str | None = None
+
+
+PAYLOAD_MODELS: dict[str, type[EventReader]] = {
+    CASE_OPENED: CaseOpened,
+    CASE_ASSIGNED: CaseAssigned,
+    STATUS_CHANGED: CaseEvent,
+    ANALYSIS_RECORDED: CaseEvent,
+    COMMUNICATION_RECORDED: CommunicationRecorded,
+    SOLUTION_PROPOSED: SolutionProposed,
+    ATTACHMENT_ADDED: AttachmentAdded,
+    CASE_CLOSED: CaseEvent,
+    CASE_CANCELLED: CaseCancelled,
+}

@@ -1,0 +1,196 @@
+"""Applying case-handling's events to the customer's order (A7, A9). No HTTP here.
+
+The order's status follows the case but never moves backwards and never
+leaves a final state, so a late or repeated event cannot undo what the
+customer already saw. Every step the customer should know about becomes a
+time-stamped progress entry; what staff keep internal (analysis text,
+internal notes and files) is never in these events to begin with.
+"""
+
+from __future__ import annotations
+
+from casebridge_shared.db import utcnow
+from casebridge_shared.events import CloudEvent
+from casebridge_shared.inbox import Handler, PoisonEvent
+from casebridge_shared.outbox import UnitOfWork
+from order_intake.documents import service as documents
+from order_intake.orders.models import FINAL_STATUSES, Order, OrderProgress, OrderStatus
+from order_intake.progress.events import (
+    ANALYSIS_RECORDED,
+    ATTACHMENT_ADDED,
+    CASE_ASSIGNED,
+    CASE_CANCELLED,
+    CASE_CLOSED,
+    CASE_OPENED,
+    COMMUNICATION_RECORDED,
+    SOLUTION_PROPOSED,
+    STATUS_CHANGED,
+    AttachmentAdded,
+    CaseAssigned,
+    CaseCancelled,
+    CaseEvent,
+    CaseOpened,
+    CommunicationRecorded,
+    SolutionProposed,
+)
+
+# What each case state means for the order, as the customer sees it.
+ORDER_STATUS_FOR_CASE: dict[str, OrderStatus] = {
+    "new": OrderStatus.ACCEPTED,
+    "assigned": OrderStatus.IN_PROGRESS,
+    "in_progress": OrderStatus.IN_PROGRESS,
+    "solution_proposed": OrderStatus.SOLUTION_PROPOSED,
+    "closed": OrderStatus.COMPLETED,
+    "cancelled": OrderStatus.CANCELLED,
+}
+_RANK = {
+    OrderStatus.SUBMITTED: 0,
+    OrderStatus.ACCEPTED: 1,
+    OrderStatus.IN_PROGRESS: 2,
+    OrderStatus.SOLUTION_PROPOSED: 3,
+    OrderStatus.COMPLETED: 4,
+    OrderStatus.CANCELLED: 4,
+}
+_CHANNEL = {"phone": "by phone", "email": "by email", "meeting": "in a meeting", "message": "by message"}
+
+
+async def _order(uow: UnitOfWork, case: CaseEvent) -> Order:
+    order = await uow.session.get(Order, case.order_id)
+    if order is None or order.customer_id != case.customer_id:
+        # Not transient: retrying will not make the order appear. The dead
+        # letter keeps it for an operator to replay.
+        raise PoisonEvent(f"case {case.case_id} refers to order {case.order_id}, which is not here")
+    return order
+
+
+async def _open_order(uow: UnitOfWork, case: CaseEvent) -> Order | None:
+    """The order, unless it is already completed or cancelled: then nothing more is shown."""
+    order = await _order(uow, case)
+    return None if OrderStatus(order.status) in FINAL_STATUSES else order
+
+
+def _advance(order: Order, case: CaseEvent) -> bool:
+    """Move the order's status towards the case's; returns whether it changed."""
+    current = OrderStatus(order.status)
+    target = ORDER_STATUS_FOR_CASE[case.status]
+    if current in FINAL_STATUSES or _RANK[target] <= _RANK[current]:
+        return False
+    order.status = target.value
+    if target is OrderStatus.CANCELLED:
+        order.cancelled_at = case.at
+    return True
+
+
+def _step(uow: UnitOfWork, order: Order, case: CaseEvent, title: str, detail: str | None = None) -> None:
+    uow.session.add(
+        OrderProgress(order_id=order.id, at=case.at, status=order.status, title=title, detail=detail)
+    )
+    # The order's representation changed: a customer's If-Match on the old
+    # version must now fail rather than overwrite what staff did.
+    order.version += 1
+    order.updated_at = utcnow()
+    uow.session.add(order)
+
+
+async def case_opened(uow: UnitOfWork, event: CloudEvent, case: CaseOpened) -> None:
+    order = await _open_order(uow, case)
+    if order is None:
+        return
+    _advance(order, case)
+    _step(uow, order, case, "Order accepted", f"Our team opened a case for {case.product_title}.")
+
+
+async def case_assigned(uow: UnitOfWork, event: CloudEvent, case: CaseAssigned) -> None:
+    order = await _open_order(uow, case)
+    if order is None:
+        return
+    _advance(order, case)
+    who = case.assignee_name or "A legal expert"
+    _step(uow, order, case, "Expert assigned", f"{who} is handling your order.")
+
+
+async def status_changed(uow: UnitOfWork, event: CloudEvent, case: CaseEvent) -> None:
+    order = await _open_order(uow, case)
+    if order is None:
+        return
+    if case.status == "in_progress":
+        _advance(order, case)
+        _step(uow, order, case, "Work started", "Your case is being worked on.")
+    elif _advance(order, case):
+        _step(uow, order, case, "Status changed", None)
+
+
+async def analysis_recorded(uow: UnitOfWork, event: CloudEvent, case: CaseEvent) -> None:
+    order = await _open_order(uow, case)
+    if order is None:
+        return
+    _advance(order, case)
+    _step(uow, order, case, "Legal analysis done", "We analysed your legal need.")
+
+
+async def communication_recorded(uow: UnitOfWork, event: CloudEvent, case: CommunicationRecorded) -> None:
+    order = await _open_order(uow, case)
+    if order is None:
+        return
+    _advance(order, case)
+    verb = "You contacted us" if case.direction == "inbound" else "We contacted you"
+    _step(uow, order, case, f"{verb} {_CHANNEL[case.channel]}", case.customer_visible_summary)
+
+
+async def solution_proposed(uow: UnitOfWork, event: CloudEvent, case: SolutionProposed) -> None:
+    order = await _open_order(uow, case)
+    if order is None:
+        return  # a solution for a cancelled order is not shown as if it were live
+    _advance(order, case)
+    order.solution_summary = case.solution_summary
+    order.solution_text = case.solution_text
+    order.solution_at = case.at
+    _step(uow, order, case, "Solution ready", case.solution_summary)
+
+
+async def attachment_added(uow: UnitOfWork, event: CloudEvent, attachment: AttachmentAdded) -> None:
+    if attachment.visibility != "customer":
+        return  # internal files stay in case-handling
+    order = await _open_order(uow, attachment)
+    if order is None:
+        return
+    file_name = attachment.file_name or f"document-{attachment.attachment_id}"
+    if await documents.announce(
+        uow.session,
+        attachment_id=attachment.attachment_id,
+        order_id=order.id,
+        case_id=attachment.case_id,
+        file_name=file_name,
+        media_type=attachment.media_type,
+        size=attachment.size,
+        sha256=attachment.sha256,
+        at=attachment.at,
+    ):
+        _step(uow, order, attachment, "Document added", file_name)
+
+
+async def case_closed(uow: UnitOfWork, event: CloudEvent, case: CaseEvent) -> None:
+    order = await _order(uow, case)
+    if _advance(order, case):
+        _step(uow, order, case, "Order completed", "Your case is closed.")
+
+
+async def case_cancelled(uow: UnitOfWork, event: CloudEvent, case: CaseCancelled) -> None:
+    order = await _order(uow, case)
+    if not _advance(order, case):
+        return  # already cancelled by the customer, or completed
+    order.cancel_reason = order.cancel_reason or case.reason
+    _step(uow, order, case, "Order cancelled", case.reason)
+
+
+HANDLERS: dict[str, Handler] = {
+    CASE_OPENED: case_opened,
+    CASE_ASSIGNED: case_assigned,
+    STATUS_CHANGED: status_changed,
+    ANALYSIS_RECORDED: analysis_recorded,
+    COMMUNICATION_RECORDED: communication_recorded,
+    SOLUTION_PROPOSED: solution_proposed,
+    ATTACHMENT_ADDED: attachment_added,
+    CASE_CLOSED: case_closed,
+    CASE_CANCELLED: case_cancelled,
+}

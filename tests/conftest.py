@@ -1,0 +1,241 @@
+"""The cross-service harness: the real apps over HTTP, the real workers, one real broker.
+
+Each service's api is a uvicorn server on a free port and its worker is the
+same ``work()`` coroutine ``<service> worker`` runs; both can be stopped and
+started again mid-test, which is how the autonomy tests take a platform down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+import case_handling.main
+import case_handling.worker
+import order_intake.main
+import order_intake.worker
+from case_handling.db import MIGRATIONS as CASE_MIGRATIONS
+from case_handling.settings import Settings as CaseSettings
+from casebridge_shared.broker import EmbeddedBroker, free_port
+from casebridge_shared.testing import DatabaseTemplates
+from order_intake.db import MIGRATIONS as INTAKE_MIGRATIONS
+from order_intake.settings import Settings as IntakeSettings
+
+ADMIN = ("admin@casebridge.example", "changethis")
+PASSWORD = "correct-horse-battery"
+
+
+class Api:
+    """One api process: a uvicorn server that can be stopped and started again on its port."""
+
+    def __init__(self, make_app: Callable[[], FastAPI], port: int) -> None:
+        self.make_app = make_app
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        config = uvicorn.Config(
+            self.make_app(),
+            host="127.0.0.1",
+            port=self.port,
+            log_config=None,
+            lifespan="on",
+            access_log=False,
+        )
+        self._server = uvicorn.Server(config)
+        self._task = asyncio.create_task(self._server.serve())
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+                raise AssertionError("api failed to start")
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await asyncio.wait_for(self._task, timeout=30)
+        self._server = self._task = None
+
+
+class Worker:
+    """One worker process: ``work(settings, stop)`` until stopped."""
+
+    def __init__(self, work: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+        self.work = work
+        self._stop: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(self.work(self._stop))
+
+    async def stop(self) -> None:
+        if self._stop is not None and self._task is not None:
+            self._stop.set()
+            await asyncio.wait_for(self._task, timeout=60)
+        self._stop = self._task = None
+
+
+@dataclass
+class Platform:
+    settings: Any
+    api: Api
+    worker: Worker
+
+    async def start(self) -> None:
+        await self.api.start()
+        await self.worker.start()
+
+    async def stop(self) -> None:
+        await self.worker.stop()
+        await self.api.stop()
+
+
+@dataclass
+class Stack:
+    broker: EmbeddedBroker
+    intake: Platform
+    cases: Platform
+    clients: list[httpx.AsyncClient] = field(default_factory=list)
+
+    def client(self, platform: Platform, token: str | None = None) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        c = httpx.AsyncClient(base_url=platform.api.url, headers=headers, timeout=30)
+        self.clients.append(c)
+        return c
+
+    async def login(self, email: str, password: str = PASSWORD) -> str:
+        async with httpx.AsyncClient(base_url=self.intake.api.url, timeout=30) as c:
+            r = await c.post("/auth/token", data={"username": email, "password": password})
+            assert r.status_code == 200, r.text
+            return str(r.json()["access_token"])
+
+    async def register_customer(self, email: str) -> httpx.AsyncClient:
+        async with httpx.AsyncClient(base_url=self.intake.api.url, timeout=30) as c:
+            r = await c.post(
+                "/auth/register", json={"email": email, "password": PASSWORD, "full_name": "Ada Lovelace"}
+            )
+            assert r.status_code == 201, r.text
+        return self.client(self.intake, await self.login(email))
+
+    async def staff(self, email: str, *roles: str) -> str:
+        """A staff user created by the admin, logged in; returns the token."""
+        admin = self.client(self.intake, await self.login(*ADMIN))
+        r = await admin.post(
+            "/users",
+            json={
+                "email": email,
+                "password": PASSWORD,
+                "full_name": "Sam Staff",
+                "roles": list(roles or ["staff"]),
+            },
+        )
+        assert r.status_code == 201, r.text
+        return await self.login(email)
+
+    async def product(self) -> str:
+        admin = self.client(self.intake, await self.login(*ADMIN))
+        r = await admin.post(
+            "/products",
+            json={
+                "title": "Employment contract review",
+                "description": "A lawyer reviews your employment contract.",
+                "deliverables": ["Written review", "Call"],
+                "category": "employment",
+                "price": "149.00",
+                "currency": "EUR",
+            },
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+
+@pytest.fixture(scope="session")
+def db_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseTemplates]:
+    templates = DatabaseTemplates(tmp_path_factory.mktemp("stack-db-templates"))
+    yield templates
+    templates.drop_all()
+
+
+@pytest.fixture
+def broker() -> Iterator[EmbeddedBroker]:
+    b = EmbeddedBroker()
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+async def stack(
+    broker: EmbeddedBroker, db_templates: DatabaseTemplates, tmp_path: Path
+) -> AsyncIterator[Stack]:
+    intake_port, cases_port = free_port(), free_port()
+    intake_url, cases_url = f"http://127.0.0.1:{intake_port}", f"http://127.0.0.1:{cases_port}"
+    intake_db = await db_templates.fresh("order-intake", INTAKE_MIGRATIONS, tmp_path)
+    cases_dir = tmp_path / "case-handling"
+    cases_dir.mkdir()
+    cases_db = await db_templates.fresh("case-handling", CASE_MIGRATIONS, cases_dir)
+    common: dict[str, Any] = {
+        "environment": "test",
+        "kafka_bootstrap_servers": broker.bootstrap_servers,
+        "token_issuer": intake_url,
+        "log_json": False,
+        "relay_poll_interval_seconds": 0.01,
+    }
+    intake_settings = IntakeSettings(
+        **common,
+        database_url=intake_db,
+        var_dir=tmp_path / "intake-var",
+        port=intake_port,
+        case_handling_url=cases_url,
+        signing_key_reload_seconds=0,
+        document_fetch_poll_seconds=0.05,
+        document_fetch_backoff_seconds=0.05,
+        document_fetch_max_backoff_seconds=0.5,
+        worker_metrics_port=0,
+    )
+    case_settings = CaseSettings(
+        **common,
+        database_url=cases_db,
+        var_dir=tmp_path / "cases-var",
+        port=cases_port,
+        worker_metrics_port=0,
+    )
+    stack = Stack(
+        broker=broker,
+        intake=Platform(
+            intake_settings,
+            Api(lambda: order_intake.main.create_application(intake_settings), intake_port),
+            Worker(lambda stop: order_intake.worker.work(intake_settings, stop)),
+        ),
+        cases=Platform(
+            case_settings,
+            Api(lambda: case_handling.main.create_application(case_settings), cases_port),
+            Worker(lambda stop: case_handling.worker.work(case_settings, stop)),
+        ),
+    )
+    # order-intake first: it makes the signing key the others verify against.
+    await stack.intake.start()
+    await stack.cases.start()
+    try:
+        yield stack
+    finally:
+        for c in stack.clients:
+            await c.aclose()
+        with contextlib.suppress(Exception):
+            await stack.cases.stop()
+        with contextlib.suppress(Exception):
+            await stack.intake.stop()
+        await db_templates.drop(intake_db)
+        await db_templates.drop(cases_db)
