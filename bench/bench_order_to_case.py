@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import _common as c
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import func, select
 
 from casebridge_shared.auth import Principal, Role
-from casebridge_shared.events import CloudEvent
+from casebridge_shared.events import ORDERS_TOPIC, CloudEvent
 from casebridge_shared.kafka import ensure_topics
 from casebridge_shared.logs import configure_logging
 
@@ -49,6 +49,7 @@ class Phase:
     rate: float
     seconds: float
     committed: dict[str, float] = field(default_factory=dict)
+    on_topic: dict[str, float] = field(default_factory=dict)
     seen: dict[str, float] = field(default_factory=dict)
     failures: int = 0
     foreign: float = 0.0
@@ -77,6 +78,31 @@ async def watch_cases(case_db: Any, phases: list[Phase], stop: asyncio.Event, in
                 # Rows committed late with an earlier created_at are still caught.
                 since = max(since, created_at - timedelta(seconds=5))
         await asyncio.sleep(interval)
+
+
+async def watch_topic(bootstrap: str, phases: list[Phase], stop: asyncio.Event) -> None:
+    """Note when each order event reaches ``casebridge.orders.v1`` (splits relay from consumer time)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=10,
+    )
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(ORDERS_TOPIC, p) for p in range(6)])
+        await consumer.seek_to_beginning()
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=100, max_records=1000)
+            now = time.perf_counter()
+            for messages in batches.values():
+                for message in messages:
+                    key = (message.key or b"").decode()
+                    for phase in phases:
+                        if key in phase.committed:
+                            phase.on_topic.setdefault(key, now)
+    finally:
+        await consumer.stop()
 
 
 async def run_phase(phase: Phase, container: Any, seed: c.Seed) -> None:
@@ -142,6 +168,7 @@ async def latency(
     phases = [Phase(rate=r, seconds=args.seconds) for r in args.rates]
     warmup = Phase(rate=10, seconds=2)
     watcher = asyncio.create_task(watch_cases(case_db, [warmup, *phases], stop, args.poll_ms / 1000))
+    topic_watcher: asyncio.Task[None] | None = None
     results = []
     try:
         seed = await c.seed(container, customers=8)
@@ -149,6 +176,7 @@ async def latency(
         await ensure_topics(
             CaseSettings(environment="test", kafka_bootstrap_servers=bootstrap), ["casebridge.cases.v1"]
         )
+        topic_watcher = asyncio.create_task(watch_topic(bootstrap, [warmup, *phases], stop))
         intake_worker.start()
         case_worker.start()
         await run_phase(warmup, container, seed)
@@ -163,6 +191,8 @@ async def latency(
             await wait_seen(phase, 120)
             elapsed = time.perf_counter() - began
             lat = [phase.seen[i] - phase.committed[i] for i in phase.committed if i in phase.seen]
+            relay = [phase.on_topic[i] - phase.committed[i] for i in phase.committed if i in phase.on_topic]
+            consumer = [phase.seen[i] - phase.on_topic[i] for i in phase.seen if i in phase.on_topic]
             row = {
                 "rate": phase.rate,
                 "n": len(lat),
@@ -175,6 +205,10 @@ async def latency(
                 "cpu_cases": cpu_cases.lap() / elapsed,
                 "foreign": phase.foreign,
                 "failures": phase.failures,
+                "relay_p50": c.percentile(relay, 50),
+                "relay_p99": c.percentile(relay, 99),
+                "consumer_p50": c.percentile(consumer, 50),
+                "consumer_p99": c.percentile(consumer, 99),
             }
             results.append(row)
             print(
@@ -183,11 +217,18 @@ async def latency(
                 f"(CPU: intake worker {row['cpu_intake']:.0%}, case worker {row['cpu_cases']:.0%}; "
                 f"other processes {row['foreign']:.0%})"
             )
+            print(
+                f"      of which commit -> on the topic p50 {c.ms(row['relay_p50'])} "
+                f"p99 {c.ms(row['relay_p99'])}; on the topic -> case committed "
+                f"p50 {c.ms(row['consumer_p50'])} p99 {c.ms(row['consumer_p99'])}"
+            )
             intake_worker.check_alive()
             case_worker.check_alive()
     finally:
         stop.set()
         await watcher
+        if topic_watcher is not None:
+            await topic_watcher
         intake_worker.stop()
         case_worker.stop()
         await case_db.dispose()

@@ -246,6 +246,49 @@ async def test_poison_events_are_dead_lettered_and_the_partition_moves_on(
     assert received[0].value == b"{not json"
 
 
+async def test_a_backlog_is_applied_in_runs_that_keep_order_around_a_failing_event(
+    db: Database, broker: EmbeddedBroker
+) -> None:
+    behaviour = Behaviour()
+    names = ["a-1", "a-2", "boom-x", "a-3", *(f"bulk-{i}" for i in range(300))]
+    # One key: one partition, so the whole backlog arrives in order, in big batches.
+    await send(broker, *(event_bytes(n) for n in names))
+    consumer = make_consumer(db, broker, behaviour)
+
+    async def drained() -> bool:
+        return "bulk-299" in await things(db)
+
+    await run_until(consumer, drained)
+    good = [n for n in names if n != "boom-x"]
+    assert await things(db) == good  # each once, in the partition's order
+    letters = await list_dead_letters(db, INBOX, "things")
+    assert [row["event_type"] for row in letters] == [ThingHappened.event_type]
+    assert "handler bug for boom-x" in letters[0]["error"]
+    async with db.session() as s:
+        assert (await s.execute(select(func.count()).select_from(INBOX.inbox))).scalar_one() == len(good)
+    # The run with boom-x was rolled back and the two before it applied again on their own;
+    # boom-x itself was tried once in the run, then had its bounded retries.
+    assert behaviour.calls.count("a-1") == 2
+    assert behaviour.calls.count("boom-x") == 1 + 3
+
+
+async def test_a_database_outage_in_the_middle_of_a_run_loses_and_repeats_nothing(
+    db: Database, broker: EmbeddedBroker
+) -> None:
+    behaviour = Behaviour()
+    names = [f"run-{i}" for i in range(50)]
+    await send(broker, *(event_bytes(n) for n in names))
+    behaviour.database_down_for = 4
+    consumer = make_consumer(db, broker, behaviour)
+
+    async def drained() -> bool:
+        return len(await things(db)) == len(names)
+
+    await run_until(consumer, drained)
+    assert await things(db) == names
+    assert await list_dead_letters(db, INBOX) == []
+
+
 async def test_a_database_outage_is_retried_never_dead_lettered(db: Database, broker: EmbeddedBroker) -> None:
     behaviour = Behaviour()
     behaviour.database_down_for = 8  # more failures than max_attempts: still not the event's fault

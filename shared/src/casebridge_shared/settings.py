@@ -60,6 +60,11 @@ class ServiceSettings(BaseSettings):
     kafka_topic_partitions: int = Field(default=6, ge=1)
     kafka_replication_factor: int = Field(default=1, ge=1)
     kafka_request_timeout_ms: int = Field(default=10_000, ge=100)
+    # How long the broker may hold a consumer's fetch when there is nothing new.
+    # The embedded broker answers a fetch only when this runs out, not when data
+    # arrives, so it bounds how late a consumer sees an event (aiokafka's 500 ms
+    # default made a case appear ~0.5 s after the order).
+    kafka_fetch_max_wait_ms: int = Field(default=25, ge=1, le=10_000)
 
     # Token verification. By default tokens come from order-intake; point
     # ``oidc_issuer`` at an OpenID Connect provider to use that instead.

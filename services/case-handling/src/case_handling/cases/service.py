@@ -43,7 +43,15 @@ ORDER_CONTROLLED_BY_CUSTOMER = "order"  # author id of entries caused by the cus
 
 
 async def _case_for_order(session: AsyncSession, order_id: str) -> Case | None:
-    return (await session.exec(select(Case).where(Case.order_id == order_id).with_for_update())).first()
+    # A run of order events is applied in one transaction: a case opened earlier
+    # in the run is still pending here. Looking there first lets the query skip
+    # the autoflush, so the run's inserts go to the database together at commit
+    # instead of one round trip each.
+    for pending in session.new:
+        if isinstance(pending, Case) and pending.order_id == order_id:
+            return pending
+    with session.no_autoflush:
+        return (await session.exec(select(Case).where(Case.order_id == order_id).with_for_update())).first()
 
 
 def _service_information(order: OrderState) -> dict[str, Any]:
