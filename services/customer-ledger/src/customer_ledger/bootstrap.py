@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from casebridge_shared.db import Database
 from casebridge_shared.outbox import UnitOfWork
 from customer_ledger.db import outbox
+from customer_ledger.journal.keys import load_or_create_signer
+from customer_ledger.journal.signed_note import Signer
 from customer_ledger.settings import Settings
 
 EVENT_SOURCE = "/casebridge/customer-ledger"
@@ -16,6 +18,7 @@ EVENT_SOURCE = "/casebridge/customer-ledger"
 class Container:
     settings: Settings
     db: Database
+    signer: Signer
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.db, outbox, EVENT_SOURCE)
@@ -25,4 +28,5 @@ class Container:
 
 
 def bootstrap(settings: Settings) -> Container:
-    return Container(settings=settings, db=Database(settings.database_url))
+    signer = load_or_create_signer(settings.journal_key_path, settings.journal_origin)
+    return Container(settings=settings, db=Database(settings.database_url), signer=signer)

@@ -12,6 +12,7 @@ from casebridge_shared.logs import configure_logging
 from casebridge_shared.web import create_app
 from customer_ledger import __version__
 from customer_ledger.bootstrap import Container, bootstrap
+from customer_ledger.journal.api import router as journal_router
 from customer_ledger.settings import Settings, get_settings
 
 DESCRIPTION = """
@@ -40,7 +41,7 @@ def create_application(settings: Settings | None = None, container: Container | 
             if owned:
                 await c.close()
 
-    return create_app(
+    app = create_app(
         service="customer-ledger",
         title="Casebridge customer-ledger",
         description=DESCRIPTION,
@@ -48,6 +49,8 @@ def create_application(settings: Settings | None = None, container: Container | 
         lifespan=lifespan,
         max_body_bytes=settings.max_request_body_bytes,
     )
+    app.include_router(journal_router)
+    return app
 
 
 def _app() -> FastAPI:

@@ -1,5 +1,6 @@
 """Every table of customer-ledger, imported so the metadata is complete (migrations, tests)."""
 
 from customer_ledger.db import metadata, outbox
+from customer_ledger.journal.models import JournalCheckpoint, JournalEntry, JournalHead, JournalNode
 
-__all__ = ["metadata", "outbox"]
+__all__ = ["JournalCheckpoint", "JournalEntry", "JournalHead", "JournalNode", "metadata", "outbox"]

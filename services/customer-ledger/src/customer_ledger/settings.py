@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field
@@ -16,6 +17,19 @@ class Settings(ServiceSettings):
 
     # The worker (when it exists) serves its own /metrics here.
     worker_metrics_port: int = Field(default=9004, ge=0, le=65535)
+
+    # The journal's checkpoints name their log (C2SP tlog-checkpoint origin) and
+    # are signed with an Ed25519 key kept in a file, apart from the database.
+    journal_origin: str = Field(default="casebridge.example/customer-ledger", min_length=1, max_length=200)
+    journal_key_file: Path | None = Field(
+        default=None, description="default: <var_dir>/customer-ledger/journal-signing-key.pem"
+    )
+
+    @property
+    def journal_key_path(self) -> Path:
+        return (
+            self.journal_key_file or self.var_dir / "customer-ledger" / "journal-signing-key.pem"
+        ).resolve()
 
 
 @lru_cache

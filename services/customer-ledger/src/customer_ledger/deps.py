@@ -1,0 +1,20 @@
+"""FastAPI dependencies of customer-ledger (the shared ones plus its container)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from casebridge_shared.deps import SessionDep, UowDep
+from customer_ledger.bootstrap import Container
+
+
+def get_container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
+
+
+ContainerDep = Annotated[Container, Depends(get_container)]
+
+__all__ = ["ContainerDep", "SessionDep", "UowDep"]

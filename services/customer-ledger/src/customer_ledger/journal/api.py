@@ -1,0 +1,90 @@
+"""Routes: the journal's checkpoint, entries and proofs (SPEC B8).
+
+Checkpoints, the public key and proofs are public: they reveal only hashes,
+and anyone must be able to check that no past record changed. Entries carry
+customer data, so reading one is for admins until department access rules
+exist (deny by default).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import PlainTextResponse
+
+from casebridge_shared.auth import Principal, Role, require_roles
+from casebridge_shared.problems import PROBLEM_RESPONSES
+from customer_ledger.deps import ContainerDep, SessionDep
+from customer_ledger.journal import service
+from customer_ledger.journal.models import ConsistencyProof, EntryRead, InclusionProof
+
+router = APIRouter(prefix="/ledger", tags=["journal"], responses=PROBLEM_RESPONSES)
+
+Admin = Annotated[Principal, Depends(require_roles(Role.ADMIN))]
+NOTE = "text/plain; charset=utf-8"
+
+
+def _b64(value: bytes) -> str:
+    return base64.b64encode(value).decode()
+
+
+@router.get(
+    "/checkpoint",
+    response_class=PlainTextResponse,
+    summary="The latest checkpoint (C2SP tlog-checkpoint, signed note)",
+    responses={200: {"content": {NOTE: {}}}},
+)
+async def get_checkpoint(container: ContainerDep) -> PlainTextResponse:
+    async with container.db.write_session() as session:
+        issued = await service.checkpoint(session, container.signer)
+    return PlainTextResponse(issued.note, media_type=NOTE)
+
+
+@router.get(
+    "/public-key",
+    response_class=PlainTextResponse,
+    summary="The signed-note verifier key of the journal's checkpoints",
+    responses={200: {"content": {NOTE: {}}}},
+)
+async def get_public_key(container: ContainerDep) -> PlainTextResponse:
+    return PlainTextResponse(str(container.signer.verifier) + "\n", media_type=NOTE)
+
+
+@router.get("/entries/{index}", response_model=EntryRead, summary="One journal entry and its leaf hash")
+async def get_entry(index: int, _admin: Admin, session: SessionDep) -> EntryRead:
+    entry = await service.entry_at(session, index)
+    return EntryRead(
+        index=entry.index,
+        kind=entry.kind,
+        entry=entry.body,
+        leaf_hash=_b64(entry.leaf_hash),
+        appended_at=entry.appended_at,
+    )
+
+
+@router.get("/proofs/inclusion", response_model=InclusionProof, summary="RFC 9162 audit path of an entry")
+async def get_inclusion_proof(
+    session: SessionDep,
+    index: Annotated[int, Query(ge=0)],
+    tree_size: Annotated[int, Query(ge=1)],
+) -> InclusionProof:
+    leaf, path = await service.inclusion_proof(session, index, tree_size)
+    return InclusionProof(
+        index=index, tree_size=tree_size, leaf_hash=_b64(leaf), hashes=[_b64(h) for h in path]
+    )
+
+
+@router.get(
+    "/proofs/consistency",
+    response_model=ConsistencyProof,
+    summary="RFC 9162 consistency proof between two tree sizes",
+)
+async def get_consistency_proof(
+    session: SessionDep,
+    first: Annotated[int, Query(ge=0)],
+    second: Annotated[int, Query(ge=0)],
+) -> ConsistencyProof:
+    path = await service.consistency_proof(session, first, second)
+    return ConsistencyProof(first=first, second=second, hashes=[_b64(h) for h in path])

@@ -1,0 +1,187 @@
+"""Appending to the journal, proofs and checkpoints (SPEC B8). No HTTP here.
+
+Every entry is canonical JSON (RFC 8785) so that anyone can recompute its
+leaf hash from the entry alone. Appends lock the head row, so they form one
+sequence however many processes write; the perfect-subtree hashes completed
+by an append are stored with it, in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import rfc8785
+from sqlalchemy import insert, select, tuple_
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from casebridge_shared.problems import NotFound, Unprocessable
+from customer_ledger.journal import merkle
+from customer_ledger.journal.models import JournalCheckpoint, JournalEntry, JournalHead, JournalNode
+from customer_ledger.journal.signed_note import Checkpoint, Signer, sign_checkpoint
+
+T = TypeVar("T")
+
+
+def canonical(entry: Mapping[str, Any]) -> bytes:
+    return rfc8785.dumps(dict(entry))
+
+
+async def _head(session: AsyncSession, *, lock: bool) -> JournalHead:
+    query = select(JournalHead).where(col(JournalHead.id) == 1)
+    if lock:
+        query = query.with_for_update()
+    head = (await session.execute(query)).scalar_one_or_none()
+    if head is None:
+        head = JournalHead(id=1, size=0)
+        session.add(head)
+        await session.flush()
+    return head
+
+
+async def tree_size(session: AsyncSession) -> int:
+    size = (
+        await session.execute(select(col(JournalHead.size)).where(col(JournalHead.id) == 1))
+    ).scalar_one_or_none()
+    return int(size or 0)
+
+
+async def _nodes(session: AsyncSession, keys: set[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    if not keys:
+        return {}
+    found: dict[tuple[int, int], bytes] = {}
+    ordered = sorted(keys)
+    for start in range(0, len(ordered), 500):
+        chunk = ordered[start : start + 500]
+        rows = await session.execute(
+            select(col(JournalNode.level), col(JournalNode.index), col(JournalNode.hash)).where(
+                tuple_(col(JournalNode.level), col(JournalNode.index)).in_(chunk)
+            )
+        )
+        found.update({(level, index): digest for level, index, digest in rows})
+    return found
+
+
+async def append(
+    session: AsyncSession, entries: Sequence[tuple[str, Mapping[str, Any]]]
+) -> list[JournalEntry]:
+    """Append ``(kind, entry)`` pairs in order; the caller commits (with the state they record)."""
+    head = await _head(session, lock=True)
+    size = head.size
+    new_nodes: dict[tuple[int, int], bytes] = {}
+    appended: list[JournalEntry] = []
+    for kind, body in entries:
+        data = canonical(body)
+        leaf = merkle.leaf_hash(data)
+        index = size
+        row = JournalEntry(index=index, kind=kind, body=data.decode(), leaf_hash=leaf)
+        session.add(row)
+        appended.append(row)
+        new_nodes[(0, index)] = leaf
+        # Completing leaf ``index`` completes one perfect subtree per trailing 1 bit.
+        level, position, digest = 0, index, leaf
+        while position % 2 == 1:
+            left_key = (level, position - 1)
+            left = new_nodes.get(left_key)
+            if left is None:
+                left = (await _nodes(session, {left_key}))[left_key]
+            level, position = level + 1, position // 2
+            digest = merkle.node_hash(left, digest)
+            new_nodes[(level, position)] = digest
+        size += 1
+    await session.flush()
+    await session.execute(
+        insert(JournalNode),
+        [{"level": level, "index": index, "hash": digest} for (level, index), digest in new_nodes.items()],
+    )
+    head.size = size
+    session.add(head)
+    return appended
+
+
+class _Recorder:
+    """Answers any subtree with a placeholder and notes which were asked for.
+
+    The proof algorithms ask for the same subtrees whatever their hashes are,
+    so one dry run tells which rows one query must fetch.
+    """
+
+    def __init__(self) -> None:
+        self.keys: set[tuple[int, int]] = set()
+
+    def perfect_subtree(self, level: int, index: int) -> bytes:
+        self.keys.add((level, index))
+        return bytes(merkle.HASH_SIZE)
+
+
+class _Nodes:
+    def __init__(self, nodes: dict[tuple[int, int], bytes]) -> None:
+        self.nodes = nodes
+
+    def perfect_subtree(self, level: int, index: int) -> bytes:
+        return self.nodes[(level, index)]
+
+
+async def _with_nodes(session: AsyncSession, compute: Callable[[merkle.NodeSource], T]) -> T:
+    recorder = _Recorder()
+    compute(recorder)
+    return compute(_Nodes(await _nodes(session, recorder.keys)))
+
+
+async def root(session: AsyncSession, size: int) -> bytes:
+    return await _with_nodes(session, lambda source: merkle.subtree_root(source, 0, size))
+
+
+async def _require_size(session: AsyncSession, size: int, field: str) -> None:
+    current = await tree_size(session)
+    if not 0 <= size <= current:
+        raise Unprocessable(f"the journal has {current} entries; {field}={size} is beyond it", field=field)
+
+
+async def inclusion_proof(session: AsyncSession, index: int, size: int) -> tuple[bytes, list[bytes]]:
+    await _require_size(session, size, "query.tree_size")
+    if not 0 <= index < size:
+        raise Unprocessable(f"index {index} is not in a tree of {size} entries", field="query.index")
+    entry = await session.get(JournalEntry, index)
+    assert entry is not None  # every index below the size exists
+    path = await _with_nodes(session, lambda source: merkle.inclusion_proof(source, index, size))
+    return entry.leaf_hash, path
+
+
+async def consistency_proof(session: AsyncSession, first: int, second: int) -> list[bytes]:
+    await _require_size(session, second, "query.second")
+    if not 0 < first <= second:
+        # RFC 9162 defines no proof from the empty tree: everything is consistent with it.
+        raise Unprocessable(f"first ({first}) must be between 1 and second ({second})", field="query.first")
+    return await _with_nodes(session, lambda source: merkle.consistency_proof(source, first, second))
+
+
+async def entry_at(session: AsyncSession, index: int) -> JournalEntry:
+    entry = await session.get(JournalEntry, index)
+    if entry is None:
+        raise NotFound(f"no journal entry {index}")
+    return entry
+
+
+async def checkpoint(session: AsyncSession, signer: Signer) -> JournalCheckpoint:
+    """The signed checkpoint of the current tree, issued now if the tree grew since the last one."""
+    size = await tree_size(session)
+    existing = await session.get(JournalCheckpoint, size)
+    if existing is not None:
+        return existing
+    digest = await root(session, size)
+    note = sign_checkpoint(signer, Checkpoint(signer.name, size, digest))
+    issued = JournalCheckpoint(tree_size=size, root_hash=digest, note=note)
+    session.add(issued)
+    try:
+        await session.commit()
+    except IntegrityError:
+        # Another request issued this size's checkpoint at the same moment: use theirs.
+        await session.rollback()
+        theirs = await session.get(JournalCheckpoint, size)
+        if theirs is None:
+            raise
+        return theirs
+    return issued
