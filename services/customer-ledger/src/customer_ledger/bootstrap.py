@@ -5,13 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from casebridge_shared.db import Database
+from casebridge_shared.events import IDENTITY_TOPIC
+from casebridge_shared.inbox import EventConsumer
 from casebridge_shared.outbox import UnitOfWork
-from customer_ledger.db import outbox
+from customer_ledger.access import service as access
+from customer_ledger.access.events import PAYLOAD_MODELS
+from customer_ledger.db import inbox, outbox
 from customer_ledger.journal.keys import load_or_create_signer
 from customer_ledger.journal.signed_note import Signer
 from customer_ledger.settings import Settings
 
 EVENT_SOURCE = "/casebridge/customer-ledger"
+CONSUMER_GROUP = "customer-ledger"
 
 
 @dataclass
@@ -22,6 +27,22 @@ class Container:
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.db, outbox, EVENT_SOURCE)
+
+    def consumer(self) -> EventConsumer:
+        """Identity events become login records and account entries in the journal."""
+        return EventConsumer(
+            self.db,
+            outbox,
+            inbox,
+            self.settings,
+            service="customer-ledger",
+            group=CONSUMER_GROUP,
+            topics=[IDENTITY_TOPIC],
+            handlers=access.HANDLERS,
+            payload_models=PAYLOAD_MODELS,
+            source=EVENT_SOURCE,
+            max_attempts=self.settings.consumer_max_attempts,
+        )
 
     async def close(self) -> None:
         await self.db.dispose()

@@ -8,12 +8,29 @@ import typer
 import uvicorn
 
 from casebridge_shared import migrations
+from casebridge_shared.operations import dead_letters_app
+from customer_ledger.bootstrap import Container, bootstrap
 from customer_ledger.db import MIGRATIONS
 from customer_ledger.settings import get_settings
 
 app = typer.Typer(help="Casebridge customer-ledger", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+
+
+def _container() -> Container:
+    return bootstrap(get_settings())
+
+
+app.add_typer(dead_letters_app(_container), name="dead-letters")
+
+
+@app.command()
+def worker() -> None:
+    """Run the worker: logins and account changes from order-intake into the journal."""
+    from customer_ledger.worker import main
+
+    main()
 
 
 @app.command()

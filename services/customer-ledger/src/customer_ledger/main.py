@@ -11,6 +11,7 @@ from casebridge_shared.auth import JwksTokenVerifier
 from casebridge_shared.logs import configure_logging
 from casebridge_shared.web import create_app
 from customer_ledger import __version__
+from customer_ledger.access.api import router as access_router
 from customer_ledger.bootstrap import Container, bootstrap
 from customer_ledger.journal.api import router as journal_router
 from customer_ledger.settings import Settings, get_settings
@@ -50,6 +51,7 @@ def create_application(settings: Settings | None = None, container: Container | 
         max_body_bytes=settings.max_request_body_bytes,
     )
     app.include_router(journal_router)
+    app.include_router(access_router)
     return app
 
 
