@@ -1,0 +1,93 @@
+"""A login on order-intake is on record in the customer-ledger's journal (issue 6, B5/B8)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+from sqlalchemy import select
+
+import customer_ledger.main
+import customer_ledger.worker
+from casebridge_shared.broker import free_port
+from casebridge_shared.testing import DatabaseTemplates, wait_until
+from customer_ledger.access.models import LoginRecord
+from customer_ledger.bootstrap import bootstrap
+from customer_ledger.db import MIGRATIONS
+from customer_ledger.journal import service as journal
+from customer_ledger.journal.signed_note import Verifier, open_checkpoint
+from customer_ledger.settings import Settings
+
+from .conftest import ADMIN, Api, Platform, Stack, Worker
+
+
+async def test_logins_on_order_intake_are_journaled_by_the_ledger(
+    stack: Stack, db_templates: DatabaseTemplates, tmp_path: Path
+) -> None:
+    ledger_dir = tmp_path / "ledger"
+    ledger_dir.mkdir()
+    url = await db_templates.fresh("customer-ledger", MIGRATIONS, ledger_dir)
+    port = free_port()
+    settings = Settings(
+        environment="test",
+        database_url=url,
+        var_dir=ledger_dir,
+        port=port,
+        kafka_bootstrap_servers=stack.broker.bootstrap_servers,
+        token_issuer=stack.intake.api.url,
+        log_json=False,
+        worker_metrics_port=0,
+    )
+    ledger = Platform(
+        settings,
+        Api(lambda: customer_ledger.main.create_application(settings), port),
+        Worker(lambda stop: customer_ledger.worker.work(settings, stop)),
+    )
+    await ledger.start()
+    try:
+        await stack.register_customer("ada@example.org")  # logs in once
+        async with httpx.AsyncClient(base_url=stack.intake.api.url) as c:
+            r = await c.post(
+                "/auth/token", data={"username": "ada@example.org", "password": "wrong-password-1"}
+            )
+            assert r.status_code == 401
+        container = bootstrap(settings)
+        try:
+
+            async def recorded() -> bool:
+                async with container.db.session() as s:
+                    rows = (await s.execute(select(LoginRecord))).scalars().all()
+                return {(r.email, r.outcome) for r in rows} >= {
+                    ("ada@example.org", "success"),
+                    ("ada@example.org", "failure"),
+                }
+
+            await wait_until(recorded, timeout=90, message="the logins in the ledger")
+            async with container.db.session() as s:
+                failure = (
+                    await s.execute(select(LoginRecord).where(LoginRecord.outcome == "failure"))
+                ).scalar_one()
+                entry = await journal.entry_at(s, failure.journal_index)
+            assert json.loads(entry.body)["reason"] == "wrong password"
+            assert "wrong-password-1" not in entry.body
+        finally:
+            await container.close()
+
+        # Anyone can check the journal's checkpoint with the public key; the admin's audit works
+        # with a real token from order-intake.
+        async with httpx.AsyncClient(base_url=ledger.api.url) as c:
+            key = Verifier.parse((await c.get("/ledger/public-key")).text.strip())
+            checkpoint = open_checkpoint((await c.get("/ledger/checkpoint")).text, [key])
+            assert checkpoint.size >= 3  # account created, two logins
+            admin_token = await stack.login(*ADMIN)
+            r = await c.get(
+                "/audit/logins",
+                params={"email": "ada@example.org"},
+                headers={"Authorization": f"Bearer {admin_token}"},
+            )
+            assert r.status_code == 200, r.text
+            assert {i["outcome"] for i in r.json()["items"]} == {"success", "failure"}
+    finally:
+        await ledger.stop()
+        await db_templates.drop(url)
