@@ -157,7 +157,7 @@ class EventConsumer:
         topics: Sequence[str],
         handlers: dict[str, Handler],
         source: str,
-        max_attempts: int = 5,
+        max_attempts: int | None = None,
         retry_backoff: float = 0.2,
         max_backoff: float = 10.0,
         batch_size: int = 500,
@@ -172,7 +172,7 @@ class EventConsumer:
         self.topics = list(topics)
         self.handlers = handlers
         self.source = source
-        self.max_attempts = max_attempts
+        self.max_attempts = max_attempts if max_attempts is not None else settings.consumer_max_attempts
         self.retry_backoff = retry_backoff
         self.max_backoff = max_backoff
         self.batch_size = batch_size

@@ -82,6 +82,8 @@ class ServiceSettings(BaseSettings):
     relay_batch_size: int = Field(default=1000, ge=1, le=10_000)
     relay_poll_interval_seconds: float = Field(default=0.02, gt=0, le=10)
     outbox_retention_hours: int = Field(default=7 * 24, ge=1)
+    # Consumers: how often a failing handler is tried before its event is dead-lettered.
+    consumer_max_attempts: int = Field(default=5, ge=1, le=100)
 
     @classmethod
     def env_prefix_for_service(cls) -> str:

@@ -52,7 +52,6 @@ class Container:
             handlers=intake.HANDLERS,
             payload_models=PAYLOAD_MODELS,
             source=EVENT_SOURCE,
-            max_attempts=self.settings.consumer_max_attempts,
         )
 
     async def close(self) -> None:

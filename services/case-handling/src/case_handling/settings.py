@@ -33,8 +33,6 @@ class Settings(ServiceSettings):
     )
     attachment_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     attachment_allowed_types: list[str] = Field(default_factory=lambda: list(DEFAULT_ATTACHMENT_TYPES))
-    # Consumer of order-intake's topics: bounded retries of a failing handler.
-    consumer_max_attempts: int = Field(default=5, ge=1, le=100)
 
     @property
     def attachment_path(self) -> Path:

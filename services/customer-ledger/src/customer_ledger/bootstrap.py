@@ -41,7 +41,6 @@ class Container:
             handlers=access.HANDLERS,
             payload_models=PAYLOAD_MODELS,
             source=EVENT_SOURCE,
-            max_attempts=self.settings.consumer_max_attempts,
         )
 
     async def close(self) -> None:

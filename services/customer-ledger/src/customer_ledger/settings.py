@@ -17,7 +17,6 @@ class Settings(ServiceSettings):
 
     # The worker serves its own /metrics here.
     worker_metrics_port: int = Field(default=9004, ge=0, le=65535)
-    consumer_max_attempts: int = Field(default=5, ge=1, le=100)
 
     # The journal's checkpoints name their log (C2SP tlog-checkpoint origin) and
     # are signed with an Ed25519 key kept in a file, apart from the database.

@@ -55,7 +55,6 @@ class Container:
             handlers=progress.HANDLERS,
             payload_models=PAYLOAD_MODELS,
             source=EVENT_SOURCE,
-            max_attempts=self.settings.consumer_max_attempts,
         )
 
     def document_fetcher(self) -> DocumentFetcher:

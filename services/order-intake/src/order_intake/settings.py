@@ -27,8 +27,6 @@ class Settings(ServiceSettings):
     # The worker serves its own /metrics (relay counters live in that process).
     worker_metrics_port: int = Field(default=9001, ge=0, le=65535)
 
-    # Consumer of case-handling's events: bounded retries of a failing handler.
-    consumer_max_attempts: int = Field(default=5, ge=1, le=100)
     # Solution documents: fetched from case-handling, kept here so the customer
     # can download them while case-handling is down.
     case_handling_url: str = "http://127.0.0.1:8002"
