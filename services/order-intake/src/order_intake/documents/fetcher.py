@@ -57,7 +57,6 @@ class DocumentFetcher:
         self._transport = transport
         # A fetch that has not finished by then is tried again by whoever is free.
         self._lease = timedelta(seconds=settings.document_fetch_timeout_seconds * 2 + 30)
-        self.wake = asyncio.Event()
 
     def _token(self) -> str:
         now = utcnow()
@@ -97,11 +96,8 @@ class DocumentFetcher:
                     fetched = 0
                 if fetched:
                     continue  # there may be more due right away
-                self.wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        _first(stop, self.wake), timeout=self.settings.document_fetch_poll_seconds
-                    )
+                    await asyncio.wait_for(stop.wait(), timeout=self.settings.document_fetch_poll_seconds)
 
     async def fetch_due(self, client: httpx.AsyncClient) -> int:
         """One pass over the documents due now; returns how many were attempted."""
@@ -177,12 +173,3 @@ class DocumentFetcher:
             raise OSError(f"only {size} of the announced {document.size} bytes arrived")
         if digest.hexdigest() != document.sha256:
             raise HashMismatch(f"SHA-256 {digest.hexdigest()} does not match the announced {document.sha256}")
-
-
-async def _first(*events: asyncio.Event) -> None:
-    waiters = [asyncio.create_task(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
