@@ -16,8 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
 import case_handling.main
 import case_handling.worker
@@ -26,46 +24,13 @@ import order_intake.worker
 from case_handling.db import MIGRATIONS as CASE_MIGRATIONS
 from case_handling.settings import Settings as CaseSettings
 from casebridge_shared.broker import EmbeddedBroker, free_port
+from casebridge_shared.testing import ApiServer as Api
 from casebridge_shared.testing import DatabaseTemplates
 from order_intake.db import MIGRATIONS as INTAKE_MIGRATIONS
 from order_intake.settings import Settings as IntakeSettings
 
 ADMIN = ("admin@casebridge.example", "changethis")
 PASSWORD = "correct-horse-battery"
-
-
-class Api:
-    """One api process: a uvicorn server that can be stopped and started again on its port."""
-
-    def __init__(self, make_app: Callable[[], FastAPI], port: int) -> None:
-        self.make_app = make_app
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        config = uvicorn.Config(
-            self.make_app(),
-            host="127.0.0.1",
-            port=self.port,
-            log_config=None,
-            lifespan="on",
-            access_log=False,
-        )
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()
-                raise AssertionError("api failed to start")
-            await asyncio.sleep(0.02)
-
-    async def stop(self) -> None:
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            await asyncio.wait_for(self._task, timeout=30)
-        self._server = self._task = None
 
 
 class Worker:

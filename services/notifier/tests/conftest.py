@@ -1,17 +1,26 @@
-"""Fixtures for notifier: a fresh migrated database per test and the real app."""
+"""Fixtures for notifier: a fresh migrated database per test, the real app, a real broker, factories."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
-from casebridge_shared.testing import DatabaseTemplates
+from casebridge_shared import testing
+from casebridge_shared.broker import EmbeddedBroker
+from casebridge_shared.events import CASES_TOPIC, IDENTITY_TOPIC, CloudEvent
+from casebridge_shared.testing import DatabaseTemplates, TokenMinter
 from notifier.bootstrap import Container, bootstrap
 from notifier.db import MIGRATIONS
+from notifier.directory.models import Person
 from notifier.main import create_application
 from notifier.settings import Settings
 
@@ -31,8 +40,26 @@ async def database_url(db_templates: DatabaseTemplates, tmp_path: Path) -> Async
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> Settings:
-    return Settings(environment="test", database_url=database_url, var_dir=tmp_path, log_json=False)
+def kafka_bootstrap() -> str:
+    """Tests that don't need a broker point at a port nothing listens on."""
+    return "127.0.0.1:9"
+
+
+@pytest.fixture
+def settings(database_url: str, kafka_bootstrap: str, tmp_path: Path) -> Settings:
+    return Settings(
+        environment="test",
+        database_url=database_url,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        var_dir=tmp_path,
+        log_json=False,
+        consumer_max_attempts=2,
+        stream_poll_seconds=0.02,
+        delivery_poll_seconds=0.02,
+        delivery_backoff_seconds=0.05,
+        delivery_max_backoff_seconds=0.2,
+        delivery_timeout_seconds=5,
+    )
 
 
 @pytest.fixture
@@ -43,8 +70,13 @@ async def container(settings: Settings) -> AsyncIterator[Container]:
 
 
 @pytest.fixture
-async def app(container: Container) -> AsyncIterator[FastAPI]:
-    application = create_application(container.settings, container)
+def minter() -> TokenMinter:
+    return TokenMinter()
+
+
+@pytest.fixture
+async def app(container: Container, minter: TokenMinter) -> AsyncIterator[FastAPI]:
+    application = create_application(container.settings, container, minter.verifier())
     async with application.router.lifespan_context(application):
         yield application
 
@@ -53,3 +85,158 @@ async def app(container: Container) -> AsyncIterator[FastAPI]:
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://notifier") as c:
         yield c
+
+
+@pytest.fixture
+def broker() -> Iterator[EmbeddedBroker]:
+    b = EmbeddedBroker()
+    b.start()
+    yield b
+    b.stop()
+
+
+# --- factories ----------------------------------------------------------------------
+
+
+class People:
+    """People in the notifier's directory, and tokens for them."""
+
+    def __init__(self, container: Container, minter: TokenMinter) -> None:
+        self.container = container
+        self.minter = minter
+
+    async def add(self, *roles: str, name: str = "", active: bool = True) -> Person:
+        user_id = str(uuid.uuid4())
+        person = Person(
+            user_id=user_id,
+            email=f"{(name or 'user').lower().replace(' ', '.')}.{user_id[:6]}@casebridge.example",
+            full_name=name,
+            roles=" ".join(roles),
+            active=active,
+            version=1,
+        )
+        async with self.container.db.write_session() as session:
+            session.add(person)
+            await session.commit()
+        return person
+
+    def headers(self, person: Person | str, *roles: str) -> dict[str, str]:
+        if isinstance(person, Person):
+            return self.minter.headers(person.user_id, *(roles or tuple(person.roles.split())))
+        return self.minter.headers(person, *roles)
+
+
+@pytest.fixture
+def people(container: Container, minter: TokenMinter) -> People:
+    return People(container, minter)
+
+
+class CaseEvents:
+    """Builds the case events case-handling would publish for one case."""
+
+    def __init__(self, *, category: str = "family-law", title: str = "Divorce consultation") -> None:
+        self.case_id = str(uuid.uuid4())
+        self.order_id = str(uuid.uuid4())
+        self.customer_id = str(uuid.uuid4())
+        self.category = category
+        self.title = title
+        self.version = 0
+        self.clock = datetime.now(UTC)
+
+    def event(self, kind: str, status: str, **data: Any) -> CloudEvent:
+        self.version += 1
+        self.clock += timedelta(seconds=1)
+        payload = {
+            "case_id": self.case_id,
+            "order_id": self.order_id,
+            "customer_id": self.customer_id,
+            "status": status,
+            "at": self.clock.isoformat(),
+        } | data
+        return CloudEvent(
+            id=str(uuid.uuid4()),
+            source="/casebridge/case-handling",
+            type=f"casebridge.cases.{kind}.v1",
+            subject=self.case_id,
+            time=self.clock,
+            partitionkey=self.case_id,
+            aggregateversion=self.version,
+            data=payload,
+        )
+
+    def opened(self) -> CloudEvent:
+        return self.event("case-opened", "new", product_category=self.category, product_title=self.title)
+
+    def assigned(self, assignee: str, by: str | None = None) -> CloudEvent:
+        return self.event(
+            "case-assigned",
+            "assigned",
+            assignee_id=assignee,
+            assignee_name="Staff",
+            assigned_by=by or assignee,
+            product_category=self.category,
+        )
+
+    def solution(self) -> CloudEvent:
+        return self.event(
+            "solution-proposed",
+            "solution_proposed",
+            solution_summary="File for divorce by mutual consent.",
+            solution_text="...",
+            proposed_by="someone",
+        )
+
+    def closed(self) -> CloudEvent:
+        return self.event("case-closed", "closed")
+
+    def cancelled(self, assignee: str | None) -> CloudEvent:
+        return self.event("case-cancelled", "cancelled", reason="customer withdrew", assignee_id=assignee)
+
+
+def identity_event(person: Person, kind: str = "user-created") -> CloudEvent:
+    return CloudEvent(
+        id=str(uuid.uuid4()),
+        source="/casebridge/order-intake",
+        type=f"casebridge.identity.{kind}.v1",
+        subject=person.user_id,
+        time=datetime.now(UTC),
+        partitionkey=person.user_id,
+        aggregateversion=person.version,
+        data={
+            "user_id": person.user_id,
+            "email": person.email,
+            "full_name": person.full_name,
+            "phone": None,
+            "roles": person.roles.split(),
+            "department": None,
+            "active": person.active,
+            "version": person.version,
+        },
+    )
+
+
+async def publish(broker: EmbeddedBroker, *events: CloudEvent | bytes, topic: str = CASES_TOPIC) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for event in events:
+            value = event if isinstance(event, bytes) else event.to_bytes()
+            key = "raw" if isinstance(event, bytes) else (event.partitionkey or event.id)
+            t = (
+                topic
+                if isinstance(event, bytes) or event.type.startswith("casebridge.cases.")
+                else IDENTITY_TOPIC
+            )
+            await producer.send_and_wait(t, value=value, key=key.encode())
+    finally:
+        await producer.stop()
+
+
+async def consume_until(container: Container, condition: Callable[[], Awaitable[bool]]) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(container.consumer().run(stop))
+    try:
+        await testing.wait_until(condition, timeout=90, message="consumer progress")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)

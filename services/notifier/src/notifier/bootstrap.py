@@ -4,25 +4,62 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import httpx
+from py_vapid import Vapid02
+
 from casebridge_shared.db import Database
+from casebridge_shared.events import CASES_TOPIC, IDENTITY_TOPIC
+from casebridge_shared.inbox import EventConsumer
 from casebridge_shared.outbox import UnitOfWork
-from notifier.db import outbox
+from notifier.db import inbox, outbox
+from notifier.deliveries.dispatcher import Dispatcher
+from notifier.deliveries.vapid import load_or_create
+from notifier.directory import service as directory
+from notifier.directory.events import PAYLOAD_MODELS as IDENTITY_PAYLOADS
+from notifier.escalation.timer import EscalationTimer
+from notifier.notifications import rules
+from notifier.notifications.events import PAYLOAD_MODELS as CASE_PAYLOADS
 from notifier.settings import Settings
 
 EVENT_SOURCE = "/casebridge/notifier"
+CONSUMER_GROUP = "notifier"
 
 
 @dataclass
 class Container:
     settings: Settings
     db: Database
+    vapid: Vapid02
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.db, outbox, EVENT_SOURCE)
+
+    def consumer(self) -> EventConsumer:
+        """Case events become notifications and deliveries; identity events keep the directory of people."""
+        return EventConsumer(
+            self.db,
+            outbox,
+            inbox,
+            self.settings,
+            service="notifier",
+            group=CONSUMER_GROUP,
+            topics=[CASES_TOPIC, IDENTITY_TOPIC],
+            handlers={**rules.handlers(self.settings), **directory.HANDLERS},
+            payload_models={**CASE_PAYLOADS, **IDENTITY_PAYLOADS},
+            source=EVENT_SOURCE,
+        )
+
+    def dispatcher(self, http_transport: httpx.AsyncBaseTransport | None = None) -> Dispatcher:
+        return Dispatcher(self.db, self.settings, self.vapid, http_transport=http_transport)
+
+    def escalation_timer(self) -> EscalationTimer:
+        return EscalationTimer(self.db, poll_seconds=self.settings.escalation_poll_seconds)
 
     async def close(self) -> None:
         await self.db.dispose()
 
 
 def bootstrap(settings: Settings) -> Container:
-    return Container(settings=settings, db=Database(settings.database_url))
+    return Container(
+        settings=settings, db=Database(settings.database_url), vapid=load_or_create(settings.vapid_key_path)
+    )

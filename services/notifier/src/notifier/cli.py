@@ -8,12 +8,29 @@ import typer
 import uvicorn
 
 from casebridge_shared import migrations
+from casebridge_shared.operations import dead_letters_app
+from notifier.bootstrap import Container, bootstrap
 from notifier.db import MIGRATIONS
 from notifier.settings import get_settings
 
 app = typer.Typer(help="Casebridge notifier", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+
+
+def _container() -> Container:
+    return bootstrap(get_settings())
+
+
+app.add_typer(dead_letters_app(_container), name="dead-letters")
+
+
+@app.command()
+def worker() -> None:
+    """Run the worker: case events into notifications, deliveries sent, escalations fired."""
+    from notifier.worker import main
+
+    main()
 
 
 @app.command()

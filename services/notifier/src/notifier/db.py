@@ -7,6 +7,7 @@ from pathlib import Path
 from sqlalchemy.orm import registry
 from sqlmodel import SQLModel
 
+from casebridge_shared.inbox import inbox_tables
 from casebridge_shared.outbox import outbox_tables
 
 
@@ -16,5 +17,6 @@ class Base(SQLModel, registry=registry()):
 
 metadata = Base.metadata
 outbox = outbox_tables(metadata)
+inbox = inbox_tables(metadata)
 
 MIGRATIONS = Path(__file__).parent / "migrations"

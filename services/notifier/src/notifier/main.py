@@ -7,11 +7,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from casebridge_shared.auth import JwksTokenVerifier
+from casebridge_shared.auth import JwksTokenVerifier, TokenVerifier
 from casebridge_shared.logs import configure_logging
 from casebridge_shared.web import create_app
 from notifier import __version__
 from notifier.bootstrap import Container, bootstrap
+from notifier.deliveries.api import router as deliveries_router
+from notifier.notifications.api import router as notifications_router
+from notifier.notifications.feed import NotificationFeed
+from notifier.preferences.api import router as preferences_router
+from notifier.routing.api import router as routing_router
 from notifier.settings import Settings, get_settings
 
 DESCRIPTION = """
@@ -24,7 +29,11 @@ against its published keys. Errors are RFC 9457 `application/problem+json`.
 """
 
 
-def create_application(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
+def create_application(
+    settings: Settings | None = None,
+    container: Container | None = None,
+    token_verifier: TokenVerifier | None = None,
+) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -32,15 +41,17 @@ def create_application(settings: Settings | None = None, container: Container | 
         owned = container is None
         c = container or bootstrap(settings)
         app.state.container = c
-        app.state.token_verifier = JwksTokenVerifier(settings)
+        app.state.token_verifier = token_verifier or JwksTokenVerifier(settings)
         app.state.readiness_checks["database"] = c.db.ping
+        app.state.notification_feed = NotificationFeed(c.db, poll_seconds=settings.stream_poll_seconds)
         try:
             yield
         finally:
+            await app.state.notification_feed.close()
             if owned:
                 await c.close()
 
-    return create_app(
+    app = create_app(
         service="notifier",
         title="Casebridge notifier",
         description=DESCRIPTION,
@@ -48,6 +59,11 @@ def create_application(settings: Settings | None = None, container: Container | 
         lifespan=lifespan,
         max_body_bytes=settings.max_request_body_bytes,
     )
+    app.include_router(notifications_router)
+    app.include_router(preferences_router)
+    app.include_router(deliveries_router)
+    app.include_router(routing_router)
+    return app
 
 
 def _app() -> FastAPI:

@@ -1,5 +1,26 @@
 """Every table of notifier, imported so the metadata is complete (migrations, tests)."""
 
-from notifier.db import metadata, outbox
+from notifier.db import inbox, metadata, outbox
+from notifier.deliveries.models import Delivery, DeliveryAttempt, PushSubscription, WebhookSubscription
+from notifier.directory.models import Person
+from notifier.escalation.models import ClaimTimer
+from notifier.notifications.models import Notification
+from notifier.preferences.models import Preference
+from notifier.routing.models import RoutingRule, Team, TeamMember
 
-__all__ = ["metadata", "outbox"]
+__all__ = [
+    "ClaimTimer",
+    "Delivery",
+    "DeliveryAttempt",
+    "Notification",
+    "Person",
+    "Preference",
+    "PushSubscription",
+    "RoutingRule",
+    "Team",
+    "TeamMember",
+    "WebhookSubscription",
+    "inbox",
+    "metadata",
+    "outbox",
+]

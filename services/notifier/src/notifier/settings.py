@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from casebridge_shared.settings import ServiceSettings
 
@@ -14,8 +15,47 @@ class Settings(ServiceSettings):
     service_name: ClassVar[str] = "notifier"
     default_port: ClassVar[int] = 8003
 
-    # The worker (when it exists) serves its own /metrics here.
+    # The worker serves its own /metrics here.
     worker_metrics_port: int = Field(default=9003, ge=0, le=65535)
+
+    # Live stream: how often each api process looks for new notifications
+    # (one query per process, not per connection), and the keep-alive comment.
+    stream_poll_seconds: float = Field(default=0.05, gt=0, le=5)
+    stream_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300)
+
+    # Deliveries (push, email, webhooks).
+    delivery_poll_seconds: float = Field(default=0.1, gt=0, le=60)
+    delivery_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    delivery_max_attempts: int = Field(default=8, ge=1, le=100)
+    delivery_backoff_seconds: float = Field(default=2.0, gt=0)
+    delivery_max_backoff_seconds: float = Field(default=600.0, gt=0)
+    delivery_concurrency: int = Field(default=20, ge=1, le=500)
+    webhook_disable_after_failures: int = Field(default=15, ge=1, le=1000)
+
+    # Email (SMTP).
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=1025, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    email_from: str = "Casebridge <notifications@casebridge.example>"
+    # Where a customer's email sends them to see their order.
+    customer_portal_url: str = "http://127.0.0.1:8001"
+
+    # Web Push (VAPID, RFC 8292). The private key is a PEM file kept apart
+    # from the database; created on first start if missing.
+    vapid_key_file: Path | None = Field(
+        default=None, description="default: <var_dir>/notifier/vapid-private-key.pem"
+    )
+    vapid_subject: str = "mailto:operations@casebridge.example"
+    push_ttl_seconds: int = Field(default=3600, ge=0, le=28 * 24 * 3600)
+
+    # Escalation of unclaimed cases (the per-category times are routing rules).
+    escalation_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+
+    @property
+    def vapid_key_path(self) -> Path:
+        return (self.vapid_key_file or self.var_dir / "notifier" / "vapid-private-key.pem").resolve()
 
 
 @lru_cache

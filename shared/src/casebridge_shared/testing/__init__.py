@@ -15,13 +15,17 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
+import uvicorn
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy.engine import make_url
 
 from casebridge_shared import migrations
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 POSTGRES_ENV = "CASEBRIDGE_TEST_POSTGRES_URL"
 
@@ -260,3 +264,40 @@ class TokenMinter:
             return public if kid == self.kid else None
 
         return KeyResolverVerifier(resolve, issuer=self.issuer, audience=self.audience)
+
+
+class ApiServer:
+    """An app served by uvicorn on a real port: for streams (SSE) and for one service calling another.
+
+    It can be stopped and started again on the same port, like a restarted api process.
+    """
+
+    def __init__(self, make_app: Callable[[], FastAPI], port: int) -> None:
+        self.make_app = make_app
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        config = uvicorn.Config(
+            self.make_app(),
+            host="127.0.0.1",
+            port=self.port,
+            log_config=None,
+            lifespan="on",
+            access_log=False,
+        )
+        self._server = uvicorn.Server(config)
+        self._task = asyncio.create_task(self._server.serve())
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+                raise AssertionError("api failed to start")
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await asyncio.wait_for(self._task, timeout=30)
+        self._server = self._task = None

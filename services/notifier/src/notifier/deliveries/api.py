@@ -1,0 +1,134 @@
+"""Routes: push subscriptions (staff), webhooks and the delivery history (admins)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from pydantic import BaseModel
+
+from casebridge_shared.auth import AdminUser, StaffUser
+from casebridge_shared.deps import SessionDep, UowDep
+from casebridge_shared.pagination import Page, PageDep
+from casebridge_shared.problems import PROBLEM_RESPONSES
+from notifier.deliveries import service
+from notifier.deliveries.models import (
+    DeliveryAttemptRead,
+    DeliveryRead,
+    DeliveryStatus,
+    PushSubscriptionCreate,
+    PushSubscriptionRead,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookRead,
+    WebhookUpdate,
+)
+from notifier.deliveries.vapid import application_server_key
+from notifier.notifications.models import Channel
+
+router = APIRouter(tags=["deliveries"], responses=PROBLEM_RESPONSES)
+
+
+class VapidKey(BaseModel):
+    public_key: str
+
+
+@router.get("/push/vapid-public-key", response_model=VapidKey, summary="The key browsers subscribe with")
+async def vapid_public_key(request: Request) -> VapidKey:
+    return VapidKey(public_key=application_server_key(request.app.state.container.vapid))
+
+
+@router.post(
+    "/push-subscriptions", response_model=PushSubscriptionRead, summary="Register this device for push"
+)
+async def subscribe(
+    body: PushSubscriptionCreate,
+    user: StaffUser,
+    uow: UowDep,
+    response: Response,
+    user_agent: Annotated[str | None, Header(max_length=500)] = None,
+) -> PushSubscriptionRead:
+    """The body is the browser's `PushSubscription.toJSON()`. Registering the same endpoint
+    again updates it (200); a new one is 201."""
+    sub, created = await service.subscribe_push(uow.session, user.subject, body, user_agent)
+    await uow.commit()
+    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+    return PushSubscriptionRead.model_validate(sub)
+
+
+@router.get("/push-subscriptions", response_model=list[PushSubscriptionRead], summary="My registered devices")
+async def my_subscriptions(user: StaffUser, session: SessionDep) -> list[PushSubscriptionRead]:
+    return [
+        PushSubscriptionRead.model_validate(s)
+        for s in await service.push_subscriptions_of(session, user.subject)
+    ]
+
+
+@router.delete("/push-subscriptions/{subscription_id}", status_code=204, summary="Stop push to a device")
+async def unsubscribe(subscription_id: str, user: StaffUser, uow: UowDep) -> None:
+    await service.unsubscribe_push(uow.session, user.subject, subscription_id)
+    await uow.commit()
+
+
+@router.post(
+    "/webhooks", response_model=WebhookCreated, status_code=201, summary="Subscribe a URL to case events"
+)
+async def create_webhook(body: WebhookCreate, admin: AdminUser, uow: UowDep) -> WebhookCreated:
+    """Each case event is POSTed as its CloudEvent JSON, signed by the Standard Webhooks
+    convention with the secret returned here (once). See docs/notifier.md for the verifier."""
+    sub = await service.create_webhook(uow.session, body, admin.subject)
+    await uow.commit()
+    return WebhookCreated.model_validate(sub)
+
+
+@router.get("/webhooks", response_model=list[WebhookRead], summary="Webhook subscriptions")
+async def list_webhooks(_admin: AdminUser, session: SessionDep) -> list[WebhookRead]:
+    return [WebhookRead.model_validate(s) for s in await service.list_webhooks(session)]
+
+
+@router.get("/webhooks/{webhook_id}", response_model=WebhookRead, summary="One webhook subscription")
+async def get_webhook(webhook_id: str, _admin: AdminUser, session: SessionDep) -> WebhookRead:
+    return WebhookRead.model_validate(await service.get_webhook(session, webhook_id))
+
+
+@router.patch("/webhooks/{webhook_id}", response_model=WebhookRead, summary="Enable, disable or re-filter")
+async def update_webhook(webhook_id: str, body: WebhookUpdate, _admin: AdminUser, uow: UowDep) -> WebhookRead:
+    sub = await service.update_webhook(uow.session, webhook_id, body)
+    await uow.commit()
+    return WebhookRead.model_validate(sub)
+
+
+@router.get("/deliveries", response_model=Page[DeliveryRead], summary="Delivery history, newest first")
+async def list_deliveries(
+    _admin: AdminUser,
+    session: SessionDep,
+    page: PageDep,
+    channel: Channel | None = None,
+    delivery_status: Annotated[DeliveryStatus | None, Query(alias="status")] = None,
+    case_id: Annotated[str | None, Query(max_length=36)] = None,
+    recipient: Annotated[str | None, Query(max_length=36)] = None,
+) -> Page[DeliveryRead]:
+    rows, total = await service.list_deliveries(
+        session,
+        channel=channel.value if channel else None,
+        status=delivery_status.value if delivery_status else None,
+        case_id=case_id,
+        recipient=recipient,
+        limit=page.limit,
+        offset=page.offset,
+    )
+    return Page[DeliveryRead](
+        items=[DeliveryRead.model_validate(r) for r in rows],
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.get(
+    "/deliveries/{delivery_id}/attempts", response_model=list[DeliveryAttemptRead], summary="Every attempt"
+)
+async def delivery_attempts(
+    delivery_id: str, _admin: AdminUser, session: SessionDep
+) -> list[DeliveryAttemptRead]:
+    return [DeliveryAttemptRead.model_validate(a) for a in await service.attempts_of(session, delivery_id)]

@@ -1,0 +1,310 @@
+"""Queueing deliveries with the change that caused them, and the dispatcher's bookkeeping. No HTTP here."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from casebridge_shared.db import Database, new_id, utcnow
+from casebridge_shared.events import CloudEvent
+from casebridge_shared.problems import NotFound
+from notifier.deliveries.models import (
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    PushSubscription,
+    PushSubscriptionCreate,
+    WebhookCreate,
+    WebhookSubscription,
+    WebhookUpdate,
+)
+from notifier.notifications.models import Channel
+
+
+def _delivery(
+    dedupe_key: str, channel: Channel, recipient: str, case_id: str | None, message: dict[str, Any]
+) -> Delivery:
+    return Delivery(
+        id=new_id(),
+        dedupe_key=dedupe_key,
+        channel=channel.value,
+        recipient=recipient,
+        case_id=case_id,
+        message=message,
+    )
+
+
+async def queue_push(
+    session: AsyncSession, dedupe_key: str, case_id: str, messages: dict[str, dict[str, Any]]
+) -> None:
+    """One push delivery per subscription (device) of each person in ``messages``."""
+    if not messages:
+        return
+    subscriptions = await session.exec(
+        select(PushSubscription).where(col(PushSubscription.user_id).in_(list(messages)))
+    )
+    for sub in subscriptions.all():
+        session.add(_delivery(dedupe_key, Channel.PUSH, sub.id, case_id, messages[sub.user_id]))
+
+
+def queue_email(
+    session: AsyncSession, dedupe_key: str, case_id: str | None, user_id: str, message: dict[str, Any]
+) -> None:
+    """An email to a person; the address is looked up when sending, so a late directory entry still works."""
+    session.add(_delivery(dedupe_key, Channel.EMAIL, user_id, case_id, message))
+
+
+async def queue_webhooks(session: AsyncSession, event: CloudEvent) -> int:
+    """The event, as is, to every active webhook subscription that wants its type."""
+    subs = await session.exec(select(WebhookSubscription).where(col(WebhookSubscription.active).is_(True)))
+    body = event.model_dump(mode="json", exclude_none=True)
+    queued = 0
+    for sub in subs.all():
+        if sub.event_types and event.type not in sub.event_types:
+            continue
+        session.add(_delivery(event.id, Channel.WEBHOOK, sub.id, event.subject, {"event": body}))
+        queued += 1
+    return queued
+
+
+# -- the dispatcher's bookkeeping ------------------------------------------------
+
+
+async def claim_due(db: Database, *, now: datetime, lease: timedelta, limit: int) -> list[Delivery]:
+    """Deliveries due now, each leased to this worker until ``now + lease``: no two workers send one."""
+    async with db.session() as session:
+        candidates = list(
+            (
+                await session.exec(
+                    select(Delivery)
+                    .where(
+                        Delivery.status == DeliveryStatus.PENDING.value, col(Delivery.next_attempt_at) <= now
+                    )
+                    .order_by(col(Delivery.next_attempt_at))
+                    .limit(limit)
+                )
+            ).all()
+        )
+    if not candidates:
+        return []
+    claimed: list[Delivery] = []
+    async with db.write_session() as session:
+        for delivery in candidates:
+            result = await session.execute(
+                update(Delivery)
+                .where(
+                    col(Delivery.id) == delivery.id,
+                    col(Delivery.status) == DeliveryStatus.PENDING.value,
+                    # Another worker's lease moved it past ``now``.
+                    col(Delivery.next_attempt_at) <= now,
+                )
+                .values(next_attempt_at=now + lease)
+            )
+            if int(getattr(result, "rowcount", 0) or 0) == 1:
+                claimed.append(delivery)
+        await session.commit()
+    return claimed
+
+
+async def record_attempt(
+    db: Database,
+    delivery: Delivery,
+    *,
+    status: DeliveryStatus,
+    outcome: str,
+    error: str | None,
+    retry_at: datetime | None,
+) -> None:
+    """Write the attempt and the delivery's new state in one transaction.
+
+    ``outcome`` is what this attempt did (sent, failed, gone); ``status`` is
+    where the delivery stands after it (pending again when ``retry_at``).
+    """
+    now = utcnow()
+    attempt = delivery.attempts + 1
+    values: dict[str, Any] = {"attempts": attempt, "status": status.value, "last_error": error}
+    if status is DeliveryStatus.SENT:
+        values["sent_at"] = now
+    if retry_at is not None:
+        values["next_attempt_at"] = retry_at
+    async with db.write_session() as session:
+        await session.execute(update(Delivery).where(col(Delivery.id) == delivery.id).values(**values))
+        session.add(
+            DeliveryAttempt(
+                delivery_id=delivery.id,
+                channel=delivery.channel,
+                recipient=delivery.recipient,
+                attempt=attempt,
+                status=outcome,
+                error=error,
+                at=now,
+            )
+        )
+        if delivery.channel == Channel.WEBHOOK.value:
+            await _track_webhook(session, delivery.recipient, ok=status is DeliveryStatus.SENT)
+        await session.commit()
+    delivery.attempts = attempt
+    delivery.status = status.value
+
+
+async def _track_webhook(session: AsyncSession, subscription_id: str, *, ok: bool) -> None:
+    sub = await session.get(WebhookSubscription, subscription_id)
+    if sub is None:
+        return
+    sub.consecutive_failures = 0 if ok else sub.consecutive_failures + 1
+    session.add(sub)
+
+
+async def disable_webhook(db: Database, subscription_id: str, reason: str) -> None:
+    async with db.write_session() as session:
+        await session.execute(
+            update(WebhookSubscription)
+            .where(col(WebhookSubscription.id) == subscription_id)
+            .values(active=False, disabled_reason=reason[:2000])
+        )
+        # What was still waiting for it will not go out: say so on each.
+        await session.execute(
+            update(Delivery)
+            .where(
+                col(Delivery.channel) == Channel.WEBHOOK.value,
+                col(Delivery.recipient) == subscription_id,
+                col(Delivery.status) == DeliveryStatus.PENDING.value,
+            )
+            .values(status=DeliveryStatus.FAILED.value, last_error=f"webhook disabled: {reason}"[:2000])
+        )
+        await session.commit()
+
+
+async def remove_push_subscription(db: Database, subscription_id: str) -> None:
+    async with db.write_session() as session:
+        sub = await session.get(PushSubscription, subscription_id)
+        if sub is not None:
+            await session.delete(sub)
+        await session.commit()
+
+
+# -- subscriptions ---------------------------------------------------------------
+
+
+async def subscribe_push(
+    session: AsyncSession, user_id: str, body: PushSubscriptionCreate, user_agent: str | None
+) -> tuple[PushSubscription, bool]:
+    """Register a device (again); the same endpoint is one subscription, now belonging to ``user_id``."""
+    endpoint = str(body.endpoint)
+    existing = (
+        await session.exec(select(PushSubscription).where(PushSubscription.endpoint == endpoint))
+    ).first()
+    sub = existing or PushSubscription(id=new_id(), user_id=user_id, endpoint=endpoint, p256dh="", auth="")
+    sub.user_id = user_id
+    sub.p256dh = body.keys.p256dh
+    sub.auth = body.keys.auth
+    sub.user_agent = (user_agent or "")[:500] or None
+    session.add(sub)
+    await session.flush()
+    return sub, existing is None
+
+
+async def push_subscriptions_of(session: AsyncSession, user_id: str) -> list[PushSubscription]:
+    rows = await session.exec(
+        select(PushSubscription)
+        .where(PushSubscription.user_id == user_id)
+        .order_by(col(PushSubscription.created_at))
+    )
+    return list(rows.all())
+
+
+async def unsubscribe_push(session: AsyncSession, user_id: str, subscription_id: str) -> None:
+    sub = await session.get(PushSubscription, subscription_id)
+    if sub is None or sub.user_id != user_id:
+        raise NotFound("There is no such push subscription of yours.")
+    await session.delete(sub)
+
+
+def new_webhook_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+async def create_webhook(session: AsyncSession, body: WebhookCreate, created_by: str) -> WebhookSubscription:
+    sub = WebhookSubscription(
+        id=new_id(),
+        url=str(body.url),
+        secret=new_webhook_secret(),
+        event_types=sorted(set(body.event_types)),
+        description=body.description,
+        created_by=created_by,
+    )
+    session.add(sub)
+    await session.flush()
+    return sub
+
+
+async def get_webhook(session: AsyncSession, webhook_id: str) -> WebhookSubscription:
+    sub = await session.get(WebhookSubscription, webhook_id)
+    if sub is None:
+        raise NotFound(f"There is no webhook {webhook_id}.")
+    return sub
+
+
+async def update_webhook(session: AsyncSession, webhook_id: str, body: WebhookUpdate) -> WebhookSubscription:
+    sub = await get_webhook(session, webhook_id)
+    if body.active is not None:
+        sub.active = body.active
+        if body.active:  # re-enabled by an admin: a fresh start
+            sub.consecutive_failures = 0
+            sub.disabled_reason = None
+    if body.event_types is not None:
+        sub.event_types = sorted(set(body.event_types))
+    if body.description is not None:
+        sub.description = body.description
+    session.add(sub)
+    await session.flush()
+    return sub
+
+
+async def list_webhooks(session: AsyncSession) -> list[WebhookSubscription]:
+    return list(
+        (await session.exec(select(WebhookSubscription).order_by(col(WebhookSubscription.created_at)))).all()
+    )
+
+
+async def list_deliveries(
+    session: AsyncSession,
+    *,
+    channel: str | None,
+    status: str | None,
+    case_id: str | None,
+    recipient: str | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[Delivery], int]:
+    query = select(Delivery)
+    if channel:
+        query = query.where(Delivery.channel == channel)
+    if status:
+        query = query.where(Delivery.status == status)
+    if case_id:
+        query = query.where(Delivery.case_id == case_id)
+    if recipient:
+        query = query.where(Delivery.recipient == recipient)
+    total = int((await session.exec(select(func.count()).select_from(query.subquery()))).one())
+    rows = await session.exec(
+        query.order_by(col(Delivery.created_at).desc(), col(Delivery.id)).limit(limit).offset(offset)
+    )
+    return list(rows.all()), total
+
+
+async def attempts_of(session: AsyncSession, delivery_id: str) -> list[DeliveryAttempt]:
+    if await session.get(Delivery, delivery_id) is None:
+        raise NotFound(f"There is no delivery {delivery_id}.")
+    rows = await session.exec(
+        select(DeliveryAttempt)
+        .where(DeliveryAttempt.delivery_id == delivery_id)
+        .order_by(col(DeliveryAttempt.attempt))
+    )
+    return list(rows.all())

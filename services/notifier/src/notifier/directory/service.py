@@ -1,0 +1,41 @@
+"""Keeping the directory of people current from identity events. No HTTP here."""
+
+from __future__ import annotations
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from casebridge_shared.events import CloudEvent
+from casebridge_shared.inbox import Handler
+from casebridge_shared.outbox import UnitOfWork
+from notifier.directory.events import ROLES_CHANGED, USER_CREATED, USER_UPDATED, UserSnapshot
+from notifier.directory.models import Person
+
+
+async def user_changed(uow: UnitOfWork, _event: CloudEvent, user: UserSnapshot) -> None:
+    person = await uow.session.get(Person, user.user_id)
+    if person is None:
+        person = Person(user_id=user.user_id, email=user.email)
+    elif user.version <= person.version:
+        return  # an older snapshot arriving late changes nothing
+    person.email = user.email
+    person.full_name = user.full_name[:200]
+    person.roles = " ".join(sorted(set(user.roles)))
+    person.active = user.active
+    person.version = user.version
+    uow.session.add(person)
+
+
+HANDLERS: dict[str, Handler] = {
+    USER_CREATED: user_changed,
+    USER_UPDATED: user_changed,
+    ROLES_CHANGED: user_changed,
+}
+
+
+async def people_with_role(session: AsyncSession, role: str) -> list[Person]:
+    """Active people holding ``role`` (the LIKE narrows, ``has_role`` decides)."""
+    rows = await session.exec(
+        select(Person).where(col(Person.active).is_(True), col(Person.roles).contains(role))
+    )
+    return [p for p in rows.all() if p.has_role(role)]

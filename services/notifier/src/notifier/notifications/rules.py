@@ -1,0 +1,190 @@
+"""Who is told what when a case moves (SPEC A5): the handlers of ``casebridge.cases.v1``.
+
+- case opened: the team its product category routes to, and the supervisors;
+  the claim timer starts.
+- case assigned: the assignee (unless they took it themselves); the timer stops.
+- solution proposed: the supervisors; the customer gets an email.
+- case closed: the customer gets an email.
+- case cancelled: the assignee, if there was one.
+Every case event also goes to the webhook subscriptions that want it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from casebridge_shared.events import CloudEvent
+from casebridge_shared.inbox import Handler
+from casebridge_shared.outbox import UnitOfWork
+from notifier.deliveries import service as deliveries
+from notifier.directory.service import people_with_role
+from notifier.escalation import service as escalation
+from notifier.notifications.events import (
+    ALL_CASE_EVENTS,
+    CASE_ASSIGNED,
+    CASE_CANCELLED,
+    CASE_CLOSED,
+    CASE_OPENED,
+    SOLUTION_PROPOSED,
+    STATUS_CHANGED,
+    CaseAssigned,
+    CaseCancelled,
+    CaseEvent,
+    CaseOpened,
+    SolutionProposed,
+)
+from notifier.notifications.models import Kind
+from notifier.notifications.service import Alert, notify
+from notifier.routing import service as routing
+from notifier.settings import Settings
+
+
+def _short(order_id: str) -> str:
+    return order_id[:8]
+
+
+async def _supervisors(uow: UnitOfWork) -> list[str]:
+    return [p.user_id for p in await people_with_role(uow.session, "supervisor")]
+
+
+async def case_opened(uow: UnitOfWork, event: CloudEvent, case: CaseOpened) -> None:
+    rule = await routing.rule_for(uow.session, case.product_category)
+    team = await routing.team_for_case(uow.session, case.product_category)
+    alert = Alert(
+        kind=Kind.CASE_OPENED,
+        dedupe_key=event.id,
+        case_id=case.case_id,
+        order_id=case.order_id,
+        title=f"New case: {case.product_title}"[:200],
+        body=f"Order {_short(case.order_id)} ({case.product_category}) is waiting for someone to take it.",
+        at=case.at,
+    )
+    await notify(uow.session, team + await _supervisors(uow), alert)
+    await escalation.start(
+        uow.session,
+        case_id=case.case_id,
+        order_id=case.order_id,
+        product_category=case.product_category,
+        product_title=case.product_title,
+        opened_at=case.at,
+        rule=rule,
+    )
+
+
+async def case_assigned(uow: UnitOfWork, event: CloudEvent, case: CaseAssigned) -> None:
+    await escalation.stop(uow.session, case.case_id, case.at)
+    if case.assigned_by == case.assignee_id:
+        return  # they took it themselves: nothing to tell them
+    timer = await escalation.timer_of(uow.session, case.case_id)
+    what = timer.product_title if timer else "a case"
+    alert = Alert(
+        kind=Kind.CASE_ASSIGNED,
+        dedupe_key=event.id,
+        case_id=case.case_id,
+        order_id=case.order_id,
+        title=f"Assigned to you: {what}"[:200],
+        body=f"Order {_short(case.order_id)} is now yours.",
+        at=case.at,
+    )
+    await notify(uow.session, [case.assignee_id], alert)
+
+
+async def status_changed(uow: UnitOfWork, _event: CloudEvent, case: CaseEvent) -> None:
+    if case.status != "new":
+        await escalation.stop(uow.session, case.case_id, case.at)
+
+
+def solution_proposed(settings: Settings) -> Handler:
+    async def handle(uow: UnitOfWork, event: CloudEvent, case: SolutionProposed) -> None:
+        await escalation.stop(uow.session, case.case_id, case.at)
+        alert = Alert(
+            kind=Kind.SOLUTION_PROPOSED,
+            dedupe_key=event.id,
+            case_id=case.case_id,
+            order_id=case.order_id,
+            title=f"Solution proposed for order {_short(case.order_id)}"[:200],
+            body=case.solution_summary[:500],
+            at=case.at,
+        )
+        await notify(uow.session, await _supervisors(uow), alert)
+        deliveries.queue_email(
+            uow.session,
+            event.id,
+            case.case_id,
+            case.customer_id,
+            {
+                "subject": "Your legal solution is ready",
+                "text": (
+                    f"Good news: the solution for your order {_short(case.order_id)} is ready.\n\n"
+                    f"{case.solution_summary}\n\n"
+                    f"Read it and download its documents at {_order_url(settings, case)}"
+                ),
+            },
+        )
+
+    return handle
+
+
+def case_closed(settings: Settings) -> Handler:
+    async def handle(uow: UnitOfWork, event: CloudEvent, case: CaseEvent) -> None:
+        await escalation.stop(uow.session, case.case_id, case.at)
+        deliveries.queue_email(
+            uow.session,
+            event.id,
+            case.case_id,
+            case.customer_id,
+            {
+                "subject": "Your order is complete",
+                "text": (
+                    f"We have completed your order {_short(case.order_id)}. Everything we prepared for you "
+                    f"stays available at {_order_url(settings, case)}"
+                ),
+            },
+        )
+
+    return handle
+
+
+async def case_cancelled(uow: UnitOfWork, event: CloudEvent, case: CaseCancelled) -> None:
+    await escalation.stop(uow.session, case.case_id, case.at)
+    if not case.assignee_id:
+        return
+    alert = Alert(
+        kind=Kind.CASE_CANCELLED,
+        dedupe_key=event.id,
+        case_id=case.case_id,
+        order_id=case.order_id,
+        title=f"Cancelled: order {_short(case.order_id)}",
+        body=f"The case was cancelled{': ' + case.reason if case.reason else ''}."[:500],
+        at=case.at,
+    )
+    await notify(uow.session, [case.assignee_id], alert)
+
+
+def _order_url(settings: Settings, case: CaseEvent) -> str:
+    return f"{settings.customer_portal_url.rstrip('/')}/orders/{case.order_id}"
+
+
+async def _nothing(_uow: UnitOfWork, _event: CloudEvent, _payload: Any) -> None:
+    return None
+
+
+def _with_webhooks(handler: Callable[[UnitOfWork, CloudEvent, Any], Awaitable[None]]) -> Handler:
+    async def handle(uow: UnitOfWork, event: CloudEvent, payload: Any) -> None:
+        await handler(uow, event, payload)
+        await deliveries.queue_webhooks(uow.session, event)
+
+    return handle
+
+
+def handlers(settings: Settings) -> dict[str, Handler]:
+    specific: dict[str, Handler] = {
+        CASE_OPENED: case_opened,
+        CASE_ASSIGNED: case_assigned,
+        STATUS_CHANGED: status_changed,
+        SOLUTION_PROPOSED: solution_proposed(settings),
+        CASE_CLOSED: case_closed(settings),
+        CASE_CANCELLED: case_cancelled,
+    }
+    return {t: _with_webhooks(specific.get(t, _nothing)) for t in ALL_CASE_EVENTS}

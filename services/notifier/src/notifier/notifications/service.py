@@ -1,0 +1,183 @@
+"""Telling people: in-app notifications and, per their preferences, push and email. No HTTP here.
+
+A notification and its deliveries are written in the transaction of the
+event (or escalation) that caused them, so an alert is never lost and never
+sent twice. Each person's notifications are numbered 1, 2, 3 ...: the next
+number is taken from the highest committed one, and a unique constraint on
+(person, number) makes a concurrent writer fail and retry rather than share
+or skip a number. So numbers are in commit order with no holes, and a live
+stream that resumes after number n misses nothing and repeats nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from casebridge_shared.db import utcnow
+from notifier.deliveries import service as deliveries
+from notifier.notifications.models import Channel, Kind, Notification
+from notifier.preferences.models import Preference
+from notifier.preferences.service import channels_for
+
+
+@dataclass(frozen=True)
+class Alert:
+    """What to tell people about one happening."""
+
+    kind: Kind
+    dedupe_key: str
+    case_id: str
+    order_id: str
+    title: str
+    body: str
+    at: datetime
+
+    def push_message(self, notification: Notification) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "body": self.body,
+            "kind": self.kind.value,
+            "case_id": self.case_id,
+            "order_id": self.order_id,
+            "notification_id": notification.id,
+            "seq": notification.seq,
+            "url": f"/app/#case-{self.case_id}",
+            "tag": f"case-{self.case_id}",
+        }
+
+    def email_message(self) -> dict[str, Any]:
+        return {"subject": self.title, "text": f"{self.body}\n\nCase {self.case_id}, order {self.order_id}."}
+
+
+async def _last_seqs(session: AsyncSession, recipients: list[str]) -> dict[str, int]:
+    rows = await session.exec(
+        select(Notification.recipient_id, func.max(Notification.seq))
+        .where(col(Notification.recipient_id).in_(recipients))
+        .group_by(col(Notification.recipient_id))
+    )
+    return {r: int(s or 0) for r, s in rows.all()}
+
+
+async def _already_told(session: AsyncSession, recipients: list[str], dedupe_key: str) -> set[str]:
+    rows = await session.exec(
+        select(Notification.recipient_id).where(
+            col(Notification.recipient_id).in_(recipients), Notification.dedupe_key == dedupe_key
+        )
+    )
+    return set(rows.all())
+
+
+async def notify(session: AsyncSession, recipients: list[str], alert: Alert) -> list[Notification]:
+    """Notify each recipient once about ``alert`` on the channels they chose; returns what was added."""
+    recipients = sorted(set(recipients))
+    if not recipients:
+        return []
+    told = await _already_told(session, recipients, alert.dedupe_key)
+    recipients = [r for r in recipients if r not in told]
+    if not recipients:
+        return []
+    last = await _last_seqs(session, recipients)
+    prefs = {
+        p.user_id: p
+        for p in (await session.exec(select(Preference).where(col(Preference.user_id).in_(recipients)))).all()
+    }
+    now = utcnow()
+    wanted = {r: channels_for(prefs.get(r), alert.kind, now) for r in recipients}
+    added: list[Notification] = []
+    for recipient in recipients:
+        if not wanted[recipient]:
+            continue  # every channel turned off for this kind
+        notification = Notification(
+            recipient_id=recipient,
+            seq=last.get(recipient, 0) + 1,
+            dedupe_key=alert.dedupe_key,
+            kind=alert.kind.value,
+            case_id=alert.case_id,
+            order_id=alert.order_id,
+            title=alert.title,
+            body=alert.body,
+            created_at=now,
+            # Turned off in the app: kept for the record, already read.
+            read_at=None if Channel.IN_APP in wanted[recipient] else now,
+        )
+        session.add(notification)
+        added.append(notification)
+    await session.flush()  # ids for the push payloads
+    push_to = [n for n in added if Channel.PUSH in wanted[n.recipient_id]]
+    await deliveries.queue_push(
+        session, alert.dedupe_key, alert.case_id, {n.recipient_id: alert.push_message(n) for n in push_to}
+    )
+    email_to = [n.recipient_id for n in added if Channel.EMAIL in wanted[n.recipient_id]]
+    for recipient in email_to:
+        deliveries.queue_email(session, alert.dedupe_key, alert.case_id, recipient, alert.email_message())
+    return added
+
+
+# -- reading ------------------------------------------------------------------
+
+
+async def list_for(
+    session: AsyncSession, user_id: str, *, unread_only: bool, limit: int, offset: int
+) -> tuple[list[Notification], int, int, int]:
+    """A person's notifications, unread first then newest; with total, unread and the stream position."""
+    base = select(Notification).where(Notification.recipient_id == user_id)
+    if unread_only:
+        base = base.where(col(Notification.read_at).is_(None))
+    total = int((await session.exec(select(func.count()).select_from(base.subquery()))).one())
+    rows = await session.exec(
+        base.order_by(col(Notification.read_at).is_not(None), col(Notification.seq).desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    unread, position = await counts(session, user_id)
+    return list(rows.all()), total, unread, position
+
+
+async def counts(session: AsyncSession, user_id: str) -> tuple[int, int]:
+    """(unread, the number of the latest notification: where a new live stream starts)."""
+    unread = (
+        await session.exec(
+            select(func.count()).where(
+                Notification.recipient_id == user_id, col(Notification.read_at).is_(None)
+            )
+        )
+    ).one()
+    position = (
+        await session.exec(select(func.max(Notification.seq)).where(Notification.recipient_id == user_id))
+    ).one()
+    return int(unread), int(position or 0)
+
+
+async def since(session: AsyncSession, user_id: str, after_seq: int, limit: int = 500) -> list[Notification]:
+    rows = await session.exec(
+        select(Notification)
+        .where(Notification.recipient_id == user_id, col(Notification.seq) > after_seq)
+        .order_by(col(Notification.seq))
+        .limit(limit)
+    )
+    return list(rows.all())
+
+
+async def mark_read(session: AsyncSession, user_id: str, notification_id: int) -> Notification | None:
+    notification = await session.get(Notification, notification_id)
+    if notification is None or notification.recipient_id != user_id:
+        return None  # someone else's is as good as none
+    if notification.read_at is None:
+        notification.read_at = utcnow()
+        session.add(notification)
+    return notification
+
+
+async def mark_all_read(session: AsyncSession, user_id: str) -> int:
+    result = await session.execute(
+        update(Notification)
+        .where(col(Notification.recipient_id) == user_id, col(Notification.read_at).is_(None))
+        .values(read_at=utcnow())
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

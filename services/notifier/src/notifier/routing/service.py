@@ -1,0 +1,116 @@
+"""Who a new case goes to, and the admin's edits of teams and routing rules. No HTTP here.
+
+A category with no rule goes to every active staff member: a fresh install
+alerts everyone rather than no one. Supervisors are added by the caller.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import delete
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from casebridge_shared.db import utcnow
+from casebridge_shared.problems import Conflict, NotFound, Unprocessable
+from notifier.directory.service import people_with_role
+from notifier.routing.models import RoutingRule, RoutingRuleWrite, Team, TeamMember, TeamRead
+
+DEFAULT_CLAIM_WITHIN_MINUTES = 15
+DEFAULT_ESCALATE_AGAIN_AFTER_MINUTES = 30
+
+
+async def rule_for(session: AsyncSession, product_category: str) -> RoutingRule | None:
+    return await session.get(RoutingRule, product_category)
+
+
+async def team_for_case(session: AsyncSession, product_category: str) -> list[str]:
+    """User ids of the staff a new case in ``product_category`` goes to."""
+    rule = await rule_for(session, product_category)
+    if rule is None:
+        return [p.user_id for p in await people_with_role(session, "staff")]
+    rows = await session.exec(select(TeamMember.user_id).where(TeamMember.team == rule.team))
+    return sorted(rows.all())
+
+
+async def _members(session: AsyncSession, name: str) -> list[str]:
+    rows = await session.exec(
+        select(TeamMember.user_id).where(TeamMember.team == name).order_by(col(TeamMember.user_id))
+    )
+    return list(rows.all())
+
+
+async def list_teams(session: AsyncSession) -> list[TeamRead]:
+    teams = (await session.exec(select(Team).order_by(col(Team.name)))).all()
+    return [
+        TeamRead(name=t.name, members=await _members(session, t.name), updated_at=t.updated_at) for t in teams
+    ]
+
+
+async def get_team(session: AsyncSession, name: str) -> TeamRead:
+    team = await session.get(Team, name)
+    if team is None:
+        raise NotFound(f"There is no team {name!r}.")
+    return TeamRead(name=team.name, members=await _members(session, name), updated_at=team.updated_at)
+
+
+async def put_team(session: AsyncSession, name: str, members: list[str]) -> tuple[TeamRead, bool]:
+    """Create the team or replace its members; returns the team and whether it is new."""
+    team = await session.get(Team, name)
+    created = team is None
+    if team is None:
+        team = Team(name=name)
+    team.updated_at = utcnow()
+    session.add(team)
+    await session.flush()
+    await session.execute(delete(TeamMember).where(col(TeamMember.team) == name))
+    for user_id in sorted(set(members)):
+        session.add(TeamMember(team=name, user_id=user_id))
+    await session.flush()
+    return TeamRead(name=name, members=sorted(set(members)), updated_at=team.updated_at), created
+
+
+async def delete_team(session: AsyncSession, name: str) -> None:
+    team = await session.get(Team, name)
+    if team is None:
+        raise NotFound(f"There is no team {name!r}.")
+    used = (await session.exec(select(RoutingRule.product_category).where(RoutingRule.team == name))).all()
+    if used:
+        raise Conflict(
+            f"Team {name!r} still receives new cases of {', '.join(sorted(used))}; change those rules first."
+        )
+    await session.execute(delete(TeamMember).where(col(TeamMember.team) == name))
+    await session.delete(team)
+
+
+async def list_rules(session: AsyncSession) -> list[RoutingRule]:
+    return list((await session.exec(select(RoutingRule).order_by(col(RoutingRule.product_category)))).all())
+
+
+async def put_rule(session: AsyncSession, category: str, body: RoutingRuleWrite) -> tuple[RoutingRule, bool]:
+    if body.escalate_again_after_minutes <= body.claim_within_minutes:
+        raise Unprocessable(
+            "escalate_again_after_minutes must be greater than claim_within_minutes.",
+            field="escalate_again_after_minutes",
+        )
+    if await session.get(Team, body.team) is None:
+        raise Unprocessable(
+            f"There is no team {body.team!r}; create it first (PUT /teams/{{name}}).", field="team"
+        )
+    rule = await session.get(RoutingRule, category)
+    created = rule is None
+    if rule is None:
+        rule = RoutingRule(product_category=category, team=body.team)
+    rule.team = body.team
+    rule.claim_within_minutes = body.claim_within_minutes
+    rule.escalate_again_after_minutes = body.escalate_again_after_minutes
+    rule.updated_at = utcnow()
+    session.add(rule)
+    await session.flush()
+    return rule, created
+
+
+async def delete_rule(session: AsyncSession, category: str) -> None:
+    rule = await session.get(RoutingRule, category)
+    if rule is None:
+        raise NotFound(f"There is no routing rule for {category!r}.")
+    await session.delete(rule)

@@ -1,0 +1,354 @@
+"""Push, email and webhooks: delivered for real, retried, recorded, never twice (issue 5, section 2)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from sqlmodel import col, select
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from casebridge_shared import testing
+from casebridge_shared.broker import free_port
+from casebridge_shared.events import CloudEvent
+from casebridge_shared.testing import ApiServer
+from notifier.bootstrap import Container
+from notifier.deliveries import service as deliveries
+from notifier.deliveries.models import Delivery, DeliveryAttempt, PushSubscription, WebhookSubscription
+from notifier.notifications.models import Kind
+from notifier.notifications.service import Alert, notify
+
+from .channels import Mailbox, PushService, WebhookReceiver
+from .conftest import People
+
+
+@asynccontextmanager
+async def dispatching(container: Container, workers: int = 1) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(container.dispatcher().run(stop)) for _ in range(workers)]
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+
+
+@asynccontextmanager
+async def serving(app: object) -> AsyncIterator[ApiServer]:
+    server = ApiServer(lambda: app, free_port())  # type: ignore[arg-type,return-value]
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def until(condition: Callable[[], Awaitable[bool] | bool], message: str) -> None:
+    async def check() -> bool:
+        result = condition()
+        return bool(await result) if isinstance(result, Awaitable) else bool(result)
+
+    await testing.wait_until(check, timeout=60, message=message)
+
+
+async def assign(container: Container, person_id: str, key: str | None = None) -> Alert:
+    alert = Alert(
+        kind=Kind.CASE_ASSIGNED,
+        dedupe_key=key or str(uuid.uuid4()),
+        case_id=str(uuid.uuid4()),
+        order_id=str(uuid.uuid4()),
+        title="Assigned to you: Divorce consultation",
+        body="Order 1234abcd is now yours.",
+        at=datetime.now(UTC),
+    )
+    async with container.db.write_session() as session:
+        await notify(session, [person_id], alert)
+        await session.commit()
+    return alert
+
+
+def case_event() -> CloudEvent:
+    case_id = str(uuid.uuid4())
+    return CloudEvent(
+        id=str(uuid.uuid4()),
+        source="/casebridge/case-handling",
+        type="casebridge.cases.case-opened.v1",
+        subject=case_id,
+        time=datetime.now(UTC),
+        partitionkey=case_id,
+        aggregateversion=1,
+        data={
+            "case_id": case_id,
+            "order_id": "o-1",
+            "customer_id": "c-1",
+            "status": "new",
+            "product_title": "X",
+        },
+    )
+
+
+async def queue_webhooks(container: Container, event: CloudEvent) -> None:
+    async with container.db.write_session() as session:
+        await deliveries.queue_webhooks(session, event)
+        await session.commit()
+
+
+async def rows(container: Container) -> list[Delivery]:
+    async with container.db.session() as session:
+        return list((await session.exec(select(Delivery).order_by(col(Delivery.created_at)))).all())
+
+
+async def attempts(container: Container, delivery_id: str) -> list[DeliveryAttempt]:
+    async with container.db.session() as session:
+        found = await session.exec(
+            select(DeliveryAttempt)
+            .where(DeliveryAttempt.delivery_id == delivery_id)
+            .order_by(col(DeliveryAttempt.attempt))
+        )
+        return list(found.all())
+
+
+@pytest.fixture
+def mailbox(container: Container) -> Mailbox:
+    port = free_port()
+    container.settings.smtp_port = port
+    return Mailbox(port)
+
+
+async def test_push_email_and_webhook_arrive_and_can_be_verified(
+    client: httpx.AsyncClient, container: Container, people: People, mailbox: Mailbox
+) -> None:
+    push, hooks = PushService(), WebhookReceiver()
+    wanda = await people.add("staff", name="Wanda Weiss")
+    admin = people.headers("admin-1", "admin")
+    mailbox.start()
+    try:
+        async with serving(push.app) as push_server, serving(hooks.app) as hook_server:
+            phone = push.device(push_server.url, "wanda-phone")
+            registered = await client.post(
+                "/push-subscriptions", json=phone.subscription(), headers=people.headers(wanda)
+            )
+            assert registered.status_code == 201
+            created = await client.post(
+                "/webhooks", json={"url": f"{hook_server.url}/hook", "description": "CRM"}, headers=admin
+            )
+            assert created.status_code == 201
+            secret = created.json()["secret"]
+            assert secret.startswith("whsec_")
+
+            alert = await assign(container, wanda.user_id)
+            event = case_event()
+            await queue_webhooks(container, event)
+            async with dispatching(container):
+                await until(
+                    lambda: phone.received and mailbox.messages and hooks.received, "all three channels"
+                )
+
+        # Web Push: decrypted by the device's own keys.
+        [payload] = phone.received
+        assert payload["title"] == alert.title and payload["case_id"] == alert.case_id
+        assert payload["kind"] == "case_assigned" and payload["seq"] == 1
+        # Email.
+        [mail] = mailbox.messages
+        assert mail["To"] == f"Wanda Weiss <{wanda.email}>" and mail["Subject"] == alert.title
+        assert alert.case_id in mail.get_payload()
+        # Webhook: the verifier we document for integrators accepts it, and refuses a tampered copy.
+        [(body, headers)] = hooks.received
+        verified = Webhook(secret).verify(body, headers)
+        assert verified["id"] == event.id and verified["type"] == event.type
+        with pytest.raises(WebhookVerificationError):
+            Webhook(secret).verify(body.replace(b'"o-1"', b'"o-2"'), headers)
+        with pytest.raises(WebhookVerificationError):
+            Webhook(secret).verify(body, headers | {"webhook-id": "another"})
+
+        # The admin's delivery history: each sent on the first attempt.
+        history = (await client.get("/deliveries", headers=admin)).json()
+        assert history["total"] == 3
+        assert sorted((d["channel"], d["status"], d["attempts"]) for d in history["items"]) == [
+            ("email", "sent", 1),
+            ("push", "sent", 1),
+            ("webhook", "sent", 1),
+        ]
+        one = history["items"][0]["id"]
+        tried = (await client.get(f"/deliveries/{one}/attempts", headers=admin)).json()
+        assert [(a["attempt"], a["status"]) for a in tried] == [(1, "sent")]
+        only_push = (await client.get("/deliveries?channel=push", headers=admin)).json()
+        assert [d["channel"] for d in only_push["items"]] == ["push"]
+    finally:
+        mailbox.stop()
+
+
+async def test_failing_channels_are_retried_and_recorded_without_holding_up_the_others(
+    client: httpx.AsyncClient, container: Container, people: People, mailbox: Mailbox
+) -> None:
+    push, hooks = PushService(), WebhookReceiver()
+    wanda = await people.add("staff", name="Wanda")
+    async with serving(push.app) as push_server, serving(hooks.app) as hook_server:
+        phone = push.device(push_server.url, "phone")
+        await client.post("/push-subscriptions", json=phone.subscription(), headers=people.headers(wanda))
+        await client.post(
+            "/webhooks", json={"url": f"{hook_server.url}/hook"}, headers=people.headers("a", "admin")
+        )
+        push.answer = 500  # the push service is failing
+        # ... and the SMTP server is down (nothing listens on its port yet)
+        await assign(container, wanda.user_id)
+        await queue_webhooks(container, case_event())
+
+        async with dispatching(container):
+            # The webhook goes through while push and email keep failing.
+            await until(lambda: hooks.received, "the webhook")
+
+            async def retried() -> bool:
+                return all(d.attempts >= 2 for d in await rows(container) if d.channel != "webhook")
+
+            await until(retried, "push and email retried")
+            push.answer = 201
+            mailbox.start()
+            await until(lambda: phone.received and mailbox.messages, "push and email after recovery")
+            await until(lambda: _all_sent(container), "every delivery marked sent")
+        mailbox.stop()
+
+    for delivery in await rows(container):
+        history = await attempts(container, delivery.id)
+        outcomes = [a.status for a in history]
+        assert outcomes[-1] == "sent" and outcomes.count("sent") == 1, (delivery.channel, outcomes)
+        assert [a.attempt for a in history] == list(range(1, len(history) + 1))
+        if delivery.channel != "webhook":
+            assert "failed" in outcomes and all(a.error for a in history if a.status == "failed")
+    assert len(phone.received) == 1 and len(mailbox.messages) == 1 and len(hooks.received) == 1
+
+
+async def _all_sent(container: Container) -> bool:
+    return all(d.status == "sent" for d in await rows(container))
+
+
+async def test_gone_devices_are_removed_and_hopeless_deliveries_end_as_failed(
+    client: httpx.AsyncClient, container: Container, people: People
+) -> None:
+    container.settings.delivery_max_attempts = 2
+    push = PushService()
+    wanda = await people.add("staff")
+    async with serving(push.app) as push_server:
+        phone = push.device(push_server.url, "old-phone")
+        await client.post("/push-subscriptions", json=phone.subscription(), headers=people.headers(wanda))
+        del push.devices["old-phone"]  # the browser dropped it: the push service answers 410
+        # Email to an address nobody knows (the person is unknown to the directory): tried, then given up.
+        async with container.db.write_session() as session:
+            deliveries.queue_email(session, "k-1", None, "nobody-we-know", {"subject": "s", "text": "t"})
+            await session.commit()
+        await assign(container, wanda.user_id)
+        async with dispatching(container):
+            await until(lambda: _no_pending(container), "every delivery finished")
+    by_channel = {d.channel: d for d in await rows(container)}
+    assert by_channel["push"].status == "failed" and "410" in (by_channel["push"].last_error or "")
+    async with container.db.session() as session:
+        assert (await session.exec(select(PushSubscription))).all() == []
+    unknown = next(d for d in await rows(container) if d.recipient == "nobody-we-know")
+    assert unknown.status == "failed" and unknown.attempts == 2
+    assert "no email address" in (unknown.last_error or "")
+
+
+async def _no_pending(container: Container) -> bool:
+    return all(d.status != "pending" for d in await rows(container))
+
+
+async def test_a_webhook_that_keeps_failing_is_disabled(
+    client: httpx.AsyncClient, container: Container, people: People
+) -> None:
+    container.settings.webhook_disable_after_failures = 3
+    container.settings.delivery_max_attempts = 50
+    hooks = WebhookReceiver()
+    hooks.answer = 500
+    admin = people.headers("a", "admin")
+    async with serving(hooks.app) as hook_server:
+        created = (
+            await client.post("/webhooks", json={"url": f"{hook_server.url}/hook"}, headers=admin)
+        ).json()
+        await queue_webhooks(container, case_event())
+        await queue_webhooks(container, case_event())
+        async with dispatching(container):
+
+            async def disabled() -> bool:
+                async with container.db.session() as session:
+                    sub = await session.get(WebhookSubscription, created["id"])
+                    return sub is not None and not sub.active
+
+            await until(disabled, "the webhook disabled")
+            await until(lambda: _no_pending(container), "its deliveries ended")
+    shown = (await client.get(f"/webhooks/{created['id']}", headers=admin)).json()
+    assert shown["active"] is False and "failed attempts in a row" in shown["disabled_reason"]
+    assert all(d.status == "failed" for d in await rows(container))
+    # Re-enabled by the admin: a fresh start.
+    again = await client.patch(f"/webhooks/{created['id']}", json={"active": True}, headers=admin)
+    assert again.json()["active"] is True and again.json()["consecutive_failures"] == 0
+
+
+async def test_two_dispatchers_send_each_delivery_once(
+    client: httpx.AsyncClient, container: Container, people: People
+) -> None:
+    hooks = WebhookReceiver()
+    async with serving(hooks.app) as hook_server:
+        await client.post(
+            "/webhooks", json={"url": f"{hook_server.url}/hook"}, headers=people.headers("a", "admin")
+        )
+        events = [case_event() for _ in range(30)]
+        for event in events:
+            await queue_webhooks(container, event)
+        async with dispatching(container, workers=2):
+            await until(lambda: _all_sent(container), "all sent")
+    ids = [Webhook.__name__ and h["webhook-id"] for _, h in hooks.received]
+    assert len(ids) == 30 and len(set(ids)) == 30
+
+
+# --- the subscription endpoints' bad input ----------------------------------------------------------
+
+
+async def test_push_subscription_input_and_ownership(client: httpx.AsyncClient, people: People) -> None:
+    me, other = people.headers("s-1", "staff"), people.headers("s-2", "staff")
+    good = {"endpoint": "https://push.example/abc", "keys": {"p256dh": "B" * 87, "auth": "a" * 22}}
+    for bad, field in (
+        ({"endpoint": "not a url", "keys": good["keys"]}, "endpoint"),
+        ({"endpoint": good["endpoint"]}, "keys"),
+        ({"endpoint": good["endpoint"], "keys": {"p256dh": "short", "auth": "a" * 22}}, "keys.p256dh"),
+    ):
+        response = await client.post("/push-subscriptions", json=bad, headers=me)
+        assert response.status_code == 422, bad
+        assert response.json()["errors"][0]["field"].endswith(field)
+    assert (await client.post("/push-subscriptions", json=good)).status_code == 401
+    assert (
+        await client.post("/push-subscriptions", json=good, headers=people.headers("c", "customer"))
+    ).status_code == 403
+    created = await client.post("/push-subscriptions", json=good, headers=me)
+    assert created.status_code == 201
+    assert (await client.post("/push-subscriptions", json=good, headers=me)).status_code == 200  # same device
+    sub_id = created.json()["id"]
+    assert [s["id"] for s in (await client.get("/push-subscriptions", headers=me)).json()] == [sub_id]
+    assert (await client.get("/push-subscriptions", headers=other)).json() == []
+    assert (await client.delete(f"/push-subscriptions/{sub_id}", headers=other)).status_code == 404
+    assert (await client.delete(f"/push-subscriptions/{sub_id}", headers=me)).status_code == 204
+    key = (await client.get("/push/vapid-public-key")).json()["public_key"]
+    assert len(key) == 87  # 65 bytes, base64url without padding
+
+
+async def test_webhooks_and_delivery_history_are_for_admins(
+    client: httpx.AsyncClient, people: People
+) -> None:
+    admin, staff = people.headers("a", "admin"), people.headers("s", "staff")
+    assert (
+        await client.post("/webhooks", json={"url": "https://crm.example/hook"}, headers=staff)
+    ).status_code == 403
+    assert (await client.get("/deliveries", headers=staff)).status_code == 403
+    assert (await client.get("/webhooks")).status_code == 401
+    bad = await client.post("/webhooks", json={"url": "ftp://crm.example"}, headers=admin)
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "body.url"
+    assert (await client.get("/webhooks/nope", headers=admin)).status_code == 404
+    assert (await client.patch("/webhooks/nope", json={"active": False}, headers=admin)).status_code == 404
+    assert (await client.get("/deliveries/nope/attempts", headers=admin)).status_code == 404
+    assert (await client.get("/deliveries?channel=pigeon", headers=admin)).status_code == 422
+    listed = (await client.get("/webhooks", headers=admin)).json()
+    assert listed == [] and "secret" not in str(listed)

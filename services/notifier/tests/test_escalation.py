@@ -1,0 +1,141 @@
+"""Escalation of new cases nobody claimed: once, on time (clock injected), across workers and restarts."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from sqlmodel import col, select
+
+from notifier.bootstrap import Container, bootstrap
+from notifier.escalation import service as escalation
+from notifier.escalation.timer import EscalationTimer
+from notifier.notifications.models import Notification
+from notifier.routing.models import RoutingRule, Team
+from notifier.settings import Settings
+
+from .conftest import People
+
+OPENED = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+
+async def open_case(
+    container: Container, case_id: str = "case-1", *, rule: RoutingRule | None = None
+) -> None:
+    async with container.db.write_session() as session:
+        await escalation.start(
+            session,
+            case_id=case_id,
+            order_id="order-1",
+            product_category="family-law",
+            product_title="Divorce consultation",
+            opened_at=OPENED,
+            rule=rule,
+        )
+        await session.commit()
+
+
+def timer_at(container: Container, minutes: float) -> EscalationTimer:
+    return EscalationTimer(container.db, poll_seconds=1, clock=lambda: OPENED + timedelta(minutes=minutes))
+
+
+async def escalations(container: Container) -> list[Notification]:
+    async with container.db.session() as session:
+        rows = await session.exec(
+            select(Notification).where(Notification.kind == "case_escalated").order_by(col(Notification.id))
+        )
+        return list(rows.all())
+
+
+async def test_fires_once_at_each_threshold(container: Container, people: People) -> None:
+    sue, sam = await people.add("supervisor"), await people.add("supervisor")
+    await people.add("staff")  # staff are not told about escalations
+    await open_case(container)
+    assert await timer_at(container, 14.9).tick() == 0
+    assert await timer_at(container, 15).tick() == 1
+    assert await timer_at(container, 15).tick() == 0
+    assert await timer_at(container, 29).tick() == 0
+    first = await escalations(container)
+    assert sorted(n.recipient_id for n in first) == sorted([sue.user_id, sam.user_id])
+    assert first[0].title.startswith("Nobody has taken a new case for 15 minutes")
+    assert await timer_at(container, 30).tick() == 1
+    assert await timer_at(container, 600).tick() == 0
+    both = await escalations(container)
+    assert len(both) == 4 and "Second reminder" in both[-1].body
+
+
+async def test_a_claimed_case_never_escalates(container: Container, people: People) -> None:
+    await people.add("supervisor")
+    await open_case(container)
+    async with container.db.write_session() as session:
+        await escalation.stop(session, "case-1", OPENED + timedelta(minutes=3))
+        await session.commit()
+    assert await timer_at(container, 15).tick() == 0
+    assert await timer_at(container, 60).tick() == 0
+    assert await escalations(container) == []
+
+
+async def test_the_routing_rule_sets_the_times(container: Container, people: People) -> None:
+    await people.add("supervisor")
+    async with container.db.write_session() as session:
+        session.add(Team(name="family"))
+        await session.flush()
+        rule = RoutingRule(
+            product_category="family-law",
+            team="family",
+            claim_within_minutes=5,
+            escalate_again_after_minutes=10,
+        )
+        session.add(rule)
+        await session.commit()
+    await open_case(container, rule=rule)
+    assert await timer_at(container, 5).tick() == 1
+    assert await timer_at(container, 10).tick() == 1
+
+
+async def test_two_workers_fire_it_once(container: Container, settings: Settings, people: People) -> None:
+    sue = await people.add("supervisor")
+    cases = [f"case-{i}" for i in range(10)]
+    for case_id in cases:
+        await open_case(container, case_id)
+    other = bootstrap(settings)  # a second worker process: its own connections
+    try:
+        fired = await asyncio.gather(timer_at(container, 16).tick(), timer_at(other, 16).tick())
+    finally:
+        await other.close()
+    assert sum(fired) == 10
+    mine = [n for n in await escalations(container) if n.recipient_id == sue.user_id]
+    assert sorted(n.case_id for n in mine) == sorted(cases)
+    assert [n.seq for n in sorted(mine, key=lambda n: n.seq)] == list(range(1, 11))
+
+
+async def test_timers_survive_a_restart(container: Container, settings: Settings, people: People) -> None:
+    await people.add("supervisor")
+    await open_case(container)
+    assert await timer_at(container, 15).tick() == 1
+    await container.close()
+    restarted = bootstrap(settings)
+    try:
+        assert await timer_at(restarted, 15).tick() == 0  # what fired before the restart does not fire again
+        assert await timer_at(restarted, 30).tick() == 1
+    finally:
+        await restarted.close()
+    assert len(await escalations(container)) == 2
+
+
+async def test_the_loop_runs_until_stopped(container: Container, people: People) -> None:
+    await people.add("supervisor")
+    await open_case(container)
+    timer = EscalationTimer(container.db, poll_seconds=0.01, clock=lambda: OPENED + timedelta(hours=1))
+    stop = asyncio.Event()
+    task = asyncio.create_task(timer.run(stop))
+    try:
+        from casebridge_shared import testing
+
+        async def both() -> bool:
+            return len(await escalations(container)) == 2
+
+        await testing.wait_until(both, timeout=30, message="both escalations")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)

@@ -1,0 +1,123 @@
+"""Admins route categories to teams; staff choose channels and quiet hours."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import httpx
+
+from notifier.bootstrap import Container
+from notifier.notifications.models import Channel, Kind
+from notifier.preferences.models import Preference
+from notifier.preferences.service import channels_for
+
+from .conftest import People
+
+
+async def test_teams_and_routing_rules(client: httpx.AsyncClient, people: People) -> None:
+    admin = people.headers("a", "admin")
+    created = await client.put("/teams/family", json={"members": ["u-2", "u-1", "u-1"]}, headers=admin)
+    assert created.status_code == 201 and created.json()["members"] == ["u-1", "u-2"]
+    replaced = await client.put("/teams/family", json={"members": ["u-3"]}, headers=admin)
+    assert replaced.status_code == 200 and replaced.json()["members"] == ["u-3"]
+    assert [t["name"] for t in (await client.get("/teams", headers=admin)).json()] == ["family"]
+
+    rule = await client.put(
+        "/routing-rules/family-law",
+        json={"team": "family", "claim_within_minutes": 10, "escalate_again_after_minutes": 20},
+        headers=admin,
+    )
+    assert rule.status_code == 201 and rule.json()["claim_within_minutes"] == 10
+    assert (
+        await client.put("/routing-rules/family-law", json={"team": "family"}, headers=admin)
+    ).status_code == 200
+    listed = (await client.get("/routing-rules", headers=admin)).json()
+    assert [(r["product_category"], r["team"], r["claim_within_minutes"]) for r in listed] == [
+        ("family-law", "family", 15)
+    ]
+    in_use = await client.delete("/teams/family", headers=admin)
+    assert in_use.status_code == 409 and "family-law" in in_use.json()["detail"]
+    assert (await client.delete("/routing-rules/family-law", headers=admin)).status_code == 204
+    assert (await client.delete("/teams/family", headers=admin)).status_code == 204
+    assert (await client.get("/teams/family", headers=admin)).status_code == 404
+
+
+async def test_routing_bad_input_and_access(client: httpx.AsyncClient, people: People) -> None:
+    admin, staff = people.headers("a", "admin"), people.headers("s", "staff")
+    assert (await client.put("/teams/family", json={"members": []}, headers=staff)).status_code == 403
+    assert (await client.get("/routing-rules")).status_code == 401
+    bad_name = await client.put("/teams/Family Law", json={"members": []}, headers=admin)
+    assert bad_name.status_code == 422
+    no_team = await client.put("/routing-rules/tax", json={"team": "ghosts"}, headers=admin)
+    assert no_team.status_code == 422 and no_team.json()["errors"][0]["field"] == "team"
+    await client.put("/teams/tax", json={"members": []}, headers=admin)
+    backwards = await client.put(
+        "/routing-rules/tax",
+        json={"team": "tax", "claim_within_minutes": 30, "escalate_again_after_minutes": 10},
+        headers=admin,
+    )
+    assert backwards.status_code == 422
+    assert backwards.json()["errors"][0]["field"] == "escalate_again_after_minutes"
+    zero = await client.put(
+        "/routing-rules/tax", json={"team": "tax", "claim_within_minutes": 0}, headers=admin
+    )
+    assert zero.status_code == 422
+    assert (await client.delete("/routing-rules/tax", headers=admin)).status_code == 404
+    assert (await client.get("/routing-rules", headers=admin)).json() == []  # nothing half-written
+
+
+async def test_my_preferences(client: httpx.AsyncClient, people: People, container: Container) -> None:
+    me = people.headers("s-1", "staff")
+    defaults = (await client.get("/me/preferences", headers=me)).json()
+    assert defaults["channels"]["case_opened"] == ["in_app", "push"]
+    assert defaults["quiet_hours_start"] is None
+    saved = await client.put(
+        "/me/preferences",
+        json={
+            "channels": {"case_opened": ["in_app", "email"]},
+            "quiet_hours_start": "22:00",
+            "quiet_hours_end": "07:00",
+            "timezone": "Europe/Berlin",
+        },
+        headers=me,
+    )
+    assert saved.status_code == 200
+    body = saved.json()
+    assert body["channels"]["case_opened"] == ["email", "in_app"]
+    assert body["channels"]["case_assigned"] == ["in_app", "push", "email"]  # untouched kinds keep defaults
+    assert (await client.get("/me/preferences", headers=me)).json() == body
+    for bad, field in (
+        ({"channels": {"case_opened": ["webhook"]}}, "channels"),
+        ({"channels": {"lunch": ["push"]}}, "channels"),
+        ({"timezone": "Mars/Olympus"}, "timezone"),
+        ({"quiet_hours_start": "25:00"}, "quiet_hours_start"),
+    ):
+        response = await client.put("/me/preferences", json=bad, headers=me)
+        assert response.status_code == 422, bad
+        assert field in response.json()["errors"][0]["field"]
+
+
+def test_quiet_hours_hold_back_push_and_email_but_not_escalations() -> None:
+    from datetime import time
+
+    night = Preference(
+        user_id="u",
+        channels={},
+        quiet_hours_start=time(22),
+        quiet_hours_end=time(7),
+        timezone="Europe/Berlin",
+    )
+    at_midnight_berlin = datetime(2026, 11, 25, 23, 30, tzinfo=UTC)  # 00:30 in Berlin
+    at_noon_berlin = datetime(2026, 11, 25, 11, 0, tzinfo=UTC)
+    assert channels_for(night, Kind.CASE_OPENED, at_midnight_berlin) == {Channel.IN_APP}
+    assert channels_for(night, Kind.CASE_OPENED, at_noon_berlin) == {Channel.IN_APP, Channel.PUSH}
+    assert channels_for(night, Kind.CASE_ESCALATED, at_midnight_berlin) == {
+        Channel.IN_APP,
+        Channel.PUSH,
+        Channel.EMAIL,
+    }
+    assert channels_for(None, Kind.CASE_ASSIGNED, at_midnight_berlin) == {
+        Channel.IN_APP,
+        Channel.PUSH,
+        Channel.EMAIL,
+    }
