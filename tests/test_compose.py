@@ -86,10 +86,9 @@ SERVICES = {
     info.script: info
     for info in (
         ServiceInfo("order-intake", "order_intake", "services/order-intake", has_worker=True),
-        # The other three get a worker container with their first consumer.
-        ServiceInfo("case-handling", "case_handling", "services/case-handling", has_worker=False),
-        ServiceInfo("notifier", "notifier", "services/notifier", has_worker=False),
-        ServiceInfo("customer-ledger", "customer_ledger", "services/customer-ledger", has_worker=False),
+        ServiceInfo("case-handling", "case_handling", "services/case-handling", has_worker=True),
+        ServiceInfo("notifier", "notifier", "services/notifier", has_worker=True),
+        ServiceInfo("customer-ledger", "customer_ledger", "services/customer-ledger", has_worker=True),
     )
 }
 

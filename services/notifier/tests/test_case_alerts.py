@@ -225,7 +225,9 @@ async def test_events_it_cannot_read_are_dead_lettered_and_the_next_is_applied(
     async def handled() -> bool:
         # Three keys, so possibly three partitions: wait for all of them.
         letters = await list_dead_letters(container.db, inbox, group=CONSUMER_GROUP)
-        return len(letters) >= 2 and any(n.case_id == good.partitionkey for n in await _notifications(container))
+        return len(letters) >= 2 and any(
+            n.case_id == good.partitionkey for n in await _notifications(container)
+        )
 
     await consume_until(container, handled)
     letters = await list_dead_letters(container.db, inbox, group=CONSUMER_GROUP)

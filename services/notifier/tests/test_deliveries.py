@@ -22,8 +22,8 @@ from notifier.deliveries import service as deliveries
 from notifier.deliveries.models import Delivery, DeliveryAttempt, PushSubscription, WebhookSubscription
 from notifier.notifications.models import Kind
 from notifier.notifications.service import Alert, notify
+from notifier.testing import Mailbox, PushService, WebhookReceiver
 
-from .channels import Mailbox, PushService, WebhookReceiver
 from .conftest import People
 
 
@@ -156,7 +156,7 @@ async def test_push_email_and_webhook_arrive_and_can_be_verified(
         # Email.
         [mail] = mailbox.messages
         assert mail["To"] == f"Wanda Weiss <{wanda.email}>" and mail["Subject"] == alert.title
-        assert alert.case_id in mail.get_payload()
+        assert alert.case_id in mail.get_payload(decode=True).decode()
         # Webhook: the verifier we document for integrators accepts it, and refuses a tampered copy.
         [(body, headers)] = hooks.received
         verified = Webhook(secret).verify(body, headers)

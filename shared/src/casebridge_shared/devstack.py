@@ -10,6 +10,7 @@ Services are found through entry points (``casebridge.api`` and
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shlex
@@ -39,6 +40,7 @@ def _group() -> None:
 # The order the services are started and listed in.
 SERVICE_ORDER = ["order-intake", "case-handling", "notifier", "customer-ledger"]
 DEFAULT_PORTS = {"order-intake": 8001, "case-handling": 8002, "notifier": 8003, "customer-ledger": 8004}
+DEV_SMTP_PORT = 1025  # the notifier's default smtp_port
 
 
 @dataclass(frozen=True)
@@ -83,12 +85,14 @@ def _ready(url: str) -> bool:
         return False
 
 
-def _banner(services: list[Service], logins: list[dict[str, str]], kafka: str) -> str:
+def _banner(services: list[Service], logins: list[dict[str, str]], kafka: str, mail: str | None) -> str:
     lines = ["", "=" * 78, "Casebridge is up.", ""]
     for service in services:
         base = f"http://{service.host()}:{service.port()}"
         lines.append(f"  {service.name:<16} API docs: {base}/docs    (OpenAPI: {base}/openapi.json)")
     lines.append(f"  {'kafka':<16} {kafka} (embedded Tansu; topics casebridge.*.v1)")
+    if mail:
+        lines.append(f"  {'mail':<16} {mail} (development SMTP server: emails are printed in this log)")
     lines.append("")
     lines.append("Demo logins (POST /auth/token on order-intake, or 'Authorize' in its /docs):")
     for login in logins:
@@ -137,6 +141,24 @@ def up(
     manager.add_process(
         "broker", shlex.join(broker_command(kafka_host, kafka_port)), env=env | {"RUST_LOG": "warn"}
     )
+    mail: str | None = None
+    smtp_port = int(env.get("CASEBRIDGE_NOTIFIER_SMTP_PORT", DEV_SMTP_PORT))
+    local_smtp = env.get("CASEBRIDGE_NOTIFIER_SMTP_HOST", "127.0.0.1") == "127.0.0.1"
+    if (
+        local_smtp
+        and importlib.util.find_spec("aiosmtpd") is not None
+        and not port_open("127.0.0.1", smtp_port)
+    ):
+        # Where the notifier sends email by default: a catcher that prints what it gets,
+        # so alert emails can be seen without a mail server.
+        mail = f"127.0.0.1:{smtp_port}"
+        manager.add_process(
+            "mail",
+            shlex.join(
+                [sys.executable, "-m", "aiosmtpd", "-n", "-l", mail, "-c", "aiosmtpd.handlers.Debugging"]
+            ),
+            env=env,
+        )
     for service in services:
         manager.add_process(f"{service.name}-api", shlex.join([service.script, "api"]), env=env)
         if service.has_worker:
@@ -148,7 +170,7 @@ def up(
         while time.monotonic() < deadline and manager.returncode is None:
             pending = {n: u for n, u in pending.items() if not _ready(u)}
             if not pending and port_open(kafka_host, kafka_port):
-                print(_banner(services, logins, f"{kafka_host}:{kafka_port}"), flush=True)
+                print(_banner(services, logins, f"{kafka_host}:{kafka_port}", mail), flush=True)
                 return
             time.sleep(0.25)
         if manager.returncode is None:

@@ -189,8 +189,9 @@ class Dispatcher:
             message,
             hostname=self.settings.smtp_host,
             port=self.settings.smtp_port,
-            username=self.settings.smtp_username,
-            password=self.settings.smtp_password.get_secret_value() if self.settings.smtp_password else None,
+            username=self.settings.smtp_username or None,
+            password=(self.settings.smtp_password.get_secret_value() if self.settings.smtp_password else None)
+            or None,
             start_tls=self.settings.smtp_starttls,
             timeout=self.settings.delivery_timeout_seconds,
         )

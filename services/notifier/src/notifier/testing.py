@@ -1,5 +1,9 @@
-"""Local stand-ins for the outside world, real protocols end to end: an SMTP server, a Web Push
-endpoint that checks the VAPID signature and decrypts the payload (RFC 8291), a webhook receiver."""
+"""Local stand-ins for the outside world, for the notifier's tests and the cross-service tests.
+
+Real protocols end to end: an SMTP server (aiosmtpd, a test dependency), a Web
+Push service that checks the VAPID signature (RFC 8292) and decrypts each
+message with the device's keys (RFC 8291), and a webhook receiver.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,6 @@ from typing import Any
 
 import http_ece
 import jwt
-from aiosmtpd.controller import Controller
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import FastAPI, Request, Response
@@ -35,7 +38,7 @@ class Mailbox:
         self.port = port
         self.messages: list[Message] = []
         self._lock = threading.Lock()
-        self._controller: Controller | None = None
+        self._controller: Any = None
 
     async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
         with self._lock:
@@ -43,6 +46,8 @@ class Mailbox:
         return "250 OK"
 
     def start(self) -> None:
+        from aiosmtpd.controller import Controller  # a test dependency only
+
         self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
         self._controller.start()
 
