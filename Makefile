@@ -5,7 +5,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.9
 
-.PHONY: install up test test-postgres lint format lock clean
+.PHONY: install up test test-postgres lint format lock clean browser
+
+# The staff app's browser test drives Debian's Chromium (installed here if missing).
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): constraints.txt requirements/project.in requirements/dev.in shared/pyproject.toml $(wildcard services/*/pyproject.toml)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +22,11 @@ install: $(STAMP)
 up: $(STAMP)
 	$(VENV)/bin/casebridge up
 
-test: $(STAMP)
+browser:
+	@test -x $(CHROMIUM) || { echo "installing Debian's chromium for the staff app's browser test"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+test: $(STAMP) browser
 	$(PY) -m pytest
 
 lint: $(STAMP)

@@ -81,6 +81,8 @@ def bench_database(
     """
     if service == "order-intake":
         from order_intake.db import MIGRATIONS
+    elif service == "notifier":
+        from notifier.db import MIGRATIONS
     else:
         from case_handling.db import MIGRATIONS
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,17 @@ import pytest
 
 import case_handling.main
 import case_handling.worker
+import notifier.main
+import notifier.worker
 import order_intake.main
 import order_intake.worker
 from case_handling.db import MIGRATIONS as CASE_MIGRATIONS
 from case_handling.settings import Settings as CaseSettings
 from casebridge_shared.broker import EmbeddedBroker, free_port
 from casebridge_shared.testing import ApiServer as Api
-from casebridge_shared.testing import DatabaseTemplates
+from casebridge_shared.testing import DatabaseTemplates, wait_until
+from notifier.db import MIGRATIONS as NOTIFIER_MIGRATIONS
+from notifier.settings import Settings as NotifierSettings
 from order_intake.db import MIGRATIONS as INTAKE_MIGRATIONS
 from order_intake.settings import Settings as IntakeSettings
 
@@ -72,6 +77,8 @@ class Stack:
     broker: EmbeddedBroker
     intake: Platform
     cases: Platform
+    # Reserved for a notifier started by a test: order-intake lets its staff app sign in (CORS).
+    notifier_port: int
     clients: list[httpx.AsyncClient] = field(default_factory=list)
 
     def client(self, platform: Platform, token: str | None = None) -> httpx.AsyncClient:
@@ -126,6 +133,61 @@ class Stack:
         return str(r.json()["id"])
 
 
+@asynccontextmanager
+async def notifier_platform(
+    stack: Stack, db_templates: DatabaseTemplates, tmp_path: Path, *, smtp_port: int = 9
+) -> AsyncIterator[Platform]:
+    """The notifier's api (on ``stack.notifier_port``) and worker, on the stack's broker and token issuer."""
+    var = tmp_path / "notifier"
+    var.mkdir()
+    url = await db_templates.fresh("notifier", NOTIFIER_MIGRATIONS, var)
+    port = stack.notifier_port
+    settings = NotifierSettings(
+        environment="test",
+        database_url=url,
+        var_dir=var,
+        port=port,
+        kafka_bootstrap_servers=stack.broker.bootstrap_servers,
+        token_issuer=stack.intake.api.url,
+        log_json=False,
+        worker_metrics_port=0,
+        smtp_port=smtp_port,
+        customer_portal_url=stack.intake.api.url,
+        stream_poll_seconds=0.02,
+        delivery_poll_seconds=0.02,
+    )
+    platform = Platform(
+        settings,
+        Api(lambda: notifier.main.create_application(settings), port),
+        Worker(lambda stop: notifier.worker.work(settings, stop)),
+    )
+    await platform.start()
+    try:
+        yield platform
+    finally:
+        await platform.stop()
+        await db_templates.drop(url)
+
+
+async def notifier_knows(platform: Platform, email: str) -> None:
+    """Wait until the notifier's directory has the user (it learns users from identity events)."""
+    from sqlmodel import select
+
+    from notifier.bootstrap import bootstrap as notifier_bootstrap
+    from notifier.directory.models import Person
+
+    container = notifier_bootstrap(platform.settings)
+    try:
+
+        async def known() -> bool:
+            async with container.db.session() as s:
+                return (await s.exec(select(Person).where(Person.email == email))).first() is not None
+
+        await wait_until(known, timeout=90, message=f"the notifier's directory knows {email}")
+    finally:
+        await container.close()
+
+
 @pytest.fixture(scope="session")
 def db_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseTemplates]:
     templates = DatabaseTemplates(tmp_path_factory.mktemp("stack-db-templates"))
@@ -145,7 +207,7 @@ def broker() -> Iterator[EmbeddedBroker]:
 async def stack(
     broker: EmbeddedBroker, db_templates: DatabaseTemplates, tmp_path: Path
 ) -> AsyncIterator[Stack]:
-    intake_port, cases_port = free_port(), free_port()
+    intake_port, cases_port, notifier_port = free_port(), free_port(), free_port()
     intake_url, cases_url = f"http://127.0.0.1:{intake_port}", f"http://127.0.0.1:{cases_port}"
     intake_db = await db_templates.fresh("order-intake", INTAKE_MIGRATIONS, tmp_path)
     cases_dir = tmp_path / "case-handling"
@@ -164,6 +226,7 @@ async def stack(
         var_dir=tmp_path / "intake-var",
         port=intake_port,
         case_handling_url=cases_url,
+        cors_allow_origins=[f"http://127.0.0.1:{notifier_port}"],
         signing_key_reload_seconds=0,
         document_fetch_poll_seconds=0.05,
         document_fetch_backoff_seconds=0.05,
@@ -179,6 +242,7 @@ async def stack(
     )
     stack = Stack(
         broker=broker,
+        notifier_port=notifier_port,
         intake=Platform(
             intake_settings,
             Api(lambda: order_intake.main.create_application(intake_settings), intake_port),

@@ -11,56 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlmodel import select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-import notifier.main
-import notifier.worker
 from casebridge_shared.broker import free_port
 from casebridge_shared.testing import ApiServer, DatabaseTemplates, wait_until
-from notifier.bootstrap import bootstrap
-from notifier.db import MIGRATIONS
-from notifier.directory.models import Person
-from notifier.settings import Settings
 from notifier.testing import Mailbox, PushService, WebhookReceiver
 
-from .conftest import ADMIN, Api, Platform, Stack, Worker
+from .conftest import ADMIN, Stack, notifier_knows, notifier_platform
 from .test_order_to_case import case_of, place_order
-
-
-@asynccontextmanager
-async def notifier_platform(
-    stack: Stack, db_templates: DatabaseTemplates, tmp_path: Path, smtp_port: int
-) -> AsyncIterator[Platform]:
-    var = tmp_path / "notifier"
-    var.mkdir()
-    url = await db_templates.fresh("notifier", MIGRATIONS, var)
-    port = free_port()
-    settings = Settings(
-        environment="test",
-        database_url=url,
-        var_dir=var,
-        port=port,
-        kafka_bootstrap_servers=stack.broker.bootstrap_servers,
-        token_issuer=stack.intake.api.url,
-        log_json=False,
-        worker_metrics_port=0,
-        smtp_port=smtp_port,
-        customer_portal_url=stack.intake.api.url,
-        stream_poll_seconds=0.02,
-        delivery_poll_seconds=0.02,
-    )
-    platform = Platform(
-        settings,
-        Api(lambda: notifier.main.create_application(settings), port),
-        Worker(lambda stop: notifier.worker.work(settings, stop)),
-    )
-    await platform.start()
-    try:
-        yield platform
-    finally:
-        await platform.stop()
-        await db_templates.drop(url)
 
 
 @asynccontextmanager
@@ -98,7 +56,7 @@ async def test_an_order_alerts_staff_at_once_and_the_solution_emails_the_custome
     mailbox.start()
     try:
         async with (
-            notifier_platform(stack, db_templates, tmp_path, mailbox.port) as alerts,
+            notifier_platform(stack, db_templates, tmp_path, smtp_port=mailbox.port) as alerts,
             serving(push.app) as push_server,
             serving(hooks.app) as hook_server,
         ):
@@ -107,18 +65,7 @@ async def test_an_order_alerts_staff_at_once_and_the_solution_emails_the_custome
             staff_alerts = stack.client(alerts, staff_token)
             admin_alerts = stack.client(alerts, await stack.login(*ADMIN))
 
-            # The notifier learns who is staff from order-intake's identity events.
-            container = bootstrap(alerts.settings)
-            try:
-
-                async def knows_sam() -> bool:
-                    async with container.db.session() as s:
-                        found = await s.exec(select(Person).where(Person.email == "sam@casebridge.example"))
-                        return found.first() is not None
-
-                await wait_until(knows_sam, timeout=90, message="the notifier's directory knows the staff")
-            finally:
-                await container.close()
+            await notifier_knows(alerts, "sam@casebridge.example")
 
             phone = push.device(push_server.url, "sam-phone")
             subscribed = await staff_alerts.post("/push-subscriptions", json=phone.subscription())

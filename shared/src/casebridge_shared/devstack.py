@@ -91,6 +91,10 @@ def _banner(services: list[Service], logins: list[dict[str, str]], kafka: str, m
         base = f"http://{service.host()}:{service.port()}"
         lines.append(f"  {service.name:<16} API docs: {base}/docs    (OpenAPI: {base}/openapi.json)")
     lines.append(f"  {'kafka':<16} {kafka} (embedded Tansu; topics casebridge.*.v1)")
+    for service in services:
+        if service.name == "notifier":
+            base = f"http://{service.host()}:{service.port()}"
+            lines.append(f"  {'staff app':<16} {base}/app/ (live notifications for staff; sign in as staff)")
     if mail:
         lines.append(f"  {'mail':<16} {mail} (development SMTP server: emails are printed in this log)")
     lines.append("")
@@ -126,6 +130,11 @@ def up(
     order_intake = next((s for s in services if s.name == "order-intake"), None)
     if order_intake is not None:
         env.setdefault("CASEBRIDGE_TOKEN_ISSUER", f"http://{order_intake.host()}:{order_intake.port()}")
+    notifier = next((s for s in services if s.name == "notifier"), None)
+    if notifier is not None:
+        # The staff app (served by the notifier) signs in at order-intake from the browser.
+        origins = [f"http://{notifier.host()}:{notifier.port()}", f"http://localhost:{notifier.port()}"]
+        env.setdefault("CASEBRIDGE_ORDER_INTAKE_CORS_ALLOW_ORIGINS", json.dumps(origins))
 
     for service in services:
         typer.echo(f"migrating {service.name} ...")

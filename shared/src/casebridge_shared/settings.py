@@ -78,6 +78,9 @@ class ServiceSettings(BaseSettings):
     jwks_refetch_cooldown_seconds: float = Field(default=10, ge=0)
 
     max_request_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Browser origins allowed to call this api (CORS), e.g. the staff app's origin on
+    # order-intake's token endpoint. Empty: no cross-origin calls.
+    cors_allow_origins: list[str] = Field(default_factory=list)
     # The outbox relay of services that publish events.
     relay_batch_size: int = Field(default=1000, ge=1, le=10_000)
     relay_poll_interval_seconds: float = Field(default=0.02, gt=0, le=10)

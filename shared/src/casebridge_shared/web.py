@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -159,6 +160,7 @@ def create_app(
     max_body_bytes: int,
     body_limit_overrides: dict[str | re.Pattern[str], int] | None = None,
     openapi_tags: list[dict[str, Any]] | None = None,
+    cors_allow_origins: Sequence[str] = (),
 ) -> FastAPI:
     app = FastAPI(
         title=title,
@@ -172,6 +174,15 @@ def create_app(
     app.state.metrics_hooks = []
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes, overrides=body_limit_overrides)
+    if cors_allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_allow_origins),
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "If-Match", "Idempotency-Key", "Last-Event-ID"],
+            expose_headers=["ETag", "Location", "Retry-After"],
+            max_age=600,
+        )
     app.add_middleware(RequestContextMiddleware, service=service)
     app.include_router(operations_router())
     _add_problem_schema(app)

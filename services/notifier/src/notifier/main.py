@@ -11,6 +11,7 @@ from casebridge_shared.auth import JwksTokenVerifier, TokenVerifier
 from casebridge_shared.logs import configure_logging
 from casebridge_shared.web import create_app
 from notifier import __version__
+from notifier.app.api import router as app_router
 from notifier.bootstrap import Container, bootstrap
 from notifier.deliveries.api import router as deliveries_router
 from notifier.notifications.api import router as notifications_router
@@ -63,6 +64,7 @@ def create_application(
     app.include_router(preferences_router)
     app.include_router(deliveries_router)
     app.include_router(routing_router)
+    app.include_router(app_router)
     return app
 
 

@@ -50,7 +50,7 @@ async def _supervisors(uow: UnitOfWork) -> list[str]:
 
 async def case_opened(uow: UnitOfWork, event: CloudEvent, case: CaseOpened) -> None:
     rule = await routing.rule_for(uow.session, case.product_category)
-    team = await routing.team_for_case(uow.session, case.product_category)
+    team = await routing.team_for_case(uow.session, rule)
     alert = Alert(
         kind=Kind.CASE_OPENED,
         dedupe_key=event.id,

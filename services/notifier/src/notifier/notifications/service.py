@@ -64,22 +64,14 @@ async def _last_seqs(session: AsyncSession, recipients: list[str]) -> dict[str, 
     return {r: int(s or 0) for r, s in rows.all()}
 
 
-async def _already_told(session: AsyncSession, recipients: list[str], dedupe_key: str) -> set[str]:
-    rows = await session.exec(
-        select(Notification.recipient_id).where(
-            col(Notification.recipient_id).in_(recipients), Notification.dedupe_key == dedupe_key
-        )
-    )
-    return set(rows.all())
-
-
 async def notify(session: AsyncSession, recipients: list[str], alert: Alert) -> list[Notification]:
-    """Notify each recipient once about ``alert`` on the channels they chose; returns what was added."""
+    """Notify each recipient about ``alert`` on the channels they chose; returns what was added.
+
+    Called once per happening: the inbox applies each event once and an escalation
+    fires once (compare-and-set), so there is no lookup for an earlier copy here;
+    the unique (recipient, dedupe_key) constraint still refuses one.
+    """
     recipients = sorted(set(recipients))
-    if not recipients:
-        return []
-    told = await _already_told(session, recipients, alert.dedupe_key)
-    recipients = [r for r in recipients if r not in told]
     if not recipients:
         return []
     last = await _last_seqs(session, recipients)

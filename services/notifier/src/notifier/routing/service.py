@@ -23,9 +23,8 @@ async def rule_for(session: AsyncSession, product_category: str) -> RoutingRule 
     return await session.get(RoutingRule, product_category)
 
 
-async def team_for_case(session: AsyncSession, product_category: str) -> list[str]:
-    """User ids of the staff a new case in ``product_category`` goes to."""
-    rule = await rule_for(session, product_category)
+async def team_for_case(session: AsyncSession, rule: RoutingRule | None) -> list[str]:
+    """User ids of the staff a new case goes to, by its category's rule (none: every staff member)."""
     if rule is None:
         return [p.user_id for p in await people_with_role(session, "staff")]
     rows = await session.exec(select(TeamMember.user_id).where(TeamMember.team == rule.team))
