@@ -511,8 +511,8 @@ class EventConsumer:
         consumer = self._consumer
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=200, max_records=self.batch_size)
+            offsets: dict[TopicPartition, int] = {}
             for tp, records in batches.items():
-                done: ConsumerRecord[bytes, bytes] | None = None
                 position = 0
                 while position < len(records):
                     try:
@@ -520,14 +520,16 @@ class EventConsumer:
                     except _Stopped:
                         break
                     position += taken
-                    done = records[position - 1]
-                if done is not None:
-                    # After the database commits of these effects; a crash before this
-                    # line redelivers them and the inbox turns them into no-ops.
-                    await consumer.commit({tp: done.offset + 1})
-                    self._positions[tp] = done.offset + 1
+                    offsets[tp] = records[position - 1].offset + 1
                 if stop.is_set():
                     break
+            if offsets:
+                # After the database commits of these effects, in one request for every
+                # partition of the fetch (one broker round trip, not one per partition).
+                # A crash before this line redelivers them and the inbox turns them
+                # into no-ops.
+                await consumer.commit(offsets)
+                self._positions.update(offsets)
             self._record_lag(consumer)
 
     def _record_lag(self, consumer: AIOKafkaConsumer) -> None:
