@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from casebridge_shared.db import Database
-from casebridge_shared.events import IDENTITY_TOPIC
+from casebridge_shared.events import IDENTITY_TOPIC, LEDGER_CHECKPOINTS_TOPIC
 from casebridge_shared.inbox import EventConsumer
-from casebridge_shared.outbox import UnitOfWork
+from casebridge_shared.outbox import OutboxRelay, UnitOfWork
 from customer_ledger.access import service as access
 from customer_ledger.access.events import PAYLOAD_MODELS
 from customer_ledger.db import inbox, outbox
+from customer_ledger.journal.batcher import CheckpointBatcher
 from customer_ledger.journal.keys import load_or_create_signer
 from customer_ledger.journal.signed_note import Signer
 from customer_ledger.settings import Settings
 
 EVENT_SOURCE = "/casebridge/customer-ledger"
 CONSUMER_GROUP = "customer-ledger"
+PUBLISHED_TOPICS = (LEDGER_CHECKPOINTS_TOPIC,)
 
 
 @dataclass
@@ -41,6 +44,29 @@ class Container:
             handlers=access.HANDLERS,
             payload_models=PAYLOAD_MODELS,
             source=EVENT_SOURCE,
+        )
+
+    def relay(self) -> OutboxRelay:
+        """Publishes the checkpoints for witnesses and auditors."""
+        return OutboxRelay(
+            self.db,
+            outbox,
+            self.settings,
+            service="customer-ledger",
+            topics=PUBLISHED_TOPICS,
+            batch_size=self.settings.relay_batch_size,
+            poll_interval=self.settings.relay_poll_interval_seconds,
+            retention=timedelta(hours=self.settings.outbox_retention_hours),
+        )
+
+    def checkpoint_batcher(self) -> CheckpointBatcher:
+        return CheckpointBatcher(
+            self.db,
+            self.uow,
+            self.signer,
+            every_entries=self.settings.checkpoint_batch_entries,
+            every_seconds=self.settings.checkpoint_batch_seconds,
+            poll_seconds=self.settings.checkpoint_poll_seconds,
         )
 
     async def close(self) -> None:

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from casebridge_shared.auth import JwksTokenVerifier
+from casebridge_shared.auth import JwksTokenVerifier, TokenVerifier
 from casebridge_shared.logs import configure_logging
 from casebridge_shared.web import create_app
 from customer_ledger import __version__
@@ -26,7 +26,11 @@ against its published keys. Errors are RFC 9457 `application/problem+json`.
 """
 
 
-def create_application(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
+def create_application(
+    settings: Settings | None = None,
+    container: Container | None = None,
+    token_verifier: TokenVerifier | None = None,
+) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -34,7 +38,7 @@ def create_application(settings: Settings | None = None, container: Container | 
         owned = container is None
         c = container or bootstrap(settings)
         app.state.container = c
-        app.state.token_verifier = JwksTokenVerifier(settings)
+        app.state.token_verifier = token_verifier or JwksTokenVerifier(settings)
         app.state.readiness_checks["database"] = c.db.ping
         try:
             yield

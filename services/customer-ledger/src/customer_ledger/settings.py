@@ -25,6 +25,12 @@ class Settings(ServiceSettings):
         default=None, description="default: <var_dir>/customer-ledger/journal-signing-key.pem"
     )
 
+    # Checkpoints per batch: after this many new entries, or this long after the last
+    # checkpoint if anything was appended since (and on demand, GET /ledger/checkpoint).
+    checkpoint_batch_entries: int = Field(default=1000, ge=1)
+    checkpoint_batch_seconds: float = Field(default=10.0, gt=0)
+    checkpoint_poll_seconds: float = Field(default=0.5, gt=0, le=60)
+
     @property
     def journal_key_path(self) -> Path:
         return (

@@ -1,4 +1,4 @@
-"""The customer-ledger worker: identity events in (consumer)."""
+"""The customer-ledger worker: identity events in (consumer), checkpoints issued per batch and published."""
 
 from __future__ import annotations
 
@@ -13,7 +13,11 @@ from customer_ledger.settings import Settings, get_settings
 async def work(settings: Settings, stop: asyncio.Event) -> None:
     container = bootstrap(settings)
     try:
-        await container.consumer().run(stop)
+        await asyncio.gather(
+            container.consumer().run(stop),
+            container.checkpoint_batcher().run(stop),
+            container.relay().run(stop),
+        )
     finally:
         await container.close()
 

@@ -2,8 +2,8 @@
 
 Checkpoints, the public key and proofs are public: they reveal only hashes,
 and anyone must be able to check that no past record changed. Entries carry
-customer data, so reading one is for admins until department access rules
-exist (deny by default).
+customer data, so reading them is for admins until department access rules
+exist (deny by default), and each such read is journaled.
 """
 
 from __future__ import annotations
@@ -16,9 +16,16 @@ from fastapi.responses import PlainTextResponse
 
 from casebridge_shared.auth import Principal, Role, require_roles
 from casebridge_shared.problems import PROBLEM_RESPONSES
-from customer_ledger.deps import ContainerDep, SessionDep
+from customer_ledger.access.service import record_read
+from customer_ledger.deps import ContainerDep, SessionDep, UowDep
 from customer_ledger.journal import service
-from customer_ledger.journal.models import ConsistencyProof, EntryRead, InclusionProof
+from customer_ledger.journal.models import (
+    CheckpointRead,
+    ConsistencyProof,
+    EntryRead,
+    InclusionProof,
+    JournalEntry,
+)
 
 router = APIRouter(prefix="/ledger", tags=["journal"], responses=PROBLEM_RESPONSES)
 
@@ -37,9 +44,9 @@ def _b64(value: bytes) -> str:
     responses={200: {"content": {NOTE: {}}}},
 )
 async def get_checkpoint(container: ContainerDep) -> PlainTextResponse:
-    async with container.db.write_session() as session:
-        issued = await service.checkpoint(session, container.signer)
-    return PlainTextResponse(issued.note, media_type=NOTE)
+    async with container.uow() as uow:
+        note = (await service.checkpoint(uow, container.signer)).note
+    return PlainTextResponse(note, media_type=NOTE)
 
 
 @router.get(
@@ -52,9 +59,36 @@ async def get_public_key(container: ContainerDep) -> PlainTextResponse:
     return PlainTextResponse(str(container.signer.verifier) + "\n", media_type=NOTE)
 
 
-@router.get("/entries/{index}", response_model=EntryRead, summary="One journal entry and its leaf hash")
-async def get_entry(index: int, _admin: Admin, session: SessionDep) -> EntryRead:
-    entry = await service.entry_at(session, index)
+@router.get(
+    "/checkpoints", response_model=list[CheckpointRead], summary="Every checkpoint issued, oldest first"
+)
+async def list_checkpoints(
+    session: SessionDep,
+    after_size: Annotated[int, Query(ge=0, description="Only checkpoints of larger trees")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[CheckpointRead]:
+    """Public, like the checkpoint itself: auditors check each against the entries."""
+    rows = await service.checkpoints(session, after_size=after_size, limit=limit)
+    return [CheckpointRead(tree_size=c.tree_size, note=c.note, issued_at=c.issued_at) for c in rows]
+
+
+@router.get(
+    "/entries", response_model=list[EntryRead], summary="Journal entries in order (for auditors' copies)"
+)
+async def list_entries(
+    admin: Admin,
+    uow: UowDep,
+    start: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+) -> list[EntryRead]:
+    """Entries hold customer data: admins only, and the read is itself journaled."""
+    rows = await service.entries(uow.session, start=start, limit=limit)
+    await record_read(uow.session, admin, "journal entries", {"start": start, "limit": limit})
+    await uow.commit()
+    return [_entry(e) for e in rows]
+
+
+def _entry(entry: JournalEntry) -> EntryRead:
     return EntryRead(
         index=entry.index,
         kind=entry.kind,
@@ -62,6 +96,14 @@ async def get_entry(index: int, _admin: Admin, session: SessionDep) -> EntryRead
         leaf_hash=_b64(entry.leaf_hash),
         appended_at=entry.appended_at,
     )
+
+
+@router.get("/entries/{index}", response_model=EntryRead, summary="One journal entry and its leaf hash")
+async def get_entry(index: int, admin: Admin, uow: UowDep) -> EntryRead:
+    entry = await service.entry_at(uow.session, index)
+    await record_read(uow.session, admin, "journal entry", {"index": index})
+    await uow.commit()
+    return _entry(entry)
 
 
 @router.get("/proofs/inclusion", response_model=InclusionProof, summary="RFC 9162 audit path of an entry")

@@ -71,6 +71,12 @@ class EntryRead(BaseModel):
     appended_at: datetime
 
 
+class CheckpointRead(BaseModel):
+    tree_size: int
+    note: str
+    issued_at: datetime
+
+
 class InclusionProof(BaseModel):
     index: int
     tree_size: int

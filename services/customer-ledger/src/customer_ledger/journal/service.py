@@ -8,6 +8,7 @@ by an append are stored with it, in the same transaction.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -17,8 +18,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from casebridge_shared.db import utcnow
+from casebridge_shared.outbox import UnitOfWork
 from casebridge_shared.problems import NotFound, Unprocessable
 from customer_ledger.journal import merkle
+from customer_ledger.journal.events import CheckpointIssued
 from customer_ledger.journal.models import JournalCheckpoint, JournalEntry, JournalHead, JournalNode
 from customer_ledger.journal.signed_note import Checkpoint, Signer, sign_checkpoint
 
@@ -68,6 +72,8 @@ async def append(
     session: AsyncSession, entries: Sequence[tuple[str, Mapping[str, Any]]]
 ) -> list[JournalEntry]:
     """Append ``(kind, entry)`` pairs in order; the caller commits (with the state they record)."""
+    if not entries:
+        return []
     head = await _head(session, lock=True)
     size = head.size
     new_nodes: dict[tuple[int, int], bytes] = {}
@@ -165,18 +171,41 @@ async def entry_at(session: AsyncSession, index: int) -> JournalEntry:
     return entry
 
 
-async def checkpoint(session: AsyncSession, signer: Signer) -> JournalCheckpoint:
-    """The signed checkpoint of the current tree, issued now if the tree grew since the last one."""
+async def latest_checkpoint(session: AsyncSession) -> JournalCheckpoint | None:
+    rows = await session.execute(
+        select(JournalCheckpoint).order_by(col(JournalCheckpoint.tree_size).desc()).limit(1)
+    )
+    return rows.scalars().first()
+
+
+async def checkpoint(uow: UnitOfWork, signer: Signer) -> JournalCheckpoint:
+    """The signed checkpoint of the current tree, issued now (and published) if the tree grew.
+
+    Commits. Each new checkpoint goes out on ``casebridge.ledger-checkpoints.v1``
+    through the outbox, in the same transaction that stores it.
+    """
+    session = uow.session
     size = await tree_size(session)
     existing = await session.get(JournalCheckpoint, size)
     if existing is not None:
         return existing
     digest = await root(session, size)
     note = sign_checkpoint(signer, Checkpoint(signer.name, size, digest))
-    issued = JournalCheckpoint(tree_size=size, root_hash=digest, note=note)
+    issued = JournalCheckpoint(tree_size=size, root_hash=digest, note=note, issued_at=utcnow())
     session.add(issued)
+    uow.emit(
+        CheckpointIssued(
+            origin=signer.name,
+            tree_size=size,
+            root_hash=base64.b64encode(digest).decode(),
+            note=note,
+            issued_at=issued.issued_at,
+        ),
+        key=signer.name,
+        version=size,
+    )
     try:
-        await session.commit()
+        await uow.commit()
     except IntegrityError:
         # Another request issued this size's checkpoint at the same moment: use theirs.
         await session.rollback()
@@ -185,3 +214,23 @@ async def checkpoint(session: AsyncSession, signer: Signer) -> JournalCheckpoint
             raise
         return theirs
     return issued
+
+
+async def checkpoints(session: AsyncSession, *, after_size: int, limit: int) -> list[JournalCheckpoint]:
+    rows = await session.execute(
+        select(JournalCheckpoint)
+        .where(col(JournalCheckpoint.tree_size) > after_size)
+        .order_by(col(JournalCheckpoint.tree_size))
+        .limit(limit)
+    )
+    return list(rows.scalars().all())
+
+
+async def entries(session: AsyncSession, *, start: int, limit: int) -> list[JournalEntry]:
+    rows = await session.execute(
+        select(JournalEntry)
+        .where(col(JournalEntry.index) >= start)
+        .order_by(col(JournalEntry.index))
+        .limit(limit)
+    )
+    return list(rows.scalars().all())
