@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from casebridge_shared.db import Database, new_id, utcnow
 from casebridge_shared.events import CloudEvent
 from casebridge_shared.problems import NotFound
+from notifier import memo
 from notifier.deliveries.models import (
     Delivery,
     DeliveryAttempt,
@@ -24,7 +26,7 @@ from notifier.deliveries.models import (
     WebhookSubscription,
     WebhookUpdate,
 )
-from notifier.notifications.models import Channel
+from notifier.notifications.models import Channel, Notification
 
 
 def _delivery(
@@ -40,17 +42,39 @@ def _delivery(
     )
 
 
-async def queue_push(
-    session: AsyncSession, dedupe_key: str, case_id: str, messages: dict[str, dict[str, Any]]
-) -> None:
-    """One push delivery per subscription (device) of each person in ``messages``."""
-    if not messages:
-        return
-    subscriptions = await session.exec(
-        select(PushSubscription).where(col(PushSubscription.user_id).in_(list(messages)))
+async def _subscriptions(session: AsyncSession, people: list[str]) -> dict[str, list[str]]:
+    rows = await session.exec(
+        select(PushSubscription.user_id, PushSubscription.id).where(col(PushSubscription.user_id).in_(people))
     )
-    for sub in subscriptions.all():
-        session.add(_delivery(dedupe_key, Channel.PUSH, sub.id, case_id, messages[sub.user_id]))
+    found: dict[str, list[str]] = {}
+    for user_id, sub_id in rows.all():
+        found.setdefault(user_id, []).append(sub_id)
+    return found
+
+
+async def queue_push(
+    session: AsyncSession,
+    dedupe_key: str,
+    case_id: str,
+    notifications: Sequence[Notification],
+    message: Callable[[Notification], dict[str, Any]],
+) -> None:
+    """One push delivery per subscription (device) of each notification's recipient."""
+    if not notifications:
+        return
+    people = [n.recipient_id for n in notifications]
+    none: list[str] = []
+    devices: dict[str, list[str]] = await memo.per_item(
+        session, "push-subscriptions", people, lambda m: _subscriptions(session, m), none
+    )
+    with_devices = [n for n in notifications if devices[n.recipient_id]]
+    if not with_devices:
+        return
+    await session.flush()  # the notifications' ids go into the payloads
+    for notification in with_devices:
+        body = message(notification)
+        for sub_id in devices[notification.recipient_id]:
+            session.add(_delivery(dedupe_key, Channel.PUSH, sub_id, case_id, body))
 
 
 def queue_email(
@@ -60,12 +84,19 @@ def queue_email(
     session.add(_delivery(dedupe_key, Channel.EMAIL, user_id, case_id, message))
 
 
+async def _active_webhooks(session: AsyncSession) -> list[WebhookSubscription]:
+    rows = await session.exec(select(WebhookSubscription).where(col(WebhookSubscription.active).is_(True)))
+    return list(rows.all())
+
+
 async def queue_webhooks(session: AsyncSession, event: CloudEvent) -> int:
     """The event, as is, to every active webhook subscription that wants its type."""
-    subs = await session.exec(select(WebhookSubscription).where(col(WebhookSubscription.active).is_(True)))
+    subs = await memo.once(session, "webhooks", lambda: _active_webhooks(session))
+    if not subs:
+        return 0
     body = event.model_dump(mode="json", exclude_none=True)
     queued = 0
-    for sub in subs.all():
+    for sub in subs:
         if sub.event_types and event.type not in sub.event_types:
             continue
         session.add(_delivery(event.id, Channel.WEBHOOK, sub.id, event.subject, {"event": body}))

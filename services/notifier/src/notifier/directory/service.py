@@ -8,6 +8,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from casebridge_shared.events import CloudEvent
 from casebridge_shared.inbox import Handler
 from casebridge_shared.outbox import UnitOfWork
+from notifier import memo
 from notifier.directory.events import ROLES_CHANGED, USER_CREATED, USER_UPDATED, UserSnapshot
 from notifier.directory.models import Person
 
@@ -24,6 +25,7 @@ async def user_changed(uow: UnitOfWork, _event: CloudEvent, user: UserSnapshot) 
     person.active = user.active
     person.version = user.version
     uow.session.add(person)
+    memo.forget(uow.session)
 
 
 HANDLERS: dict[str, Handler] = {
@@ -34,8 +36,12 @@ HANDLERS: dict[str, Handler] = {
 
 
 async def people_with_role(session: AsyncSession, role: str) -> list[Person]:
-    """Active people holding ``role`` (the LIKE narrows, ``has_role`` decides)."""
-    rows = await session.exec(
-        select(Person).where(col(Person.active).is_(True), col(Person.roles).contains(role))
-    )
-    return [p for p in rows.all() if p.has_role(role)]
+    """Active people holding ``role`` (the LIKE narrows, ``has_role`` decides); remembered per transaction."""
+
+    async def load() -> list[Person]:
+        rows = await session.exec(
+            select(Person).where(col(Person.active).is_(True), col(Person.roles).contains(role))
+        )
+        return [p for p in rows.all() if p.has_role(role)]
+
+    return await memo.once(session, ("people-with-role", role), load)

@@ -20,6 +20,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from casebridge_shared.db import utcnow
+from notifier import memo
 from notifier.deliveries import service as deliveries
 from notifier.notifications.models import Channel, Kind, Notification
 from notifier.preferences.models import Preference
@@ -64,6 +65,11 @@ async def _last_seqs(session: AsyncSession, recipients: list[str]) -> dict[str, 
     return {r: int(s or 0) for r, s in rows.all()}
 
 
+async def _preferences(session: AsyncSession, recipients: list[str]) -> dict[str, Preference | None]:
+    rows = await session.exec(select(Preference).where(col(Preference.user_id).in_(recipients)))
+    return {p.user_id: p for p in rows.all()}
+
+
 async def notify(session: AsyncSession, recipients: list[str], alert: Alert) -> list[Notification]:
     """Notify each recipient about ``alert`` on the channels they chose; returns what was added.
 
@@ -74,11 +80,15 @@ async def notify(session: AsyncSession, recipients: list[str], alert: Alert) -> 
     recipients = sorted(set(recipients))
     if not recipients:
         return []
-    last = await _last_seqs(session, recipients)
-    prefs = {
-        p.user_id: p
-        for p in (await session.exec(select(Preference).where(col(Preference.user_id).in_(recipients)))).all()
-    }
+    # Remembered for the transaction and advanced here: later events of the same run
+    # number on from these without asking the database again.
+    last = await memo.per_item(
+        session, "last-seq", recipients, lambda missing: _last_seqs(session, missing), 0
+    )
+    seqs: dict[str, int] = memo.per_item_store(session, "last-seq")
+    prefs = await memo.per_item(
+        session, "preference", recipients, lambda missing: _preferences(session, missing), None
+    )
     now = utcnow()
     wanted = {r: channels_for(prefs.get(r), alert.kind, now) for r in recipients}
     added: list[Notification] = []
@@ -87,7 +97,7 @@ async def notify(session: AsyncSession, recipients: list[str], alert: Alert) -> 
             continue  # every channel turned off for this kind
         notification = Notification(
             recipient_id=recipient,
-            seq=last.get(recipient, 0) + 1,
+            seq=last[recipient] + 1,
             dedupe_key=alert.dedupe_key,
             kind=alert.kind.value,
             case_id=alert.case_id,
@@ -98,13 +108,11 @@ async def notify(session: AsyncSession, recipients: list[str], alert: Alert) -> 
             # Turned off in the app: kept for the record, already read.
             read_at=None if Channel.IN_APP in wanted[recipient] else now,
         )
+        seqs[recipient] = notification.seq
         session.add(notification)
         added.append(notification)
-    await session.flush()  # ids for the push payloads
     push_to = [n for n in added if Channel.PUSH in wanted[n.recipient_id]]
-    await deliveries.queue_push(
-        session, alert.dedupe_key, alert.case_id, {n.recipient_id: alert.push_message(n) for n in push_to}
-    )
+    await deliveries.queue_push(session, alert.dedupe_key, alert.case_id, push_to, alert.push_message)
     email_to = [n.recipient_id for n in added if Channel.EMAIL in wanted[n.recipient_id]]
     for recipient in email_to:
         deliveries.queue_email(session, alert.dedupe_key, alert.case_id, recipient, alert.email_message())

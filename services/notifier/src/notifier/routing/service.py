@@ -12,6 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from casebridge_shared.db import utcnow
 from casebridge_shared.problems import Conflict, NotFound, Unprocessable
+from notifier import memo
 from notifier.directory.service import people_with_role
 from notifier.routing.models import RoutingRule, RoutingRuleWrite, Team, TeamMember, TeamRead
 
@@ -20,15 +21,22 @@ DEFAULT_ESCALATE_AGAIN_AFTER_MINUTES = 30
 
 
 async def rule_for(session: AsyncSession, product_category: str) -> RoutingRule | None:
-    return await session.get(RoutingRule, product_category)
+    return await memo.once(
+        session, ("rule", product_category), lambda: session.get(RoutingRule, product_category)
+    )
 
 
 async def team_for_case(session: AsyncSession, rule: RoutingRule | None) -> list[str]:
     """User ids of the staff a new case goes to, by its category's rule (none: every staff member)."""
     if rule is None:
         return [p.user_id for p in await people_with_role(session, "staff")]
-    rows = await session.exec(select(TeamMember.user_id).where(TeamMember.team == rule.team))
-    return sorted(rows.all())
+    team = rule.team
+
+    async def load() -> list[str]:
+        rows = await session.exec(select(TeamMember.user_id).where(TeamMember.team == team))
+        return sorted(rows.all())
+
+    return await memo.once(session, ("team", team), load)
 
 
 async def _members(session: AsyncSession, name: str) -> list[str]:
