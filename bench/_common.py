@@ -83,6 +83,8 @@ def bench_database(
         from order_intake.db import MIGRATIONS
     elif service == "notifier":
         from notifier.db import MIGRATIONS
+    elif service == "customer-ledger":
+        from customer_ledger.db import MIGRATIONS
     else:
         from case_handling.db import MIGRATIONS
 

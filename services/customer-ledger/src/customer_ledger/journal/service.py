@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import rfc8785
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import and_, event, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -53,19 +53,54 @@ async def tree_size(session: AsyncSession) -> int:
 
 
 async def _nodes(session: AsyncSession, keys: set[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    """The stored subtree hashes for ``keys``, in one query that uses the primary key.
+
+    Grouped by level (``level = L AND index IN (...)`` per level, OR-ed): a row-value
+    ``(level, index) IN (...)`` is not an index lookup on SQLite and scanned all rows.
+    """
     if not keys:
         return {}
+    by_level: dict[int, list[int]] = {}
+    for level, index in keys:
+        by_level.setdefault(level, []).append(index)
     found: dict[tuple[int, int], bytes] = {}
-    ordered = sorted(keys)
-    for start in range(0, len(ordered), 500):
-        chunk = ordered[start : start + 500]
+    groups = sorted(by_level.items())
+    for start in range(0, len(groups), 64):
+        terms = [
+            and_(col(JournalNode.level) == level, col(JournalNode.index).in_(sorted(indexes)))
+            for level, indexes in groups[start : start + 64]
+        ]
         rows = await session.execute(
-            select(col(JournalNode.level), col(JournalNode.index), col(JournalNode.hash)).where(
-                tuple_(col(JournalNode.level), col(JournalNode.index)).in_(chunk)
-            )
+            select(col(JournalNode.level), col(JournalNode.index), col(JournalNode.hash)).where(or_(*terms))
         )
         found.update({(level, index): digest for level, index, digest in rows})
     return found
+
+
+_TRANSACTION_STATE = "journal.transaction"
+
+
+def _forget_transaction(session: Any, *_args: Any) -> None:
+    session.info.pop(_TRANSACTION_STATE, None)
+
+
+async def _transaction_state(session: AsyncSession) -> tuple[JournalHead, dict[tuple[int, int], bytes]]:
+    """The locked head and the nodes this transaction appended, kept until it ends.
+
+    A consumer run appends one entry per event in one transaction: after the first
+    append the head row is already locked by us and the left siblings an append
+    needs are the ones we just wrote, so neither is read again. Commit or rollback
+    forgets both (the lock is gone then).
+    """
+    state: tuple[JournalHead, dict[tuple[int, int], bytes]] | None = session.info.get(_TRANSACTION_STATE)
+    if state is None:
+        state = (await _head(session, lock=True), {})
+        session.info[_TRANSACTION_STATE] = state
+        sync = session.sync_session
+        for name in ("after_commit", "after_rollback", "after_soft_rollback"):
+            if not event.contains(sync, name, _forget_transaction):
+                event.listen(sync, name, _forget_transaction)
+    return state
 
 
 async def append(
@@ -74,7 +109,7 @@ async def append(
     """Append ``(kind, entry)`` pairs in order; the caller commits (with the state they record)."""
     if not entries:
         return []
-    head = await _head(session, lock=True)
+    head, written = await _transaction_state(session)
     size = head.size
     new_nodes: dict[tuple[int, int], bytes] = {}
     appended: list[JournalEntry] = []
@@ -90,7 +125,7 @@ async def append(
         level, position, digest = 0, index, leaf
         while position % 2 == 1:
             left_key = (level, position - 1)
-            left = new_nodes.get(left_key)
+            left = new_nodes.get(left_key) or written.get(left_key)
             if left is None:
                 left = (await _nodes(session, {left_key}))[left_key]
             level, position = level + 1, position // 2
@@ -102,6 +137,7 @@ async def append(
         insert(JournalNode),
         [{"level": level, "index": index, "hash": digest} for (level, index), digest in new_nodes.items()],
     )
+    written.update(new_nodes)
     head.size = size
     session.add(head)
     return appended
@@ -150,10 +186,12 @@ async def inclusion_proof(session: AsyncSession, index: int, size: int) -> tuple
     await _require_size(session, size, "query.tree_size")
     if not 0 <= index < size:
         raise Unprocessable(f"index {index} is not in a tree of {size} entries", field="query.index")
-    entry = await session.get(JournalEntry, index)
-    assert entry is not None  # every index below the size exists
-    path = await _with_nodes(session, lambda source: merkle.inclusion_proof(source, index, size))
-    return entry.leaf_hash, path
+
+    # The leaf hash is stored as the level-0 node: fetched with the path, in the same query.
+    def compute(source: merkle.NodeSource) -> tuple[bytes, list[bytes]]:
+        return source.perfect_subtree(0, index), merkle.inclusion_proof(source, index, size)
+
+    return await _with_nodes(session, compute)
 
 
 async def consistency_proof(session: AsyncSession, first: int, second: int) -> list[bytes]:
