@@ -101,8 +101,8 @@ class Stack:
             assert r.status_code == 201, r.text
         return self.client(self.intake, await self.login(email))
 
-    async def staff(self, email: str, *roles: str) -> str:
-        """A staff user created by the admin, logged in; returns the token."""
+    async def staff(self, email: str, *roles: str, department: str | None = None) -> str:
+        """A staff (or department) user created by the admin, logged in; returns the token."""
         admin = self.client(self.intake, await self.login(*ADMIN))
         r = await admin.post(
             "/users",
@@ -111,6 +111,7 @@ class Stack:
                 "password": PASSWORD,
                 "full_name": "Sam Staff",
                 "roles": list(roles or ["staff"]),
+                **({"department": department} if department else {}),
             },
         )
         assert r.status_code == 201, r.text

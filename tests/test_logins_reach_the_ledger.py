@@ -1,4 +1,8 @@
-"""A login on order-intake is on record in the customer-ledger's journal (issue 6, B5/B8)."""
+"""Logins and orders on order-intake reach the customer-ledger (issue 6, B1/B2/B5/B8).
+
+A login is on record in the journal; an order makes a customer held by sales
+with a demand, which a sales user sees once admin granted it, with real tokens.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from customer_ledger.settings import Settings
 from .conftest import ADMIN, Api, Platform, Stack, Worker
 
 
-async def test_logins_on_order_intake_are_journaled_by_the_ledger(
+async def test_logins_and_orders_on_order_intake_reach_the_ledger(
     stack: Stack, db_templates: DatabaseTemplates, tmp_path: Path
 ) -> None:
     ledger_dir = tmp_path / "ledger"
@@ -46,7 +50,12 @@ async def test_logins_on_order_intake_are_journaled_by_the_ledger(
     )
     await ledger.start()
     try:
-        await stack.register_customer("ada@example.org")  # logs in once
+        customer = await stack.register_customer("ada@example.org")  # logs in once
+        r = await customer.post(
+            "/orders", json={"product_id": await stack.product(), "description": "Review my new contract"}
+        )
+        assert r.status_code == 201, r.text
+        order_id = r.json()["id"]
         async with httpx.AsyncClient(base_url=stack.intake.api.url) as c:
             r = await c.post(
                 "/auth/token", data={"username": "ada@example.org", "password": "wrong-password-1"}
@@ -88,6 +97,27 @@ async def test_logins_on_order_intake_are_journaled_by_the_ledger(
             )
             assert r.status_code == 200, r.text
             assert {i["outcome"] for i in r.json()["items"]} == {"success", "failure"}
+
+            # The order made Ada a customer of sales, with her need as a demand.
+            admin = {"Authorization": f"Bearer {admin_token}"}
+            sales_token = await stack.staff("sales@example.org", "department", department="sales")
+            sales = {"Authorization": f"Bearer {sales_token}"}
+
+            async def customer_known() -> bool:
+                r = await c.get("/customers", headers=admin)
+                return r.status_code == 200 and r.json()["total"] == 1
+
+            await wait_until(customer_known, timeout=90, message="the order's customer in the ledger")
+            ada = (await c.get("/customers", headers=admin)).json()["items"][0]
+            assert ada["stage"] == "sales" and ada["email"] == "ada@example.org"
+            assert (await c.get(f"/customers/{ada['id']}/demands", headers=sales)).status_code == 403
+            for table in ("customers", "demands"):
+                r = await c.post("/grants", json={"department": "sales", "table": table}, headers=admin)
+                assert r.status_code == 201, r.text
+            r = await c.get(f"/customers/{ada['id']}/demands", headers=sales)
+            assert r.status_code == 200, r.text
+            [demand] = r.json()
+            assert demand["order_id"] == order_id and demand["description"] == "Review my new contract"
     finally:
         await ledger.stop()
         await db_templates.drop(url)

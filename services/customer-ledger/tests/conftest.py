@@ -9,7 +9,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from casebridge_shared.testing import DatabaseTemplates
+from casebridge_shared.testing import DatabaseTemplates, TokenMinter
 from customer_ledger.bootstrap import Container, bootstrap
 from customer_ledger.db import MIGRATIONS
 from customer_ledger.main import create_application
@@ -51,6 +51,21 @@ async def app(container: Container) -> AsyncIterator[FastAPI]:
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://customer-ledger"
+    ) as c:
+        yield c
+
+
+@pytest.fixture
+def minter() -> TokenMinter:
+    return TokenMinter()
+
+
+@pytest.fixture
+async def api(app: FastAPI, minter: TokenMinter) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the app that checks the minter's tokens for real."""
+    app.state.token_verifier = minter.verifier()
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://customer-ledger"
     ) as c:

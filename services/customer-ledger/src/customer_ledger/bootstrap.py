@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from casebridge_shared.db import Database
-from casebridge_shared.events import IDENTITY_TOPIC, LEDGER_CHECKPOINTS_TOPIC
+from casebridge_shared.events import CASES_TOPIC, IDENTITY_TOPIC, LEDGER_CHECKPOINTS_TOPIC, ORDERS_TOPIC
 from casebridge_shared.inbox import EventConsumer
 from casebridge_shared.outbox import OutboxRelay, UnitOfWork
 from customer_ledger.access import service as access
-from customer_ledger.access.events import PAYLOAD_MODELS
+from customer_ledger.access.events import PAYLOAD_MODELS as IDENTITY_PAYLOADS
+from customer_ledger.customers import service as customers
+from customer_ledger.customers.events import PAYLOAD_MODELS as RECORD_PAYLOADS
 from customer_ledger.db import inbox, outbox
 from customer_ledger.journal.batcher import CheckpointBatcher
 from customer_ledger.journal.keys import load_or_create_signer
@@ -32,7 +34,7 @@ class Container:
         return UnitOfWork(self.db, outbox, EVENT_SOURCE)
 
     def consumer(self) -> EventConsumer:
-        """Identity events become login records and account entries in the journal."""
+        """Identity events become login records; orders new customers and demands; cases progress."""
         return EventConsumer(
             self.db,
             outbox,
@@ -40,9 +42,13 @@ class Container:
             self.settings,
             service="customer-ledger",
             group=CONSUMER_GROUP,
-            topics=[IDENTITY_TOPIC],
-            handlers=access.HANDLERS,
-            payload_models=PAYLOAD_MODELS,
+            topics=[IDENTITY_TOPIC, ORDERS_TOPIC, CASES_TOPIC],
+            handlers={
+                **access.HANDLERS,
+                **customers.order_handlers(self.settings.new_customer_department.value),
+                **customers.CASE_HANDLERS,
+            },
+            payload_models={**IDENTITY_PAYLOADS, **RECORD_PAYLOADS},
             source=EVENT_SOURCE,
         )
 

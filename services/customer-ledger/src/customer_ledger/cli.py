@@ -95,6 +95,40 @@ def export(
 
 
 @app.command()
+def rebuild(
+    check: Annotated[
+        bool, typer.Option("--check", help="Only compare the tables with the journal; change nothing")
+    ] = False,
+) -> None:
+    """Recreate every customer and access table from the journal alone (exit 1 if they differed)."""
+    from customer_ledger.records import differences, rebuild, snapshot
+
+    container = bootstrap(get_settings())
+
+    async def run() -> tuple[int, list[str]]:
+        try:
+            async with container.uow() as uow:
+                live = await snapshot(uow.session)
+                replayed = await rebuild(uow.session)
+                found = differences(live, await snapshot(uow.session))
+                if check:
+                    await uow.session.rollback()
+                else:
+                    await uow.commit()
+                return replayed, found
+        finally:
+            await container.close()
+
+    replayed, found = asyncio.run(run())
+    for line in found:
+        typer.echo(line, err=True)
+    action = "compared with" if check else "rebuilt from"
+    typer.echo(f"tables {action} {replayed} journal entries: {'differences found' if found else 'identical'}")
+    if found:
+        raise typer.Exit(code=1)
+
+
+@app.command()
 def verify(
     public_key: Annotated[
         str,

@@ -13,6 +13,8 @@ from casebridge_shared.web import create_app
 from customer_ledger import __version__
 from customer_ledger.access.api import router as access_router
 from customer_ledger.bootstrap import Container, bootstrap
+from customer_ledger.customers.api import router as customers_router
+from customer_ledger.grants.api import router as grants_router
 from customer_ledger.journal.api import router as journal_router
 from customer_ledger.settings import Settings, get_settings
 
@@ -54,8 +56,10 @@ def create_application(
         lifespan=lifespan,
         max_body_bytes=settings.max_request_body_bytes,
     )
-    app.include_router(journal_router)
+    app.include_router(customers_router)
+    app.include_router(grants_router)
     app.include_router(access_router)
+    app.include_router(journal_router)
     return app
 
 

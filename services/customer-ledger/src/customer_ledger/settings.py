@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from casebridge_shared.auth import Department
 from casebridge_shared.settings import ServiceSettings
 
 
@@ -30,6 +31,9 @@ class Settings(ServiceSettings):
     checkpoint_batch_entries: int = Field(default=1000, ge=1)
     checkpoint_batch_seconds: float = Field(default=10.0, gt=0)
     checkpoint_poll_seconds: float = Field(default=0.5, gt=0, le=60)
+
+    # Customers first met through an order are held by, and associated with, this department.
+    new_customer_department: Department = Department.SALES
 
     @property
     def journal_key_path(self) -> Path:

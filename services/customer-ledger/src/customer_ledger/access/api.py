@@ -1,6 +1,6 @@
-"""Routes: the admin's audit queries over access information (SPEC B5, B6).
+"""Routes: the admin's audit queries over access information (SPEC B5, B6, B7).
 
-The query is answered only after the read itself is in the journal: an
+Each query is answered only after the read itself is in the journal: an
 admin's reads are on record like everyone's.
 """
 
@@ -11,16 +11,26 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 
-from casebridge_shared.auth import Principal, Role, require_roles
+from casebridge_shared.auth import Department, Principal, Role, require_roles
 from casebridge_shared.pagination import Page, PageDep
 from casebridge_shared.problems import PROBLEM_RESPONSES
 from customer_ledger.access import service
-from customer_ledger.access.models import LoginRecordRead
+from customer_ledger.access.models import ChangeRecordRead, LoginRecordRead, ReadRecordRead
 from customer_ledger.deps import UowDep
+from customer_ledger.records import Actor, record_read
 
 router = APIRouter(prefix="/audit", tags=["audit"], responses=PROBLEM_RESPONSES)
 
 Admin = Annotated[Principal, Depends(require_roles(Role.ADMIN))]
+UserId = Annotated[str | None, Query(max_length=64, description="Who logged in, changed or read")]
+CustomerId = Annotated[str | None, Query(max_length=36)]
+Since = Annotated[datetime | None, Query(description="From this time (inclusive)")]
+Until = Annotated[datetime | None, Query(description="Before this time")]
+Table = Literal["customers", "demands", "associations", "progress", "payments", "grants"]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
 
 
 @router.get("/logins", response_model=Page[LoginRecordRead], summary="Logins, successful and failed")
@@ -28,16 +38,18 @@ async def list_logins(
     admin: Admin,
     uow: UowDep,
     page: PageDep,
-    user_id: Annotated[str | None, Query(max_length=36)] = None,
+    user_id: UserId = None,
     email: Annotated[str | None, Query(max_length=320)] = None,
+    department: Department | None = None,
     outcome: Literal["success", "failure"] | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Since = None,
+    until: Until = None,
 ) -> Page[LoginRecordRead]:
     rows, total = await service.list_logins(
         uow.session,
         user_id=user_id,
         email=email,
+        department=department.value if department else None,
         outcome=outcome,
         since=since,
         until=until,
@@ -47,13 +59,107 @@ async def list_logins(
     query = {
         "user_id": user_id,
         "email": email,
+        "department": department.value if department else None,
         "outcome": outcome,
-        "since": since.isoformat() if since else None,
-        "until": until.isoformat() if until else None,
+        "since": _iso(since),
+        "until": _iso(until),
         "limit": page.limit,
         "offset": page.offset,
     }
-    await service.record_read(uow.session, admin, "logins", query)
+    await record_read(uow.session, Actor.of(admin), "logins", query=query)
     await uow.commit()
     items = [LoginRecordRead.model_validate(r) for r in rows]
     return Page[LoginRecordRead](items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@router.get(
+    "/changes",
+    response_model=Page[ChangeRecordRead],
+    summary="Changes of customer data and grants: before, after, who, why, when (newest first)",
+)
+async def list_changes(
+    admin: Admin,
+    uow: UowDep,
+    page: PageDep,
+    customer_id: CustomerId = None,
+    user_id: UserId = None,
+    department: Department | None = None,
+    table: Table | None = None,
+    since: Since = None,
+    until: Until = None,
+) -> Page[ChangeRecordRead]:
+    rows, total = await service.list_changes(
+        uow.session,
+        customer_id=customer_id,
+        user_id=user_id,
+        department=department.value if department else None,
+        table=table,
+        since=since,
+        until=until,
+        limit=page.limit,
+        offset=page.offset,
+    )
+    await record_read(
+        uow.session,
+        Actor.of(admin),
+        "change records",
+        customers=[r.customer_id for r in rows if r.customer_id],
+        query={
+            "customer_id": customer_id,
+            "user_id": user_id,
+            "department": department.value if department else None,
+            "table": table,
+            "since": _iso(since),
+            "until": _iso(until),
+            "limit": page.limit,
+            "offset": page.offset,
+        },
+    )
+    await uow.commit()
+    items = [ChangeRecordRead.model_validate(r) for r in rows]
+    return Page[ChangeRecordRead](items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@router.get("/reads", response_model=Page[ReadRecordRead], summary="Who read which customer's which data")
+async def list_reads(
+    admin: Admin,
+    uow: UowDep,
+    page: PageDep,
+    customer_id: CustomerId = None,
+    user_id: UserId = None,
+    department: Department | None = None,
+    what: Annotated[str | None, Query(max_length=64, description="customers, demands, progress ...")] = None,
+    since: Since = None,
+    until: Until = None,
+) -> Page[ReadRecordRead]:
+    rows, total = await service.list_reads(
+        uow.session,
+        customer_id=customer_id,
+        user_id=user_id,
+        department=department.value if department else None,
+        what=what,
+        since=since,
+        until=until,
+        limit=page.limit,
+        offset=page.offset,
+    )
+    # Recorded after the query, so an admin's look at the read records does not show itself.
+    await record_read(
+        uow.session,
+        Actor.of(admin),
+        "read records",
+        customers=[r.customer_id for r in rows if r.customer_id],
+        query={
+            "customer_id": customer_id,
+            "user_id": user_id,
+            "department": department.value if department else None,
+            "what": what,
+            "since": _iso(since),
+            "until": _iso(until),
+            "limit": page.limit,
+            "offset": page.offset,
+        },
+    )
+    await uow.commit()
+    items = [ReadRecordRead.model_validate(r) for r in rows]
+    return Page[ReadRecordRead](items=items, total=total, limit=page.limit, offset=page.offset)

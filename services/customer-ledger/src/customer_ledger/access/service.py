@@ -1,22 +1,21 @@
-"""Recording logins and account changes in the journal, and the admin's audit query (B5, B6).
+"""Recording logins and account changes, and the admin's audit queries (B5, B6).
 
 Each identity event becomes a journal entry in the same transaction as its
-inbox row, so a login is on record exactly once; login records are the
-queryable view of those entries. An admin's audit query is itself a read and
-is journaled before the answer is returned.
+inbox row, so a login is on record exactly once; login, change and read
+records are the queryable views of the journal's entries. An audit query is
+itself a read and is journaled before the answer is returned.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func
-from sqlmodel import col, select
+from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
 
-from casebridge_shared.auth import Principal
-from casebridge_shared.db import utcnow
 from casebridge_shared.events import CloudEvent
 from casebridge_shared.inbox import Handler
 from casebridge_shared.outbox import UnitOfWork
@@ -30,56 +29,45 @@ from customer_ledger.access.events import (
     LoginSucceeded,
     UserSnapshot,
 )
-from customer_ledger.access.models import LoginRecord
+from customer_ledger.access.models import ChangeRecord, LoginRecord, ReadRecord
 from customer_ledger.journal import service as journal
+from customer_ledger.records import record_login
 
-
-def _iso(value: datetime) -> str:
-    return value.isoformat()
-
-
-async def _login(uow: UnitOfWork, event: CloudEvent, record: LoginRecord) -> None:
-    body: dict[str, Any] = {
-        "type": "login",
-        "event_id": event.id,
-        "outcome": record.outcome,
-        "user_id": record.user_id,
-        "email": record.email,
-        "reason": record.reason,
-        "client_ip": record.client_ip,
-        "user_agent": record.user_agent,
-        "at": _iso(record.at),
-    }
-    [entry] = await journal.append(uow.session, [("login", body)])
-    record.journal_index = entry.index
-    uow.session.add(record)
+Row = TypeVar("Row", bound=SQLModel)
 
 
 async def login_succeeded(uow: UnitOfWork, event: CloudEvent, login: LoginSucceeded) -> None:
-    record = LoginRecord(
-        user_id=login.user_id,
-        email=login.email,
-        outcome="success",
-        client_ip=login.client_ip,
-        user_agent=login.user_agent,
-        at=login.at,
-        journal_index=-1,
+    await record_login(
+        uow.session,
+        {
+            "event_id": event.id,
+            "outcome": "success",
+            "user_id": login.user_id,
+            "email": login.email,
+            "reason": None,
+            "department": login.department,
+            "client_ip": login.client_ip,
+            "user_agent": login.user_agent,
+            "at": login.at.isoformat(),
+        },
     )
-    await _login(uow, event, record)
 
 
 async def login_failed(uow: UnitOfWork, event: CloudEvent, login: LoginFailed) -> None:
-    record = LoginRecord(
-        user_id=login.user_id,
-        email=login.email,
-        outcome="failure",
-        reason=login.reason[:64],
-        client_ip=login.client_ip,
-        user_agent=login.user_agent,
-        at=login.at,
-        journal_index=-1,
+    await record_login(
+        uow.session,
+        {
+            "event_id": event.id,
+            "outcome": "failure",
+            "user_id": login.user_id,
+            "email": login.email,
+            "reason": login.reason[:64],
+            "department": None,
+            "client_ip": login.client_ip,
+            "user_agent": login.user_agent,
+            "at": login.at.isoformat(),
+        },
     )
-    await _login(uow, event, record)
 
 
 async def account_changed(uow: UnitOfWork, event: CloudEvent, user: UserSnapshot) -> None:
@@ -93,7 +81,7 @@ async def account_changed(uow: UnitOfWork, event: CloudEvent, user: UserSnapshot
         "department": user.department,
         "active": user.active,
         "version": user.version,
-        "at": _iso(event.time),
+        "at": event.time.isoformat(),
     }
     await journal.append(uow.session, [("account", body)])
 
@@ -107,19 +95,12 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-async def record_read(session: AsyncSession, reader: Principal, what: str, query: dict[str, Any]) -> int:
-    """Journal that ``reader`` read ``what`` with ``query``; returns the entry's index."""
-    body = {
-        "type": "read",
-        "reader": reader.subject,
-        "roles": sorted(r.value for r in reader.roles),
-        "department": reader.department.value if reader.department else None,
-        "what": what,
-        "query": query,
-        "at": _iso(utcnow()),
-    }
-    [entry] = await journal.append(session, [("read", body)])
-    return entry.index
+async def _page(
+    session: AsyncSession, query: SelectOfScalar[Row], order: list[Any], limit: int, offset: int
+) -> tuple[list[Row], int]:
+    total = (await session.exec(select(func.count()).select_from(query.subquery()))).one()
+    rows = await session.exec(query.order_by(*order).limit(limit).offset(offset))
+    return list(rows.all()), int(total)
 
 
 async def list_logins(
@@ -127,6 +108,7 @@ async def list_logins(
     *,
     user_id: str | None,
     email: str | None,
+    department: str | None,
     outcome: str | None,
     since: datetime | None,
     until: datetime | None,
@@ -138,14 +120,72 @@ async def list_logins(
         query = query.where(LoginRecord.user_id == user_id)
     if email:
         query = query.where(func.lower(col(LoginRecord.email)) == email.lower())
+    if department:
+        query = query.where(LoginRecord.department == department)
     if outcome:
         query = query.where(LoginRecord.outcome == outcome)
     if since is not None:
         query = query.where(col(LoginRecord.at) >= since)
     if until is not None:
         query = query.where(col(LoginRecord.at) < until)
-    total = (await session.exec(select(func.count()).select_from(query.subquery()))).one()
-    rows = await session.exec(
-        query.order_by(col(LoginRecord.at).desc(), col(LoginRecord.id)).limit(limit).offset(offset)
+    return await _page(
+        session, query, [col(LoginRecord.at).desc(), col(LoginRecord.journal_index).desc()], limit, offset
     )
-    return list(rows.all()), int(total)
+
+
+async def list_changes(
+    session: AsyncSession,
+    *,
+    customer_id: str | None,
+    user_id: str | None,
+    department: str | None,
+    table: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[ChangeRecord], int]:
+    query = select(ChangeRecord)
+    if customer_id:
+        query = query.where(ChangeRecord.customer_id == customer_id)
+    if user_id:
+        query = query.where(ChangeRecord.changed_by == user_id)
+    if department:
+        query = query.where(ChangeRecord.department == department)
+    if table:
+        query = query.where(ChangeRecord.table == table)
+    if since is not None:
+        query = query.where(col(ChangeRecord.at) >= since)
+    if until is not None:
+        query = query.where(col(ChangeRecord.at) < until)
+    return await _page(session, query, [col(ChangeRecord.journal_index).desc()], limit, offset)
+
+
+async def list_reads(
+    session: AsyncSession,
+    *,
+    customer_id: str | None,
+    user_id: str | None,
+    department: str | None,
+    what: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[ReadRecord], int]:
+    query = select(ReadRecord)
+    if customer_id:
+        query = query.where(ReadRecord.customer_id == customer_id)
+    if user_id:
+        query = query.where(ReadRecord.reader == user_id)
+    if department:
+        query = query.where(ReadRecord.department == department)
+    if what:
+        query = query.where(ReadRecord.what == what)
+    if since is not None:
+        query = query.where(col(ReadRecord.at) >= since)
+    if until is not None:
+        query = query.where(col(ReadRecord.at) < until)
+    return await _page(
+        session, query, [col(ReadRecord.journal_index).desc(), col(ReadRecord.position)], limit, offset
+    )

@@ -2,8 +2,9 @@
 
 Checkpoints, the public key and proofs are public: they reveal only hashes,
 and anyone must be able to check that no past record changed. Entries carry
-customer data, so reading them is for admins until department access rules
-exist (deny by default), and each such read is journaled.
+customer data of every department, so reading them is for admins (a department
+sees its customers through the record routes, under its grants), and each such
+read is journaled.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from fastapi.responses import PlainTextResponse
 
 from casebridge_shared.auth import Principal, Role, require_roles
 from casebridge_shared.problems import PROBLEM_RESPONSES
-from customer_ledger.access.service import record_read
 from customer_ledger.deps import ContainerDep, SessionDep, UowDep
 from customer_ledger.journal import service
 from customer_ledger.journal.models import (
@@ -26,6 +26,7 @@ from customer_ledger.journal.models import (
     InclusionProof,
     JournalEntry,
 )
+from customer_ledger.records import Actor, record_read
 
 router = APIRouter(prefix="/ledger", tags=["journal"], responses=PROBLEM_RESPONSES)
 
@@ -83,7 +84,7 @@ async def list_entries(
 ) -> list[EntryRead]:
     """Entries hold customer data: admins only, and the read is itself journaled."""
     rows = await service.entries(uow.session, start=start, limit=limit)
-    await record_read(uow.session, admin, "journal entries", {"start": start, "limit": limit})
+    await record_read(uow.session, Actor.of(admin), "journal entries", query={"start": start, "limit": limit})
     await uow.commit()
     return [_entry(e) for e in rows]
 
@@ -101,7 +102,7 @@ def _entry(entry: JournalEntry) -> EntryRead:
 @router.get("/entries/{index}", response_model=EntryRead, summary="One journal entry and its leaf hash")
 async def get_entry(index: int, admin: Admin, uow: UowDep) -> EntryRead:
     entry = await service.entry_at(uow.session, index)
-    await record_read(uow.session, admin, "journal entry", {"index": index})
+    await record_read(uow.session, Actor.of(admin), "journal entry", query={"index": index})
     await uow.commit()
     return _entry(entry)
 

@@ -103,6 +103,12 @@ async def _transaction_state(session: AsyncSession) -> tuple[JournalHead, dict[t
     return state
 
 
+async def lock(session: AsyncSession) -> int:
+    """Hold the head row for this transaction (no appends meanwhile); returns the tree size."""
+    head, _ = await _transaction_state(session)
+    return head.size
+
+
 async def append(
     session: AsyncSession, entries: Sequence[tuple[str, Mapping[str, Any]]]
 ) -> list[JournalEntry]:

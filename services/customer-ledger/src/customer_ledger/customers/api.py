@@ -1,0 +1,228 @@
+"""Routes: customer records for departments and admin, and a customer's own progress (B2-B7).
+
+Reads answer with the fields the reader's grant shows (so their schema is the
+full record with fields possibly left out); writes answer with the record as
+written. Every read and write is journaled before the answer goes out.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, status
+from fastapi.responses import JSONResponse
+
+from casebridge_shared.auth import CurrentUser, Department, Principal, Role, require_roles
+from casebridge_shared.pagination import PageDep
+from casebridge_shared.problems import PROBLEM_RESPONSES
+from customer_ledger.customers import service
+from customer_ledger.customers.models import (
+    Association,
+    AssociationCreate,
+    Customer,
+    CustomerCreate,
+    CustomerUpdate,
+    Demand,
+    DemandCreate,
+    DemandUpdate,
+    HandOff,
+    Payment,
+    PaymentCreate,
+    ProgressCreate,
+    ProgressEntry,
+    Removal,
+)
+from customer_ledger.deps import ContainerDep, UowDep
+
+router = APIRouter(tags=["customers"], responses=PROBLEM_RESPONSES)
+
+Admin = Annotated[Principal, Depends(require_roles(Role.ADMIN))]
+CustomerId = Annotated[str, Path(max_length=36)]
+SHAPED = "Fields outside the reader's grant are left out."
+
+
+def _json(content: Any, status_code: int = status.HTTP_200_OK) -> JSONResponse:
+    return JSONResponse(content, status_code=status_code)
+
+
+@router.get(
+    "/customers",
+    summary="Customers the reader may see",
+    response_model=None,
+    responses={200: {"description": SHAPED, "model": list[Customer]}},
+)
+async def list_customers(
+    reader: CurrentUser,
+    uow: UowDep,
+    page: PageDep,
+    stage: Annotated[Department | None, Query(description="Only customers held by this department")] = None,
+) -> JSONResponse:
+    items, total = await service.list_customers(
+        uow.session, reader, stage=stage.value if stage else None, limit=page.limit, offset=page.offset
+    )
+    await uow.commit()
+    return _json({"items": items, "total": total, "limit": page.limit, "offset": page.offset})
+
+
+@router.post("/customers", status_code=201, response_model=Customer, summary="Register a customer")
+async def create_customer(
+    writer: CurrentUser, body: CustomerCreate, uow: UowDep, container: ContainerDep
+) -> Customer:
+    """A department's new customer is theirs (held and associated); admin's go to the default department."""
+    customer = await service.create_customer(
+        uow.session, writer, body, default_department=container.settings.new_customer_department.value
+    )
+    await uow.commit()
+    return customer
+
+
+@router.get(
+    "/customers/{customer_id}",
+    summary="One customer",
+    response_model=None,
+    responses={200: {"description": SHAPED, "model": Customer}},
+)
+async def get_customer(customer_id: CustomerId, reader: CurrentUser, uow: UowDep) -> JSONResponse:
+    customer = await service.get_customer(uow.session, reader, customer_id)
+    await uow.commit()
+    return _json(customer)
+
+
+@router.patch("/customers/{customer_id}", response_model=Customer, summary="Change a customer's data")
+async def update_customer(
+    customer_id: CustomerId, body: CustomerUpdate, writer: CurrentUser, uow: UowDep
+) -> Customer:
+    customer = await service.update_customer(uow.session, writer, customer_id, body)
+    await uow.commit()
+    return customer
+
+
+@router.post(
+    "/customers/{customer_id}/handoff",
+    response_model=Customer,
+    summary="Hand the customer to the next department (sales → finance → process → technical → after_sales)",
+)
+async def hand_off(customer_id: CustomerId, body: HandOff, writer: CurrentUser, uow: UowDep) -> Customer:
+    customer = await service.hand_off(uow.session, writer, customer_id, body)
+    await uow.commit()
+    return customer
+
+
+def _list_route(table: str, model: type[Any], summary: str) -> None:
+    async def list_rows(customer_id: CustomerId, reader: CurrentUser, uow: UowDep) -> JSONResponse:
+        rows = await service.list_of_customer(uow.session, reader, customer_id, table)
+        await uow.commit()
+        return _json(rows)
+
+    router.add_api_route(
+        f"/customers/{{customer_id}}/{table}",
+        list_rows,
+        methods=["GET"],
+        summary=summary,
+        response_model=None,
+        responses={200: {"description": SHAPED, "model": list[model]}},  # type: ignore[valid-type]
+        name=f"list_{table}",
+    )
+
+
+_list_route("demands", Demand, "The customer's demands")
+_list_route("associations", Association, "Which departments see the customer")
+_list_route("progress", ProgressEntry, "The customer's project progress, oldest first")
+_list_route("payments", Payment, "Payments recorded by finance")
+
+
+@router.post(
+    "/customers/{customer_id}/demands", status_code=201, response_model=Demand, summary="Register a demand"
+)
+async def add_demand(customer_id: CustomerId, body: DemandCreate, writer: CurrentUser, uow: UowDep) -> Demand:
+    demand = await service.add_demand(uow.session, writer, customer_id, body)
+    await uow.commit()
+    return demand
+
+
+@router.patch(
+    "/customers/{customer_id}/demands/{demand_id}", response_model=Demand, summary="Change a demand"
+)
+async def update_demand(
+    customer_id: CustomerId,
+    demand_id: Annotated[str, Path(max_length=36)],
+    body: DemandUpdate,
+    writer: CurrentUser,
+    uow: UowDep,
+) -> Demand:
+    demand = await service.update_demand(uow.session, writer, customer_id, demand_id, body)
+    await uow.commit()
+    return demand
+
+
+@router.post(
+    "/customers/{customer_id}/progress",
+    status_code=201,
+    response_model=ProgressEntry,
+    summary="Record project progress (finance, process, admin)",
+)
+async def add_progress(
+    customer_id: CustomerId, body: ProgressCreate, writer: CurrentUser, uow: UowDep
+) -> ProgressEntry:
+    entry = await service.add_progress(uow.session, writer, customer_id, body)
+    await uow.commit()
+    return entry
+
+
+@router.post(
+    "/customers/{customer_id}/payments",
+    status_code=201,
+    response_model=Payment,
+    summary="Record a payment (finance, admin)",
+)
+async def add_payment(
+    customer_id: CustomerId, body: PaymentCreate, writer: CurrentUser, uow: UowDep
+) -> Payment:
+    payment = await service.add_payment(uow.session, writer, customer_id, body)
+    await uow.commit()
+    return payment
+
+
+@router.post(
+    "/customers/{customer_id}/associations",
+    status_code=201,
+    response_model=Association,
+    summary="Let a department see the customer (admin)",
+)
+async def add_association(
+    customer_id: CustomerId, body: AssociationCreate, admin: Admin, uow: UowDep
+) -> Association:
+    association = await service.add_association(uow.session, admin, customer_id, body)
+    await uow.commit()
+    return association
+
+
+@router.delete(
+    "/customers/{customer_id}/associations/{department}",
+    status_code=204,
+    summary="Stop a department seeing the customer (admin; reason required)",
+)
+async def remove_association(
+    customer_id: CustomerId,
+    department: Department,
+    admin: Admin,
+    uow: UowDep,
+    reason: Annotated[str, Query(min_length=1, max_length=500)],
+    feedback_ref: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+) -> None:
+    await service.remove_association(
+        uow.session, admin, customer_id, department, Removal(reason=reason, feedback_ref=feedback_ref)
+    )
+    await uow.commit()
+
+
+@router.get(
+    "/me/progress",
+    response_model=None,
+    responses={200: {"model": list[ProgressEntry]}},
+    summary="A customer's own project progress (once the firm has opened it to them)",
+)
+async def my_progress(customer: CurrentUser, uow: UowDep) -> JSONResponse:
+    rows = await service.my_progress(uow.session, customer)
+    await uow.commit()
+    return _json(rows)

@@ -1,0 +1,65 @@
+"""customer-ledger's view of order and case events (tolerant readers, never the producers' code)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from casebridge_shared.events import EventReader
+
+ORDER_PLACED = "casebridge.orders.order-placed.v1"
+ORDER_UPDATED = "casebridge.orders.order-updated.v1"
+ORDER_CANCELLED = "casebridge.orders.order-cancelled.v1"
+
+CASE_EVENTS = {
+    "casebridge.cases.case-opened.v1": "case opened",
+    "casebridge.cases.case-assigned.v1": "case assigned",
+    "casebridge.cases.status-changed.v1": "status changed",
+    "casebridge.cases.analysis-recorded.v1": "analysis recorded",
+    "casebridge.cases.communication-recorded.v1": "communication recorded",
+    "casebridge.cases.solution-proposed.v1": "solution proposed",
+    "casebridge.cases.attachment-added.v1": "document added",
+    "casebridge.cases.case-closed.v1": "case closed",
+    "casebridge.cases.case-cancelled.v1": "case cancelled",
+}
+
+
+class OrderedProduct(EventReader):
+    title: str
+    category: str
+
+
+class OrderingCustomer(EventReader):
+    customer_id: str
+    full_name: str
+    email: str
+    phone: str | None = None
+
+
+class OrderState(EventReader):
+    order_id: str
+    customer: OrderingCustomer
+    product: OrderedProduct
+    description: str
+    status: str
+    version: int
+    updated_at: datetime
+
+
+class CaseProgress(EventReader):
+    case_id: str
+    order_id: str
+    customer_id: str
+    status: str
+    at: datetime
+    product_title: str | None = None
+    assignee_name: str | None = None
+    solution_summary: str | None = None
+    reason: str | None = None
+
+
+PAYLOAD_MODELS: dict[str, type[EventReader]] = {
+    ORDER_PLACED: OrderState,
+    ORDER_UPDATED: OrderState,
+    ORDER_CANCELLED: OrderState,
+    **dict.fromkeys(CASE_EVENTS, CaseProgress),
+}

@@ -1,0 +1,176 @@
+"""Who may read what (SPEC B2, B3, B6). Deny unless a rule allows. No HTTP here.
+
+Admin reads everything. A department user reads a table only under an admin
+grant, and then only the customers associated with the department (scope
+``associated``) or all of them (``all``), restricted to the grant's fields if it
+names any. A customer reads their own project progress once a grant names them
+or every customer. Anyone else (staff, supervisors, services) is refused.
+Grants are read from the database on every request, so a revoke is effective
+on the next one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import or_
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from casebridge_shared.auth import Principal, Role
+from casebridge_shared.db import new_id, utcnow
+from casebridge_shared.problems import Conflict, Forbidden, NotFound
+from customer_ledger.customers.models import Association, Customer
+from customer_ledger.grants.models import KEY_FIELDS, Grant, GrantCreate
+from customer_ledger.records import Actor, record_change
+
+
+@dataclass(frozen=True)
+class TableAccess:
+    """What a reader may see of one table: every customer or only associated ones, which fields."""
+
+    everyone: bool
+    department: str | None
+    fields: frozenset[str] | None  # None: every field
+
+    def shape(self, row: dict[str, Any]) -> dict[str, Any]:
+        if self.fields is None:
+            return row
+        return {k: v for k, v in row.items() if k in self.fields or k in KEY_FIELDS}
+
+    def shape_all(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [self.shape(r) for r in rows]
+
+
+ADMIN_ACCESS = TableAccess(everyone=True, department=None, fields=None)
+
+
+def department_of(principal: Principal) -> str | None:
+    if Role.DEPARTMENT in principal.roles and principal.department is not None:
+        return principal.department.value
+    return None
+
+
+async def table_access(session: AsyncSession, principal: Principal, table: str) -> TableAccess:
+    """The reader's access to ``table``, or 403 when no rule allows it."""
+    if principal.is_admin:
+        return ADMIN_ACCESS
+    department = department_of(principal)
+    if department is None:
+        raise Forbidden("only admin and department users read customer records")
+    grants = (
+        await session.exec(
+            select(Grant).where(
+                Grant.grantee == "department", Grant.department == department, Grant.table == table
+            )
+        )
+    ).all()
+    if not grants:
+        raise Forbidden(f"the {department} department has no read grant on {table}")
+    fields: frozenset[str] | None = frozenset()
+    for grant in grants:
+        if grant.fields is None:
+            fields = None
+            break
+        fields = (fields or frozenset()) | frozenset(grant.fields)
+    return TableAccess(everyone=any(g.scope == "all" for g in grants), department=department, fields=fields)
+
+
+async def is_associated(session: AsyncSession, customer_id: str, department: str) -> bool:
+    found = await session.exec(
+        select(Association.id).where(
+            Association.customer_id == customer_id, Association.department == department
+        )
+    )
+    return found.first() is not None
+
+
+async def customer_in_sight(session: AsyncSession, access: TableAccess, customer_id: str) -> Customer:
+    """The customer, if this access may see them; otherwise 404 exactly as if they did not exist."""
+    customer = await session.get(Customer, customer_id)
+    if customer is None or (
+        not access.everyone
+        and access.department is not None
+        and not await is_associated(session, customer_id, access.department)
+    ):
+        raise NotFound(f"no customer {customer_id}")
+    return customer
+
+
+async def customer_may_see_progress(session: AsyncSession, customer_id: str) -> bool:
+    found = await session.exec(
+        select(Grant.id).where(
+            Grant.grantee == "customer",
+            Grant.table == "progress",
+            or_(col(Grant.customer_id).is_(None), col(Grant.customer_id) == customer_id),
+        )
+    )
+    return found.first() is not None
+
+
+# --- admin: granting and revoking ------------------------------------------
+
+
+async def grant(session: AsyncSession, admin: Principal, body: GrantCreate) -> Grant:
+    grantee = "department" if body.department is not None else "customer"
+    fields = sorted(set(body.fields)) if body.fields is not None else None
+    new = Grant(
+        id=new_id(),
+        grantee=grantee,
+        department=body.department.value if body.department else None,
+        customer_id=body.customer_id,
+        table=body.table,
+        scope=body.scope if grantee == "department" else "own",
+        fields=fields if grantee == "department" else None,
+        granted_by=admin.subject,
+        granted_at=utcnow(),
+    )
+    for existing in (
+        await session.exec(
+            select(Grant).where(
+                Grant.grantee == new.grantee,
+                Grant.table == new.table,
+                Grant.scope == new.scope,
+                Grant.department == new.department if new.department else col(Grant.department).is_(None),
+                Grant.customer_id == new.customer_id if new.customer_id else col(Grant.customer_id).is_(None),
+            )
+        )
+    ).all():
+        if existing.fields == new.fields:
+            raise Conflict(f"the same grant exists already: {existing.id}", field="body")
+    await record_change(
+        session,
+        Actor.of(admin),
+        table="grants",
+        operation="insert",
+        before=None,
+        after=new,
+        reason=body.reason,
+    )
+    return new
+
+
+async def revoke(session: AsyncSession, admin: Principal, grant_id: str, reason: str | None) -> None:
+    existing = await session.get(Grant, grant_id)
+    if existing is None:
+        raise NotFound(f"no grant {grant_id}")
+    await record_change(
+        session,
+        Actor.of(admin),
+        table="grants",
+        operation="delete",
+        before=existing,
+        after=None,
+        reason=reason,
+    )
+
+
+async def list_grants(session: AsyncSession, *, department: str | None, table: str | None) -> list[Grant]:
+    query = select(Grant)
+    if department:
+        query = query.where(Grant.department == department)
+    if table:
+        query = query.where(Grant.table == table)
+    return list((await session.exec(query.order_by(col(Grant.granted_at), col(Grant.id)))).all())

@@ -1,0 +1,410 @@
+"""Customer records: the isolation matrix, the hand-off chain, corrections and audit queries (B2-B7)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from casebridge_shared.testing import TokenMinter
+from customer_ledger.access.models import ChangeRecord, ReadRecord
+from customer_ledger.bootstrap import Container
+from customer_ledger.journal import service as journal
+from customer_ledger.journal.models import JournalEntry
+
+DEPARTMENTS = ("sales", "finance", "process", "technical", "after_sales")
+TABLES = ("demands", "associations", "progress", "payments")
+
+
+@dataclass(frozen=True)
+class Who:
+    name: str
+    headers: dict[str, str]
+    department: str | None = None
+    admin: bool = False
+
+
+def people(minter: TokenMinter, customer_subject: str) -> list[Who]:
+    found = [Who("admin", minter.headers("admin-1", "admin"), admin=True)]
+    found += [
+        Who(d, minter.headers(f"{d}-user", "department", department=d), department=d) for d in DEPARTMENTS
+    ]
+    found += [
+        Who("staff", minter.headers("staff-1", "staff")),
+        Who("supervisor", minter.headers("sup-1", "supervisor")),
+        Who("customer", minter.headers(customer_subject, "customer")),
+    ]
+    return found
+
+
+async def create_customer(api: httpx.AsyncClient, headers: dict[str, str], name: str) -> dict[str, Any]:
+    r = await api.post("/customers", json={"full_name": name, "email": "x@example.org"}, headers=headers)
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+async def grant(api: httpx.AsyncClient, admin: dict[str, str], **body: Any) -> str:
+    r = await api.post("/grants", json=body, headers=admin)
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+async def count(container: Container, table: Any) -> int:
+    async with container.db.session() as s:
+        return int((await s.execute(select(func.count()).select_from(table))).scalar_one())
+
+
+def expected_read(who: Who, table: str, associated: set[str], grants: dict[tuple[str, str], str]) -> int:
+    """The rules, stated apart from the code: admin all; a department by grant and association."""
+    if who.admin:
+        return 200
+    if who.department is None:
+        return 403
+    scope = grants.get((who.department, table))
+    if scope is None:
+        return 403
+    return 200 if scope == "all" or who.department in associated else 404
+
+
+async def test_isolation_matrix_every_reader_every_table_with_and_without_grants(
+    api: httpx.AsyncClient, container: Container, minter: TokenMinter
+) -> None:
+    admin = minter.headers("admin-1", "admin")
+    sales = minter.headers("sales-user", "department", department="sales")
+    finance = minter.headers("finance-user", "department", department="finance")
+    # Customer A is sales's; customer B was registered by finance.
+    a = await create_customer(api, sales, "Ada Customer")
+    b = await create_customer(api, finance, "Bo Customer")
+    associated = {a["id"]: {"sales"}, b["id"]: {"finance"}}
+    everyone = people(minter, a["id"])
+
+    async def check(grants: dict[tuple[str, str], str]) -> int:
+        checked = 0
+        for who in everyone:
+            for customer in (a, b):
+                cid = customer["id"]
+                r = await api.get(f"/customers/{cid}", headers=who.headers)
+                want = expected_read(who, "customers", associated[cid], grants)
+                assert r.status_code == want, (who.name, "customers", cid, r.text)
+                if want != 200:
+                    assert r.headers["content-type"] == "application/problem+json"
+                for table in TABLES:
+                    r = await api.get(f"/customers/{cid}/{table}", headers=who.headers)
+                    want = expected_read(who, table, associated[cid], grants)
+                    assert r.status_code == want, (who.name, table, cid, r.text)
+                    checked += 1
+            # The list shows exactly the customers the reader may see.
+            r = await api.get("/customers", headers=who.headers)
+            scope = grants.get((who.department or "", "customers"))
+            if who.admin or scope == "all":
+                assert r.status_code == 200 and r.json()["total"] == 2, who.name
+            elif scope == "associated":
+                ids = {c["id"] for c in r.json()["items"]}
+                assert ids == {c for c, depts in associated.items() if who.department in depts}, who.name
+            else:
+                assert r.status_code == 403, who.name
+            # Access records and grants are admin's alone.
+            for path in ("/audit/logins", "/audit/changes", "/audit/reads", "/grants", "/ledger/entries"):
+                r = await api.get(path, headers=who.headers)
+                assert r.status_code == (200 if who.admin else 403), (who.name, path)
+        return checked
+
+    assert await check({}) > 0  # deny by default: no grant, no department reads anything
+
+    grants = {
+        ("sales", "customers"): "associated",
+        ("sales", "demands"): "associated",
+        ("finance", "customers"): "all",
+        ("finance", "payments"): "associated",
+        ("finance", "progress"): "all",
+        ("after_sales", "associations"): "associated",
+    }
+    ids = {}
+    for (department, table), scope in grants.items():
+        ids[(department, table)] = await grant(api, admin, department=department, table=table, scope=scope)
+    await check(grants)
+
+    # A revoke is effective on the next request.
+    r = await api.delete(
+        f"/grants/{ids[('finance', 'customers')]}", headers=admin, params={"reason": "audit"}
+    )
+    assert r.status_code == 204
+    del grants[("finance", "customers")]
+    await check(grants)
+    r = await api.delete(f"/grants/{ids[('finance', 'customers')]}", headers=admin)
+    assert r.status_code == 404
+
+    # Every answered read is on record, with the customer it showed; refusals read nothing.
+    async with container.db.session() as s:
+        reads = (await s.execute(select(ReadRecord).where(ReadRecord.what == "demands"))).scalars().all()
+    shown = {(r.reader, r.customer_id) for r in reads}
+    assert ("sales-user", a["id"]) in shown and ("sales-user", b["id"]) not in shown
+    assert ("admin-1", b["id"]) in shown and not any(r.reader == "staff-1" for r in reads)
+
+
+async def test_field_grants_show_only_the_granted_fields(api: httpx.AsyncClient, minter: TokenMinter) -> None:
+    admin = minter.headers("admin-1", "admin")
+    technical = minter.headers("tech-user", "department", department="technical")
+    c = await create_customer(api, admin, "Cy Customer")
+    r = await api.post(
+        f"/customers/{c['id']}/associations",
+        json={"department": "technical", "reason": "support"},
+        headers=admin,
+    )
+    assert r.status_code == 201, r.text
+    await grant(api, admin, department="technical", table="customers", fields=["full_name", "stage"])
+    r = await api.get(f"/customers/{c['id']}", headers=technical)
+    assert r.status_code == 200 and set(r.json()) == {"id", "full_name", "stage"}
+    # A second grant on the same table widens what is shown.
+    await grant(api, admin, department="technical", table="customers", fields=["email"])
+    r = await api.get(f"/customers/{c['id']}", headers=technical)
+    assert set(r.json()) == {"id", "full_name", "stage", "email"}
+    r = await api.post(
+        "/grants", json={"department": "technical", "table": "customers", "fields": ["email"]}, headers=admin
+    )
+    assert r.status_code == 409
+
+
+async def test_writes_follow_the_rules_of_each_department(
+    api: httpx.AsyncClient, container: Container, minter: TokenMinter
+) -> None:
+    admin = minter.headers("admin-1", "admin")
+    sales = minter.headers("sales-user", "department", department="sales")
+    a = await create_customer(api, sales, "Ada Customer")
+    # Every department is associated, so only the per-table rules decide.
+    for d in DEPARTMENTS[1:]:
+        r = await api.post(f"/customers/{a['id']}/associations", json={"department": d}, headers=admin)
+        assert r.status_code == 201, r.text
+    r = await api.post(f"/customers/{a['id']}/associations", json={"department": "finance"}, headers=admin)
+    assert r.status_code == 409
+    other = await create_customer(api, admin, "Unassociated Customer")  # held by sales by default
+    r = await api.delete(
+        f"/customers/{other['id']}/associations/sales", params={"reason": "moved away"}, headers=admin
+    )
+    assert r.status_code == 204
+
+    payment = {"amount": "120.50", "currency": "EUR", "received_at": "2026-11-20T10:00:00+01:00"}
+    writes = {
+        "demands": {"title": "Trademark check", "description": "Before launch"},
+        "progress": {"project": "trademark", "stage": "filed", "note": "with the office"},
+        "payments": payment,
+    }
+    allowed = {"demands": set(DEPARTMENTS), "progress": {"finance", "process"}, "payments": {"finance"}}
+    for who in people(minter, a["id"]):
+        for table, body in writes.items():
+            for customer, is_associated in ((a, True), (other, False)):
+                r = await api.post(f"/customers/{customer['id']}/{table}", json=body, headers=who.headers)
+                if who.admin:
+                    want = 201
+                elif who.department is None:
+                    want = 403
+                elif not is_associated:
+                    want = 404
+                else:
+                    want = 201 if who.department in allowed[table] else 403
+                assert r.status_code == want, (who.name, table, r.text)
+        r = await api.post(
+            f"/customers/{a['id']}/associations", json={"department": "sales"}, headers=who.headers
+        )
+        assert r.status_code == (409 if who.admin else 403), who.name
+        r = await api.post("/grants", json={"department": "sales", "table": "payments"}, headers=who.headers)
+        assert r.status_code == (201 if who.admin else 403), who.name
+
+    # Each successful write is one change record, with who and the row written.
+    async with container.db.session() as s:
+        changes = (
+            (await s.execute(select(ChangeRecord).where(ChangeRecord.table == "payments"))).scalars().all()
+        )
+    assert sorted(c.changed_by for c in changes) == ["admin-1", "admin-1", "finance-user"]
+    assert all(c.operation == "insert" and c.before is None and c.after for c in changes)
+    assert {c.after["amount"] for c in changes if c.after} == {"120.50"}
+
+
+async def test_bad_input_is_refused_with_the_field_and_nothing_written(
+    api: httpx.AsyncClient, container: Container, minter: TokenMinter
+) -> None:
+    admin = minter.headers("admin-1", "admin")
+    finance = minter.headers("finance-user", "department", department="finance")
+    c = await create_customer(api, finance, "Ada Customer")
+    entries = await count(container, JournalEntry)
+    cases: list[tuple[str, str, dict[str, Any], dict[str, str], int, str]] = [
+        ("POST", "/customers", {"full_name": ""}, finance, 422, "full_name"),
+        ("POST", "/customers", {"full_name": "A", "email": "not-an-email"}, finance, 422, "email"),
+        ("POST", "/customers", {"full_name": "A", "vip": True}, finance, 422, "vip"),
+        ("PATCH", f"/customers/{c['id']}", {"phone": "1"}, finance, 422, "reason"),
+        (
+            "POST",
+            f"/customers/{c['id']}/payments",
+            {"amount": "1.005", "currency": "EUR", "received_at": "2026-11-20T10:00:00Z"},
+            finance,
+            422,
+            "amount",
+        ),
+        (
+            "POST",
+            f"/customers/{c['id']}/payments",
+            {"amount": "-5", "currency": "EUR", "received_at": "2026-11-20T10:00:00Z"},
+            finance,
+            422,
+            "amount",
+        ),
+        (
+            "POST",
+            f"/customers/{c['id']}/payments",
+            {"amount": "5", "currency": "EUR", "received_at": "2026-11-20T10:00:00"},
+            finance,
+            422,
+            "zone",
+        ),
+        ("POST", f"/customers/{c['id']}/handoff", {"to": "legal"}, finance, 422, "to"),
+        ("POST", "/customers/nope/demands", {"title": "t", "description": "d"}, finance, 404, "nope"),
+        ("POST", "/grants", {"table": "customers"}, admin, 422, "grantee"),
+        (
+            "POST",
+            "/grants",
+            {"department": "sales", "customer_id": "x", "table": "progress"},
+            admin,
+            422,
+            "grantee",
+        ),
+        ("POST", "/grants", {"customer_id": "x", "table": "payments"}, admin, 422, "progress"),
+        (
+            "POST",
+            "/grants",
+            {"department": "sales", "table": "customers", "fields": ["salary"]},
+            admin,
+            422,
+            "salary",
+        ),
+        ("POST", "/grants", {"department": "sales", "table": "journal"}, admin, 422, "table"),
+        (
+            "POST",
+            "/grants",
+            {"department": "sales", "table": "customers", "scope": "some"},
+            admin,
+            422,
+            "scope",
+        ),
+        ("GET", "/audit/changes", {"table": "secrets"}, admin, 422, "table"),
+    ]
+    for method, path, body, headers, status, mentioned in cases:
+        if method == "GET":
+            r = await api.get(path, params=body, headers=headers)
+        else:
+            r = await api.request(method, path, json=body, headers=headers)
+        assert r.status_code == status, (path, body, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+        assert mentioned in r.text, (path, r.text)
+    assert (await api.post("/customers", json={"full_name": "A"})).status_code == 401
+    assert await count(container, JournalEntry) == entries  # nothing half-written, nothing read
+
+
+async def test_hand_off_chain_end_to_end_with_every_change_and_read_on_record(
+    api: httpx.AsyncClient, container: Container, minter: TokenMinter
+) -> None:
+    admin = minter.headers("admin-1", "admin")
+    h = {d: minter.headers(f"{d}-user", "department", department=d) for d in DEPARTMENTS}
+    for d in DEPARTMENTS:
+        await grant(api, admin, department=d, table="customers")
+    c = await create_customer(api, h["sales"], "Ada Customer")
+    cid = c["id"]
+    assert c["stage"] == "sales"
+
+    async def hand_off(who: str, status: int = 200, **body: Any) -> dict[str, Any]:
+        r = await api.post(
+            f"/customers/{cid}/handoff", json=body, headers=h[who] if who != "admin" else admin
+        )
+        assert r.status_code == status, (who, body, r.text)
+        return dict(r.json())
+
+    # Before the hand-off, finance does not see the customer.
+    assert (await api.get(f"/customers/{cid}", headers=h["finance"])).status_code == 404
+    await hand_off("finance", 404)  # not associated yet: as if absent
+    await hand_off("sales", 403, to="process")  # a skip needs admin
+    assert (await hand_off("sales"))["stage"] == "finance"
+    assert (await api.get(f"/customers/{cid}", headers=h["finance"])).status_code == 200
+    await hand_off("sales", 403)  # sales no longer holds the customer
+    r = await api.post(
+        f"/customers/{cid}/payments",
+        json={
+            "amount": "300",
+            "currency": "EUR",
+            "received_at": "2026-11-25T09:00:00Z",
+            "reference": "INV-1",
+        },
+        headers=h["finance"],
+    )
+    assert r.status_code == 201, r.text
+    assert (await hand_off("finance"))["stage"] == "process"
+    r = await api.post(
+        f"/customers/{cid}/progress", json={"project": "trademark", "stage": "filed"}, headers=h["process"]
+    )
+    assert r.status_code == 201, r.text
+    assert (await hand_off("process", reason="filing done"))["stage"] == "technical"
+    assert (await hand_off("technical"))["stage"] == "after_sales"
+    await hand_off("after_sales", 409)  # the end of the chain
+    # Backwards is admin's, with a reason, and is recorded like any change.
+    assert (await hand_off("admin", to="finance", reason="refund requested"))["stage"] == "finance"
+
+    # The customer asks for a correction of their phone number: admin corrects it with the feedback reference.
+    r = await api.patch(
+        f"/customers/{cid}",
+        json={"phone": "+43 1 234", "reason": "customer called: wrong number", "feedback_ref": "FB-77"},
+        headers=admin,
+    )
+    assert r.status_code == 200 and r.json()["phone"] == "+43 1 234" and r.json()["version"] == 7
+
+    r = await api.get("/audit/changes", params={"customer_id": cid, "limit": 200}, headers=admin)
+    assert r.status_code == 200, r.text
+    changes = list(reversed(r.json()["items"]))  # oldest first
+    stages = [
+        (ch["before"]["stage"], ch["after"]["stage"])
+        for ch in changes
+        if ch["table"] == "customers"
+        and ch["operation"] == "update"
+        and ch["before"]["stage"] != ch["after"]["stage"]
+    ]
+    assert stages == [
+        ("sales", "finance"),
+        ("finance", "process"),
+        ("process", "technical"),
+        ("technical", "after_sales"),
+        ("after_sales", "finance"),
+    ]
+    associations = [ch["after"]["department"] for ch in changes if ch["table"] == "associations"]
+    assert associations == ["sales", "finance", "process", "technical", "after_sales"]
+    correction = changes[-1]
+    assert correction["before"]["phone"] is None and correction["after"]["phone"] == "+43 1 234"
+    assert correction["reason"] == "customer called: wrong number" and correction["feedback_ref"] == "FB-77"
+    assert correction["changed_by"] == "admin-1" and correction["department"] is None
+    by_process = await api.get("/audit/changes", params={"department": "process"}, headers=admin)
+    assert {ch["changed_by"] for ch in by_process.json()["items"]} == {"process-user"}
+    assert any(ch["reason"] == "filing done" for ch in by_process.json()["items"])
+
+    # Reads: finance's look at the customer is on record; so is admin's look at the changes.
+    r = await api.get("/audit/reads", params={"customer_id": cid, "department": "finance"}, headers=admin)
+    assert r.status_code == 200 and r.json()["total"] == 1
+    r = await api.get("/audit/reads", params={"user_id": "admin-1", "what": "change records"}, headers=admin)
+    assert r.json()["total"] >= 1
+
+    # Every change, read and login is a journal entry whose leaf the public proofs cover.
+    async with container.db.session() as s:
+        size = await journal.tree_size(s)
+        kinds = [e.kind for e in (await s.execute(select(JournalEntry))).scalars()]
+    assert size == len(kinds) and set(kinds) == {"change", "read"}
+    entry = json.loads((await api.get(f"/ledger/entries/{size - 1}", headers=admin)).json()["entry"])
+    assert entry["type"] == "read"
+    r = await api.get("/ledger/proofs/inclusion", params={"index": 0, "tree_size": size})
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize("role", ["staff", "supervisor", "service"])
+async def test_staff_without_a_department_cannot_register_or_change_customers(
+    api: httpx.AsyncClient, minter: TokenMinter, role: str
+) -> None:
+    r = await api.post("/customers", json={"full_name": "A"}, headers=minter.headers("u-1", role))
+    assert r.status_code == 403
