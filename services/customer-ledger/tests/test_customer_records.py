@@ -15,6 +15,7 @@ from customer_ledger.access.models import ChangeRecord, ReadRecord
 from customer_ledger.bootstrap import Container
 from customer_ledger.journal import service as journal
 from customer_ledger.journal.models import JournalEntry
+from customer_ledger.records import record_login
 
 DEPARTMENTS = ("sales", "finance", "process", "technical", "after_sales")
 TABLES = ("demands", "associations", "progress", "payments")
@@ -408,3 +409,111 @@ async def test_staff_without_a_department_cannot_register_or_change_customers(
 ) -> None:
     r = await api.post("/customers", json={"full_name": "A"}, headers=minter.headers("u-1", role))
     assert r.status_code == 403
+
+
+async def test_one_journal_entry_is_served_to_whoever_may_see_that_record_in_full(
+    api: httpx.AsyncClient, container: Container, minter: TokenMinter
+) -> None:
+    admin = minter.headers("admin-1", "admin")
+    sales = minter.headers("sales-user", "department", department="sales")
+    finance = minter.headers("finance-user", "department", department="finance")
+    technical = minter.headers("tech-user", "department", department="technical")
+    a = await create_customer(api, sales, "Ada Customer")
+    me = minter.headers(a["id"], "customer")
+    r = await api.post(
+        f"/customers/{a['id']}/progress", json={"project": "p", "stage": "filed"}, headers=admin
+    )
+    assert r.status_code == 201
+    async with container.db.session() as s:
+        rows = (await s.execute(select(ChangeRecord).order_by(ChangeRecord.journal_index))).scalars().all()
+    created = next(c.journal_index for c in rows if c.table == "customers")
+    progress = next(c.journal_index for c in rows if c.table == "progress")
+
+    def entry(index: int, headers: dict[str, str]) -> Any:
+        return api.get(f"/ledger/entries/{index}", headers=headers)
+
+    assert (await entry(created, sales)).status_code == 403  # no grant yet
+    await grant(api, admin, department="sales", table="customers")
+    await grant(api, admin, department="finance", table="customers")
+    await grant(api, admin, department="technical", table="customers", scope="all", fields=["full_name"])
+    r = await entry(created, sales)
+    assert r.status_code == 200 and json.loads(r.json()["entry"])["after"]["full_name"] == "Ada Customer"
+    assert (await entry(created, finance)).status_code == 404  # not finance's customer
+    assert (await entry(created, technical)).status_code == 403  # a field grant never shows a whole entry
+    assert (await entry(progress, sales)).status_code == 403  # no grant on progress
+    assert (await entry(progress, me)).status_code == 403  # not yet opened to the customer
+    await grant(api, admin, customer_id=a["id"], table="progress")
+    assert (await entry(progress, me)).status_code == 200
+    assert (await entry(created, me)).status_code == 403
+    async with container.db.session() as s:
+        size = await journal.tree_size(s)
+    read = size - 1  # the customer's read just now: an access record
+    assert (await entry(read, sales)).status_code == 403
+    assert (await entry(read, minter.headers("staff-1", "staff"))).status_code == 403
+    assert (await entry(read, admin)).status_code == 200
+    assert (await entry(10_000, admin)).status_code == 404
+    assert (await api.get("/ledger/entries", headers=sales)).status_code == 403  # the bulk copy is admin's
+    r = await api.get(
+        "/audit/reads", params={"what": "journal entry", "user_id": "sales-user"}, headers=admin
+    )
+    assert r.json()["total"] == 1 and r.json()["items"][0]["customer_id"] == a["id"]
+
+
+async def test_admin_corrects_access_records_which_stay_as_journaled(
+    api: httpx.AsyncClient, container: Container, minter: TokenMinter
+) -> None:
+    admin = minter.headers("admin-1", "admin")
+    sales = minter.headers("sales-user", "department", department="sales")
+    async with container.uow() as uow:
+        login = await record_login(
+            uow.session,
+            {
+                "event_id": "e-1",
+                "outcome": "failure",
+                "user_id": None,
+                "email": "ada@example.org",
+                "reason": "wrong password",
+                "department": None,
+                "client_ip": "10.0.0.1",
+                "user_agent": None,
+                "at": "2026-11-20T10:00:00+00:00",
+            },
+        )
+        await uow.commit()
+    async with container.db.session() as s:
+        original = (await journal.entry_at(s, login)).body
+
+    fix = {"corrected": {"client_ip": "203.0.113.9"}, "reason": "proxy address, not the customer's"}
+    path = f"/audit/records/{login}/corrections"
+    assert (await api.post(path, json=fix, headers=sales)).status_code == 403
+    r = await api.post(path, json={**fix, "corrected": {"password": "x"}}, headers=admin)
+    assert r.status_code == 422 and "password" in r.text
+    r = await api.post(path, json={"corrected": {}, "reason": "x"}, headers=admin)
+    assert r.status_code == 422 and "corrected" in r.text
+    assert (await api.post("/audit/records/99999/corrections", json=fix, headers=admin)).status_code == 404
+    r = await api.post(path, json={**fix, "feedback_ref": "FB-9"}, headers=admin)
+    assert r.status_code == 201, r.text
+    assert r.json()["record"] == "login" and r.json()["corrected_by"] == "admin-1"
+
+    r = await api.get("/audit/logins", headers=admin)
+    [item] = r.json()["items"]
+    assert item["client_ip"] == "10.0.0.1"  # as journaled
+    [correction] = item["corrections"]
+    assert correction["corrected"] == {"client_ip": "203.0.113.9"} and correction["feedback_ref"] == "FB-9"
+    async with container.db.session() as s:
+        assert (await journal.entry_at(s, login)).body == original
+        last = await journal.entry_at(s, correction["journal_index"])
+    assert last.kind == "correction" and json.loads(last.body)["of_index"] == login
+
+    # A change record and a read record can be corrected too.
+    c = await create_customer(api, sales, "Ada Customer")
+    r = await api.get("/audit/changes", params={"customer_id": c["id"]}, headers=admin)
+    change = r.json()["items"][-1]["journal_index"]
+    r = await api.post(
+        f"/audit/records/{change}/corrections",
+        json={"corrected": {"reason": "registered at the fair"}, "reason": "reason was missing"},
+        headers=admin,
+    )
+    assert r.status_code == 201 and r.json()["record"] == "change"
+    r = await api.get("/audit/changes", params={"customer_id": c["id"]}, headers=admin)
+    assert [len(i["corrections"]) for i in r.json()["items"]][-1] == 1

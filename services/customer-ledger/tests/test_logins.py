@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -11,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
@@ -48,24 +46,11 @@ def identity_event(kind: str, **data: Any) -> CloudEvent:
 
 
 async def publish(broker: EmbeddedBroker, *events: CloudEvent | bytes) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
-    await producer.start()
-    try:
-        for event in events:
-            value = event if isinstance(event, bytes) else event.to_bytes()
-            await producer.send_and_wait(IDENTITY_TOPIC, value=value, key=b"one-partition")
-    finally:
-        await producer.stop()
+    await testing.publish(broker.bootstrap_servers, IDENTITY_TOPIC, *events, key="one-partition")
 
 
 async def consume_until(container: Container, condition: Callable[[], Awaitable[bool]]) -> None:
-    stop = asyncio.Event()
-    task = asyncio.create_task(container.consumer().run(stop))
-    try:
-        await testing.wait_until(condition, timeout=90, message="ledger consumer progress")
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=30)
+    await testing.consume_until(container.consumer, condition, message="ledger consumer progress")
 
 
 async def count(container: Container, table: Any) -> int:

@@ -14,6 +14,8 @@ from typer.testing import CliRunner
 
 from casebridge_shared.auth import Department, Principal, Role
 from casebridge_shared.events import CloudEvent
+from customer_ledger.access import service as access
+from customer_ledger.access.models import CorrectionCreate
 from customer_ledger.bootstrap import Container
 from customer_ledger.cli import app as cli
 from customer_ledger.customers import service as customers
@@ -161,7 +163,7 @@ class Workload:
             else:
                 await customers.get_customer(s, ADMIN, cid)
         elif roll < 0.78:
-            await record_login(
+            index = await record_login(
                 s,
                 {
                     "event_id": f"l-{self.done}",
@@ -175,6 +177,10 @@ class Workload:
                     "at": datetime.now(UTC).isoformat(),
                 },
             )
+            if rng.random() < 0.2:
+                await access.correct(
+                    s, ADMIN, index, CorrectionCreate(corrected={"client_ip": "10.0.0.2"}, reason="proxy")
+                )
         else:
             table = rng.choice(["demands", "progress", "payments", "associations"])
             await customers.list_of_customer(s, ADMIN, cid, table)
@@ -196,7 +202,7 @@ async def test_rebuild_after_ten_thousand_mixed_operations_equals_the_live_table
         assert live[table], table
     operations = {c["operation"] for c in live["change_records"]}
     assert operations == {"insert", "update", "delete"}
-    assert live["read_records"] and live["login_records"]
+    assert live["read_records"] and live["login_records"] and live["record_corrections"]
     assert differences(live, rebuilt) == []
     assert live == rebuilt
 

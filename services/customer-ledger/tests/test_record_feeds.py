@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -10,7 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
 from sqlalchemy import func, select
 
 from casebridge_shared import testing
@@ -86,14 +84,7 @@ def case(kind: str, order_id: str, customer_id: str, **extra: Any) -> CloudEvent
 
 
 async def publish(broker: EmbeddedBroker, topic: str, *events: CloudEvent | bytes) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
-    await producer.start()
-    try:
-        for e in events:
-            value = e if isinstance(e, bytes) else e.to_bytes()
-            await producer.send_and_wait(topic, value=value, key=b"k")
-    finally:
-        await producer.stop()
+    await testing.publish(broker.bootstrap_servers, topic, *events, key="k")
 
 
 async def count(container: Container, table: Any) -> int:
@@ -102,18 +93,11 @@ async def count(container: Container, table: Any) -> int:
 
 
 async def consume_until_applied(container: Container, applied: int, dead: int = 0) -> None:
-    stop = asyncio.Event()
-    task = asyncio.create_task(container.consumer().run(stop))
-
     async def done() -> bool:
         letters = await list_dead_letters(container.db, inbox, CONSUMER_GROUP)
         return await count(container, inbox.inbox) >= applied and len(letters) >= dead
 
-    try:
-        await testing.wait_until(done, timeout=90, message="ledger consumer progress")
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=30)
+    await testing.consume_until(container.consumer, done, message="ledger consumer progress")
 
 
 async def test_orders_and_cases_become_customers_demands_and_progress_once(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -11,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
 from casebridge_shared import testing
@@ -216,27 +214,15 @@ def identity_event(person: Person, kind: str = "user-created") -> CloudEvent:
 
 
 async def publish(broker: EmbeddedBroker, *events: CloudEvent | bytes, topic: str = CASES_TOPIC) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
-    await producer.start()
-    try:
-        for event in events:
-            value = event if isinstance(event, bytes) else event.to_bytes()
-            key = "raw" if isinstance(event, bytes) else (event.partitionkey or event.id)
-            t = (
-                topic
-                if isinstance(event, bytes) or event.type.startswith("casebridge.cases.")
-                else IDENTITY_TOPIC
-            )
-            await producer.send_and_wait(t, value=value, key=key.encode())
-    finally:
-        await producer.stop()
+    """Case events (and raw bytes) to ``topic``, identity events to the identity topic, in order."""
+    for event in events:
+        t = (
+            topic
+            if isinstance(event, bytes) or event.type.startswith("casebridge.cases.")
+            else IDENTITY_TOPIC
+        )
+        await testing.publish(broker.bootstrap_servers, t, event)
 
 
 async def consume_until(container: Container, condition: Callable[[], Awaitable[bool]]) -> None:
-    stop = asyncio.Event()
-    task = asyncio.create_task(container.consumer().run(stop))
-    try:
-        await testing.wait_until(condition, timeout=90, message="consumer progress")
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=30)
+    await testing.consume_until(container.consumer, condition)

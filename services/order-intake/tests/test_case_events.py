@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import uuid
@@ -11,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 from sqlalchemy import func, select
 from starlette.applications import Starlette
@@ -38,24 +36,11 @@ from .conftest import Factory
 
 
 async def publish(broker: EmbeddedBroker, *events: CloudEvent | bytes, key: str = "one-partition") -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
-    await producer.start()
-    try:
-        for event in events:
-            value = event if isinstance(event, bytes) else event.to_bytes()
-            await producer.send_and_wait(CASES_TOPIC, value=value, key=key.encode())
-    finally:
-        await producer.stop()
+    await testing.publish(broker.bootstrap_servers, CASES_TOPIC, *events, key=key)
 
 
 async def consume_until(container: Container, condition: Callable[[], Awaitable[bool]]) -> None:
-    stop = asyncio.Event()
-    task = asyncio.create_task(container.consumer().run(stop))
-    try:
-        await testing.wait_until(condition, timeout=90, message="consumer progress")
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=30)
+    await testing.consume_until(container.consumer, condition)
 
 
 class Case:

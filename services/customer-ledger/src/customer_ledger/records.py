@@ -20,7 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from casebridge_shared.auth import Principal
 from casebridge_shared.db import utcnow
-from customer_ledger.access.models import ChangeRecord, LoginRecord, ReadRecord
+from customer_ledger.access.models import ChangeRecord, LoginRecord, ReadRecord, RecordCorrection
 from customer_ledger.customers.models import Association, Customer, Demand, Payment, ProgressEntry
 from customer_ledger.grants.models import Grant
 from customer_ledger.journal import service as journal
@@ -35,7 +35,13 @@ TABLES: dict[str, type[SQLModel]] = {
     "payments": Payment,
     "grants": Grant,
 }
-VIEWS: tuple[type[SQLModel], ...] = (*TABLES.values(), ChangeRecord, ReadRecord, LoginRecord)
+VIEWS: tuple[type[SQLModel], ...] = (
+    *TABLES.values(),
+    ChangeRecord,
+    ReadRecord,
+    LoginRecord,
+    RecordCorrection,
+)
 
 Operation = Literal["insert", "update", "delete"]
 
@@ -136,6 +142,32 @@ async def record_login(session: AsyncSession, body: dict[str, Any]) -> int:
     return entry.index
 
 
+async def record_correction(
+    session: AsyncSession,
+    actor: Actor,
+    *,
+    of_index: int,
+    record: str,
+    corrected: dict[str, Any],
+    reason: str,
+    feedback_ref: str | None,
+) -> int:
+    """Journal an admin's correction of access record ``of_index`` (which itself never changes)."""
+    body = {
+        "type": "correction",
+        "of_index": of_index,
+        "record": record,
+        "corrected": corrected,
+        "by": actor.as_entry(),
+        "reason": reason,
+        "feedback_ref": feedback_ref,
+        "at": _iso(utcnow()),
+    }
+    [entry] = await journal.append(session, [("correction", body)])
+    await project(session, entry.index, body)
+    return entry.index
+
+
 def _parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
@@ -160,6 +192,19 @@ async def project(session: AsyncSession, index: int, body: dict[str, Any]) -> No
                     at=_parse_time(body["at"]),
                 )
             )
+    elif kind == "correction":
+        session.add(
+            RecordCorrection(
+                journal_index=index,
+                of_index=body["of_index"],
+                record=body["record"],
+                corrected=body["corrected"],
+                reason=body["reason"],
+                feedback_ref=body["feedback_ref"],
+                corrected_by=body["by"]["subject"],
+                at=_parse_time(body["at"]),
+            )
+        )
     elif kind == "login":
         session.add(
             LoginRecord(

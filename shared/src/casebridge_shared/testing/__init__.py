@@ -13,13 +13,13 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncpg
 import uvicorn
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy.engine import make_url
 
 from casebridge_shared import migrations
@@ -126,6 +126,45 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         await asyncio.sleep(interval)
+
+
+async def publish(bootstrap_servers: str, topic: str, *events: Any, key: str | None = None) -> None:
+    """Write CloudEvents (or raw bytes, to test poison messages) to ``topic`` as a producer would.
+
+    Keyed by ``key`` if given (one key keeps them all in order on one partition),
+    else by each event's partition key, as our relays do.
+    """
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for event in events:
+            raw = isinstance(event, bytes)
+            value = event if raw else event.to_bytes()
+            record_key = key or ("raw" if raw else (event.partitionkey or event.id))
+            await producer.send_and_wait(topic, value=value, key=record_key.encode())
+    finally:
+        await producer.stop()
+
+
+class _Runs(Protocol):
+    def run(self, stop: asyncio.Event) -> Coroutine[Any, Any, None]: ...
+
+
+async def consume_until(
+    consumer: Callable[[], _Runs],
+    condition: Callable[[], Awaitable[bool]],
+    *,
+    timeout: float = 90.0,
+    message: str = "consumer progress",
+) -> None:
+    """Run a fresh consumer until ``condition`` holds (a deadline), then stop it cleanly."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer().run(stop))
+    try:
+        await wait_until(condition, timeout=timeout, message=message)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
 
 
 class TopicReader:

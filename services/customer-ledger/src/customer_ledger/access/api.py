@@ -6,18 +6,27 @@ admin's reads are on record like everyone's.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 
 from casebridge_shared.auth import Department, Principal, Role, require_roles
 from casebridge_shared.pagination import Page, PageDep
 from casebridge_shared.problems import PROBLEM_RESPONSES
 from customer_ledger.access import service
-from customer_ledger.access.models import ChangeRecordRead, LoginRecordRead, ReadRecordRead
+from customer_ledger.access.models import (
+    ChangeRecordRead,
+    CorrectionCreate,
+    CorrectionRead,
+    LoginRecordRead,
+    ReadRecordRead,
+)
 from customer_ledger.deps import UowDep
 from customer_ledger.records import Actor, record_read
+
+R = TypeVar("R", LoginRecordRead, ChangeRecordRead, ReadRecordRead)
 
 router = APIRouter(prefix="/audit", tags=["audit"], responses=PROBLEM_RESPONSES)
 
@@ -31,6 +40,16 @@ Table = Literal["customers", "demands", "associations", "progress", "payments", 
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
+
+
+async def _with_corrections(uow: UowDep, model: type[R], rows: Sequence[Any]) -> list[R]:
+    corrections = await service.corrections_of(uow.session, [r.journal_index for r in rows])
+    items = []
+    for row in rows:
+        item = model.model_validate(row)
+        item.corrections = [CorrectionRead.model_validate(c) for c in corrections.get(row.journal_index, [])]
+        items.append(item)
+    return items
 
 
 @router.get("/logins", response_model=Page[LoginRecordRead], summary="Logins, successful and failed")
@@ -66,9 +85,9 @@ async def list_logins(
         "limit": page.limit,
         "offset": page.offset,
     }
+    items = await _with_corrections(uow, LoginRecordRead, rows)
     await record_read(uow.session, Actor.of(admin), "logins", query=query)
     await uow.commit()
-    items = [LoginRecordRead.model_validate(r) for r in rows]
     return Page[LoginRecordRead](items=items, total=total, limit=page.limit, offset=page.offset)
 
 
@@ -99,6 +118,7 @@ async def list_changes(
         limit=page.limit,
         offset=page.offset,
     )
+    items = await _with_corrections(uow, ChangeRecordRead, rows)
     await record_read(
         uow.session,
         Actor.of(admin),
@@ -116,7 +136,6 @@ async def list_changes(
         },
     )
     await uow.commit()
-    items = [ChangeRecordRead.model_validate(r) for r in rows]
     return Page[ChangeRecordRead](items=items, total=total, limit=page.limit, offset=page.offset)
 
 
@@ -144,6 +163,7 @@ async def list_reads(
         offset=page.offset,
     )
     # Recorded after the query, so an admin's look at the read records does not show itself.
+    items = await _with_corrections(uow, ReadRecordRead, rows)
     await record_read(
         uow.session,
         Actor.of(admin),
@@ -161,5 +181,18 @@ async def list_reads(
         },
     )
     await uow.commit()
-    items = [ReadRecordRead.model_validate(r) for r in rows]
     return Page[ReadRecordRead](items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@router.post(
+    "/records/{journal_index}/corrections",
+    status_code=201,
+    response_model=CorrectionRead,
+    summary="Correct a login, change or read record (it stays as journaled; the correction is shown with it)",
+)
+async def correct_record(
+    journal_index: Annotated[int, Path(ge=0)], body: CorrectionCreate, admin: Admin, uow: UowDep
+) -> CorrectionRead:
+    correction = await service.correct(uow.session, admin, journal_index, body)
+    await uow.commit()
+    return CorrectionRead.model_validate(correction)

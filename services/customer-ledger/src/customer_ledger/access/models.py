@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
+from pydantic import Field as PydanticField
 from sqlalchemy import JSON, BigInteger, Column, Index, Integer, Text
 from sqlmodel import Field
 
@@ -80,6 +81,50 @@ class ReadRecord(Base, table=True):
     at: datetime = Field(sa_type=UTCDateTime)
 
 
+class RecordCorrection(Base, table=True):
+    """An admin's correction of an access record (B3, B7): the record itself stays as journaled.
+
+    Access records are the journal's own entries, so they cannot be edited without
+    breaking the proofs; a correction is a later entry that says which fields of
+    which record should read differently, why, and on whose feedback.
+    """
+
+    __tablename__ = "record_corrections"
+    __table_args__ = (Index("ix_record_corrections_of", "of_index"),)
+
+    journal_index: int = Field(sa_column=Column(_BIG, primary_key=True, autoincrement=False))
+    of_index: int = Field(sa_column=Column(_BIG, nullable=False))
+    record: str = Field(max_length=16)  # login | change | read
+    corrected: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    feedback_ref: str | None = Field(default=None, max_length=100)
+    corrected_by: str = Field(max_length=64)
+    at: datetime = Field(sa_type=UTCDateTime)
+
+
+class CorrectionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    corrected: dict[str, Any] = PydanticField(
+        min_length=1, max_length=20, description="The fields of the record that should read differently"
+    )
+    reason: str = PydanticField(min_length=1, max_length=500)
+    feedback_ref: str | None = PydanticField(default=None, min_length=1, max_length=100)
+
+
+class CorrectionRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    journal_index: int
+    of_index: int
+    record: str
+    corrected: dict[str, Any]
+    reason: str
+    feedback_ref: str | None
+    corrected_by: str
+    at: datetime
+
+
 class LoginRecordRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -92,6 +137,7 @@ class LoginRecordRead(BaseModel):
     client_ip: str | None
     user_agent: str | None
     at: datetime
+    corrections: list[CorrectionRead] = []
 
 
 class ChangeRecordRead(BaseModel):
@@ -109,6 +155,7 @@ class ChangeRecordRead(BaseModel):
     reason: str | None
     feedback_ref: str | None
     at: datetime
+    corrections: list[CorrectionRead] = []
 
 
 class ReadRecordRead(BaseModel):
@@ -120,3 +167,4 @@ class ReadRecordRead(BaseModel):
     reader: str
     department: str | None
     at: datetime
+    corrections: list[CorrectionRead] = []

@@ -16,9 +16,11 @@ from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
+from casebridge_shared.auth import Principal
 from casebridge_shared.events import CloudEvent
 from casebridge_shared.inbox import Handler
 from casebridge_shared.outbox import UnitOfWork
+from casebridge_shared.problems import NotFound, Unprocessable
 from customer_ledger.access.events import (
     LOGIN_FAILED,
     LOGIN_SUCCEEDED,
@@ -29,9 +31,15 @@ from customer_ledger.access.events import (
     LoginSucceeded,
     UserSnapshot,
 )
-from customer_ledger.access.models import ChangeRecord, LoginRecord, ReadRecord
+from customer_ledger.access.models import (
+    ChangeRecord,
+    CorrectionCreate,
+    LoginRecord,
+    ReadRecord,
+    RecordCorrection,
+)
 from customer_ledger.journal import service as journal
-from customer_ledger.records import record_login
+from customer_ledger.records import Actor, record_correction, record_login
 
 Row = TypeVar("Row", bound=SQLModel)
 
@@ -189,3 +197,53 @@ async def list_reads(
     return await _page(
         session, query, [col(ReadRecord.journal_index).desc(), col(ReadRecord.position)], limit, offset
     )
+
+
+# The access records an admin may correct, and the fields each has.
+CORRECTABLE: dict[str, tuple[type[SQLModel], frozenset[str]]] = {
+    "login": (LoginRecord, frozenset(LoginRecord.model_fields) - {"journal_index"}),
+    "change": (ChangeRecord, frozenset(ChangeRecord.model_fields) - {"journal_index"}),
+    "read": (ReadRecord, frozenset(ReadRecord.model_fields) - {"journal_index", "position"}),
+}
+
+
+async def correct(
+    session: AsyncSession, admin: Principal, index: int, body: CorrectionCreate
+) -> RecordCorrection:
+    """Record that access record ``index`` should read differently (B3, B7); it stays as it was journaled."""
+    for record, (model, fields) in CORRECTABLE.items():
+        found = await session.exec(select(model).where(model.journal_index == index))  # type: ignore[attr-defined]
+        if found.first() is None:
+            continue
+        unknown = sorted(set(body.corrected) - fields)
+        if unknown:
+            raise Unprocessable(
+                f"a {record} record has no field(s) {', '.join(unknown)}", field="body.corrected"
+            )
+        at = await record_correction(
+            session,
+            Actor.of(admin),
+            of_index=index,
+            record=record,
+            corrected=body.corrected,
+            reason=body.reason,
+            feedback_ref=body.feedback_ref,
+        )
+        correction = await session.get(RecordCorrection, at)
+        assert correction is not None
+        return correction
+    raise NotFound(f"no login, change or read record at journal index {index}")
+
+
+async def corrections_of(session: AsyncSession, indexes: list[int]) -> dict[int, list[RecordCorrection]]:
+    if not indexes:
+        return {}
+    rows = await session.exec(
+        select(RecordCorrection)
+        .where(col(RecordCorrection.of_index).in_(set(indexes)))
+        .order_by(col(RecordCorrection.journal_index))
+    )
+    found: dict[int, list[RecordCorrection]] = {}
+    for row in rows:
+        found.setdefault(row.of_index, []).append(row)
+    return found

@@ -23,7 +23,7 @@ from casebridge_shared.auth import Principal, Role
 from casebridge_shared.db import new_id, utcnow
 from casebridge_shared.problems import Conflict, Forbidden, NotFound
 from customer_ledger.customers.models import Association, Customer
-from customer_ledger.grants.models import KEY_FIELDS, Grant, GrantCreate
+from customer_ledger.grants.models import GRANTABLE_FIELDS, KEY_FIELDS, Grant, GrantCreate
 from customer_ledger.records import Actor, record_change
 
 
@@ -108,6 +108,33 @@ async def customer_may_see_progress(session: AsyncSession, customer_id: str) -> 
         )
     )
     return found.first() is not None
+
+
+async def entry_in_sight(session: AsyncSession, reader: Principal, body: dict[str, Any]) -> str | None:
+    """Whether ``reader`` may read this journal entry; returns the customer it is about.
+
+    An entry is served exactly as hashed (so its leaf hash can be checked), never
+    cut down to granted fields: a department reads the change entries of a table it
+    holds a full grant on, for customers in its sight; a customer the changes of
+    their own progress once granted; access records (logins, reads) are admin's.
+    """
+    customer_id = body.get("customer_id") if body.get("type") == "change" else None
+    if reader.is_admin:
+        return customer_id if isinstance(customer_id, str) else None
+    table = body.get("table")
+    if body.get("type") != "change" or table not in GRANTABLE_FIELDS or not isinstance(customer_id, str):
+        raise Forbidden("this entry is an access record or a grant; only admin reads it")
+    if Role.CUSTOMER in reader.roles and department_of(reader) is None:
+        if table == "progress" and customer_id == reader.subject:
+            if await customer_may_see_progress(session, customer_id):
+                return customer_id
+            raise Forbidden("project progress is not yet open to you; the firm grants it")
+        raise Forbidden("customers read only the entries of their own project progress")
+    access = await table_access(session, reader, table)
+    if access.fields is not None:
+        raise Forbidden(f"your grant on {table} shows some fields only; the entry holds them all")
+    await customer_in_sight(session, access, customer_id)
+    return customer_id
 
 
 # --- admin: granting and revoking ------------------------------------------

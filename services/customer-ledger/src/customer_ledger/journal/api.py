@@ -2,22 +2,24 @@
 
 Checkpoints, the public key and proofs are public: they reveal only hashes,
 and anyone must be able to check that no past record changed. Entries carry
-customer data of every department, so reading them is for admins (a department
-sees its customers through the record routes, under its grants), and each such
-read is journaled.
+customer data: the whole sequence (for auditors' copies) is for admins; one
+entry is also served to a department or customer who may see that record in
+full under the access rules. Each such read is journaled.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import PlainTextResponse
 
-from casebridge_shared.auth import Principal, Role, require_roles
-from casebridge_shared.problems import PROBLEM_RESPONSES
+from casebridge_shared.auth import CurrentUser, Principal, Role, require_roles
+from casebridge_shared.problems import PROBLEM_RESPONSES, NotFound
 from customer_ledger.deps import ContainerDep, SessionDep, UowDep
+from customer_ledger.grants.service import entry_in_sight
 from customer_ledger.journal import service
 from customer_ledger.journal.models import (
     CheckpointRead,
@@ -100,9 +102,20 @@ def _entry(entry: JournalEntry) -> EntryRead:
 
 
 @router.get("/entries/{index}", response_model=EntryRead, summary="One journal entry and its leaf hash")
-async def get_entry(index: int, admin: Admin, uow: UowDep) -> EntryRead:
+async def get_entry(index: int, reader: CurrentUser, uow: UowDep) -> EntryRead:
+    """Admin reads any entry; others the change entries of the records they may see in full."""
     entry = await service.entry_at(uow.session, index)
-    await record_read(uow.session, Actor.of(admin), "journal entry", query={"index": index})
+    try:
+        customer_id = await entry_in_sight(uow.session, reader, json.loads(entry.body))
+    except NotFound:
+        raise NotFound(f"no journal entry {index}") from None
+    await record_read(
+        uow.session,
+        Actor.of(reader),
+        "journal entry",
+        customers=[customer_id] if customer_id else None,
+        query={"index": index},
+    )
     await uow.commit()
     return _entry(entry)
 
