@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import rfc8785
@@ -60,6 +61,7 @@ async def _nodes(session: AsyncSession, keys: set[tuple[int, int]]) -> dict[tupl
     """
     if not keys:
         return {}
+    await _write_pending(session)
     by_level: dict[int, list[int]] = {}
     for level, index in keys:
         by_level.setdefault(level, []).append(index)
@@ -80,52 +82,97 @@ async def _nodes(session: AsyncSession, keys: set[tuple[int, int]]) -> dict[tupl
 _TRANSACTION_STATE = "journal.transaction"
 
 
+@dataclass
+class _Transaction:
+    """What this transaction appended: its locked head, the nodes it completed, rows not yet written.
+
+    A consumer run appends one entry per event in one transaction: after the first
+    append the head row is already locked by us and the left siblings an append
+    needs are the ones we just wrote, so neither is read again. The entry and node
+    rows are written in one bulk insert each when the transaction commits (or
+    before anything reads the journal in it), not one flush per append.
+    """
+
+    head: JournalHead
+    written: dict[tuple[int, int], bytes] = field(default_factory=dict)
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+
+
 def _forget_transaction(session: Any, *_args: Any) -> None:
     session.info.pop(_TRANSACTION_STATE, None)
 
 
-async def _transaction_state(session: AsyncSession) -> tuple[JournalHead, dict[tuple[int, int], bytes]]:
-    """The locked head and the nodes this transaction appended, kept until it ends.
-
-    A consumer run appends one entry per event in one transaction: after the first
-    append the head row is already locked by us and the left siblings an append
-    needs are the ones we just wrote, so neither is read again. Commit or rollback
-    forgets both (the lock is gone then).
-    """
-    state: tuple[JournalHead, dict[tuple[int, int], bytes]] | None = session.info.get(_TRANSACTION_STATE)
+def _write_pending_sync(session: Any) -> None:
+    """Insert the rows this transaction appended (sync: runs inside the session's commit)."""
+    state: _Transaction | None = session.info.get(_TRANSACTION_STATE)
     if state is None:
-        state = (await _head(session, lock=True), {})
+        return
+    entries, nodes = state.entries, state.nodes
+    state.entries, state.nodes = [], []
+    if entries:
+        session.execute(insert(JournalEntry), entries)
+    if nodes:
+        session.execute(insert(JournalNode), nodes)
+
+
+async def _write_pending(session: AsyncSession) -> None:
+    """Before this transaction reads the journal: write what it appended so far."""
+    state: _Transaction | None = session.info.get(_TRANSACTION_STATE)
+    if state is not None and (state.entries or state.nodes):
+        await session.run_sync(_write_pending_sync)
+
+
+async def _transaction_state(session: AsyncSession) -> _Transaction:
+    state: _Transaction | None = session.info.get(_TRANSACTION_STATE)
+    if state is None:
+        state = _Transaction(head=await _head(session, lock=True))
         session.info[_TRANSACTION_STATE] = state
         sync = session.sync_session
         for name in ("after_commit", "after_rollback", "after_soft_rollback"):
             if not event.contains(sync, name, _forget_transaction):
                 event.listen(sync, name, _forget_transaction)
+        if not event.contains(sync, "before_commit", _write_pending_sync):
+            event.listen(sync, "before_commit", _write_pending_sync)
     return state
 
 
 async def lock(session: AsyncSession) -> int:
     """Hold the head row for this transaction (no appends meanwhile); returns the tree size."""
-    head, _ = await _transaction_state(session)
-    return head.size
+    return (await _transaction_state(session)).head.size
 
 
-async def append(
-    session: AsyncSession, entries: Sequence[tuple[str, Mapping[str, Any]]]
-) -> list[JournalEntry]:
-    """Append ``(kind, entry)`` pairs in order; the caller commits (with the state they record)."""
+@dataclass(frozen=True)
+class Appended:
+    """Where an appended entry landed (its row is written with the transaction's commit)."""
+
+    index: int
+    leaf_hash: bytes
+
+
+async def append(session: AsyncSession, entries: Sequence[tuple[str, Mapping[str, Any]]]) -> list[Appended]:
+    """Append ``(kind, entry)`` pairs in order; the caller commits (with the state they record).
+
+    Returns each entry's index and leaf hash; the rows are written to the
+    database with the transaction's commit.
+    """
     if not entries:
         return []
-    head, written = await _transaction_state(session)
+    state = await _transaction_state(session)
+    head, written = state.head, state.written
     size = head.size
     new_nodes: dict[tuple[int, int], bytes] = {}
-    appended: list[JournalEntry] = []
+    appended: list[Appended] = []
+    now = utcnow()
     for kind, body in entries:
         data = canonical(body)
         leaf = merkle.leaf_hash(data)
         index = size
-        row = JournalEntry(index=index, kind=kind, body=data.decode(), leaf_hash=leaf)
-        session.add(row)
-        appended.append(row)
+        text = data.decode()
+        appended.append(Appended(index, leaf))
+        state.entries.append(
+            {"index": index, "kind": kind, "body": text, "leaf_hash": leaf, "appended_at": now}
+        )
         new_nodes[(0, index)] = leaf
         # Completing leaf ``index`` completes one perfect subtree per trailing 1 bit.
         level, position, digest = 0, index, leaf
@@ -138,11 +185,7 @@ async def append(
             digest = merkle.node_hash(left, digest)
             new_nodes[(level, position)] = digest
         size += 1
-    await session.flush()
-    await session.execute(
-        insert(JournalNode),
-        [{"level": level, "index": index, "hash": digest} for (level, index), digest in new_nodes.items()],
-    )
+    state.nodes.extend({"level": lv, "index": ix, "hash": h} for (lv, ix), h in new_nodes.items())
     written.update(new_nodes)
     head.size = size
     session.add(head)
@@ -209,6 +252,7 @@ async def consistency_proof(session: AsyncSession, first: int, second: int) -> l
 
 
 async def entry_at(session: AsyncSession, index: int) -> JournalEntry:
+    await _write_pending(session)
     entry = await session.get(JournalEntry, index)
     if entry is None:
         raise NotFound(f"no journal entry {index}")
@@ -271,6 +315,7 @@ async def checkpoints(session: AsyncSession, *, after_size: int, limit: int) -> 
 
 
 async def entries(session: AsyncSession, *, start: int, limit: int) -> list[JournalEntry]:
+    await _write_pending(session)
     rows = await session.execute(
         select(JournalEntry)
         .where(col(JournalEntry.index) >= start)
