@@ -517,3 +517,47 @@ async def test_admin_corrects_access_records_which_stay_as_journaled(
     assert r.status_code == 201 and r.json()["record"] == "change"
     r = await api.get("/audit/changes", params={"customer_id": c["id"]}, headers=admin)
     assert [len(i["corrections"]) for i in r.json()["items"]][-1] == 1
+
+
+async def test_payments_and_progress_are_corrected_with_a_reason_and_the_before_kept(
+    api: httpx.AsyncClient, minter: TokenMinter
+) -> None:
+    admin = minter.headers("admin-1", "admin")
+    finance = minter.headers("finance-user", "department", department="finance")
+    sales = minter.headers("sales-user", "department", department="sales")
+    c = await create_customer(api, finance, "Ada Customer")
+    base = f"/customers/{c['id']}"
+    r = await api.post(
+        f"{base}/payments",
+        json={"amount": "300", "currency": "EUR", "received_at": "2026-11-25T09:00:00Z"},
+        headers=finance,
+    )
+    payment = r.json()["id"]
+    r = await api.post(f"{base}/progress", json={"project": "p", "stage": "filed"}, headers=finance)
+    entry = r.json()["id"]
+
+    fix = {"amount": "30", "reason": "typo: one zero too many", "feedback_ref": "FB-3"}
+    assert (await api.patch(f"{base}/payments/{payment}", json=fix, headers=sales)).status_code == 404
+    r = await api.patch(f"{base}/payments/{payment}", json={"amount": "30"}, headers=finance)
+    assert r.status_code == 422 and "reason" in r.text
+    r = await api.patch(f"{base}/payments/{payment}", json={**fix, "amount": "30.001"}, headers=finance)
+    assert r.status_code == 422 and "amount" in r.text
+    assert (await api.patch(f"{base}/payments/nope", json=fix, headers=finance)).status_code == 404
+    r = await api.patch(f"{base}/payments/{payment}", json=fix, headers=finance)
+    assert r.status_code == 200 and r.json()["amount"] == "30.00", r.text
+
+    r = await api.patch(f"{base}/progress/{entry}", json={"stage": "granted", "reason": "r"}, headers=finance)
+    assert r.status_code == 403  # departments add progress; admin corrects it
+    r = await api.patch(
+        f"{base}/progress/{entry}", json={"stage": "granted", "reason": "office confirmed"}, headers=admin
+    )
+    assert r.status_code == 200 and r.json()["stage"] == "granted"
+
+    r = await api.get("/audit/changes", params={"customer_id": c["id"], "table": "payments"}, headers=admin)
+    update = r.json()["items"][0]
+    assert update["operation"] == "update" and update["before"]["amount"] == "300.00"
+    assert update["after"]["amount"] == "30.00" and update["feedback_ref"] == "FB-3"
+    r = await api.get("/audit/changes", params={"customer_id": c["id"], "table": "progress"}, headers=admin)
+    update = r.json()["items"][0]
+    assert (update["before"]["stage"], update["after"]["stage"]) == ("filed", "granted")
+    assert update["after"]["at"] == update["before"]["at"]  # when it was recorded stays

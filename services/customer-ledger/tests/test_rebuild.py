@@ -28,7 +28,9 @@ from customer_ledger.customers.models import (
     DemandCreate,
     DemandUpdate,
     HandOff,
+    PaymentCorrection,
     PaymentCreate,
+    ProgressCorrection,
     ProgressCreate,
     Removal,
 )
@@ -57,6 +59,8 @@ class Workload:
     grant_ids: list[str] = field(default_factory=list)
     extra_associations: list[tuple[str, Department]] = field(default_factory=list)
     department_grants: set[tuple[Department, str]] = field(default_factory=set)
+    payments: list[tuple[str, str]] = field(default_factory=list)
+    progress: list[tuple[str, str]] = field(default_factory=list)
     done: int = 0
 
     async def run(self, operations: int, per_transaction: int = 250) -> None:
@@ -120,6 +124,15 @@ class Workload:
             await customers.update_demand(
                 s, ADMIN, dcid, did, DemandUpdate(status=rng.choice(["open", "met"]), reason="review")
             )
+        elif roll < 0.37 and self.payments and self.progress:
+            pcid, pid = rng.choice(self.payments)
+            await customers.correct_payment(
+                s, ADMIN, pcid, pid, PaymentCorrection(amount=Decimal(rng.randint(1, 99)), reason="typo")
+            )
+            ecid, eid = rng.choice(self.progress)
+            await customers.correct_progress(
+                s, ADMIN, ecid, eid, ProgressCorrection(note="fixed", reason="typo")
+            )
         elif roll < 0.40:
             await customers.update_customer(
                 s, ADMIN, cid, CustomerUpdate(phone=f"+1 {self.done}", reason="feedback", feedback_ref="FB")
@@ -128,14 +141,18 @@ class Workload:
             await customers.hand_off(s, department_user(holder), cid, HandOff())
             self.customers[cid] = CHAIN[CHAIN.index(holder) + 1]
         elif roll < 0.53:
-            await customers.add_payment(
+            payment = await customers.add_payment(
                 s,
                 ADMIN,
                 cid,
                 PaymentCreate(amount=Decimal("10.5"), currency="EUR", received_at=datetime.now(UTC)),
             )
+            self.payments.append((cid, payment.id))
         elif roll < 0.60:
-            await customers.add_progress(s, ADMIN, cid, ProgressCreate(project="p", stage=f"s{self.done}"))
+            entry = await customers.add_progress(
+                s, ADMIN, cid, ProgressCreate(project="p", stage=f"s{self.done}")
+            )
+            self.progress.append((cid, entry.id))
         elif roll < 0.64:
             department = rng.choice(list(Department))
             table = rng.choice(["customers", "demands", "payments"])

@@ -27,7 +27,9 @@ from customer_ledger.customers.models import (
     DemandUpdate,
     HandOff,
     Payment,
+    PaymentCorrection,
     PaymentCreate,
+    ProgressCorrection,
     ProgressCreate,
     ProgressEntry,
     Removal,
@@ -179,6 +181,40 @@ async def add_payment(
     customer_id: CustomerId, body: PaymentCreate, writer: CurrentUser, uow: UowDep
 ) -> Payment:
     payment = await service.add_payment(uow.session, writer, customer_id, body)
+    await uow.commit()
+    return payment
+
+
+@router.patch(
+    "/customers/{customer_id}/progress/{entry_id}",
+    response_model=ProgressEntry,
+    summary="Correct a progress entry (admin; reason required)",
+)
+async def correct_progress(
+    customer_id: CustomerId,
+    entry_id: Annotated[str, Path(max_length=36)],
+    body: ProgressCorrection,
+    admin: Admin,
+    uow: UowDep,
+) -> ProgressEntry:
+    entry = await service.correct_progress(uow.session, admin, customer_id, entry_id, body)
+    await uow.commit()
+    return entry
+
+
+@router.patch(
+    "/customers/{customer_id}/payments/{payment_id}",
+    response_model=Payment,
+    summary="Correct a payment (associated finance, admin; reason required)",
+)
+async def correct_payment(
+    customer_id: CustomerId,
+    payment_id: Annotated[str, Path(max_length=36)],
+    body: PaymentCorrection,
+    writer: CurrentUser,
+    uow: UowDep,
+) -> Payment:
+    payment = await service.correct_payment(uow.session, writer, customer_id, payment_id, body)
     await uow.commit()
     return payment
 

@@ -12,13 +12,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, model_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, field_serializer, model_validator
 from pydantic import Field as PydanticField
 from sqlalchemy import Column, Index, Numeric, Text, UniqueConstraint
 from sqlmodel import Field
 
 from casebridge_shared.auth import Department
-from casebridge_shared.currency import check_amount
+from casebridge_shared.currency import check_amount, money
 from casebridge_shared.db import UTCDateTime
 from customer_ledger.db import Base
 
@@ -115,6 +115,11 @@ class Payment(Base, table=True):
     recorded_by: str = Field(max_length=64)
     recorded_at: datetime = Field(sa_type=UTCDateTime)
 
+    @field_serializer("amount")
+    def _in_minor_units(self, amount: Decimal) -> str:
+        # The column keeps 3 decimals for every currency; records and entries show the currency's own.
+        return str(money(amount, self.currency))
+
 
 # --- request bodies -------------------------------------------------------
 
@@ -198,6 +203,35 @@ class PaymentCreate(BaseModel):
         if problem:
             raise ValueError(problem.replace("price", "amount"))
         if self.received_at.tzinfo is None:
+            raise ValueError("received_at needs a time zone offset")
+        return self
+
+
+class ProgressCorrection(Why):
+    """Admin's correction of a progress entry (B3, B7); the entry's time stays the time it was recorded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    project: str | None = PydanticField(default=None, min_length=1, max_length=100)
+    stage: str | None = PydanticField(default=None, min_length=1, max_length=64)
+    note: str | None = PydanticField(default=None, max_length=10_000)
+    reason: str = PydanticField(min_length=1, max_length=500)
+
+
+class PaymentCorrection(Why):
+    """A correction of a recorded payment by finance or admin, with the reason (and the feedback)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    amount: Decimal | None = PydanticField(default=None, gt=0, max_digits=14, decimal_places=3)
+    reference: str | None = PydanticField(default=None, max_length=100)
+    received_at: datetime | None = None
+    note: str | None = PydanticField(default=None, max_length=2000)
+    reason: str = PydanticField(min_length=1, max_length=500)
+
+    @model_validator(mode="after")
+    def _aware(self) -> PaymentCorrection:
+        if self.received_at is not None and self.received_at.tzinfo is None:
             raise ValueError("received_at needs a time zone offset")
         return self
 

@@ -16,12 +16,12 @@ from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from casebridge_shared.auth import Department, Principal, Role
-from casebridge_shared.currency import money
+from casebridge_shared.currency import check_amount, money
 from casebridge_shared.db import new_id, utcnow
 from casebridge_shared.events import CloudEvent
 from casebridge_shared.inbox import Handler
 from casebridge_shared.outbox import UnitOfWork
-from casebridge_shared.problems import Conflict, Forbidden, NotFound
+from casebridge_shared.problems import Conflict, Forbidden, NotFound, Unprocessable
 from customer_ledger.customers.events import (
     CASE_EVENTS,
     ORDER_CANCELLED,
@@ -42,7 +42,9 @@ from customer_ledger.customers.models import (
     DemandUpdate,
     HandOff,
     Payment,
+    PaymentCorrection,
     PaymentCreate,
+    ProgressCorrection,
     ProgressCreate,
     ProgressEntry,
     Removal,
@@ -391,6 +393,56 @@ async def add_payment(
         session, Actor.of(writer), table="payments", operation="insert", before=None, after=payment
     )
     return payment
+
+
+async def correct_progress(
+    session: AsyncSession, admin: Principal, customer_id: str, entry_id: str, body: ProgressCorrection
+) -> ProgressEntry:
+    """Progress entries are added, not edited, by the departments; admin corrects them (B3, B7)."""
+    if not admin.is_admin:
+        raise Forbidden("progress entries are corrected by admin only")
+    await _writable(session, admin, customer_id, "progress")
+    entry = await session.get(ProgressEntry, entry_id)
+    if entry is None or entry.customer_id != customer_id:
+        raise NotFound(f"no progress entry {entry_id} of customer {customer_id}")
+    changes = body.model_dump(exclude_unset=True, exclude={"reason", "feedback_ref"})
+    updated = await _update(
+        session,
+        Actor.of(admin),
+        "progress",
+        entry,
+        changes,
+        reason=body.reason,
+        feedback_ref=body.feedback_ref,
+    )
+    assert isinstance(updated, ProgressEntry)
+    return updated
+
+
+async def correct_payment(
+    session: AsyncSession, writer: Principal, customer_id: str, payment_id: str, body: PaymentCorrection
+) -> Payment:
+    await _writable(session, writer, customer_id, "payments")
+    payment = await session.get(Payment, payment_id)
+    if payment is None or payment.customer_id != customer_id:
+        raise NotFound(f"no payment {payment_id} of customer {customer_id}")
+    changes = body.model_dump(exclude_unset=True, exclude={"reason", "feedback_ref"})
+    if "amount" in changes:
+        problem = check_amount(changes["amount"], payment.currency)
+        if problem:
+            raise Unprocessable(problem.replace("price", "amount"), field="body.amount")
+        changes["amount"] = money(changes["amount"], payment.currency)
+    updated = await _update(
+        session,
+        Actor.of(writer),
+        "payments",
+        payment,
+        changes,
+        reason=body.reason,
+        feedback_ref=body.feedback_ref,
+    )
+    assert isinstance(updated, Payment)
+    return updated
 
 
 async def add_association(
