@@ -140,6 +140,9 @@ async def test_push_email_and_webhook_arrive_and_can_be_verified(
             assert created.status_code == 201
             secret = created.json()["secret"]
             assert secret.startswith("whsec_")
+            async with container.db.session() as s:
+                stored = (await s.get(WebhookSubscription, created.json()["id"])).secret  # type: ignore[union-attr]
+            assert stored.startswith("fernet:") and secret not in stored  # sealed at rest
 
             alert = await assign(container, wanda.user_id)
             event = case_event()

@@ -12,7 +12,9 @@ from casebridge_shared.events import CASES_TOPIC, IDENTITY_TOPIC
 from casebridge_shared.inbox import EventConsumer
 from casebridge_shared.outbox import UnitOfWork
 from notifier.db import inbox, outbox
+from notifier.deliveries import sealing
 from notifier.deliveries.dispatcher import Dispatcher
+from notifier.deliveries.sealing import SecretBox
 from notifier.deliveries.vapid import load_or_create
 from notifier.directory import service as directory
 from notifier.directory.events import PAYLOAD_MODELS as IDENTITY_PAYLOADS
@@ -30,6 +32,7 @@ class Container:
     settings: Settings
     db: Database
     vapid: Vapid02
+    webhook_secrets: SecretBox
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.db, outbox, EVENT_SOURCE)
@@ -50,7 +53,9 @@ class Container:
         )
 
     def dispatcher(self, http_transport: httpx.AsyncBaseTransport | None = None) -> Dispatcher:
-        return Dispatcher(self.db, self.settings, self.vapid, http_transport=http_transport)
+        return Dispatcher(
+            self.db, self.settings, self.vapid, self.webhook_secrets, http_transport=http_transport
+        )
 
     def escalation_timer(self) -> EscalationTimer:
         return EscalationTimer(self.db, poll_seconds=self.settings.escalation_poll_seconds)
@@ -61,5 +66,8 @@ class Container:
 
 def bootstrap(settings: Settings) -> Container:
     return Container(
-        settings=settings, db=Database(settings.database_url), vapid=load_or_create(settings.vapid_key_path)
+        settings=settings,
+        db=Database(settings.database_url),
+        vapid=load_or_create(settings.vapid_key_path),
+        webhook_secrets=sealing.load_or_create(settings.webhook_secrets_key_path),
     )

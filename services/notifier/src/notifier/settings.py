@@ -48,10 +48,18 @@ class Settings(ServiceSettings):
         default=None, description="default: <var_dir>/notifier/vapid-private-key.pem"
     )
     vapid_subject: str = "mailto:operations@casebridge.example"
+    # Webhook secrets are sealed in the database with this key (Fernet), shared by api and worker.
+    webhook_secrets_key_file: Path | None = Field(
+        default=None, description="default: <var_dir>/notifier/webhook-secrets.key"
+    )
     push_ttl_seconds: int = Field(default=3600, ge=0, le=28 * 24 * 3600)
 
     # Escalation of unclaimed cases (the per-category times are routing rules).
     escalation_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+
+    @property
+    def webhook_secrets_key_path(self) -> Path:
+        return (self.webhook_secrets_key_file or self.var_dir / "notifier" / "webhook-secrets.key").resolve()
 
     @property
     def vapid_key_path(self) -> Path:

@@ -73,12 +73,15 @@ async def unsubscribe(subscription_id: str, user: StaffUser, uow: UowDep) -> Non
 @router.post(
     "/webhooks", response_model=WebhookCreated, status_code=201, summary="Subscribe a URL to case events"
 )
-async def create_webhook(body: WebhookCreate, admin: AdminUser, uow: UowDep) -> WebhookCreated:
+async def create_webhook(
+    body: WebhookCreate, admin: AdminUser, uow: UowDep, request: Request
+) -> WebhookCreated:
     """Each case event is POSTed as its CloudEvent JSON, signed by the Standard Webhooks
     convention with the secret returned here (once). See docs/notifier.md for the verifier."""
-    sub = await service.create_webhook(uow.session, body, admin.subject)
+    box = request.app.state.container.webhook_secrets
+    sub, secret = await service.create_webhook(uow.session, body, admin.subject, box)
     await uow.commit()
-    return WebhookCreated.model_validate(sub)
+    return WebhookCreated.model_validate({**WebhookRead.model_validate(sub).model_dump(), "secret": secret})
 
 
 @router.get("/webhooks", response_model=list[WebhookRead], summary="Webhook subscriptions")

@@ -29,6 +29,7 @@ from standardwebhooks.webhooks import Webhook
 from casebridge_shared.db import Database, utcnow
 from notifier.deliveries import service
 from notifier.deliveries.models import Delivery, DeliveryStatus, PushSubscription, WebhookSubscription
+from notifier.deliveries.sealing import SecretBox
 from notifier.directory.models import Person
 from notifier.notifications.models import Channel
 from notifier.settings import Settings
@@ -46,12 +47,14 @@ class Dispatcher:
         db: Database,
         settings: Settings,
         vapid: Vapid02,
+        webhook_secrets: SecretBox,
         *,
         http_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
         self.vapid = vapid
+        self.webhook_secrets = webhook_secrets
         self._transport = http_transport
         self._lease = timedelta(seconds=settings.delivery_timeout_seconds * 2 + 30)
         self._http: httpx.AsyncClient | None = None
@@ -209,7 +212,7 @@ class Dispatcher:
             # The same id on every retry: receivers dedupe by it.
             "webhook-id": delivery.id,
             "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": Webhook(sub.secret).sign(delivery.id, now, body),
+            "webhook-signature": Webhook(self.webhook_secrets.open(sub.secret)).sign(delivery.id, now, body),
         }
         assert self._http is not None
         response = await self._http.post(sub.url, content=body.encode(), headers=headers)

@@ -81,8 +81,8 @@ class WebhookSubscription(Base, table=True):
 
     id: str = Field(primary_key=True, max_length=36)
     url: str = Field(max_length=2000)
-    # ``whsec_`` + base64 of 32 random bytes (Standard Webhooks).
-    secret: str = Field(max_length=100)
+    # ``whsec_`` + base64 of 32 random bytes (Standard Webhooks), sealed (``fernet:...``, see sealing.py).
+    secret: str = Field(max_length=400)
     # CloudEvents types to send; empty: every case event.
     event_types: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     description: str = Field(default="", max_length=500)

@@ -26,6 +26,7 @@ from notifier.deliveries.models import (
     WebhookSubscription,
     WebhookUpdate,
 )
+from notifier.deliveries.sealing import SecretBox
 from notifier.notifications.models import Channel, Notification
 
 
@@ -261,18 +262,22 @@ def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-async def create_webhook(session: AsyncSession, body: WebhookCreate, created_by: str) -> WebhookSubscription:
+async def create_webhook(
+    session: AsyncSession, body: WebhookCreate, created_by: str, box: SecretBox
+) -> tuple[WebhookSubscription, str]:
+    """The subscription (its secret sealed) and the secret itself, to be shown once."""
+    secret = new_webhook_secret()
     sub = WebhookSubscription(
         id=new_id(),
         url=str(body.url),
-        secret=new_webhook_secret(),
+        secret=box.seal(secret),
         event_types=sorted(set(body.event_types)),
         description=body.description,
         created_by=created_by,
     )
     session.add(sub)
     await session.flush()
-    return sub
+    return sub, secret
 
 
 async def get_webhook(session: AsyncSession, webhook_id: str) -> WebhookSubscription:
