@@ -117,3 +117,33 @@ async def test_services_can_use_an_external_openid_connect_issuer(tmp_path: Path
         token = await _login(intake_base)
         verifier = JwksTokenVerifier(ServiceSettings(environment="test", oidc_issuer=issuer))
         assert (await verifier.verify(token)).roles == frozenset({Role.ADMIN})
+
+
+async def test_a_service_restarted_while_the_issuer_is_down_still_verifies_its_tokens(tmp_path: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    url = f"sqlite+aiosqlite:///{tmp_path}/intake.sqlite3"
+    await asyncio.to_thread(migrations.upgrade, MIGRATIONS, url)
+    settings = Settings(environment="test", database_url=url, token_issuer=base, log_json=False)
+    keys = tmp_path / "case-handling" / "issuer-keys.json"
+    service = ServiceSettings(environment="test", token_issuer=base)
+    async with serve(create_application(settings), port):
+        token = await _login(base)
+        assert (await JwksTokenVerifier(service, keys).verify(token)).roles == frozenset({Role.ADMIN})
+    assert keys.is_file() and "private" not in keys.read_text() and '"d"' not in keys.read_text()
+
+    # order-intake is down; the service restarts (a new verifier) and still verifies what it signed.
+    restarted = JwksTokenVerifier(service, keys)
+    assert (await restarted.verify(token)).roles == frozenset({Role.ADMIN})
+    # Without kept keys it cannot; a token signed by another key, or altered, is refused either way.
+    with pytest.raises(Unauthorized, match="unavailable"):
+        await JwksTokenVerifier(service).verify(token)
+    from casebridge_shared.testing import TokenMinter
+
+    stranger = TokenMinter(issuer=base).token("x", "admin")
+    with pytest.raises(Unauthorized, match="unavailable"):
+        await restarted.verify(stranger)
+    header, payload, signature = token.split(".")
+    forged = ".".join((header, payload, signature[::-1]))
+    with pytest.raises(Unauthorized):
+        await restarted.verify(forged)

@@ -12,18 +12,23 @@ Deny by default: an endpoint states the roles it allows.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Iterable
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, Protocol
 
 import httpx
 import jwt
+import structlog
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict
 
 from casebridge_shared.problems import Forbidden, Unauthorized
 from casebridge_shared.settings import ServiceSettings
+
+log = structlog.get_logger(__name__)
 
 ALGORITHMS = ["EdDSA", "ES256", "RS256"]
 
@@ -107,14 +112,42 @@ def decode(token: str, key: Any, *, issuer: str, audience: str) -> dict[str, Any
     return claims
 
 
-class JwksTokenVerifier:
-    """Verifies tokens against a remote JWKS, cached (PyJWKClient)."""
+class _KeepingJWKClient(jwt.PyJWKClient):
+    """PyJWKClient that also writes every JWKS it fetches to a file (public keys only)."""
 
-    def __init__(self, settings: ServiceSettings) -> None:
+    def __init__(self, url: str, keep: Path | None, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        self._keep = keep
+
+    def fetch_data(self) -> Any:
+        data = super().fetch_data()
+        if self._keep is not None:
+            try:
+                self._keep.parent.mkdir(parents=True, exist_ok=True)
+                partial = self._keep.with_suffix(".partial")
+                partial.write_text(json.dumps(data), encoding="utf-8")
+                partial.replace(self._keep)  # atomic: a reader never sees half a file
+            except OSError as exc:
+                log.warning("auth.issuer_keys_not_kept", path=str(self._keep), error=str(exc))
+        return data
+
+
+class JwksTokenVerifier:
+    """Verifies tokens against a remote JWKS, cached (PyJWKClient).
+
+    With ``keys_file``, the last JWKS fetched is kept on disk and used when the
+    issuer cannot be reached, so a service started (or restarted) while
+    order-intake is down still verifies the tokens it signed (their expiry and
+    every other check still apply). A key the issuer no longer publishes is
+    dropped from the file on the next successful fetch.
+    """
+
+    def __init__(self, settings: ServiceSettings, keys_file: Path | None = None) -> None:
         self._settings = settings
         self._issuer = settings.oidc_issuer or settings.token_issuer
         self._client: jwt.PyJWKClient | None = None
         self._lock = asyncio.Lock()
+        self._keys_file = keys_file
 
     def _jwks_url(self) -> str:
         if self._settings.jwks_url:
@@ -130,8 +163,9 @@ class JwksTokenVerifier:
         async with self._lock:
             if self._client is None:
                 url = await asyncio.to_thread(self._jwks_url)
-                self._client = jwt.PyJWKClient(
+                self._client = _KeepingJWKClient(
                     url,
+                    self._keys_file,
                     cache_keys=True,
                     lifespan=max(self._settings.jwks_cache_seconds, 1),
                     timeout=5,
@@ -143,12 +177,27 @@ class JwksTokenVerifier:
         try:
             client = await self._get_client()
             signing_key = await asyncio.to_thread(client.get_signing_key_from_jwt, token)
-        except jwt.PyJWKClientConnectionError as exc:
-            raise Unauthorized("token keys are unavailable right now") from exc
-        except (jwt.PyJWTError, httpx.HTTPError) as exc:
+        except (jwt.PyJWKClientConnectionError, httpx.HTTPError) as exc:
+            # The issuer (or its discovery document) is unreachable: the keys kept from its last answer.
+            kept = self._kept_key(token)
+            if kept is None:
+                raise Unauthorized("token keys are unavailable right now") from exc
+            log.warning("auth.issuer_unreachable_using_kept_keys", error=str(exc)[:200])
+            signing_key = kept
+        except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {exc}") from exc
         claims = decode(token, signing_key.key, issuer=self._issuer, audience=self._settings.token_audience)
         return Principal.from_claims(claims)
+
+    def _kept_key(self, token: str) -> jwt.PyJWK | None:
+        if self._keys_file is None or not self._keys_file.is_file():
+            return None
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+            keys = jwt.PyJWKSet.from_dict(json.loads(self._keys_file.read_text(encoding="utf-8")))
+        except (OSError, ValueError, jwt.PyJWTError):
+            return None
+        return next((k for k in keys.keys if k.key_id == kid), None)
 
 
 class KeyResolverVerifier:

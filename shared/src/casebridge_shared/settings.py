@@ -139,6 +139,11 @@ class ServiceSettings(BaseSettings):
         return values
 
     @property
+    def issuer_keys_path(self) -> Path:
+        """Where the token issuer's last published public keys are kept (for when it is unreachable)."""
+        return (self.var_dir / self.service_name / "issuer-keys.json").resolve()
+
+    @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 

@@ -37,7 +37,7 @@ def create_application(settings: Settings | None = None, container: Container | 
         owned = container is None
         c = container or bootstrap(settings)
         app.state.container = c
-        app.state.token_verifier = JwksTokenVerifier(settings)
+        app.state.token_verifier = JwksTokenVerifier(settings, settings.issuer_keys_path)
         app.state.readiness_checks["database"] = c.db.ping
         try:
             yield

@@ -40,7 +40,7 @@ def create_application(
         owned = container is None
         c = container or bootstrap(settings)
         app.state.container = c
-        app.state.token_verifier = token_verifier or JwksTokenVerifier(settings)
+        app.state.token_verifier = token_verifier or JwksTokenVerifier(settings, settings.issuer_keys_path)
         app.state.readiness_checks["database"] = c.db.ping
         try:
             yield
