@@ -215,10 +215,38 @@ class _Nodes:
         return self.nodes[(level, index)]
 
 
+class _Beyond(Exception):
+    """A subtree the computation needs is not stored: the tree size asked for is not reached yet."""
+
+
 async def _with_nodes(session: AsyncSession, compute: Callable[[merkle.NodeSource], T]) -> T:
     recorder = _Recorder()
     compute(recorder)
-    return compute(_Nodes(await _nodes(session, recorder.keys)))
+    found = await _nodes(session, recorder.keys)
+    if len(found) != len(recorder.keys):
+        raise _Beyond
+    return compute(_Nodes(found))
+
+
+async def _proof(
+    session: AsyncSession, size: int, field: str, compute: Callable[[merkle.NodeSource], T]
+) -> T:
+    """``compute`` over the stored subtrees, in one query: no separate look-up of the tree size.
+
+    A proof for a tree of ``size`` leaves reads subtrees that together cover all of
+    them, and a subtree is stored once its last leaf is appended; so a size beyond
+    the journal shows as a missing subtree, and only then is the size read (for the
+    error message, or to tell a damaged journal from a premature size).
+    """
+    try:
+        return await _with_nodes(session, compute)
+    except _Beyond:
+        current = await tree_size(session)
+        if size > current:
+            raise Unprocessable(
+                f"the journal has {current} entries; {field}={size} is beyond it", field=field
+            ) from None
+        raise RuntimeError(f"journal nodes below tree size {current} are missing") from None
 
 
 async def root(session: AsyncSession, size: int) -> bytes:
@@ -232,7 +260,6 @@ async def _require_size(session: AsyncSession, size: int, field: str) -> None:
 
 
 async def inclusion_proof(session: AsyncSession, index: int, size: int) -> tuple[bytes, list[bytes]]:
-    await _require_size(session, size, "query.tree_size")
     if not 0 <= index < size:
         raise Unprocessable(f"index {index} is not in a tree of {size} entries", field="query.index")
 
@@ -240,15 +267,20 @@ async def inclusion_proof(session: AsyncSession, index: int, size: int) -> tuple
     def compute(source: merkle.NodeSource) -> tuple[bytes, list[bytes]]:
         return source.perfect_subtree(0, index), merkle.inclusion_proof(source, index, size)
 
-    return await _with_nodes(session, compute)
+    return await _proof(session, size, "query.tree_size", compute)
 
 
 async def consistency_proof(session: AsyncSession, first: int, second: int) -> list[bytes]:
-    await _require_size(session, second, "query.second")
     if not 0 < first <= second:
         # RFC 9162 defines no proof from the empty tree: everything is consistent with it.
         raise Unprocessable(f"first ({first}) must be between 1 and second ({second})", field="query.first")
-    return await _with_nodes(session, lambda source: merkle.consistency_proof(source, first, second))
+    if first == second:
+        # The empty proof reads no subtree, so the size is checked on its own.
+        await _require_size(session, second, "query.second")
+        return []
+    return await _proof(
+        session, second, "query.second", lambda source: merkle.consistency_proof(source, first, second)
+    )
 
 
 async def entry_at(session: AsyncSession, index: int) -> JournalEntry:
