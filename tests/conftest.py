@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,21 +187,6 @@ async def notifier_knows(platform: Platform, email: str) -> None:
         await wait_until(known, timeout=90, message=f"the notifier's directory knows {email}")
     finally:
         await container.close()
-
-
-@pytest.fixture(scope="session")
-def db_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseTemplates]:
-    templates = DatabaseTemplates(tmp_path_factory.mktemp("stack-db-templates"))
-    yield templates
-    templates.drop_all()
-
-
-@pytest.fixture
-def broker() -> Iterator[EmbeddedBroker]:
-    b = EmbeddedBroker()
-    b.start()
-    yield b
-    b.stop()
 
 
 @pytest.fixture

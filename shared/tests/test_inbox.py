@@ -67,14 +67,6 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
         await testing._pg_exec(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture
-def broker() -> AsyncIterator[EmbeddedBroker]:
-    b = EmbeddedBroker()
-    b.start()
-    yield b  # type: ignore[misc]
-    b.stop()
-
-
 class Behaviour:
     """What the handler does: record the name, or fail on demand."""
 

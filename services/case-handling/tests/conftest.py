@@ -7,7 +7,7 @@ same data), by small factories: case-handling's tests never import order-intake.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,16 +23,8 @@ from case_handling.db import MIGRATIONS
 from case_handling.intake.events import ORDER_PLACED, PAYLOAD_MODELS
 from case_handling.main import create_application
 from case_handling.settings import Settings
-from casebridge_shared.broker import EmbeddedBroker
 from casebridge_shared.events import CloudEvent
 from casebridge_shared.testing import DatabaseTemplates, TokenMinter
-
-
-@pytest.fixture(scope="session")
-def db_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseTemplates]:
-    templates = DatabaseTemplates(tmp_path_factory.mktemp("db-templates"))
-    yield templates
-    templates.drop_all()
 
 
 @pytest.fixture
@@ -87,14 +79,6 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         transport=httpx.ASGITransport(app=app), base_url="http://case-handling"
     ) as c:
         yield c
-
-
-@pytest.fixture
-def broker() -> Iterator[EmbeddedBroker]:
-    b = EmbeddedBroker()
-    b.start()
-    yield b
-    b.stop()
 
 
 # --- factories ----------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -14,13 +14,6 @@ from customer_ledger.bootstrap import Container, bootstrap
 from customer_ledger.db import MIGRATIONS
 from customer_ledger.main import create_application
 from customer_ledger.settings import Settings
-
-
-@pytest.fixture(scope="session")
-def db_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseTemplates]:
-    templates = DatabaseTemplates(tmp_path_factory.mktemp("db-templates"))
-    yield templates
-    templates.drop_all()
 
 
 @pytest.fixture

@@ -306,14 +306,6 @@ async def test_the_witness_follows_the_topic_and_alerts_on_a_fork(
         await container.close()
 
 
-@pytest.fixture
-def broker() -> Any:
-    b = EmbeddedBroker()
-    b.start()
-    yield b
-    b.stop()
-
-
 async def test_checkpoint_history_is_public_and_entries_are_for_admins(
     container: Container, app: Any
 ) -> None:

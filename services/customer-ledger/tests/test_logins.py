@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
@@ -22,14 +21,6 @@ from customer_ledger.bootstrap import CONSUMER_GROUP, Container
 from customer_ledger.db import inbox
 from customer_ledger.journal import service as journal
 from customer_ledger.journal.models import JournalEntry
-
-
-@pytest.fixture
-def broker() -> Iterator[EmbeddedBroker]:
-    b = EmbeddedBroker()
-    b.start()
-    yield b
-    b.stop()
 
 
 def identity_event(kind: str, **data: Any) -> CloudEvent:

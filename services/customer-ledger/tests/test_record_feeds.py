@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import func, select
 
 from casebridge_shared import testing
@@ -19,14 +17,6 @@ from casebridge_shared.testing import TokenMinter
 from customer_ledger.bootstrap import CONSUMER_GROUP, Container
 from customer_ledger.customers.models import Association, Customer, Demand, ProgressEntry
 from customer_ledger.db import inbox
-
-
-@pytest.fixture
-def broker() -> Iterator[EmbeddedBroker]:
-    b = EmbeddedBroker()
-    b.start()
-    yield b
-    b.stop()
 
 
 def event(kind: str, key: str, aggregate_version: int, data: dict[str, Any]) -> CloudEvent:

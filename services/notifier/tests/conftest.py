@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,13 +21,6 @@ from notifier.db import MIGRATIONS
 from notifier.directory.models import Person
 from notifier.main import create_application
 from notifier.settings import Settings
-
-
-@pytest.fixture(scope="session")
-def db_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseTemplates]:
-    templates = DatabaseTemplates(tmp_path_factory.mktemp("db-templates"))
-    yield templates
-    templates.drop_all()
 
 
 @pytest.fixture
@@ -83,14 +76,6 @@ async def app(container: Container, minter: TokenMinter) -> AsyncIterator[FastAP
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://notifier") as c:
         yield c
-
-
-@pytest.fixture
-def broker() -> Iterator[EmbeddedBroker]:
-    b = EmbeddedBroker()
-    b.start()
-    yield b
-    b.stop()
 
 
 # --- factories ----------------------------------------------------------------------

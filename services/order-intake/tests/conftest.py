@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -13,7 +13,6 @@ import pytest
 from fastapi import FastAPI
 
 from casebridge_shared.auth import Department, Role
-from casebridge_shared.broker import EmbeddedBroker
 from casebridge_shared.db import utcnow
 from casebridge_shared.testing import DatabaseTemplates
 from order_intake.bootstrap import Container, bootstrap
@@ -26,13 +25,6 @@ from order_intake.main import create_application
 from order_intake.settings import Settings
 
 PASSWORD = "correct-horse-battery"
-
-
-@pytest.fixture(scope="session")
-def db_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseTemplates]:
-    templates = DatabaseTemplates(tmp_path_factory.mktemp("db-templates"))
-    yield templates
-    templates.drop_all()
 
 
 @pytest.fixture
@@ -143,11 +135,3 @@ class Factory:
 @pytest.fixture
 def factory(container: Container) -> Factory:
     return Factory(container)
-
-
-@pytest.fixture
-def broker() -> Iterator[EmbeddedBroker]:
-    b = EmbeddedBroker()
-    b.start()
-    yield b
-    b.stop()

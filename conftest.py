@@ -1,0 +1,3 @@
+"""Fixtures shared by every test suite (services' and the cross-service ``tests/``)."""
+
+pytest_plugins = ["casebridge_shared.testing.fixtures"]
