@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from fastapi import APIRouter, Depends, Path, Query
 
 from casebridge_shared.auth import Department, Principal, Role, require_roles
-from casebridge_shared.pagination import Page, PageDep
+from casebridge_shared.pagination import Page, PageDep, PageParams
 from casebridge_shared.problems import PROBLEM_RESPONSES
 from customer_ledger.access import service
 from customer_ledger.access.models import (
@@ -38,18 +38,33 @@ Until = Annotated[datetime | None, Query(description="Before this time")]
 Table = Literal["customers", "demands", "associations", "progress", "payments", "grants"]
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-async def _with_corrections(uow: UowDep, model: type[R], rows: Sequence[Any]) -> list[R]:
+async def _answer(
+    uow: UowDep,
+    admin: Principal,
+    what: str,
+    model: type[R],
+    found: tuple[Sequence[Any], int],
+    filters: dict[str, Any],
+    page: PageParams,
+) -> Page[R]:
+    """The page, with each record's corrections, once the admin's query is itself journaled."""
+    rows, total = found
     corrections = await service.corrections_of(uow.session, [r.journal_index for r in rows])
     items = []
     for row in rows:
         item = model.model_validate(row)
         item.corrections = [CorrectionRead.model_validate(c) for c in corrections.get(row.journal_index, [])]
         items.append(item)
-    return items
+    asked = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in filters.items()}
+    await record_read(
+        uow.session,
+        Actor.of(admin),
+        what,
+        customers=[c for r in rows if (c := getattr(r, "customer_id", None))],
+        query={**asked, "limit": page.limit, "offset": page.offset},
+    )
+    await uow.commit()
+    return Page[R](items=items, total=total, limit=page.limit, offset=page.offset)
 
 
 @router.get("/logins", response_model=Page[LoginRecordRead], summary="Logins, successful and failed")
@@ -64,31 +79,16 @@ async def list_logins(
     since: Since = None,
     until: Until = None,
 ) -> Page[LoginRecordRead]:
-    rows, total = await service.list_logins(
-        uow.session,
-        user_id=user_id,
-        email=email,
-        department=department.value if department else None,
-        outcome=outcome,
-        since=since,
-        until=until,
-        limit=page.limit,
-        offset=page.offset,
-    )
-    query = {
+    filters: dict[str, Any] = {
         "user_id": user_id,
         "email": email,
         "department": department.value if department else None,
         "outcome": outcome,
-        "since": _iso(since),
-        "until": _iso(until),
-        "limit": page.limit,
-        "offset": page.offset,
+        "since": since,
+        "until": until,
     }
-    items = await _with_corrections(uow, LoginRecordRead, rows)
-    await record_read(uow.session, Actor.of(admin), "logins", query=query)
-    await uow.commit()
-    return Page[LoginRecordRead](items=items, total=total, limit=page.limit, offset=page.offset)
+    found = await service.list_logins(uow.session, **filters, limit=page.limit, offset=page.offset)
+    return await _answer(uow, admin, "logins", LoginRecordRead, found, filters, page)
 
 
 @router.get(
@@ -107,36 +107,16 @@ async def list_changes(
     since: Since = None,
     until: Until = None,
 ) -> Page[ChangeRecordRead]:
-    rows, total = await service.list_changes(
-        uow.session,
-        customer_id=customer_id,
-        user_id=user_id,
-        department=department.value if department else None,
-        table=table,
-        since=since,
-        until=until,
-        limit=page.limit,
-        offset=page.offset,
-    )
-    items = await _with_corrections(uow, ChangeRecordRead, rows)
-    await record_read(
-        uow.session,
-        Actor.of(admin),
-        "change records",
-        customers=[r.customer_id for r in rows if r.customer_id],
-        query={
-            "customer_id": customer_id,
-            "user_id": user_id,
-            "department": department.value if department else None,
-            "table": table,
-            "since": _iso(since),
-            "until": _iso(until),
-            "limit": page.limit,
-            "offset": page.offset,
-        },
-    )
-    await uow.commit()
-    return Page[ChangeRecordRead](items=items, total=total, limit=page.limit, offset=page.offset)
+    filters: dict[str, Any] = {
+        "customer_id": customer_id,
+        "user_id": user_id,
+        "department": department.value if department else None,
+        "table": table,
+        "since": since,
+        "until": until,
+    }
+    found = await service.list_changes(uow.session, **filters, limit=page.limit, offset=page.offset)
+    return await _answer(uow, admin, "change records", ChangeRecordRead, found, filters, page)
 
 
 @router.get("/reads", response_model=Page[ReadRecordRead], summary="Who read which customer's which data")
@@ -151,37 +131,17 @@ async def list_reads(
     since: Since = None,
     until: Until = None,
 ) -> Page[ReadRecordRead]:
-    rows, total = await service.list_reads(
-        uow.session,
-        customer_id=customer_id,
-        user_id=user_id,
-        department=department.value if department else None,
-        what=what,
-        since=since,
-        until=until,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    filters: dict[str, Any] = {
+        "customer_id": customer_id,
+        "user_id": user_id,
+        "department": department.value if department else None,
+        "what": what,
+        "since": since,
+        "until": until,
+    }
     # Recorded after the query, so an admin's look at the read records does not show itself.
-    items = await _with_corrections(uow, ReadRecordRead, rows)
-    await record_read(
-        uow.session,
-        Actor.of(admin),
-        "read records",
-        customers=[r.customer_id for r in rows if r.customer_id],
-        query={
-            "customer_id": customer_id,
-            "user_id": user_id,
-            "department": department.value if department else None,
-            "what": what,
-            "since": _iso(since),
-            "until": _iso(until),
-            "limit": page.limit,
-            "offset": page.offset,
-        },
-    )
-    await uow.commit()
-    return Page[ReadRecordRead](items=items, total=total, limit=page.limit, offset=page.offset)
+    found = await service.list_reads(uow.session, **filters, limit=page.limit, offset=page.offset)
+    return await _answer(uow, admin, "read records", ReadRecordRead, found, filters, page)
 
 
 @router.post(

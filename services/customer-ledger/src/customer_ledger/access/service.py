@@ -111,6 +111,25 @@ async def _page(
     return list(rows.all()), int(total)
 
 
+def _filtered(
+    model: type[Row],
+    equal: dict[Any, str | None],
+    at: Any,
+    since: datetime | None,
+    until: datetime | None,
+) -> SelectOfScalar[Row]:
+    """``model`` rows whose columns equal the given values (None: any) and whose time is in range."""
+    query = select(model)
+    for column, value in equal.items():
+        if value:
+            query = query.where(column == value)
+    if since is not None:
+        query = query.where(at >= since)
+    if until is not None:
+        query = query.where(at < until)
+    return query
+
+
 async def list_logins(
     session: AsyncSession,
     *,
@@ -123,22 +142,15 @@ async def list_logins(
     limit: int,
     offset: int,
 ) -> tuple[list[LoginRecord], int]:
-    query = select(LoginRecord)
-    if user_id:
-        query = query.where(LoginRecord.user_id == user_id)
-    if email:
-        query = query.where(func.lower(col(LoginRecord.email)) == email.lower())
-    if department:
-        query = query.where(LoginRecord.department == department)
-    if outcome:
-        query = query.where(LoginRecord.outcome == outcome)
-    if since is not None:
-        query = query.where(col(LoginRecord.at) >= since)
-    if until is not None:
-        query = query.where(col(LoginRecord.at) < until)
-    return await _page(
-        session, query, [col(LoginRecord.at).desc(), col(LoginRecord.journal_index).desc()], limit, offset
-    )
+    equal = {
+        col(LoginRecord.user_id): user_id,
+        func.lower(col(LoginRecord.email)): email.lower() if email else None,
+        col(LoginRecord.department): department,
+        col(LoginRecord.outcome): outcome,
+    }
+    query = _filtered(LoginRecord, equal, col(LoginRecord.at), since, until)
+    order = [col(LoginRecord.at).desc(), col(LoginRecord.journal_index).desc()]
+    return await _page(session, query, order, limit, offset)
 
 
 async def list_changes(
@@ -153,19 +165,13 @@ async def list_changes(
     limit: int,
     offset: int,
 ) -> tuple[list[ChangeRecord], int]:
-    query = select(ChangeRecord)
-    if customer_id:
-        query = query.where(ChangeRecord.customer_id == customer_id)
-    if user_id:
-        query = query.where(ChangeRecord.changed_by == user_id)
-    if department:
-        query = query.where(ChangeRecord.department == department)
-    if table:
-        query = query.where(ChangeRecord.table == table)
-    if since is not None:
-        query = query.where(col(ChangeRecord.at) >= since)
-    if until is not None:
-        query = query.where(col(ChangeRecord.at) < until)
+    equal = {
+        col(ChangeRecord.customer_id): customer_id,
+        col(ChangeRecord.changed_by): user_id,
+        col(ChangeRecord.department): department,
+        col(ChangeRecord.table): table,
+    }
+    query = _filtered(ChangeRecord, equal, col(ChangeRecord.at), since, until)
     return await _page(session, query, [col(ChangeRecord.journal_index).desc()], limit, offset)
 
 
@@ -181,22 +187,15 @@ async def list_reads(
     limit: int,
     offset: int,
 ) -> tuple[list[ReadRecord], int]:
-    query = select(ReadRecord)
-    if customer_id:
-        query = query.where(ReadRecord.customer_id == customer_id)
-    if user_id:
-        query = query.where(ReadRecord.reader == user_id)
-    if department:
-        query = query.where(ReadRecord.department == department)
-    if what:
-        query = query.where(ReadRecord.what == what)
-    if since is not None:
-        query = query.where(col(ReadRecord.at) >= since)
-    if until is not None:
-        query = query.where(col(ReadRecord.at) < until)
-    return await _page(
-        session, query, [col(ReadRecord.journal_index).desc(), col(ReadRecord.position)], limit, offset
-    )
+    equal = {
+        col(ReadRecord.customer_id): customer_id,
+        col(ReadRecord.reader): user_id,
+        col(ReadRecord.department): department,
+        col(ReadRecord.what): what,
+    }
+    query = _filtered(ReadRecord, equal, col(ReadRecord.at), since, until)
+    order = [col(ReadRecord.journal_index).desc(), col(ReadRecord.position)]
+    return await _page(session, query, order, limit, offset)
 
 
 # The access records an admin may correct, and the fields each has.

@@ -9,7 +9,7 @@ associations change only by hand-off or by admin.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func
 from sqlmodel import SQLModel, col, select
@@ -48,6 +48,7 @@ from customer_ledger.customers.models import (
     ProgressCreate,
     ProgressEntry,
     Removal,
+    Why,
 )
 from customer_ledger.grants.service import (
     customer_in_sight,
@@ -147,6 +148,23 @@ async def my_progress(session: AsyncSession, customer: Principal) -> list[dict[s
 
 # --- writing ---------------------------------------------------------------
 
+RowT = TypeVar("RowT", Customer, Demand, ProgressEntry, Payment)
+ChildT = TypeVar("ChildT", Demand, ProgressEntry, Payment)
+
+
+async def _of_customer(
+    session: AsyncSession, model: type[ChildT], row_id: str, customer_id: str, what: str
+) -> ChildT:
+    row = await session.get(model, row_id)
+    if row is None or row.customer_id != customer_id:
+        raise NotFound(f"no {what} {row_id} of customer {customer_id}")
+    return row
+
+
+def _changes(body: Why) -> dict[str, Any]:
+    """The fields a change request sets, without its why."""
+    return body.model_dump(exclude_unset=True, exclude={"reason", "feedback_ref"})
+
 
 async def _writable(session: AsyncSession, writer: Principal, customer_id: str, table: str) -> Customer:
     """The customer, if ``writer`` may add to or change ``table`` of theirs (403/404 otherwise)."""
@@ -220,12 +238,12 @@ async def _update(
     session: AsyncSession,
     actor: Actor,
     table: str,
-    row: SQLModel,
+    row: RowT,
     changes: dict[str, Any],
     *,
     reason: str | None,
     feedback_ref: str | None,
-) -> SQLModel:
+) -> RowT:
     """Journal ``row`` with ``changes`` applied, unless nothing changes. Returns the row as it is now."""
     before = dump(row)
     after = type(row).model_validate({**before, **changes})
@@ -254,10 +272,10 @@ async def update_customer(
     session: AsyncSession, writer: Principal, customer_id: str, body: CustomerUpdate
 ) -> Customer:
     customer = await _writable(session, writer, customer_id, "customers")
-    changes = body.model_dump(exclude_unset=True, exclude={"reason", "feedback_ref"})
+    changes = _changes(body)
     if "email" in changes and changes["email"] is not None:
         changes["email"] = str(changes["email"])
-    updated = await _update(
+    return await _update(
         session,
         Actor.of(writer),
         "customers",
@@ -266,8 +284,6 @@ async def update_customer(
         reason=body.reason,
         feedback_ref=body.feedback_ref,
     )
-    assert isinstance(updated, Customer)
-    return updated
 
 
 async def hand_off(session: AsyncSession, writer: Principal, customer_id: str, body: HandOff) -> Customer:
@@ -307,7 +323,6 @@ async def hand_off(session: AsyncSession, writer: Principal, customer_id: str, b
         feedback_ref=body.feedback_ref,
     )
     await _associate(session, actor, customer_id, target.value, reason)
-    assert isinstance(updated, Customer)
     return updated
 
 
@@ -337,21 +352,16 @@ async def update_demand(
     session: AsyncSession, writer: Principal, customer_id: str, demand_id: str, body: DemandUpdate
 ) -> Demand:
     await _writable(session, writer, customer_id, "demands")
-    demand = await session.get(Demand, demand_id)
-    if demand is None or demand.customer_id != customer_id:
-        raise NotFound(f"no demand {demand_id} of customer {customer_id}")
-    changes = body.model_dump(exclude_unset=True, exclude={"reason", "feedback_ref"})
-    updated = await _update(
+    demand = await _of_customer(session, Demand, demand_id, customer_id, "demand")
+    return await _update(
         session,
         Actor.of(writer),
         "demands",
         demand,
-        changes,
+        _changes(body),
         reason=body.reason,
         feedback_ref=body.feedback_ref,
     )
-    assert isinstance(updated, Demand)
-    return updated
 
 
 async def add_progress(
@@ -402,37 +412,30 @@ async def correct_progress(
     if not admin.is_admin:
         raise Forbidden("progress entries are corrected by admin only")
     await _writable(session, admin, customer_id, "progress")
-    entry = await session.get(ProgressEntry, entry_id)
-    if entry is None or entry.customer_id != customer_id:
-        raise NotFound(f"no progress entry {entry_id} of customer {customer_id}")
-    changes = body.model_dump(exclude_unset=True, exclude={"reason", "feedback_ref"})
-    updated = await _update(
+    entry = await _of_customer(session, ProgressEntry, entry_id, customer_id, "progress entry")
+    return await _update(
         session,
         Actor.of(admin),
         "progress",
         entry,
-        changes,
+        _changes(body),
         reason=body.reason,
         feedback_ref=body.feedback_ref,
     )
-    assert isinstance(updated, ProgressEntry)
-    return updated
 
 
 async def correct_payment(
     session: AsyncSession, writer: Principal, customer_id: str, payment_id: str, body: PaymentCorrection
 ) -> Payment:
     await _writable(session, writer, customer_id, "payments")
-    payment = await session.get(Payment, payment_id)
-    if payment is None or payment.customer_id != customer_id:
-        raise NotFound(f"no payment {payment_id} of customer {customer_id}")
-    changes = body.model_dump(exclude_unset=True, exclude={"reason", "feedback_ref"})
+    payment = await _of_customer(session, Payment, payment_id, customer_id, "payment")
+    changes = _changes(body)
     if "amount" in changes:
         problem = check_amount(changes["amount"], payment.currency)
         if problem:
             raise Unprocessable(problem.replace("price", "amount"), field="body.amount")
         changes["amount"] = money(changes["amount"], payment.currency)
-    updated = await _update(
+    return await _update(
         session,
         Actor.of(writer),
         "payments",
@@ -441,8 +444,6 @@ async def correct_payment(
         reason=body.reason,
         feedback_ref=body.feedback_ref,
     )
-    assert isinstance(updated, Payment)
-    return updated
 
 
 async def add_association(
