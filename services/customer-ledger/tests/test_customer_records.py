@@ -291,10 +291,30 @@ async def test_bad_input_is_refused_with_the_field_and_nothing_written(
             "scope",
         ),
         ("GET", "/audit/changes", {"table": "secrets"}, admin, 422, "table"),
+        (
+            "PATCH",
+            f"/customers/{c['id']}/demands/nope",
+            {"status": "met", "reason": "r"},
+            finance,
+            404,
+            "nope",
+        ),
+        ("POST", f"/customers/{c['id']}/demands", {"title": "t"}, finance, 422, "description"),
+        ("POST", f"/customers/{c['id']}/progress", {"project": "p", "stage": ""}, finance, 422, "stage"),
+        ("POST", f"/customers/{c['id']}/associations", {"department": "legal"}, admin, 422, "department"),
+        ("DELETE", f"/customers/{c['id']}/associations/finance", {}, admin, 422, "reason"),
+        (
+            "POST",
+            "/grants",
+            {"department": "sales", "table": "customers", "fields": []},
+            admin,
+            422,
+            "fields",
+        ),
     ]
     for method, path, body, headers, status, mentioned in cases:
-        if method == "GET":
-            r = await api.get(path, params=body, headers=headers)
+        if method in ("GET", "DELETE"):
+            r = await api.request(method, path, params=body, headers=headers)
         else:
             r = await api.request(method, path, json=body, headers=headers)
         assert r.status_code == status, (path, body, r.text)
