@@ -9,12 +9,13 @@ by an append are stored with it, in the same transaction.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import rfc8785
-from sqlalchemy import and_, event, insert, or_, select
+from sqlalchemy import event, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -53,30 +54,41 @@ async def tree_size(session: AsyncSession) -> int:
     return int(size or 0)
 
 
-async def _nodes(session: AsyncSession, keys: set[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-    """The stored subtree hashes for ``keys``, in one query that uses the primary key.
+# The subtrees a proof needs, in one statement whose text never changes: the keys go in
+# as one bound value (a JSON array on SQLite, two arrays on PostgreSQL) and are joined to
+# the primary key. Building an ``OR`` of ``level = L AND index IN (...)`` terms per proof
+# cost more than the query itself (SQLAlchemy constructs and caches the expression each
+# time); a row-value ``(level, index) IN (...)`` is not an index look-up on SQLite.
+_NODES_BY_KEY = {
+    "sqlite": text(
+        'SELECT n.level, n."index", n.hash FROM json_each(:keys) AS k '
+        "JOIN journal_nodes AS n ON n.level = json_extract(k.value, '$[0]') "
+        "AND n.\"index\" = json_extract(k.value, '$[1]')"
+    ),
+    "postgresql": text(
+        'SELECT n.level, n."index", n.hash '
+        "FROM unnest(CAST(:levels AS integer[]), CAST(:indexes AS bigint[])) AS k(level, idx) "
+        'JOIN journal_nodes AS n ON n.level = k.level AND n."index" = k.idx'
+    ),
+}
 
-    Grouped by level (``level = L AND index IN (...)`` per level, OR-ed): a row-value
-    ``(level, index) IN (...)`` is not an index lookup on SQLite and scanned all rows.
-    """
+
+async def _nodes(session: AsyncSession, keys: set[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    """The stored subtree hashes for ``keys``, in one primary-key join."""
     if not keys:
         return {}
     await _write_pending(session)
-    by_level: dict[int, list[int]] = {}
-    for level, index in keys:
-        by_level.setdefault(level, []).append(index)
-    found: dict[tuple[int, int], bytes] = {}
-    groups = sorted(by_level.items())
-    for start in range(0, len(groups), 64):
-        terms = [
-            and_(col(JournalNode.level) == level, col(JournalNode.index).in_(sorted(indexes)))
-            for level, indexes in groups[start : start + 64]
-        ]
-        rows = await session.execute(
-            select(col(JournalNode.level), col(JournalNode.index), col(JournalNode.hash)).where(or_(*terms))
-        )
-        found.update({(level, index): digest for level, index, digest in rows})
-    return found
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        ordered = sorted(keys)
+        params: dict[str, Any] = {
+            "levels": [level for level, _ in ordered],
+            "indexes": [index for _, index in ordered],
+        }
+    else:
+        params = {"keys": json.dumps(sorted(keys))}
+    rows = await session.execute(_NODES_BY_KEY[dialect], params)
+    return {(level, index): bytes(digest) for level, index, digest in rows}
 
 
 _TRANSACTION_STATE = "journal.transaction"
