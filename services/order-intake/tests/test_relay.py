@@ -15,13 +15,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, text, update
 
 from casebridge_shared.auth import Principal, Role
 from casebridge_shared.broker import EmbeddedBroker
-from casebridge_shared.db import utcnow
-from casebridge_shared.events import ORDERS_TOPIC
-from casebridge_shared.outbox import mark_for_replay, purge_published, relay_status
+from casebridge_shared.db import new_id, utcnow
+from casebridge_shared.events import ORDERS_TOPIC, CloudEvent
+from casebridge_shared.outbox import OutboxRelay, mark_for_replay, purge_published, relay_status
 from casebridge_shared.testing import TopicReader, wait_until
 from order_intake.bootstrap import Container
 from order_intake.db import outbox
@@ -276,6 +276,76 @@ async def test_broker_outage_backlog_grows_then_drains(
             return (await relay_status(container.db, outbox)).backlog == 0
 
         await wait_until(drained, timeout=60, message="backlog drained")
+
+
+def _outbox_row(key: str) -> dict[str, object]:
+    event_id = new_id()
+    event = CloudEvent(
+        id=event_id,
+        source="/order-intake",
+        type="order-placed",
+        subject=key,
+        time=utcnow(),
+        partitionkey=key,
+        aggregateversion=1,
+        data={"order_id": key},
+    )
+    return {
+        "event_id": event_id,
+        "topic": ORDERS_TOPIC,
+        "message_key": key,
+        "event_type": "order-placed",
+        "payload": event.to_bytes().decode(),
+        "created_at": utcnow(),
+    }
+
+
+async def _unpublished(container: Container, keys: set[str]) -> set[str]:
+    query = select(outbox.outbox.c.message_key).where(
+        outbox.outbox.c.message_key.in_(keys), outbox.outbox.c.published_at.is_(None)
+    )
+    async with container.db.session() as s:
+        return set((await s.execute(query)).scalars())
+
+
+async def _none_unpublished(container: Container, keys: set[str]) -> bool:
+    return not await _unpublished(container, keys)
+
+
+async def test_publishing_goes_on_while_marking_rows_published_waits_for_the_database(
+    container: Container, broker: EmbeddedBroker
+) -> None:
+    """The database's write lock held elsewhere (on SQLite: the api placing orders into the
+    same file) holds up only the marking: batch after batch still reaches the topic, each
+    row exactly once, and is marked once the lock is free."""
+    keys = [f"held-{i}" for i in range(3)]
+    async with container.db.write_session() as session:
+        await session.execute(insert(outbox.outbox), [_outbox_row(k) for k in keys])
+        await session.commit()
+    relay = OutboxRelay(
+        container.db, outbox, container.settings, service="order-intake", topics=[ORDERS_TOPIC], batch_size=1
+    )
+    stop = asyncio.Event()
+    async with TopicReader(broker.bootstrap_servers, ORDERS_TOPIC) as reader:
+        async with container.db.write_session() as holder:
+            # Hold what marking needs: SQLite's write lock; on PostgreSQL the run log
+            # that the marking transaction writes to.
+            if container.db.dialect == "sqlite":
+                await holder.execute(select(1))
+            else:
+                await holder.execute(text("LOCK TABLE relay_runs IN EXCLUSIVE MODE"))
+            task = asyncio.create_task(relay.run(stop))
+            # One row per batch: every batch goes out although not even the first is marked.
+            await reader.read_until(lambda events: {e["partitionkey"] for e in events} >= set(keys))
+            assert await _unpublished(container, set(keys)) == set(keys)
+            await holder.rollback()
+        await wait_until(lambda: _none_unpublished(container, set(keys)), timeout=30)
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+        await reader.poll()
+    assert Counter(e["partitionkey"] for e in reader.events if e["partitionkey"] in keys) == dict.fromkeys(
+        keys, 1
+    )
 
 
 async def test_replay_republishes_from_a_point_in_time(

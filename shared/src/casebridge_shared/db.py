@@ -4,11 +4,19 @@ SQLite (the embedded default) and PostgreSQL run the same code. For SQLite we
 turn on WAL, a busy timeout and foreign keys, and open write transactions with
 ``BEGIN IMMEDIATE``: a deferred transaction that later writes can fail at once
 with "database is locked" instead of waiting its turn.
+
+Waiting for the write lock held by another process (the api and the worker of a
+service share one file) is ours, not SQLite's: its busy handler sleeps 1, 2, 5,
+10 ... up to 100 ms between tries, so under steady writes from the other process
+a writer here keeps missing the short gaps between that process's transactions
+and its whole queue of writers waits with it. Write transactions poll every
+0.5-4 ms instead, yielding to the event loop between tries.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator
@@ -19,11 +27,15 @@ from typing import Any
 
 from sqlalchemy import DateTime, event, text
 from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator
+from sqlalchemy.util import await_only
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Between tries for SQLite's write lock: the first wait, and the longest.
+SQLITE_WRITE_POLL_SECONDS = (0.0005, 0.004)
 
 
 def utcnow() -> datetime:
@@ -58,18 +70,22 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-def create_engine(database_url: str, *, echo: bool = False, **kwargs: Any) -> AsyncEngine:
+def create_engine(
+    database_url: str, *, echo: bool = False, sqlite_writer: bool = False, **kwargs: Any
+) -> AsyncEngine:
+    """An engine; ``sqlite_writer``: every transaction takes SQLite's write lock up front, polling for it."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        busy_timeout_ms = 0 if sqlite_writer else SQLITE_BUSY_TIMEOUT_MS
         engine = create_async_engine(
             url,
             echo=echo,
-            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            connect_args={"timeout": busy_timeout_ms / 1000},
             **kwargs,
         )
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, busy_timeout_ms=busy_timeout_ms, writer=sqlite_writer)
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
@@ -77,7 +93,7 @@ def create_engine(database_url: str, *, echo: bool = False, **kwargs: Any) -> As
     return create_async_engine(url, echo=echo, **kwargs)
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _configure_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int, writer: bool) -> None:
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
@@ -86,22 +102,73 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
+    if not writer:
+
+        @event.listens_for(sync_engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN DEFERRED")
+
+        return
+
+    # SQLite has one writer at a time. The writers of this process queue on an
+    # asyncio lock, in arrival order, for as long as they hold a connection in a
+    # transaction: taken at BEGIN, given back when the connection returns to the
+    # pool after COMMIT or ROLLBACK (a session does that at commit), not when the
+    # session closes: a request's answer is written after its commit.
+    locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
     @event.listens_for(sync_engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+    def _on_write_begin(conn: Any) -> None:
+        if _HELD not in conn.info:  # a connection kept across transactions keeps its turn
+            loop = asyncio.get_running_loop()
+            lock = locks.get(loop)
+            if lock is None:
+                lock = locks[loop] = asyncio.Lock()
+            await_only(lock.acquire())
+            conn.info[_HELD] = lock
+        try:
+            _begin_immediate(conn)
+        except BaseException:
+            _give_back(conn.info)
+            raise
+
+    @event.listens_for(sync_engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        _give_back(record.info)
 
 
-def writer(engine: AsyncEngine) -> AsyncEngine:
-    """The same engine, but transactions take SQLite's write lock up front."""
-    if engine.dialect.name == "sqlite":
-        return engine.execution_options(sqlite_begin="IMMEDIATE")
-    return engine
+_HELD = "casebridge.write_lock"
+
+
+def _give_back(info: dict[Any, Any]) -> None:
+    lock: asyncio.Lock | None = info.pop(_HELD, None)
+    if lock is not None:
+        lock.release()
+
+
+def _begin_immediate(conn: Any) -> None:
+    """``BEGIN IMMEDIATE``, trying again every few milliseconds while another process writes.
+
+    Runs inside SQLAlchemy's greenlet (the ``begin`` event of an async engine), so it
+    can wait on the event loop with ``await_only``.
+    """
+    first, longest = SQLITE_WRITE_POLL_SECONDS
+    wait = first
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            return
+        except OperationalError as exc:
+            if "locked" not in str(exc.orig) or time.monotonic() >= deadline:
+                raise
+        await_only(asyncio.sleep(wait))
+        wait = min(wait * 2, longest)
 
 
 class Database:
@@ -110,14 +177,11 @@ class Database:
     def __init__(self, database_url: str, **engine_kwargs: Any) -> None:
         self.url = database_url
         self.engine = create_engine(database_url, **engine_kwargs)
-        self._writer = writer(self.engine)
-        # SQLite has one writer at a time. Left to itself, a waiting writer sleeps
-        # in SQLite's busy handler (backing off up to 100 ms a try) while the
-        # event loop sits idle; queueing writers of this process on an asyncio
-        # lock hands the write lock over the moment it is free, in arrival order.
-        # Other processes (the worker) still meet the busy timeout as before.
-        self._write_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-            weakref.WeakKeyDictionary()
+        # SQLite: a pool of its own whose transactions take the write lock up front.
+        self._writer = (
+            create_engine(database_url, sqlite_writer=True, **engine_kwargs)
+            if self.engine.dialect.name == "sqlite"
+            else self.engine
         )
 
     @property
@@ -131,15 +195,8 @@ class Database:
 
     @asynccontextmanager
     async def write_session(self) -> AsyncIterator[AsyncSession]:
-        if self.dialect != "sqlite":
-            async with AsyncSession(self._writer, expire_on_commit=False) as session:
-                yield session
-            return
-        loop = asyncio.get_running_loop()
-        lock = self._write_locks.get(loop)
-        if lock is None:
-            lock = self._write_locks[loop] = asyncio.Lock()
-        async with lock, AsyncSession(self._writer, expire_on_commit=False) as session:
+        """A session for writing; on SQLite its transactions take the write lock up front."""
+        async with AsyncSession(self._writer, expire_on_commit=False) as session:
             yield session
 
     @asynccontextmanager
@@ -153,3 +210,5 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._writer is not self.engine:
+            await self._writer.dispose()

@@ -353,6 +353,10 @@ class OutboxRelay:
         self._lock = RelayLock(db)
         self._last_purge = utcnow()
         self._gauges_at = 0.0
+        # Rows acknowledged by the broker whose ``published_at`` is not written yet,
+        # and the task writing it (see ``drain``).
+        self._unmarked: set[int] = set()
+        self._marking: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await ensure_topics(self.settings, self.topics)
@@ -387,9 +391,18 @@ class OutboxRelay:
 
     async def _publish_loop(self, stop: asyncio.Event) -> None:
         await self.start()
+        try:
+            await self._publish_until(stop)
+        finally:
+            # A failed marking is logged by settle; its rows are sent again next time.
+            with contextlib.suppress(Exception):
+                await self.settle()
+
+    async def _publish_until(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             if not self._lock.is_healthy():
                 raise RuntimeError("relay lock connection lost")
+            self._raise_if_marking_failed()
             runs = await self.drain()
             failed = next((r for r in runs if r.error is not None), None)
             if failed is not None:
@@ -407,6 +420,7 @@ class OutboxRelay:
 
     async def publish_batch(self) -> RelayRun:
         """Publish up to ``batch_size`` unpublished rows; record the run if it did anything."""
+        await self.settle()
         rows = await self._fetch()
         if not rows:
             await self._update_gauges(empty=True)
@@ -418,16 +432,17 @@ class OutboxRelay:
     async def drain(self, max_seconds: float = 1.0) -> list[RelayRun]:
         """Publish batch after batch until the outbox is empty (or ``max_seconds`` passed).
 
-        Pipelined: while batch N+1 is in flight to the broker, batch N's rows are
-        marked published in the database. Batch N+1 is only sent once every row of
-        batch N was acknowledged, so a failure stops the drain exactly as
-        ``publish_batch`` would (per-key order kept). Within a drain the fetch
-        continues after the last id sent, since batch N is not marked yet; each
+        Batch N+1 is only sent once every row of batch N was acknowledged, so a
+        failure stops the drain exactly as ``publish_batch`` would (per-key order
+        kept). Marking acknowledged rows published trails behind, in a task of its
+        own (one write at a time, in order): the next batch is fetched and sent
+        without waiting for the database's write lock, which on SQLite another
+        process (the api placing orders into the same file) may hold for a long
+        while. Rows sent but not marked yet are left out of every fetch. Each
         drain starts with a full scan, which picks up any row that committed late
         with a lower id (PostgreSQL sequences), hence the time bound.
         """
         runs: list[RelayRun] = []
-        recording: asyncio.Task[None] | None = None
         fetching: asyncio.Task[list[_Row]] | None = asyncio.ensure_future(self._fetch())
         deadline = time.monotonic() + max_seconds
         try:
@@ -435,8 +450,9 @@ class OutboxRelay:
                 rows = await fetching
                 fetching = None
                 if not rows:
-                    if not runs:
+                    if not runs and not self._unmarked:
                         await self._update_gauges(empty=True)
+                    if not runs:
                         runs.append(RelayRun(started_at=utcnow()))
                     break
                 if len(rows) >= self.batch_size and time.monotonic() < deadline:
@@ -444,18 +460,50 @@ class OutboxRelay:
                     fetching = asyncio.ensure_future(self._fetch(after=rows[-1].id))
                 run, published, failed = await self._send(rows)
                 runs.append(run)
-                if recording is not None:
-                    await recording  # one write at a time, in order
-                    recording = None
                 if failed:
+                    # Settle what is pending first, so the failure is recorded last.
+                    await self.settle()
                     await self._finish(run, published, failed)
                     break
-                recording = asyncio.ensure_future(self._finish(run, published, failed))
+                self._mark_later(run, published)
         finally:
-            for task in (fetching, recording):
-                if task is not None:
-                    await task
+            if fetching is not None:
+                await fetching
         return runs
+
+    def _mark_later(self, run: RelayRun, published: list[_Row]) -> None:
+        self._unmarked.update(row.id for row in published)
+        previous = self._marking
+
+        async def mark() -> None:
+            if previous is not None:
+                await previous  # one write at a time, in order
+            await self._finish(run, published, [])
+            self._unmarked.difference_update(row.id for row in published)
+
+        self._marking = asyncio.ensure_future(mark())
+
+    def _raise_if_marking_failed(self) -> None:
+        if self._marking is not None and self._marking.done():
+            marking, self._marking = self._marking, None
+            exc = marking.exception()
+            if exc is not None:
+                # The rows stay unpublished in the database: after the restart they
+                # are fetched and sent again (consumers drop the duplicates by id).
+                self._unmarked.clear()
+                raise exc
+
+    async def settle(self) -> None:
+        """Wait until every acknowledged row is marked published (or the marking failed)."""
+        marking, self._marking = self._marking, None
+        if marking is None:
+            return
+        try:
+            await marking
+        except Exception as exc:
+            self._unmarked.clear()
+            log.warning("relay.marking_failed", error=str(exc), error_type=type(exc).__name__)
+            raise
 
     async def _send(self, rows: list[_Row]) -> tuple[RelayRun, list[_Row], list[_Row]]:
         """Send rows to the broker and wait for every acknowledgement (acks=all)."""
@@ -491,6 +539,10 @@ class OutboxRelay:
                 published.append(row)
         run.published = len(published)
         run.failed = len(failed)
+        now = utcnow()
+        latency = metrics.RELAY_COMMIT_TO_PUBLISH_SECONDS.labels(self.service)
+        for row in published:
+            latency.observe(max(0.0, (now - row.created_at).total_seconds()))
         if first_error is not None:
             run.error = f"{type(first_error).__name__}: {first_error}"
         return run, published, failed
@@ -498,12 +550,9 @@ class OutboxRelay:
     async def _finish(self, run: RelayRun, published: list[_Row], failed: list[_Row]) -> None:
         """Mark the batch in the database, then count it."""
         await self._record(run, published, failed)
-        now = utcnow()
         per_topic: dict[str, int] = {}
-        latency = metrics.RELAY_COMMIT_TO_PUBLISH_SECONDS.labels(self.service)
         for row in published:
             per_topic[row.topic] = per_topic.get(row.topic, 0) + 1
-            latency.observe(max(0.0, (now - row.created_at).total_seconds()))
         for topic, count in per_topic.items():
             metrics.RELAY_PUBLISHED.labels(self.service, topic).inc(count)
         if failed:
@@ -526,6 +575,11 @@ class OutboxRelay:
         )
         if after is not None:
             query = query.where(outbox.c.id > after)
+        if self._unmarked:
+            # Sent and acknowledged, marking pending. Taken before the query runs, and
+            # an id leaves the set only after its mark committed, so a row missing here
+            # shows as published in this read.
+            query = query.where(~self._id_in(sorted(self._unmarked)))
         async with self.db.session() as session:
             result = await session.execute(query)
             return [_Row(r[0], r[1], r[2], r[3], r[4]) for r in result.all()]
