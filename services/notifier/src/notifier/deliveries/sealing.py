@@ -6,12 +6,12 @@ kept in a file apart from the database, created on first start (mode 0600) and s
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 
 import structlog
 from cryptography.fernet import Fernet, InvalidToken
+
+from casebridge_shared.keyfiles import read_or_create
 
 log = structlog.get_logger(__name__)
 
@@ -38,15 +38,7 @@ class SecretBox:
 
 
 def load_or_create(path: Path) -> SecretBox:
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = Fernet.generate_key()
-        # The api and the worker may start together: one creates the file, the other reads it.
-        with contextlib.suppress(FileExistsError):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.write(fd, key)
-            finally:
-                os.close(fd)
-            log.warning("webhooks.secrets_key_created", path=str(path))
-    return SecretBox(path.read_bytes().strip())
+    key, created = read_or_create(path, Fernet.generate_key)
+    if created:
+        log.warning("webhooks.secrets_key_created", path=str(path))
+    return SecretBox(key.strip())

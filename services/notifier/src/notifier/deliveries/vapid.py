@@ -8,29 +8,30 @@ invalidates every push subscription: back it up.
 from __future__ import annotations
 
 import base64
-import os
 from pathlib import Path
 
 import structlog
 from cryptography.hazmat.primitives import serialization
 from py_vapid import Vapid02
 
+from casebridge_shared.keyfiles import read_or_create
+
 log = structlog.get_logger(__name__)
 
 
+def _new_key() -> bytes:
+    vapid = Vapid02()
+    vapid.generate_keys()
+    pem: bytes = vapid.private_pem()
+    return pem
+
+
 def load_or_create(path: Path) -> Vapid02:
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        vapid = Vapid02()
-        vapid.generate_keys()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, vapid.private_pem())
-        finally:
-            os.close(fd)
+    pem, created = read_or_create(path, _new_key)
+    vapid = Vapid02.from_pem(pem)
+    if created:
         log.warning("push.vapid_key_created", path=str(path), public_key=application_server_key(vapid))
-        return vapid
-    return Vapid02.from_pem(path.read_bytes())
+    return vapid
 
 
 def application_server_key(vapid: Vapid02) -> str:
