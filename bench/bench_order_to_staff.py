@@ -7,8 +7,9 @@ loop at each offered rate, a pool of keep-alive connections) and the staff
 (``--streams`` SSE connections to the notifier api with staff tokens). Staff
 are in teams of ``--team-size``; each team has its own product category (a
 routing rule), so each order alerts one team. Latency = an SSE event's arrival
-- the moment its POST was sent, for every (order, staff member) pair, both
-``time.perf_counter()`` of this process.
+- the order's slot in the open-loop schedule (when the customer placed it; a
+POST that first waits for a free connection counts that wait), for every
+(order, staff member) pair, both ``time.perf_counter()`` of this process.
 
 Where the time goes: this process also reads ``casebridge.orders.v1`` and
 ``casebridge.cases.v1`` and notes when each order's event and its case-opened
@@ -51,7 +52,12 @@ GOAL_P99 = 0.250  # seconds, at 200 orders/s
 class Phase:
     rate: float
     seconds: float
-    sent: dict[str, float] = field(default_factory=dict)  # order id -> POST sent
+    # order id -> when the customer placed it: the POST's slot in the open-loop schedule,
+    # so a POST that first waits for a free connection counts that wait (no coordinated
+    # omission)
+    sent: dict[str, float] = field(default_factory=dict)
+    answered: dict[str, float] = field(default_factory=dict)  # order id -> its POST's round trip
+    waited: list[float] = field(default_factory=list)  # per POST: waiting for a free connection
     team: dict[str, int] = field(default_factory=dict)
     orders_topic: dict[str, float] = field(default_factory=dict)
     cases_topic: dict[str, float] = field(default_factory=dict)
@@ -121,20 +127,22 @@ async def run_phase(phase: Phase, port: int, seed: c.Seed, products: list[str], 
         pool.put_nowait(c.RawHttpClient("127.0.0.1", port))
     count = round(phase.rate * phase.seconds)
 
-    async def place(i: int) -> None:
+    async def place(i: int, due: float) -> None:
         client = await pool.get()
+        posted = time.perf_counter()
+        phase.waited.append(posted - due)
         team = i % len(products)
         body = json.dumps({"product_id": products[team], "description": f"bench order {i}"}).encode()
         headers = {"Authorization": f"Bearer {seed.tokens[i % len(seed.tokens)]}"}
         try:
-            sent = time.perf_counter()
             status, payload = await client.post("/orders", body, headers)
             if status != 201:
                 phase.failures += 1
                 print(f"  POST /orders: {status} {payload[:200]!r}")
                 return
             order_id = json.loads(payload)["id"]
-            phase.sent[order_id] = sent
+            phase.sent[order_id] = due
+            phase.answered[order_id] = time.perf_counter() - posted
             phase.team[order_id] = team
         except Exception as exc:
             phase.failures += 1
@@ -147,10 +155,11 @@ async def run_phase(phase: Phase, port: int, seed: c.Seed, products: list[str], 
     start = time.perf_counter()
     tasks = []
     for i in range(count):
-        delay = start + i / phase.rate - time.perf_counter()
+        due = start + i / phase.rate
+        delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(place(i)))
+        tasks.append(asyncio.create_task(place(i, due)))
     await asyncio.gather(*tasks)
     phase.foreign = monitor.foreign()
     while not pool.empty():
@@ -394,7 +403,10 @@ async def end_to_end(args: Any, urls: dict[str, str], bootstrap: str, workdir: P
                 phase.written[o] - phase.cases_wall[o] for o in phase.written if o in phase.cases_wall
             ]
             streamed = [phase.arrived_wall[o] - phase.written[o] for o in phase.written]
+            answered = list(phase.answered.values())
             row = {
+                "seg_answer": (c.percentile(answered, 50), c.percentile(answered, 99)),
+                "seg_wait": (c.percentile(phase.waited, 50), c.percentile(phase.waited, 99)),
                 "seg_consumer": (c.percentile(consumed, 50), c.percentile(consumed, 99)),
                 "seg_stream": (c.percentile(streamed, 50), c.percentile(streamed, 99)),
                 "rate": rate,
@@ -422,7 +434,9 @@ async def end_to_end(args: Any, urls: dict[str, str], bootstrap: str, workdir: P
             )
             print(
                 "      where the time goes (p50 / p99): POST -> order event "
-                f"{c.ms(row['seg_orders'][0])} / {c.ms(row['seg_orders'][1])}; -> case-opened event "
+                f"{c.ms(row['seg_orders'][0])} / {c.ms(row['seg_orders'][1])} (of which waiting for a free "
+                f"connection {c.ms(row['seg_wait'][0])} / {c.ms(row['seg_wait'][1])}, then the POST's answer "
+                f"{c.ms(row['seg_answer'][0])} / {c.ms(row['seg_answer'][1])}); -> case-opened event "
                 f"{c.ms(row['seg_cases'][0])} / {c.ms(row['seg_cases'][1])}; -> first SSE "
                 f"{c.ms(row['seg_sse'][0])} / {c.ms(row['seg_sse'][1])} (notifier consumer: on the topic -> "
                 f"notification written {c.ms(row['seg_consumer'][0])} / {c.ms(row['seg_consumer'][1])}; api: "
