@@ -75,6 +75,20 @@ class Phase:
 class World:
     phases: list[Phase] = field(default_factory=list)
     pending: dict[str, Phase] = field(default_factory=dict)  # idempotency key -> phase, until the id is known
+    # Alerts that arrived before this process had read their order's 201 (it can lag
+    # behind its own SSE readers when the machine is full): order id -> arrivals.
+    early: dict[str, list[tuple[str, float, float, dict[str, Any]]]] = field(default_factory=dict)
+
+    def record(self, phase: Phase, staff_id: str, now: float, wall: float, item: dict[str, Any]) -> None:
+        order_id = item["order_id"]
+        phase.seen.setdefault((order_id, staff_id), now)
+        if order_id not in phase.arrived_wall:
+            phase.arrived_wall[order_id] = wall
+            phase.written[order_id] = datetime.fromisoformat(item["created_at"]).timestamp()
+
+    def order_known(self, phase: Phase, order_id: str) -> None:
+        for staff_id, now, wall, item in self.early.pop(order_id, []):
+            self.record(phase, staff_id, now, wall, item)
 
     def phase_of(self, order_id: str) -> Phase | None:
         for phase in self.phases:
@@ -110,10 +124,9 @@ async def staff_stream(port: int, token: str, staff_id: str, world: World, ready
                 order_id = item["order_id"]
                 phase = world.phase_of(order_id)
                 if phase is not None:
-                    phase.seen.setdefault((order_id, staff_id), now)
-                    if order_id not in phase.arrived_wall:
-                        phase.arrived_wall[order_id] = wall
-                        phase.written[order_id] = datetime.fromisoformat(item["created_at"]).timestamp()
+                    world.record(phase, staff_id, now, wall, item)
+                else:
+                    world.early.setdefault(order_id, []).append((staff_id, now, wall, item))
     finally:
         writer.close()
 
@@ -121,7 +134,9 @@ async def staff_stream(port: int, token: str, staff_id: str, world: World, ready
 # --- the customers ---------------------------------------------------------------------------------------
 
 
-async def run_phase(phase: Phase, port: int, seed: c.Seed, products: list[str], connections: int) -> None:
+async def run_phase(
+    world: World, phase: Phase, port: int, seed: c.Seed, products: list[str], connections: int
+) -> None:
     pool: asyncio.Queue[c.RawHttpClient] = asyncio.Queue()
     for _ in range(connections):
         pool.put_nowait(c.RawHttpClient("127.0.0.1", port))
@@ -144,6 +159,7 @@ async def run_phase(phase: Phase, port: int, seed: c.Seed, products: list[str], 
             phase.sent[order_id] = due
             phase.answered[order_id] = time.perf_counter() - posted
             phase.team[order_id] = team
+            world.order_known(phase, order_id)
         except Exception as exc:
             phase.failures += 1
             print(f"  POST /orders failed: {type(exc).__name__}: {exc}")
@@ -371,7 +387,7 @@ async def end_to_end(args: Any, urls: dict[str, str], bootstrap: str, workdir: P
         await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), timeout=60)
         warmup = Phase(rate=10, seconds=2)
         world.phases.append(warmup)
-        await run_phase(warmup, intake_port, seed, products, args.connections)
+        await run_phase(world, warmup, intake_port, seed, products, args.connections)
         await wait_seen(warmup, args.team_size, 180)
         if len(warmup.seen) < len(warmup.sent) * args.team_size:
             raise RuntimeError(
@@ -385,7 +401,7 @@ async def end_to_end(args: Any, urls: dict[str, str], bootstrap: str, workdir: P
             world.phases.append(phase)
             clocks = {n: c.CpuClock(p.pid) for n, p in processes.items()}
             began = time.perf_counter()
-            await run_phase(phase, intake_port, seed, products, args.connections)
+            await run_phase(world, phase, intake_port, seed, products, args.connections)
             await wait_seen(phase, args.team_size, 180)
             elapsed = time.perf_counter() - began
             lat = [t - phase.sent[o] for (o, _s), t in phase.seen.items()]
