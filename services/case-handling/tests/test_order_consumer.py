@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from case_handling.bootstrap import CONSUMER_GROUP, Container
 from case_handling.cases.models import Case, CaseEntry, CatalogProduct
@@ -21,6 +21,7 @@ from casebridge_shared.broker import EmbeddedBroker
 from casebridge_shared.events import CASES_TOPIC, CATALOG_TOPIC, ORDERS_TOPIC, CloudEvent
 from casebridge_shared.inbox import dead_letter_topic, list_dead_letters
 from casebridge_shared.outbox import relay_status
+from casebridge_shared.testing import count_rows
 
 OrderEvent = Callable[..., CloudEvent]
 
@@ -62,11 +63,6 @@ async def run_worker_until(
 async def cases(container: Container) -> list[Case]:
     async with container.db.session() as s:
         return list((await s.execute(select(Case).order_by(Case.created_at))).scalars())
-
-
-async def count(container: Container, model: Any, *where: Any) -> int:
-    async with container.db.session() as s:
-        return int((await s.execute(select(func.count()).select_from(model).where(*where))).scalar_one())
 
 
 def order_event(order_id: str, type_: str = ORDER_PLACED, version: int = 1, **data: Any) -> CloudEvent:
@@ -140,8 +136,8 @@ async def test_orders_become_cases_once_and_case_events_go_out(
         return len(await cases(container)) == 6
 
     await run_worker_until(container, six_cases)
-    assert await count(container, CaseEntry, CaseEntry.kind == "opened") == 6
-    assert await count(container, inbox.inbox, inbox.inbox.c.consumer_group == CONSUMER_GROUP) == 6
+    assert await count_rows(container.db, CaseEntry, CaseEntry.kind == "opened") == 6
+    assert await count_rows(container.db, inbox.inbox, inbox.inbox.c.consumer_group == CONSUMER_GROUP) == 6
 
 
 async def test_updates_cancellations_stale_versions_and_the_catalog(
@@ -198,7 +194,7 @@ async def test_updates_cancellations_stale_versions_and_the_catalog(
             and b in made
             and made[b].status == "cancelled"
             and copy is not None
-            and await count(container, inbox.inbox) == 6
+            and await count_rows(container.db, inbox.inbox) == 6
         )
 
     await run_worker_until(container, settled)
@@ -261,7 +257,7 @@ async def test_two_workers_split_the_partitions_and_a_rebalance_applies_each_ord
     try:
 
         async def some_applied() -> bool:
-            return await count(container, Case) >= 100
+            return await count_rows(container.db, Case) >= 100
 
         await testing.wait_until(some_applied, timeout=90, message="first worker under way")
         # A second worker joins the group mid-stream: the partitions are rebalanced.
@@ -269,15 +265,15 @@ async def test_two_workers_split_the_partitions_and_a_rebalance_applies_each_ord
         await publish(broker, ORDERS_TOPIC, *(order_event(i) for i in ids[500:]))
 
         async def all_applied() -> bool:
-            return await count(container, Case) == 1000
+            return await count_rows(container.db, Case) == 1000
 
         await testing.wait_until(all_applied, timeout=180, message="1,000 cases")
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(first, *([second] if second else [])), timeout=60)
-    assert await count(container, Case) == 1000
-    assert await count(container, CaseEntry, CaseEntry.kind == "opened") == 1000
-    assert await count(container, inbox.inbox) == 1000
+    assert await count_rows(container.db, Case) == 1000
+    assert await count_rows(container.db, CaseEntry, CaseEntry.kind == "opened") == 1000
+    assert await count_rows(container.db, inbox.inbox) == 1000
     async with container.db.session() as s:
         orders = set((await s.execute(select(Case.order_id))).scalars())
     assert orders == set(ids)

@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from casebridge_shared.testing import TokenMinter
+from casebridge_shared.testing import TokenMinter, count_rows
 from customer_ledger.access.models import ChangeRecord, ReadRecord
 from customer_ledger.bootstrap import Container
 from customer_ledger.journal import service as journal
@@ -52,11 +52,6 @@ async def grant(api: httpx.AsyncClient, admin: dict[str, str], **body: Any) -> s
     r = await api.post("/grants", json=body, headers=admin)
     assert r.status_code == 201, r.text
     return str(r.json()["id"])
-
-
-async def count(container: Container, table: Any) -> int:
-    async with container.db.session() as s:
-        return int((await s.execute(select(func.count()).select_from(table))).scalar_one())
 
 
 def expected_read(who: Who, table: str, associated: set[str], grants: dict[tuple[str, str], str]) -> int:
@@ -231,7 +226,7 @@ async def test_bad_input_is_refused_with_the_field_and_nothing_written(
     admin = minter.headers("admin-1", "admin")
     finance = minter.headers("finance-user", "department", department="finance")
     c = await create_customer(api, finance, "Ada Customer")
-    entries = await count(container, JournalEntry)
+    entries = await count_rows(container.db, JournalEntry)
     cases: list[tuple[str, str, dict[str, Any], dict[str, str], int, str]] = [
         ("POST", "/customers", {"full_name": ""}, finance, 422, "full_name"),
         ("POST", "/customers", {"full_name": "A", "email": "not-an-email"}, finance, 422, "email"),
@@ -321,7 +316,7 @@ async def test_bad_input_is_refused_with_the_field_and_nothing_written(
         assert r.headers["content-type"] == "application/problem+json"
         assert mentioned in r.text, (path, r.text)
     assert (await api.post("/customers", json={"full_name": "A"})).status_code == 401
-    assert await count(container, JournalEntry) == entries  # nothing half-written, nothing read
+    assert await count_rows(container.db, JournalEntry) == entries  # nothing half-written, nothing read
 
 
 async def test_hand_off_chain_end_to_end_with_every_change_and_read_on_record(

@@ -10,12 +10,13 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from casebridge_shared import testing
 from casebridge_shared.broker import EmbeddedBroker
 from casebridge_shared.events import IDENTITY_TOPIC, CloudEvent
 from casebridge_shared.inbox import list_dead_letters
+from casebridge_shared.testing import count_rows
 from customer_ledger.access.models import LoginRecord
 from customer_ledger.bootstrap import CONSUMER_GROUP, Container
 from customer_ledger.db import inbox
@@ -42,11 +43,6 @@ async def publish(broker: EmbeddedBroker, *events: CloudEvent | bytes) -> None:
 
 async def consume_until(container: Container, condition: Callable[[], Awaitable[bool]]) -> None:
     await testing.consume_until(container.consumer, condition, message="ledger consumer progress")
-
-
-async def count(container: Container, table: Any) -> int:
-    async with container.db.session() as s:
-        return int((await s.execute(select(func.count()).select_from(table))).scalar_one())
 
 
 async def test_logins_are_recorded_once_in_the_journal_and_the_admin_query_is_itself_recorded(
@@ -79,7 +75,7 @@ async def test_logins_are_recorded_once_in_the_journal_and_the_admin_query_is_it
     await publish(broker, b"not json", *events)
 
     async def applied() -> bool:
-        return await count(container, inbox.inbox) == len(events)
+        return await count_rows(container.db, inbox.inbox) == len(events)
 
     await consume_until(container, applied)
     assert len(await list_dead_letters(container.db, inbox, CONSUMER_GROUP)) == 1
@@ -101,11 +97,11 @@ async def test_logins_are_recorded_once_in_the_journal_and_the_admin_query_is_it
     await publish(broker, late)
 
     async def late_applied() -> bool:
-        return await count(container, inbox.inbox) == len(events) + 1
+        return await count_rows(container.db, inbox.inbox) == len(events) + 1
 
     await consume_until(container, late_applied)
-    assert await count(container, LoginRecord) == 4
-    assert await count(container, JournalEntry) == 5
+    assert await count_rows(container.db, LoginRecord) == 4
+    assert await count_rows(container.db, JournalEntry) == 5
 
     admin = minter.headers("admin-1", "admin")
     r = await client.get(
@@ -126,4 +122,4 @@ async def test_logins_are_recorded_once_in_the_journal_and_the_admin_query_is_it
     assert (await client.get("/audit/logins", headers=staff)).status_code == 403
     r = await client.get("/audit/logins", params={"outcome": "maybe"}, headers=admin)
     assert r.status_code == 422 and "outcome" in r.text
-    assert await count(container, JournalEntry) == 6  # refused requests read nothing
+    assert await count_rows(container.db, JournalEntry) == 6  # refused requests read nothing

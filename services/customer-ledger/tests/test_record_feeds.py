@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from casebridge_shared import testing
 from casebridge_shared.broker import EmbeddedBroker
 from casebridge_shared.events import CASES_TOPIC, ORDERS_TOPIC, CloudEvent
 from casebridge_shared.inbox import list_dead_letters
-from casebridge_shared.testing import TokenMinter
+from casebridge_shared.testing import TokenMinter, count_rows
 from customer_ledger.bootstrap import CONSUMER_GROUP, Container
 from customer_ledger.customers.models import Association, Customer, Demand, ProgressEntry
 from customer_ledger.db import inbox
@@ -77,15 +77,10 @@ async def publish(broker: EmbeddedBroker, topic: str, *events: CloudEvent | byte
     await testing.publish(broker.bootstrap_servers, topic, *events, key="k")
 
 
-async def count(container: Container, table: Any) -> int:
-    async with container.db.session() as s:
-        return int((await s.execute(select(func.count()).select_from(table))).scalar_one())
-
-
 async def consume_until_applied(container: Container, applied: int, dead: int = 0) -> None:
     async def done() -> bool:
         letters = await list_dead_letters(container.db, inbox, CONSUMER_GROUP)
-        return await count(container, inbox.inbox) >= applied and len(letters) >= dead
+        return await count_rows(container.db, inbox.inbox) >= applied and len(letters) >= dead
 
     await testing.consume_until(container.consumer, done, message="ledger consumer progress")
 
@@ -135,8 +130,8 @@ async def test_orders_and_cases_become_customers_demands_and_progress_once(
         await testing.reset_group_offsets(broker.bootstrap_servers, CONSUMER_GROUP, topic)
     await publish(broker, CASES_TOPIC, case("case-closed", "o-1", ada, status="closed"))
     await consume_until_applied(container, len(orders) + len(cases) + 1)
-    assert await count(container, Customer) == 2 and await count(container, Demand) == 3
-    assert await count(container, ProgressEntry) == 4
+    assert await count_rows(container.db, Customer) == 2 and await count_rows(container.db, Demand) == 3
+    assert await count_rows(container.db, ProgressEntry) == 4
 
     # The customer sees their own progress only once admin has granted it (B6).
     mine = minter.headers(ada, "customer")

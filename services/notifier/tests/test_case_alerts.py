@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func
 from sqlmodel import col, select
 
 from casebridge_shared import testing
 from casebridge_shared.broker import EmbeddedBroker
 from casebridge_shared.events import CASES_TOPIC
 from casebridge_shared.inbox import list_dead_letters
+from casebridge_shared.testing import count_rows
 from notifier.bootstrap import CONSUMER_GROUP, Container
 from notifier.db import inbox
 from notifier.deliveries.models import Delivery, PushSubscription
@@ -29,11 +29,6 @@ async def _notifications(container: Container) -> list[Notification]:
 async def _deliveries(container: Container) -> list[Delivery]:
     async with container.db.session() as session:
         return list((await session.exec(select(Delivery))).all())
-
-
-async def _count(container: Container, table: object) -> int:
-    async with container.db.session() as session:
-        return int((await session.exec(select(func.count()).select_from(table))).one())  # type: ignore[call-overload]
 
 
 async def _route(container: Container, category: str, team: str, members: list[str]) -> None:
@@ -202,7 +197,7 @@ async def test_the_directory_follows_identity_events_and_ignores_stale_ones(
     )
 
     async def applied() -> bool:
-        return await _count(container, inbox.inbox) >= 3
+        return await count_rows(container.db, inbox.inbox) >= 3
 
     await consume_until(container, applied)
     async with container.db.session() as session:

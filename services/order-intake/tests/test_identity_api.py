@@ -7,9 +7,10 @@ from datetime import timedelta
 import httpx
 import jwt
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from casebridge_shared.auth import Department, Role
+from casebridge_shared.testing import count_rows
 from order_intake.bootstrap import Container
 from order_intake.db import outbox
 from order_intake.identity.keys import rotate
@@ -18,11 +19,6 @@ from order_intake.identity.models import User
 from .conftest import PASSWORD, Factory
 
 PROBLEM = "application/problem+json"
-
-
-async def _count(container: Container, table: object) -> int:
-    async with container.db.session() as s:
-        return int((await s.execute(select(func.count()).select_from(table))).scalar_one())  # type: ignore[arg-type]
 
 
 async def test_register_login_and_read_me(client: httpx.AsyncClient) -> None:
@@ -74,7 +70,7 @@ async def test_wrong_password_and_unknown_user_look_alike(
     client: httpx.AsyncClient, factory: Factory, container: Container
 ) -> None:
     user = await factory.customer()
-    before = await _count(container, outbox.outbox)
+    before = await count_rows(container.db, outbox.outbox)
     wrong = await client.post("/auth/token", data={"username": user.email, "password": "not-the-password"})
     unknown = await client.post(
         "/auth/token", data={"username": "nobody@example.org", "password": "whatever-pass"}
@@ -85,7 +81,7 @@ async def test_wrong_password_and_unknown_user_look_alike(
     # Both failed logins are on record (the ledger consumes them), without the password.
     async with container.db.session() as s:
         rows = (await s.execute(select(outbox.outbox.c.payload).order_by(outbox.outbox.c.id))).scalars().all()
-    assert await _count(container, outbox.outbox) == before + 2
+    assert await count_rows(container.db, outbox.outbox) == before + 2
     assert all("not-the-password" not in p for p in rows)
     assert "login-failed" in rows[-1] and "login-failed" in rows[-2]
 
@@ -106,19 +102,19 @@ async def test_wrong_password_and_unknown_user_look_alike(
 async def test_register_rejects_bad_input(
     client: httpx.AsyncClient, container: Container, body: dict[str, object], field: str
 ) -> None:
-    users, events = await _count(container, User.__table__), await _count(container, outbox.outbox)  # type: ignore[attr-defined]
+    users, events = await count_rows(container.db, User), await count_rows(container.db, outbox.outbox)
     r = await client.post("/auth/register", json=body)
     assert r.status_code == 422
     assert r.headers["content-type"] == PROBLEM
     assert field in [e["field"] for e in r.json()["errors"]]
-    assert await _count(container, User.__table__) == users  # type: ignore[attr-defined]
-    assert await _count(container, outbox.outbox) == events
+    assert await count_rows(container.db, User) == users  # type: ignore[attr-defined]
+    assert await count_rows(container.db, outbox.outbox) == events
 
 
 async def test_register_rejects_bad_json_and_duplicates(
     client: httpx.AsyncClient, container: Container
 ) -> None:
-    users = await _count(container, User.__table__)  # type: ignore[attr-defined]
+    users = await count_rows(container.db, User)
     r = await client.post(
         "/auth/register", content=b'{"email": ', headers={"content-type": "application/json"}
     )
@@ -129,7 +125,7 @@ async def test_register_rejects_bad_json_and_duplicates(
     again = await client.post("/auth/register", json=body | {"email": "DUP@example.org"})
     assert again.status_code == 409
     assert again.json()["errors"][0]["field"] == "body.email"
-    assert await _count(container, User.__table__) == users + 1  # type: ignore[attr-defined]
+    assert await count_rows(container.db, User) == users + 1  # type: ignore[attr-defined]
 
 
 async def test_huge_body_is_refused(client: httpx.AsyncClient) -> None:

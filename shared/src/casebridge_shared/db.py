@@ -19,11 +19,11 @@ import asyncio
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import DateTime, event, text
 from sqlalchemy.engine import Dialect, make_url
@@ -32,6 +32,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.util import await_only
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Between tries for SQLite's write lock: the first wait, and the longest.
@@ -78,11 +80,13 @@ def create_engine(
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        # Connecting (and switching to WAL) waits out other processes like any reader;
+        # a write connection's own busy timeout is set to 0 right after (see _begin_immediate).
         busy_timeout_ms = 0 if sqlite_writer else SQLITE_BUSY_TIMEOUT_MS
         engine = create_async_engine(
             url,
             echo=echo,
-            connect_args={"timeout": busy_timeout_ms / 1000},
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
             **kwargs,
         )
         _configure_sqlite(engine, busy_timeout_ms=busy_timeout_ms, writer=sqlite_writer)
@@ -169,6 +173,32 @@ def _begin_immediate(conn: Any) -> None:
                 raise
         await_only(asyncio.sleep(wait))
         wait = min(wait * 2, longest)
+
+
+_TRANSACTION_KEYS = "casebridge.transaction_keys"
+
+
+def _end_of_transaction(session: Any, *_args: Any) -> None:
+    for key in session.info.pop(_TRANSACTION_KEYS, ()):
+        session.info.pop(key, None)
+
+
+def transaction_scoped(session: AsyncSession, key: str, make: Callable[[], T]) -> T:
+    """``session.info[key]``, made by ``make()`` on first use and dropped when the transaction ends.
+
+    For what one transaction may remember and the next must not: look-ups of a
+    consumer run, the journal's locked head and its rows not written yet.
+    """
+    if key in session.info:
+        value: T = session.info[key]
+        return value
+    sync = session.sync_session
+    for name in ("after_commit", "after_rollback", "after_soft_rollback"):
+        if not event.contains(sync, name, _end_of_transaction):
+            event.listen(sync, name, _end_of_transaction)
+    session.info.setdefault(_TRANSACTION_KEYS, set()).add(key)
+    made = session.info[key] = make()
+    return made
 
 
 class Database:

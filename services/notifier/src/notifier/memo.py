@@ -15,13 +15,14 @@ from typing import Any, TypeVar
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from casebridge_shared.db import transaction_scoped
+
 T = TypeVar("T")
 _KEY = "notifier.memo"
 
 
 def _store(session: AsyncSession) -> dict[Any, Any]:
-    store: dict[Any, Any] = session.info.setdefault(_KEY, {})
-    return store
+    return transaction_scoped(session, _KEY, dict)
 
 
 async def once(session: AsyncSession, key: Any, load: Callable[[], Awaitable[T]]) -> T:
@@ -57,4 +58,5 @@ def per_item_store(session: AsyncSession, kind: str) -> dict[str, Any]:
 
 
 def forget(session: AsyncSession) -> None:
-    session.info.pop(_KEY, None)
+    """Before the transaction ends: a change it made (a person's roles) invalidates what was remembered."""
+    _store(session).clear()

@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import asyncpg
 import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from casebridge_shared import migrations
+from casebridge_shared.db import Database
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -106,6 +108,14 @@ async def _pg_exec(base_url: str, sql: str) -> None:
         await conn.execute(sql)
     finally:
         await conn.close()
+
+
+async def count_rows(db: Database, table: Any, *where: Any) -> int:
+    """How many rows of ``table`` (a table or a model) match ``where``, read in a session of its own."""
+    async with db.session() as session:
+        return int(
+            (await session.execute(select(func.count()).select_from(table).where(*where))).scalar_one()
+        )
 
 
 async def wait_until(

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from casebridge_shared.db import utcnow
+from casebridge_shared.db import transaction_scoped, utcnow
 from casebridge_shared.outbox import UnitOfWork
 from casebridge_shared.problems import NotFound, Unprocessable
 from customer_ledger.journal import merkle
@@ -111,10 +111,6 @@ class _Transaction:
     nodes: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _forget_transaction(session: Any, *_args: Any) -> None:
-    session.info.pop(_TRANSACTION_STATE, None)
-
-
 def _write_pending_sync(session: Any) -> None:
     """Insert the rows this transaction appended (sync: runs inside the session's commit)."""
     state: _Transaction | None = session.info.get(_TRANSACTION_STATE)
@@ -138,12 +134,9 @@ async def _write_pending(session: AsyncSession) -> None:
 async def _transaction_state(session: AsyncSession) -> _Transaction:
     state: _Transaction | None = session.info.get(_TRANSACTION_STATE)
     if state is None:
-        state = _Transaction(head=await _head(session, lock=True))
-        session.info[_TRANSACTION_STATE] = state
+        head = await _head(session, lock=True)
+        state = transaction_scoped(session, _TRANSACTION_STATE, lambda: _Transaction(head=head))
         sync = session.sync_session
-        for name in ("after_commit", "after_rollback", "after_soft_rollback"):
-            if not event.contains(sync, name, _forget_transaction):
-                event.listen(sync, name, _forget_transaction)
         if not event.contains(sync, "before_commit", _write_pending_sync):
             event.listen(sync, "before_commit", _write_pending_sync)
     return state
