@@ -10,17 +10,22 @@ import subprocess
 import sys
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaTimeoutError
+from aiokafka.partitioner import DefaultPartitioner
+from prometheus_client import REGISTRY
 from sqlalchemy import insert, select, text, update
 
 from casebridge_shared.auth import Principal, Role
 from casebridge_shared.broker import EmbeddedBroker
 from casebridge_shared.db import new_id, utcnow
 from casebridge_shared.events import ORDERS_TOPIC, CloudEvent
+from casebridge_shared.kafka import make_producer
 from casebridge_shared.outbox import OutboxRelay, mark_for_replay, purge_published, relay_status
 from casebridge_shared.testing import TopicReader, wait_until
 from order_intake.bootstrap import Container
@@ -278,7 +283,7 @@ async def test_broker_outage_backlog_grows_then_drains(
         await wait_until(drained, timeout=60, message="backlog drained")
 
 
-def _outbox_row(key: str) -> dict[str, object]:
+def _outbox_row(key: str, created_at: datetime | None = None) -> dict[str, object]:
     event_id = new_id()
     event = CloudEvent(
         id=event_id,
@@ -296,7 +301,7 @@ def _outbox_row(key: str) -> dict[str, object]:
         "message_key": key,
         "event_type": "order-placed",
         "payload": event.to_bytes().decode(),
-        "created_at": utcnow(),
+        "created_at": created_at or utcnow(),
     }
 
 
@@ -346,6 +351,107 @@ async def test_publishing_goes_on_while_marking_rows_published_waits_for_the_dat
     assert Counter(e["partitionkey"] for e in reader.events if e["partitionkey"] in keys) == dict.fromkeys(
         keys, 1
     )
+
+
+async def _insert_rows(container: Container, rows: list[dict[str, object]]) -> None:
+    async with container.db.write_session() as session:
+        await session.execute(insert(outbox.outbox), rows)
+        await session.commit()
+
+
+def _commit_to_publish() -> tuple[float, float]:
+    labels = {"service": "order-intake"}
+    count = REGISTRY.get_sample_value("casebridge_relay_commit_to_publish_seconds_count", labels)
+    total = REGISTRY.get_sample_value("casebridge_relay_commit_to_publish_seconds_sum", labels)
+    return count or 0.0, total or 0.0
+
+
+async def test_each_key_goes_to_the_partition_kafkas_default_partitioner_picks(
+    container: Container, broker: EmbeddedBroker
+) -> None:
+    """Record batches per partition must not move an order to another partition than
+    a plain producer (or the Java client) would; the commit-to-publish metric is in seconds."""
+    keys = [f"placed-{i}" for i in range(60)]
+    two_hours_ago = utcnow() - timedelta(hours=2)
+    await _insert_rows(container, [_outbox_row(k, two_hours_ago) for k in keys for _ in range(2)])
+    count_before, sum_before = _commit_to_publish()
+    relay = container.relay()
+    await relay.start()
+    try:
+        run = await relay.publish_batch()
+    finally:
+        await relay.stop()
+    assert (run.detected, run.published, run.failed) == (120, 120, 0)
+    count_after, sum_after = _commit_to_publish()
+    assert count_after - count_before == 120
+    mean_age = (sum_after - sum_before) / 120
+    assert 2 * 3600 <= mean_age < 3 * 3600  # seconds, not milliseconds or days
+
+    async with TopicReader(broker.bootstrap_servers, ORDERS_TOPIC) as reader:
+        await reader.read_until(lambda events: sum(e["partitionkey"] in keys for e in events) >= 120)
+        all_partitions = sorted(reader.consumer.partitions_for_topic(ORDERS_TOPIC) or ())
+    partition_of = DefaultPartitioner()
+    seen = {(k, p) for k, p in zip(reader.keys, reader.partitions, strict=True) if k in keys}
+    assert seen == {(k, partition_of(k.encode(), all_partitions, all_partitions)) for k in keys}
+
+
+async def test_a_partition_refusing_its_batch_leaves_exactly_its_rows_unpublished(
+    container: Container, broker: EmbeddedBroker
+) -> None:
+    keys = [f"refused-{i}" for i in range(40)]
+    await _insert_rows(container, [_outbox_row(k) for k in keys for _ in range(2)])
+    refused: list[int] = []
+
+    def refusing_producer() -> AIOKafkaProducer:
+        producer = make_producer(container.settings, client_id="test-refusing")
+        send_batch = producer.send_batch
+
+        async def refuse_one(batch: object, topic: str, *, partition: int) -> asyncio.Future[object]:
+            if not refused or partition == refused[0]:
+                refused[:1] = [partition]
+                failed: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+                failed.set_exception(KafkaTimeoutError("no acknowledgement in time"))
+                return failed
+            return await send_batch(batch, topic, partition=partition)  # type: ignore[arg-type]
+
+        producer.send_batch = refuse_one  # type: ignore[method-assign]
+        return producer
+
+    relay = OutboxRelay(
+        container.db,
+        outbox,
+        container.settings,
+        service="order-intake",
+        topics=[ORDERS_TOPIC],
+        producer_factory=refusing_producer,
+    )
+    await relay.start()
+    try:
+        run = await relay.publish_batch()
+    finally:
+        await relay.stop()
+    all_partitions = sorted(await _partitions(broker))
+    partition_of = DefaultPartitioner()
+    on_refused = {k for k in keys if partition_of(k.encode(), all_partitions, all_partitions) == refused[0]}
+    assert on_refused and on_refused != set(keys)
+    assert run.failed == 2 * len(on_refused) and run.published == 2 * (len(keys) - len(on_refused))
+    assert run.error is not None and "KafkaTimeoutError" in run.error
+    assert await _unpublished(container, set(keys)) == on_refused
+    async with container.db.session() as s:
+        rows = (
+            await s.execute(
+                select(
+                    outbox.outbox.c.message_key, outbox.outbox.c.attempts, outbox.outbox.c.last_error
+                ).where(outbox.outbox.c.message_key.in_(keys))
+            )
+        ).all()
+    assert all(attempts == 1 for _, attempts, _ in rows)
+    assert {key for key, _, error in rows if error} == on_refused
+
+
+async def _partitions(broker: EmbeddedBroker) -> set[int]:
+    async with TopicReader(broker.bootstrap_servers, ORDERS_TOPIC) as reader:
+        return set(reader.consumer.partitions_for_topic(ORDERS_TOPIC) or ())
 
 
 async def test_replay_republishes_from_a_point_in_time(

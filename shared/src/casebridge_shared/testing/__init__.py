@@ -192,6 +192,7 @@ class TopicReader:
         self.events: list[dict[str, Any]] = []
         self.keys: list[str] = []
         self.headers: list[dict[str, bytes]] = []
+        self.partitions: list[int] = []
 
     async def __aenter__(self) -> TopicReader:
         await self.consumer.start()
@@ -208,6 +209,7 @@ class TopicReader:
                 self.events.append(json.loads(message.value))
                 self.keys.append(message.key.decode() if message.key else "")
                 self.headers.append({k: v for k, v in message.headers})
+                self.partitions.append(message.partition)
                 count += 1
         return count
 
