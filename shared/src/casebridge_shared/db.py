@@ -33,6 +33,8 @@ from sqlalchemy.types import TypeDecorator
 from sqlalchemy.util import await_only
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from casebridge_shared.sqlite_dbapi import OneTripDbapi
+
 T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -83,6 +85,8 @@ def create_engine(
         # Connecting (and switching to WAL) waits out other processes like any reader;
         # a write connection's own busy timeout is set to 0 right after (see _begin_immediate).
         busy_timeout_ms = 0 if sqlite_writer else SQLITE_BUSY_TIMEOUT_MS
+        if url.get_driver_name() == "aiosqlite":
+            kwargs.setdefault("module", OneTripDbapi())
         engine = create_async_engine(
             url,
             echo=echo,
