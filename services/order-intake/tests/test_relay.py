@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections import Counter, defaultdict
@@ -19,7 +20,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import REGISTRY
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import insert, select, text, update
+from sqlalchemy.engine import make_url
 
 from casebridge_shared.auth import Principal, Role
 from casebridge_shared.broker import EmbeddedBroker
@@ -452,6 +455,57 @@ async def test_a_partition_refusing_its_batch_leaves_exactly_its_rows_unpublishe
 async def _partitions(broker: EmbeddedBroker) -> set[int]:
     async with TopicReader(broker.bootstrap_servers, ORDERS_TOPIC) as reader:
         return set(reader.consumer.partitions_for_topic(ORDERS_TOPIC) or ())
+
+
+async def test_an_idle_relay_on_sqlite_watches_the_files_and_wakes_on_another_process_commit(
+    container: Container, broker: EmbeddedBroker
+) -> None:
+    if container.db.dialect != "sqlite":
+        pytest.skip("SQLite only: on PostgreSQL a NOTIFY in the committing transaction wakes the relay")
+    relay = OutboxRelay(
+        container.db,
+        outbox,
+        container.settings,
+        service="order-intake",
+        topics=[ORDERS_TOPIC],
+        poll_interval=0.001,
+        idle_recheck=3600,  # no safety-net query during the test: only the files can wake it
+    )
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    engines = [container.db.engine.sync_engine, container.db._writer.sync_engine]
+    for engine in engines:
+        sqlalchemy_event.listen(engine, "before_cursor_execute", seen)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        await wait_until(lambda: _backlog_empty(container))
+        await relay.settle()
+        await wait_until(lambda: relay.idle_checks > 0)
+        statements.clear()
+        checks = relay.idle_checks
+        await wait_until(lambda: relay.idle_checks >= checks + 50)
+        assert statements == []  # fifty looks at the files while idle, not one query
+
+        # Another process commits an event: its own connection to the file.
+        database = make_url(container.db.url).database
+        assert database is not None
+        other = sqlite3.connect(database, isolation_level=None)
+        row = _outbox_row("from-another-process")
+        row["created_at"] = utcnow().strftime("%Y-%m-%d %H:%M:%S.%f")  # as SQLAlchemy stores it
+        other.execute(
+            f"INSERT INTO outbox ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values())
+        )
+        other.close()
+        await wait_until(lambda: _none_unpublished(container, {"from-another-process"}), timeout=30)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+        for engine in engines:
+            sqlalchemy_event.remove(engine, "before_cursor_execute", seen)
 
 
 async def test_replay_republishes_from_a_point_in_time(
