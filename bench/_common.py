@@ -457,8 +457,8 @@ class CpuClock:
         return used
 
 
-def _tree_and_postgres_pids() -> set[int]:
-    """This process, its descendants, and every PostgreSQL process (our database server)."""
+def _process_table() -> tuple[dict[int, int], dict[int, str]]:
+    """Every process's parent and name, from /proc."""
     parents: dict[int, int] = {}
     names: dict[int, str] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -469,14 +469,28 @@ def _tree_and_postgres_pids() -> set[int]:
         pid = int(stat.parent.name)
         names[pid] = text[text.find("(") + 1 : text.rfind(")")]
         parents[pid] = int(text.rsplit(")", 1)[1].split()[1])
-    ours = {os.getpid()}
+    return parents, names
+
+
+def descendants(root: int, parents: dict[int, int] | None = None) -> set[int]:
+    """``root`` and every process below it."""
+    if parents is None:
+        parents, _ = _process_table()
+    found = {root}
     changed = True
     while changed:
         changed = False
         for pid, ppid in parents.items():
-            if ppid in ours and pid not in ours:
-                ours.add(pid)
+            if ppid in found and pid not in found:
+                found.add(pid)
                 changed = True
+    return found
+
+
+def _tree_and_postgres_pids() -> set[int]:
+    """This process, its descendants, and every PostgreSQL process (our database server)."""
+    parents, names = _process_table()
+    ours = descendants(os.getpid(), parents)
     return ours | {pid for pid, name in names.items() if name.startswith("postgres")}
 
 

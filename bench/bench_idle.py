@@ -29,24 +29,10 @@ import _common as c
 READY = "Ctrl-C stops everything."
 
 
-def _descendants(root: int) -> dict[int, str]:
+def _commands_below(root: int) -> dict[int, str]:
     """Every process below ``root``, with its command line (the interesting part)."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError):
-            continue
-    found = {root}
-    changed = True
-    while changed:
-        changed = False
-        for pid, ppid in parents.items():
-            if ppid in found and pid not in found:
-                found.add(pid)
-                changed = True
     named: dict[int, str] = {}
-    for pid in found - {root}:
+    for pid in c.descendants(root) - {root}:
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
@@ -91,7 +77,7 @@ def main() -> int:
                     return 1
                 time.sleep(0.5)
             time.sleep(args.settle)  # not a test: let start-up work (migrations, first polls) pass
-            processes = _descendants(stack.pid)
+            processes = _commands_below(stack.pid)
             before = {pid: _cpu_seconds(pid) for pid in processes}
             started = time.monotonic()
             monitor = c.LoadMonitor()

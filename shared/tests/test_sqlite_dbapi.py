@@ -55,8 +55,8 @@ async def test_a_statement_is_one_trip_with_its_rows(db: Database, trips: Counte
         result = await session.execute(select(notes.c.body).order_by(notes.c.id))
         assert result.scalars().all() == ["a", "b", "c"]
     # BEGIN, the SELECT: one trip each (the stock adapter: cursor, execute, fetch, close).
-    assert trips["_run"] == 2
-    assert set(trips) <= {"_run", "rollback", "commit"}
+    assert trips["_run_statement"] == 2
+    assert set(trips) <= {"_run_statement", "rollback", "commit"}
 
 
 async def test_row_counts_last_row_ids_and_returning(db: Database) -> None:

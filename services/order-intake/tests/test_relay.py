@@ -13,6 +13,7 @@ from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -53,6 +54,13 @@ async def running_relay(container: Container) -> AsyncIterator[None]:
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=30)
+
+
+def _relay(container: Container, **options: Any) -> OutboxRelay:
+    """A relay of the order-intake outbox, with test-specific options."""
+    return OutboxRelay(
+        container.db, outbox, container.settings, service="order-intake", topics=[ORDERS_TOPIC], **options
+    )
 
 
 async def _all_event_ids(container: Container, topic: str | None = None) -> list[str]:
@@ -330,9 +338,7 @@ async def test_publishing_goes_on_while_marking_rows_published_waits_for_the_dat
     async with container.db.write_session() as session:
         await session.execute(insert(outbox.outbox), [_outbox_row(k) for k in keys])
         await session.commit()
-    relay = OutboxRelay(
-        container.db, outbox, container.settings, service="order-intake", topics=[ORDERS_TOPIC], batch_size=1
-    )
+    relay = _relay(container, batch_size=1)
     stop = asyncio.Event()
     async with TopicReader(broker.bootstrap_servers, ORDERS_TOPIC) as reader:
         async with container.db.write_session() as holder:
@@ -420,14 +426,7 @@ async def test_a_partition_refusing_its_batch_leaves_exactly_its_rows_unpublishe
         producer.send_batch = refuse_one  # type: ignore[method-assign]
         return producer
 
-    relay = OutboxRelay(
-        container.db,
-        outbox,
-        container.settings,
-        service="order-intake",
-        topics=[ORDERS_TOPIC],
-        producer_factory=refusing_producer,
-    )
+    relay = _relay(container, producer_factory=refusing_producer)
     await relay.start()
     try:
         run = await relay.publish_batch()
@@ -462,15 +461,8 @@ async def test_an_idle_relay_on_sqlite_watches_the_files_and_wakes_on_another_pr
 ) -> None:
     if container.db.dialect != "sqlite":
         pytest.skip("SQLite only: on PostgreSQL a NOTIFY in the committing transaction wakes the relay")
-    relay = OutboxRelay(
-        container.db,
-        outbox,
-        container.settings,
-        service="order-intake",
-        topics=[ORDERS_TOPIC],
-        poll_interval=0.001,
-        idle_recheck=3600,  # no safety-net query during the test: only the files can wake it
-    )
+    # No safety-net query during the test: only the files can wake it.
+    relay = _relay(container, poll_interval=0.001, idle_recheck=3600)
     statements: list[str] = []
 
     def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
