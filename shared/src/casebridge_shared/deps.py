@@ -22,7 +22,7 @@ class ServiceContainer(Protocol):
     def uow(self) -> UnitOfWork: ...
 
 
-def get_service_container(request: Request) -> ServiceContainer:
+async def get_service_container(request: Request) -> ServiceContainer:
     container: ServiceContainer = request.app.state.container
     return container
 

@@ -12,7 +12,7 @@ from case_handling import __version__
 from case_handling.bootstrap import Container, bootstrap
 from case_handling.cases.api import router as cases_router
 from case_handling.settings import Settings, get_settings
-from casebridge_shared.auth import JwksTokenVerifier
+from casebridge_shared.auth import JwksTokenVerifier, RememberingVerifier
 from casebridge_shared.logs import configure_logging
 from casebridge_shared.web import create_app
 
@@ -37,7 +37,9 @@ def create_application(settings: Settings | None = None, container: Container | 
         owned = container is None
         c = container or bootstrap(settings)
         app.state.container = c
-        app.state.token_verifier = JwksTokenVerifier(settings, settings.issuer_keys_path)
+        app.state.token_verifier = RememberingVerifier(
+            JwksTokenVerifier(settings, settings.issuer_keys_path), max_age=settings.jwks_cache_seconds
+        )
         app.state.readiness_checks["database"] = c.db.ping
         try:
             yield

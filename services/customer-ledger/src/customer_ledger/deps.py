@@ -10,7 +10,7 @@ from casebridge_shared.deps import SessionDep, UowDep
 from customer_ledger.bootstrap import Container
 
 
-def get_container(request: Request) -> Container:
+async def get_container(request: Request) -> Container:
     container: Container = request.app.state.container
     return container
 

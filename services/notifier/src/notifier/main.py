@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from casebridge_shared.auth import JwksTokenVerifier, TokenVerifier
+from casebridge_shared.auth import JwksTokenVerifier, RememberingVerifier, TokenVerifier
 from casebridge_shared.logs import configure_logging
 from casebridge_shared.web import create_app
 from notifier import __version__
@@ -42,7 +42,10 @@ def create_application(
         owned = container is None
         c = container or bootstrap(settings)
         app.state.container = c
-        app.state.token_verifier = token_verifier or JwksTokenVerifier(settings, settings.issuer_keys_path)
+        app.state.token_verifier = RememberingVerifier(
+            token_verifier or JwksTokenVerifier(settings, settings.issuer_keys_path),
+            max_age=settings.jwks_cache_seconds,
+        )
         app.state.readiness_checks["database"] = c.db.ping
         app.state.notification_feed = NotificationFeed(c.db, poll_seconds=settings.stream_poll_seconds)
         try:

@@ -9,7 +9,7 @@ import structlog
 from fastapi import FastAPI
 
 from casebridge_shared import metrics
-from casebridge_shared.auth import KeyResolverVerifier
+from casebridge_shared.auth import KeyResolverVerifier, RememberingVerifier
 from casebridge_shared.logs import configure_logging
 from casebridge_shared.outbox import relay_status
 from casebridge_shared.problems import Conflict
@@ -59,8 +59,11 @@ def create_application(settings: Settings | None = None, container: Container | 
         await c.keys.load()
         await _ensure_bootstrap_admin(c)
         app.state.container = c
-        app.state.token_verifier = KeyResolverVerifier(
-            c.keys.public_key, issuer=settings.token_issuer, audience=settings.token_audience
+        app.state.token_verifier = RememberingVerifier(
+            KeyResolverVerifier(
+                c.keys.public_key, issuer=settings.token_issuer, audience=settings.token_audience
+            ),
+            max_age=settings.jwks_cache_seconds,
         )
         app.state.readiness_checks["database"] = c.db.ping
 

@@ -39,7 +39,7 @@ DocumentReader = Annotated[Principal, Depends(require_roles(*STAFF_ROLES, Role.S
 IF_MATCH = Header(description="ETag of the case as last read; a stale one is answered with 412")
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.container.settings
     return settings
 
