@@ -375,6 +375,37 @@ def _commit_to_publish() -> tuple[float, float]:
     return count or 0.0, total or 0.0
 
 
+async def test_the_read_takes_unpublished_rows_in_id_order_after_the_cursor_leaving_out_unmarked_ones(
+    container: Container,
+) -> None:
+    """What the relay reads (SQLAlchemy on SQLite, asyncpg directly on PostgreSQL): the
+    oldest unpublished rows by id, up to the batch size, after the given id, without
+    the rows sent whose marking is still pending; the age in seconds since the epoch."""
+    hour_ago = utcnow() - timedelta(hours=1)
+    await _insert_rows(container, [_outbox_row(f"read-{i}", hour_ago) for i in range(8)])
+    async with container.db.session() as s:
+        ids = list((await s.execute(select(outbox.outbox.c.id).order_by(outbox.outbox.c.id))).scalars())
+    async with container.db.write_session() as s:
+        first = outbox.outbox.c.id == ids[0]
+        await s.execute(update(outbox.outbox).where(first).values(published_at=utcnow()))
+        await s.commit()
+    relay = _relay(container, batch_size=3)
+
+    def keys(rows: list[Any]) -> list[str]:
+        return [r.key for r in rows]
+
+    assert keys(await relay._fetch()) == ["read-1", "read-2", "read-3"]
+    assert keys(await relay._fetch(after=ids[3])) == ["read-4", "read-5", "read-6"]
+    relay._unmarked.update({ids[2], ids[5]})
+    assert keys(await relay._fetch()) == ["read-1", "read-3", "read-4"]
+    assert keys(await relay._fetch(after=ids[3])) == ["read-4", "read-6", "read-7"]
+    assert keys(await relay._fetch(after=ids[6])) == ["read-7"]
+    row = (await relay._fetch(after=ids[6]))[0]
+    assert (row.id, row.topic) == (ids[7], ORDERS_TOPIC)
+    assert isinstance(row.payload, str) and row.payload.startswith("{")
+    assert abs(row.created_at - hour_ago.timestamp()) < 1
+
+
 async def test_each_key_goes_to_the_partition_kafkas_default_partitioner_picks(
     container: Container, broker: EmbeddedBroker
 ) -> None:

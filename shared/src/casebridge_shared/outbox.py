@@ -682,6 +682,17 @@ class OutboxRelay:
             metrics.RELAY_FAILED.labels(self.service).inc(len(failed))
 
     async def _fetch(self, after: int | None = None) -> list[_Row]:
+        # Sent and acknowledged, marking pending: left out of the read. Taken before
+        # the query runs, and an id leaves the set only after its mark committed, so
+        # a row missing here shows as published in this read. (Mostly every such row
+        # is at or below ``after``, the last row sent, and the clause is not needed.)
+        unmarked = (
+            sorted(self._unmarked)
+            if self._unmarked and (after is None or after < max(self._unmarked))
+            else None
+        )
+        if self.db.dialect == "postgresql":
+            return await self._fetch_from_postgresql(after, unmarked)
         outbox = self.tables.outbox
         query = (
             select(
@@ -697,15 +708,38 @@ class OutboxRelay:
         )
         if after is not None:
             query = query.where(outbox.c.id > after)
-        if self._unmarked and (after is None or after < max(self._unmarked)):
-            # Sent and acknowledged, marking pending. Taken before the query runs, and
-            # an id leaves the set only after its mark committed, so a row missing here
-            # shows as published in this read. (Mostly every such row is at or below
-            # ``after``, the last row sent, and the clause is not needed.)
-            query = query.where(~self._id_in(sorted(self._unmarked)))
+        if unmarked is not None:
+            query = query.where(~self._id_in(unmarked))
         async with self.db.session() as session:
             result = await session.execute(query)
             return [_Row(r[0], r[1], r[2], r[3], r[4]) for r in result.all()]
+
+    async def _fetch_from_postgresql(self, after: int | None, unmarked: list[int] | None) -> list[_Row]:
+        """The same read as ``_fetch``'s, by asyncpg directly.
+
+        SQLAlchemy's processing of a thousand result rows (and of the statement)
+        was about a fifth of the relay's CPU on PostgreSQL, where the read is the
+        slower half of the pipeline; asyncpg hands back its records as they are,
+        with the statement prepared once per connection.
+        """
+        table = self.db.engine.dialect.identifier_preparer.format_table(self.tables.outbox)
+        conditions = ["published_at IS NULL"]
+        args: list[Any] = []
+        if after is not None:
+            args.append(after)
+            conditions.append(f"id > ${len(args)}")
+        if unmarked is not None:
+            args.append(unmarked)
+            conditions.append(f"NOT (id = ANY(${len(args)}::bigint[]))")
+        args.append(self.batch_size)
+        sql = (
+            "SELECT id, topic, message_key, payload, date_part('epoch', created_at)::float8"
+            f" FROM {table} WHERE {' AND '.join(conditions)} ORDER BY id LIMIT ${len(args)}"
+        )
+        async with self.db.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            records = await raw.driver_connection.fetch(sql, *args)  # type: ignore[union-attr]
+        return [_Row(r[0], r[1], r[2], r[3], r[4]) for r in records]
 
     def _epoch_seconds(self, column: Column[Any]) -> ColumnElement[float]:
         """The timestamp as seconds since the epoch, worked out by the database.
