@@ -1,15 +1,20 @@
-"""Operator commands every consuming service offers, built once: ``<service> dead-letters ...``."""
+"""Operator commands every service offers, built once: ``<service> api|worker|db|dead-letters ...``."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, Protocol
 
 import typer
+import uvicorn
 
+from casebridge_shared import migrations
 from casebridge_shared.inbox import EventConsumer, list_dead_letters, replay_dead_letter
+from casebridge_shared.settings import ServiceSettings
 
 
 class _ConsumerContainer(Protocol):
@@ -94,5 +99,61 @@ def dead_letters_app(make_container: Callable[[], _ConsumerContainer]) -> typer.
 
         if asyncio.run(run()):
             raise typer.Exit(1)
+
+    return app
+
+
+def service_app(
+    service: str,
+    *,
+    settings: Callable[[], ServiceSettings],
+    migrations_dir: Path,
+    asgi_app: str,
+    worker: str,
+    worker_help: str,
+    make_container: Callable[[], _ConsumerContainer],
+) -> typer.Typer:
+    """``<service> api``, ``worker``, ``db upgrade|downgrade`` and ``dead-letters``.
+
+    ``asgi_app`` and ``worker`` are ``module:attribute`` paths, imported when
+    the command runs, so ``--help`` and the database commands stay quick.
+    The service adds its own commands to the app returned.
+    """
+    app = typer.Typer(help=f"Casebridge {service}", no_args_is_help=True)
+    db_app = typer.Typer(help="Database schema", no_args_is_help=True)
+    app.add_typer(db_app, name="db")
+    app.add_typer(dead_letters_app(make_container), name="dead-letters")
+
+    @app.command()
+    def api(
+        host: Annotated[str | None, typer.Option(help="Default: settings")] = None,
+        port: Annotated[int | None, typer.Option(help="Default: settings")] = None,
+        workers: int = 1,
+    ) -> None:
+        """Serve the HTTP API (uvicorn)."""
+        current = settings()
+        uvicorn.run(
+            asgi_app,
+            host=host or current.host,
+            port=port or current.port,
+            workers=workers,
+            log_config=None,
+            access_log=False,
+        )
+
+    @app.command("worker", help=worker_help)
+    def worker_command() -> None:
+        module, _, attribute = worker.partition(":")
+        getattr(importlib.import_module(module), attribute)()
+
+    @db_app.command("upgrade")
+    def db_upgrade(revision: str = "head") -> None:
+        """Apply migrations (SQLite and PostgreSQL alike)."""
+        migrations.upgrade(migrations_dir, settings().database_url, revision)
+
+    @db_app.command("downgrade")
+    def db_downgrade(revision: str) -> None:
+        """Step the schema back to the given revision."""
+        migrations.downgrade(migrations_dir, settings().database_url, revision)
 
     return app

@@ -6,11 +6,28 @@ import asyncio
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
 import structlog
 from prometheus_client import start_http_server
 
+from casebridge_shared.logs import configure_logging
+
 log = structlog.get_logger(__name__)
+
+
+class WorkerSettings(Protocol):
+    @property
+    def host(self) -> str: ...
+    @property
+    def log_level(self) -> str: ...
+    @property
+    def log_json(self) -> bool: ...
+    @property
+    def worker_metrics_port(self) -> int: ...
+
+
+S = TypeVar("S", bound=WorkerSettings)
 
 
 GIL_SWITCH_INTERVAL_SECONDS = 0.0005
@@ -43,3 +60,16 @@ def run_worker(
         log.info("worker.stopped", worker=name)
 
     asyncio.run(runner())
+
+
+def run_service_worker(
+    service: str, settings: S, work: Callable[[S, asyncio.Event], Awaitable[None]]
+) -> None:
+    """A service's ``worker`` command: its logging, its metrics port, ``work(settings, stop)``."""
+    configure_logging(f"{service}-worker", level=settings.log_level, json=settings.log_json)
+    run_worker(
+        service,
+        lambda stop: work(settings, stop),
+        metrics_host=settings.host,
+        metrics_port=settings.worker_metrics_port,
+    )

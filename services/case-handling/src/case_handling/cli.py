@@ -2,60 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-import typer
-import uvicorn
-
 from case_handling.bootstrap import Container, bootstrap
 from case_handling.db import MIGRATIONS
 from case_handling.settings import get_settings
-from casebridge_shared import migrations
-from casebridge_shared.operations import dead_letters_app
+from casebridge_shared.operations import service_app
 
 
 def _container() -> Container:
     return bootstrap(get_settings())
 
 
-app = typer.Typer(help="Casebridge case-handling", no_args_is_help=True)
-db_app = typer.Typer(help="Database schema", no_args_is_help=True)
-app.add_typer(db_app, name="db")
-app.add_typer(dead_letters_app(_container), name="dead-letters")
-
-
-@app.command()
-def worker() -> None:
-    """Run the worker: orders become cases (consumer), case events go out (relay)."""
-    from case_handling.worker import main
-
-    main()
-
-
-@app.command()
-def api(
-    host: Annotated[str | None, typer.Option(help="Default: settings")] = None,
-    port: Annotated[int | None, typer.Option(help="Default: settings")] = None,
-    workers: int = 1,
-) -> None:
-    """Serve the HTTP API (uvicorn)."""
-    settings = get_settings()
-    uvicorn.run(
-        "case_handling.main:app",
-        host=host or settings.host,
-        port=port or settings.port,
-        workers=workers,
-        log_config=None,
-        access_log=False,
-    )
-
-
-@db_app.command("upgrade")
-def db_upgrade(revision: str = "head") -> None:
-    """Apply migrations (SQLite and PostgreSQL alike)."""
-    migrations.upgrade(MIGRATIONS, get_settings().database_url, revision)
-
-
-@db_app.command("downgrade")
-def db_downgrade(revision: str) -> None:
-    migrations.downgrade(MIGRATIONS, get_settings().database_url, revision)
+app = service_app(
+    "case-handling",
+    settings=get_settings,
+    migrations_dir=MIGRATIONS,
+    asgi_app="case_handling.main:app",
+    worker="case_handling.worker:main",
+    worker_help="Run the worker: orders become cases (consumer), case events go out (relay).",
+    make_container=_container,
+)

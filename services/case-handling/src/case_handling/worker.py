@@ -6,8 +6,7 @@ import asyncio
 
 from case_handling.bootstrap import bootstrap
 from case_handling.settings import Settings, get_settings
-from casebridge_shared.logs import configure_logging
-from casebridge_shared.worker import run_worker
+from casebridge_shared.worker import run_service_worker
 
 
 async def work(settings: Settings, stop: asyncio.Event) -> None:
@@ -19,11 +18,4 @@ async def work(settings: Settings, stop: asyncio.Event) -> None:
 
 
 def main() -> None:
-    settings = get_settings()
-    configure_logging("case-handling-worker", level=settings.log_level, json=settings.log_json)
-    run_worker(
-        "case-handling",
-        lambda stop: work(settings, stop),
-        metrics_host=settings.host,
-        metrics_port=settings.worker_metrics_port,
-    )
+    run_service_worker("case-handling", get_settings(), work)

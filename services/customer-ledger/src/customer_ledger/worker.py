@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from casebridge_shared.logs import configure_logging
-from casebridge_shared.worker import run_worker
+from casebridge_shared.worker import run_service_worker
 from customer_ledger.bootstrap import bootstrap
 from customer_ledger.settings import Settings, get_settings
 
@@ -23,11 +22,4 @@ async def work(settings: Settings, stop: asyncio.Event) -> None:
 
 
 def main() -> None:
-    settings = get_settings()
-    configure_logging("customer-ledger-worker", level=settings.log_level, json=settings.log_json)
-    run_worker(
-        "customer-ledger",
-        lambda stop: work(settings, stop),
-        metrics_host=settings.host,
-        metrics_port=settings.worker_metrics_port,
-    )
+    run_service_worker("customer-ledger", get_settings(), work)

@@ -8,68 +8,33 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-import uvicorn
 
-from casebridge_shared import migrations
-from casebridge_shared.operations import dead_letters_app
+from casebridge_shared.operations import service_app
 from casebridge_shared.outbox import mark_for_replay, relay_status
 from order_intake.bootstrap import Container, bootstrap
 from order_intake.db import MIGRATIONS, outbox
 from order_intake.settings import get_settings
-
-app = typer.Typer(help="Casebridge order-intake", no_args_is_help=True)
-db_app = typer.Typer(help="Database schema", no_args_is_help=True)
-relay_app = typer.Typer(help="The outbox relay", no_args_is_help=True)
-keys_app = typer.Typer(help="Token signing keys", no_args_is_help=True)
-app.add_typer(db_app, name="db")
-app.add_typer(relay_app, name="relay")
-app.add_typer(keys_app, name="keys")
-documents_app = typer.Typer(help="Documents copied from case-handling", no_args_is_help=True)
-app.add_typer(documents_app, name="documents")
 
 
 def _container() -> Container:
     return bootstrap(get_settings())
 
 
-app.add_typer(dead_letters_app(_container), name="dead-letters")
-
-
-@app.command()
-def api(
-    host: Annotated[str | None, typer.Option(help="Default: settings")] = None,
-    port: Annotated[int | None, typer.Option(help="Default: settings")] = None,
-    workers: int = 1,
-) -> None:
-    """Serve the HTTP API (uvicorn)."""
-    settings = get_settings()
-    uvicorn.run(
-        "order_intake.main:app",
-        host=host or settings.host,
-        port=port or settings.port,
-        workers=workers,
-        log_config=None,
-        access_log=False,
-    )
-
-
-@app.command()
-def worker() -> None:
-    """Run the worker: the outbox relay, the consumer of case events, the document fetcher."""
-    from order_intake.worker import main
-
-    main()
-
-
-@db_app.command("upgrade")
-def db_upgrade(revision: str = "head") -> None:
-    """Apply migrations (SQLite and PostgreSQL alike)."""
-    migrations.upgrade(MIGRATIONS, get_settings().database_url, revision)
-
-
-@db_app.command("downgrade")
-def db_downgrade(revision: str) -> None:
-    migrations.downgrade(MIGRATIONS, get_settings().database_url, revision)
+app = service_app(
+    "order-intake",
+    settings=get_settings,
+    migrations_dir=MIGRATIONS,
+    asgi_app="order_intake.main:app",
+    worker="order_intake.worker:main",
+    worker_help="Run the worker: the outbox relay, the consumer of case events, the document fetcher.",
+    make_container=_container,
+)
+relay_app = typer.Typer(help="The outbox relay", no_args_is_help=True)
+keys_app = typer.Typer(help="Token signing keys", no_args_is_help=True)
+documents_app = typer.Typer(help="Documents copied from case-handling", no_args_is_help=True)
+app.add_typer(relay_app, name="relay")
+app.add_typer(keys_app, name="keys")
+app.add_typer(documents_app, name="documents")
 
 
 @relay_app.command("replay")

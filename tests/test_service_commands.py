@@ -1,0 +1,47 @@
+"""Every service's operator CLI offers the shared commands (built once in casebridge_shared.operations)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SERVICES = ["order-intake", "case-handling", "notifier", "customer-ledger"]
+
+
+def _run(service: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    script = Path(sys.executable).with_name(service)
+    return subprocess.run([str(script), *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def _tables(path: Path) -> set[str]:
+    with sqlite3.connect(path) as db:
+        return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_offers_api_worker_db_and_dead_letters(service: str, tmp_path: Path) -> None:
+    env = os.environ | {"COLUMNS": "200"}
+    listed = _run(service, "--help", env=env)
+    assert listed.returncode == 0, listed.stderr
+    for command in ("api", "worker", "db", "dead-letters"):
+        assert f" {command} " in listed.stdout, (command, listed.stdout)
+
+    prefix = "CASEBRIDGE_" + service.upper().replace("-", "_") + "_"
+    database = tmp_path / "service.sqlite3"
+    env |= {prefix + "DATABASE_URL": f"sqlite+aiosqlite:///{database}", "CASEBRIDGE_ENVIRONMENT": "test"}
+    upgraded = _run(service, "db", "upgrade", env=env)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert {"outbox", "alembic_version"} <= _tables(database)
+
+    pending = _run(service, "dead-letters", "list", env=env)
+    assert pending.returncode == 0, pending.stderr
+    assert pending.stdout == ""
+
+    downgraded = _run(service, "db", "downgrade", "base", env=env)
+    assert downgraded.returncode == 0, downgraded.stderr
+    assert "outbox" not in _tables(database)
