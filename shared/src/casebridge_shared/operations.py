@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
@@ -108,16 +108,16 @@ def service_app(
     *,
     settings: Callable[[], ServiceSettings],
     migrations_dir: Path,
-    asgi_app: str,
-    worker: str,
     worker_help: str,
     make_container: Callable[[], _ConsumerContainer],
 ) -> typer.Typer:
     """``<service> api``, ``worker``, ``db upgrade|downgrade`` and ``dead-letters``.
 
-    ``asgi_app`` and ``worker`` are ``module:attribute`` paths, imported when
-    the command runs, so ``--help`` and the database commands stay quick.
-    The service adds its own commands to the app returned.
+    The ASGI app and the worker's entry are the ones the service's package
+    declares (entry points ``casebridge.api`` and ``casebridge.worker``, which
+    ``casebridge up`` also finds the services by), loaded when the command runs,
+    so ``--help`` and the database commands stay quick. The service adds its own
+    commands to the app returned.
     """
     app = typer.Typer(help=f"Casebridge {service}", no_args_is_help=True)
     db_app = typer.Typer(help="Database schema", no_args_is_help=True)
@@ -132,8 +132,9 @@ def service_app(
     ) -> None:
         """Serve the HTTP API (uvicorn)."""
         current = settings()
+        (entry,) = entry_points(group="casebridge.api", name=service)
         uvicorn.run(
-            asgi_app,
+            entry.value,
             host=host or current.host,
             port=port or current.port,
             workers=workers,
@@ -143,8 +144,8 @@ def service_app(
 
     @app.command("worker", help=worker_help)
     def worker_command() -> None:
-        module, _, attribute = worker.partition(":")
-        getattr(importlib.import_module(module), attribute)()
+        (entry,) = entry_points(group="casebridge.worker", name=service)
+        entry.load()()
 
     @db_app.command("upgrade")
     def db_upgrade(revision: str = "head") -> None:

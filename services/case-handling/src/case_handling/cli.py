@@ -16,8 +16,6 @@ app = service_app(
     "case-handling",
     settings=get_settings,
     migrations_dir=MIGRATIONS,
-    asgi_app="case_handling.main:app",
-    worker="case_handling.worker:main",
     worker_help="Run the worker: orders become cases (consumer), case events go out (relay).",
     make_container=_container,
 )

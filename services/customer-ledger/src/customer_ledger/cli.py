@@ -26,8 +26,6 @@ app = service_app(
     "customer-ledger",
     settings=get_settings,
     migrations_dir=MIGRATIONS,
-    asgi_app="customer_ledger.main:app",
-    worker="customer_ledger.worker:main",
     worker_help="Run the worker: logins and account changes into the journal; checkpoints per batch, out.",
     make_container=_container,
 )

@@ -16,8 +16,6 @@ app = service_app(
     "notifier",
     settings=get_settings,
     migrations_dir=MIGRATIONS,
-    asgi_app="notifier.main:app",
-    worker="notifier.worker:main",
     worker_help="Run the worker: case events into notifications, deliveries sent, escalations fired.",
     make_container=_container,
 )

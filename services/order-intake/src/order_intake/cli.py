@@ -24,8 +24,6 @@ app = service_app(
     "order-intake",
     settings=get_settings,
     migrations_dir=MIGRATIONS,
-    asgi_app="order_intake.main:app",
-    worker="order_intake.worker:main",
     worker_help="Run the worker: the outbox relay, the consumer of case events, the document fetcher.",
     make_container=_container,
 )
