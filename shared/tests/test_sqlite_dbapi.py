@@ -104,3 +104,29 @@ async def test_errors_arrive_as_sqlalchemy_errors_and_leave_nothing_written(db: 
     async with db.session() as session:
         bodies = (await session.execute(select(notes.c.body))).scalars().all()
     assert bodies == ["once"]
+
+
+async def test_a_connection_given_back_is_rolled_back_only_when_still_in_a_transaction(
+    db: Database, trips: Counter[str]
+) -> None:
+    async with db.write_session() as session:  # the writer pool's connection made (pragmas and all)
+        await session.execute(insert(notes).values(body="kept"))
+        await session.commit()
+    trips.clear()
+    async with db.write_session() as session:
+        await session.execute(insert(notes).values(body="also kept"))
+        await session.commit()
+    # BEGIN IMMEDIATE, the INSERT, COMMIT: the pool adds no ROLLBACK after a commit.
+    assert trips == Counter({"_run_statement": 2, "commit": 1})
+    trips.clear()
+    async with db.write_session() as session:
+        await session.execute(insert(notes).values(body="dropped"))
+        # Closed without a commit: the connection goes back still in its transaction.
+    assert trips["rollback"] == 1
+    # ... and went back without it: the write lock is free and the row is gone.
+    async with db.write_session() as session:
+        await session.execute(insert(notes).values(body="next"))
+        await session.commit()
+    async with db.session() as session:
+        bodies = (await session.execute(select(notes.c.body).order_by(notes.c.id))).scalars().all()
+    assert bodies == ["kept", "also kept", "next"]

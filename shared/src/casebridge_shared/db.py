@@ -25,10 +25,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import DateTime, event, text
+from sqlalchemy import DateTime, Table, event, text
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import PoolResetState
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.util import await_only
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -85,8 +86,13 @@ def create_engine(
         # Connecting (and switching to WAL) waits out other processes like any reader;
         # a write connection's own busy timeout is set to 0 right after (see _begin_immediate).
         busy_timeout_ms = 0 if sqlite_writer else SQLITE_BUSY_TIMEOUT_MS
-        if url.get_driver_name() == "aiosqlite":
-            kwargs.setdefault("module", OneTripDbapi())
+        one_trip = url.get_driver_name() == "aiosqlite" and "module" not in kwargs
+        if one_trip:
+            kwargs["module"] = OneTripDbapi()
+            # The pool's own reset is a ROLLBACK on every connection given back, a
+            # trip to the database thread even right after a COMMIT; _on_reset
+            # below rolls back only a connection still in a transaction.
+            kwargs.setdefault("pool_reset_on_return", None)
         engine = create_async_engine(
             url,
             echo=echo,
@@ -94,11 +100,26 @@ def create_engine(
             **kwargs,
         )
         _configure_sqlite(engine, busy_timeout_ms=busy_timeout_ms, writer=sqlite_writer)
+        if one_trip and kwargs["pool_reset_on_return"] is None:
+            event.listen(engine.sync_engine.pool, "reset", _roll_back_if_in_transaction)
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, echo=echo, **kwargs)
+
+
+def _roll_back_if_in_transaction(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
+    """The pool's reset for SQLite: a connection back in the pool holds no transaction.
+
+    ``in_transaction`` is sqlite3's own flag (we issue BEGIN ourselves), read
+    without a trip to the database thread: no statement of this connection is
+    running while it is given back.
+    """
+    if state.terminate_only or not state.asyncio_safe:
+        return
+    if getattr(dbapi_connection, "in_transaction", True):
+        dbapi_connection.rollback()
 
 
 def _configure_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int, writer: bool) -> None:
@@ -203,6 +224,14 @@ def transaction_scoped(session: AsyncSession, key: str, make: Callable[[], T]) -
     session.info.setdefault(_TRANSACTION_KEYS, set()).add(key)
     made = session.info[key] = make()
     return made
+
+
+def table_of(model: type[Any]) -> Table:
+    """The Core table behind a SQLModel class, for statements that need no ORM objects."""
+    table = model.__table__
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is not mapped to a table")
+    return table
 
 
 class Database:

@@ -57,6 +57,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -173,28 +174,33 @@ class UnitOfWork:
         return tuple(self._events)
 
     async def commit(self) -> None:
-        await self.session.flush()
-        if self._events:
-            now = utcnow()
-            await self.session.execute(
-                insert(self._tables.outbox),
-                [
-                    {
-                        "event_id": e.id,
-                        "topic": EventPayload.registry[e.type].topic,
-                        "message_key": e.partitionkey,
-                        "event_type": e.type,
-                        "payload": e.to_bytes().decode(),
-                        "created_at": now,
-                    }
-                    for e in self._events
-                ],
-            )
+        now = utcnow()
+        rows = [
+            {
+                "event_id": e.id,
+                "topic": EventPayload.registry[e.type].topic,
+                "message_key": e.partitionkey,
+                "event_type": e.type,
+                "payload": e.to_bytes().decode(),
+                "created_at": now,
+            }
+            for e in self._events
+        ]
+        # One trip into SQLAlchemy's greenlet for the flush, the outbox rows and
+        # the commit, rather than one each: every such switch costs about as much
+        # CPU as a short statement.
+        await self.session.run_sync(self._write_and_commit, rows)
+        self._events = []
+
+    def _write_and_commit(self, session: Session, rows: list[dict[str, Any]]) -> None:
+        session.flush()  # the state's own rows (ORM objects added), then its events
+        if rows:
+            connection = session.connection()
+            connection.execute(insert(self._tables.outbox), rows)
             if self._db.dialect == "postgresql":
                 # Delivered at commit, so the relay wakes once the rows are visible.
-                await self.session.execute(text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"))
-        await self.session.commit()
-        self._events = []
+                connection.execute(text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"))
+        session.commit()
 
     async def rollback(self) -> None:
         await self.session.rollback()

@@ -116,6 +116,12 @@ class _OneTripConnection(AsyncAdapt_aiosqlite_connection):
     __slots__ = ()
     _cursor_cls = _OneTripCursor
 
+    @property
+    def in_transaction(self) -> bool:
+        """sqlite3's flag, read here: asking the database thread would be a trip."""
+        connection: aiosqlite.Connection = self._connection  # type: ignore[assignment]
+        return bool(connection._conn.in_transaction)
+
 
 class OneTripDbapi(AsyncAdapt_aiosqlite_dbapi):
     """The ``module`` for ``create_async_engine`` on a ``sqlite+aiosqlite`` URL."""
