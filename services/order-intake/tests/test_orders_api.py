@@ -7,11 +7,13 @@ import json
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
+from sqlmodel import col
 
 from casebridge_shared.auth import Department, Role
 from order_intake.bootstrap import Container
 from order_intake.db import outbox
+from order_intake.identity.models import User
 from order_intake.orders.models import Order
 
 from .conftest import Factory
@@ -162,6 +164,29 @@ async def test_place_order_refuses_bad_json_huge_bodies_and_non_customers(
         assert r.status_code == 403
     orders, _events = await _counts(container)
     assert orders == before[0]
+
+
+async def test_an_account_switched_off_or_gone_cannot_order(
+    client: httpx.AsyncClient, factory: Factory, container: Container
+) -> None:
+    """The token is still valid; the account behind it is what counts."""
+    product = await factory.product()
+    switched_off = await factory.customer()
+    gone = await factory.customer()
+    async with container.db.write_session() as s:
+        await s.execute(update(User).where(col(User.id) == switched_off.id).values(active=False))
+        await s.commit()
+    headers = {"switched off": factory.auth(switched_off), "gone": factory.auth(gone)}
+    async with container.db.write_session() as s:
+        await s.execute(delete(User).where(col(User.id) == gone.id))
+        await s.commit()
+    before = await _counts(container)
+    for who, auth in headers.items():
+        r = await client.post("/orders", json={"product_id": product.id, "description": "x"}, headers=auth)
+        assert r.status_code == 403, who
+        assert r.headers["content-type"] == PROBLEM
+        assert "not active" in r.json()["detail"]
+    assert await _counts(container) == before
 
 
 async def test_customers_see_only_their_own_orders(client: httpx.AsyncClient, factory: Factory) -> None:

@@ -14,16 +14,12 @@ from casebridge_shared.versioning import etag, expected_version
 from order_intake.deps import SessionDep, UowDep
 from order_intake.orders import service
 from order_intake.orders.models import (
-    Order,
     OrderCancel,
     OrderCreate,
-    OrderProgress,
     OrderRead,
     OrderStatus,
     OrderSummary,
     OrderUpdate,
-    ProgressEntry,
-    Solution,
 )
 
 router = APIRouter(prefix="/orders", tags=["orders"], responses=PROBLEM_RESPONSES)
@@ -35,28 +31,6 @@ IDEMPOTENCY_KEY = Header(
     max_length=200,
     description="Retry-safe ordering: the same key with the same body returns the first order",
 )
-
-
-async def _read(session: Any, order: Order, progress: list[OrderProgress] | None = None) -> OrderRead:
-    if progress is None:
-        progress = await service.progress_of(session, order.id)
-    solution = None
-    if order.solution_summary is not None and order.solution_at is not None:
-        solution = Solution(summary=order.solution_summary, text=order.solution_text, at=order.solution_at)
-    return OrderRead(
-        id=order.id,
-        customer_id=order.customer_id,
-        product=order.product,
-        description=order.description,
-        status=OrderStatus(order.status),
-        version=order.version,
-        created_at=order.created_at,
-        updated_at=order.updated_at,
-        cancelled_at=order.cancelled_at,
-        cancel_reason=order.cancel_reason,
-        progress=[ProgressEntry.model_validate(p) for p in progress],
-        solution=solution,
-    )
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=OrderRead, summary="Order a product")
@@ -72,9 +46,7 @@ async def place_order(
     response.headers["ETag"] = etag(order.version)
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    # A new order's whole progress is the entry just written: no second
-    # round trip (and no second write transaction) to read it back.
-    return await _read(uow.session, order, None if replayed else service.new_order_progress(order))
+    return order
 
 
 @router.get("", response_model=Page[OrderSummary], summary="My orders (staff: all orders)")
@@ -119,7 +91,7 @@ async def list_orders(
 async def get_order(principal: OrderReader, order_id: str, session: SessionDep, response: Response) -> Any:
     order = await service.get_order(session, principal, order_id)
     response.headers["ETag"] = etag(order.version)
-    return await _read(session, order)
+    return await service.read_order(session, order)
 
 
 @router.patch("/{order_id}", response_model=OrderRead, summary="Change the description while submitted")
@@ -134,7 +106,7 @@ async def update_order(
     version = expected_version(if_match, required=True)
     order = await service.update_order(uow, principal, order_id, body, version)
     response.headers["ETag"] = etag(order.version)
-    return await _read(uow.session, order)
+    return await service.read_order(uow.session, order)
 
 
 @router.post("/{order_id}/cancel", response_model=OrderRead, summary="Cancel an order")
@@ -154,4 +126,4 @@ async def cancel_order(
         expected_version(if_match, required=False),
     )
     response.headers["ETag"] = etag(order.version)
-    return await _read(uow.session, order)
+    return await service.read_order(uow.session, order)

@@ -6,14 +6,15 @@ import hashlib
 import json
 from datetime import datetime
 
-from sqlalchemy import func
+from sqlalchemy import bindparam, func, insert
+from sqlalchemy import select as select_columns
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from casebridge_shared.auth import STAFF_ROLES, Principal, Role
 from casebridge_shared.currency import money
-from casebridge_shared.db import utcnow
+from casebridge_shared.db import new_id, table_of, utcnow
 from casebridge_shared.outbox import UnitOfWork
 from casebridge_shared.problems import Conflict, Forbidden, NotFound, Unprocessable
 from casebridge_shared.versioning import check_version
@@ -27,9 +28,18 @@ from order_intake.orders.models import (
     Order,
     OrderCreate,
     OrderProgress,
+    OrderRead,
     OrderStatus,
     OrderUpdate,
+    ProductSnapshot,
+    ProgressEntry,
+    Solution,
 )
+
+orders = table_of(Order)
+order_progress = table_of(OrderProgress)
+users = table_of(User)
+products = table_of(Product)
 
 
 def _state(order: Order) -> dict[str, object]:
@@ -70,59 +80,119 @@ async def _replayed(session: AsyncSession, customer_id: str, key: str, request_h
     return await session.get(Order, record.order_id)
 
 
+ORDER_RECEIVED = "Order received"
+
+# Built once: a statement object keeps its cache key, so each order only binds values.
+# The customer and the product in one statement (one trip to the database): the
+# product's columns are NULL when there is no such product.
+_CUSTOMER_AND_PRODUCT = (
+    select_columns(
+        users.c.active,
+        users.c.full_name,
+        users.c.email,
+        users.c.phone,
+        products.c.id.label("product_id"),
+        products.c.title,
+        products.c.description,
+        products.c.deliverables,
+        products.c.category,
+        products.c.price,
+        products.c.currency,
+        products.c.version,
+        products.c.active.label("product_active"),
+        products.c.archived_at,
+    )
+    .select_from(users.outerjoin(products, products.c.id == bindparam("product_id")))
+    .where(users.c.id == bindparam("customer_id"))
+)
+_INSERT_ORDER = insert(orders)
+_INSERT_PROGRESS = insert(order_progress)
+
+
 async def place_order(
     uow: UnitOfWork, principal: Principal, data: OrderCreate, idempotency_key: str | None
-) -> tuple[Order, bool]:
-    """Store the order with a snapshot of the product; returns (order, replayed)."""
-    request_hash = _request_hash(data)
+) -> tuple[OrderRead, bool]:
+    """Store the order with a snapshot of the product; returns (order, replayed).
+
+    Core statements on the session's connection rather than ORM objects: a new
+    order is written once and not touched again in this transaction, and the
+    ORM's identity map, loading and flush bookkeeping were over a third of the
+    request's CPU (docs/benchmarks.md).
+    """
+    # Only a retry-safe order needs its request's fingerprint.
+    request_hash = _request_hash(data) if idempotency_key is not None else ""
     if idempotency_key is not None:
         previous = await _replayed(uow.session, principal.subject, idempotency_key, request_hash)
         if previous is not None:
-            return previous, True
-    customer = await uow.session.get(User, principal.subject)
-    if customer is None or not customer.active:
+            return await read_order(uow.session, previous), True
+    connection = await uow.session.connection()
+    found = (
+        await connection.execute(
+            _CUSTOMER_AND_PRODUCT, {"customer_id": principal.subject, "product_id": data.product_id}
+        )
+    ).first()
+    if found is None or not found.active:
         raise Forbidden("your account is not active")
-    product = await uow.session.get(Product, data.product_id)
-    if product is None:
+    if found.product_id is None:
         raise NotFound(f"no product {data.product_id}", field="body.product_id")
-    if not product.active or product.archived:
+    if not found.product_active or found.archived_at is not None:
         raise Conflict("this product cannot be ordered at the moment", field="body.product_id")
     now = utcnow()
-    order = Order(
-        customer_id=customer.id,
-        customer={
-            "customer_id": customer.id,
-            "full_name": customer.full_name,
-            "email": customer.email,
-            "phone": customer.phone,
-        },
-        product_id=product.id,
-        product={
-            "product_id": product.id,
-            "title": product.title,
-            "description": product.description,
-            "deliverables": list(product.deliverables),
-            "category": product.category,
-            "price": str(money(product.price, product.currency)),
-            "currency": product.currency,
-            "version": product.version,
-        },
+    contact = events.CustomerContactData(
+        customer_id=principal.subject,
+        full_name=found.full_name,
+        email=found.email,
+        phone=found.phone,
+    )
+    snapshot = events.ProductSnapshotData(
+        product_id=data.product_id,
+        title=found.title,
+        description=found.description,
+        deliverables=list(found.deliverables),
+        category=found.category,
+        price=money(found.price, found.currency),
+        currency=found.currency,
+        version=found.version,
+    )
+    placed = events.OrderPlaced(
+        order_id=new_id(),
+        customer=contact,
+        product=snapshot,
         description=data.description,
+        status=OrderStatus.SUBMITTED.value,
+        version=1,
         created_at=now,
         updated_at=now,
     )
-    uow.session.add(order)
-    uow.session.add(new_order_progress(order)[0])
+    received = ProgressEntry(at=now, status=placed.status, title=ORDER_RECEIVED, detail=None)
+    await connection.execute(
+        _INSERT_ORDER,
+        [
+            {
+                "id": placed.order_id,
+                "customer_id": contact.customer_id,
+                "customer": contact.model_dump(mode="json"),
+                "product_id": snapshot.product_id,
+                "product": snapshot.model_dump(mode="json"),
+                "description": placed.description,
+                "status": placed.status,
+                "version": placed.version,
+                "created_at": now,
+                "updated_at": now,
+            }
+        ],
+    )
+    await connection.execute(_INSERT_PROGRESS, [{"order_id": placed.order_id, **received.model_dump()}])
     if idempotency_key is not None:
         uow.session.add(
             IdempotencyKey(
-                customer_id=customer.id,
+                customer_id=principal.subject,
                 key=idempotency_key,
                 request_hash=request_hash,
-                order_id=order.id,
+                order_id=placed.order_id,
             )
         )
-    uow.emit(events.OrderPlaced(**_state(order)), key=order.id, version=order.version)
+    uow.emit(placed, key=placed.order_id, version=placed.version)
     try:
         await uow.commit()
     except IntegrityError:
@@ -133,15 +203,44 @@ async def place_order(
         previous = await _replayed(uow.session, principal.subject, idempotency_key, request_hash)
         if previous is None:
             raise
-        return previous, True
+        return await read_order(uow.session, previous), True
+    order = OrderRead(
+        id=placed.order_id,
+        customer_id=contact.customer_id,
+        product=ProductSnapshot.model_validate(snapshot.model_dump()),
+        description=placed.description,
+        status=OrderStatus.SUBMITTED,
+        version=placed.version,
+        created_at=now,
+        updated_at=now,
+        cancelled_at=None,
+        cancel_reason=None,
+        progress=[received],
+        solution=None,
+    )
     return order, False
 
 
-def new_order_progress(order: Order) -> list[OrderProgress]:
-    """The progress timeline of an order just placed."""
-    return [
-        OrderProgress(order_id=order.id, at=order.created_at, status=order.status, title="Order received")
-    ]
+async def read_order(session: AsyncSession, order: Order) -> OrderRead:
+    """What the customer (or staff) sees of an order: its snapshot, progress and solution."""
+    progress = await progress_of(session, order.id)
+    solution = None
+    if order.solution_summary is not None and order.solution_at is not None:
+        solution = Solution(summary=order.solution_summary, text=order.solution_text, at=order.solution_at)
+    return OrderRead(
+        id=order.id,
+        customer_id=order.customer_id,
+        product=ProductSnapshot.model_validate(order.product),
+        description=order.description,
+        status=OrderStatus(order.status),
+        version=order.version,
+        created_at=order.created_at,
+        updated_at=order.updated_at,
+        cancelled_at=order.cancelled_at,
+        cancel_reason=order.cancel_reason,
+        progress=[ProgressEntry.model_validate(p) for p in progress],
+        solution=solution,
+    )
 
 
 async def get_order(session: AsyncSession, principal: Principal, order_id: str) -> Order:
