@@ -9,13 +9,21 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import select
 
 from case_handling.bootstrap import CONSUMER_GROUP, Container
+from case_handling.cases import service as case_service
 from case_handling.cases.models import Case, CaseEntry, CatalogProduct
 from case_handling.db import inbox, outbox
-from case_handling.intake.events import ORDER_CANCELLED, ORDER_PLACED, ORDER_UPDATED, PRODUCT_UPDATED
+from case_handling.intake.events import (
+    ORDER_CANCELLED,
+    ORDER_PLACED,
+    ORDER_UPDATED,
+    PRODUCT_UPDATED,
+    OrderState,
+)
 from casebridge_shared import testing
 from casebridge_shared.broker import EmbeddedBroker
 from casebridge_shared.events import CASES_TOPIC, CATALOG_TOPIC, ORDERS_TOPIC, CloudEvent
@@ -277,3 +285,33 @@ async def test_two_workers_split_the_partitions_and_a_rebalance_applies_each_ord
     async with container.db.session() as s:
         orders = set((await s.execute(select(Case.order_id))).scalars())
     assert orders == set(ids)
+
+
+async def test_a_case_opened_earlier_in_the_same_transaction_is_found_without_the_database(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run of one order's events: placed, then updated, then cancelled, applied in one unit of work."""
+    order_id = str(uuid.uuid4())
+    placed = OrderState.model_validate(order_event(order_id).data)
+    updated = OrderState.model_validate(order_event(order_id, version=2, description="Also my notice.").data)
+    async with container.uow() as uow:
+        opened = await case_service.open_case(uow, placed, 1)
+        assert opened is not None
+        queries: list[str] = []
+        original = uow.session.exec
+
+        async def counted(statement: Any, **kw: Any) -> Any:
+            queries.append(str(statement))
+            return await original(statement, **kw)
+
+        monkeypatch.setattr(uow.session, "exec", counted)
+        assert await case_service.open_case(uow, placed, 1) is None  # a second copy: no second case
+        assert await case_service.update_from_order(uow, updated, 2) is opened
+        assert queries == []  # neither asked the database (nor flushed the pending case to do so)
+        await uow.commit()
+    [case] = await cases(container)
+    assert case.id == opened.id and case.description == "Also my notice." and case.order_version == 2
+    async with container.uow() as uow:
+        # A later transaction asks the database (and finds it).
+        again = await case_service.update_from_order(uow, updated, 2)
+        assert again is None  # version 2 already applied

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import String, cast, func, or_
+from sqlalchemy import String, bindparam, cast, func, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -31,7 +31,7 @@ from case_handling.cases.models import (
 )
 from case_handling.intake.events import OrderCancelled, OrderState, ProductState
 from casebridge_shared.auth import Principal, Role
-from casebridge_shared.db import utcnow
+from casebridge_shared.db import transaction_scoped, utcnow
 from casebridge_shared.outbox import UnitOfWork
 from casebridge_shared.problems import Conflict, Forbidden, NotFound
 from casebridge_shared.versioning import check_version
@@ -42,16 +42,26 @@ ORDER_CONTROLLED_BY_CUSTOMER = "order"  # author id of entries caused by the cus
 # --- from order-intake's events ---------------------------------------------------
 
 
+_OPENED_IN_THIS_TRANSACTION = "case_handling.opened_cases"
+# Built once: the statement keeps its cache key, each event only binds its order id.
+_CASE_FOR_ORDER = select(Case).where(col(Case.order_id) == bindparam("order_id")).with_for_update()
+
+
+def _opened_in_this_transaction(session: AsyncSession) -> dict[str, Case]:
+    return transaction_scoped(session, _OPENED_IN_THIS_TRANSACTION, dict)
+
+
 async def _case_for_order(session: AsyncSession, order_id: str) -> Case | None:
     # A run of order events is applied in one transaction: a case opened earlier
-    # in the run is still pending here. Looking there first lets the query skip
-    # the autoflush, so the run's inserts go to the database together at commit
-    # instead of one round trip each.
-    for pending in session.new:
-        if isinstance(pending, Case) and pending.order_id == order_id:
-            return pending
+    # in the run is not in the database yet. Remembering it by order id (rather
+    # than scanning session.new, which grew with the run: quadratic) lets the
+    # query skip the autoflush, so the run's inserts go to the database together
+    # at commit instead of one round trip each.
+    opened = _opened_in_this_transaction(session).get(order_id)
+    if opened is not None:
+        return opened
     with session.no_autoflush:
-        return (await session.exec(select(Case).where(Case.order_id == order_id).with_for_update())).first()
+        return (await session.exec(_CASE_FOR_ORDER, params={"order_id": order_id})).first()
 
 
 def _service_information(order: OrderState) -> dict[str, Any]:
@@ -121,6 +131,7 @@ async def open_case(uow: UnitOfWork, order: OrderState, order_version: int) -> C
         **_service_information(order),
     )
     uow.session.add(case)
+    _opened_in_this_transaction(uow.session)[case.order_id] = case
     _entry(uow, case, "opened", None, customer_visible=True)
     uow.emit(
         events.CaseOpened(
