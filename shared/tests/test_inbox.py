@@ -264,6 +264,48 @@ async def test_a_backlog_is_applied_in_runs_that_keep_order_around_a_failing_eve
     assert behaviour.calls.count("boom-x") == 1 + 3
 
 
+async def test_a_fetch_over_several_partitions_is_applied_in_runs_across_them(
+    db: Database, broker: EmbeddedBroker
+) -> None:
+    keys = [f"key-{i}" for i in range(12)]  # spread over the topic's partitions
+    names = {k: [f"{k}/{n}" for n in range(8)] for k in keys}
+    names["key-3"][4] = "boom-key-3"  # one partition's run breaks in the middle
+    transactions: dict[int, list[str]] = {}
+
+    class Recording(Behaviour):
+        async def handle(self, uow: UnitOfWork, event: CloudEvent, payload: EventPayload) -> None:
+            transactions.setdefault(id(uow), []).append(event.id)
+            await super().handle(uow, event, payload)
+
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for n in range(8):  # interleaved, as a steady stream of many orders arrives
+            for k in keys:
+                await producer.send_and_wait(TOPIC, value=event_bytes(names[k][n]), key=k.encode())
+    finally:
+        await producer.stop()
+    consumer = make_consumer(db, broker, Recording())
+    good = [n for k in keys for n in names[k] if not n.startswith("boom")]
+
+    async def drained() -> bool:
+        return len(await things(db)) == len(good)
+
+    await run_until(consumer, drained)
+    applied = await things(db)
+    assert sorted(applied) == sorted(good)  # each once
+    for k in keys:  # in each key's (partition's) order
+        assert [n for n in applied if n.startswith(f"{k}/")] == [n for n in names[k] if n in good]
+    async with db.session() as s:
+        partition_of = dict((await s.execute(select(INBOX.inbox.c.event_id, INBOX.inbox.c.partition))).all())
+    assert len(set(partition_of.values())) > 1
+    # Runs take the fetch across partitions, not one partition each.
+    assert any(len({partition_of.get(e) for e in ids} - {None}) > 1 for ids in transactions.values())
+    assert [row["error"] for row in await list_dead_letters(db, INBOX, "things")] == [
+        "handler failed after 3 attempts: RuntimeError: handler bug for boom-key-3"
+    ]
+
+
 async def test_a_database_outage_in_the_middle_of_a_run_loses_and_repeats_nothing(
     db: Database, broker: EmbeddedBroker
 ) -> None:

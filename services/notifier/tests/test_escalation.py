@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
 from sqlmodel import col, select
 
 from notifier.bootstrap import Container, bootstrap
 from notifier.escalation import service as escalation
+from notifier.escalation.models import ClaimTimer
 from notifier.escalation.timer import EscalationTimer
 from notifier.notifications.models import Notification
 from notifier.routing.models import RoutingRule, Team
@@ -139,3 +142,34 @@ async def test_the_loop_runs_until_stopped(container: Container, people: People)
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=10)
+
+
+async def test_a_timer_started_earlier_in_the_transaction_is_not_started_twice(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run of events in one transaction may open the same case twice (a copy republished)."""
+    async with container.db.write_session() as session:
+        looked_up: list[str] = []
+        get = session.get
+
+        async def counted(model: Any, key: Any, **kw: Any) -> Any:
+            looked_up.append(key)
+            return await get(model, key, **kw)
+
+        monkeypatch.setattr(session, "get", counted)
+        for _copy in range(2):
+            await escalation.start(
+                session,
+                case_id="case-9",
+                order_id="order-9",
+                product_category="family-law",
+                product_title="Divorce consultation",
+                opened_at=OPENED,
+                rule=None,
+            )
+        assert looked_up == ["case-9"]  # the copy was answered from the transaction's own memory
+        assert [t.case_id for t in session.new if isinstance(t, ClaimTimer)] == ["case-9"]  # not flushed
+        await session.commit()
+    async with container.db.session() as session:
+        timers = (await session.exec(select(ClaimTimer))).all()
+    assert [t.case_id for t in timers] == ["case-9"]

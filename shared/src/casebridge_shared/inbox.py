@@ -285,7 +285,13 @@ class EventConsumer:
     async def process_many(
         self, records: Sequence[ConsumerRecord[bytes, bytes]], stop: asyncio.Event | None = None
     ) -> int:
-        """Apply a run of one partition's records; returns how many were dealt with (>= 1).
+        """Apply a run of records; returns how many were dealt with (>= 1).
+
+        ``records`` may come from several partitions, each partition's in its
+        order (the caller lays a fetch out partition after partition); a prefix
+        of the list is then a prefix of every partition's records, which is what
+        the offsets committed afterwards say. Events of one key share a
+        partition, so nothing orders records of different partitions.
 
         The leading records that decode and validate are applied in one
         transaction (one inbox insert, one commit) instead of one each, which is
@@ -511,18 +517,21 @@ class EventConsumer:
         consumer = self._consumer
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=200, max_records=self.batch_size)
+            # The whole fetch in runs across partitions, not a run per partition: a
+            # steady stream spreads over every partition, a few events each per
+            # fetch, and a run's fixed cost (its transaction, the look-ups its
+            # handlers remember for it) was paid for every one of those few.
+            records = [record for partition_records in batches.values() for record in partition_records]
             offsets: dict[TopicPartition, int] = {}
-            for tp, records in batches.items():
-                position = 0
-                while position < len(records):
-                    try:
-                        taken = await self.process_many(records[position:], stop)
-                    except _Stopped:
-                        break
-                    position += taken
-                    offsets[tp] = records[position - 1].offset + 1
-                if stop.is_set():
+            position = 0
+            while position < len(records) and not stop.is_set():
+                try:
+                    taken = await self.process_many(records[position:], stop)
+                except _Stopped:
                     break
+                for record in records[position : position + taken]:
+                    offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+                position += taken
             if offsets:
                 # After the database commits of these effects, in one request for every
                 # partition of the fetch (one broker round trip, not one per partition).
