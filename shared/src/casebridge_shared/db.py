@@ -90,8 +90,8 @@ def create_engine(
         if one_trip:
             kwargs["module"] = OneTripDbapi()
             # The pool's own reset is a ROLLBACK on every connection given back, a
-            # trip to the database thread even right after a COMMIT; _on_reset
-            # below rolls back only a connection still in a transaction.
+            # trip to the database thread even right after a COMMIT;
+            # _roll_back_if_in_transaction rolls back only a connection still in one.
             kwargs.setdefault("pool_reset_on_return", None)
         engine = create_async_engine(
             url,

@@ -42,8 +42,7 @@ async def start(
     # is pending, not in the database and not in the identity map, so it is
     # remembered here. Without autoflush, the look-up does not send the run's
     # notifications to the database one event at a time (a round trip each on
-    # PostgreSQL, where this consumer fell behind at 100 orders/s); they go out
-    # together at commit.
+    # PostgreSQL); they go out together at commit.
     started: set[str] = transaction_scoped(session, _STARTED_IN_THIS_TRANSACTION, set)
     if case_id in started:
         return
