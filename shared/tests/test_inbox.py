@@ -413,3 +413,27 @@ async def test_a_consumer_reads_another_service_s_events_through_its_own_reader_
     [letter] = await list_dead_letters(db, INBOX, "readers")
     assert letter["error"] == "no payload model for casebridge.test.no-model.v1"
     assert letter["attempts"] == 1  # a missing model is the event's problem: never retried
+
+
+async def test_rows_inserted_at_commit_are_written_with_the_events_or_not_at_all(db: Database) -> None:
+    async def outbox_rows() -> int:
+        async with db.session() as s:
+            return int((await s.execute(select(func.count()).select_from(OUTBOX.outbox))).scalar_one())
+
+    async with UnitOfWork(db, OUTBOX, "/casebridge/test") as uow:
+        uow.insert_at_commit(THINGS, {"name": "first"}, {"name": "second"})
+        uow.insert_at_commit(THINGS, {"name": "third"})
+        uow.emit(ThingHappened(name="first"), key="first", version=1)
+        assert await things(db) == [] and await outbox_rows() == 0  # nothing before the commit
+        await uow.commit()
+    assert await things(db) == ["first", "second", "third"]  # in the order given
+    assert await outbox_rows() == 1
+
+    async with UnitOfWork(db, OUTBOX, "/casebridge/test") as uow:
+        uow.insert_at_commit(THINGS, {"name": "dropped"})
+        uow.emit(ThingHappened(name="dropped"), key="dropped", version=1)
+        await uow.rollback()
+        uow.insert_at_commit(THINGS, {"name": "kept"})
+        await uow.commit()  # what was queued before the rollback is gone with it
+    assert await things(db) == ["first", "second", "third", "kept"]
+    assert await outbox_rows() == 1

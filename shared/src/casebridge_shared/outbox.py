@@ -40,6 +40,7 @@ from sqlalchemy import (
     Column,
     Float,
     Index,
+    Insert,
     Integer,
     MetaData,
     String,
@@ -131,6 +132,7 @@ class UnitOfWork:
         self._tables = tables
         self._source = source
         self._events: list[CloudEvent] = []
+        self._rows: list[tuple[Table, list[dict[str, Any]]]] = []
         self._session_cm: Any = None
         self.session: AsyncSession
 
@@ -138,6 +140,7 @@ class UnitOfWork:
         self._session_cm = self._db.write_session()
         self.session = await self._session_cm.__aenter__()
         self._events = []
+        self._rows = []
         return self
 
     async def __aexit__(
@@ -169,6 +172,16 @@ class UnitOfWork:
         self._events.append(event)
         return event
 
+    def insert_at_commit(self, table: Table, *rows: dict[str, Any]) -> None:
+        """Rows this unit of work creates and does not read back, written at commit.
+
+        Core inserts, after the flush of the session's ORM objects and before the
+        events, in the order given (a row referring to another comes after it):
+        no ORM object per row, and no trip of their own into SQLAlchemy's
+        greenlet and to the database.
+        """
+        self._rows.append((table, list(rows)))
+
     @property
     def pending_events(self) -> Sequence[CloudEvent]:
         return tuple(self._events)
@@ -191,12 +204,16 @@ class UnitOfWork:
         # CPU as a short statement.
         await self.session.run_sync(self._write_and_commit, rows)
         self._events = []
+        self._rows = []
 
     def _write_and_commit(self, session: Session, rows: list[dict[str, Any]]) -> None:
         session.flush()  # the state's own rows (ORM objects added), then its events
-        if rows:
+        if self._rows or rows:
             connection = session.connection()
-            connection.execute(insert(self._tables.outbox), rows)
+            for table, values in self._rows:
+                connection.execute(_insert_into(table), values)
+        if rows:
+            connection.execute(_insert_into(self._tables.outbox), rows)
             if self._db.dialect == "postgresql":
                 # Delivered at commit, so the relay wakes once the rows are visible.
                 connection.execute(text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"))
@@ -205,6 +222,13 @@ class UnitOfWork:
     async def rollback(self) -> None:
         await self.session.rollback()
         self._events = []
+        self._rows = []
+
+
+@functools.cache
+def _insert_into(table: Table) -> Insert:
+    """One insert statement per table, kept: it keeps its cache key too."""
+    return insert(table)
 
 
 @dataclass

@@ -6,7 +6,7 @@ import hashlib
 import json
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, insert
+from sqlalchemy import bindparam, func
 from sqlalchemy import select as select_columns
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -105,8 +105,6 @@ _CUSTOMER_AND_PRODUCT = (
     .select_from(users.outerjoin(products, products.c.id == bindparam("product_id")))
     .where(users.c.id == bindparam("customer_id"))
 )
-_INSERT_ORDER = insert(orders)
-_INSERT_PROGRESS = insert(order_progress)
 
 
 async def place_order(
@@ -114,10 +112,11 @@ async def place_order(
 ) -> tuple[OrderRead, bool]:
     """Store the order with a snapshot of the product; returns (order, replayed).
 
-    Core statements on the session's connection rather than ORM objects: a new
-    order is written once and not touched again in this transaction, and the
-    ORM's identity map, loading and flush bookkeeping were over a third of the
-    request's CPU (docs/benchmarks.md).
+    Core statements rather than ORM objects: one look-up on the session's
+    connection, and the order and its first progress entry written at commit
+    with the event (``insert_at_commit``). A new order is written once and not
+    touched again in this transaction, and the ORM's identity map, loading and
+    flush bookkeeping were over a third of the request's CPU (docs/benchmarks.md).
     """
     # Only a retry-safe order needs its request's fingerprint.
     request_hash = _request_hash(data) if idempotency_key is not None else ""
@@ -165,24 +164,24 @@ async def place_order(
         updated_at=now,
     )
     received = ProgressEntry(at=now, status=placed.status, title=ORDER_RECEIVED, detail=None)
-    await connection.execute(
-        _INSERT_ORDER,
-        [
-            {
-                "id": placed.order_id,
-                "customer_id": contact.customer_id,
-                "customer": contact.model_dump(mode="json"),
-                "product_id": snapshot.product_id,
-                "product": snapshot.model_dump(mode="json"),
-                "description": placed.description,
-                "status": placed.status,
-                "version": placed.version,
-                "created_at": now,
-                "updated_at": now,
-            }
-        ],
+    event = uow.emit(placed, key=placed.order_id, version=placed.version)
+    uow.insert_at_commit(
+        orders,
+        {
+            "id": placed.order_id,
+            "customer_id": contact.customer_id,
+            # The event's own JSON of the snapshots: the same values, serialised once.
+            "customer": event.data["customer"],
+            "product_id": snapshot.product_id,
+            "product": event.data["product"],
+            "description": placed.description,
+            "status": placed.status,
+            "version": placed.version,
+            "created_at": now,
+            "updated_at": now,
+        },
     )
-    await connection.execute(_INSERT_PROGRESS, [{"order_id": placed.order_id, **received.model_dump()}])
+    uow.insert_at_commit(order_progress, {"order_id": placed.order_id, **received.model_dump()})
     if idempotency_key is not None:
         uow.session.add(
             IdempotencyKey(
@@ -192,7 +191,6 @@ async def place_order(
                 order_id=placed.order_id,
             )
         )
-    uow.emit(placed, key=placed.order_id, version=placed.version)
     try:
         await uow.commit()
     except IntegrityError:
@@ -207,7 +205,7 @@ async def place_order(
     order = OrderRead(
         id=placed.order_id,
         customer_id=contact.customer_id,
-        product=ProductSnapshot.model_validate(snapshot.model_dump()),
+        product=ProductSnapshot.model_validate(event.data["product"]),
         description=placed.description,
         status=OrderStatus.SUBMITTED,
         version=placed.version,
