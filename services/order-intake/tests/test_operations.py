@@ -9,11 +9,12 @@ from pathlib import Path
 import httpx
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from casebridge_shared.auth import Role
 from casebridge_shared.db import Database
+from casebridge_shared.testing import mark_published
 from order_intake import settings as settings_module
 from order_intake.bootstrap import Container
 from order_intake.cli import app as cli
@@ -102,9 +103,7 @@ async def test_cli_relay_status_and_replay(
     cli_env: CliRunner, factory: Factory, container: Container
 ) -> None:
     await factory.product()
-    async with container.db.write_session() as s:
-        await s.execute(update(outbox.outbox).values(published_at=datetime.now(UTC)))
-        await s.commit()
+    await mark_published(container.db, outbox)
     import asyncio
 
     status = await asyncio.to_thread(cli_env.invoke, cli, ["relay", "status"])
@@ -115,9 +114,7 @@ async def test_cli_relay_status_and_replay(
     assert replay.exit_code == 0, replay.output
     assert "events queued for republishing" in replay.output
     async with container.db.session() as s:
-        unpublished = (
-            await s.execute(select(outbox.outbox.c.id).where(outbox.outbox.c.published_at.is_(None)))
-        ).all()
+        unpublished = (await s.execute(select(outbox.outbox.c.id))).all()
     assert len(unpublished) >= 1
     bad = await asyncio.to_thread(cli_env.invoke, cli, ["relay", "replay", "--since", "yesterday"])
     assert bad.exit_code != 0

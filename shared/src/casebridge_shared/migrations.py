@@ -76,3 +76,82 @@ def run_env(metadata: MetaData) -> None:
             context.run_migrations()
         return
     asyncio.run(_run_async(metadata))
+
+
+# Schema steps every service takes alike (each service's outbox is the shared
+# library's). A step's code is frozen once released: a later change is a new step.
+
+
+def outbox_published_upgrade() -> None:
+    """Published events move out of the outbox into ``outbox_published`` (2026-11-27).
+
+    The outbox keeps only what waits to be published, so its index on publication
+    state and on creation time go, and so does ``published_at``.
+    """
+    import sqlalchemy as sa
+    from alembic import op
+
+    from casebridge_shared.db import UTCDateTime
+
+    row_id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+    op.create_table(
+        "outbox_published",
+        sa.Column("id", row_id, autoincrement=False, nullable=False),
+        sa.Column("event_id", sa.String(length=36), nullable=False),
+        sa.Column("topic", sa.String(length=200), nullable=False),
+        sa.Column("message_key", sa.String(length=200), nullable=False),
+        sa.Column("event_type", sa.String(length=200), nullable=False),
+        sa.Column("payload", sa.Text(), nullable=False),
+        sa.Column("created_at", UTCDateTime(timezone=True), nullable=False),
+        sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("published_at", UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_outbox_published_published_at", "outbox_published", ["published_at"])
+    columns = "id, event_id, topic, message_key, event_type, payload, created_at, attempts, last_error"
+    op.execute(
+        f"INSERT INTO outbox_published ({columns}, published_at)"
+        f" SELECT {columns}, published_at FROM outbox WHERE published_at IS NOT NULL"
+    )
+    # SQLite hands out max(id) + 1 for a new row, so an outbox emptied by the relay
+    # would give a new event the id of one already published: AUTOINCREMENT never
+    # reuses an id. The table is rebuilt with every row still in it, so the
+    # counter starts above every id handed out so far; then the published go.
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    with op.batch_alter_table(
+        "outbox", table_kwargs={"sqlite_autoincrement": True}, recreate="always" if sqlite else "auto"
+    ) as batch_op:
+        batch_op.drop_index(
+            "ix_outbox_unpublished",
+            postgresql_where=sa.text("published_at IS NULL"),
+            sqlite_where=sa.text("published_at IS NULL"),
+        )
+        batch_op.drop_index("ix_outbox_created_at")
+        batch_op.drop_column("published_at")
+    op.execute("DELETE FROM outbox WHERE id IN (SELECT id FROM outbox_published)")
+
+
+def outbox_published_downgrade() -> None:
+    """The reverse of :func:`outbox_published_upgrade`: published events back into the outbox."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    from casebridge_shared.db import UTCDateTime
+
+    with op.batch_alter_table("outbox") as batch_op:
+        batch_op.add_column(sa.Column("published_at", UTCDateTime(timezone=True), nullable=True))
+        batch_op.create_index("ix_outbox_created_at", ["created_at"], unique=False)
+        batch_op.create_index(
+            "ix_outbox_unpublished",
+            ["id"],
+            unique=False,
+            postgresql_where=sa.text("published_at IS NULL"),
+            sqlite_where=sa.text("published_at IS NULL"),
+        )
+    columns = "id, event_id, topic, message_key, event_type, payload, created_at, attempts, last_error"
+    op.execute(
+        f"INSERT INTO outbox ({columns}, published_at) SELECT {columns}, published_at FROM outbox_published"
+    )
+    op.drop_index("ix_outbox_published_published_at", table_name="outbox_published")
+    op.drop_table("outbox_published")

@@ -14,17 +14,19 @@ import shutil
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncpg
 import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, literal, select, true
 from sqlalchemy.engine import make_url
 
 from casebridge_shared import migrations
-from casebridge_shared.db import Database
+from casebridge_shared.db import Database, UTCDateTime, utcnow
+from casebridge_shared.outbox import OutboxTables, _move_rows
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -116,6 +118,25 @@ async def count_rows(db: Database, table: Any, *where: Any) -> int:
         return int(
             (await session.execute(select(func.count()).select_from(table).where(*where))).scalar_one()
         )
+
+
+async def mark_published(db: Database, tables: OutboxTables, *where: Any, at: datetime | None = None) -> int:
+    """Set-up: move the outbox rows matching ``where`` (all without) to published, as the relay does.
+
+    ``at`` is the publication time (now by default), e.g. to age rows past the retention period.
+    """
+    when = at or utcnow()
+    async with db.write_session() as session:
+        moved = await _move_rows(
+            session,
+            db.dialect,
+            tables.outbox,
+            tables.published,
+            and_(true(), *where),
+            computed={"published_at": lambda _: literal(when, UTCDateTime)},
+        )
+        await session.commit()
+    return moved
 
 
 async def wait_until(
