@@ -437,3 +437,8 @@ async def test_rows_inserted_at_commit_are_written_with_the_events_or_not_at_all
         await uow.commit()  # what was queued before the rollback is gone with it
     assert await things(db) == ["first", "second", "third", "kept"]
     assert await outbox_rows() == 1
+
+    async with UnitOfWork(db, OUTBOX, "/casebridge/test") as uow:
+        uow.insert_at_commit(THINGS)  # no rows: nothing written (not a row of defaults)
+        await uow.commit()
+    assert await things(db) == ["first", "second", "third", "kept"]

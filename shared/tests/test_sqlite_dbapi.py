@@ -13,6 +13,7 @@ from sqlalchemy import Column, Integer, MetaData, Table, Text, insert, select, t
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from casebridge_shared.db import Database
+from casebridge_shared.sqlite_dbapi import sent_with_commit
 
 metadata = MetaData()
 notes = Table(
@@ -130,3 +131,61 @@ async def test_a_connection_given_back_is_rolled_back_only_when_still_in_a_trans
     async with db.session() as session:
         bodies = (await session.execute(select(notes.c.body).order_by(notes.c.id))).scalars().all()
     assert bodies == ["kept", "also kept", "next"]
+
+
+async def test_inserts_held_back_go_with_the_commit_in_one_trip(db: Database, trips: Counter[str]) -> None:
+    """``sent_with_commit``: plain inserts wait and go with the next trip, in their order."""
+    async with db.write_session() as session:
+        connection = await session.connection()  # BEGIN IMMEDIATE
+        trips.clear()
+
+        def write(sync_session: Any) -> list[str]:
+            sync = sync_session.connection()
+            with sent_with_commit(sync):
+                sync.execute(insert(notes), [{"body": "held-1"}, {"body": "held-2"}])
+                # A read goes at once, after what was held back: it sees the rows.
+                seen = list(sync.execute(select(notes.c.body).order_by(notes.c.id)).scalars())
+                sync.execute(insert(notes).values(body="held-3"))
+                sync.execute(insert(notes).values(body="held-4"))
+                sync_session.commit()
+            return seen
+
+        seen = await session.run_sync(write)
+        assert not connection.in_transaction()
+    assert seen == ["held-1", "held-2"]
+    # The first insert with the SELECT, then the two last inserts with the COMMIT.
+    assert trips == Counter({"_run_after": 1, "_run_statements_and_commit": 1})
+    async with db.session() as session:
+        rows = (await session.execute(select(notes.c.body).order_by(notes.c.id))).scalars().all()
+    assert rows == ["held-1", "held-2", "held-3", "held-4"]
+
+
+async def test_a_held_back_insert_that_fails_fails_the_commit_and_nothing_is_written(db: Database) -> None:
+    async with db.write_session() as session:
+        await session.execute(insert(notes).values(body="taken"))
+        await session.commit()
+
+    async with db.write_session() as session:
+
+        def write(sync_session: Any) -> None:
+            sync = sync_session.connection()
+            with sent_with_commit(sync):
+                sync.execute(insert(notes).values(body="new"))
+                sync.execute(insert(notes).values(body="taken"))  # unique: fails, but only at COMMIT
+                sync_session.commit()
+
+        with pytest.raises(IntegrityError):
+            await session.run_sync(write)
+        await session.rollback()
+
+    async with db.write_session() as session:
+        rows = (await session.execute(select(notes.c.body))).scalars().all()
+        assert rows == ["taken"]  # "new" went with the failed commit
+        # The connection is usable, and holds nothing back any more.
+        await session.execute(insert(notes).values(body="after"))
+        await session.commit()
+    async with db.session() as session:
+        assert (await session.execute(select(notes.c.body).order_by(notes.c.id))).scalars().all() == [
+            "taken",
+            "after",
+        ]

@@ -361,8 +361,9 @@ class EventConsumer:
                             "processed_at": utcnow(),
                         }
                     )
-                if rows:
-                    await uow.session.execute(insert(inbox), rows)
+                # Written by the commit, with the effects' queued rows and events (one
+                # trip on SQLite; a duplicate fails the commit and the run goes again).
+                uow.insert_at_commit(inbox, *rows)
                 await uow.commit()
         except Exception as exc:
             log.info("consumer.run_rolled_back", group=self.group, size=len(run), error=str(exc)[:200])
@@ -385,16 +386,17 @@ class EventConsumer:
             if seen.first() is not None:
                 return Outcome(duplicate=True)
             await handler(uow, event, payload)
-            await uow.session.execute(
-                insert(inbox).values(
-                    consumer_group=self.group,
-                    event_id=event.id,
-                    event_type=event.type,
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                    processed_at=utcnow(),
-                )
+            uow.insert_at_commit(
+                inbox,
+                {
+                    "consumer_group": self.group,
+                    "event_id": event.id,
+                    "event_type": event.type,
+                    "topic": record.topic,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                    "processed_at": utcnow(),
+                },
             )
             await uow.commit()
         metrics.CONSUMER_APPLIED.labels(self.service, self.group).inc()

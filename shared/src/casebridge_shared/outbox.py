@@ -69,6 +69,7 @@ from casebridge_shared.db import Database, UTCDateTime, new_id, utcnow
 from casebridge_shared.events import CLOUDEVENTS_CONTENT_TYPE, CloudEvent, EventPayload
 from casebridge_shared.kafka import ensure_topics, make_producer
 from casebridge_shared.settings import ServiceSettings
+from casebridge_shared.sqlite_dbapi import sent_with_commit
 from casebridge_shared.tracing import child_of, current_traceparent
 
 log = structlog.get_logger(__name__)
@@ -234,9 +235,10 @@ class UnitOfWork:
         Core inserts, after the flush of the session's ORM objects and before the
         events, in the order given (a row referring to another comes after it):
         no ORM object per row, and no trip of their own into SQLAlchemy's
-        greenlet and to the database.
+        greenlet and to the database. No rows, nothing written.
         """
-        self._rows.append((table, list(rows)))
+        if rows:
+            self._rows.append((table, list(rows)))
 
     @property
     def pending_events(self) -> Sequence[CloudEvent]:
@@ -264,16 +266,21 @@ class UnitOfWork:
 
     def _write_and_commit(self, session: Session, rows: list[dict[str, Any]]) -> None:
         session.flush()  # the state's own rows (ORM objects added), then its events
-        if self._rows or rows:
-            connection = session.connection()
+        if not (self._rows or rows):
+            session.commit()
+            return
+        connection = session.connection()
+        # SQLite: the queued rows, the events and the COMMIT in one trip to the
+        # database thread, so the file's write lock is not held across loop turns.
+        with sent_with_commit(connection):
             for table, values in self._rows:
                 connection.execute(_insert_into(table), values)
-        if rows:
-            connection.execute(_insert_into(self._tables.outbox), rows)
-            if self._db.dialect == "postgresql":
-                # Delivered at commit, so the relay wakes once the rows are visible.
-                connection.execute(text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"))
-        session.commit()
+            if rows:
+                connection.execute(_insert_into(self._tables.outbox), rows)
+                if self._db.dialect == "postgresql":
+                    # Delivered at commit, so the relay wakes once the rows are visible.
+                    connection.execute(text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"))
+            session.commit()
 
     async def rollback(self) -> None:
         await self.session.rollback()

@@ -17,7 +17,9 @@ does (the connection's sqlite3 object and its job queue, through ``_execute``);
 from __future__ import annotations
 
 import collections
+import contextlib
 import sqlite3
+from collections.abc import Iterator
 from typing import Any
 
 import aiosqlite
@@ -26,10 +28,12 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_cursor,
     AsyncAdapt_aiosqlite_dbapi,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.util import EMPTY_DICT
 from sqlalchemy.util.concurrency import await_only
 
 _Outcome = tuple[Any, list[Any], int, int | None]
+_Statement = tuple[str, Any, bool]
 
 
 def _run_statement(connection: sqlite3.Connection, operation: str, parameters: Any, many: bool) -> _Outcome:
@@ -48,6 +52,22 @@ def _run_statement(connection: sqlite3.Connection, operation: str, parameters: A
         return description, rows, cursor.rowcount, cursor.lastrowid
     finally:
         cursor.close()
+
+
+def _run_after(
+    connection: sqlite3.Connection, held_back: list[_Statement], operation: str, parameters: Any, many: bool
+) -> _Outcome:
+    """On the database thread: the held-back statements, then this one, whose outcome is returned."""
+    for held in held_back:
+        _run_statement(connection, *held)
+    return _run_statement(connection, operation, parameters, many)
+
+
+def _run_statements_and_commit(connection: sqlite3.Connection, statements: list[_Statement]) -> None:
+    """On the database thread: the held-back statements, then COMMIT (nothing committed if one fails)."""
+    for operation, parameters, many in statements:
+        _run_statement(connection, operation, parameters, many)
+    connection.commit()
 
 
 class _OneTripCursor(AsyncAdapt_aiosqlite_cursor):
@@ -85,11 +105,31 @@ class _OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         self._arraysize = value
 
     async def _run(self, operation: str, parameters: Any, many: bool) -> None:
+        adapted: _OneTripConnection = self._adapt_connection  # type: ignore[assignment]
+        held_back = adapted._sent_with_commit
+        if (
+            held_back is not None
+            and operation.lstrip()[:6].upper() == "INSERT"
+            and "RETURNING" not in operation
+        ):
+            # Nothing is read from a plain INSERT: it goes with the next trip (see sent_with_commit).
+            held_back.append((operation, parameters, many))
+            self._description, self._rowcount, self._lastrowid = None, -1, None
+            self._rows = collections.deque()
+            return
         async with self._adapt_connection._execute_mutex:
             connection: aiosqlite.Connection = self._connection  # type: ignore[assignment]
-            outcome: _Outcome = await connection._execute(  # type: ignore[no-untyped-call]
-                _run_statement, connection._conn, operation, parameters, many
-            )
+            if held_back:
+                # Order kept: what was held back runs first, in this same trip.
+                statements = list(held_back)
+                held_back.clear()
+                outcome: _Outcome = await connection._execute(  # type: ignore[no-untyped-call]
+                    _run_after, connection._conn, statements, operation, parameters, many
+                )
+            else:
+                outcome = await connection._execute(  # type: ignore[no-untyped-call]
+                    _run_statement, connection._conn, operation, parameters, many
+                )
         self._description, rows, self._rowcount, self._lastrowid = outcome
         self._rows = collections.deque(rows)
 
@@ -113,8 +153,32 @@ class _OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
 
 class _OneTripConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ()
+    __slots__ = ("_sent_with_commit",)
     _cursor_cls = _OneTripCursor
+
+    def __init__(self, dbapi: Any, connection: Any) -> None:
+        super().__init__(dbapi, connection)
+        # Inserts held back to go with the COMMIT, while ``sent_with_commit`` is on.
+        self._sent_with_commit: list[_Statement] | None = None
+
+    def commit(self) -> None:
+        held_back, self._sent_with_commit = self._sent_with_commit, None
+        if not held_back:
+            super().commit()
+            return
+        try:
+            await_only(self._run_and_commit(held_back))
+        except Exception as error:
+            self._handle_exception(error)
+
+    async def _run_and_commit(self, statements: list[_Statement]) -> None:
+        async with self._execute_mutex:
+            connection: aiosqlite.Connection = self._connection  # type: ignore[assignment]
+            await connection._execute(_run_statements_and_commit, connection._conn, statements)  # type: ignore[no-untyped-call]
+
+    def rollback(self) -> None:
+        self._sent_with_commit = None
+        super().rollback()
 
     @property
     def in_transaction(self) -> bool:
@@ -132,4 +196,29 @@ class OneTripDbapi(AsyncAdapt_aiosqlite_dbapi):
     def connect(self, *arg: Any, **kw: Any) -> _OneTripConnection:
         connection = aiosqlite.connect(*arg, **kw)
         connection._thread.daemon = True  # as SQLAlchemy's adapter: never keeps the process alive
-        return _OneTripConnection(self, await_only(connection))  # type: ignore[arg-type]
+        return _OneTripConnection(self, await_only(connection))
+
+
+@contextlib.contextmanager
+def sent_with_commit(connection: Connection) -> Iterator[None]:
+    """Inside, plain INSERTs on ``connection`` are held back and sent with what comes next, one trip.
+
+    For the end of a unit of work, whose last inserts nobody reads back: the
+    write lock of a SQLite file is held from BEGIN IMMEDIATE to COMMIT, and
+    with a trip to the database thread per statement it was held across as
+    many turns of a busy event loop, where other requests' work ran first.
+    Held-back inserts go with the next statement that is not one (a SELECT,
+    an INSERT ... RETURNING, an UPDATE or DELETE, whose row count may be
+    read), before it, or with the COMMIT: the order of statements is kept. A
+    failing insert fails the statement it went with, or the COMMIT, which
+    then commits nothing. On other drivers nothing changes.
+    """
+    adapted = connection.connection.dbapi_connection
+    if not isinstance(adapted, _OneTripConnection):
+        yield
+        return
+    adapted._sent_with_commit = []
+    try:
+        yield
+    finally:
+        adapted._sent_with_commit = None
