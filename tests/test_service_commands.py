@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -28,7 +30,7 @@ def test_each_service_offers_api_worker_db_and_dead_letters(service: str, tmp_pa
     env = os.environ | {"COLUMNS": "200"}
     listed = _run(service, "--help", env=env)
     assert listed.returncode == 0, listed.stderr
-    for command in ("api", "worker", "db", "dead-letters"):
+    for command in ("api", "worker", "db", "dead-letters", "relay"):
         assert f" {command} " in listed.stdout, (command, listed.stdout)
 
     prefix = "CASEBRIDGE_" + service.upper().replace("-", "_") + "_"
@@ -46,6 +48,22 @@ def test_each_service_offers_api_worker_db_and_dead_letters(service: str, tmp_pa
     assert pending.returncode == 0, pending.stderr
     # One JSON object per dead letter; the log lines a first start writes (keys created) are not.
     assert '"event_id"' not in pending.stdout, pending.stdout
+
+    status = _run(service, "relay", "status", env=env)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout[status.stdout.index("{") :])["backlog"] == 0
+    with sqlite3.connect(database) as db:  # one event published an hour ago, as the relay leaves it
+        db.execute(
+            "INSERT INTO outbox_published (id, event_id, topic, message_key, event_type, payload,"
+            " created_at, attempts, published_at) VALUES (1, 'e-1', 't', 'k', 'test', '{}',"
+            " datetime('now', '-1 hour'), 1, datetime('now', '-1 hour'))"
+        )
+    since = (datetime.now(UTC) - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S")
+    replayed = _run(service, "relay", "replay", "--since", since, env=env)
+    assert replayed.returncode == 0, replayed.stderr
+    assert "1 events queued for republishing" in replayed.stdout
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT event_id FROM outbox").fetchall() == [("e-1",)]
 
     downgraded = _run(service, "db", "downgrade", "base", env=env)
     assert downgraded.returncode == 0, downgraded.stderr

@@ -1,10 +1,11 @@
-"""Operator commands every service offers, built once: ``<service> api|worker|db|dead-letters ...``."""
+"""Operator commands every service offers, built once: ``<service> api|worker|db|dead-letters|relay ...``."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any, Protocol
@@ -13,14 +14,66 @@ import typer
 import uvicorn
 
 from casebridge_shared import migrations
+from casebridge_shared.db import Database
 from casebridge_shared.inbox import EventConsumer, list_dead_letters, replay_dead_letter
+from casebridge_shared.outbox import OutboxTables, mark_for_replay, relay_status
 from casebridge_shared.settings import ServiceSettings
 
 
 class _ConsumerContainer(Protocol):
+    @property
+    def db(self) -> Database: ...
+
     def consumer(self) -> EventConsumer: ...
 
     async def close(self) -> None: ...
+
+
+def relay_app(make_container: Callable[[], _ConsumerContainer], outbox: OutboxTables) -> typer.Typer:
+    """``status`` and ``replay`` for the service's outbox relay."""
+    app = typer.Typer(help="The outbox relay", no_args_is_help=True)
+
+    @app.command("replay")
+    def replay_command(
+        since: Annotated[
+            datetime,
+            typer.Option(
+                help="Republish every published event created at or after this time (UTC if no zone)"
+            ),
+        ],
+    ) -> None:
+        """Queue published events for publishing again (e.g. to rebuild a topic); consumers drop copies."""
+        when = since if since.tzinfo else since.replace(tzinfo=UTC)
+
+        async def run() -> int:
+            container = make_container()
+            try:
+                return await mark_for_replay(container.db, outbox, when)
+            finally:
+                await container.close()
+
+        count = asyncio.run(run())
+        typer.echo(f"{count} events queued for republishing")
+
+    @app.command("status")
+    def status_command() -> None:
+        """Backlog, oldest unpublished age and the last runs, as JSON."""
+
+        async def run() -> dict[str, object]:
+            container = make_container()
+            try:
+                status = await relay_status(container.db, outbox)
+                return {
+                    "backlog": status.backlog,
+                    "oldest_unpublished_age_seconds": status.oldest_unpublished_age_seconds,
+                    "last_runs": status.last_runs,
+                }
+            finally:
+                await container.close()
+
+        typer.echo(json.dumps(asyncio.run(run()), default=str, indent=2))
+
+    return app
 
 
 def dead_letters_app(make_container: Callable[[], _ConsumerContainer]) -> typer.Typer:
@@ -110,8 +163,9 @@ def service_app(
     migrations_dir: Path,
     worker_help: str,
     make_container: Callable[[], _ConsumerContainer],
+    outbox: OutboxTables,
 ) -> typer.Typer:
-    """``<service> api``, ``worker``, ``db upgrade|downgrade`` and ``dead-letters``.
+    """``<service> api``, ``worker``, ``db upgrade|downgrade``, ``dead-letters`` and ``relay``.
 
     The ASGI app and the worker's entry are the ones the service's package
     declares (entry points ``casebridge.api`` and ``casebridge.worker``, which
@@ -123,6 +177,7 @@ def service_app(
     db_app = typer.Typer(help="Database schema", no_args_is_help=True)
     app.add_typer(db_app, name="db")
     app.add_typer(dead_letters_app(make_container), name="dead-letters")
+    app.add_typer(relay_app(make_container, outbox), name="relay")
 
     @app.command()
     def api(

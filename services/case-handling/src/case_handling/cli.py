@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from case_handling.bootstrap import Container, bootstrap
-from case_handling.db import MIGRATIONS
+from case_handling.db import MIGRATIONS, outbox
 from case_handling.settings import get_settings
 from casebridge_shared.operations import service_app
 
@@ -18,4 +18,5 @@ app = service_app(
     migrations_dir=MIGRATIONS,
     worker_help="Run the worker: orders become cases (consumer), case events go out (relay).",
     make_container=_container,
+    outbox=outbox,
 )

@@ -12,7 +12,7 @@ import typer
 
 from casebridge_shared.operations import service_app
 from customer_ledger.bootstrap import Container, bootstrap
-from customer_ledger.db import MIGRATIONS
+from customer_ledger.db import MIGRATIONS, outbox
 from customer_ledger.journal import audit, copies
 from customer_ledger.journal.signed_note import Verifier
 from customer_ledger.settings import get_settings
@@ -28,6 +28,7 @@ app = service_app(
     migrations_dir=MIGRATIONS,
     worker_help="Run the worker: logins and account changes into the journal; checkpoints per batch, out.",
     make_container=_container,
+    outbox=outbox,
 )
 
 

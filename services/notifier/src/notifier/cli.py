@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from casebridge_shared.operations import service_app
 from notifier.bootstrap import Container, bootstrap
-from notifier.db import MIGRATIONS
+from notifier.db import MIGRATIONS, outbox
 from notifier.settings import get_settings
 
 
@@ -18,4 +18,5 @@ app = service_app(
     migrations_dir=MIGRATIONS,
     worker_help="Run the worker: case events into notifications, deliveries sent, escalations fired.",
     make_container=_container,
+    outbox=outbox,
 )

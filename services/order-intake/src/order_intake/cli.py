@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 
 from casebridge_shared.operations import service_app
-from casebridge_shared.outbox import mark_for_replay, relay_status
 from order_intake.bootstrap import Container, bootstrap
 from order_intake.db import MIGRATIONS, outbox
 from order_intake.settings import get_settings
@@ -26,52 +24,12 @@ app = service_app(
     migrations_dir=MIGRATIONS,
     worker_help="Run the worker: the outbox relay, the consumer of case events, the document fetcher.",
     make_container=_container,
+    outbox=outbox,
 )
-relay_app = typer.Typer(help="The outbox relay", no_args_is_help=True)
 keys_app = typer.Typer(help="Token signing keys", no_args_is_help=True)
 documents_app = typer.Typer(help="Documents copied from case-handling", no_args_is_help=True)
-app.add_typer(relay_app, name="relay")
 app.add_typer(keys_app, name="keys")
 app.add_typer(documents_app, name="documents")
-
-
-@relay_app.command("replay")
-def relay_replay(
-    since: Annotated[
-        datetime, typer.Option(help="Republish every event created at or after this time (UTC if no zone)")
-    ],
-) -> None:
-    """Queue events for publishing again (e.g. to rebuild a topic). Consumers dedupe by event id."""
-    when = since if since.tzinfo else since.replace(tzinfo=UTC)
-
-    async def run() -> int:
-        container = bootstrap(get_settings())
-        try:
-            return await mark_for_replay(container.db, outbox, when)
-        finally:
-            await container.close()
-
-    count = asyncio.run(run())
-    typer.echo(f"{count} events queued for republishing")
-
-
-@relay_app.command("status")
-def relay_status_cmd() -> None:
-    """Backlog, oldest unpublished age and the last runs, as JSON."""
-
-    async def run() -> dict[str, object]:
-        container = bootstrap(get_settings())
-        try:
-            status = await relay_status(container.db, outbox)
-            return {
-                "backlog": status.backlog,
-                "oldest_unpublished_age_seconds": status.oldest_unpublished_age_seconds,
-                "last_runs": status.last_runs,
-            }
-        finally:
-            await container.close()
-
-    typer.echo(json.dumps(asyncio.run(run()), default=str, indent=2))
 
 
 @keys_app.command("rotate")
