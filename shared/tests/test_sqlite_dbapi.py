@@ -189,3 +189,18 @@ async def test_a_held_back_insert_that_fails_fails_the_commit_and_nothing_is_wri
             "taken",
             "after",
         ]
+
+
+async def test_leaving_the_block_with_inserts_held_back_is_an_error(db: Database) -> None:
+    async with db.write_session() as session:
+
+        def forgot_to_commit(sync_session: Any) -> None:
+            sync = sync_session.connection()
+            with sent_with_commit(sync):
+                sync.execute(insert(notes).values(body="never sent"))
+
+        with pytest.raises(RuntimeError, match="never sent"):
+            await session.run_sync(forgot_to_commit)
+        await session.rollback()
+    async with db.session() as session:
+        assert (await session.execute(select(notes.c.body))).scalars().all() == []

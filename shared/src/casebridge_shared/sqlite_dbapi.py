@@ -211,7 +211,8 @@ def sent_with_commit(connection: Connection) -> Iterator[None]:
     an INSERT ... RETURNING, an UPDATE or DELETE, whose row count may be
     read), before it, or with the COMMIT: the order of statements is kept. A
     failing insert fails the statement it went with, or the COMMIT, which
-    then commits nothing. On other drivers nothing changes.
+    then commits nothing. Commit inside the block: leaving it with inserts
+    still held back is an error. On other drivers nothing changes.
     """
     adapted = connection.connection.dbapi_connection
     if not isinstance(adapted, _OneTripConnection):
@@ -220,5 +221,10 @@ def sent_with_commit(connection: Connection) -> Iterator[None]:
     adapted._sent_with_commit = []
     try:
         yield
-    finally:
-        adapted._sent_with_commit = None
+    except BaseException:
+        adapted._sent_with_commit = None  # the transaction is being abandoned with them
+        raise
+    held_back, adapted._sent_with_commit = adapted._sent_with_commit, None
+    if held_back:
+        # Dropping them silently would lose writes a later COMMIT was meant to carry.
+        raise RuntimeError("inserts held back by sent_with_commit were never sent: commit inside the block")
