@@ -12,7 +12,8 @@ from typing import Any, ClassVar
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import REGISTRY
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+from sqlalchemy import Column, ForeignKey, Integer, MetaData, String, Table, event, func, insert, select
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from casebridge_shared import testing
@@ -38,6 +39,12 @@ THINGS = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("name", String(100), nullable=False),
+)
+LABELS = Table(
+    "labels",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("thing", Integer, ForeignKey("things.id"), nullable=False),
 )
 
 
@@ -442,3 +449,75 @@ async def test_rows_inserted_at_commit_are_written_with_the_events_or_not_at_all
         uow.insert_at_commit(THINGS)  # no rows: nothing written (not a row of defaults)
         await uow.commit()
     assert await things(db) == ["first", "second", "third", "kept"]
+
+
+async def test_rows_queued_for_a_table_go_in_one_statement_tables_in_the_order_first_queued(
+    db: Database,
+) -> None:
+    statements: list[tuple[str, int]] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        if statement.startswith("INSERT INTO things") or statement.startswith("INSERT INTO labels"):
+            statements.append((statement.split()[2], len(parameters) if many else 1))
+
+    # Every engine: the database's writes go through a writer engine of their own on SQLite.
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        async with UnitOfWork(db, OUTBOX, "/casebridge/test") as uow:
+            # Alternating, as a handler writes a thing and then its label, event after event.
+            for n in range(1, 4):
+                uow.insert_at_commit(THINGS, {"id": n, "name": f"thing-{n}"})
+                uow.insert_at_commit(LABELS, {"thing": n})  # refers to a row queued before it
+            await uow.commit()
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+    assert statements == [("things", 3), ("labels", 3)]
+    assert await things(db) == ["thing-1", "thing-2", "thing-3"]
+
+
+async def test_a_queued_row_can_be_withdrawn_before_the_commit(db: Database) -> None:
+    first, second, third = {"name": "first"}, {"name": "second"}, {"name": "third"}
+    async with UnitOfWork(db, OUTBOX, "/casebridge/test") as uow:
+        uow.insert_at_commit(THINGS, first, second, third)
+        assert uow.withdraw(THINGS, second) is True
+        assert uow.withdraw(THINGS, second) is False  # already taken back
+        assert uow.withdraw(THINGS, {"name": "first"}) is False  # an equal dict is not the queued one
+        assert uow.withdraw(LABELS, first) is False  # not queued for that table
+        await uow.commit()
+    assert await things(db) == ["first", "third"]
+
+
+async def test_before_run_sees_each_run_s_new_events_once_before_its_handlers(
+    db: Database, broker: EmbeddedBroker
+) -> None:
+    announced: list[tuple[int, list[str]]] = []
+    handled: list[tuple[int, str]] = []
+    runs = iter(range(1_000_000))
+
+    async def before_run(uow: UnitOfWork, run: Any) -> None:
+        number = next(runs)
+        uow.session.info["test.run"] = number
+        announced.append((number, [payload.name for _, payload in run]))
+
+    class Recording(Behaviour):
+        async def handle(self, uow: UnitOfWork, event: CloudEvent, payload: EventPayload) -> None:
+            assert isinstance(payload, ThingHappened)
+            handled.append((uow.session.info["test.run"], payload.name))
+            await super().handle(uow, event, payload)
+
+    twice = event_bytes("sent-twice")
+    names = [f"thing-{i}" for i in range(40)]
+    await send(
+        broker, *(event_bytes(n) for n in names[:20]), twice, twice, *(event_bytes(n) for n in names[20:])
+    )
+    consumer = make_consumer(db, broker, Recording())
+    consumer.before_run = before_run
+
+    async def drained() -> bool:
+        return len(await things(db)) == len(names) + 1
+
+    await run_until(consumer, drained)
+    assert sorted(await things(db)) == sorted([*names, "sent-twice"])  # each once
+    for number, announced_names in announced:  # each run: exactly the events its handlers applied
+        assert announced_names == [name for run, name in handled if run == number]
+    assert sum(names_.count("sent-twice") for _, names_ in announced) == 1

@@ -139,8 +139,11 @@ class Factory:
         event = order_event(**data_overrides)
         payload = PAYLOAD_MODELS[event.type].model_validate(event.data)
         async with self.container.uow() as uow:
-            case = await service.open_case(uow, payload, event.aggregateversion)  # type: ignore[arg-type]
+            case_id = await service.open_case(uow, payload, event.aggregateversion)  # type: ignore[arg-type]
             await uow.commit()
+        assert case_id is not None
+        async with self.container.db.session() as session:
+            case = await session.get(Case, case_id)
         assert case is not None
         return case
 

@@ -306,12 +306,59 @@ async def test_a_case_opened_earlier_in_the_same_transaction_is_found_without_th
 
         monkeypatch.setattr(uow.session, "exec", counted)
         assert await case_service.open_case(uow, placed, 1) is None  # a second copy: no second case
-        assert await case_service.update_from_order(uow, updated, 2) is opened
+        case = await case_service.update_from_order(uow, updated, 2)
+        assert case is not None and case.id == opened  # the queued row, taken back as an ORM object
         assert queries == []  # neither asked the database (nor flushed the pending case to do so)
         await uow.commit()
     [case] = await cases(container)
-    assert case.id == opened.id and case.description == "Also my notice." and case.order_version == 2
+    assert case.id == opened and case.description == "Also my notice." and case.order_version == 2
     async with container.uow() as uow:
         # A later transaction asks the database (and finds it).
         again = await case_service.update_from_order(uow, updated, 2)
         assert again is None  # version 2 already applied
+
+
+async def test_a_run_of_orders_asks_for_their_cases_once_and_an_order_cancelled_in_it_is_cancelled(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's ``before_run`` finds the run's cases in one query; the handlers ask nothing more."""
+    from case_handling.cases.events import CaseCancelled, CaseOpened
+    from case_handling.intake import service as intake
+    from case_handling.intake.events import PAYLOAD_MODELS
+
+    existing = str(uuid.uuid4())
+    async with container.uow() as uow:
+        await case_service.open_case(uow, OrderState.model_validate(order_event(existing).data), 1)
+        await uow.commit()
+    new = [str(uuid.uuid4()) for _ in range(3)]
+    run = [order_event(o) for o in [*new, existing]]
+    run.append(order_event(new[0], ORDER_CANCELLED, version=2, reason="Found a lawyer nearby"))
+    items = [(e, PAYLOAD_MODELS[e.type].model_validate(e.data)) for e in run]
+    async with container.uow() as uow:
+        queries: list[str] = []
+        original = uow.session.exec
+
+        async def counted(statement: Any, **kw: Any) -> Any:
+            queries.append(str(statement))
+            return await original(statement, **kw)
+
+        monkeypatch.setattr(uow.session, "exec", counted)
+        await intake.before_run(uow, items)
+        assert len(queries) == 1  # the run's cases, all in one query
+        for event, payload in items:
+            await intake.HANDLERS[event.type](uow, event, payload)
+        assert len(queries) == 1  # no handler asked the database again
+        await uow.commit()
+    by_order = {c.order_id: c for c in await cases(container)}
+    assert sorted(by_order) == sorted([*new, existing])  # the existing order got no second case
+    assert by_order[new[0]].status == "cancelled" and by_order[new[0]].order_version == 2
+    assert {by_order[o].status for o in new[1:]} == {"new"}
+    async with container.db.session() as s:
+        entries = (await s.execute(select(CaseEntry.case_id, CaseEntry.kind).order_by(CaseEntry.id))).all()
+        emitted = list((await s.execute(select(outbox.outbox.c.event_type))).scalars())
+    kinds: dict[str, list[str]] = {}
+    for case_id, kind in entries:
+        kinds.setdefault(case_id, []).append(kind)
+    assert kinds[by_order[new[0]].id] == ["opened", "cancelled"]
+    assert all(kinds[by_order[o].id] == ["opened"] for o in [*new[1:], existing])
+    assert sorted(emitted) == sorted([CaseOpened.event_type] * 4 + [CaseCancelled.event_type])

@@ -189,7 +189,7 @@ class UnitOfWork:
         self._tables = tables
         self._source = source
         self._events: list[CloudEvent] = []
-        self._rows: list[tuple[Table, list[dict[str, Any]]]] = []
+        self._rows: dict[Table, list[dict[str, Any]]] = {}
         self._session_cm: Any = None
         self.session: AsyncSession
 
@@ -197,7 +197,7 @@ class UnitOfWork:
         self._session_cm = self._db.write_session()
         self.session = await self._session_cm.__aenter__()
         self._events = []
-        self._rows = []
+        self._rows = {}
         return self
 
     async def __aexit__(
@@ -233,12 +233,28 @@ class UnitOfWork:
         """Rows this unit of work creates and does not read back, written at commit.
 
         Core inserts, after the flush of the session's ORM objects and before the
-        events, in the order given (a row referring to another comes after it):
-        no ORM object per row, and no trip of their own into SQLAlchemy's
-        greenlet and to the database. No rows, nothing written.
+        events: no ORM object per row, and no trip of their own into SQLAlchemy's
+        greenlet and to the database. A table's rows are written together, in the
+        order queued, one statement for all of them; tables go in the order their
+        first row was queued, so a row may refer to rows of tables queued before
+        its own (a case's first timeline entry after the case), and to anything
+        flushed. No rows, nothing written.
         """
         if rows:
-            self._rows.append((table, list(rows)))
+            self._rows.setdefault(table, []).extend(rows)
+
+    def withdraw(self, table: Table, row: dict[str, Any]) -> bool:
+        """Take back a row queued by ``insert_at_commit`` (that very dict); False if it is not queued.
+
+        For a row the same transaction turns out to need after all: the caller
+        adds it as an ORM object instead, and the flush writes it first.
+        """
+        queued = self._rows.get(table, [])
+        for index, candidate in enumerate(queued):
+            if candidate is row:
+                del queued[index]
+                return True
+        return False
 
     @property
     def pending_events(self) -> Sequence[CloudEvent]:
@@ -262,7 +278,7 @@ class UnitOfWork:
         # CPU as a short statement.
         await self.session.run_sync(self._write_and_commit, rows)
         self._events = []
-        self._rows = []
+        self._rows = {}
 
     def _write_and_commit(self, session: Session, rows: list[dict[str, Any]]) -> None:
         session.flush()  # the state's own rows (ORM objects added), then its events
@@ -273,8 +289,9 @@ class UnitOfWork:
         # SQLite: the queued rows, the events and the COMMIT in one trip to the
         # database thread, so the file's write lock is not held across loop turns.
         with sent_with_commit(connection):
-            for table, values in self._rows:
-                connection.execute(_insert_into(table), values)
+            for table, values in self._rows.items():
+                if values:
+                    connection.execute(_insert_into(table), values)
             if rows:
                 connection.execute(_insert_into(self._tables.outbox), rows)
                 if self._db.dialect == "postgresql":
@@ -285,7 +302,7 @@ class UnitOfWork:
     async def rollback(self) -> None:
         await self.session.rollback()
         self._events = []
-        self._rows = []
+        self._rows = {}
 
 
 @functools.cache

@@ -50,6 +50,7 @@ class Container:
             group=CONSUMER_GROUP,
             topics=[ORDERS_TOPIC, CATALOG_TOPIC],
             handlers=intake.HANDLERS,
+            before_run=intake.before_run,
             payload_models=PAYLOAD_MODELS,
             source=EVENT_SOURCE,
         )

@@ -7,6 +7,7 @@ summaries and internal file names stay here.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
@@ -14,6 +15,7 @@ from typing import Any, Literal
 from sqlalchemy import String, bindparam, cast, func, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
 
 from case_handling.cases import events
 from case_handling.cases.models import (
@@ -31,7 +33,7 @@ from case_handling.cases.models import (
 )
 from case_handling.intake.events import OrderCancelled, OrderState, ProductState
 from casebridge_shared.auth import Principal, Role
-from casebridge_shared.db import transaction_scoped, utcnow
+from casebridge_shared.db import new_id, one_of, table_of, transaction_scoped, utcnow
 from casebridge_shared.outbox import UnitOfWork
 from casebridge_shared.problems import Conflict, Forbidden, NotFound
 from casebridge_shared.versioning import check_version
@@ -43,25 +45,73 @@ ORDER_CONTROLLED_BY_CUSTOMER = "order"  # author id of entries caused by the cus
 
 
 _OPENED_IN_THIS_TRANSACTION = "case_handling.opened_cases"
-# Built once: the statement keeps its cache key, each event only binds its order id.
+_LOOKED_UP_IN_THIS_TRANSACTION = "case_handling.cases_by_order"
+# Built once: the statements keep their cache keys, each event only binds its order ids.
 _CASE_FOR_ORDER = select(Case).where(col(Case.order_id) == bindparam("order_id")).with_for_update()
 
 
-def _opened_in_this_transaction(session: AsyncSession) -> dict[str, Case]:
+_CASES = table_of(Case)
+_ENTRIES = table_of(CaseEntry)
+
+
+@functools.cache
+def _cases_for_orders(dialect: str) -> SelectOfScalar[Case]:
+    return select(Case).where(one_of(_CASES.c.order_id, "order_ids", dialect)).with_for_update()
+
+
+def _opened_in_this_transaction(session: AsyncSession) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """Cases opened in this transaction and not written yet, by order id: the case's queued row
+    and its first timeline entry's."""
     return transaction_scoped(session, _OPENED_IN_THIS_TRANSACTION, dict)
 
 
-async def _case_for_order(session: AsyncSession, order_id: str) -> Case | None:
+def _looked_up_in_this_transaction(session: AsyncSession) -> dict[str, Case | None]:
+    """Order id -> its case (locked), or None for an order without one, as found in this transaction."""
+    return transaction_scoped(session, _LOOKED_UP_IN_THIS_TRANSACTION, dict)
+
+
+async def look_up_cases_for_orders(uow: UnitOfWork, order_ids: Sequence[str]) -> None:
+    """Find the cases of a run of order events in one query rather than one per event.
+
+    A backlog of new orders would otherwise cost a round trip each only to learn
+    that no case exists yet. The rows are locked as ``_case_for_order`` locks them.
+    """
+    looked_up = _looked_up_in_this_transaction(uow.session)
+    wanted = sorted({o for o in order_ids if o not in looked_up})
+    if not wanted:
+        return
+    with uow.session.no_autoflush:
+        statement = _cases_for_orders(uow.session.get_bind().dialect.name)
+        found = {c.order_id: c for c in await uow.session.exec(statement, params={"order_ids": wanted})}
+    for order_id in wanted:
+        looked_up[order_id] = found.get(order_id)
+
+
+async def _case_for_order(uow: UnitOfWork, order_id: str) -> Case | None:
     # A run of order events is applied in one transaction: a case opened earlier
-    # in the run is not in the database yet. Remembering it by order id (rather
-    # than scanning session.new, which grew with the run: quadratic) lets the
-    # query skip the autoflush, so the run's inserts go to the database together
-    # at commit instead of one round trip each.
-    opened = _opened_in_this_transaction(session).get(order_id)
+    # in the run is a row queued for the commit, not in the database yet. A
+    # later event of the run that changes it (the order updated or cancelled
+    # straight after it was placed) takes the rows back and works on them as
+    # ORM objects, which the flush writes in the order added: the opened entry
+    # keeps its place before the entries that follow it.
+    session = uow.session
+    looked_up = _looked_up_in_this_transaction(session)
+    opened = _opened_in_this_transaction(session).pop(order_id, None)
     if opened is not None:
-        return opened
+        row, entry = opened
+        uow.withdraw(_CASES, row)
+        uow.withdraw(_ENTRIES, entry)
+        case = Case(**row)
+        session.add(case)
+        session.add(CaseEntry(**entry))
+        looked_up[order_id] = case
+        return case
+    if order_id in looked_up:
+        return looked_up[order_id]
     with session.no_autoflush:
-        return (await session.exec(_CASE_FOR_ORDER, params={"order_id": order_id})).first()
+        found = (await session.exec(_CASE_FOR_ORDER, params={"order_id": order_id})).first()
+    looked_up[order_id] = found
+    return found
 
 
 def _service_information(order: OrderState) -> dict[str, Any]:
@@ -117,39 +167,66 @@ def _touch(case: Case) -> None:
     case.updated_at = utcnow()
 
 
-async def open_case(uow: UnitOfWork, order: OrderState, order_version: int) -> Case | None:
-    """``order placed``: the case with its service information. A second copy is a no-op."""
-    if await _case_for_order(uow.session, order.order_id) is not None:
+async def open_case(uow: UnitOfWork, order: OrderState, order_version: int) -> str | None:
+    """``order placed``: the case with its service information. A second copy is a no-op.
+
+    The case and its first timeline entry are rows queued for the commit, not
+    ORM objects: building, tracking and flushing two ORM objects per order was
+    most of the consumer's time draining a backlog (docs/benchmarks.md).
+    Returns the new case's id; None if the order has a case already.
+    """
+    if await _case_for_order(uow, order.order_id) is not None:
         return None
     now = utcnow()
-    case = Case(
-        order_id=order.order_id,
-        order_version=order_version,
-        order_placed_at=order.created_at,
-        created_at=now,
-        updated_at=now,
+    row: dict[str, Any] = {
+        "id": new_id(),
+        "order_id": order.order_id,
+        "order_version": order_version,
+        "order_placed_at": order.created_at,
+        "created_at": now,
+        "updated_at": now,
+        "status": CaseStatus.NEW.value,
+        "version": 1,
+        "priority": "normal",
         **_service_information(order),
-    )
-    uow.session.add(case)
-    _opened_in_this_transaction(uow.session)[case.order_id] = case
-    _entry(uow, case, "opened", None, customer_visible=True)
+    }
+    entry: dict[str, Any] = {
+        "case_id": row["id"],
+        "kind": "opened",
+        "at": now,
+        "author_id": ORDER_CONTROLLED_BY_CUSTOMER,
+        "author_name": None,
+        "status": row["status"],
+        "customer_visible": True,
+        "data": {},
+    }
+    uow.insert_at_commit(_CASES, row)
+    uow.insert_at_commit(_ENTRIES, entry)
+    _opened_in_this_transaction(uow.session)[order.order_id] = (row, entry)
     uow.emit(
         events.CaseOpened(
-            **_base(case), product_category=case.product_category, product_title=case.product_title
+            case_id=row["id"],
+            order_id=order.order_id,
+            customer_id=row["customer_id"],
+            status=row["status"],
+            at=now,
+            product_category=row["product_category"],
+            product_title=row["product_title"],
         ),
-        key=case.id,
-        version=case.version,
+        key=row["id"],
+        version=1,
     )
-    return case
+    return str(row["id"])
 
 
 async def update_from_order(uow: UnitOfWork, order: OrderState, order_version: int) -> Case | None:
     """``order updated``: newer service information; stale versions are ignored."""
-    case = await _case_for_order(uow.session, order.order_id)
+    case = await _case_for_order(uow, order.order_id)
     if case is None:
         # The placed event was dead-lettered or is being replayed later: the update
         # carries the whole order, so the case starts from it.
-        return await open_case(uow, order, order_version)
+        await open_case(uow, order, order_version)
+        return await _case_for_order(uow, order.order_id)
     if order_version <= case.order_version:
         return None
     info = _service_information(order)
@@ -165,7 +242,12 @@ async def update_from_order(uow: UnitOfWork, order: OrderState, order_version: i
 
 async def cancel_from_order(uow: UnitOfWork, order: OrderCancelled, order_version: int) -> Case | None:
     """``order cancelled``: the case is cancelled unless it is already closed."""
-    case = await _case_for_order(uow.session, order.order_id) or await open_case(uow, order, order_version)
+    case = await _case_for_order(uow, order.order_id)
+    if case is None:
+        # Cancelled before its placed event was applied (dead-lettered, or replayed
+        # later): the case is opened from the cancellation's copy of the order.
+        await open_case(uow, order, order_version)
+        case = await _case_for_order(uow, order.order_id)
     if case is None or CaseStatus(case.status) in FINAL_STATUSES:
         return None
     case.order_version = max(case.order_version, order_version)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from case_handling.cases import service as cases
 from case_handling.intake.events import (
     ORDER_CANCELLED,
@@ -33,6 +36,13 @@ async def order_cancelled(uow: UnitOfWork, event: CloudEvent, order: OrderCancel
 
 async def product_changed(uow: UnitOfWork, event: CloudEvent, product: ProductState) -> None:
     await cases.upsert_product(uow, product)
+
+
+async def before_run(uow: UnitOfWork, run: Sequence[tuple[CloudEvent, Any]]) -> None:
+    """The cases of the run's orders, found in one query before its events are applied."""
+    order_ids = [payload.order_id for _, payload in run if isinstance(payload, OrderState)]
+    if order_ids:
+        await cases.look_up_cases_for_orders(uow, order_ids)
 
 
 HANDLERS: dict[str, Handler] = {
