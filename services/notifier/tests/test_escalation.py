@@ -173,3 +173,45 @@ async def test_a_timer_started_earlier_in_the_transaction_is_not_started_twice(
     async with container.db.session() as session:
         timers = (await session.exec(select(ClaimTimer))).all()
     assert [t.case_id for t in timers] == ["case-9"]
+
+
+async def test_a_run_s_new_cases_are_checked_for_timers_in_one_query(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's ``before_run``: one query for the run's case-opened events, none per event."""
+    from notifier.notifications import rules
+    from notifier.notifications.events import PAYLOAD_MODELS
+
+    from .conftest import CaseEvents
+
+    await open_case(container, "case-old")
+    new = [CaseEvents() for _ in range(3)]
+    old = CaseEvents()
+    old.case_id = "case-old"
+    run = [(e, PAYLOAD_MODELS[e.type].model_validate(e.data)) for e in [c.opened() for c in [*new, old]]]
+    async with container.uow() as uow:
+        session = uow.session
+        looked_up: list[str] = []
+        get = session.get
+
+        async def counted(model: Any, key: Any, **kw: Any) -> Any:
+            looked_up.append(key)
+            return await get(model, key, **kw)
+
+        monkeypatch.setattr(session, "get", counted)
+        await rules.before_run(uow, run)
+        for _event, payload in run:
+            await escalation.start(
+                session,
+                case_id=payload.case_id,
+                order_id=payload.order_id,
+                product_category=payload.product_category,
+                product_title=payload.product_title,
+                opened_at=OPENED,
+                rule=None,
+            )
+        assert looked_up == []  # every case was answered from the run's one query
+        await uow.commit()
+    async with container.db.session() as session:
+        timers = sorted(t.case_id for t in (await session.exec(select(ClaimTimer))).all())
+    assert timers == sorted(["case-old", *(c.case_id for c in new)])  # the old one not started twice

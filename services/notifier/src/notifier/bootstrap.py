@@ -50,6 +50,7 @@ class Container:
             handlers={**rules.handlers(self.settings), **directory.HANDLERS},
             payload_models={**CASE_PAYLOADS, **IDENTITY_PAYLOADS},
             source=EVENT_SOURCE,
+            before_run=rules.before_run,
         )
 
     def dispatcher(self, http_transport: httpx.AsyncBaseTransport | None = None) -> Dispatcher:

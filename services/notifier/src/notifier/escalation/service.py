@@ -9,14 +9,17 @@ took the case (assigned, started, solved, closed, cancelled) stops it.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import update
+from sqlalchemy import Select, update
+from sqlalchemy import select as select_core
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from casebridge_shared.db import Database, transaction_scoped
+from casebridge_shared.db import Database, one_of, table_of, transaction_scoped
 from notifier.directory.service import people_with_role
 from notifier.escalation.models import ClaimTimer
 from notifier.notifications.models import Kind
@@ -26,6 +29,31 @@ from notifier.routing.service import DEFAULT_CLAIM_WITHIN_MINUTES, DEFAULT_ESCAL
 
 log = structlog.get_logger(__name__)
 _STARTED_IN_THIS_TRANSACTION = "notifier.claim_timers_started"
+_LOOKED_UP_IN_THIS_TRANSACTION = "notifier.claim_timers_looked_up"
+
+
+def _looked_up_in_this_transaction(session: AsyncSession) -> dict[str, bool]:
+    """Case id -> whether it has a claim timer, as found by ``look_up_timers`` in this transaction."""
+    return transaction_scoped(session, _LOOKED_UP_IN_THIS_TRANSACTION, dict)
+
+
+@functools.cache
+def _timers_of(dialect: str) -> Select[tuple[str]]:
+    timers = table_of(ClaimTimer)
+    return select_core(timers.c.case_id).where(one_of(timers.c.case_id, "case_ids", dialect))
+
+
+async def look_up_timers(session: AsyncSession, case_ids: Sequence[str]) -> None:
+    """Which of a run's new cases have a claim timer already, in one query instead of one each."""
+    looked_up = _looked_up_in_this_transaction(session)
+    wanted = sorted({c for c in case_ids if c not in looked_up})
+    if not wanted:
+        return
+    statement = _timers_of(session.get_bind().dialect.name)
+    with session.no_autoflush:
+        found = set((await session.execute(statement, {"case_ids": wanted})).scalars())
+    for case_id in wanted:
+        looked_up[case_id] = case_id in found
 
 
 async def start(
@@ -46,9 +74,14 @@ async def start(
     started: set[str] = transaction_scoped(session, _STARTED_IN_THIS_TRANSACTION, set)
     if case_id in started:
         return
-    with session.no_autoflush:
-        if await session.get(ClaimTimer, case_id) is not None:
-            return
+    looked_up = _looked_up_in_this_transaction(session)
+    if case_id in looked_up:
+        exists = looked_up[case_id]
+    else:
+        with session.no_autoflush:
+            exists = await session.get(ClaimTimer, case_id) is not None
+    if exists:
+        return
     started.add(case_id)
     first = rule.claim_within_minutes if rule else DEFAULT_CLAIM_WITHIN_MINUTES
     second = rule.escalate_again_after_minutes if rule else DEFAULT_ESCALATE_AGAIN_AFTER_MINUTES

@@ -11,7 +11,7 @@ Every case event also goes to the webhook subscriptions that want it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from casebridge_shared.events import CloudEvent
@@ -176,6 +176,13 @@ def _with_webhooks(handler: Callable[[UnitOfWork, CloudEvent, Any], Awaitable[No
         await deliveries.queue_webhooks(uow.session, event)
 
     return handle
+
+
+async def before_run(uow: UnitOfWork, run: Sequence[tuple[CloudEvent, Any]]) -> None:
+    """What the run's case-opened events would each look up: their claim timers, in one query."""
+    opened = [payload.case_id for event, payload in run if event.type == CASE_OPENED]
+    if opened:
+        await escalation.look_up_timers(uow.session, opened)
 
 
 def handlers(settings: Settings) -> dict[str, Handler]:

@@ -11,15 +11,17 @@ stream that resumes after number n misses nothing and repeats nothing.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import Select, func, update
+from sqlalchemy import select as select_core
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from casebridge_shared.db import utcnow
+from casebridge_shared.db import one_of, table_of, utcnow
 from notifier import memo
 from notifier.deliveries import service as deliveries
 from notifier.notifications.models import Channel, Kind, Notification
@@ -56,12 +58,22 @@ class Alert:
         return {"subject": self.title, "text": f"{self.body}\n\nCase {self.case_id}, order {self.order_id}."}
 
 
-async def _last_seqs(session: AsyncSession, recipients: list[str]) -> dict[str, int]:
-    rows = await session.exec(
-        select(Notification.recipient_id, func.max(Notification.seq))
-        .where(col(Notification.recipient_id).in_(recipients))
-        .group_by(col(Notification.recipient_id))
+@functools.cache
+def _last_seqs_statement(dialect: str) -> Select[tuple[str, int | None]]:
+    # one_of: the notifications table grows by the thousand while its statistics may
+    # be stale, and an IN list's generic plan then scans it (casebridge_shared.db.one_of).
+    notifications = table_of(Notification)
+    recipient = notifications.c.recipient_id
+    return (
+        select_core(recipient, func.max(notifications.c.seq))
+        .where(one_of(recipient, "recipients", dialect))
+        .group_by(recipient)
     )
+
+
+async def _last_seqs(session: AsyncSession, recipients: list[str]) -> dict[str, int]:
+    statement = _last_seqs_statement(session.get_bind().dialect.name)
+    rows = await session.execute(statement, {"recipients": recipients})
     return {r: int(s or 0) for r, s in rows.all()}
 
 
