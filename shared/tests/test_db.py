@@ -85,10 +85,7 @@ async def test_transaction_scoped_state_lives_until_commit_or_rollback(db: Datab
 
 async def test_one_of_finds_the_listed_keys_with_one_parameter_on_postgresql(tmp_path: Path) -> None:
     """``one_of``: the right rows for lists of any length; on PostgreSQL one array parameter."""
-    import uuid
-
     from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
-    from sqlalchemy.engine import make_url
 
     from casebridge_shared import testing
     from casebridge_shared.db import one_of
@@ -97,15 +94,7 @@ async def test_one_of_finds_the_listed_keys_with_one_parameter_on_postgresql(tmp
     keys = Table(
         "keys", metadata, Column("id", Integer, primary_key=True), Column("key", String(36), unique=True)
     )
-    base = testing.postgres_url()
-    name = f"cbt_one_of_{uuid.uuid4().hex[:10]}"
-    if base is None:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'one_of.sqlite3'}"
-    else:
-        await testing._pg_exec(base, f'CREATE DATABASE "{name}"')
-        url = make_url(base).set(database=name).render_as_string(hide_password=False)
-    database = Database(url)
-    try:
+    async with testing.scratch_database(tmp_path, "cbt_one_of") as database:
         async with database.engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
             await conn.execute(insert(keys), [{"id": i, "key": f"key-{i}"} for i in range(1200)])
@@ -119,7 +108,3 @@ async def test_one_of_finds_the_listed_keys_with_one_parameter_on_postgresql(tmp
             assert found == {
                 int(k.removeprefix("key-")) for k in wanted if int(k.removeprefix("key-")) < 1200
             }
-    finally:
-        await database.dispose()
-        if base is not None:
-            await testing._pg_exec(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

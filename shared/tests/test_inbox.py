@@ -56,22 +56,10 @@ class ThingHappened(EventPayload):
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    base = testing.postgres_url()
-    name = f"cbt_inbox_{uuid.uuid4().hex[:10]}"
-    if base is None:
-        url = f"sqlite+aiosqlite:///{tmp_path}/inbox.sqlite3"
-    else:
-        await testing._pg_exec(base, f'CREATE DATABASE "{name}"')
-        from sqlalchemy.engine import make_url
-
-        url = make_url(base).set(database=name).render_as_string(hide_password=False)
-    database = Database(url)
-    async with database.engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    yield database
-    await database.dispose()
-    if base is not None:
-        await testing._pg_exec(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with testing.scratch_database(tmp_path, "cbt_inbox") as database:
+        async with database.engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        yield database
 
 
 class Behaviour:

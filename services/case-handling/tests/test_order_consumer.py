@@ -297,14 +297,7 @@ async def test_a_case_opened_earlier_in_the_same_transaction_is_found_without_th
     async with container.uow() as uow:
         opened = await case_service.open_case(uow, placed, 1)
         assert opened is not None
-        queries: list[str] = []
-        original = uow.session.exec
-
-        async def counted(statement: Any, **kw: Any) -> Any:
-            queries.append(str(statement))
-            return await original(statement, **kw)
-
-        monkeypatch.setattr(uow.session, "exec", counted)
+        queries = testing.counting_calls(monkeypatch, uow.session, "exec")
         assert await case_service.open_case(uow, placed, 1) is None  # a second copy: no second case
         case = await case_service.update_from_order(uow, updated, 2)
         assert case is not None and case.id == opened  # the queued row, taken back as an ORM object
@@ -335,14 +328,7 @@ async def test_a_run_of_orders_asks_for_their_cases_once_and_an_order_cancelled_
     run.append(order_event(new[0], ORDER_CANCELLED, version=2, reason="Found a lawyer nearby"))
     items = [(e, PAYLOAD_MODELS[e.type].model_validate(e.data)) for e in run]
     async with container.uow() as uow:
-        queries: list[str] = []
-        original = uow.session.exec
-
-        async def counted(statement: Any, **kw: Any) -> Any:
-            queries.append(str(statement))
-            return await original(statement, **kw)
-
-        monkeypatch.setattr(uow.session, "exec", counted)
+        queries = testing.counting_calls(monkeypatch, uow.session, "exec")
         await intake.before_run(uow, items)
         assert len(queries) == 1  # the run's cases, all in one query
         for event, payload in items:

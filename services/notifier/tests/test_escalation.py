@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from sqlmodel import col, select
 
+from casebridge_shared import testing
 from notifier.bootstrap import Container, bootstrap
 from notifier.escalation import service as escalation
 from notifier.escalation.models import ClaimTimer
@@ -133,7 +133,6 @@ async def test_the_loop_runs_until_stopped(container: Container, people: People)
     stop = asyncio.Event()
     task = asyncio.create_task(timer.run(stop))
     try:
-        from casebridge_shared import testing
 
         async def both() -> bool:
             return len(await escalations(container)) == 2
@@ -149,14 +148,7 @@ async def test_a_timer_started_earlier_in_the_transaction_is_not_started_twice(
 ) -> None:
     """A run of events in one transaction may open the same case twice (a copy republished)."""
     async with container.db.write_session() as session:
-        looked_up: list[str] = []
-        get = session.get
-
-        async def counted(model: Any, key: Any, **kw: Any) -> Any:
-            looked_up.append(key)
-            return await get(model, key, **kw)
-
-        monkeypatch.setattr(session, "get", counted)
+        looked_up = testing.counting_calls(monkeypatch, session, "get")
         for _copy in range(2):
             await escalation.start(
                 session,
@@ -167,7 +159,8 @@ async def test_a_timer_started_earlier_in_the_transaction_is_not_started_twice(
                 opened_at=OPENED,
                 rule=None,
             )
-        assert looked_up == ["case-9"]  # the copy was answered from the transaction's own memory
+        # The copy was answered from the transaction's own memory.
+        assert [key for _model, key in looked_up] == ["case-9"]
         assert [t.case_id for t in session.new if isinstance(t, ClaimTimer)] == ["case-9"]  # not flushed
         await session.commit()
     async with container.db.session() as session:
@@ -191,14 +184,7 @@ async def test_a_run_s_new_cases_are_checked_for_timers_in_one_query(
     run = [(e, PAYLOAD_MODELS[e.type].model_validate(e.data)) for e in [c.opened() for c in [*new, old]]]
     async with container.uow() as uow:
         session = uow.session
-        looked_up: list[str] = []
-        get = session.get
-
-        async def counted(model: Any, key: Any, **kw: Any) -> Any:
-            looked_up.append(key)
-            return await get(model, key, **kw)
-
-        monkeypatch.setattr(session, "get", counted)
+        looked_up = testing.counting_calls(monkeypatch, session, "get")
         await rules.before_run(uow, run)
         for _event, payload in run:
             await escalation.start(

@@ -8,12 +8,13 @@ gets a fresh PostgreSQL database cloned from a migrated template.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -110,6 +111,45 @@ async def _pg_exec(base_url: str, sql: str) -> None:
         await conn.execute(sql)
     finally:
         await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(tmp_path: Path, prefix: str) -> AsyncIterator[Database]:
+    """An empty database of the backend under test, for tests that bring their own tables.
+
+    A SQLite file under ``tmp_path``, or with ``CASEBRIDGE_TEST_POSTGRES_URL`` a fresh
+    PostgreSQL database ``<prefix>_<random>`` on that server, dropped afterwards.
+    """
+    base = postgres_url()
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    if base is None:
+        url = f"sqlite+aiosqlite:///{tmp_path / name}.sqlite3"
+    else:
+        await _pg_exec(base, f'CREATE DATABASE "{name}"')
+        url = make_url(base).set(database=name).render_as_string(hide_password=False)
+    database = Database(url)
+    try:
+        yield database
+    finally:
+        await database.dispose()
+        if base is not None:
+            await _pg_exec(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def counting_calls(monkeypatch: Any, obj: Any, name: str) -> list[Any]:
+    """Replace the async method ``obj.name`` by one that notes each call's arguments, then calls it.
+
+    For tests that count what code asks the database: the list fills as it is called.
+    """
+    calls: list[Any] = []
+    original = getattr(obj, name)
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(obj, name, counted)
+    return calls
 
 
 async def count_rows(db: Database, table: Any, *where: Any) -> int:
