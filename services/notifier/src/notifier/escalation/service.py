@@ -20,6 +20,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from casebridge_shared.db import Database, one_of, table_of, transaction_scoped
+from notifier import memo
 from notifier.directory.service import people_with_role
 from notifier.escalation.models import ClaimTimer
 from notifier.notifications.models import Kind
@@ -29,12 +30,7 @@ from notifier.routing.service import DEFAULT_CLAIM_WITHIN_MINUTES, DEFAULT_ESCAL
 
 log = structlog.get_logger(__name__)
 _STARTED_IN_THIS_TRANSACTION = "notifier.claim_timers_started"
-_LOOKED_UP_IN_THIS_TRANSACTION = "notifier.claim_timers_looked_up"
-
-
-def _looked_up_in_this_transaction(session: AsyncSession) -> dict[str, bool]:
-    """Case id -> whether it has a claim timer, as found by ``look_up_timers`` in this transaction."""
-    return transaction_scoped(session, _LOOKED_UP_IN_THIS_TRANSACTION, dict)
+_HAS_TIMER = "claim-timer"  # memo kind: case id -> whether it has a claim timer
 
 
 @functools.cache
@@ -43,17 +39,16 @@ def _timers_of(dialect: str) -> Select[tuple[str]]:
     return select_core(timers.c.case_id).where(one_of(timers.c.case_id, "case_ids", dialect))
 
 
-async def look_up_timers(session: AsyncSession, case_ids: Sequence[str]) -> None:
-    """Which of a run's new cases have a claim timer already, in one query instead of one each."""
-    looked_up = _looked_up_in_this_transaction(session)
-    wanted = sorted({c for c in case_ids if c not in looked_up})
-    if not wanted:
-        return
+async def _with_timers(session: AsyncSession, case_ids: list[str]) -> dict[str, bool]:
     statement = _timers_of(session.get_bind().dialect.name)
     with session.no_autoflush:
-        found = set((await session.execute(statement, {"case_ids": wanted})).scalars())
-    for case_id in wanted:
-        looked_up[case_id] = case_id in found
+        found = set((await session.execute(statement, {"case_ids": case_ids})).scalars())
+    return {case_id: True for case_id in found}
+
+
+async def look_up_timers(session: AsyncSession, case_ids: Sequence[str]) -> None:
+    """Which of a run's new cases have a claim timer already, in one query instead of one each."""
+    await memo.per_item(session, _HAS_TIMER, case_ids, lambda missing: _with_timers(session, missing), False)
 
 
 async def start(
@@ -74,7 +69,7 @@ async def start(
     started: set[str] = transaction_scoped(session, _STARTED_IN_THIS_TRANSACTION, set)
     if case_id in started:
         return
-    looked_up = _looked_up_in_this_transaction(session)
+    looked_up: dict[str, bool] = memo.per_item_store(session, _HAS_TIMER)
     if case_id in looked_up:
         exists = looked_up[case_id]
     else:
