@@ -494,7 +494,7 @@ def _tree_and_postgres_pids() -> set[int]:
     return ours | {pid for pid, name in names.items() if name.startswith("postgres")}
 
 
-def _jiffies(pids: set[int]) -> int:
+def jiffies(pids: set[int]) -> int:
     total = 0
     for pid in pids:
         try:
@@ -515,11 +515,11 @@ class LoadMonitor:
     def __init__(self) -> None:
         self.pids = _tree_and_postgres_pids()
         self.busy0, self.total0 = cpu_busy_ticks()
-        self.ours0 = _jiffies(self.pids)
+        self.ours0 = jiffies(self.pids)
 
     def foreign(self) -> float:
         """Share of the whole machine (all CPUs) used by other processes since start."""
         pids = self.pids | _tree_and_postgres_pids()
         busy1, total1 = cpu_busy_ticks()
-        ours1 = _jiffies(pids)
+        ours1 = jiffies(pids)
         return max(0.0, ((busy1 - self.busy0) - (ours1 - self.ours0)) / max(1, total1 - self.total0))

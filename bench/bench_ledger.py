@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import sys
 import time
@@ -137,19 +138,48 @@ async def journal_appends(container: Any, count: int, batch: int) -> float:
     return count / (time.perf_counter() - began)
 
 
-async def api_rate(container: Any, count: int, clients: int) -> float:
+async def api_rate(
+    container: Any, url: str, bootstrap: str, workdir: Path, count: int, clients: int, workers: int
+) -> tuple[float, float]:
+    """Progress POSTs per second through ``customer-ledger api`` (``workers`` processes); its CPU per POST.
+
+    The api runs as deployed (``customer-ledger api``, uvicorn) in its own processes,
+    verifying tokens against a JWKS this process serves; the load generator and the
+    checkpoint batcher (the worker's part) run here.
+    """
+    from fastapi import FastAPI
+
     from casebridge_shared.broker import free_port
     from casebridge_shared.testing import ApiServer, TokenMinter
     from customer_ledger.journal import service
-    from customer_ledger.main import create_application
 
     minter = TokenMinter()
+    keys = FastAPI()
+    keys.get("/jwks.json")(minter.jwks)
+    jwks = ApiServer(lambda: keys, free_port())
+    await jwks.start()
     port = free_port()
-    server = ApiServer(lambda: create_application(container.settings, container, minter.verifier()), port)
-    await server.start()
+    env = c.service_env(
+        url,
+        bootstrap,
+        workdir,
+        CASEBRIDGE_CUSTOMER_LEDGER_DATABASE_URL=url,
+        CASEBRIDGE_JWKS_URL=f"{jwks.url}/jwks.json",
+        CASEBRIDGE_TOKEN_ISSUER=minter.issuer,
+        CASEBRIDGE_TOKEN_AUDIENCE=minter.audience,
+    )
+    api = c.Process(
+        "customer-ledger-api",
+        [str(c.VENV_BIN / "customer-ledger"), "api", "--port", str(port), "--workers", str(workers)],
+        env,
+        workdir,
+    )
+    api.start()
     stop = asyncio.Event()
     batcher = asyncio.create_task(container.checkpoint_batcher().run(stop))
+    connections: list[c.RawHttpClient] = []
     try:
+        await c.wait_http_ready(f"http://127.0.0.1:{port}", api)
         users = [
             {"Authorization": f"Bearer {minter.token(f'finance-{i}', 'department', department='finance')}"}
             for i in range(clients)
@@ -173,19 +203,23 @@ async def api_rate(container: Any, count: int, clients: int) -> float:
                 status, body = await connections[i].post(path, payload.encode(), users[i])
                 assert status == 201, body
 
+        processes = {api.pid} | c.descendants(api.pid)
+        cpu_before = c.jiffies(processes)
         began = time.perf_counter()
         await asyncio.gather(*(client(i) for i in range(clients)))
         elapsed = time.perf_counter() - began
+        cpu = (c.jiffies(processes) - cpu_before) / os.sysconf("SC_CLK_TCK")
         async with container.db.session() as s:
             appended = await service.tree_size(s) - before
         assert appended == per_client * clients, appended
-        return appended / elapsed
+        return appended / elapsed, cpu / appended
     finally:
         stop.set()
         await batcher
         for conn in connections:
             await conn.aclose()
-        await server.stop()
+        api.stop()
+        await jwks.stop()
 
 
 async def worker_rate(container: Any, bootstrap: str, count: int) -> float:
@@ -322,7 +356,9 @@ async def run(args: Any, url: str, bootstrap: str, workdir: Path) -> int:
         print(f"appends ({args.events:,} entries; transactions of {args.batch})")
         plain = await plain_inserts(container, args.events, args.batch)
         await reset(container)
-        api = await api_rate(container, args.api_requests, args.clients)
+        api, api_cpu = await api_rate(
+            container, url, bootstrap, workdir, args.api_requests, args.clients, args.api_workers
+        )
         await reset(container)
         appended = await journal_appends(container, args.events, args.batch)
         await reset(container)
@@ -333,8 +369,8 @@ async def run(args: Any, url: str, bootstrap: str, workdir: Path) -> int:
         )
         print(
             f"  through the API ({args.clients} finance users POSTing progress, "
-            f"{args.api_requests:,} requests): "
-            f"{api:,.0f}/s = {api / plain:.2f} of plain"
+            f"{args.api_requests:,} requests, {args.api_workers} api process(es)): "
+            f"{api:,.0f}/s = {api / plain:.2f} of plain; api CPU {api_cpu * 1000:.2f} ms per POST"
         )
         print(
             f"  through the worker (login events -> entries + login records + inbox, checkpoints per batch): "
@@ -372,6 +408,9 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=500)
     p.add_argument("--api-requests", type=int, default=4_000)
     p.add_argument("--clients", type=int, default=16)
+    p.add_argument(
+        "--api-workers", type=int, default=1, help="customer-ledger api processes (uvicorn --workers)"
+    )
     p.add_argument("--entries", type=int, default=1_000_000)
     p.add_argument("--samples", type=int, default=200)
     args = p.parse_args()

@@ -257,6 +257,11 @@ class Database:
         async with AsyncSession(self.engine, expire_on_commit=False) as session:
             yield session
 
+    @property
+    def writer_engine(self) -> AsyncEngine:
+        """The engine of ``write_session`` (on SQLite its own, which takes the write lock up front)."""
+        return self._writer
+
     @asynccontextmanager
     async def write_session(self) -> AsyncIterator[AsyncSession]:
         """A session for writing; on SQLite its transactions take the write lock up front."""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from casebridge_shared.db import Database
 from casebridge_shared.events import CASES_TOPIC, IDENTITY_TOPIC, LEDGER_CHECKPOINTS_TOPIC, ORDERS_TOPIC
+from casebridge_shared.group_commit import GroupCommit
 from casebridge_shared.inbox import EventConsumer
 from casebridge_shared.outbox import OutboxRelay, UnitOfWork
 from customer_ledger.access import service as access
@@ -29,6 +30,11 @@ class Container:
     settings: Settings
     db: Database
     signer: Signer
+    # The api's writes: concurrent requests share a transaction (and one head lock).
+    writes: GroupCommit = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.writes = GroupCommit(self.uow, max_batch=self.settings.group_commit_max_requests)
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.db, outbox, EVENT_SOURCE)

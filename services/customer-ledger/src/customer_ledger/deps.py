@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from casebridge_shared.deps import SessionDep, UowDep
+from casebridge_shared.group_commit import GroupCommit
 from customer_ledger.bootstrap import Container
 
 
@@ -15,6 +16,14 @@ async def get_container(request: Request) -> Container:
     return container
 
 
-ContainerDep = Annotated[Container, Depends(get_container)]
+async def get_writes(request: Request) -> GroupCommit:
+    writes: GroupCommit = request.app.state.container.writes
+    return writes
 
-__all__ = ["ContainerDep", "SessionDep", "UowDep"]
+
+ContainerDep = Annotated[Container, Depends(get_container)]
+# Every request that records something (a change, and every read: B5) writes to the
+# journal; they share transactions (casebridge_shared.group_commit).
+WritesDep = Annotated[GroupCommit, Depends(get_writes)]
+
+__all__ = ["ContainerDep", "SessionDep", "UowDep", "WritesDep"]

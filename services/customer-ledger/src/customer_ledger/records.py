@@ -19,7 +19,7 @@ from sqlmodel import SQLModel, col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from casebridge_shared.auth import Principal
-from casebridge_shared.db import utcnow
+from casebridge_shared.db import table_of, utcnow
 from customer_ledger.access.models import ChangeRecord, LoginRecord, ReadRecord, RecordCorrection
 from customer_ledger.customers.models import Association, Customer, Demand, Payment, ProgressEntry
 from customer_ledger.grants.models import Grant
@@ -44,6 +44,11 @@ VIEWS: tuple[type[SQLModel], ...] = (
 )
 
 Operation = Literal["insert", "update", "delete"]
+
+_CHANGES = table_of(ChangeRecord)
+_READS = table_of(ReadRecord)
+_LOGINS = table_of(LoginRecord)
+_CORRECTIONS = table_of(RecordCorrection)
 
 
 @dataclass(frozen=True)
@@ -173,51 +178,64 @@ def _parse_time(value: str) -> datetime:
 
 
 async def project(session: AsyncSession, index: int, body: dict[str, Any]) -> None:
-    """Apply journal entry ``index`` to the tables. Entries of other types change no table."""
+    """Apply journal entry ``index`` to the tables. Entries of other types change no table.
+
+    New rows are queued to be written with the journal's own rows (one insert per
+    table when the transaction commits, or before a query of their table), not
+    added as ORM objects: a group commit's requests would otherwise write them
+    one statement each, whenever the next request asks its first question.
+    """
     kind = body.get("type")
     if kind == "change":
         await _apply_change(session, index, body)
     elif kind == "read":
         reader = body["reader"]
         customers: list[str | None] = list(body["customers"]) or [None]
+        at = _parse_time(body["at"])
         for position, customer_id in enumerate(customers):
-            session.add(
-                ReadRecord(
-                    journal_index=index,
-                    position=position,
-                    customer_id=customer_id,
-                    what=body["what"][:64],
-                    reader=reader["subject"],
-                    department=reader["department"],
-                    at=_parse_time(body["at"]),
-                )
+            await journal.insert_with_journal(
+                session,
+                _READS,
+                {
+                    "journal_index": index,
+                    "position": position,
+                    "customer_id": customer_id,
+                    "what": body["what"][:64],
+                    "reader": reader["subject"],
+                    "department": reader["department"],
+                    "at": at,
+                },
             )
     elif kind == "correction":
-        session.add(
-            RecordCorrection(
-                journal_index=index,
-                of_index=body["of_index"],
-                record=body["record"],
-                corrected=body["corrected"],
-                reason=body["reason"],
-                feedback_ref=body["feedback_ref"],
-                corrected_by=body["by"]["subject"],
-                at=_parse_time(body["at"]),
-            )
+        await journal.insert_with_journal(
+            session,
+            _CORRECTIONS,
+            {
+                "journal_index": index,
+                "of_index": body["of_index"],
+                "record": body["record"],
+                "corrected": body["corrected"],
+                "reason": body["reason"],
+                "feedback_ref": body["feedback_ref"],
+                "corrected_by": body["by"]["subject"],
+                "at": _parse_time(body["at"]),
+            },
         )
     elif kind == "login":
-        session.add(
-            LoginRecord(
-                journal_index=index,
-                user_id=body["user_id"],
-                email=body["email"],
-                outcome=body["outcome"],
-                reason=body["reason"],
-                department=body.get("department"),
-                client_ip=body["client_ip"],
-                user_agent=body["user_agent"],
-                at=_parse_time(body["at"]),
-            )
+        await journal.insert_with_journal(
+            session,
+            _LOGINS,
+            {
+                "journal_index": index,
+                "user_id": body["user_id"],
+                "email": body["email"],
+                "outcome": body["outcome"],
+                "reason": body["reason"],
+                "department": body.get("department"),
+                "client_ip": body["client_ip"],
+                "user_agent": body["user_agent"],
+                "at": _parse_time(body["at"]),
+            },
         )
 
 
@@ -231,25 +249,27 @@ async def _apply_change(session: AsyncSession, index: int, body: dict[str, Any])
     else:
         row = model.model_validate(body["after"])
         if operation == "insert":
-            session.add(row)
+            await journal.insert_with_journal(session, table_of(model), row.model_dump())
         else:
             await session.merge(row)
     by = body["by"]
-    session.add(
-        ChangeRecord(
-            journal_index=index,
-            table=body["table"],
-            operation=operation,
-            record_id=body["record_id"],
-            customer_id=body["customer_id"],
-            before=body["before"],
-            after=body["after"],
-            changed_by=by["subject"],
-            department=by["department"],
-            reason=body["reason"],
-            feedback_ref=body["feedback_ref"],
-            at=_parse_time(body["at"]),
-        )
+    await journal.insert_with_journal(
+        session,
+        _CHANGES,
+        {
+            "journal_index": index,
+            "table": body["table"],
+            "operation": operation,
+            "record_id": body["record_id"],
+            "customer_id": body["customer_id"],
+            "before": body["before"],
+            "after": body["after"],
+            "changed_by": by["subject"],
+            "department": by["department"],
+            "reason": body["reason"],
+            "feedback_ref": body["feedback_ref"],
+            "at": _parse_time(body["at"]),
+        },
     )
 
 

@@ -367,6 +367,13 @@ class TokenMinter:
     def headers(self, subject: str, *roles: str, **kw: Any) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(subject, *roles, **kw)}"}
 
+    def jwks(self) -> dict[str, Any]:
+        """The public key as a JWKS document, for a service in another process to verify against."""
+        from jwt.algorithms import OKPAlgorithm
+
+        key = json.loads(OKPAlgorithm.to_jwk(self._key.public_key()))
+        return {"keys": [{**key, "kid": self.kid, "use": "sig", "alg": "EdDSA"}]}
+
     def verifier(self) -> Any:
         from casebridge_shared.auth import KeyResolverVerifier
 

@@ -6,13 +6,15 @@ admin's reads are on record like everyone's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from casebridge_shared.auth import Department, Principal, Role, require_roles
+from casebridge_shared.group_commit import GroupCommit
 from casebridge_shared.pagination import Page, PageDep, PageParams
 from casebridge_shared.problems import PROBLEM_RESPONSES
 from customer_ledger.access import service
@@ -23,7 +25,7 @@ from customer_ledger.access.models import (
     LoginRecordRead,
     ReadRecordRead,
 )
-from customer_ledger.deps import UowDep
+from customer_ledger.deps import WritesDep
 from customer_ledger.records import Actor, record_read
 
 R = TypeVar("R", LoginRecordRead, ChangeRecordRead, ReadRecordRead)
@@ -39,17 +41,31 @@ Table = Literal["customers", "demands", "associations", "progress", "payments", 
 
 
 async def _answer(
-    uow: UowDep,
+    writes: GroupCommit,
     admin: Principal,
     what: str,
     model: type[R],
-    found: tuple[Sequence[Any], int],
+    query: Callable[[AsyncSession], Awaitable[tuple[Sequence[Any], int]]],
     filters: dict[str, Any],
     page: PageParams,
 ) -> Page[R]:
     """The page, with each record's corrections, once the admin's query is itself journaled."""
-    rows, total = found
-    corrections = await service.corrections_of(uow.session, [r.journal_index for r in rows])
+    return await writes.run(
+        lambda uow: _query_and_record(uow.session, admin, what, model, query, filters, page)
+    )
+
+
+async def _query_and_record(
+    session: AsyncSession,
+    admin: Principal,
+    what: str,
+    model: type[R],
+    query: Callable[[AsyncSession], Awaitable[tuple[Sequence[Any], int]]],
+    filters: dict[str, Any],
+    page: PageParams,
+) -> Page[R]:
+    rows, total = await query(session)
+    corrections = await service.corrections_of(session, [r.journal_index for r in rows])
     items = []
     for row in rows:
         item = model.model_validate(row)
@@ -57,20 +73,19 @@ async def _answer(
         items.append(item)
     asked = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in filters.items()}
     await record_read(
-        uow.session,
+        session,
         Actor.of(admin),
         what,
         customers=[c for r in rows if (c := getattr(r, "customer_id", None))],
         query={**asked, "limit": page.limit, "offset": page.offset},
     )
-    await uow.commit()
     return Page[R](items=items, total=total, limit=page.limit, offset=page.offset)
 
 
 @router.get("/logins", response_model=Page[LoginRecordRead], summary="Logins, successful and failed")
 async def list_logins(
     admin: Admin,
-    uow: UowDep,
+    writes: WritesDep,
     page: PageDep,
     user_id: UserId = None,
     email: Annotated[str | None, Query(max_length=320)] = None,
@@ -87,8 +102,15 @@ async def list_logins(
         "since": since,
         "until": until,
     }
-    found = await service.list_logins(uow.session, **filters, limit=page.limit, offset=page.offset)
-    return await _answer(uow, admin, "logins", LoginRecordRead, found, filters, page)
+    return await _answer(
+        writes,
+        admin,
+        "logins",
+        LoginRecordRead,
+        lambda session: service.list_logins(session, **filters, limit=page.limit, offset=page.offset),
+        filters,
+        page,
+    )
 
 
 @router.get(
@@ -98,7 +120,7 @@ async def list_logins(
 )
 async def list_changes(
     admin: Admin,
-    uow: UowDep,
+    writes: WritesDep,
     page: PageDep,
     customer_id: CustomerId = None,
     user_id: UserId = None,
@@ -115,14 +137,21 @@ async def list_changes(
         "since": since,
         "until": until,
     }
-    found = await service.list_changes(uow.session, **filters, limit=page.limit, offset=page.offset)
-    return await _answer(uow, admin, "change records", ChangeRecordRead, found, filters, page)
+    return await _answer(
+        writes,
+        admin,
+        "change records",
+        ChangeRecordRead,
+        lambda session: service.list_changes(session, **filters, limit=page.limit, offset=page.offset),
+        filters,
+        page,
+    )
 
 
 @router.get("/reads", response_model=Page[ReadRecordRead], summary="Who read which customer's which data")
 async def list_reads(
     admin: Admin,
-    uow: UowDep,
+    writes: WritesDep,
     page: PageDep,
     customer_id: CustomerId = None,
     user_id: UserId = None,
@@ -140,8 +169,15 @@ async def list_reads(
         "until": until,
     }
     # Recorded after the query, so an admin's look at the read records does not show itself.
-    found = await service.list_reads(uow.session, **filters, limit=page.limit, offset=page.offset)
-    return await _answer(uow, admin, "read records", ReadRecordRead, found, filters, page)
+    return await _answer(
+        writes,
+        admin,
+        "read records",
+        ReadRecordRead,
+        lambda session: service.list_reads(session, **filters, limit=page.limit, offset=page.offset),
+        filters,
+        page,
+    )
 
 
 @router.post(
@@ -151,8 +187,7 @@ async def list_reads(
     summary="Correct a login, change or read record (it stays as journaled; the correction is shown with it)",
 )
 async def correct_record(
-    journal_index: Annotated[int, Path(ge=0)], body: CorrectionCreate, admin: Admin, uow: UowDep
+    journal_index: Annotated[int, Path(ge=0)], body: CorrectionCreate, admin: Admin, writes: WritesDep
 ) -> CorrectionRead:
-    correction = await service.correct(uow.session, admin, journal_index, body)
-    await uow.commit()
+    correction = await writes.run(lambda uow: service.correct(uow.session, admin, journal_index, body))
     return CorrectionRead.model_validate(correction)

@@ -34,7 +34,7 @@ from customer_ledger.customers.models import (
     ProgressEntry,
     Removal,
 )
-from customer_ledger.deps import ContainerDep, UowDep
+from customer_ledger.deps import ContainerDep, WritesDep
 
 router = APIRouter(tags=["customers"], responses=PROBLEM_RESPONSES)
 
@@ -55,26 +55,28 @@ def _json(content: Any, status_code: int = status.HTTP_200_OK) -> JSONResponse:
 )
 async def list_customers(
     reader: CurrentUser,
-    uow: UowDep,
+    writes: WritesDep,
     page: PageDep,
     stage: Annotated[Department | None, Query(description="Only customers held by this department")] = None,
 ) -> JSONResponse:
-    items, total = await service.list_customers(
-        uow.session, reader, stage=stage.value if stage else None, limit=page.limit, offset=page.offset
+    items, total = await writes.run(
+        lambda uow: service.list_customers(
+            uow.session, reader, stage=stage.value if stage else None, limit=page.limit, offset=page.offset
+        )
     )
-    await uow.commit()
     return _json({"items": items, "total": total, "limit": page.limit, "offset": page.offset})
 
 
 @router.post("/customers", status_code=201, response_model=Customer, summary="Register a customer")
 async def create_customer(
-    writer: CurrentUser, body: CustomerCreate, uow: UowDep, container: ContainerDep
+    writer: CurrentUser, body: CustomerCreate, writes: WritesDep, container: ContainerDep
 ) -> Customer:
     """A department's new customer is theirs (held and associated); admin's go to the default department."""
-    customer = await service.create_customer(
-        uow.session, writer, body, default_department=container.settings.new_customer_department.value
+    customer = await writes.run(
+        lambda uow: service.create_customer(
+            uow.session, writer, body, default_department=container.settings.new_customer_department.value
+        )
     )
-    await uow.commit()
     return customer
 
 
@@ -84,18 +86,16 @@ async def create_customer(
     response_model=None,
     responses={200: {"description": SHAPED, "model": Customer}},
 )
-async def get_customer(customer_id: CustomerId, reader: CurrentUser, uow: UowDep) -> JSONResponse:
-    customer = await service.get_customer(uow.session, reader, customer_id)
-    await uow.commit()
+async def get_customer(customer_id: CustomerId, reader: CurrentUser, writes: WritesDep) -> JSONResponse:
+    customer = await writes.run(lambda uow: service.get_customer(uow.session, reader, customer_id))
     return _json(customer)
 
 
 @router.patch("/customers/{customer_id}", response_model=Customer, summary="Change a customer's data")
 async def update_customer(
-    customer_id: CustomerId, body: CustomerUpdate, writer: CurrentUser, uow: UowDep
+    customer_id: CustomerId, body: CustomerUpdate, writer: CurrentUser, writes: WritesDep
 ) -> Customer:
-    customer = await service.update_customer(uow.session, writer, customer_id, body)
-    await uow.commit()
+    customer = await writes.run(lambda uow: service.update_customer(uow.session, writer, customer_id, body))
     return customer
 
 
@@ -104,16 +104,16 @@ async def update_customer(
     response_model=Customer,
     summary="Hand the customer to the next department (sales → finance → process → technical → after_sales)",
 )
-async def hand_off(customer_id: CustomerId, body: HandOff, writer: CurrentUser, uow: UowDep) -> Customer:
-    customer = await service.hand_off(uow.session, writer, customer_id, body)
-    await uow.commit()
+async def hand_off(
+    customer_id: CustomerId, body: HandOff, writer: CurrentUser, writes: WritesDep
+) -> Customer:
+    customer = await writes.run(lambda uow: service.hand_off(uow.session, writer, customer_id, body))
     return customer
 
 
 def _list_route(table: str, model: type[Any], summary: str) -> None:
-    async def list_rows(customer_id: CustomerId, reader: CurrentUser, uow: UowDep) -> JSONResponse:
-        rows = await service.list_of_customer(uow.session, reader, customer_id, table)
-        await uow.commit()
+    async def list_rows(customer_id: CustomerId, reader: CurrentUser, writes: WritesDep) -> JSONResponse:
+        rows = await writes.run(lambda uow: service.list_of_customer(uow.session, reader, customer_id, table))
         return _json(rows)
 
     router.add_api_route(
@@ -136,9 +136,10 @@ _list_route("payments", Payment, "Payments recorded by finance")
 @router.post(
     "/customers/{customer_id}/demands", status_code=201, response_model=Demand, summary="Register a demand"
 )
-async def add_demand(customer_id: CustomerId, body: DemandCreate, writer: CurrentUser, uow: UowDep) -> Demand:
-    demand = await service.add_demand(uow.session, writer, customer_id, body)
-    await uow.commit()
+async def add_demand(
+    customer_id: CustomerId, body: DemandCreate, writer: CurrentUser, writes: WritesDep
+) -> Demand:
+    demand = await writes.run(lambda uow: service.add_demand(uow.session, writer, customer_id, body))
     return demand
 
 
@@ -150,10 +151,11 @@ async def update_demand(
     demand_id: Annotated[str, Path(max_length=36)],
     body: DemandUpdate,
     writer: CurrentUser,
-    uow: UowDep,
+    writes: WritesDep,
 ) -> Demand:
-    demand = await service.update_demand(uow.session, writer, customer_id, demand_id, body)
-    await uow.commit()
+    demand = await writes.run(
+        lambda uow: service.update_demand(uow.session, writer, customer_id, demand_id, body)
+    )
     return demand
 
 
@@ -164,10 +166,9 @@ async def update_demand(
     summary="Record project progress (finance, process, admin)",
 )
 async def add_progress(
-    customer_id: CustomerId, body: ProgressCreate, writer: CurrentUser, uow: UowDep
+    customer_id: CustomerId, body: ProgressCreate, writer: CurrentUser, writes: WritesDep
 ) -> ProgressEntry:
-    entry = await service.add_progress(uow.session, writer, customer_id, body)
-    await uow.commit()
+    entry = await writes.run(lambda uow: service.add_progress(uow.session, writer, customer_id, body))
     return entry
 
 
@@ -178,10 +179,9 @@ async def add_progress(
     summary="Record a payment (finance, admin)",
 )
 async def add_payment(
-    customer_id: CustomerId, body: PaymentCreate, writer: CurrentUser, uow: UowDep
+    customer_id: CustomerId, body: PaymentCreate, writer: CurrentUser, writes: WritesDep
 ) -> Payment:
-    payment = await service.add_payment(uow.session, writer, customer_id, body)
-    await uow.commit()
+    payment = await writes.run(lambda uow: service.add_payment(uow.session, writer, customer_id, body))
     return payment
 
 
@@ -195,10 +195,11 @@ async def correct_progress(
     entry_id: Annotated[str, Path(max_length=36)],
     body: ProgressCorrection,
     admin: Admin,
-    uow: UowDep,
+    writes: WritesDep,
 ) -> ProgressEntry:
-    entry = await service.correct_progress(uow.session, admin, customer_id, entry_id, body)
-    await uow.commit()
+    entry = await writes.run(
+        lambda uow: service.correct_progress(uow.session, admin, customer_id, entry_id, body)
+    )
     return entry
 
 
@@ -212,10 +213,11 @@ async def correct_payment(
     payment_id: Annotated[str, Path(max_length=36)],
     body: PaymentCorrection,
     writer: CurrentUser,
-    uow: UowDep,
+    writes: WritesDep,
 ) -> Payment:
-    payment = await service.correct_payment(uow.session, writer, customer_id, payment_id, body)
-    await uow.commit()
+    payment = await writes.run(
+        lambda uow: service.correct_payment(uow.session, writer, customer_id, payment_id, body)
+    )
     return payment
 
 
@@ -226,10 +228,9 @@ async def correct_payment(
     summary="Let a department see the customer (admin)",
 )
 async def add_association(
-    customer_id: CustomerId, body: AssociationCreate, admin: Admin, uow: UowDep
+    customer_id: CustomerId, body: AssociationCreate, admin: Admin, writes: WritesDep
 ) -> Association:
-    association = await service.add_association(uow.session, admin, customer_id, body)
-    await uow.commit()
+    association = await writes.run(lambda uow: service.add_association(uow.session, admin, customer_id, body))
     return association
 
 
@@ -242,14 +243,15 @@ async def remove_association(
     customer_id: CustomerId,
     department: Department,
     admin: Admin,
-    uow: UowDep,
+    writes: WritesDep,
     reason: Annotated[str, Query(min_length=1, max_length=500)],
     feedback_ref: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
 ) -> None:
-    await service.remove_association(
-        uow.session, admin, customer_id, department, Removal(reason=reason, feedback_ref=feedback_ref)
+    await writes.run(
+        lambda uow: service.remove_association(
+            uow.session, admin, customer_id, department, Removal(reason=reason, feedback_ref=feedback_ref)
+        )
     )
-    await uow.commit()
 
 
 @router.get(
@@ -258,7 +260,6 @@ async def remove_association(
     responses={200: {"model": list[ProgressEntry]}},
     summary="A customer's own project progress (once the firm has opened it to them)",
 )
-async def my_progress(customer: CurrentUser, uow: UowDep) -> JSONResponse:
-    rows = await service.my_progress(uow.session, customer)
-    await uow.commit()
+async def my_progress(customer: CurrentUser, writes: WritesDep) -> JSONResponse:
+    rows = await writes.run(lambda uow: service.my_progress(uow.session, customer))
     return _json(rows)

@@ -17,8 +17,9 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import PlainTextResponse
 
 from casebridge_shared.auth import CurrentUser, Principal, Role, require_roles
+from casebridge_shared.outbox import UnitOfWork
 from casebridge_shared.problems import PROBLEM_RESPONSES, NotFound
-from customer_ledger.deps import ContainerDep, SessionDep, UowDep
+from customer_ledger.deps import ContainerDep, SessionDep, WritesDep
 from customer_ledger.grants.service import entry_in_sight
 from customer_ledger.journal import service
 from customer_ledger.journal.models import (
@@ -80,15 +81,20 @@ async def list_checkpoints(
 )
 async def list_entries(
     admin: Admin,
-    uow: UowDep,
+    writes: WritesDep,
     start: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> list[EntryRead]:
     """Entries hold customer data: admins only, and the read is itself journaled."""
-    rows = await service.entries(uow.session, start=start, limit=limit)
-    await record_read(uow.session, Actor.of(admin), "journal entries", query={"start": start, "limit": limit})
-    await uow.commit()
-    return [_entry(e) for e in rows]
+
+    async def look_up_and_record(uow: UnitOfWork) -> list[EntryRead]:
+        rows = await service.entries(uow.session, start=start, limit=limit)
+        await record_read(
+            uow.session, Actor.of(admin), "journal entries", query={"start": start, "limit": limit}
+        )
+        return [_entry(e) for e in rows]
+
+    return await writes.run(look_up_and_record)
 
 
 def _entry(entry: JournalEntry) -> EntryRead:
@@ -102,22 +108,25 @@ def _entry(entry: JournalEntry) -> EntryRead:
 
 
 @router.get("/entries/{index}", response_model=EntryRead, summary="One journal entry and its leaf hash")
-async def get_entry(index: int, reader: CurrentUser, uow: UowDep) -> EntryRead:
+async def get_entry(index: int, reader: CurrentUser, writes: WritesDep) -> EntryRead:
     """Admin reads any entry; others the change entries of the records they may see in full."""
-    entry = await service.entry_at(uow.session, index)
-    try:
-        customer_id = await entry_in_sight(uow.session, reader, json.loads(entry.body))
-    except NotFound:
-        raise NotFound(f"no journal entry {index}") from None
-    await record_read(
-        uow.session,
-        Actor.of(reader),
-        "journal entry",
-        customers=[customer_id] if customer_id else None,
-        query={"index": index},
-    )
-    await uow.commit()
-    return _entry(entry)
+
+    async def look_up_and_record(uow: UnitOfWork) -> EntryRead:
+        entry = await service.entry_at(uow.session, index)
+        try:
+            customer_id = await entry_in_sight(uow.session, reader, json.loads(entry.body))
+        except NotFound:
+            raise NotFound(f"no journal entry {index}") from None
+        await record_read(
+            uow.session,
+            Actor.of(reader),
+            "journal entry",
+            customers=[customer_id] if customer_id else None,
+            query={"index": index},
+        )
+        return _entry(entry)
+
+    return await writes.run(look_up_and_record)
 
 
 @router.get("/proofs/inclusion", response_model=InclusionProof, summary="RFC 9162 audit path of an entry")

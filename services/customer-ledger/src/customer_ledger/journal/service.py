@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import rfc8785
-from sqlalchemy import event, insert, select, text
+from sqlalchemy import Table, bindparam, event, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import ORMExecuteState
+from sqlalchemy.sql.elements import ClauseElement, TextClause
+from sqlalchemy.sql.util import find_tables
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -48,6 +51,7 @@ async def _head(session: AsyncSession, *, lock: bool) -> JournalHead:
 
 
 async def tree_size(session: AsyncSession) -> int:
+    await _write_pending(session)
     size = (
         await session.execute(select(col(JournalHead.size)).where(col(JournalHead.id) == 1))
     ).scalar_one_or_none()
@@ -73,11 +77,18 @@ _NODES_BY_KEY = {
 }
 
 
-async def _nodes(session: AsyncSession, keys: set[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-    """The stored subtree hashes for ``keys``, in one primary-key join."""
+async def _nodes(
+    session: AsyncSession, keys: set[tuple[int, int]], *, committed_only: bool = False
+) -> dict[tuple[int, int], bytes]:
+    """The stored subtree hashes for ``keys``, in one primary-key join.
+
+    ``committed_only``: the keys are of subtrees earlier transactions completed (an
+    append's left siblings it does not hold), so this one's rows need not go first.
+    """
     if not keys:
         return {}
-    await _write_pending(session)
+    if not committed_only:
+        await _write_pending(session)
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         ordered = sorted(keys)
@@ -98,53 +109,109 @@ _TRANSACTION_STATE = "journal.transaction"
 class _Transaction:
     """What this transaction appended: its locked head, the nodes it completed, rows not yet written.
 
-    A consumer run appends one entry per event in one transaction: after the first
-    append the head row is already locked by us and the left siblings an append
-    needs are the ones we just wrote, so neither is read again. The entry and node
-    rows are written in one bulk insert each when the transaction commits (or
-    before anything reads the journal in it), not one flush per append.
+    A consumer run appends one entry per event in one transaction, and so do the
+    api requests of one group commit: after the first append the head row is
+    already locked by us and the left siblings an append needs are the ones we
+    just wrote, so neither is read again. The entry and node rows, the head's new
+    size and the rows queued with ``insert_with_journal`` are written when the
+    transaction commits (one bulk insert per table), or before anything in it
+    reads them: not once per append. Otherwise each append's rows went out with
+    the next request's first query (the session's autoflush), one statement
+    per row and table.
     """
 
     head: JournalHead
+    size: int
     written: dict[tuple[int, int], bytes] = field(default_factory=dict)
     entries: list[dict[str, Any]] = field(default_factory=list)
     nodes: list[dict[str, Any]] = field(default_factory=list)
+    size_written: int = 0
+    views: dict[Table, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.entries or self.nodes or self.views or self.size != self.size_written)
+
+
+_HEAD_SIZE = update(JournalHead).where(col(JournalHead.id) == 1).values(size=bindparam("new_size"))
 
 
 def _write_pending_sync(session: Any) -> None:
-    """Insert the rows this transaction appended (sync: runs inside the session's commit)."""
+    """Write the rows this transaction appended or queued (sync: also runs inside the commit)."""
     state: _Transaction | None = session.info.get(_TRANSACTION_STATE)
-    if state is None:
+    if state is None or not state.pending:
         return
-    entries, nodes = state.entries, state.nodes
-    state.entries, state.nodes = [], []
+    entries, nodes, views = state.entries, state.nodes, state.views
+    state.entries, state.nodes, state.views = [], [], {}
+    connection = session.connection()
     if entries:
-        session.execute(insert(JournalEntry), entries)
+        connection.execute(insert(JournalEntry), entries)
     if nodes:
-        session.execute(insert(JournalNode), nodes)
+        connection.execute(insert(JournalNode), nodes)
+    for table, rows in views.items():
+        connection.execute(insert(table), rows)
+    if state.size != state.size_written:
+        connection.execute(_HEAD_SIZE, {"new_size": state.size})
+        state.size_written = state.size
 
 
 async def _write_pending(session: AsyncSession) -> None:
     """Before this transaction reads the journal: write what it appended so far."""
     state: _Transaction | None = session.info.get(_TRANSACTION_STATE)
-    if state is not None and (state.entries or state.nodes):
+    if state is not None and state.pending:
         await session.run_sync(_write_pending_sync)
+
+
+def _before_query(execute_state: ORMExecuteState) -> None:
+    """A query in a transaction with queued view rows: write them first if it may read their tables.
+
+    A look-up of other tables only (the customer, its associations: what every
+    request asks first) leaves them queued.
+    """
+    state: _Transaction | None = execute_state.session.info.get(_TRANSACTION_STATE)
+    if state is None or not state.views:
+        return
+    statement = execute_state.statement
+    if not isinstance(statement, ClauseElement):
+        _write_pending_sync(execute_state.session)
+        return
+    # Every table the statement names, in joins and subqueries too; text() names none we can see.
+    named = set(find_tables(statement, include_aliases=True, include_joins=True, include_crud=True))
+    if named and not isinstance(statement, TextClause) and named.isdisjoint(state.views):
+        return
+    _write_pending_sync(execute_state.session)
 
 
 async def _transaction_state(session: AsyncSession) -> _Transaction:
     state: _Transaction | None = session.info.get(_TRANSACTION_STATE)
     if state is None:
         head = await _head(session, lock=True)
-        state = transaction_scoped(session, _TRANSACTION_STATE, lambda: _Transaction(head=head))
+        state = transaction_scoped(
+            session,
+            _TRANSACTION_STATE,
+            lambda: _Transaction(head=head, size=head.size, size_written=head.size),
+        )
         sync = session.sync_session
         if not event.contains(sync, "before_commit", _write_pending_sync):
             event.listen(sync, "before_commit", _write_pending_sync)
+            event.listen(sync, "do_orm_execute", _before_query)
     return state
 
 
 async def lock(session: AsyncSession) -> int:
     """Hold the head row for this transaction (no appends meanwhile); returns the tree size."""
-    return (await _transaction_state(session)).head.size
+    return (await _transaction_state(session)).size
+
+
+async def insert_with_journal(session: AsyncSession, table: Table, row: dict[str, Any]) -> None:
+    """Queue a view row this transaction's entries produce, written with them.
+
+    For rows of tables nothing in the same transaction reads before a query of
+    that table (a query of the table writes them first), and that no other row
+    refers to: the append-only records and new rows of the views.
+    """
+    state = await _transaction_state(session)
+    state.views.setdefault(table, []).append(row)
 
 
 @dataclass(frozen=True)
@@ -164,8 +231,8 @@ async def append(session: AsyncSession, entries: Sequence[tuple[str, Mapping[str
     if not entries:
         return []
     state = await _transaction_state(session)
-    head, written = state.head, state.written
-    size = head.size
+    written = state.written
+    size = state.size
     new_nodes: dict[tuple[int, int], bytes] = {}
     appended: list[Appended] = []
     now = utcnow()
@@ -185,15 +252,14 @@ async def append(session: AsyncSession, entries: Sequence[tuple[str, Mapping[str
             left_key = (level, position - 1)
             left = new_nodes.get(left_key) or written.get(left_key)
             if left is None:
-                left = (await _nodes(session, {left_key}))[left_key]
+                left = (await _nodes(session, {left_key}, committed_only=True))[left_key]
             level, position = level + 1, position // 2
             digest = merkle.node_hash(left, digest)
             new_nodes[(level, position)] = digest
         size += 1
     state.nodes.extend({"level": lv, "index": ix, "hash": h} for (lv, ix), h in new_nodes.items())
     written.update(new_nodes)
-    head.size = size
-    session.add(head)
+    state.size = size
     return appended
 
 
