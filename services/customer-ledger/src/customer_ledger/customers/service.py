@@ -51,6 +51,7 @@ from customer_ledger.customers.models import (
     Why,
 )
 from customer_ledger.grants.service import (
+    customer_for_department,
     customer_in_sight,
     customer_may_see_progress,
     department_of,
@@ -176,8 +177,8 @@ async def _writable(session: AsyncSession, writer: Principal, customer_id: str, 
     department = department_of(writer)
     if department is None:
         raise Forbidden("only admin and department users change customer records")
-    customer = await session.get(Customer, customer_id)
-    if customer is None or not await is_associated(session, customer_id, department):
+    customer, associated = await customer_for_department(session, customer_id, department)
+    if customer is None or not associated:
         raise NotFound(f"no customer {customer_id}")
     allowed = WRITERS[table]
     if allowed is not None and department not in allowed:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import or_
+from sqlalchemy import and_, bindparam, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -87,14 +87,46 @@ async def is_associated(session: AsyncSession, customer_id: str, department: str
     return found.first() is not None
 
 
+# The customer and whether a department is associated with them, in one statement built
+# once: every department request asks both first, and two look-ups (each statement
+# built, keyed for the compiled cache, and sent) were a fifth of a progress update's CPU.
+_CUSTOMER_FOR_DEPARTMENT = (
+    select(Customer, Association.id)
+    .outerjoin(
+        Association,
+        and_(
+            col(Association.customer_id) == col(Customer.id),
+            col(Association.department) == bindparam("department"),
+        ),
+    )
+    .where(col(Customer.id) == bindparam("customer_id"))
+    .limit(1)
+)
+
+
+async def customer_for_department(
+    session: AsyncSession, customer_id: str, department: str
+) -> tuple[Customer | None, bool]:
+    """The customer (None: no such customer), and whether ``department`` is associated with them."""
+    row = (
+        await session.execute(
+            _CUSTOMER_FOR_DEPARTMENT, {"customer_id": customer_id, "department": department}
+        )
+    ).first()
+    if row is None:
+        return None, False
+    return row[0], row[1] is not None
+
+
 async def customer_in_sight(session: AsyncSession, access: TableAccess, customer_id: str) -> Customer:
     """The customer, if this access may see them; otherwise 404 exactly as if they did not exist."""
-    customer = await session.get(Customer, customer_id)
-    if customer is None or (
-        not access.everyone
-        and access.department is not None
-        and not await is_associated(session, customer_id, access.department)
-    ):
+    if access.everyone or access.department is None:
+        customer = await session.get(Customer, customer_id)
+    else:
+        customer, associated = await customer_for_department(session, customer_id, access.department)
+        if not associated:
+            customer = None
+    if customer is None:
         raise NotFound(f"no customer {customer_id}")
     return customer
 
