@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ from sqlalchemy import Table, bindparam, event, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import ORMExecuteState
 from sqlalchemy.sql.elements import ClauseElement, TextClause
+from sqlalchemy.sql.expression import TableClause
 from sqlalchemy.sql.util import find_tables
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -171,15 +173,26 @@ def _before_query(execute_state: ORMExecuteState) -> None:
     state: _Transaction | None = execute_state.session.info.get(_TRANSACTION_STATE)
     if state is None or not state.views:
         return
-    statement = execute_state.statement
-    if not isinstance(statement, ClauseElement):
-        _write_pending_sync(execute_state.session)
-        return
-    # Every table the statement names, in joins and subqueries too; text() names none we can see.
-    named = set(find_tables(statement, include_aliases=True, include_joins=True, include_crud=True))
-    if named and not isinstance(statement, TextClause) and named.isdisjoint(state.views):
+    named = _tables_named(execute_state.statement)
+    if named and named.isdisjoint(state.views):
         return
     _write_pending_sync(execute_state.session)
+
+
+# Statements built once and run often (a module's prebuilt look-ups) are walked once.
+_NAMED: weakref.WeakKeyDictionary[Any, frozenset[TableClause]] = weakref.WeakKeyDictionary()
+
+
+def _tables_named(statement: Any) -> frozenset[TableClause]:
+    """Every table ``statement`` names, in joins and subqueries too; none known for text()."""
+    if not isinstance(statement, ClauseElement) or isinstance(statement, TextClause):
+        return frozenset()
+    named = _NAMED.get(statement)
+    if named is None:
+        named = _NAMED[statement] = frozenset(
+            find_tables(statement, include_aliases=True, include_joins=True, include_crud=True)
+        )
+    return named
 
 
 async def _transaction_state(session: AsyncSession) -> _Transaction:
