@@ -1,11 +1,15 @@
 """The ledger's journal: append rate (worker, and the append itself) and proof time at 1,000,000 entries.
 
 Part 1, appends. (a) Through the API: ``--api-requests`` progress updates are
-POSTed by ``--clients`` concurrent finance users to the ledger's app served by
-uvicorn on a real port in this process (each is one access check, one change
-entry appended and projected, one change record; the worker's checkpoint batcher
-runs alongside); the load generator is a lean raw HTTP client sharing the
-process, so the figure is a lower bound. (b) The worker: ``--events`` login events are written to
+POSTed by ``--clients`` concurrent finance users (each on its own keep-alive
+connection, the next request when the answer arrived) to ``customer-ledger api``
+run as deployed, in ``--api-workers`` processes of its own (uvicorn), verifying
+the users' tokens against a JWKS this process serves. Each request is one access
+check, one change entry appended and projected onto ``project_progress`` and
+``change_records``; concurrent requests share transactions (group commit). The
+worker's checkpoint batcher runs alongside, in this process with the load
+generator (a lean raw HTTP client). Also printed: the api processes' CPU per
+request. (b) The worker: ``--events`` login events are written to
 ``casebridge.identity.v1`` and the ledger's consumer applies them from the start
 (each becomes a journal entry and a login record, with inbox rows and
 checkpoints per batch by the worker's batcher running alongside); timed from
@@ -23,6 +27,7 @@ primary key. Goal: under 5 ms at 1,000,000, growing with log n.
 
     .venv/bin/python bench/bench_ledger.py --database sqlite
     .venv/bin/python bench/bench_ledger.py --database postgres
+    .venv/bin/python bench/bench_ledger.py --database postgres --api-workers 2 --clients 32
 """
 
 from __future__ import annotations
