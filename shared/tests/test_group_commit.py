@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import Column, Integer, MetaData, String, Table, event, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -38,7 +39,7 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 
 
 def group(db: Database, max_batch: int = 64) -> GroupCommit:
-    return GroupCommit(lambda: UnitOfWork(db, OUTBOX, "/test"), max_batch=max_batch)
+    return GroupCommit(lambda: UnitOfWork(db, OUTBOX, "/test"), service="test", max_batch=max_batch)
 
 
 async def stored(db: Database) -> dict[int, str]:
@@ -56,8 +57,13 @@ def note(number: int, text: str | None = None) -> object:
     return work
 
 
+def shared_metric(suffix: str) -> float:
+    return REGISTRY.get_sample_value(f"casebridge_group_commit_requests_{suffix}", {"service": "test"}) or 0.0
+
+
 async def test_concurrent_requests_share_a_transaction_and_each_gets_its_own_answer(db: Database) -> None:
     writes = group(db)
+    transactions_seen, requests_seen = shared_metric("count"), shared_metric("sum")
     answers = await asyncio.gather(*(writes.run(note(n)) for n in range(20)))  # type: ignore[arg-type]
     # All twenty were queued before the writer began: one transaction.
     assert writes.requests == 20
@@ -65,6 +71,9 @@ async def test_concurrent_requests_share_a_transaction_and_each_gets_its_own_ans
     # Each request saw the ones before it in the same transaction, in arrival order.
     assert answers == list(range(1, 21))
     assert await stored(db) == {n: f"note {n}" for n in range(20)}
+    # Operators see it too: one more transaction, shared by 20 requests.
+    assert shared_metric("count") - transactions_seen == 1
+    assert shared_metric("sum") - requests_seen == 20
 
 
 async def test_a_request_alone_is_not_kept_waiting(db: Database) -> None:

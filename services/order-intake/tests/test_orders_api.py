@@ -337,3 +337,31 @@ async def test_staff_can_cancel_started_orders_customers_cannot(
         f"/orders/{order['id']}/cancel", json={"reason": "duplicate"}, headers=factory.auth(supervisor)
     )
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
+
+
+async def test_orders_placed_at_once_share_transactions_and_a_refused_one_leaves_nothing(
+    client: httpx.AsyncClient, factory: Factory, container: Container
+) -> None:
+    customers = [await factory.customer() for _ in range(4)]
+    product = await factory.product()
+    before = await _counts(container)
+    transactions = container.writes.transactions
+
+    def order(n: int, product_id: str) -> object:
+        body = {"product_id": product_id, "description": f"need {n}"}
+        return client.post("/orders", json=body, headers=factory.auth(customers[n % 4]))
+
+    requests = [order(n, product.id) for n in range(20)]
+    requests.insert(9, order(99, "no-such-product"))  # refused in the middle of a batch
+    answers = await asyncio.gather(*requests)  # type: ignore[call-overload]
+    refused = answers.pop(9)
+    assert refused.status_code == 404
+    assert refused.headers["content-type"] == PROBLEM
+    assert refused.json()["errors"][0]["field"] == "body.product_id"
+    assert [a.status_code for a in answers] == [201] * 20
+    assert len({a.json()["id"] for a in answers}) == 20
+    # Each placed once with its one event; fewer transactions than orders.
+    assert await _counts(container) == (before[0] + 20, before[1] + 20)
+    assert container.writes.transactions - transactions < 20
+    described = sorted(e["data"]["description"] for e in await _order_events(container))  # type: ignore[index]
+    assert described == sorted(f"need {n}" for n in range(20))

@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from casebridge_shared.db import Database
+from casebridge_shared.group_commit import GroupCommit
 from casebridge_shared.outbox import UnitOfWork
 
 
@@ -41,5 +42,12 @@ async def get_uow(
         yield uow
 
 
+async def get_writes(request: Request) -> GroupCommit:
+    """The container's ``writes``: for services whose api requests share write transactions."""
+    writes: GroupCommit = request.app.state.container.writes
+    return writes
+
+
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 UowDep = Annotated[UnitOfWork, Depends(get_uow)]
+WritesDep = Annotated[GroupCommit, Depends(get_writes)]

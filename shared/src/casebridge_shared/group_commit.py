@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from casebridge_shared.metrics import GROUP_COMMIT_REQUESTS, GROUP_COMMIT_RETRIED_APART
 from casebridge_shared.outbox import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -62,10 +63,12 @@ class _Failed(Exception):
 class GroupCommit:
     """Runs write requests in shared transactions of at most ``max_batch`` requests."""
 
-    def __init__(self, begin: Callable[[], UnitOfWork], *, max_batch: int = 64) -> None:
+    def __init__(self, begin: Callable[[], UnitOfWork], *, service: str, max_batch: int = 64) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._begin = begin
+        self._shared = GROUP_COMMIT_REQUESTS.labels(service=service)
+        self._retried = GROUP_COMMIT_RETRIED_APART.labels(service=service)
         self._max_batch = max_batch
         self._queue: deque[_Request] = deque()
         self._writer: asyncio.Task[None] | None = None
@@ -107,6 +110,7 @@ class GroupCommit:
             if len(batch) == 1:
                 _answer(batch[0], error=failed.error)
                 return
+            self._retried.inc()
             log.info(
                 "group_commit.request_failed_retrying_apart", requests=len(batch), position=failed.position
             )
@@ -118,6 +122,7 @@ class GroupCommit:
             if len(batch) == 1:
                 _answer(batch[0], error=exc)
                 return
+            self._retried.inc()
             log.warning(
                 "group_commit.commit_failed_retrying_apart", requests=len(batch), error=str(exc)[:200]
             )
@@ -126,6 +131,7 @@ class GroupCommit:
             return
         self.transactions += 1
         self.requests += len(batch)
+        self._shared.observe(len(batch))
         for request, result in zip(batch, results, strict=True):
             _answer(request, result=result)
 

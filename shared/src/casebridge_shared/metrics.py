@@ -50,3 +50,14 @@ DOCUMENT_FETCHES = Counter(
 DOCUMENTS_PENDING = Gauge(
     "casebridge_documents_pending", "Documents announced but not yet copied", ["service"]
 )
+GROUP_COMMIT_REQUESTS = Histogram(
+    "casebridge_group_commit_requests",
+    "Api requests that shared one committed write transaction (group commit)",
+    ["service"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1000),
+)
+GROUP_COMMIT_RETRIED_APART = Counter(
+    "casebridge_group_commit_retried_apart_total",
+    "Shared transactions rolled back because a request or the commit failed, then run apart",
+    ["service"],
+)

@@ -78,6 +78,9 @@ class ServiceSettings(BaseSettings):
     jwks_refetch_cooldown_seconds: float = Field(default=10, ge=0)
 
     max_request_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # At most this many concurrent api requests share one write transaction (group
+    # commit, where a service's api uses it: placing orders, the ledger's records).
+    group_commit_max_requests: int = Field(default=64, ge=1, le=1000)
     # Browser origins allowed to call this api (CORS), e.g. the staff app's origin on
     # order-intake's token endpoint. Empty: no cross-origin calls.
     cors_allow_origins: list[str] = Field(default_factory=list)

@@ -34,7 +34,9 @@ class Container:
     writes: GroupCommit = field(init=False)
 
     def __post_init__(self) -> None:
-        self.writes = GroupCommit(self.uow, max_batch=self.settings.group_commit_max_requests)
+        self.writes = GroupCommit(
+            self.uow, service="customer-ledger", max_batch=self.settings.group_commit_max_requests
+        )
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.db, outbox, EVENT_SOURCE)

@@ -6,8 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from casebridge_shared.deps import SessionDep, UowDep
-from casebridge_shared.group_commit import GroupCommit
+from casebridge_shared.deps import SessionDep, UowDep, WritesDep
 from customer_ledger.bootstrap import Container
 
 
@@ -16,14 +15,8 @@ async def get_container(request: Request) -> Container:
     return container
 
 
-async def get_writes(request: Request) -> GroupCommit:
-    writes: GroupCommit = request.app.state.container.writes
-    return writes
-
-
 ContainerDep = Annotated[Container, Depends(get_container)]
-# Every request that records something (a change, and every read: B5) writes to the
-# journal; they share transactions (casebridge_shared.group_commit).
-WritesDep = Annotated[GroupCommit, Depends(get_writes)]
+# WritesDep: every request that records something (a change, and every read: B5)
+# writes to the journal; they share transactions (casebridge_shared.group_commit).
 
 __all__ = ["ContainerDep", "SessionDep", "UowDep", "WritesDep"]

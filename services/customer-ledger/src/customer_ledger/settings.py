@@ -32,9 +32,6 @@ class Settings(ServiceSettings):
     checkpoint_batch_seconds: float = Field(default=10.0, gt=0)
     checkpoint_poll_seconds: float = Field(default=0.5, gt=0, le=60)
 
-    # At most this many api requests share one write transaction (group commit).
-    group_commit_max_requests: int = Field(default=64, ge=1, le=1000)
-
     # Customers first met through an order are held by, and associated with, this department.
     new_customer_department: Department = Department.SALES
 

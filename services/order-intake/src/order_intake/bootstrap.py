@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from casebridge_shared.db import Database
 from casebridge_shared.events import CASES_TOPIC, CATALOG_TOPIC, IDENTITY_TOPIC, ORDERS_TOPIC
+from casebridge_shared.group_commit import GroupCommit
 from casebridge_shared.inbox import EventConsumer
 from casebridge_shared.outbox import OutboxRelay, UnitOfWork
 from order_intake.db import inbox, outbox
@@ -26,6 +27,13 @@ class Container:
     settings: Settings
     db: Database
     keys: KeyStore
+    # Orders placed at the same moment share a write transaction (group commit).
+    writes: GroupCommit = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.writes = GroupCommit(
+            self.uow, service="order-intake", max_batch=self.settings.group_commit_max_requests
+        )
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.db, outbox, EVENT_SOURCE)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from casebridge_shared.deps import SessionDep, UowDep
+from casebridge_shared.deps import SessionDep, UowDep, WritesDep
 from order_intake.bootstrap import Container
 
 
@@ -24,4 +24,4 @@ def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-__all__ = ["ContainerDep", "SessionDep", "UowDep", "client_ip"]
+__all__ = ["ContainerDep", "SessionDep", "UowDep", "WritesDep", "client_ip"]

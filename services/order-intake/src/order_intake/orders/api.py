@@ -11,7 +11,7 @@ from casebridge_shared.auth import STAFF_ROLES, Principal, Role, require_roles
 from casebridge_shared.pagination import Page, PageDep
 from casebridge_shared.problems import PROBLEM_RESPONSES
 from casebridge_shared.versioning import etag, expected_version
-from order_intake.deps import SessionDep, UowDep
+from order_intake.deps import SessionDep, UowDep, WritesDep
 from order_intake.orders import service
 from order_intake.orders.models import (
     OrderCancel,
@@ -37,11 +37,11 @@ IDEMPOTENCY_KEY = Header(
 async def place_order(
     principal: Customer,
     body: OrderCreate,
-    uow: UowDep,
+    writes: WritesDep,
     response: Response,
     idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
 ) -> Any:
-    order, replayed = await service.place_order(uow, principal, body, idempotency_key)
+    order, replayed = await service.place_order_with_others(writes, principal, body, idempotency_key)
     response.headers["Location"] = f"/orders/{order.id}"
     response.headers["ETag"] = etag(order.version)
     if replayed:

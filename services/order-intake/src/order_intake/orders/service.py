@@ -15,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from casebridge_shared.auth import STAFF_ROLES, Principal, Role
 from casebridge_shared.currency import money
 from casebridge_shared.db import new_id, table_of, utcnow
+from casebridge_shared.group_commit import GroupCommit
 from casebridge_shared.outbox import UnitOfWork
 from casebridge_shared.problems import Conflict, Forbidden, NotFound, Unprocessable
 from casebridge_shared.versioning import check_version
@@ -110,7 +111,47 @@ _CUSTOMER_AND_PRODUCT = (
 async def place_order(
     uow: UnitOfWork, principal: Principal, data: OrderCreate, idempotency_key: str | None
 ) -> tuple[OrderRead, bool]:
-    """Store the order with a snapshot of the product; returns (order, replayed).
+    """Store the order with a snapshot of the product, and commit; returns (order, replayed)."""
+    try:
+        placed = await order_placed_in(uow, principal, data, idempotency_key)
+        await uow.commit()
+    except IntegrityError as error:
+        await uow.rollback()
+        return await _after_lost_race(uow, principal, data, idempotency_key, error)
+    return placed
+
+
+async def place_order_with_others(
+    writes: GroupCommit, principal: Principal, data: OrderCreate, idempotency_key: str | None
+) -> tuple[OrderRead, bool]:
+    """``place_order`` in a transaction shared with the orders placed at the same moment."""
+    try:
+        return await writes.run(lambda uow: order_placed_in(uow, principal, data, idempotency_key))
+    except IntegrityError as error:
+        lost = error
+    return await writes.run(lambda uow: _after_lost_race(uow, principal, data, idempotency_key, lost))
+
+
+async def _after_lost_race(
+    uow: UnitOfWork,
+    principal: Principal,
+    data: OrderCreate,
+    idempotency_key: str | None,
+    error: IntegrityError,
+) -> tuple[OrderRead, bool]:
+    """The insert failed: if a concurrent request with the same key won, answer with its order."""
+    if idempotency_key is None:
+        raise error
+    previous = await _replayed(uow.session, principal.subject, idempotency_key, _request_hash(data))
+    if previous is None:
+        raise error
+    return await read_order(uow.session, previous), True
+
+
+async def order_placed_in(
+    uow: UnitOfWork, principal: Principal, data: OrderCreate, idempotency_key: str | None
+) -> tuple[OrderRead, bool]:
+    """The order stored in ``uow`` (the caller commits); returns (order, replayed).
 
     Core statements rather than ORM objects: one look-up on the session's
     connection, and the order and its first progress entry written at commit
@@ -191,17 +232,6 @@ async def place_order(
                 order_id=placed.order_id,
             )
         )
-    try:
-        await uow.commit()
-    except IntegrityError:
-        # A concurrent request with the same key won: answer with its order.
-        await uow.rollback()
-        if idempotency_key is None:
-            raise
-        previous = await _replayed(uow.session, principal.subject, idempotency_key, request_hash)
-        if previous is None:
-            raise
-        return await read_order(uow.session, previous), True
     order = OrderRead(
         id=placed.order_id,
         customer_id=contact.customer_id,
