@@ -28,13 +28,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
 from casebridge_shared import migrations
 from casebridge_shared.broker import EmbeddedBroker, free_port
 from casebridge_shared.db import utcnow
+from casebridge_shared.testing import pg_exec
 
 POSTGRES_BASE = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 BENCH_DIR = Path(__file__).resolve().parent
@@ -57,18 +57,6 @@ def machine() -> str:
 
 
 # --- databases --------------------------------------------------------------
-
-
-def _pg_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-async def _pg_exec(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(_pg_dsn(url))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 @contextlib.contextmanager
@@ -94,13 +82,13 @@ def bench_database(
         yield url
         return
     name = f"bench_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_pg_exec(postgres_base, f'CREATE DATABASE "{name}"'))
+    asyncio.run(pg_exec(postgres_base, f'CREATE DATABASE "{name}"'))
     try:
         url = make_url(postgres_base).set(database=name).render_as_string(hide_password=False)
         migrations.upgrade(MIGRATIONS, url)
         yield url
     finally:
-        asyncio.run(_pg_exec(postgres_base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(pg_exec(postgres_base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @contextlib.contextmanager

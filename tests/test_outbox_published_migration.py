@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from casebridge_shared import migrations
-from casebridge_shared.testing import _pg_exec, postgres_url
+from casebridge_shared.testing import pg_exec, postgres_url
 
 SERVICES = {
     "order-intake": "order_intake",
@@ -68,11 +68,11 @@ def database_url(tmp_path: Path) -> Iterator[str]:
         yield f"sqlite+aiosqlite:///{tmp_path / 'service.sqlite3'}"
         return
     name = f"cbt_migration_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_pg_exec(base, f'CREATE DATABASE "{name}"'))
+    asyncio.run(pg_exec(base, f'CREATE DATABASE "{name}"'))
     try:
         yield make_url(base).set(database=name).render_as_string(hide_password=False)
     finally:
-        asyncio.run(_pg_exec(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(pg_exec(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))

@@ -146,7 +146,7 @@ def outbox_tables(metadata: MetaData) -> OutboxTables:
     return OutboxTables(outbox=outbox, published=published, relay_runs=relay_runs)
 
 
-async def _move_rows(
+async def move_rows(
     session: AsyncSession,
     dialect: str,
     source: Table,
@@ -354,7 +354,7 @@ async def mark_for_replay(db: Database, tables: OutboxTables, since: datetime) -
     """
     published = tables.published
     async with db.write_session() as session:
-        queued = await _move_rows(
+        queued = await move_rows(
             session, db.dialect, published, tables.outbox, published.c.created_at >= since, computed={}
         )
         if db.dialect == "postgresql":
@@ -881,7 +881,7 @@ class OutboxRelay:
                 # copies), so the commit need not wait for the WAL to reach the disk.
                 await session.execute(text("SET LOCAL synchronous_commit = off"))
             if published:
-                await _move_rows(
+                await move_rows(
                     session,
                     self.db.dialect,
                     outbox,

@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 
 from casebridge_shared import migrations
 from casebridge_shared.db import Database, UTCDateTime, utcnow
-from casebridge_shared.outbox import OutboxTables, _move_rows
+from casebridge_shared.outbox import OutboxTables, move_rows
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -70,7 +70,7 @@ class DatabaseTemplates:
             self._templates[service] = str(path)
         else:
             name = f"cbt_{self.run_id}_{service.replace('-', '_')}_tpl"
-            asyncio.run(_pg_exec(base, f'CREATE DATABASE "{name}"'))
+            asyncio.run(pg_exec(base, f'CREATE DATABASE "{name}"'))
             self._created.append(name)
             migrations.upgrade(
                 script_location, str(make_url(base).set(database=name).render_as_string(hide_password=False))
@@ -86,7 +86,7 @@ class DatabaseTemplates:
             shutil.copyfile(template, target)
             return f"sqlite+aiosqlite:///{target}"
         name = f"cbt_{self.run_id}_{uuid.uuid4().hex[:12]}"
-        await _pg_exec(base, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        await pg_exec(base, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
         self._created.append(name)
         return make_url(base).set(database=name).render_as_string(hide_password=False)
 
@@ -95,17 +95,18 @@ class DatabaseTemplates:
         if base is None or not url.startswith("postgresql"):
             return
         name = make_url(url).database
-        await _pg_exec(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await pg_exec(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def drop_all(self) -> None:
         base = postgres_url()
         if base is None:
             return
         for name in reversed(self._created):
-            asyncio.run(_pg_exec(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            asyncio.run(pg_exec(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-async def _pg_exec(base_url: str, sql: str) -> None:
+async def pg_exec(base_url: str, sql: str) -> None:
+    """Run one statement on a PostgreSQL server (creating or dropping a database: outside a transaction)."""
     conn = await asyncpg.connect(_pg_dsn(base_url))
     try:
         await conn.execute(sql)
@@ -125,7 +126,7 @@ async def scratch_database(tmp_path: Path, prefix: str) -> AsyncIterator[Databas
     if base is None:
         url = f"sqlite+aiosqlite:///{tmp_path / name}.sqlite3"
     else:
-        await _pg_exec(base, f'CREATE DATABASE "{name}"')
+        await pg_exec(base, f'CREATE DATABASE "{name}"')
         url = make_url(base).set(database=name).render_as_string(hide_password=False)
     database = Database(url)
     try:
@@ -133,7 +134,7 @@ async def scratch_database(tmp_path: Path, prefix: str) -> AsyncIterator[Databas
     finally:
         await database.dispose()
         if base is not None:
-            await _pg_exec(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await pg_exec(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def counting_calls(monkeypatch: Any, obj: Any, name: str) -> list[Any]:
@@ -167,7 +168,7 @@ async def mark_published(db: Database, tables: OutboxTables, *where: Any, at: da
     """
     when = at or utcnow()
     async with db.write_session() as session:
-        moved = await _move_rows(
+        moved = await move_rows(
             session,
             db.dialect,
             tables.outbox,

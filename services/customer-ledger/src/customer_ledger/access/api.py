@@ -15,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from casebridge_shared.auth import Department, Principal, Role, require_roles
 from casebridge_shared.group_commit import GroupCommit
+from casebridge_shared.outbox import UnitOfWork
 from casebridge_shared.pagination import Page, PageDep, PageParams
 from casebridge_shared.problems import PROBLEM_RESPONSES
 from customer_ledger.access import service
@@ -50,36 +51,29 @@ async def _answer(
     page: PageParams,
 ) -> Page[R]:
     """The page, with each record's corrections, once the admin's query is itself journaled."""
-    return await writes.run(
-        lambda uow: _query_and_record(uow.session, admin, what, model, query, filters, page)
-    )
 
+    async def query_and_record(uow: UnitOfWork) -> Page[R]:
+        session = uow.session
+        rows, total = await query(session)
+        corrections = await service.corrections_of(session, [r.journal_index for r in rows])
+        items = []
+        for row in rows:
+            item = model.model_validate(row)
+            item.corrections = [
+                CorrectionRead.model_validate(c) for c in corrections.get(row.journal_index, [])
+            ]
+            items.append(item)
+        asked = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in filters.items()}
+        await record_read(
+            session,
+            Actor.of(admin),
+            what,
+            customers=[c for r in rows if (c := getattr(r, "customer_id", None))],
+            query={**asked, "limit": page.limit, "offset": page.offset},
+        )
+        return Page[R](items=items, total=total, limit=page.limit, offset=page.offset)
 
-async def _query_and_record(
-    session: AsyncSession,
-    admin: Principal,
-    what: str,
-    model: type[R],
-    query: Callable[[AsyncSession], Awaitable[tuple[Sequence[Any], int]]],
-    filters: dict[str, Any],
-    page: PageParams,
-) -> Page[R]:
-    rows, total = await query(session)
-    corrections = await service.corrections_of(session, [r.journal_index for r in rows])
-    items = []
-    for row in rows:
-        item = model.model_validate(row)
-        item.corrections = [CorrectionRead.model_validate(c) for c in corrections.get(row.journal_index, [])]
-        items.append(item)
-    asked = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in filters.items()}
-    await record_read(
-        session,
-        Actor.of(admin),
-        what,
-        customers=[c for r in rows if (c := getattr(r, "customer_id", None))],
-        query={**asked, "limit": page.limit, "offset": page.offset},
-    )
-    return Page[R](items=items, total=total, limit=page.limit, offset=page.offset)
+    return await writes.run(query_and_record)
 
 
 @router.get("/logins", response_model=Page[LoginRecordRead], summary="Logins, successful and failed")
