@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from casebridge_shared.auth import Department, Principal, Role, require_roles
 from casebridge_shared.group_commit import GroupCommit
@@ -46,15 +45,16 @@ async def _answer(
     admin: Principal,
     what: str,
     model: type[R],
-    query: Callable[[AsyncSession], Awaitable[tuple[Sequence[Any], int]]],
+    list_records: Callable[..., Awaitable[tuple[Sequence[Any], int]]],
     filters: dict[str, Any],
     page: PageParams,
 ) -> Page[R]:
-    """The page, with each record's corrections, once the admin's query is itself journaled."""
+    """The page of ``list_records(session, **filters)``, with each record's corrections,
+    once the admin's query is itself journaled."""
 
     async def query_and_record(uow: UnitOfWork) -> Page[R]:
         session = uow.session
-        rows, total = await query(session)
+        rows, total = await list_records(session, **filters, limit=page.limit, offset=page.offset)
         corrections = await service.corrections_of(session, [r.journal_index for r in rows])
         items = []
         for row in rows:
@@ -101,7 +101,7 @@ async def list_logins(
         admin,
         "logins",
         LoginRecordRead,
-        lambda session: service.list_logins(session, **filters, limit=page.limit, offset=page.offset),
+        service.list_logins,
         filters,
         page,
     )
@@ -136,7 +136,7 @@ async def list_changes(
         admin,
         "change records",
         ChangeRecordRead,
-        lambda session: service.list_changes(session, **filters, limit=page.limit, offset=page.offset),
+        service.list_changes,
         filters,
         page,
     )
@@ -168,7 +168,7 @@ async def list_reads(
         admin,
         "read records",
         ReadRecordRead,
-        lambda session: service.list_reads(session, **filters, limit=page.limit, offset=page.offset),
+        service.list_reads,
         filters,
         page,
     )

@@ -109,7 +109,8 @@ _TRANSACTION_STATE = "journal.transaction"
 
 @dataclass
 class _Transaction:
-    """What this transaction appended: its locked head, the nodes it completed, rows not yet written.
+    """What this transaction appended: the tree's size (its head row locked), the nodes it completed,
+    the rows not yet written.
 
     A consumer run appends one entry per event in one transaction, and so do the
     api requests of one group commit: after the first append the head row is
@@ -122,7 +123,6 @@ class _Transaction:
     per row and table.
     """
 
-    head: JournalHead
     size: int
     written: dict[tuple[int, int], bytes] = field(default_factory=dict)
     entries: list[dict[str, Any]] = field(default_factory=list)
@@ -202,7 +202,7 @@ async def _transaction_state(session: AsyncSession) -> _Transaction:
         state = transaction_scoped(
             session,
             _TRANSACTION_STATE,
-            lambda: _Transaction(head=head, size=head.size, size_written=head.size),
+            lambda: _Transaction(size=head.size, size_written=head.size),
         )
         sync = session.sync_session
         if not event.contains(sync, "before_commit", _write_pending_sync):
