@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from casebridge_shared.db import Database, transaction_scoped
+from casebridge_shared.db import Database, on_commit, transaction_scoped
 
 
 @pytest.fixture
@@ -81,6 +81,30 @@ async def test_transaction_scoped_state_lives_until_commit_or_rollback(db: Datab
         transaction_scoped(session, "test.memo", dict)["answer"] = 43
         await session.rollback()
         assert transaction_scoped(session, "test.memo", dict) == {}
+
+
+async def test_on_commit_callbacks_run_once_after_the_commit_and_never_after_a_rollback(db: Database) -> None:
+    called: list[str] = []
+
+    def told() -> None:
+        called.append("told")
+
+    async with db.write_session() as session:
+        on_commit(session, told)
+        await session.rollback()  # before any statement: still a transaction that ended
+        await session.execute(text("INSERT INTO notes (body) VALUES ('rolled back')"))
+        on_commit(session, told)
+        await session.rollback()
+        assert called == []
+        await session.execute(text("INSERT INTO notes (body) VALUES ('kept')"))
+        on_commit(session, told)
+        on_commit(session, told)  # the same callback twice: told once
+        assert called == []
+        await session.commit()
+        assert called == ["told"] and await _count(db) == 1
+        await session.execute(text("INSERT INTO notes (body) VALUES ('next')"))
+        await session.commit()  # the next transaction registered nothing
+    assert called == ["told"]
 
 
 async def test_one_of_finds_the_listed_keys_with_one_parameter_on_postgresql(tmp_path: Path) -> None:

@@ -355,3 +355,31 @@ async def test_webhooks_and_delivery_history_are_for_admins(
     assert (await client.get("/deliveries?channel=pigeon", headers=admin)).status_code == 422
     listed = (await client.get("/webhooks", headers=admin)).json()
     assert listed == [] and "secret" not in str(listed)
+
+
+async def test_a_queued_delivery_wakes_the_dispatcher_instead_of_waiting_for_its_poll(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    container.settings.delivery_poll_seconds = 60  # longer than the wait below: only a wake-up finds it
+    looked = 0
+    claim_due = deliveries.claim_due
+
+    async def counted(*args: object, **kwargs: object) -> list[Delivery]:
+        nonlocal looked
+        found = await claim_due(*args, **kwargs)  # type: ignore[arg-type]
+        looked += 1
+        return found
+
+    monkeypatch.setattr(deliveries, "claim_due", counted)
+    async with dispatching(container):
+        await until(lambda: looked >= 1, "the dispatcher's first look (nothing due)")
+        async with container.db.write_session() as session:
+            deliveries.queue_email(session, "k-wake", None, "nobody-we-know", {"subject": "s", "text": "t"})
+            await session.rollback()  # rolled back: nothing queued, nobody woken
+            deliveries.queue_email(session, "k-wake", None, "nobody-we-know", {"subject": "s", "text": "t"})
+            await session.commit()
+
+        async def tried() -> bool:
+            return any(d.attempts >= 1 for d in await rows(container))
+
+        await testing.wait_until(tried, timeout=30, message="the queued email tried at once")

@@ -238,3 +238,17 @@ async def test_stream_sends_heartbeats(container: Container, people: People, min
         assert await stream.next_comment() == ": heartbeat"
         await tell(container, me.user_id)
         assert (await stream.next_event())["id"] == "1"
+
+
+async def test_on_postgresql_a_commit_wakes_the_stream_without_waiting_for_a_poll(
+    container: Container, people: People, minter: TokenMinter
+) -> None:
+    if container.db.dialect != "postgresql":
+        pytest.skip("SQLite has no NOTIFY: its streams poll every stream_poll_seconds")
+    # Both far longer than the wait below: only the worker's NOTIFY can bring it in time.
+    container.settings.stream_poll_seconds = 120
+    container.settings.stream_heartbeat_seconds = 120
+    me = await people.add("staff")
+    async with served(container, minter) as server, connect(server, people.headers(me)) as stream:
+        await tell(container, me.user_id)
+        assert (await stream.next_event(timeout=30))["id"] == "1"

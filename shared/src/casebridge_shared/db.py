@@ -16,6 +16,7 @@ and its whole queue of writers waits with it. Write transactions poll every
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 import weakref
@@ -25,12 +26,28 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, DateTime, Table, any_, bindparam, event, text
+import asyncpg
+from sqlalchemy import (
+    ClauseElement,
+    ColumnElement,
+    DateTime,
+    Insert,
+    Table,
+    TextClause,
+    any_,
+    bindparam,
+    event,
+    insert,
+    text,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.orm import ORMExecuteState
 from sqlalchemy.pool import PoolResetState
+from sqlalchemy.sql.expression import TableClause
+from sqlalchemy.sql.util import find_tables
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.util import await_only
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -204,9 +221,29 @@ def _begin_immediate(conn: Any) -> None:
 _TRANSACTION_KEYS = "casebridge.transaction_keys"
 
 
+_ON_COMMIT = "casebridge.on_commit"
+
+
 def _end_of_transaction(session: Any, *_args: Any) -> None:
     for key in session.info.pop(_TRANSACTION_KEYS, ()):
         session.info.pop(key, None)
+
+
+def _committed(session: Any) -> None:
+    callbacks: list[Callable[[], None]] = session.info.get(_ON_COMMIT, [])
+    _end_of_transaction(session)
+    for callback in callbacks:
+        callback()
+
+
+def on_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Call ``callback()`` once this transaction has committed (not if it rolls back); once however
+    often it is registered. For telling others in the process that there is new work, as Django's
+    ``transaction.on_commit``: the callback must be quick and must not raise.
+    """
+    callbacks: list[Callable[[], None]] = transaction_scoped(session, _ON_COMMIT, list)
+    if callback not in callbacks:
+        callbacks.append(callback)
 
 
 def transaction_scoped(session: AsyncSession, key: str, make: Callable[[], T]) -> T:
@@ -219,12 +256,97 @@ def transaction_scoped(session: AsyncSession, key: str, make: Callable[[], T]) -
         value: T = session.info[key]
         return value
     sync = session.sync_session
-    for name in ("after_commit", "after_rollback", "after_soft_rollback"):
+    if not sync.in_transaction():
+        # Begun now, not at the first statement: a rollback before any statement
+        # ends a transaction too, and drops what it remembered.
+        sync.begin()
+    if not event.contains(sync, "after_commit", _committed):
+        event.listen(sync, "after_commit", _committed)
+    for name in ("after_rollback", "after_soft_rollback"):
         if not event.contains(sync, name, _end_of_transaction):
             event.listen(sync, name, _end_of_transaction)
     session.info.setdefault(_TRANSACTION_KEYS, set()).add(key)
     made = session.info[key] = make()
     return made
+
+
+_QUEUED_INSERTS = "casebridge.queued_inserts"
+# Execution option: this statement does not need the rows queued by ``queue_insert``
+# (the caller knows none of them can match), so they may stay queued.
+WITHOUT_QUEUED_ROWS = "casebridge_without_queued_rows"
+
+
+def queue_insert(session: AsyncSession, table: Table, *rows: dict[str, Any]) -> None:
+    """Rows this transaction creates, written when it commits: one insert per table, not one per row.
+
+    Or earlier, before any statement of the same transaction that names one of
+    their tables (in a join or a subquery too; ``text()`` always counts), so the
+    transaction still sees its own rows: a later update or look-up of them works.
+    A statement run with the execution option ``WITHOUT_QUEUED_ROWS`` leaves them
+    queued. Rows of several tables go in the order their tables were first
+    queued; every row of one table needs the same keys. Rolled back, nothing is
+    written. For the many small rows a consumer run or a group of api requests
+    adds (notifications, records, timers): each ORM object costs about as much
+    CPU as the statement that writes it, and a flush in between costs a trip.
+    """
+    if not rows:
+        return
+    queued: dict[Table, list[dict[str, Any]]] = transaction_scoped(session, _QUEUED_INSERTS, dict)
+    sync = session.sync_session
+    if not event.contains(sync, "before_commit", _write_queued):
+        event.listen(sync, "before_commit", _write_queued)
+        event.listen(sync, "do_orm_execute", _write_queued_before)
+    queued.setdefault(table, []).extend(rows)
+
+
+def queued_rows(session: AsyncSession, table: Table) -> list[dict[str, Any]]:
+    """The rows of ``table`` queued by ``queue_insert`` and not written yet."""
+    queued: dict[Table, list[dict[str, Any]]] = session.info.get(_QUEUED_INSERTS) or {}
+    return list(queued.get(table, []))
+
+
+def _write_queued(session: Any) -> None:
+    queued: dict[Table, list[dict[str, Any]]] | None = session.info.get(_QUEUED_INSERTS)
+    if not queued:
+        return
+    tables = list(queued.items())
+    queued.clear()
+    connection = session.connection()
+    for table, rows in tables:
+        connection.execute(insert_into(table), rows)
+
+
+def _write_queued_before(execute_state: ORMExecuteState) -> None:
+    queued: dict[Table, list[dict[str, Any]]] | None = execute_state.session.info.get(_QUEUED_INSERTS)
+    if not queued or execute_state.execution_options.get(WITHOUT_QUEUED_ROWS):
+        return
+    named = tables_named(execute_state.statement)
+    if named is not None and named.isdisjoint(queued):
+        return
+    _write_queued(execute_state.session)
+
+
+# Statements built once and run often (a module's prebuilt look-ups) are walked once.
+_NAMED: weakref.WeakKeyDictionary[Any, frozenset[TableClause] | None] = weakref.WeakKeyDictionary()
+
+
+def tables_named(statement: Any) -> frozenset[TableClause] | None:
+    """Every table ``statement`` names, in joins and subqueries too; None when that is unknown (text())."""
+    if not isinstance(statement, ClauseElement) or isinstance(statement, TextClause):
+        return None
+    try:
+        return _NAMED[statement]
+    except KeyError:
+        named = _NAMED[statement] = frozenset(
+            find_tables(statement, include_aliases=True, include_joins=True, include_crud=True)
+        )
+        return named
+
+
+@functools.cache
+def insert_into(table: Table) -> Insert:
+    """One insert statement per table, kept: it keeps its cache key too."""
+    return insert(table)
 
 
 def table_of(model: type[Any]) -> Table:
@@ -281,6 +403,54 @@ class Database:
         await self.engine.dispose()
         if self._writer is not self.engine:
             await self._writer.dispose()
+
+    def asyncpg_dsn(self) -> str:
+        """The PostgreSQL database as a DSN for a connection of asyncpg's own (LISTEN, advisory locks)."""
+        return make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def listen(self, channel: str, wake: Callable[[], None]) -> asyncpg.Connection | None:
+        """On PostgreSQL, a connection that calls ``wake()`` at every NOTIFY on ``channel``.
+
+        None on SQLite, or when the connection cannot be made (the caller polls
+        then, and tries again later). The caller closes it; a closed one wakes
+        nobody, so callers check ``is_closed()`` before relying on it.
+        """
+        if self.dialect != "postgresql":
+            return None
+        try:
+            connection: asyncpg.Connection = await asyncpg.connect(self.asyncpg_dsn(), timeout=10)
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            return None
+        await connection.add_listener(channel, lambda *_args: wake())
+        return connection
+
+
+_NOTIFY_AT_COMMIT = "casebridge.notify_at_commit"
+
+
+def notify_at_commit(session: AsyncSession, channel: str) -> None:
+    """On PostgreSQL, ``NOTIFY channel`` with this transaction's commit (listeners wake once its rows
+    are visible; nothing is sent if it rolls back). Nothing on SQLite, whose readers poll.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    channels: set[str] = transaction_scoped(session, _NOTIFY_AT_COMMIT, set)
+    channels.add(channel)
+    sync = session.sync_session
+    if not event.contains(sync, "before_commit", _send_notifications):
+        event.listen(sync, "before_commit", _send_notifications)
+
+
+def _send_notifications(session: Any) -> None:
+    channels: set[str] | None = session.info.get(_NOTIFY_AT_COMMIT)
+    if channels:
+        connection = session.connection()
+        for channel in sorted(channels):
+            connection.execute(_PG_NOTIFY, {"channel": channel})
+        channels.clear()
+
+
+_PG_NOTIFY = text("SELECT pg_notify(:channel, '')")
 
 
 def one_of(column: ColumnElement[Any], name: str, dialect: str) -> ColumnElement[bool]:

@@ -111,7 +111,7 @@ class PoisonEvent(Exception):
 # The payload is the consumer's own reader model for the type (see ``payload_models``)
 # or, for events of the consuming service's own contract, the registered EventPayload.
 Handler = Callable[[UnitOfWork, CloudEvent, Any], Awaitable[None]]
-# Called once per run, before its handlers, with the run's new events and their
+# Called once per run (one applied alone too), before its handlers, with the run's new events and their
 # payloads: a service loads in one query what its handlers would each look up.
 BeforeRun = Callable[[UnitOfWork, Sequence[tuple[CloudEvent, Any]]], Awaitable[None]]
 
@@ -398,6 +398,8 @@ class EventConsumer:
             )
             if seen.first() is not None:
                 return Outcome(duplicate=True)
+            if self.before_run is not None:  # a run of one
+                await self.before_run(uow, [(event, payload)])
             await handler(uow, event, payload)
             uow.insert_at_commit(
                 inbox,

@@ -40,7 +40,6 @@ from sqlalchemy import (
     Column,
     Float,
     Index,
-    Insert,
     Integer,
     MetaData,
     String,
@@ -65,7 +64,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from casebridge_shared import metrics
-from casebridge_shared.db import Database, UTCDateTime, new_id, utcnow
+from casebridge_shared.db import Database, UTCDateTime, insert_into, new_id, utcnow
 from casebridge_shared.events import CLOUDEVENTS_CONTENT_TYPE, CloudEvent, EventPayload
 from casebridge_shared.kafka import ensure_topics, make_producer
 from casebridge_shared.settings import ServiceSettings
@@ -291,9 +290,9 @@ class UnitOfWork:
         with sent_with_commit(connection):
             for table, values in self._rows.items():
                 if values:
-                    connection.execute(_insert_into(table), values)
+                    connection.execute(insert_into(table), values)
             if rows:
-                connection.execute(_insert_into(self._tables.outbox), rows)
+                connection.execute(insert_into(self._tables.outbox), rows)
                 if self._db.dialect == "postgresql":
                     # Delivered at commit, so the relay wakes once the rows are visible.
                     connection.execute(text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"))
@@ -303,12 +302,6 @@ class UnitOfWork:
         await self.session.rollback()
         self._events = []
         self._rows = {}
-
-
-@functools.cache
-def _insert_into(table: Table) -> Insert:
-    """One insert statement per table, kept: it keeps its cache key too."""
-    return insert(table)
 
 
 @dataclass
@@ -372,10 +365,6 @@ class RelayLock:
         self._pg: asyncpg.Connection | None = None
         self.wakeup = asyncio.Event()
 
-    def _pg_dsn(self) -> str:
-        url = make_url(self._db.url).set(drivername="postgresql")
-        return url.render_as_string(hide_password=False)
-
     async def try_acquire(self) -> bool:
         if self._db.dialect == "sqlite":
             db_path = make_url(self._db.url).database or "casebridge.sqlite3"
@@ -389,7 +378,7 @@ class RelayLock:
                 return False
             self._fd = fd
             return True
-        conn: asyncpg.Connection = await asyncpg.connect(self._pg_dsn())
+        conn: asyncpg.Connection = await asyncpg.connect(self._db.asyncpg_dsn())
         key = zlib.crc32(b"casebridge-outbox-relay")
         got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
         if not got:

@@ -19,7 +19,7 @@ from sqlmodel import SQLModel, col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from casebridge_shared.auth import Principal
-from casebridge_shared.db import table_of, utcnow
+from casebridge_shared.db import queue_insert, table_of, utcnow
 from customer_ledger.access.models import ChangeRecord, LoginRecord, ReadRecord, RecordCorrection
 from customer_ledger.customers.models import Association, Customer, Demand, Payment, ProgressEntry
 from customer_ledger.grants.models import Grant
@@ -193,7 +193,7 @@ async def project(session: AsyncSession, index: int, body: dict[str, Any]) -> No
         customers: list[str | None] = list(body["customers"]) or [None]
         at = _parse_time(body["at"])
         for position, customer_id in enumerate(customers):
-            await journal.insert_with_journal(
+            queue_insert(
                 session,
                 _READS,
                 {
@@ -207,7 +207,7 @@ async def project(session: AsyncSession, index: int, body: dict[str, Any]) -> No
                 },
             )
     elif kind == "correction":
-        await journal.insert_with_journal(
+        queue_insert(
             session,
             _CORRECTIONS,
             {
@@ -222,7 +222,7 @@ async def project(session: AsyncSession, index: int, body: dict[str, Any]) -> No
             },
         )
     elif kind == "login":
-        await journal.insert_with_journal(
+        queue_insert(
             session,
             _LOGINS,
             {
@@ -249,11 +249,11 @@ async def _apply_change(session: AsyncSession, index: int, body: dict[str, Any])
     else:
         row = model.model_validate(body["after"])
         if operation == "insert":
-            await journal.insert_with_journal(session, table_of(model), row.model_dump())
+            queue_insert(session, table_of(model), row.model_dump())
         else:
             await session.merge(row)
     by = body["by"]
-    await journal.insert_with_journal(
+    queue_insert(
         session,
         _CHANGES,
         {

@@ -11,6 +11,7 @@ from casebridge_shared.db import Database
 from casebridge_shared.events import CASES_TOPIC, IDENTITY_TOPIC
 from casebridge_shared.inbox import EventConsumer
 from casebridge_shared.outbox import UnitOfWork
+from notifier import memo
 from notifier.db import inbox, outbox
 from notifier.deliveries import sealing
 from notifier.deliveries.dispatcher import Dispatcher
@@ -50,7 +51,7 @@ class Container:
             handlers={**rules.handlers(self.settings), **directory.HANDLERS},
             payload_models={**CASE_PAYLOADS, **IDENTITY_PAYLOADS},
             source=EVENT_SOURCE,
-            before_run=rules.before_run,
+            before_run=rules.before_run(memo.Lasting()),
         )
 
     def dispatcher(self, http_transport: httpx.AsyncBaseTransport | None = None) -> Dispatcher:

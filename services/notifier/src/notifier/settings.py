@@ -24,7 +24,9 @@ class Settings(ServiceSettings):
     stream_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300)
 
     # Deliveries (push, email, webhooks).
-    delivery_poll_seconds: float = Field(default=0.1, gt=0, le=60)
+    # How often the dispatcher looks for deliveries due without being told: retries
+    # coming due. New deliveries this process queues wake it at once.
+    delivery_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     delivery_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     delivery_max_attempts: int = Field(default=8, ge=1, le=100)
     delivery_backoff_seconds: float = Field(default=2.0, gt=0)

@@ -10,18 +10,13 @@ from __future__ import annotations
 
 import base64
 import json
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import rfc8785
-from sqlalchemy import Table, bindparam, event, insert, select, text, update
+from sqlalchemy import bindparam, event, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import ORMExecuteState
-from sqlalchemy.sql.elements import ClauseElement, TextClause
-from sqlalchemy.sql.expression import TableClause
-from sqlalchemy.sql.util import find_tables
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -115,12 +110,13 @@ class _Transaction:
     A consumer run appends one entry per event in one transaction, and so do the
     api requests of one group commit: after the first append the head row is
     already locked by us and the left siblings an append needs are the ones we
-    just wrote, so neither is read again. The entry and node rows, the head's new
-    size and the rows queued with ``insert_with_journal`` are written when the
-    transaction commits (one bulk insert per table), or before anything in it
-    reads them: not once per append. Otherwise each append's rows went out with
-    the next request's first query (the session's autoflush), one statement
-    per row and table.
+    just wrote, so neither is read again. The entry and node rows and the head's
+    new size are written when the transaction commits (one bulk insert per
+    table), or before anything in it reads the journal: not once per append.
+    Otherwise each append's rows went out with the next request's first query
+    (the session's autoflush), one statement per row and table. The rows the
+    entries produce in the views are queued the same way
+    (``casebridge_shared.db.queue_insert``).
     """
 
     size: int
@@ -128,11 +124,10 @@ class _Transaction:
     entries: list[dict[str, Any]] = field(default_factory=list)
     nodes: list[dict[str, Any]] = field(default_factory=list)
     size_written: int = 0
-    views: dict[Table, list[dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def pending(self) -> bool:
-        return bool(self.entries or self.nodes or self.views or self.size != self.size_written)
+        return bool(self.entries or self.nodes or self.size != self.size_written)
 
 
 _HEAD_SIZE = update(JournalHead).where(col(JournalHead.id) == 1).values(size=bindparam("new_size"))
@@ -143,15 +138,13 @@ def _write_pending_sync(session: Any) -> None:
     state: _Transaction | None = session.info.get(_TRANSACTION_STATE)
     if state is None or not state.pending:
         return
-    entries, nodes, views = state.entries, state.nodes, state.views
-    state.entries, state.nodes, state.views = [], [], {}
+    entries, nodes = state.entries, state.nodes
+    state.entries, state.nodes = [], []
     connection = session.connection()
     if entries:
         connection.execute(insert(JournalEntry), entries)
     if nodes:
         connection.execute(insert(JournalNode), nodes)
-    for table, rows in views.items():
-        connection.execute(insert(table), rows)
     if state.size != state.size_written:
         connection.execute(_HEAD_SIZE, {"new_size": state.size})
         state.size_written = state.size
@@ -162,37 +155,6 @@ async def _write_pending(session: AsyncSession) -> None:
     state: _Transaction | None = session.info.get(_TRANSACTION_STATE)
     if state is not None and state.pending:
         await session.run_sync(_write_pending_sync)
-
-
-def _before_query(execute_state: ORMExecuteState) -> None:
-    """A query in a transaction with queued view rows: write them first if it may read their tables.
-
-    A look-up of other tables only (the customer, its associations: what every
-    request asks first) leaves them queued.
-    """
-    state: _Transaction | None = execute_state.session.info.get(_TRANSACTION_STATE)
-    if state is None or not state.views:
-        return
-    named = _tables_named(execute_state.statement)
-    if named and named.isdisjoint(state.views):
-        return
-    _write_pending_sync(execute_state.session)
-
-
-# Statements built once and run often (a module's prebuilt look-ups) are walked once.
-_NAMED: weakref.WeakKeyDictionary[Any, frozenset[TableClause]] = weakref.WeakKeyDictionary()
-
-
-def _tables_named(statement: Any) -> frozenset[TableClause]:
-    """Every table ``statement`` names, in joins and subqueries too; none known for text()."""
-    if not isinstance(statement, ClauseElement) or isinstance(statement, TextClause):
-        return frozenset()
-    named = _NAMED.get(statement)
-    if named is None:
-        named = _NAMED[statement] = frozenset(
-            find_tables(statement, include_aliases=True, include_joins=True, include_crud=True)
-        )
-    return named
 
 
 async def _transaction_state(session: AsyncSession) -> _Transaction:
@@ -207,24 +169,12 @@ async def _transaction_state(session: AsyncSession) -> _Transaction:
         sync = session.sync_session
         if not event.contains(sync, "before_commit", _write_pending_sync):
             event.listen(sync, "before_commit", _write_pending_sync)
-            event.listen(sync, "do_orm_execute", _before_query)
     return state
 
 
 async def lock(session: AsyncSession) -> int:
     """Hold the head row for this transaction (no appends meanwhile); returns the tree size."""
     return (await _transaction_state(session)).size
-
-
-async def insert_with_journal(session: AsyncSession, table: Table, row: dict[str, Any]) -> None:
-    """Queue a view row this transaction's entries produce, written with them.
-
-    For rows of tables nothing in the same transaction reads before a query of
-    that table (a query of the table writes them first), and that no other row
-    refers to: the append-only records and new rows of the views.
-    """
-    state = await _transaction_state(session)
-    state.views.setdefault(table, []).append(row)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ disabled.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -35,6 +34,16 @@ from notifier.notifications.models import Channel
 from notifier.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+
+async def _first_of(*events: asyncio.Event, timeout: float) -> None:
+    """Until one of ``events`` is set, or ``timeout`` seconds."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 class Gone(Exception):
@@ -65,17 +74,21 @@ class Dispatcher:
             timeout=httpx.Timeout(self.settings.delivery_timeout_seconds), transport=self._transport
         )
         self._push_session = aiohttp.ClientSession()
+        # Woken when this process queues deliveries (an alert goes out at once); the
+        # poll finds retries coming due and what another process queued.
+        queued = asyncio.Event()
         try:
-            while not stop.is_set():
-                try:
-                    sent = await self.send_due()
-                except Exception as exc:  # the database may be down: keep going when it is back
-                    log.warning("deliveries.loop_failed", error=str(exc)[:300])
-                    sent = 0
-                if sent:
-                    continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=self.settings.delivery_poll_seconds)
+            with service.woken_when_queued(queued.set):
+                while not stop.is_set():
+                    queued.clear()  # before looking: a wake-up meanwhile is not lost
+                    try:
+                        sent = await self.send_due()
+                    except Exception as exc:  # the database may be down: keep going when it is back
+                        log.warning("deliveries.loop_failed", error=str(exc)[:300])
+                        sent = 0
+                    if sent:
+                        continue
+                    await _first_of(stop, queued, timeout=self.settings.delivery_poll_seconds)
         finally:
             await self._http.aclose()
             await self._push_session.close()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,7 +13,7 @@ from sqlalchemy import func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from casebridge_shared.db import Database, new_id, utcnow
+from casebridge_shared.db import Database, new_id, on_commit, queue_insert, table_of, utcnow
 from casebridge_shared.events import CloudEvent
 from casebridge_shared.problems import NotFound
 from notifier import memo
@@ -27,20 +28,56 @@ from notifier.deliveries.models import (
     WebhookUpdate,
 )
 from notifier.deliveries.sealing import SecretBox
-from notifier.notifications.models import Channel, Notification
+from notifier.notifications.models import Channel
+
+_DELIVERIES = table_of(Delivery)
 
 
 def _delivery(
     dedupe_key: str, channel: Channel, recipient: str, case_id: str | None, message: dict[str, Any]
-) -> Delivery:
-    return Delivery(
-        id=new_id(),
-        dedupe_key=dedupe_key,
-        channel=channel.value,
-        recipient=recipient,
-        case_id=case_id,
-        message=message,
-    )
+) -> dict[str, Any]:
+    """A new delivery's row, due now; queued to be written with the transaction (not an ORM object)."""
+    now = utcnow()
+    return {
+        "id": new_id(),
+        "dedupe_key": dedupe_key,
+        "channel": channel.value,
+        "recipient": recipient,
+        "case_id": case_id,
+        "message": message,
+        "status": DeliveryStatus.PENDING.value,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "last_error": None,
+        "created_at": now,
+        "sent_at": None,
+    }
+
+
+# This process's dispatchers, woken when a transaction that queued deliveries commits:
+# a new alert goes out at once, and no dispatcher has to poll often to find it.
+_WAKE_ON_QUEUED: set[Callable[[], None]] = set()
+
+
+@contextlib.contextmanager
+def woken_when_queued(wake: Callable[[], None]) -> Iterator[None]:
+    """While inside: ``wake()`` after every commit in this process that queued deliveries."""
+    _WAKE_ON_QUEUED.add(wake)
+    try:
+        yield
+    finally:
+        _WAKE_ON_QUEUED.discard(wake)
+
+
+def _deliveries_queued() -> None:
+    for wake in list(_WAKE_ON_QUEUED):
+        wake()
+
+
+def _queue(session: AsyncSession, *rows: dict[str, Any]) -> None:
+    if rows:
+        queue_insert(session, _DELIVERIES, *rows)
+        on_commit(session, _deliveries_queued)
 
 
 async def _subscriptions(session: AsyncSession, people: list[str]) -> dict[str, list[str]]:
@@ -53,36 +90,39 @@ async def _subscriptions(session: AsyncSession, people: list[str]) -> dict[str, 
     return found
 
 
-async def queue_push(
+async def devices_of(session: AsyncSession, people: list[str]) -> dict[str, list[str]]:
+    """Each person's push subscription ids (remembered for the transaction)."""
+    none: list[str] = []
+    return await memo.per_item(
+        session, "push-subscriptions", people, lambda m: _subscriptions(session, m), none
+    )
+
+
+def queue_push(
     session: AsyncSession,
     dedupe_key: str,
     case_id: str,
-    notifications: Sequence[Notification],
-    message: Callable[[Notification], dict[str, Any]],
+    devices: dict[str, list[str]],
+    notifications: Sequence[dict[str, Any]],
+    message: Callable[[dict[str, Any]], dict[str, Any]],
 ) -> None:
-    """One push delivery per subscription (device) of each notification's recipient."""
-    if not notifications:
-        return
-    people = [n.recipient_id for n in notifications]
-    none: list[str] = []
-    devices: dict[str, list[str]] = await memo.per_item(
-        session, "push-subscriptions", people, lambda m: _subscriptions(session, m), none
-    )
-    with_devices = [n for n in notifications if devices[n.recipient_id]]
-    if not with_devices:
-        return
-    await session.flush()  # the notifications' ids go into the payloads
-    for notification in with_devices:
+    """One push delivery per device of each notification's recipient (``notifications``: rows with ids)."""
+    for notification in notifications:
         body = message(notification)
-        for sub_id in devices[notification.recipient_id]:
-            session.add(_delivery(dedupe_key, Channel.PUSH, sub_id, case_id, body))
+        _queue(
+            session,
+            *(
+                _delivery(dedupe_key, Channel.PUSH, sub_id, case_id, body)
+                for sub_id in devices.get(notification["recipient_id"], [])
+            ),
+        )
 
 
 def queue_email(
     session: AsyncSession, dedupe_key: str, case_id: str | None, user_id: str, message: dict[str, Any]
 ) -> None:
     """An email to a person; the address is looked up when sending, so a late directory entry still works."""
-    session.add(_delivery(dedupe_key, Channel.EMAIL, user_id, case_id, message))
+    _queue(session, _delivery(dedupe_key, Channel.EMAIL, user_id, case_id, message))
 
 
 async def _active_webhooks(session: AsyncSession) -> list[WebhookSubscription]:
@@ -93,16 +133,12 @@ async def _active_webhooks(session: AsyncSession) -> list[WebhookSubscription]:
 async def queue_webhooks(session: AsyncSession, event: CloudEvent) -> int:
     """The event, as is, to every active webhook subscription that wants its type."""
     subs = await memo.once(session, "webhooks", lambda: _active_webhooks(session))
-    if not subs:
+    wanted = [sub for sub in subs if not sub.event_types or event.type in sub.event_types]
+    if not wanted:
         return 0
-    body = event.model_dump(mode="json", exclude_none=True)
-    queued = 0
-    for sub in subs:
-        if sub.event_types and event.type not in sub.event_types:
-            continue
-        session.add(_delivery(event.id, Channel.WEBHOOK, sub.id, event.subject, {"event": body}))
-        queued += 1
-    return queued
+    body = {"event": event.model_dump(mode="json", exclude_none=True)}
+    _queue(session, *(_delivery(event.id, Channel.WEBHOOK, sub.id, event.subject, body) for sub in wanted))
+    return len(wanted)
 
 
 # -- the dispatcher's bookkeeping ------------------------------------------------

@@ -19,7 +19,7 @@ from sqlalchemy import select as select_core
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from casebridge_shared.db import Database, one_of, table_of, transaction_scoped
+from casebridge_shared.db import Database, one_of, queue_insert, table_of, transaction_scoped
 from notifier import memo
 from notifier.directory.service import people_with_role
 from notifier.escalation.models import ClaimTimer
@@ -31,6 +31,7 @@ from notifier.routing.service import DEFAULT_CLAIM_WITHIN_MINUTES, DEFAULT_ESCAL
 log = structlog.get_logger(__name__)
 _STARTED_IN_THIS_TRANSACTION = "notifier.claim_timers_started"
 _HAS_TIMER = "claim-timer"  # memo kind: case id -> whether it has a claim timer
+_CLAIM_TIMERS = table_of(ClaimTimer)
 
 
 @functools.cache
@@ -41,8 +42,7 @@ def _timers_of(dialect: str) -> Select[tuple[str]]:
 
 async def _with_timers(session: AsyncSession, case_ids: list[str]) -> dict[str, bool]:
     statement = _timers_of(session.get_bind().dialect.name)
-    with session.no_autoflush:
-        found = set((await session.execute(statement, {"case_ids": case_ids})).scalars())
+    found = set((await session.execute(statement, {"case_ids": case_ids})).scalars())
     return {case_id: True for case_id in found}
 
 
@@ -62,10 +62,9 @@ async def start(
     rule: RoutingRule | None,
 ) -> None:
     # A run of events is applied in one transaction: a timer started earlier in it
-    # is pending, not in the database and not in the identity map, so it is
-    # remembered here. Without autoflush, the look-up does not send the run's
-    # notifications to the database one event at a time (a round trip each on
-    # PostgreSQL); they go out together at commit.
+    # is queued, not yet in the database, so it is remembered here. Its row goes
+    # out with the run's other rows at commit, or before a statement of the run
+    # that names the timers (stopping it when the case is claimed in the same run).
     started: set[str] = transaction_scoped(session, _STARTED_IN_THIS_TRANSACTION, set)
     if case_id in started:
         return
@@ -73,25 +72,28 @@ async def start(
     if case_id in looked_up:
         exists = looked_up[case_id]
     else:
-        with session.no_autoflush:
-            exists = await session.get(ClaimTimer, case_id) is not None
+        exists = await session.get(ClaimTimer, case_id) is not None
     if exists:
         return
     started.add(case_id)
     first = rule.claim_within_minutes if rule else DEFAULT_CLAIM_WITHIN_MINUTES
     second = rule.escalate_again_after_minutes if rule else DEFAULT_ESCALATE_AGAIN_AFTER_MINUTES
     first_due = opened_at + timedelta(minutes=first)
-    session.add(
-        ClaimTimer(
-            case_id=case_id,
-            order_id=order_id,
-            product_category=product_category,
-            product_title=product_title[:200],
-            opened_at=opened_at,
-            first_due_at=first_due,
-            second_due_at=opened_at + timedelta(minutes=max(second, first)),
-            next_due_at=first_due,
-        )
+    queue_insert(
+        session,
+        _CLAIM_TIMERS,
+        {
+            "case_id": case_id,
+            "order_id": order_id,
+            "product_category": product_category,
+            "product_title": product_title[:200],
+            "opened_at": opened_at,
+            "first_due_at": first_due,
+            "second_due_at": opened_at + timedelta(minutes=max(second, first)),
+            "escalations_sent": 0,
+            "stopped_at": None,
+            "next_due_at": first_due,
+        },
     )
 
 

@@ -2,7 +2,9 @@
 
 Each api process runs one poller (while anyone is connected) that reads
 notifications newer than the last it saw, one query for all connections, and
-hands each to the streams of its recipient. Every replica reads the same
+hands each to the streams of its recipient. On PostgreSQL it looks when the
+worker's commit of new notifications sends a NOTIFY (and once a second in
+case one was missed); on SQLite every ``stream_poll_seconds``. Every replica reads the same
 database, so each delivers to its own clients: the fan-out goes through the
 database, not process memory.
 
@@ -21,18 +23,31 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 
+import asyncpg
 import structlog
-from sqlalchemy import func
-from sqlmodel import col, select
+from sqlalchemy import bindparam, func
+from sqlalchemy import select as select_core
+from sqlmodel import select
 
-from casebridge_shared.db import Database
+from casebridge_shared.db import Database, table_of
 from notifier.notifications import service
 from notifier.notifications.models import Notification, NotificationRead
+from notifier.notifications.service import NEW_NOTIFICATIONS_CHANNEL
 
 log = structlog.get_logger(__name__)
 
 RETRY_MILLISECONDS = 2000
 _BATCH = 1000
+
+
+_TABLE = table_of(Notification)
+_NEWER_THAN = (
+    select_core(_TABLE).where(_TABLE.c.id > bindparam("last_id")).order_by(_TABLE.c.id).limit(_BATCH)
+)
+
+# On PostgreSQL the poller waits for the NOTIFY the worker sends with each commit of
+# new notifications, and polls this often only as a safety net.
+_LISTENING_POLL_SECONDS = 1.0
 
 
 class NotificationFeed:
@@ -42,6 +57,10 @@ class NotificationFeed:
         self._streams: dict[str, set[asyncio.Queue[NotificationRead]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._last_id: int | None = None
+        self._new = asyncio.Event()
+        # Set once the poller knows where "new" starts: a stream opened before that
+        # could miss a notification committed in between (until its next heartbeat).
+        self.started = asyncio.Event()
 
     @property
     def connected(self) -> int:
@@ -68,33 +87,38 @@ class NotificationFeed:
                 await self._task
 
     async def _poll(self) -> None:
-        while self._streams:
-            try:
-                got = await self._poll_once()
-            except Exception as exc:  # the database may be down for a moment: keep serving
-                log.warning("feed.poll_failed", error=str(exc)[:300])
-                got = 0
-            if got < _BATCH:
-                await asyncio.sleep(self.poll_seconds)
+        listener: asyncpg.Connection | None = None
+        try:
+            while self._streams:
+                if listener is None or listener.is_closed():
+                    # (Again) before looking: nothing committed after the look is missed.
+                    listener = await self.db.listen(NEW_NOTIFICATIONS_CHANNEL, self._new.set)
+                self._new.clear()
+                try:
+                    got = await self._poll_once()
+                except Exception as exc:  # the database may be down for a moment: keep serving
+                    log.warning("feed.poll_failed", error=str(exc)[:300])
+                    got = 0
+                if got < _BATCH:
+                    listening = listener is not None and not listener.is_closed()
+                    wait = max(self.poll_seconds, _LISTENING_POLL_SECONDS) if listening else self.poll_seconds
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._new.wait(), timeout=wait)
+        finally:
+            if listener is not None:
+                with contextlib.suppress(Exception):
+                    await listener.close()
 
     async def _poll_once(self) -> int:
         async with self.db.session() as session:
             if self._last_id is None:
                 newest = (await session.exec(select(func.max(Notification.id)))).one()
                 self._last_id = int(newest or 0)
+                self.started.set()
                 return 0
-            rows = list(
-                (
-                    await session.exec(
-                        select(Notification)
-                        .where(col(Notification.id) > self._last_id)
-                        .order_by(col(Notification.id))
-                        .limit(_BATCH)
-                    )
-                ).all()
-            )
+            # Rows, not ORM objects: the poller reads every notification written.
+            rows = (await session.execute(_NEWER_THAN, {"last_id": self._last_id})).all()
         for row in rows:
-            assert row.id is not None
             self._last_id = max(self._last_id, row.id)
             queues = self._streams.get(row.recipient_id)
             if queues:
@@ -126,6 +150,8 @@ async def stream(
     """The SSE body for one connection: what was missed since ``last_event_id``, then live."""
     queue = feed.subscribe(user_id)  # before reading the backlog: nothing can fall in between
     try:
+        with contextlib.suppress(TimeoutError):  # the database down: the heartbeats catch up
+            await asyncio.wait_for(feed.started.wait(), timeout=heartbeat_seconds)
         if last_event_id is None:
             async with feed.db.session() as session:
                 _unread, last = await service.counts(session, user_id)

@@ -15,8 +15,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from casebridge_shared.events import CloudEvent
-from casebridge_shared.inbox import Handler
+from casebridge_shared.inbox import BeforeRun, Handler
 from casebridge_shared.outbox import UnitOfWork
+from notifier import memo
 from notifier.deliveries import service as deliveries
 from notifier.directory.service import people_with_role
 from notifier.escalation import service as escalation
@@ -178,11 +179,17 @@ def _with_webhooks(handler: Callable[[UnitOfWork, CloudEvent, Any], Awaitable[No
     return handle
 
 
-async def before_run(uow: UnitOfWork, run: Sequence[tuple[CloudEvent, Any]]) -> None:
-    """What the run's case-opened events would each look up: their claim timers, in one query."""
-    opened = [payload.case_id for event, payload in run if event.type == CASE_OPENED]
-    if opened:
-        await escalation.look_up_timers(uow.session, opened)
+def before_run(lasting: memo.Lasting) -> BeforeRun:
+    """Before a run's events: who is told what, from what the consumer keeps while nothing changed;
+    and what the run's case-opened events would each look up, their claim timers, in one query."""
+
+    async def prepare(uow: UnitOfWork, run: Sequence[tuple[CloudEvent, Any]]) -> None:
+        await lasting.bind(uow.session)
+        opened = [payload.case_id for event, payload in run if event.type == CASE_OPENED]
+        if opened:
+            await escalation.look_up_timers(uow.session, opened)
+
+    return prepare
 
 
 def handlers(settings: Settings) -> dict[str, Handler]:

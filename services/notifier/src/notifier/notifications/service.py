@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, update
+from sqlalchemy import Select, func, insert, update
 from sqlalchemy import select as select_core
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from casebridge_shared.db import one_of, table_of, utcnow
+from casebridge_shared.db import WITHOUT_QUEUED_ROWS, notify_at_commit, one_of, queue_insert, table_of, utcnow
 from notifier import memo
 from notifier.deliveries import service as deliveries
 from notifier.notifications.models import Channel, Kind, Notification
@@ -41,15 +41,15 @@ class Alert:
     body: str
     at: datetime
 
-    def push_message(self, notification: Notification) -> dict[str, Any]:
+    def push_message(self, notification: dict[str, Any]) -> dict[str, Any]:
         return {
             "title": self.title,
             "body": self.body,
             "kind": self.kind.value,
             "case_id": self.case_id,
             "order_id": self.order_id,
-            "notification_id": notification.id,
-            "seq": notification.seq,
+            "notification_id": notification["id"],
+            "seq": notification["seq"],
             "url": f"/app/#case-{self.case_id}",
             "tag": f"case-{self.case_id}",
         }
@@ -73,7 +73,11 @@ def _last_seqs_statement(dialect: str) -> Select[tuple[str, int | None]]:
 
 async def _last_seqs(session: AsyncSession, recipients: list[str]) -> dict[str, int]:
     statement = _last_seqs_statement(session.get_bind().dialect.name)
-    rows = await session.execute(statement, {"recipients": recipients})
+    # Only people this transaction has not notified yet are asked about (the rest
+    # are remembered), so the notifications it queued cannot change the answer.
+    rows = await session.execute(
+        statement, {"recipients": recipients}, execution_options={WITHOUT_QUEUED_ROWS: True}
+    )
     return {r: int(s or 0) for r, s in rows.all()}
 
 
@@ -82,12 +86,22 @@ async def _preferences(session: AsyncSession, recipients: list[str]) -> dict[str
     return {p.user_id: p for p in rows.all()}
 
 
-async def notify(session: AsyncSession, recipients: list[str], alert: Alert) -> list[Notification]:
-    """Notify each recipient about ``alert`` on the channels they chose; returns what was added.
+_NOTIFICATIONS = table_of(Notification)
+# PostgreSQL NOTIFY channel: new notifications committed (the api's live-stream feed listens).
+NEW_NOTIFICATIONS_CHANNEL = "casebridge_notifications"
+_INSERT_RETURNING_ID = insert(_NOTIFICATIONS).returning(_NOTIFICATIONS.c.id, sort_by_parameter_order=True)
+
+
+async def notify(session: AsyncSession, recipients: list[str], alert: Alert) -> list[dict[str, Any]]:
+    """Notify each recipient about ``alert`` on the channels they chose; returns the notifications' rows.
 
     Called once per happening: the inbox applies each event once and an escalation
     fires once (compare-and-set), so there is no lookup for an earlier copy here;
     the unique (recipient, dedupe_key) constraint still refuses one.
+
+    The rows are queued to be written with the transaction (one insert for a
+    whole consumer run), except those a push goes out for: the push message
+    names the notification's id, so they are inserted at once, in one statement.
     """
     recipients = sorted(set(recipients))
     if not recipients:
@@ -103,31 +117,42 @@ async def notify(session: AsyncSession, recipients: list[str], alert: Alert) -> 
     )
     now = utcnow()
     wanted = {r: channels_for(prefs.get(r), alert.kind, now) for r in recipients}
-    added: list[Notification] = []
+    added: list[dict[str, Any]] = []
     for recipient in recipients:
         if not wanted[recipient]:
             continue  # every channel turned off for this kind
-        notification = Notification(
-            recipient_id=recipient,
-            seq=last[recipient] + 1,
-            dedupe_key=alert.dedupe_key,
-            kind=alert.kind.value,
-            case_id=alert.case_id,
-            order_id=alert.order_id,
-            title=alert.title,
-            body=alert.body,
-            created_at=now,
-            # Turned off in the app: kept for the record, already read.
-            read_at=None if Channel.IN_APP in wanted[recipient] else now,
+        added.append(
+            {
+                "recipient_id": recipient,
+                "seq": last[recipient] + 1,
+                "dedupe_key": alert.dedupe_key,
+                "kind": alert.kind.value,
+                "case_id": alert.case_id,
+                "order_id": alert.order_id,
+                "title": alert.title,
+                "body": alert.body,
+                "created_at": now,
+                # Turned off in the app: kept for the record, already read.
+                "read_at": None if Channel.IN_APP in wanted[recipient] else now,
+            }
         )
-        seqs[recipient] = notification.seq
-        session.add(notification)
-        added.append(notification)
-    push_to = [n for n in added if Channel.PUSH in wanted[n.recipient_id]]
-    await deliveries.queue_push(session, alert.dedupe_key, alert.case_id, push_to, alert.push_message)
-    email_to = [n.recipient_id for n in added if Channel.EMAIL in wanted[n.recipient_id]]
-    for recipient in email_to:
-        deliveries.queue_email(session, alert.dedupe_key, alert.case_id, recipient, alert.email_message())
+        seqs[recipient] = last[recipient] + 1
+    push_wanted = [n["recipient_id"] for n in added if Channel.PUSH in wanted[n["recipient_id"]]]
+    devices = await deliveries.devices_of(session, push_wanted) if push_wanted else {}
+    pushed = [n for n in added if devices.get(n["recipient_id"])]
+    if pushed:
+        ids = await session.execute(_INSERT_RETURNING_ID, pushed)
+        for notification, notification_id in zip(pushed, ids.scalars(), strict=True):
+            notification["id"] = notification_id
+        deliveries.queue_push(session, alert.dedupe_key, alert.case_id, devices, pushed, alert.push_message)
+    queue_insert(session, _NOTIFICATIONS, *(n for n in added if "id" not in n))
+    if added:
+        notify_at_commit(session, NEW_NOTIFICATIONS_CHANNEL)  # the live streams' pollers wake
+    for notification in added:
+        if Channel.EMAIL in wanted[notification["recipient_id"]]:
+            deliveries.queue_email(
+                session, alert.dedupe_key, alert.case_id, notification["recipient_id"], alert.email_message()
+            )
     return added
 
 
