@@ -63,6 +63,7 @@ class Container:
             handlers=progress.HANDLERS,
             payload_models=PAYLOAD_MODELS,
             source=EVENT_SOURCE,
+            before_run=progress.before_run,
         )
 
     def document_fetcher(self) -> DocumentFetcher:
