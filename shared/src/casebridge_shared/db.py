@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -451,6 +453,41 @@ def _send_notifications(session: Any) -> None:
 
 
 _PG_NOTIFY = text("SELECT pg_notify(:channel, '')")
+
+
+FileSignature = tuple[tuple[int, int, int], ...]
+
+
+@dataclass(frozen=True)
+class DatabaseFiles:
+    """A SQLite database file and its write-ahead log, as ``stat`` sees them.
+
+    A commit, by any process, writes the write-ahead log: comparing the two files'
+    size and time costs a few microseconds where a query costs a millisecond, so a
+    reader waiting for other processes' commits looks here and queries on a change.
+    """
+
+    paths: tuple[str, ...]
+
+    @classmethod
+    def of(cls, db: Database) -> DatabaseFiles | None:
+        if db.dialect != "sqlite":
+            return None
+        database = make_url(db.url).database
+        if not database or database == ":memory:":
+            return None
+        return cls((database, database + "-wal"))
+
+    def signature(self) -> FileSignature:
+        found = []
+        for path in self.paths:
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                found.append((0, 0, 0))
+            else:
+                found.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        return tuple(found)
 
 
 def one_of(column: ColumnElement[Any], name: str, dialect: str) -> ColumnElement[bool]:

@@ -64,7 +64,15 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from casebridge_shared import metrics
-from casebridge_shared.db import Database, UTCDateTime, insert_into, new_id, utcnow
+from casebridge_shared.db import (
+    Database,
+    DatabaseFiles,
+    FileSignature,
+    UTCDateTime,
+    insert_into,
+    new_id,
+    utcnow,
+)
 from casebridge_shared.events import CLOUDEVENTS_CONTENT_TYPE, CloudEvent, EventPayload
 from casebridge_shared.kafka import ensure_topics, make_producer
 from casebridge_shared.settings import ServiceSettings
@@ -409,36 +417,6 @@ class RelayLock:
             self._pg = None
 
 
-_Signature = tuple[tuple[int, int, int], ...]
-
-
-@dataclass(frozen=True)
-class _DatabaseFiles:
-    """A SQLite database file and its write-ahead log, as ``stat`` sees them."""
-
-    paths: tuple[str, ...]
-
-    @classmethod
-    def of(cls, db: Database) -> _DatabaseFiles | None:
-        if db.dialect != "sqlite":
-            return None
-        database = make_url(db.url).database
-        if not database or database == ":memory:":
-            return None
-        return cls((database, database + "-wal"))
-
-    def signature(self) -> _Signature:
-        found = []
-        for path in self.paths:
-            try:
-                st = os.stat(path)
-            except FileNotFoundError:
-                found.append((0, 0, 0))
-            else:
-                found.append((st.st_ino, st.st_size, st.st_mtime_ns))
-        return tuple(found)
-
-
 _HEADERS = [("content-type", CLOUDEVENTS_CONTENT_TYPE.encode())]
 # The default partitioner's hash of a key (aiokafka's DefaultPartitioner, Kafka's own).
 _key_hash = functools.lru_cache(maxsize=65_536)(murmur2)
@@ -553,7 +531,7 @@ class OutboxRelay:
                 await self.settle()
 
     async def _publish_until(self, stop: asyncio.Event) -> None:
-        files = _DatabaseFiles.of(self.db)
+        files = DatabaseFiles.of(self.db)
         while not stop.is_set():
             if not self._lock.is_healthy():
                 raise RuntimeError("relay lock connection lost")
@@ -579,7 +557,9 @@ class OutboxRelay:
             stopped.cancel()
             woken.cancel()
 
-    async def _wait_for_a_commit(self, stop: asyncio.Event, files: _DatabaseFiles, seen: _Signature) -> None:
+    async def _wait_for_a_commit(
+        self, stop: asyncio.Event, files: DatabaseFiles, seen: FileSignature
+    ) -> None:
         """SQLite: wait until the database's files change, or ``idle_recheck`` passed.
 
         A commit, by any process, writes the write-ahead log. Looking at the two

@@ -18,9 +18,10 @@ class Settings(ServiceSettings):
     # The worker serves its own /metrics here.
     worker_metrics_port: int = Field(default=9003, ge=0, le=65535)
 
-    # Live stream: how often each api process looks for new notifications
-    # (one query per process, not per connection), and the keep-alive comment.
-    stream_poll_seconds: float = Field(default=0.05, gt=0, le=5)
+    # Live stream: on SQLite, how often each api process looks at the database's
+    # files for a commit (a stat; it queries, once for all its connections, when they
+    # changed). PostgreSQL tells it by NOTIFY. And the keep-alive comment.
+    stream_poll_seconds: float = Field(default=0.01, gt=0, le=5)
     stream_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300)
 
     # Deliveries (push, email, webhooks).

@@ -3,8 +3,9 @@
 Each api process runs one poller (while anyone is connected) that reads
 notifications newer than the last it saw, one query for all connections, and
 hands each to the streams of its recipient. On PostgreSQL it looks when the
-worker's commit of new notifications sends a NOTIFY (and once a second in
-case one was missed); on SQLite every ``stream_poll_seconds``. Every replica reads the same
+worker's commit of new notifications sends a NOTIFY; on SQLite when the
+database's files show a commit (a ``stat`` every ``stream_poll_seconds``, no
+query); and once a second in case a notice was missed. Every replica reads the same
 database, so each delivers to its own clients: the fan-out goes through the
 database, not process memory.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -29,7 +31,7 @@ from sqlalchemy import bindparam, func
 from sqlalchemy import select as select_core
 from sqlmodel import select
 
-from casebridge_shared.db import Database, table_of
+from casebridge_shared.db import Database, DatabaseFiles, FileSignature, table_of
 from notifier.notifications import service
 from notifier.notifications.models import Notification, NotificationRead
 from notifier.notifications.service import NEW_NOTIFICATIONS_CHANNEL
@@ -45,9 +47,11 @@ _NEWER_THAN = (
     select_core(_TABLE).where(_TABLE.c.id > bindparam("last_id")).order_by(_TABLE.c.id).limit(_BATCH)
 )
 
-# On PostgreSQL the poller waits for the NOTIFY the worker sends with each commit of
-# new notifications, and polls this often only as a safety net.
-_LISTENING_POLL_SECONDS = 1.0
+# When the poller is told of commits (PostgreSQL's NOTIFY) or can see them (SQLite's
+# files), it still queries this often: the safety net for a notice it missed.
+QUERY_AT_LEAST_EVERY_SECONDS = 1.0
+# Told nothing and seeing nothing (the listening connection lost): it queries this often.
+_QUERY_POLL_SECONDS = 0.05
 
 
 class NotificationFeed:
@@ -88,26 +92,41 @@ class NotificationFeed:
 
     async def _poll(self) -> None:
         listener: asyncpg.Connection | None = None
+        files = DatabaseFiles.of(self.db)
         try:
             while self._streams:
-                if listener is None or listener.is_closed():
+                if files is None and (listener is None or listener.is_closed()):
                     # (Again) before looking: nothing committed after the look is missed.
                     listener = await self.db.listen(NEW_NOTIFICATIONS_CHANNEL, self._new.set)
                 self._new.clear()
+                seen = files.signature() if files is not None else None  # before the look, likewise
                 try:
                     got = await self._poll_once()
                 except Exception as exc:  # the database may be down for a moment: keep serving
                     log.warning("feed.poll_failed", error=str(exc)[:300])
                     got = 0
-                if got < _BATCH:
-                    listening = listener is not None and not listener.is_closed()
-                    wait = max(self.poll_seconds, _LISTENING_POLL_SECONDS) if listening else self.poll_seconds
+                if got >= _BATCH:
+                    continue
+                if files is not None and seen is not None:
+                    await self._until_files_change(files, seen)
+                elif listener is not None and not listener.is_closed():
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._new.wait(), timeout=wait)
+                        await asyncio.wait_for(self._new.wait(), timeout=QUERY_AT_LEAST_EVERY_SECONDS)
+                else:
+                    await asyncio.sleep(max(self.poll_seconds, _QUERY_POLL_SECONDS))
         finally:
             if listener is not None:
                 with contextlib.suppress(Exception):
                     await listener.close()
+
+    async def _until_files_change(self, files: DatabaseFiles, seen: FileSignature) -> None:
+        """SQLite: until a commit (by any process) changed the database's files, looking every
+        ``stream_poll_seconds``; at most ``QUERY_AT_LEAST_EVERY_SECONDS``."""
+        deadline = time.monotonic() + QUERY_AT_LEAST_EVERY_SECONDS
+        while time.monotonic() < deadline:
+            await asyncio.sleep(self.poll_seconds)
+            if files.signature() != seen:
+                return
 
     async def _poll_once(self) -> int:
         async with self.db.session() as session:
