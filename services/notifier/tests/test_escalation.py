@@ -199,7 +199,8 @@ async def test_a_run_s_new_cases_are_checked_for_timers_in_one_query(
                 opened_at=OPENED,
                 rule=None,
             )
-        assert looked_up == []  # every case was answered from the run's one query
+        # Every case was answered from the run's one query.
+        assert [key for model, key in looked_up if model is ClaimTimer] == []
         await uow.commit()
     async with container.db.session() as session:
         timers = sorted(t.case_id for t in (await session.exec(select(ClaimTimer))).all())

@@ -165,3 +165,39 @@ async def test_a_directory_change_in_the_run_is_seen_by_the_rest_of_it(
         await uow.commit()
     _team, supervisors = await who_gets(container, lasting, "unrouted")
     assert supervisors == []
+
+
+async def test_a_run_asks_about_all_its_recipients_at_once(
+    container: Container, people: People, family_team: list[str]
+) -> None:
+    """Cases for two teams in one run: one question each about numbers and preferences."""
+    from notifier.notifications import rules
+    from notifier.notifications.events import PAYLOAD_MODELS
+
+    from .conftest import CaseEvents
+
+    boss = await people.add("supervisor")
+    others = [await people.add("staff") for _ in range(2)]
+    cases = [CaseEvents(category=c) for c in ("family-law", "unrouted", "family-law", "unrouted")]
+    run = [(e, PAYLOAD_MODELS[e.type].model_validate(e.data)) for e in (c.opened() for c in cases)]
+    handlers = rules.handlers(container.settings)
+    with statements(container) as sent:
+        async with container.uow() as uow:
+            await rules.before_run(memo.Lasting())(uow, run)
+            for cloud_event, payload in run:
+                await handlers[cloud_event.type](uow, cloud_event, payload)
+            await uow.commit()
+    numbers = [s for s in sent if s.startswith("SELECT notifications.recipient_id, max(")]
+    preferences = [s for s in sent if s.startswith("SELECT preferences.")]
+    assert (len(numbers), len(preferences)) == (1, 1), sent
+    async with container.db.session() as session:
+        rows = (await session.execute(text("SELECT recipient_id, seq FROM notifications"))).all()
+    told: dict[str, list[int]] = {}
+    for recipient, seq in rows:
+        told.setdefault(recipient, []).append(seq)
+    # Unrouted cases go to every staff member; the family team's cases to the team; all to the boss.
+    everyone = sorted([*family_team, *(p.user_id for p in others)])
+    assert sorted(told) == sorted([*everyone, boss.user_id])
+    assert sorted(told[boss.user_id]) == [1, 2, 3, 4]
+    assert all(sorted(told[p]) == [1, 2, 3, 4] for p in family_team)
+    assert all(sorted(told[p.user_id]) == [1, 2] for p in others)

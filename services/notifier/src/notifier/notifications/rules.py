@@ -36,7 +36,7 @@ from notifier.notifications.events import (
     SolutionProposed,
 )
 from notifier.notifications.models import Kind
-from notifier.notifications.service import Alert, notify
+from notifier.notifications.service import Alert, look_up_recipients, notify
 from notifier.routing import service as routing
 from notifier.settings import Settings
 
@@ -181,13 +181,21 @@ def _with_webhooks(handler: Callable[[UnitOfWork, CloudEvent, Any], Awaitable[No
 
 def before_run(lasting: memo.Lasting) -> BeforeRun:
     """Before a run's events: who is told what, from what the consumer keeps while nothing changed;
-    and what the run's case-opened events would each look up, their claim timers, in one query."""
+    and what the run's case-opened events would each look up (their claim timers, their
+    recipients' last numbers and preferences), one query each for the whole run."""
 
     async def prepare(uow: UnitOfWork, run: Sequence[tuple[CloudEvent, Any]]) -> None:
         await lasting.bind(uow.session)
-        opened = [payload.case_id for event, payload in run if event.type == CASE_OPENED]
-        if opened:
-            await escalation.look_up_timers(uow.session, opened)
+        opened: list[CaseOpened] = [payload for event, payload in run if event.type == CASE_OPENED]
+        if not opened:
+            return
+        await escalation.look_up_timers(uow.session, [case.case_id for case in opened])
+        # Everyone the run's new cases alert: asked about together, not one team per event.
+        recipients = set(await _supervisors(uow))
+        for case in opened:
+            rule = await routing.rule_for(uow.session, case.product_category)
+            recipients.update(await routing.team_for_case(uow.session, rule))
+        await look_up_recipients(uow.session, sorted(recipients))
 
     return prepare
 

@@ -92,6 +92,15 @@ NEW_NOTIFICATIONS_CHANNEL = "casebridge_notifications"
 _INSERT_RETURNING_ID = insert(_NOTIFICATIONS).returning(_NOTIFICATIONS.c.id, sort_by_parameter_order=True)
 
 
+async def look_up_recipients(session: AsyncSession, recipients: list[str]) -> None:
+    """What ``notify`` asks about people (their last notification number, their preferences),
+    for a whole run's recipients in one query each instead of one per event."""
+    await memo.per_item(session, "last-seq", recipients, lambda missing: _last_seqs(session, missing), 0)
+    await memo.per_item(
+        session, "preference", recipients, lambda missing: _preferences(session, missing), None
+    )
+
+
 async def notify(session: AsyncSession, recipients: list[str], alert: Alert) -> list[dict[str, Any]]:
     """Notify each recipient about ``alert`` on the channels they chose; returns the notifications' rows.
 
