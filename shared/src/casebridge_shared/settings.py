@@ -84,9 +84,12 @@ class ServiceSettings(BaseSettings):
     # Browser origins allowed to call this api (CORS), e.g. the staff app's origin on
     # order-intake's token endpoint. Empty: no cross-origin calls.
     cors_allow_origins: list[str] = Field(default_factory=list)
-    # The outbox relay of services that publish events.
+    # The outbox relay of services that publish events. On SQLite the poll interval is how
+    # often it looks at the database files for a commit (10 ms: at 200 orders/s the
+    # order-to-staff p99 fell from 340 to 298 ms, for about 7% of a core more per relaying
+    # worker at 50 orders/s, docs/benchmarks.md); PostgreSQL wakes it by NOTIFY.
     relay_batch_size: int = Field(default=1000, ge=1, le=10_000)
-    relay_poll_interval_seconds: float = Field(default=0.02, gt=0, le=10)
+    relay_poll_interval_seconds: float = Field(default=0.01, gt=0, le=10)
     outbox_retention_hours: int = Field(default=7 * 24, ge=1)
     # Consumers: how often a failing handler is tried before its event is dead-lettered.
     consumer_max_attempts: int = Field(default=5, ge=1, le=100)
