@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, event, func, select, text, update
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, select, text, update
 
 from casebridge_shared import testing
 from casebridge_shared.db import WITHOUT_QUEUED_ROWS, Database, queue_insert, queued_rows
@@ -36,23 +34,8 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
         yield database
 
 
-@contextmanager
-def inserts_sent(db: Database) -> Iterator[list[str]]:
-    """The INSERT statements sent to the database meanwhile (one per executemany)."""
-    sent: list[str] = []
-
-    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.lstrip().upper().startswith("INSERT"):
-            sent.append(statement)
-
-    engines = {db.engine.sync_engine, db.writer_engine.sync_engine}
-    for engine in engines:
-        event.listen(engine, "before_cursor_execute", before)
-    try:
-        yield sent
-    finally:
-        for engine in engines:
-            event.remove(engine, "before_cursor_execute", before)
+def inserts(sent: list[str]) -> list[str]:
+    return [statement for statement in sent if statement.upper().startswith("INSERT")]
 
 
 async def stored(db: Database, table: Table) -> list[int]:
@@ -61,14 +44,14 @@ async def stored(db: Database, table: Table) -> list[int]:
 
 
 async def test_queued_rows_are_written_at_commit_in_one_insert_per_table(db: Database) -> None:
-    with inserts_sent(db) as sent:
+    with testing.statements_sent(db) as sent:
         async with db.write_session() as session:
             for number in range(1, 51):
                 queue_insert(session, NOTES, {"id": number, "text": f"note {number}"})
                 queue_insert(session, TAGS, {"id": number, "note_id": number})
-            assert sent == []  # nothing written before the commit
+            assert inserts(sent) == []  # nothing written before the commit
             await session.commit()
-    assert len(sent) == 2
+    assert len(inserts(sent)) == 2
     assert await stored(db, NOTES) == list(range(1, 51))
     assert await stored(db, TAGS) == list(range(1, 51))
 

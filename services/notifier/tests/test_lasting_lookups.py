@@ -2,36 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
-
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 
+from casebridge_shared import testing
 from notifier import memo
 from notifier.bootstrap import Container
 from notifier.directory.service import people_with_role
 from notifier.routing import service as routing
 
 from .conftest import People
-
-
-@contextmanager
-def statements(container: Container) -> Iterator[list[str]]:
-    sent: list[str] = []
-
-    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        sent.append(" ".join(statement.split())[:60])
-
-    engines = {container.db.engine.sync_engine, container.db.writer_engine.sync_engine}
-    for engine in engines:
-        event.listen(engine, "before_cursor_execute", before)
-    try:
-        yield sent
-    finally:
-        for engine in engines:
-            event.remove(engine, "before_cursor_execute", before)
 
 
 async def sql(container: Container, *commands: str) -> None:
@@ -73,9 +53,9 @@ async def test_the_answers_last_across_runs_while_nothing_changes(
 ) -> None:
     boss = await people.add("supervisor")
     lasting = memo.Lasting()
-    with statements(container) as first:
+    with testing.statements_sent(container.db) as first:
         assert await who_gets(container, lasting, "family-law") == (family_team, [boss.user_id])
-    with statements(container) as second:
+    with testing.statements_sent(container.db) as second:
         assert await who_gets(container, lasting, "family-law") == (family_team, [boss.user_id])
     looked_up = [s for s in first if s.startswith("SELECT") and "audience_version" not in s]
     assert len(looked_up) == 3  # the rule, the team, the supervisors
@@ -181,7 +161,7 @@ async def test_a_run_asks_about_all_its_recipients_at_once(
     cases = [CaseEvents(category=c) for c in ("family-law", "unrouted", "family-law", "unrouted")]
     run = [(e, PAYLOAD_MODELS[e.type].model_validate(e.data)) for e in (c.opened() for c in cases)]
     handlers = rules.handlers(container.settings)
-    with statements(container) as sent:
+    with testing.statements_sent(container.db) as sent:
         async with container.uow() as uow:
             await rules.before_run(memo.Lasting())(uow, run)
             for cloud_event, payload in run:

@@ -408,8 +408,6 @@ async def test_document_endpoints_answer_bad_requests_clearly(
 async def test_a_run_finds_its_orders_in_one_query_and_writes_its_steps_together(
     container: Container, factory: Factory
 ) -> None:
-    from sqlalchemy import event as sa_event
-
     from order_intake.progress import service as progress
     from order_intake.progress.events import PAYLOAD_MODELS
 
@@ -418,21 +416,12 @@ async def test_a_run_finds_its_orders_in_one_query_and_writes_its_steps_together
     events = [c.event("case-opened", "new", product_title="Will", product_category="family") for c in cases]
     events.append(cases[0].event("case-assigned", "assigned", assignee_id="u1", assignee_name="Sam"))
     run = [(e, PAYLOAD_MODELS[e.type].model_validate(e.data)) for e in events]
-    sent: list[str] = []
-
-    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        sent.append(" ".join(statement.split()))
-
-    engine = container.db.writer_engine.sync_engine
-    sa_event.listen(engine, "before_cursor_execute", before)
-    try:
+    with testing.statements_sent(container.db) as sent:
         async with container.uow() as uow:
             await progress.before_run(uow, run)
             for cloud_event, payload in run:
                 await progress.HANDLERS[cloud_event.type](uow, cloud_event, payload)
             await uow.commit()
-    finally:
-        sa_event.remove(engine, "before_cursor_execute", before)
     reads = [s for s in sent if s.startswith("SELECT") and "FROM orders" in s]
     steps = [s for s in sent if s.startswith("INSERT INTO order_progress")]
     assert len(reads) == 1, reads  # one look-up for the run, none per event

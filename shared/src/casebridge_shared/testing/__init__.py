@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import asyncpg
 import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from sqlalchemy import and_, func, literal, select, true
+from sqlalchemy import and_, event, func, literal, select, true
 from sqlalchemy.engine import make_url
 
 from casebridge_shared import migrations
@@ -135,6 +135,24 @@ async def scratch_database(tmp_path: Path, prefix: str) -> AsyncIterator[Databas
         await database.dispose()
         if base is not None:
             await pg_exec(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def statements_sent(db: Database) -> Iterator[list[str]]:
+    """Every SQL statement ``db`` sends meanwhile (whitespace folded), by either of its engines."""
+    sent: list[str] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(" ".join(statement.split()))
+
+    engines = {db.engine.sync_engine, db.writer_engine.sync_engine}
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", before)
+    try:
+        yield sent
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", before)
 
 
 def counting_calls(monkeypatch: Any, obj: Any, name: str) -> list[Any]:
