@@ -181,3 +181,29 @@ async def test_a_run_asks_about_all_its_recipients_at_once(
     assert sorted(told[boss.user_id]) == [1, 2, 3, 4]
     assert all(sorted(told[p]) == [1, 2, 3, 4] for p in family_team)
     assert all(sorted(told[p.user_id]) == [1, 2] for p in others)
+
+
+async def test_numbers_stay_right_when_a_directory_change_in_the_run_forgets_the_look_ups(
+    container: Container, people: People
+) -> None:
+    """The run's own numbering is not a look-up: forgetting the directory keeps it."""
+    from datetime import UTC, datetime
+
+    from notifier.notifications.models import Kind
+    from notifier.notifications.service import Alert, notify
+
+    me = await people.add("staff")
+
+    def alert(n: int) -> Alert:
+        return Alert(Kind.CASE_ASSIGNED, f"k-{n}", f"c-{n}", f"o-{n}", "Yours", "Now.", datetime.now(UTC))
+
+    async with container.uow() as uow:
+        await notify(uow.session, [me.user_id], alert(1))
+        memo.forget(uow.session)  # as after an identity event in the same run
+        await notify(uow.session, [me.user_id], alert(2))
+        await uow.commit()
+    async with container.db.session() as session:
+        seqs = await session.execute(
+            text(f"SELECT seq FROM notifications WHERE recipient_id = '{me.user_id}'")
+        )
+        assert sorted(seqs.scalars()) == [1, 2]

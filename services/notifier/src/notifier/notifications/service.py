@@ -21,7 +21,15 @@ from sqlalchemy import select as select_core
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from casebridge_shared.db import WITHOUT_QUEUED_ROWS, notify_at_commit, one_of, queue_insert, table_of, utcnow
+from casebridge_shared.db import (
+    WITHOUT_QUEUED_ROWS,
+    notify_at_commit,
+    one_of,
+    queue_insert,
+    table_of,
+    transaction_scoped,
+    utcnow,
+)
 from notifier import memo
 from notifier.deliveries import service as deliveries
 from notifier.notifications.models import Channel, Kind, Notification
@@ -92,10 +100,28 @@ NEW_NOTIFICATIONS_CHANNEL = "casebridge_notifications"
 _INSERT_RETURNING_ID = insert(_NOTIFICATIONS).returning(_NOTIFICATIONS.c.id, sort_by_parameter_order=True)
 
 
+def _numbers(session: AsyncSession) -> dict[str, int]:
+    """Each person's last notification number as this transaction knows it: the committed one,
+    advanced by what it queued. Its own state, not a look-up: a directory change in the run
+    (``memo.forget``) must not make it ask the database again, which cannot see the queued rows.
+    """
+    return transaction_scoped(session, "notifier.last_numbers", dict)
+
+
+async def _last_numbers(session: AsyncSession, recipients: list[str]) -> dict[str, int]:
+    known = _numbers(session)
+    missing = [r for r in recipients if r not in known]
+    if missing:
+        found = await _last_seqs(session, missing)
+        for recipient in missing:
+            known[recipient] = found.get(recipient, 0)
+    return {r: known[r] for r in recipients}
+
+
 async def look_up_recipients(session: AsyncSession, recipients: list[str]) -> None:
     """What ``notify`` asks about people (their last notification number, their preferences),
     for a whole run's recipients in one query each instead of one per event."""
-    await memo.per_item(session, "last-seq", recipients, lambda missing: _last_seqs(session, missing), 0)
+    await _last_numbers(session, recipients)
     await memo.per_item(
         session, "preference", recipients, lambda missing: _preferences(session, missing), None
     )
@@ -115,12 +141,8 @@ async def notify(session: AsyncSession, recipients: list[str], alert: Alert) -> 
     recipients = sorted(set(recipients))
     if not recipients:
         return []
-    # Remembered for the transaction and advanced here: later events of the same run
-    # number on from these without asking the database again.
-    last = await memo.per_item(
-        session, "last-seq", recipients, lambda missing: _last_seqs(session, missing), 0
-    )
-    seqs: dict[str, int] = memo.per_item_store(session, "last-seq")
+    last = await _last_numbers(session, recipients)
+    seqs = _numbers(session)
     prefs = await memo.per_item(
         session, "preference", recipients, lambda missing: _preferences(session, missing), None
     )
