@@ -571,3 +571,27 @@ async def test_published_rows_are_kept_for_the_retention_period_then_purged(
     assert len(remaining) == len(before) - 1 >= 2
     status = await relay_status(container.db, outbox)
     assert status.backlog == 1  # unpublished rows are never purged, however old
+
+
+async def test_on_postgresql_the_commit_of_an_order_wakes_the_idle_relay(
+    client: httpx.AsyncClient, factory: Factory, container: Container, broker: EmbeddedBroker
+) -> None:
+    if container.db.dialect != "postgresql":
+        pytest.skip("PostgreSQL only: on SQLite the relay watches the database files (the test above)")
+    # No safety-net query during the test: only the unit of work's NOTIFY can wake it.
+    relay = _relay(container, poll_interval=3600, idle_recheck=3600)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        await wait_until(lambda: _backlog_empty(container))
+        customer, product = await factory.customer(), await factory.product()
+        placed = await client.post(
+            "/orders",
+            json={"product_id": product.id, "description": "wake up"},
+            headers=factory.auth(customer),
+        )
+        assert placed.status_code == 201
+        await wait_until(lambda: _backlog_empty(container), timeout=30)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)

@@ -71,6 +71,7 @@ from casebridge_shared.db import (
     UTCDateTime,
     insert_into,
     new_id,
+    notify_at_commit,
     utcnow,
 )
 from casebridge_shared.events import CLOUDEVENTS_CONTENT_TYPE, CloudEvent, EventPayload
@@ -78,6 +79,7 @@ from casebridge_shared.kafka import ensure_topics, make_producer
 from casebridge_shared.settings import ServiceSettings
 from casebridge_shared.sqlite_dbapi import sent_with_commit
 from casebridge_shared.tracing import child_of, current_traceparent
+from casebridge_shared.worker import until_any
 
 log = structlog.get_logger(__name__)
 
@@ -280,6 +282,9 @@ class UnitOfWork:
             }
             for e in self._events
         ]
+        if rows:
+            # PostgreSQL: delivered at commit, so the relay wakes once the rows are visible.
+            notify_at_commit(self.session, NOTIFY_CHANNEL)
         # One trip into SQLAlchemy's greenlet for the flush, the outbox rows and
         # the commit, rather than one each: every such switch costs about as much
         # CPU as a short statement.
@@ -301,9 +306,6 @@ class UnitOfWork:
                     connection.execute(insert_into(table), values)
             if rows:
                 connection.execute(insert_into(self._tables.outbox), rows)
-                if self._db.dialect == "postgresql":
-                    # Delivered at commit, so the relay wakes once the rows are visible.
-                    connection.execute(text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"))
             session.commit()
 
     async def rollback(self) -> None:
@@ -358,8 +360,7 @@ async def mark_for_replay(db: Database, tables: OutboxTables, since: datetime) -
         queued = await move_rows(
             session, db.dialect, published, tables.outbox, published.c.created_at >= since, computed={}
         )
-        if db.dialect == "postgresql":
-            await session.execute(text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"))
+        notify_at_commit(session, NOTIFY_CHANNEL)
         await session.commit()
     return queued
 
@@ -506,7 +507,7 @@ class OutboxRelay:
         backoff = 0.2
         while not stop.is_set():
             if not await self._lock.try_acquire():
-                await _wait(stop, 1.0)
+                await until_any(stop, timeout=1.0)
                 continue
             log.info("relay.started", relay=self.name)
             try:
@@ -515,7 +516,7 @@ class OutboxRelay:
             except Exception as exc:  # any failure: back off and start over, never skip
                 log.warning("relay.restarting", error=str(exc), error_type=type(exc).__name__)
                 await self._record_failed_run(exc)
-                await _wait(stop, backoff)
+                await until_any(stop, timeout=backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:
                 await self.stop()
@@ -549,13 +550,9 @@ class OutboxRelay:
             if files is not None and seen is not None:
                 await self._wait_for_a_commit(stop, files, seen)
                 continue
-            stopped = asyncio.ensure_future(stop.wait())
-            woken = asyncio.ensure_future(self._lock.wakeup.wait())
             # PostgreSQL: NOTIFY wakes us, the timeout is the safety net.
             timeout = self.idle_recheck if self.db.dialect == "postgresql" else self.poll_interval
-            await asyncio.wait({stopped, woken}, timeout=timeout, return_when="FIRST_COMPLETED")
-            stopped.cancel()
-            woken.cancel()
+            await until_any(stop, self._lock.wakeup, timeout=timeout)
 
     async def _wait_for_a_commit(
         self, stop: asyncio.Event, files: DatabaseFiles, seen: FileSignature
@@ -571,7 +568,7 @@ class OutboxRelay:
         """
         deadline = time.monotonic() + self.idle_recheck
         while not stop.is_set() and time.monotonic() < deadline:
-            await _wait(stop, self.poll_interval)
+            await until_any(stop, timeout=self.poll_interval)
             self.idle_checks += 1
             if files.signature() != seen:
                 return
@@ -935,8 +932,3 @@ async def purge_published(db: Database, tables: OutboxTables, *, older_than: dat
         await session.execute(delete(tables.relay_runs).where(tables.relay_runs.c.started_at < older_than))
         await session.commit()
     return int(getattr(result, "rowcount", 0) or 0)
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)

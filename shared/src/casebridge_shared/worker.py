@@ -16,6 +16,17 @@ from casebridge_shared.logs import configure_logging
 log = structlog.get_logger(__name__)
 
 
+async def until_any(*events: asyncio.Event, timeout: float) -> None:
+    """Until one of ``events`` is set, or ``timeout`` seconds: a worker loop's idle wait that a
+    stop or a wake-up cuts short."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
 class WorkerSettings(Protocol):
     @property
     def host(self) -> str: ...

@@ -26,6 +26,7 @@ from pywebpush import WebPushException, webpush_async
 from standardwebhooks.webhooks import Webhook
 
 from casebridge_shared.db import Database, utcnow
+from casebridge_shared.worker import until_any
 from notifier.deliveries import service
 from notifier.deliveries.models import Delivery, DeliveryStatus, PushSubscription, WebhookSubscription
 from notifier.deliveries.sealing import SecretBox
@@ -34,16 +35,6 @@ from notifier.notifications.models import Channel
 from notifier.settings import Settings
 
 log = structlog.get_logger(__name__)
-
-
-async def _first_of(*events: asyncio.Event, timeout: float) -> None:
-    """Until one of ``events`` is set, or ``timeout`` seconds."""
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 class Gone(Exception):
@@ -88,7 +79,7 @@ class Dispatcher:
                         sent = 0
                     if sent:
                         continue
-                    await _first_of(stop, queued, timeout=self.settings.delivery_poll_seconds)
+                    await until_any(stop, queued, timeout=self.settings.delivery_poll_seconds)
         finally:
             await self._http.aclose()
             await self._push_session.close()
