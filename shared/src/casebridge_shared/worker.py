@@ -61,7 +61,7 @@ def run_worker(
     if metrics_port:
         start_http_server(metrics_port, addr=metrics_host)
 
-    async def runner() -> None:
+    async def run_main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -70,7 +70,25 @@ def run_worker(
         await main(stop)
         log.info("worker.stopped", worker=name)
 
-    asyncio.run(runner())
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(run_main())
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (as ``uvicorn`` picks it for the apis), else asyncio's.
+
+    So a worker runs on the same loop as the apis of its service. A worker hands
+    every SQLite statement to aiosqlite's thread and back, and asyncio's own loop
+    wakes through a self-pipe and a Python selector each time; uvloop does that
+    in C (py-spy put asyncio's part at a few per cent of a worker's CPU; the
+    benchmark could not tell the two loops apart beyond 2-3 points of a core at
+    50 orders/s, docs/benchmarks.md 2026-11-27 13-15 UTC).
+    """
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - a platform uvloop does not support
+        return None
+    return uvloop.new_event_loop
 
 
 def run_service_worker(
