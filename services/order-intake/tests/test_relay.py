@@ -31,7 +31,7 @@ from casebridge_shared.db import new_id, utcnow
 from casebridge_shared.events import ORDERS_TOPIC, CloudEvent
 from casebridge_shared.kafka import make_producer
 from casebridge_shared.outbox import OutboxRelay, mark_for_replay, purge_published, relay_status
-from casebridge_shared.testing import TopicReader, mark_published, wait_until
+from casebridge_shared.testing import TopicReader, counting_calls, mark_published, wait_until
 from order_intake.bootstrap import Container
 from order_intake.db import outbox
 from order_intake.orders import service as orders
@@ -362,6 +362,43 @@ async def test_publishing_goes_on_while_marking_rows_published_waits_for_the_dat
     assert Counter(e["partitionkey"] for e in reader.events if e["partitionkey"] in keys) == dict.fromkeys(
         keys, 1
     )
+
+
+async def test_batches_sent_within_the_mark_interval_are_marked_published_in_one_transaction(
+    container: Container, broker: EmbeddedBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a trickle of orders each batch holds a row or two: their marking waits for the
+    mark interval, so the batches of that time share one write transaction. Rows waiting
+    to be marked are not read or sent again; ``settle`` (as at shutdown) marks them at once,
+    and so does a pile as large as a batch."""
+    keys = [f"trickle-{i}" for i in range(3)]
+    relay = _relay(container, batch_size=5)
+    relay.mark_interval = 3600.0
+    markings = counting_calls(monkeypatch, relay, "_record")
+    await relay.start()
+    try:
+        async with TopicReader(broker.bootstrap_servers, ORDERS_TOPIC) as reader:
+            for key in keys:
+                await _insert_rows(container, [_outbox_row(key)])
+                assert [run.published for run in await relay.drain()] == [1]
+            assert [run.published for run in await relay.drain()] == [0]
+            assert markings == []
+            assert await _unpublished(container, set(keys)) == set(keys)
+            await relay.settle()
+            assert len(markings) == 1
+            assert await _unpublished(container, set(keys)) == set()
+
+            pile = [f"pile-{i}" for i in range(5)]
+            await _insert_rows(container, [_outbox_row(key) for key in pile])
+            assert [run.published for run in await relay.drain()] == [5]
+            await wait_until(lambda: _none_unpublished(container, set(pile)), timeout=30)
+            assert len(markings) == 2
+            await reader.read_until(lambda events: {e["partitionkey"] for e in events} >= {*keys, *pile})
+            await reader.poll()
+    finally:
+        await relay.stop()
+    sent = Counter(e["partitionkey"] for e in reader.events)
+    assert {key: sent[key] for key in (*keys, *pile)} == dict.fromkeys((*keys, *pile), 1)
 
 
 async def _insert_rows(container: Container, rows: list[dict[str, object]]) -> None:

@@ -42,6 +42,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Select,
     String,
     Table,
     Text,
@@ -490,6 +491,10 @@ class OutboxRelay:
         self._unmarked: set[int] = set()
         self._to_mark: list[tuple[RelayRun, list[_Row]]] = []
         self._marking: asyncio.Task[None] | None = None
+        # Set to mark what waits without waiting out the interval (``settle``, a full pile).
+        self._mark_now = asyncio.Event()
+        self._sqlite_reads: dict[tuple[bool, bool], Select[Any]] = {}
+        self.mark_interval = settings.relay_mark_interval_seconds
 
     async def start(self) -> None:
         await ensure_topics(self.settings, self.topics)
@@ -629,6 +634,8 @@ class OutboxRelay:
     def _mark_later(self, run: RelayRun, published: list[_Row]) -> None:
         self._unmarked.update(row.id for row in published)
         self._to_mark.append((run, published))
+        if len(self._unmarked) >= self.batch_size:
+            self._mark_now.set()
         marking = self._marking
         if marking is None or (marking.done() and not marking.cancelled() and marking.exception() is None):
             # A failed marking stays in place until ``_raise_if_marking_failed`` or
@@ -641,8 +648,15 @@ class OutboxRelay:
         While one marking waits for the write lock (or the disk), later batches
         pile up and are marked together: one transaction for many batches keeps
         marking ahead of publishing, where a transaction per batch fell behind.
+        It first lets them pile up for ``mark_interval``: under a steady trickle
+        (an order every few milliseconds) each batch held one or two rows, and
+        its marking was the relay's largest cost and one more writer queueing
+        for the file the api writes orders to (docs/benchmarks.md).
         """
         while self._to_mark:
+            if self.mark_interval > 0:
+                await until_any(self._mark_now, timeout=self.mark_interval)
+            self._mark_now.clear()
             runs, self._to_mark = self._to_mark, []
             await self._record([(run, published, []) for run, published in runs])
             for run, published in runs:
@@ -669,6 +683,7 @@ class OutboxRelay:
         marking, self._marking = self._marking, None
         if marking is None:
             return
+        self._mark_now.set()
         try:
             await marking
         except Exception as exc:
@@ -765,25 +780,45 @@ class OutboxRelay:
         )
         if self.db.dialect == "postgresql":
             return await self._fetch_from_postgresql(after, unmarked)
-        outbox = self.tables.outbox
-        query = (
-            select(
-                outbox.c.id,
-                outbox.c.topic,
-                outbox.c.message_key,
-                outbox.c.payload,
-                self._epoch_seconds(outbox.c.created_at),
-            )
-            .order_by(outbox.c.id)
-            .limit(self.batch_size)
-        )
+        params: dict[str, Any] = {}
         if after is not None:
-            query = query.where(outbox.c.id > after)
+            params["after"] = after
         if unmarked is not None:
-            query = query.where(~self._id_in(unmarked))
+            params["ids"] = json.dumps(unmarked)
+        query = self._sqlite_read(after is not None, unmarked is not None)
         async with self.db.session() as session:
-            result = await session.execute(query)
+            result = await session.execute(query, params)
             return [_Row(r[0], r[1], r[2], r[3], r[4]) for r in result.all()]
+
+    def _sqlite_read(self, after: bool, unmarked: bool) -> Select[Any]:
+        """The read of ``_fetch`` on SQLite, built once per shape: each call only binds values.
+
+        Rows waiting to be marked are left out of nearly every read while marking
+        waits for its interval, and building the statement afresh (``json_each``
+        and all) cost as much as running it.
+        """
+        key = (after, unmarked)
+        query = self._sqlite_reads.get(key)
+        if query is None:
+            outbox = self.tables.outbox
+            query = (
+                select(
+                    outbox.c.id,
+                    outbox.c.topic,
+                    outbox.c.message_key,
+                    outbox.c.payload,
+                    self._epoch_seconds(outbox.c.created_at),
+                )
+                .order_by(outbox.c.id)
+                .limit(self.batch_size)
+            )
+            if after:
+                query = query.where(outbox.c.id > bindparam("after", type_=BigInteger))
+            if unmarked:
+                each = func.json_each(bindparam("ids", type_=String)).table_valued("value")
+                query = query.where(~outbox.c.id.in_(select(each.c.value)))
+            self._sqlite_reads[key] = query
+        return query
 
     async def _fetch_from_postgresql(self, after: int | None, unmarked: list[int] | None) -> list[_Row]:
         """The same read as ``_fetch``'s, by asyncpg directly.

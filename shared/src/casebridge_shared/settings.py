@@ -90,6 +90,11 @@ class ServiceSettings(BaseSettings):
     # worker at 50 orders/s, docs/benchmarks.md); PostgreSQL wakes it by NOTIFY.
     relay_batch_size: int = Field(default=1000, ge=1, le=10_000)
     relay_poll_interval_seconds: float = Field(default=0.01, gt=0, le=10)
+    # How long rows the broker acknowledged may wait to be marked published, so that the
+    # batches of that time share one write transaction (0: marked at once). The rows are
+    # left out of the relay's reads meanwhile; after a crash they are sent again and the
+    # consumers drop the copies by event id.
+    relay_mark_interval_seconds: float = Field(default=0.1, ge=0, le=10)
     outbox_retention_hours: int = Field(default=7 * 24, ge=1)
     # Consumers: how often a failing handler is tried before its event is dead-lettered.
     consumer_max_attempts: int = Field(default=5, ge=1, le=100)
