@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from casebridge_shared import testing
-from casebridge_shared.db import Database
+from casebridge_shared.db import Database, transaction_scoped
 from casebridge_shared.group_commit import GroupCommit
 from casebridge_shared.outbox import UnitOfWork, outbox_tables
 from casebridge_shared.problems import NotFound
@@ -184,3 +184,44 @@ async def test_a_request_cancelled_while_queued_is_not_run(db: Database) -> None
     after = await writes.run(note(3))  # type: ignore[arg-type]
     assert after == 2
     assert set(await stored(db)) == {1, 3}
+
+
+async def test_what_requests_will_look_up_is_looked_up_once_before_any_of_them_runs(db: Database) -> None:
+    """``before_batch`` gets the needs of the batch's requests (those that named any), in the
+    transaction they share and before the first of them runs; alone, a request gets its own."""
+    batches: list[list[object]] = []
+
+    async def look_up(uow: UnitOfWork, needs: list[object]) -> None:
+        batches.append(needs)
+        transaction_scoped(uow.session, "looked_up", set).update(needs)  # type: ignore[arg-type]
+
+    def seen(number: int) -> object:
+        async def work(uow: UnitOfWork) -> bool:
+            await note(number)(uow)  # type: ignore[operator]
+            return number in transaction_scoped(uow.session, "looked_up", set)
+
+        return work
+
+    writes = GroupCommit(lambda: UnitOfWork(db, OUTBOX, "/test"), service="test", before_batch=look_up)
+    answers = await asyncio.gather(
+        *(writes.run(seen(n), needs=n if n != 3 else None) for n in range(6))  # type: ignore[arg-type]
+    )
+    assert writes.transactions == 1
+    assert batches == [[0, 1, 2, 4, 5]]
+    assert answers == [True, True, True, False, True, True]
+    assert await writes.run(seen(7), needs=7) is True  # type: ignore[arg-type]
+    assert batches[-1] == [7]
+
+
+async def test_a_batch_whose_look_up_fails_goes_again_request_by_request(db: Database) -> None:
+    """The look-up is no request's own: if it fails for the batch, each request runs alone."""
+
+    async def refuse_shared(uow: UnitOfWork, needs: list[object]) -> None:
+        if len(needs) > 1:
+            raise RuntimeError("look-up failed")
+
+    writes = GroupCommit(lambda: UnitOfWork(db, OUTBOX, "/test"), service="test", before_batch=refuse_shared)
+    answers = await asyncio.gather(*(writes.run(note(n), needs=n) for n in range(1, 5)))  # type: ignore[arg-type]
+    assert answers == [1, 2, 3, 4]
+    assert writes.transactions == 4
+    assert set(await stored(db)) == {1, 2, 3, 4}

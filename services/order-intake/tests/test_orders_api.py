@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import delete, func, select, update
 from sqlmodel import col
 
+from casebridge_shared import testing
 from casebridge_shared.auth import Department, Role
 from order_intake.bootstrap import Container
+from order_intake.catalog.models import Product
 from order_intake.db import outbox
 from order_intake.identity.models import User
 from order_intake.orders.models import Order
@@ -365,3 +368,61 @@ async def test_orders_placed_at_once_share_transactions_and_a_refused_one_leaves
     assert container.writes.transactions - transactions < 20
     described = sorted(e["data"]["description"] for e in await _order_events(container))  # type: ignore[index]
     assert described == sorted(f"need {n}" for n in range(20))
+
+
+async def test_orders_placed_at_once_are_looked_up_together_and_each_answered_as_if_alone(
+    client: httpx.AsyncClient, factory: Factory, container: Container
+) -> None:
+    """A shared transaction looks up its orders' customers, products and Idempotency-Keys
+    a statement each, not per order (they wait for SQLite's write lock meanwhile), and each
+    order is answered as if it had been placed alone: a retry gets its first order, a key
+    used with another body is refused, another customer's same key is their own."""
+    customers = [await factory.customer() for _ in range(3)]
+    product = await factory.product()
+    withdrawn = await factory.product(title="Withdrawn")
+    async with container.db.write_session() as s:
+        await s.execute(update(Product).where(col(Product.id) == withdrawn.id).values(active=False))
+        await s.commit()
+    body = {"product_id": product.id, "description": "Help"}
+    first = await client.post(
+        "/orders", json=body, headers=factory.auth(customers[0]) | {"Idempotency-Key": "again"}
+    )
+    assert first.status_code == 201
+
+    def order(
+        customer: User, key: str | None = None, product_id: str = product.id, description: str = "Help"
+    ) -> Any:
+        headers = factory.auth(customer) | ({"Idempotency-Key": key} if key else {})
+        return client.post(
+            "/orders", json={"product_id": product_id, "description": description}, headers=headers
+        )
+
+    requests = [order(customers[n % 3], key=f"k-{n}") for n in range(12)]
+    requests += [order(customers[0], key="again"), order(customers[1], key="again")]
+    with testing.statements_sent(container.db) as sent:
+        answers = await asyncio.gather(*requests)
+    assert [a.status_code for a in answers] == [201] * 14
+    retry, someone_elses = answers[12:]
+    assert retry.json()["id"] == first.json()["id"] and retry.headers["idempotent-replayed"] == "true"
+    assert someone_elses.json()["id"] != first.json()["id"]
+    assert len({a.json()["id"] for a in answers[:12]} | {someone_elses.json()["id"]}) == 13
+    looked_up = [
+        s
+        for s in sent
+        if s.startswith("SELECT") and any(f"FROM {t}" in s for t in ("users", "products", "idempotency_keys"))
+    ]
+    assert len(looked_up) < 14, looked_up  # alone, each order looked up twice (key; customer and product)
+
+    # Refusals in the middle of a shared transaction: each its own answer, the rest placed.
+    answers = await asyncio.gather(
+        order(customers[0]),
+        order(customers[0], key="again", description="Other"),
+        order(customers[1]),
+        order(customers[1], product_id=withdrawn.id),
+        order(customers[2]),
+        order(customers[2], product_id="no-such-product"),
+    )
+    assert [a.status_code for a in answers] == [201, 422, 201, 409, 201, 404]
+    assert answers[1].json()["errors"][0]["field"] == "header.Idempotency-Key"
+    assert answers[3].json()["errors"][0]["field"] == "body.product_id"
+    assert answers[5].json()["errors"][0]["field"] == "body.product_id"

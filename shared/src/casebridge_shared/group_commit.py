@@ -49,6 +49,12 @@ class _Request:
     work: Work
     answer: asyncio.Future[Any]
     context: contextvars.Context
+    needs: Any = None
+
+
+# Called at the start of a shared transaction with what its requests said they
+# will look up (``run(..., needs=)``), so that it can look all of them up at once.
+BeforeBatch = Callable[[UnitOfWork, list[Any]], Awaitable[None]]
 
 
 class _Failed(Exception):
@@ -63,10 +69,18 @@ class _Failed(Exception):
 class GroupCommit:
     """Runs write requests in shared transactions of at most ``max_batch`` requests."""
 
-    def __init__(self, begin: Callable[[], UnitOfWork], *, service: str, max_batch: int = 64) -> None:
+    def __init__(
+        self,
+        begin: Callable[[], UnitOfWork],
+        *,
+        service: str,
+        max_batch: int = 64,
+        before_batch: BeforeBatch | None = None,
+    ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._begin = begin
+        self._before_batch = before_batch
         self._shared = GROUP_COMMIT_REQUESTS.labels(service=service)
         self._retried = GROUP_COMMIT_RETRIED_APART.labels(service=service)
         self._max_batch = max_batch
@@ -75,10 +89,15 @@ class GroupCommit:
         self.transactions = 0  # committed, for tests and metrics
         self.requests = 0
 
-    async def run(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
-        """Run ``work`` in a write transaction, and return its result once that has committed."""
+    async def run(self, work: Callable[[UnitOfWork], Awaitable[T]], *, needs: Any = None) -> T:
+        """Run ``work`` in a write transaction, and return its result once that has committed.
+
+        ``needs``: what ``work`` will look up, handed with the other requests' to
+        ``before_batch`` before any of them runs (one statement for a batch rather
+        than one per request, while the transaction holds SQLite's write lock).
+        """
         loop = asyncio.get_running_loop()
-        request = _Request(work, loop.create_future(), contextvars.copy_context())
+        request = _Request(work, loop.create_future(), contextvars.copy_context(), needs)
         self._queue.append(request)
         if self._writer is None or self._writer.done() or self._writer.get_loop() is not loop:
             # A fresh context: the writer outlives the request that started it.
@@ -138,6 +157,10 @@ class GroupCommit:
     async def _transaction(self, batch: list[_Request]) -> list[Any]:
         results: list[Any] = []
         async with self._begin() as uow:
+            needs = [r.needs for r in batch if r.needs is not None and not r.answer.done()]
+            if needs and self._before_batch is not None:
+                # A failure here is no request's own: the batch goes again one by one.
+                await self._before_batch(uow, needs)
             for position, request in enumerate(batch):
                 if request.answer.done():  # its client went away before it ran
                     results.append(None)

@@ -13,6 +13,7 @@ from casebridge_shared.outbox import OutboxRelay, UnitOfWork
 from order_intake.db import inbox, outbox
 from order_intake.documents.fetcher import DocumentFetcher
 from order_intake.identity.keys import KeyStore
+from order_intake.orders import service as orders_service
 from order_intake.progress import service as progress
 from order_intake.progress.events import PAYLOAD_MODELS
 from order_intake.settings import Settings
@@ -32,7 +33,10 @@ class Container:
 
     def __post_init__(self) -> None:
         self.writes = GroupCommit(
-            self.uow, service="order-intake", max_batch=self.settings.group_commit_max_requests
+            self.uow,
+            service="order-intake",
+            max_batch=self.settings.group_commit_max_requests,
+            before_batch=orders_service.look_up_for_orders,
         )
 
     def uow(self) -> UnitOfWork:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import bindparam, func
+from sqlalchemy import Select, bindparam, func
 from sqlalchemy import select as select_columns
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -14,7 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from casebridge_shared.auth import STAFF_ROLES, Principal, Role
 from casebridge_shared.currency import money
-from casebridge_shared.db import new_id, table_of, utcnow
+from casebridge_shared.db import new_id, one_of, table_of, transaction_scoped, utcnow
 from casebridge_shared.group_commit import GroupCommit
 from casebridge_shared.outbox import UnitOfWork
 from casebridge_shared.problems import Conflict, Forbidden, NotFound, Unprocessable
@@ -73,12 +76,19 @@ async def _replayed(session: AsyncSession, customer_id: str, key: str, request_h
     ).first()
     if record is None:
         return None
-    if record.request_hash != request_hash:
+    return await _earlier_order(session, record.request_hash, record.order_id, request_hash)
+
+
+async def _earlier_order(
+    session: AsyncSession, used_with: str, order_id: str, request_hash: str
+) -> Order | None:
+    """The order an Idempotency-Key was first used for, if this request is the same one."""
+    if used_with != request_hash:
         raise Unprocessable(
             "this Idempotency-Key was already used with a different request",
             field="header.Idempotency-Key",
         )
-    return await session.get(Order, record.order_id)
+    return await session.get(Order, order_id)
 
 
 ORDER_RECEIVED = "Order received"
@@ -108,6 +118,129 @@ _CUSTOMER_AND_PRODUCT = (
 )
 
 
+_KEYS = table_of(IdempotencyKey)
+
+
+@functools.cache
+def _batch_statements(dialect: str) -> tuple[Select[Any], Select[Any], Select[Any]]:
+    """A batch's look-ups of customers, products and keys (``one_of``: one array on PostgreSQL)."""
+    customers = select_columns(
+        users.c.id, users.c.active, users.c.full_name, users.c.email, users.c.phone
+    ).where(one_of(users.c.id, "ids", dialect))
+    products_ = select_columns(
+        products.c.id,
+        products.c.title,
+        products.c.description,
+        products.c.deliverables,
+        products.c.category,
+        products.c.price,
+        products.c.currency,
+        products.c.version,
+        products.c.active,
+        products.c.archived_at,
+    ).where(one_of(products.c.id, "ids", dialect))
+    keys = select_columns(_KEYS.c.customer_id, _KEYS.c.key, _KEYS.c.request_hash, _KEYS.c.order_id).where(
+        one_of(_KEYS.c.key, "keys", dialect)
+    )
+    return customers, products_, keys
+
+
+@dataclass(frozen=True)
+class OrderLookUps:
+    """What placing one order looks up: its customer, its product, its Idempotency-Key."""
+
+    customer_id: str
+    product_id: str
+    idempotency_key: str | None
+
+
+@dataclass(frozen=True)
+class _CustomerAndProduct:
+    """The columns of ``_CUSTOMER_AND_PRODUCT``'s row (product ones None: no such product)."""
+
+    active: bool
+    full_name: str
+    email: str
+    phone: str | None
+    product_id: str | None = None
+    title: str = ""
+    description: str = ""
+    deliverables: list[str] = field(default_factory=list)
+    category: str = ""
+    price: Any = None
+    currency: str = ""
+    version: int = 0
+    product_active: bool = False
+    archived_at: datetime | None = None
+
+
+@dataclass
+class _Batch:
+    """A shared transaction's look-ups for all of its orders (``look_up_for_orders``)."""
+
+    asked: set[OrderLookUps] = field(default_factory=set)
+    customers: dict[str, Any] = field(default_factory=dict)
+    products: dict[str, Any] = field(default_factory=dict)
+    keys: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+
+    def customer_and_product(self, customer_id: str, product_id: str) -> _CustomerAndProduct | None:
+        customer = self.customers.get(customer_id)
+        if customer is None:
+            return None
+        product = self.products.get(product_id)
+        if product is None:
+            return _CustomerAndProduct(customer.active, customer.full_name, customer.email, customer.phone)
+        return _CustomerAndProduct(
+            customer.active,
+            customer.full_name,
+            customer.email,
+            customer.phone,
+            product_id=product.id,
+            title=product.title,
+            description=product.description,
+            deliverables=product.deliverables,
+            category=product.category,
+            price=product.price,
+            currency=product.currency,
+            version=product.version,
+            product_active=product.active,
+            archived_at=product.archived_at,
+        )
+
+
+def _batch(uow: UnitOfWork) -> _Batch:
+    return transaction_scoped(uow.session, "order_intake.orders.batch", _Batch)
+
+
+async def look_up_for_orders(uow: UnitOfWork, needs: list[OrderLookUps]) -> None:
+    """The customers, products and Idempotency-Keys of a shared transaction's orders, at once.
+
+    Each order would look up its own in the transaction that holds SQLite's write
+    lock: one statement and one hand-over to the database thread per order while
+    every other writer of the file waits. Read here in the same transaction, so
+    what each order sees is what it saw before. One order: its own look-up (one
+    statement joining customer and product) is cheaper.
+    """
+    if len(needs) < 2:
+        return
+    batch = _batch(uow)
+    connection = await uow.session.connection()
+    customers, products_, keys_used = _batch_statements(connection.dialect.name)
+    customer_ids = sorted({n.customer_id for n in needs})
+    product_ids = sorted({n.product_id for n in needs})
+    batch.customers.update(
+        (row.id, row) for row in await connection.execute(customers, {"ids": customer_ids})
+    )
+    batch.products.update((row.id, row) for row in await connection.execute(products_, {"ids": product_ids}))
+    keys = sorted({n.idempotency_key for n in needs if n.idempotency_key is not None})
+    if keys:
+        wanted = set(customer_ids)
+        for row in await connection.execute(keys_used, {"keys": keys}):
+            if row.customer_id in wanted:
+                batch.keys[(row.customer_id, row.key)] = (row.request_hash, row.order_id)
+    batch.asked.update(needs)
+
+
 async def place_order(
     uow: UnitOfWork, principal: Principal, data: OrderCreate, idempotency_key: str | None
 ) -> tuple[OrderRead, bool]:
@@ -125,8 +258,11 @@ async def place_order_with_others(
     writes: GroupCommit, principal: Principal, data: OrderCreate, idempotency_key: str | None
 ) -> tuple[OrderRead, bool]:
     """``place_order`` in a transaction shared with the orders placed at the same moment."""
+    needs = OrderLookUps(principal.subject, data.product_id, idempotency_key)
     try:
-        return await writes.run(lambda uow: order_placed_in(uow, principal, data, idempotency_key))
+        return await writes.run(
+            lambda uow: order_placed_in(uow, principal, data, idempotency_key), needs=needs
+        )
     except IntegrityError as error:
         lost = error
     return await writes.run(lambda uow: _after_lost_race(uow, principal, data, idempotency_key, lost))
@@ -161,16 +297,26 @@ async def order_placed_in(
     """
     # Only a retry-safe order needs its request's fingerprint.
     request_hash = _request_hash(data) if idempotency_key is not None else ""
+    batch = _batch(uow)
+    looked_up = OrderLookUps(principal.subject, data.product_id, idempotency_key) in batch.asked
     if idempotency_key is not None:
-        previous = await _replayed(uow.session, principal.subject, idempotency_key, request_hash)
+        if looked_up:
+            used = batch.keys.get((principal.subject, idempotency_key))
+            previous = None if used is None else await _earlier_order(uow.session, *used, request_hash)
+        else:
+            previous = await _replayed(uow.session, principal.subject, idempotency_key, request_hash)
         if previous is not None:
             return await read_order(uow.session, previous), True
-    connection = await uow.session.connection()
-    found = (
-        await connection.execute(
-            _CUSTOMER_AND_PRODUCT, {"customer_id": principal.subject, "product_id": data.product_id}
-        )
-    ).first()
+    found: Any
+    if looked_up:
+        found = batch.customer_and_product(principal.subject, data.product_id)
+    else:
+        connection = await uow.session.connection()
+        found = (
+            await connection.execute(
+                _CUSTOMER_AND_PRODUCT, {"customer_id": principal.subject, "product_id": data.product_id}
+            )
+        ).first()
     if found is None or not found.active:
         raise Forbidden("your account is not active")
     if found.product_id is None:
