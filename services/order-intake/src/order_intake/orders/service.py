@@ -93,26 +93,24 @@ async def _earlier_order(
 
 ORDER_RECEIVED = "Order received"
 
+_CUSTOMER_COLUMNS = (users.c.active, users.c.full_name, users.c.email, users.c.phone)
+_PRODUCT_COLUMNS = (
+    products.c.id.label("product_id"),
+    products.c.title,
+    products.c.description,
+    products.c.deliverables,
+    products.c.category,
+    products.c.price,
+    products.c.currency,
+    products.c.version,
+    products.c.active.label("product_active"),
+    products.c.archived_at,
+)
 # Built once: a statement object keeps its cache key, so each order only binds values.
 # The customer and the product in one statement (one trip to the database): the
 # product's columns are NULL when there is no such product.
 _CUSTOMER_AND_PRODUCT = (
-    select_columns(
-        users.c.active,
-        users.c.full_name,
-        users.c.email,
-        users.c.phone,
-        products.c.id.label("product_id"),
-        products.c.title,
-        products.c.description,
-        products.c.deliverables,
-        products.c.category,
-        products.c.price,
-        products.c.currency,
-        products.c.version,
-        products.c.active.label("product_active"),
-        products.c.archived_at,
-    )
+    select_columns(*_CUSTOMER_COLUMNS, *_PRODUCT_COLUMNS)
     .select_from(users.outerjoin(products, products.c.id == bindparam("product_id")))
     .where(users.c.id == bindparam("customer_id"))
 )
@@ -124,21 +122,8 @@ _KEYS = table_of(IdempotencyKey)
 @functools.cache
 def _batch_statements(dialect: str) -> tuple[Select[Any], Select[Any], Select[Any]]:
     """A batch's look-ups of customers, products and keys (``one_of``: one array on PostgreSQL)."""
-    customers = select_columns(
-        users.c.id, users.c.active, users.c.full_name, users.c.email, users.c.phone
-    ).where(one_of(users.c.id, "ids", dialect))
-    products_ = select_columns(
-        products.c.id,
-        products.c.title,
-        products.c.description,
-        products.c.deliverables,
-        products.c.category,
-        products.c.price,
-        products.c.currency,
-        products.c.version,
-        products.c.active,
-        products.c.archived_at,
-    ).where(one_of(products.c.id, "ids", dialect))
+    customers = select_columns(users.c.id, *_CUSTOMER_COLUMNS).where(one_of(users.c.id, "ids", dialect))
+    products_ = select_columns(*_PRODUCT_COLUMNS).where(one_of(products.c.id, "ids", dialect))
     keys = select_columns(_KEYS.c.customer_id, _KEYS.c.key, _KEYS.c.request_hash, _KEYS.c.order_id).where(
         one_of(_KEYS.c.key, "keys", dialect)
     )
@@ -184,28 +169,13 @@ class _Batch:
     keys: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
 
     def customer_and_product(self, customer_id: str, product_id: str) -> _CustomerAndProduct | None:
+        """What ``_CUSTOMER_AND_PRODUCT`` gives for this pair, from the batch's look-ups."""
         customer = self.customers.get(customer_id)
         if customer is None:
             return None
         product = self.products.get(product_id)
-        if product is None:
-            return _CustomerAndProduct(customer.active, customer.full_name, customer.email, customer.phone)
-        return _CustomerAndProduct(
-            customer.active,
-            customer.full_name,
-            customer.email,
-            customer.phone,
-            product_id=product.id,
-            title=product.title,
-            description=product.description,
-            deliverables=product.deliverables,
-            category=product.category,
-            price=product.price,
-            currency=product.currency,
-            version=product.version,
-            product_active=product.active,
-            archived_at=product.archived_at,
-        )
+        person = {name: value for name, value in customer._mapping.items() if name != "id"}
+        return _CustomerAndProduct(**person, **(product._mapping if product is not None else {}))
 
 
 def _batch(uow: UnitOfWork) -> _Batch:
@@ -231,7 +201,9 @@ async def look_up_for_orders(uow: UnitOfWork, needs: list[OrderLookUps]) -> None
     batch.customers.update(
         (row.id, row) for row in await connection.execute(customers, {"ids": customer_ids})
     )
-    batch.products.update((row.id, row) for row in await connection.execute(products_, {"ids": product_ids}))
+    batch.products.update(
+        (row.product_id, row) for row in await connection.execute(products_, {"ids": product_ids})
+    )
     keys = sorted({n.idempotency_key for n in needs if n.idempotency_key is not None})
     if keys:
         wanted = set(customer_ids)
