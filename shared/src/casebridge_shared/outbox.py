@@ -815,8 +815,7 @@ class OutboxRelay:
             if after:
                 query = query.where(outbox.c.id > bindparam("after", type_=BigInteger))
             if unmarked:
-                each = func.json_each(bindparam("ids", type_=String)).table_valued("value")
-                query = query.where(~outbox.c.id.in_(select(each.c.value)))
+                query = query.where(~self._id_in())
             self._sqlite_reads[key] = query
         return query
 
@@ -859,16 +858,19 @@ class OutboxRelay:
             return cast(func.date_part("epoch", column), Float)
         return cast((func.julianday(column) - 2440587.5) * 86400.0, Float)
 
-    def _id_in(self, ids: list[int]) -> ColumnElement[bool]:
+    def _id_in(self, ids: list[int] | None = None) -> ColumnElement[bool]:
         """``outbox.id IN ids`` as one bound parameter, so the statement compiles once.
 
         An expanding ``IN (?, ?, ...)`` of a thousand ids is rendered afresh for
         every batch and was the relay's largest cost after the broker itself.
+        ``ids`` None: the list is bound when the statement runs (``ids``: the list
+        on PostgreSQL, its JSON text on SQLite).
         """
         outbox_id = self.tables.outbox.c.id
         if self.db.dialect == "postgresql":
             return outbox_id == any_(bindparam("ids", ids, type_=ARRAY(BigInteger)))
-        each = func.json_each(bindparam("ids", json.dumps(ids))).table_valued("value")
+        text_ids = None if ids is None else json.dumps(ids)
+        each = func.json_each(bindparam("ids", text_ids, type_=String)).table_valued("value")
         return outbox_id.in_(select(each.c.value))
 
     async def _record(self, runs: Sequence[tuple[RelayRun, list[_Row], list[_Row]]]) -> None:
