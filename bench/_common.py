@@ -21,7 +21,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -443,6 +443,36 @@ class CpuClock:
         now = self._now()
         used, self.last = now - self.last, now
         return used
+
+
+class GroupCpuClock:
+    """CPU seconds a changing set of processes used between laps; one that appears meanwhile counts whole."""
+
+    def __init__(self, pids: Callable[[], set[int]]) -> None:
+        self.pids = pids
+        self.last = self._per_process()
+
+    def _per_process(self) -> dict[int, int]:
+        ticks: dict[int, int] = {}
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            ticks[pid] = int(fields[11]) + int(fields[12])
+        return ticks
+
+    def lap(self) -> float:
+        now = self._per_process()
+        used = sum(t - self.last.get(pid, 0) for pid, t in now.items())
+        self.last = now
+        return used / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_pids() -> set[int]:
+    """Every PostgreSQL server process on this machine (the backends come and go)."""
+    _, names = _process_table()
+    return {pid for pid, name in names.items() if name.startswith("postgres")}
 
 
 def _process_table() -> tuple[dict[int, int], dict[int, str]]:

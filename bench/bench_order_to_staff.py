@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 import uuid
@@ -329,7 +330,9 @@ def _first(values: list[float]) -> str:
     return c.ms(c.percentile(values, 50))
 
 
-async def end_to_end(args: Any, urls: dict[str, str], bootstrap: str, workdir: Path) -> list[dict[str, Any]]:
+async def end_to_end(
+    args: Any, urls: dict[str, str], bootstrap: str, broker_pid: int, workdir: Path
+) -> list[dict[str, Any]]:
     from order_intake.bootstrap import bootstrap as intake_bootstrap
 
     intake_port, notifier_port = c.api_port(), c.api_port()
@@ -399,7 +402,14 @@ async def end_to_end(args: Any, urls: dict[str, str], bootstrap: str, workdir: P
             hop = await bare_hop(bootstrap, rate, min(args.seconds, 5))
             phase = Phase(rate=rate, seconds=args.seconds)
             world.phases.append(phase)
-            clocks = {n: c.CpuClock(p.pid) for n, p in processes.items()}
+            clocks: dict[str, c.CpuClock | c.GroupCpuClock] = {
+                n: c.CpuClock(p.pid) for n, p in processes.items()
+            }
+            # The rest of the stack, so the machine's two cores are accounted for.
+            clocks["broker"] = c.GroupCpuClock(lambda: c.descendants(broker_pid))
+            if args.database == "postgres":
+                clocks["PostgreSQL"] = c.GroupCpuClock(c.postgres_pids)
+            clocks["benchmark clients"] = c.CpuClock(os.getpid())
             began = time.perf_counter()
             await run_phase(world, phase, intake_port, seed, products, args.connections)
             await wait_seen(phase, args.team_size, 180)
@@ -503,7 +513,8 @@ def main() -> int:
     ):
         print(f"POST /orders -> SSE on {args.streams} staff streams (teams of {args.team_size})")
         urls = {"intake": intake, "cases": cases, "notifier": notifier}
-        rows = c.run(end_to_end(args, urls, broker.bootstrap_servers, workdir))
+        assert broker.process is not None
+        rows = c.run(end_to_end(args, urls, broker.bootstrap_servers, broker.process.pid, workdir))
     print()
     print(f"summary ({args.database}, {datetime.now(UTC):%Y-%m-%d})")
     for row in rows:

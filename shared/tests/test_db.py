@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from casebridge_shared.db import Database, on_commit, transaction_scoped
 
@@ -132,3 +133,77 @@ async def test_one_of_finds_the_listed_keys_with_one_parameter_on_postgresql(tmp
             assert found == {
                 int(k.removeprefix("key-")) for k in wanted if int(k.removeprefix("key-")) < 1200
             }
+
+
+async def _backend_pid(database: Database) -> int:
+    async with database.session() as session:
+        return int((await session.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+
+
+async def test_a_postgresql_connection_dropped_while_idle_is_replaced_before_anyone_uses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checked before use when idle; a connection in use a moment ago is handed out without a check."""
+    from casebridge_shared import testing
+    from casebridge_shared.db import is_transient_database_error
+
+    async with testing.scratch_database(tmp_path, "cbt_idle_check") as scratch:
+        if scratch.dialect != "postgresql":
+            pytest.skip("a PostgreSQL connection pool (run with CASEBRIDGE_TEST_POSTGRES_URL)")
+        url = scratch.engine.url.render_as_string(hide_password=False)
+
+        # Every connection given back counts as idle: checked, found dead, replaced.
+        checked = Database(url, ping_after_idle_seconds=0.0)
+        pings = _counting_pings(monkeypatch, checked)
+        try:
+            first = await _backend_pid(checked)
+            await _terminate(scratch, first)
+            second = await _backend_pid(checked)  # no error reaches the caller
+            assert second != first
+            assert len(pings) == 1
+        finally:
+            await checked.dispose()
+
+        # In use a moment ago: no check, so a connection dropped in that window fails
+        # its first statement as a transient error (callers retry), and the next one works.
+        trusted = Database(url, ping_after_idle_seconds=3600.0)
+        pings = _counting_pings(monkeypatch, trusted)
+        try:
+            first = await _backend_pid(trusted)
+            assert await _backend_pid(trusted) == first
+            await _terminate(scratch, first)
+            with pytest.raises(DBAPIError) as failed:
+                await _backend_pid(trusted)
+            assert is_transient_database_error(failed.value)
+            assert await _backend_pid(trusted) != first
+            assert pings == []
+        finally:
+            await trusted.dispose()
+
+
+def _counting_pings(monkeypatch: pytest.MonkeyPatch, database: Database) -> list[object]:
+    dialect = database.engine.sync_engine.dialect
+    pings: list[object] = []
+    original = dialect.do_ping
+
+    def counted(dbapi_connection: object) -> bool:
+        pings.append(dbapi_connection)
+        return original(dbapi_connection)
+
+    monkeypatch.setattr(dialect, "do_ping", counted)
+    return pings
+
+
+async def _terminate(database: Database, pid: int) -> None:
+    async with database.session() as session:
+        await session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    # pg_terminate_backend only signals; wait until the backend is gone (a session
+    # each time: pg_stat_activity is read once per transaction).
+    gone = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        async with database.session() as session:
+            if not (await session.execute(gone, {"pid": pid})).scalar_one():
+                return
+        assert asyncio.get_running_loop().time() < deadline, "the terminated backend did not exit"
+        await asyncio.sleep(0.01)

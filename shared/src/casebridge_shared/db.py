@@ -44,7 +44,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, InvalidatePoolError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.orm import ORMExecuteState
 from sqlalchemy.pool import PoolResetState
@@ -59,6 +60,9 @@ from casebridge_shared.sqlite_dbapi import OneTripDbapi
 T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# A PostgreSQL connection given back to the pool less than this long ago is
+# handed out again without a liveness check (HikariCP's aliveBypassWindowMs idea).
+PING_AFTER_IDLE_SECONDS = 1.0
 # Between tries for SQLite's write lock: the first wait, and the longest.
 SQLITE_WRITE_POLL_SECONDS = (0.0005, 0.004)
 
@@ -95,6 +99,17 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+def is_transient_database_error(exc: BaseException) -> bool:
+    """The database is unreachable or dropped the connection: worth trying again, not the data's fault."""
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError | ConnectionError | OSError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    name = type(exc).__name__
+    # asyncpg raises its own connection errors outside SQLAlchemy's wrapping.
+    return name in {"ConnectionDoesNotExistError", "CannotConnectNowError", "TooManyConnectionsError"}
+
+
 def create_engine(
     database_url: str, *, echo: bool = False, sqlite_writer: bool = False, **kwargs: Any
 ) -> AsyncEngine:
@@ -125,8 +140,51 @@ def create_engine(
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_async_engine(url, echo=echo, **kwargs)
+    # Most recently used first: a busy process keeps reusing a few warm connections
+    # (which need no check, below) and the rest stay idle until they are needed.
+    kwargs.setdefault("pool_use_lifo", True)
+    ping_after_idle = kwargs.pop("ping_after_idle_seconds", PING_AFTER_IDLE_SECONDS)
+    engine = create_async_engine(url, echo=echo, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        _check_idle_connections(engine, ping_after_idle)
+    return engine
+
+
+_GIVEN_BACK_AT = "casebridge.given_back_at"
+
+
+def _check_idle_connections(engine: AsyncEngine, idle_seconds: float) -> None:
+    """Check a connection is alive before handing it out, unless it was in use a moment ago.
+
+    SQLAlchemy's ``pool_pre_ping`` checks on every checkout; with asyncpg that
+    is BEGIN, an empty query and ROLLBACK, three round trips before each
+    transaction, and under load most of the statements a worker sends. What the
+    check is for, a connection the server dropped (a restart, a failover, an idle
+    timeout), happens to idle connections; one given back within ``idle_seconds``
+    was working then. A dead one is replaced (and the pool's older connections
+    with it) before the caller sees it; a connection dropped inside the window
+    fails its first statement like any mid-transaction disconnect, which every
+    caller already handles (consumers retry, the api answers 503).
+    """
+    pool = engine.sync_engine.pool
+    dialect = engine.sync_engine.dialect
+
+    @event.listens_for(pool, "checkin")
+    def _given_back(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_GIVEN_BACK_AT] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def _check_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        given_back_at = record.info.get(_GIVEN_BACK_AT)
+        if given_back_at is None or time.monotonic() - given_back_at < idle_seconds:
+            return  # just connected, or in use a moment ago
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as error:
+            if dialect.is_disconnect(error, dbapi_connection, None):
+                # As pool_pre_ping does: this one and every older connection are replaced.
+                raise InvalidatePoolError() from error
+            raise
 
 
 def _roll_back_if_in_transaction(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:

@@ -42,12 +42,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.sql.dml import ReturningInsert
 
 from casebridge_shared import metrics
-from casebridge_shared.db import Database, UTCDateTime, utcnow
+from casebridge_shared.db import Database, UTCDateTime, is_transient_database_error, utcnow
 from casebridge_shared.events import CloudEvent
 from casebridge_shared.kafka import ensure_topics, make_producer
 from casebridge_shared.outbox import OutboxTables, UnitOfWork
@@ -118,16 +116,6 @@ BeforeRun = Callable[[UnitOfWork, Sequence[tuple[CloudEvent, Any]]], Awaitable[N
 
 def dead_letter_topic(group: str) -> str:
     return f"casebridge.dlq.{group}"
-
-
-def is_transient_database_error(exc: BaseException) -> bool:
-    if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError | ConnectionError | OSError):
-        return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    name = type(exc).__name__
-    # asyncpg raises its own connection errors outside SQLAlchemy's wrapping.
-    return name in {"ConnectionDoesNotExistError", "CannotConnectNowError", "TooManyConnectionsError"}
 
 
 @dataclass(frozen=True)

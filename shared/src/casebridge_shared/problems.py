@@ -16,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from casebridge_shared.db import is_transient_database_error
+
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://casebridge.dev/problems/"
 
@@ -169,6 +171,15 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem_response(problem, request)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if is_transient_database_error(exc):
+            # A restart or failover of the database, not a bug in the request: the
+            # client may try again (with its Idempotency-Key, where it sent one).
+            log.warning("http.database_unavailable", path=request.url.path, error=type(exc).__name__)
+            problem = ServiceUnavailable(
+                "the database cannot be reached at the moment; try again",
+                headers={"Retry-After": "1"},
+            )
+            return problem_response(problem, request)
         log.exception("http.unhandled_error", path=request.url.path)
         return problem_response(Problem("an unexpected error occurred"), request)
 
