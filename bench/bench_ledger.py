@@ -144,9 +144,19 @@ async def journal_appends(container: Any, count: int, batch: int) -> float:
 
 
 async def api_rate(
-    container: Any, url: str, bootstrap: str, workdir: Path, count: int, clients: int, workers: int
+    container: Any,
+    url: str,
+    bootstrap: str,
+    workdir: Path,
+    count: int,
+    clients: int,
+    workers: int,
+    per_request: int = 1,
 ) -> tuple[float, float]:
-    """Progress POSTs per second through ``customer-ledger api`` (``workers`` processes); its CPU per POST.
+    """Progress appends per second through ``customer-ledger api`` (``workers`` processes); CPU per append.
+
+    ``per_request`` 1: each a ``POST /customers/{id}/progress``; more: that many
+    progress operations per ``POST /bulk``.
 
     The api runs as deployed (``customer-ledger api``, uvicorn) in its own processes,
     verifying tokens against a JWKS this process serves; the load generator and the
@@ -199,13 +209,29 @@ async def api_rate(
             customers.append(json.loads(body)["id"])
         async with container.db.session() as s:
             before = await service.tree_size(s)
-        per_client = count // clients
+        per_client = count // clients // per_request * per_request
 
         async def client(i: int) -> None:
-            path = f"/customers/{customers[i]}/progress"
-            for n in range(per_client):
-                payload = json.dumps({"project": "bench", "stage": f"step {n}", "note": "progress update"})
-                status, body = await connections[i].post(path, payload.encode(), users[i])
+            if per_request == 1:
+                path = f"/customers/{customers[i]}/progress"
+                for n in range(per_client):
+                    payload = json.dumps(
+                        {"project": "bench", "stage": f"step {n}", "note": "progress update"}
+                    )
+                    status, body = await connections[i].post(path, payload.encode(), users[i])
+                    assert status == 201, body
+                return
+            for first in range(0, per_client, per_request):
+                operations = [
+                    {
+                        "kind": "progress",
+                        "customer_id": customers[i],
+                        "record": {"project": "bench", "stage": f"step {n}", "note": "progress update"},
+                    }
+                    for n in range(first, first + per_request)
+                ]
+                payload = json.dumps({"operations": operations})
+                status, body = await connections[i].post("/bulk", payload.encode(), users[i])
                 assert status == 201, body
 
         processes = {api.pid} | c.descendants(api.pid)
@@ -365,6 +391,17 @@ async def run(args: Any, url: str, bootstrap: str, workdir: Path) -> int:
             container, url, bootstrap, workdir, args.api_requests, args.clients, args.api_workers
         )
         await reset(container)
+        bulk, bulk_cpu = await api_rate(
+            container,
+            url,
+            bootstrap,
+            workdir,
+            args.bulk_appends,
+            args.clients,
+            args.api_workers,
+            per_request=args.bulk_size,
+        )
+        await reset(container)
         appended = await journal_appends(container, args.events, args.batch)
         await reset(container)
         worker = await worker_rate(container, bootstrap, args.events)
@@ -378,10 +415,19 @@ async def run(args: Any, url: str, bootstrap: str, workdir: Path) -> int:
             f"{api:,.0f}/s = {api / plain:.2f} of plain; api CPU {api_cpu * 1000:.2f} ms per POST"
         )
         print(
+            f"  through the API in bulk ({args.clients} finance users POSTing /bulk with {args.bulk_size} "
+            f"progress operations each, {args.bulk_appends:,} appends, {args.api_workers} api process(es)): "
+            f"{bulk:,.0f}/s = {bulk / plain:.2f} of plain; api CPU {bulk_cpu * 1000:.2f} ms per append"
+        )
+        print(
             f"  through the worker (login events -> entries + login records + inbox, checkpoints per batch): "
             f"{worker:,.0f}/s = {worker / plain:.2f} of plain"
         )
-        for where, rate in (("the API", api), ("the worker", worker)):
+        for where, rate in (
+            ("the API, one per POST", api),
+            (f"the API, /bulk of {args.bulk_size}", bulk),
+            ("the worker", worker),
+        ):
             verdict = "met" if rate >= GOAL_APPENDS else "NOT met"
             print(f"  goal {GOAL_APPENDS:,.0f} appends/s through {where}: {verdict}")
             ok = ok and rate >= GOAL_APPENDS
@@ -413,6 +459,8 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=500)
     p.add_argument("--api-requests", type=int, default=4_000)
     p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--bulk-size", type=int, default=100, help="progress operations per POST /bulk")
+    p.add_argument("--bulk-appends", type=int, default=32_000, help="appends through POST /bulk")
     p.add_argument(
         "--api-workers", type=int, default=1, help="customer-ledger api processes (uvicorn --workers)"
     )

@@ -32,6 +32,9 @@ class Settings(ServiceSettings):
     checkpoint_batch_seconds: float = Field(default=10.0, gt=0)
     checkpoint_poll_seconds: float = Field(default=0.5, gt=0, le=60)
 
+    # POST /bulk: operations per request (each is a journal entry of its own); 413 beyond.
+    bulk_max_operations: int = Field(default=1000, ge=1, le=100_000)
+
     # Customers first met through an order are held by, and associated with, this department.
     new_customer_department: Department = Department.SALES
 

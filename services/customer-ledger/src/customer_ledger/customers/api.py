@@ -19,6 +19,8 @@ from customer_ledger.customers import service
 from customer_ledger.customers.models import (
     Association,
     AssociationCreate,
+    BulkRecord,
+    BulkRecorded,
     Customer,
     CustomerCreate,
     CustomerUpdate,
@@ -183,6 +185,27 @@ async def add_payment(
 ) -> Payment:
     payment = await writes.run(lambda uow: service.add_payment(uow.session, writer, customer_id, body))
     return payment
+
+
+@router.post(
+    "/bulk",
+    status_code=201,
+    response_model=BulkRecorded,
+    summary="Record many demands, progress entries and payments at once (all or none)",
+)
+async def record_many(
+    body: BulkRecord, writer: CurrentUser, writes: WritesDep, container: ContainerDep
+) -> BulkRecorded:
+    """For imports (a bank statement's payments, another system's stage changes).
+
+    Each operation is checked and journaled as its own POST would be (its own entry,
+    its own change record); the first one refused refuses the request, naming its index.
+    """
+    at_most = container.settings.bulk_max_operations
+    items = await writes.run(
+        lambda uow: service.record_many(uow.session, writer, body.operations, at_most=at_most)
+    )
+    return BulkRecorded(items=items)
 
 
 @router.patch(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, field_serializer, model_validator
 from pydantic import Field as PydanticField
@@ -205,6 +205,58 @@ class PaymentCreate(BaseModel):
         if self.received_at.tzinfo is None:
             raise ValueError("received_at needs a time zone offset")
         return self
+
+
+class DemandToRecord(BaseModel):
+    """One operation of a bulk request: a demand for a customer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["demand"]
+    customer_id: str = PydanticField(min_length=1, max_length=36)
+    record: DemandCreate
+
+
+class ProgressToRecord(BaseModel):
+    """One operation of a bulk request: a progress entry for a customer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["progress"]
+    customer_id: str = PydanticField(min_length=1, max_length=36)
+    record: ProgressCreate
+
+
+class PaymentToRecord(BaseModel):
+    """One operation of a bulk request: a payment received from a customer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["payment"]
+    customer_id: str = PydanticField(min_length=1, max_length=36)
+    record: PaymentCreate
+
+
+ToRecord = Annotated[DemandToRecord | ProgressToRecord | PaymentToRecord, PydanticField(discriminator="kind")]
+
+
+class BulkRecord(BaseModel):
+    """Many demands, progress entries and payments, recorded all together or not at all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    operations: list[ToRecord] = PydanticField(min_length=1)
+
+
+class Recorded(BaseModel):
+    kind: Literal["demand", "progress", "payment"]
+    record: Demand | ProgressEntry | Payment
+
+
+class BulkRecorded(BaseModel):
+    """What was recorded, in the order of the operations; each is its own journal entry."""
+
+    items: list[Recorded]
 
 
 class ProgressCorrection(Why):

@@ -9,6 +9,7 @@ associations change only by hand-off or by admin.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import func
@@ -21,7 +22,7 @@ from casebridge_shared.db import new_id, utcnow
 from casebridge_shared.events import CloudEvent
 from casebridge_shared.inbox import Handler
 from casebridge_shared.outbox import UnitOfWork
-from casebridge_shared.problems import Conflict, Forbidden, NotFound, Unprocessable
+from casebridge_shared.problems import Conflict, Forbidden, NotFound, PayloadTooLarge, Problem, Unprocessable
 from customer_ledger.customers.events import (
     CASE_EVENTS,
     ORDER_CANCELLED,
@@ -39,15 +40,20 @@ from customer_ledger.customers.models import (
     CustomerUpdate,
     Demand,
     DemandCreate,
+    DemandToRecord,
     DemandUpdate,
     HandOff,
     Payment,
     PaymentCorrection,
     PaymentCreate,
+    PaymentToRecord,
     ProgressCorrection,
     ProgressCreate,
     ProgressEntry,
+    ProgressToRecord,
+    Recorded,
     Removal,
+    ToRecord,
     Why,
 )
 from customer_ledger.grants.service import (
@@ -331,6 +337,12 @@ async def add_demand(
     session: AsyncSession, writer: Principal, customer_id: str, body: DemandCreate
 ) -> Demand:
     await _writable(session, writer, customer_id, "demands")
+    return await _record_demand(session, writer, customer_id, body)
+
+
+async def _record_demand(
+    session: AsyncSession, writer: Principal, customer_id: str, body: DemandCreate
+) -> Demand:
     now = utcnow()
     demand = Demand(
         id=new_id(),
@@ -369,6 +381,12 @@ async def add_progress(
     session: AsyncSession, writer: Principal, customer_id: str, body: ProgressCreate
 ) -> ProgressEntry:
     await _writable(session, writer, customer_id, "progress")
+    return await _record_progress(session, writer, customer_id, body)
+
+
+async def _record_progress(
+    session: AsyncSession, writer: Principal, customer_id: str, body: ProgressCreate
+) -> ProgressEntry:
     entry = ProgressEntry(
         id=new_id(),
         customer_id=customer_id,
@@ -389,6 +407,12 @@ async def add_payment(
     session: AsyncSession, writer: Principal, customer_id: str, body: PaymentCreate
 ) -> Payment:
     await _writable(session, writer, customer_id, "payments")
+    return await _record_payment(session, writer, customer_id, body)
+
+
+async def _record_payment(
+    session: AsyncSession, writer: Principal, customer_id: str, body: PaymentCreate
+) -> Payment:
     payment = Payment(
         id=new_id(),
         customer_id=customer_id,
@@ -404,6 +428,51 @@ async def add_payment(
         session, Actor.of(writer), table="payments", operation="insert", before=None, after=payment
     )
     return payment
+
+
+_BULK_TABLES = {"demand": "demands", "progress": "progress", "payment": "payments"}
+
+
+async def record_many(
+    session: AsyncSession, writer: Principal, operations: Sequence[ToRecord], *, at_most: int
+) -> list[Recorded]:
+    """Each operation exactly as its own request would record it, all in the caller's transaction.
+
+    The first operation refused (403, 404) refuses the whole request, naming its
+    index; nothing of it is recorded (the caller rolls back).
+    """
+    if len(operations) > at_most:
+        raise PayloadTooLarge(
+            f"at most {at_most} operations per request, not {len(operations)}", field="body.operations"
+        )
+    recorded: list[Recorded] = []
+    # Whether the writer may add to a customer's table is checked once per request:
+    # nothing in it changes associations (an import of 1,000 payments of one
+    # customer is one check, not 1,000).
+    allowed: set[tuple[str, str]] = set()
+    for index, operation in enumerate(operations):
+        try:
+            table = _BULK_TABLES[operation.kind]
+            if (operation.customer_id, table) not in allowed:
+                await _writable(session, writer, operation.customer_id, table)
+                allowed.add((operation.customer_id, table))
+            record: Demand | ProgressEntry | Payment
+            match operation:
+                case DemandToRecord():
+                    record = await _record_demand(session, writer, operation.customer_id, operation.record)
+                case ProgressToRecord():
+                    record = await _record_progress(session, writer, operation.customer_id, operation.record)
+                case PaymentToRecord():
+                    record = await _record_payment(session, writer, operation.customer_id, operation.record)
+        except Problem as refused:
+            raise type(refused)(
+                f"operations[{index}]: {refused.detail}",
+                field=f"body.operations.{index}",
+                headers=refused.headers,
+                operation=index,
+            ) from refused
+        recorded.append(Recorded(kind=operation.kind, record=record))
+    return recorded
 
 
 async def correct_progress(
