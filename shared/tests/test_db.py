@@ -207,3 +207,31 @@ async def _terminate(database: Database, pid: int) -> None:
                 return
         assert asyncio.get_running_loop().time() < deadline, "the terminated backend did not exit"
         await asyncio.sleep(0.01)
+
+
+async def test_each_of_gives_the_bound_list_as_rows_on_either_database(tmp_path: Path) -> None:
+    """``each_of``: one row per item, in a statement that asks something of each (here: is it a key)."""
+    from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
+
+    from casebridge_shared import testing
+    from casebridge_shared.db import each_of
+
+    metadata = MetaData()
+    keys = Table("keys", metadata, Column("id", Integer, primary_key=True), Column("key", String(36)))
+    async with testing.scratch_database(tmp_path, "cbt_each_of") as database:
+        async with database.engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+            await conn.execute(insert(keys), [{"id": i, "key": f"key-{i % 3}"} for i in range(9)])
+        items = each_of("wanted", keys.c.key.type, database.dialect)
+        newest = (
+            select(keys.c.id).where(keys.c.key == items.c.value).order_by(keys.c.id.desc()).limit(1)
+        ).scalar_subquery()
+        statement = select(items.c.value, newest)
+        for wanted, expected in (
+            ([], {}),
+            (["key-1"], {"key-1": 7}),
+            (["key-0", "nope", "key-2"], {"key-0": 6, "nope": None, "key-2": 8}),
+        ):
+            async with database.session() as session:
+                found = {v: i for v, i in (await session.execute(statement, {"wanted": wanted})).all()}
+            assert found == expected

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy import (
+    JSON,
     ClauseElement,
     ColumnElement,
     DateTime,
@@ -39,6 +40,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     event,
+    func,
     insert,
     text,
 )
@@ -49,9 +51,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.orm import ORMExecuteState
 from sqlalchemy.pool import PoolResetState
-from sqlalchemy.sql.expression import TableClause
+from sqlalchemy.sql.expression import TableClause, TableValuedAlias
 from sqlalchemy.sql.util import find_tables
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
 from sqlalchemy.util import await_only
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -546,6 +548,22 @@ class DatabaseFiles:
             else:
                 found.append((st.st_ino, st.st_size, st.st_mtime_ns))
         return tuple(found)
+
+
+def each_of(name: str, item_type: TypeEngine[Any], dialect: str) -> TableValuedAlias:
+    """The list bound as ``name`` as a table of one column, ``value``: to ask something of each item.
+
+    ``unnest`` of one array parameter on PostgreSQL, ``json_each`` of its JSON on
+    SQLite. For per-item questions an index answers in one seek (the newest row of
+    each of these people) where ``GROUP BY`` over ``one_of`` reads all their rows.
+    """
+    if dialect == "postgresql":
+        return (
+            func.unnest(bindparam(name, type_=postgresql.ARRAY(item_type)))
+            .table_valued("value")
+            .render_derived(with_types=False)
+        )
+    return func.json_each(bindparam(name, type_=JSON())).table_valued("value")
 
 
 def one_of(column: ColumnElement[Any], name: str, dialect: str) -> ColumnElement[bool]:

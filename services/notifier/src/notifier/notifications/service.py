@@ -23,8 +23,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from casebridge_shared.db import (
     WITHOUT_QUEUED_ROWS,
+    each_of,
     notify_at_commit,
-    one_of,
     queue_insert,
     table_of,
     transaction_scoped,
@@ -68,15 +68,19 @@ class Alert:
 
 @functools.cache
 def _last_seqs_statement(dialect: str) -> Select[tuple[str, int | None]]:
-    # one_of: the notifications table grows by the thousand while its statistics may
-    # be stale, and an IN list's generic plan then scans it (casebridge_shared.db.one_of).
+    # Each person's newest number is one seek down the (recipient_id, seq) index;
+    # max() grouped over everyone's rows read all of them, a cost that grew with
+    # every notification sent (2 ms a look-up on PostgreSQL after 17,500 alerts).
     notifications = table_of(Notification)
-    recipient = notifications.c.recipient_id
-    return (
-        select_core(recipient, func.max(notifications.c.seq))
-        .where(one_of(recipient, "recipients", dialect))
-        .group_by(recipient)
+    people = each_of("recipients", notifications.c.recipient_id.type, dialect)
+    newest = (
+        select_core(notifications.c.seq)
+        .where(notifications.c.recipient_id == people.c.value)
+        .order_by(notifications.c.seq.desc())
+        .limit(1)
+        .scalar_subquery()
     )
+    return select_core(people.c.value, newest)
 
 
 async def _last_seqs(session: AsyncSession, recipients: list[str]) -> dict[str, int]:
