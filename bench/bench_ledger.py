@@ -9,7 +9,9 @@ check, one change entry appended and projected onto ``project_progress`` and
 ``change_records``; concurrent requests share transactions (group commit). The
 worker's checkpoint batcher runs alongside, in this process with the load
 generator (a lean raw HTTP client). Also printed: the api processes' CPU per
-request. (b) The worker: ``--events`` login events are written to
+request. The same again through ``POST /bulk`` (imports): ``--bulk-appends``
+progress records, ``--bulk-size`` per request, each its own access check result,
+journal entry and change record. (b) The worker: ``--events`` login events are written to
 ``casebridge.identity.v1`` and the ledger's consumer applies them from the start
 (each becomes a journal entry and a login record, with inbox rows and
 checkpoints per batch by the worker's batcher running alongside); timed from

@@ -160,7 +160,7 @@ def _check_idle_connections(engine: AsyncEngine, idle_seconds: float) -> None:
 
     SQLAlchemy's ``pool_pre_ping`` checks on every checkout; with asyncpg that
     is BEGIN, an empty query and ROLLBACK, three round trips before each
-    transaction, and under load most of the statements a worker sends. What the
+    transaction (the order-intake api sent a pair per order). What the
     check is for, a connection the server dropped (a restart, a failover, an idle
     timeout), happens to idle connections; one given back within ``idle_seconds``
     was working then. A dead one is replaced (and the pool's older connections
