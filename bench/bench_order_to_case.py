@@ -16,7 +16,10 @@ case-handling's consumer (``EventConsumer``: decode, validate, inbox check, case
 committed after) each read the whole backlog from the start. Both are timed from the
 moment they have joined their group (seconds on the embedded broker, not part of the
 rate) to the moment everything is read (bare) or applied with its offsets committed
-(ours). Ratio = ours / bare (goal 0.5).
+(ours). Ratio = ours / bare (goal 0.5). Second baseline: the rows ours wrote (cases,
+timeline entries, outbox and inbox rows) read back, deleted and inserted again with
+plain executemany inserts, 500 events' rows a transaction: what keeping those rows
+costs at the least, with no broker, decoding or domain code.
 
     .venv/bin/python bench/bench_order_to_case.py --database sqlite
     .venv/bin/python bench/bench_order_to_case.py --database postgres
@@ -366,10 +369,53 @@ async def apply_rate(args: Any, case_url: str, bootstrap: str, workdir: Path) ->
         await asyncio.wait_for(task, timeout=60)
     async with container.db.session() as session:
         made = int((await session.execute(select(func.count()).select_from(Case))).scalar_one()) - before
-    await container.close()
     foreign = monitor.foreign()
     print(f"  case-handling consumer: {made / ours:,.0f} events/s ({ours:.1f} s, {made} cases)")
-    return {"bare": args.backlog / bare, "ours": made / ours, "made": made, "foreign": foreign}
+    try:
+        plain = await plain_rewrite(container.db, made)
+    finally:
+        await container.close()
+    print(f"  plain inserts of the same rows: {plain:,.0f} events/s")
+    return {
+        "bare": args.backlog / bare,
+        "ours": made / ours,
+        "made": made,
+        "foreign": foreign,
+        "plain": plain,
+    }
+
+
+async def plain_rewrite(db: Any, events: int) -> float:
+    """Events per second if applying one were only inserting the rows ours wrote for it.
+
+    The second baseline: the consumer's own output (cases, timeline entries, outbox
+    and inbox rows) read back, deleted, and inserted again with one executemany per
+    table in transactions of 500 events' rows; no broker, no decoding, no domain code.
+    What any consumer that keeps these rows must at least spend.
+    """
+    from sqlalchemy import delete, insert
+
+    from case_handling.models import metadata
+
+    rows: dict[Any, list[dict[str, Any]]] = {}
+    async with db.session() as session:
+        for table in metadata.sorted_tables:
+            found = [dict(r._mapping) for r in (await session.execute(select(table))).all()]
+            if found and table.name != "alembic_version":
+                rows[table] = found
+        for table in reversed(list(rows)):
+            await session.execute(delete(table))
+        await session.commit()
+    chunk = 500
+    began = time.perf_counter()
+    for first in range(0, events, chunk):
+        async with db.write_session() as session:
+            for table, table_rows in rows.items():
+                part = table_rows[first : first + chunk]
+                if part:
+                    await session.execute(insert(table), part)
+            await session.commit()
+    return events / (time.perf_counter() - began)
 
 
 def main() -> int:
@@ -413,6 +459,10 @@ def main() -> int:
         f"  apply rate: ours {rate['ours']:,.0f}/s vs bare {rate['bare']:,.0f}/s = {ratio:.2f} "
         f"(goal {APPLY_GOAL}: {'met' if ratio >= APPLY_GOAL else 'NOT met'}); "
         f"other processes {rate['foreign']:.0%}"
+    )
+    print(
+        f"  ours vs plain inserts of the same rows ({rate['plain']:,.0f} events/s): "
+        f"{rate['ours'] / rate['plain']:.2f}; plain vs bare: {rate['plain'] / rate['bare']:.2f}"
     )
     return 0 if all(r["missing"] == 0 for r in rows) and rate["made"] >= args.backlog else 1
 
