@@ -120,8 +120,12 @@ async def test_orders_become_cases_once_and_case_events_go_out(
     await publish(broker, ORDERS_TOPIC, *(order_event(i) for i in ids))
 
     async def five_cases_published() -> bool:
-        backlog = (await relay_status(container.db, outbox, runs=0)).backlog
-        return len(await cases(container)) == 5 and backlog == 0
+        # Cases first: their outbox rows commit with them, so a backlog read after
+        # seeing five cases includes those rows until they are published. Read the
+        # other way round, a commit landing between the two reads looked "published".
+        if len(await cases(container)) != 5:
+            return False
+        return (await relay_status(container.db, outbox, runs=0)).backlog == 0
 
     await run_worker_until(container, five_cases_published)
     made = await cases(container)
