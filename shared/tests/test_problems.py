@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import httpx
 from fastapi import FastAPI
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -23,6 +25,20 @@ def _app() -> FastAPI:
             "SELECT 1", {}, Exception("server closed the connection"), connection_invalidated=True
         )
 
+    @app.get("/refused-socket")
+    async def refused_socket() -> None:
+        # asyncpg's connect lets the socket's own error through, unwrapped.
+        raise ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed")
+
+    @app.get("/connect-timeout")
+    async def connect_timeout() -> None:
+        raise TimeoutError()
+
+    @app.get("/disk-full")
+    async def disk_full() -> None:
+        # e.g. storing an upload: the server's fault, not a database outage.
+        raise OSError(errno.ENOSPC, "No space left on device", "/var/attachments/x")
+
     @app.get("/constraint")
     async def constraint() -> None:
         raise DBAPIError("INSERT", {}, Exception("duplicate key"))
@@ -41,7 +57,7 @@ async def _get(path: str) -> httpx.Response:
 
 
 async def test_a_database_that_cannot_be_reached_is_a_503_with_retry_after() -> None:
-    for path in ("/refused", "/dropped"):
+    for path in ("/refused", "/dropped", "/refused-socket", "/connect-timeout"):
         response = await _get(path)
         assert response.status_code == 503
         assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
@@ -52,9 +68,10 @@ async def test_a_database_that_cannot_be_reached_is_a_503_with_retry_after() -> 
 
 
 async def test_other_errors_are_a_500_that_tells_nothing_of_the_cause() -> None:
-    for path in ("/constraint", "/bug"):
+    for path in ("/constraint", "/bug", "/disk-full"):
         response = await _get(path)
         assert response.status_code == 500
         assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
         assert "retry-after" not in response.headers
         assert "hunter2" not in response.text and "duplicate" not in response.text
+        assert "space" not in response.text and "database" not in response.text

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import socket
 import time
 import uuid
 import weakref
@@ -102,7 +103,12 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 def is_transient_database_error(exc: BaseException) -> bool:
-    """The database is unreachable or dropped the connection: worth trying again, not the data's fault."""
+    """The database is unreachable or dropped the connection: worth trying again, not the data's fault.
+
+    A consumer retries on this, so any ``OSError`` counts: a full disk or a file it
+    cannot write yet passes like an outage, and skipping the event would lose it.
+    An api answers 503 on :func:`is_database_unreachable` instead, which is stricter.
+    """
     if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError | ConnectionError | OSError):
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
@@ -110,6 +116,19 @@ def is_transient_database_error(exc: BaseException) -> bool:
     name = type(exc).__name__
     # asyncpg raises its own connection errors outside SQLAlchemy's wrapping.
     return name in {"ConnectionDoesNotExistError", "CannotConnectNowError", "TooManyConnectionsError"}
+
+
+def is_database_unreachable(exc: BaseException) -> bool:
+    """The database cannot be reached or dropped the connection, and nothing else went wrong.
+
+    For an api's 503 "try again": a bare ``OSError`` counts only when it is a network
+    error (refused, reset, timed out, name not resolved). Any other one, e.g. a full
+    disk while an attachment is stored, is the server's fault and stays a 500 rather
+    than telling the client the database is down.
+    """
+    if isinstance(exc, OSError) and not isinstance(exc, ConnectionError | TimeoutError | socket.gaierror):
+        return False
+    return is_transient_database_error(exc)
 
 
 def create_engine(

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from casebridge_shared.db import is_transient_database_error
+from casebridge_shared.db import is_database_unreachable
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://casebridge.dev/problems/"
@@ -171,7 +171,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem_response(problem, request)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        if is_transient_database_error(exc):
+        if is_database_unreachable(exc):
             # A restart or failover of the database, not a bug in the request: the
             # client may try again (with its Idempotency-Key, where it sent one).
             log.warning("http.database_unavailable", path=request.url.path, error=type(exc).__name__)
