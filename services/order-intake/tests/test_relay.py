@@ -401,6 +401,49 @@ async def test_batches_sent_within_the_mark_interval_are_marked_published_in_one
     assert {key: sent[key] for key in (*keys, *pile)} == dict.fromkeys((*keys, *pile), 1)
 
 
+async def test_the_backlog_gauge_leaves_out_rows_sent_whose_marking_is_pending(
+    container: Container, broker: EmbeddedBroker
+) -> None:
+    """Rows on the broker but not yet marked published are no backlog: the relay's gauge
+    shows only what still has to go out, and its oldest age is that of those rows alone.
+    ``relay_status`` from another process (the api's /metrics) still counts them."""
+    labels = {"service": "order-intake"}
+
+    def gauges() -> tuple[float | None, float | None]:
+        return (
+            REGISTRY.get_sample_value("casebridge_relay_backlog", labels),
+            REGISTRY.get_sample_value("casebridge_relay_oldest_unpublished_seconds", labels),
+        )
+
+    relay = _relay(container, batch_size=10)
+    relay.mark_interval = 3600.0
+    await relay.start()
+    try:
+        sent = [f"gauge-sent-{i}" for i in range(3)]
+        await _insert_rows(container, [_outbox_row(key, utcnow() - timedelta(hours=1)) for key in sent])
+        assert [run.published for run in await relay.drain()] == [3]
+        assert len(relay._unmarked) == 3
+        relay._gauges_at = 0.0
+        await relay._update_gauges(empty=False)
+        assert gauges() == (0, 0)
+        assert (await relay_status(container.db, outbox, runs=0)).backlog == 3
+
+        waiting = [f"gauge-waiting-{i}" for i in range(2)]
+        await _insert_rows(container, [_outbox_row(key) for key in waiting])
+        relay._gauges_at = 0.0
+        await relay._update_gauges(empty=False)
+        backlog, oldest = gauges()
+        assert backlog == 2
+        # The rows sent an hour "ago" are left out of the age as well.
+        assert oldest is not None and oldest < 1800
+        status = await relay_status(container.db, outbox, runs=0, leaving_out=relay._unmarked)
+        assert status.backlog == 2
+        await relay.settle()
+        assert await _unpublished(container, set(sent)) == set()
+    finally:
+        await relay.stop()
+
+
 async def _insert_rows(container: Container, rows: list[dict[str, object]]) -> None:
     async with container.db.write_session() as session:
         await session.execute(insert(outbox.outbox), rows)

@@ -23,7 +23,7 @@ import os
 import socket
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -324,6 +324,22 @@ class RelayRun:
     error: str | None = None
 
 
+def id_in(tables: OutboxTables, dialect: str, ids: list[int] | None = None) -> ColumnElement[bool]:
+    """``outbox.id IN ids`` as one bound parameter, so the statement compiles once.
+
+    An expanding ``IN (?, ?, ...)`` of a thousand ids is rendered afresh for
+    every batch and was the relay's largest cost after the broker itself.
+    ``ids`` None: the list is bound when the statement runs (``ids``: the list
+    on PostgreSQL, its JSON text on SQLite).
+    """
+    outbox_id = tables.outbox.c.id
+    if dialect == "postgresql":
+        return outbox_id == any_(bindparam("ids", ids, type_=ARRAY(BigInteger)))
+    text_ids = None if ids is None else json.dumps(ids)
+    each = func.json_each(bindparam("ids", text_ids, type_=String)).table_valued("value")
+    return outbox_id.in_(select(each.c.value))
+
+
 @dataclass
 class RelayStatus:
     backlog: int
@@ -331,10 +347,20 @@ class RelayStatus:
     last_runs: list[dict[str, Any]] = field(default_factory=list)
 
 
-async def relay_status(db: Database, tables: OutboxTables, *, runs: int = 20) -> RelayStatus:
+async def relay_status(
+    db: Database, tables: OutboxTables, *, runs: int = 20, leaving_out: Collection[int] = ()
+) -> RelayStatus:
+    """The outbox's backlog, its oldest row's age and the relay's last runs.
+
+    ``leaving_out``: ids of rows the caller knows are on the broker already but not yet
+    marked published (the relay's own pending marks), so they do not count as backlog.
+    """
     outbox = tables.outbox
+    backlog_query = select(func.count(), func.min(outbox.c.created_at))
+    if leaving_out:
+        backlog_query = backlog_query.where(~id_in(tables, db.dialect, sorted(leaving_out)))
     async with db.session() as session:
-        row = (await session.execute(select(func.count(), func.min(outbox.c.created_at)))).one()
+        row = (await session.execute(backlog_query)).one()
         recent = (
             await session.execute(
                 select(tables.relay_runs).order_by(tables.relay_runs.c.id.desc()).limit(runs)
@@ -859,19 +885,7 @@ class OutboxRelay:
         return cast((func.julianday(column) - 2440587.5) * 86400.0, Float)
 
     def _id_in(self, ids: list[int] | None = None) -> ColumnElement[bool]:
-        """``outbox.id IN ids`` as one bound parameter, so the statement compiles once.
-
-        An expanding ``IN (?, ?, ...)`` of a thousand ids is rendered afresh for
-        every batch and was the relay's largest cost after the broker itself.
-        ``ids`` None: the list is bound when the statement runs (``ids``: the list
-        on PostgreSQL, its JSON text on SQLite).
-        """
-        outbox_id = self.tables.outbox.c.id
-        if self.db.dialect == "postgresql":
-            return outbox_id == any_(bindparam("ids", ids, type_=ARRAY(BigInteger)))
-        text_ids = None if ids is None else json.dumps(ids)
-        each = func.json_each(bindparam("ids", text_ids, type_=String)).table_valued("value")
-        return outbox_id.in_(select(each.c.value))
+        return id_in(self.tables, self.db.dialect, ids)
 
     async def _record(self, runs: Sequence[tuple[RelayRun, list[_Row], list[_Row]]]) -> None:
         """Write runs' outcome in one transaction: rows published or failed, one job-log entry per run."""
@@ -947,7 +961,9 @@ class OutboxRelay:
         if time.monotonic() - self._gauges_at < 1.0:
             return
         self._gauges_at = time.monotonic()
-        status = await relay_status(self.db, self.tables, runs=0)
+        # Rows on the broker whose marking is still pending are not backlog: during a
+        # drain they were most of what the gauge showed (up to a batch per mark interval).
+        status = await relay_status(self.db, self.tables, runs=0, leaving_out=set(self._unmarked))
         metrics.RELAY_BACKLOG.labels(self.service).set(status.backlog)
         metrics.RELAY_OLDEST_UNPUBLISHED_SECONDS.labels(self.service).set(
             status.oldest_unpublished_age_seconds or 0
