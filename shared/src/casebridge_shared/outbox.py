@@ -358,6 +358,7 @@ async def relay_status(
     outbox = tables.outbox
     backlog_query = select(func.count(), func.min(outbox.c.created_at))
     if leaving_out:
+        # Copied (sorted) before the first await: the relay adds to its set meanwhile.
         backlog_query = backlog_query.where(~id_in(tables, db.dialect, sorted(leaving_out)))
     async with db.session() as session:
         row = (await session.execute(backlog_query)).one()
@@ -961,9 +962,9 @@ class OutboxRelay:
         if time.monotonic() - self._gauges_at < 1.0:
             return
         self._gauges_at = time.monotonic()
-        # Rows on the broker whose marking is still pending are not backlog: during a
-        # drain they were most of what the gauge showed (up to a batch per mark interval).
-        status = await relay_status(self.db, self.tables, runs=0, leaving_out=set(self._unmarked))
+        # Rows on the broker whose marking is still pending are not backlog; during a
+        # drain the gauge counted up to a mark interval's worth of them.
+        status = await relay_status(self.db, self.tables, runs=0, leaving_out=self._unmarked)
         metrics.RELAY_BACKLOG.labels(self.service).set(status.backlog)
         metrics.RELAY_OLDEST_UNPUBLISHED_SECONDS.labels(self.service).set(
             status.oldest_unpublished_age_seconds or 0
