@@ -40,7 +40,7 @@ from sqlalchemy import select
 from casebridge_shared.auth import Principal, Role
 from casebridge_shared.db import utcnow
 from casebridge_shared.events import ORDERS_TOPIC
-from casebridge_shared.kafka import ensure_topics
+from casebridge_shared.kafka import ensure_topics, guarded_consumer
 from casebridge_shared.logs import configure_logging
 
 IDLE_GOAL_SECONDS = 0.100
@@ -185,7 +185,7 @@ async def bench(args: Any, database_url: str, bootstrap_servers: str, workdir: P
 
     settings = c.settings_for(database_url, bootstrap_servers, workdir)
     container = bootstrap(settings)
-    consumer = AIOKafkaConsumer(
+    consumer = guarded_consumer(
         bootstrap_servers=bootstrap_servers,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

@@ -47,11 +47,12 @@ from pathlib import Path
 from typing import Any
 
 import _common as c
-from aiokafka import AIOKafkaProducer
 from sqlalchemy import delete, insert, text, update
 
 from casebridge_shared.events import IDENTITY_TOPIC
+from casebridge_shared.kafka import guarded_producer
 from casebridge_shared.logs import configure_logging
+from casebridge_shared.testing import create_topics
 
 GOAL_APPENDS = 2000.0
 GOAL_PROOF_MS = 5.0
@@ -258,7 +259,8 @@ async def api_rate(
 async def worker_rate(container: Any, bootstrap: str, count: int) -> float:
     from customer_ledger.journal import service
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await create_topics(bootstrap, IDENTITY_TOPIC)
+    producer = guarded_producer(bootstrap, acks="all", linger_ms=5)
     await producer.start()
     try:
         for i in range(count):

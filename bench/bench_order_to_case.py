@@ -43,13 +43,14 @@ from typing import Any
 
 import _common as c
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from sqlalchemy import func, make_url, select
 
 from casebridge_shared.auth import Principal, Role
 from casebridge_shared.events import ORDERS_TOPIC, CloudEvent
-from casebridge_shared.kafka import ensure_topics
+from casebridge_shared.kafka import ensure_topics, guarded_consumer, guarded_producer
 from casebridge_shared.logs import configure_logging
+from casebridge_shared.testing import create_topics
 
 APPLY_GOAL = 0.5
 
@@ -92,7 +93,7 @@ async def watch_cases(case_db: Any, phases: list[Phase], stop: asyncio.Event, in
 
 async def watch_topic(bootstrap: str, phases: list[Phase], stop: asyncio.Event) -> None:
     """Note when each order event reaches ``casebridge.orders.v1`` (splits relay from consumer time)."""
-    consumer = AIOKafkaConsumer(
+    consumer = guarded_consumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -284,7 +285,8 @@ def order_event(i: int) -> bytes:
 
 
 async def fill_backlog(bootstrap: str, topic: str, count: int) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=262_144)
+    await create_topics(bootstrap, topic)
+    producer = guarded_producer(bootstrap, acks="all", linger_ms=5, max_batch_size=262_144)
     await producer.start()
     try:
         futures = []
@@ -299,7 +301,7 @@ async def fill_backlog(bootstrap: str, topic: str, count: int) -> None:
 
 
 async def bare_read(bootstrap: str, topic: str, count: int) -> float:
-    consumer = AIOKafkaConsumer(
+    consumer = guarded_consumer(
         topic,
         bootstrap_servers=bootstrap,
         group_id=f"bare-{uuid.uuid4().hex[:6]}",

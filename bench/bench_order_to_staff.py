@@ -40,11 +40,13 @@ from pathlib import Path
 from typing import Any
 
 import _common as c
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 
 from casebridge_shared.db import utcnow
 from casebridge_shared.events import CASES_TOPIC, ORDERS_TOPIC
+from casebridge_shared.kafka import guarded_consumer, guarded_producer
 from casebridge_shared.logs import configure_logging
+from casebridge_shared.testing import create_topics
 
 GOAL_P99 = 0.250  # seconds, at 200 orders/s
 
@@ -184,7 +186,7 @@ async def run_phase(
 
 
 async def watch_topics(bootstrap: str, world: World, stop: asyncio.Event) -> None:
-    consumer = AIOKafkaConsumer(
+    consumer = guarded_consumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -218,8 +220,9 @@ async def watch_topics(bootstrap: str, world: World, stop: asyncio.Event) -> Non
 async def bare_hop(bootstrap: str, rate: float, seconds: float) -> list[float]:
     """Produce -> consume latency of one broker hop at ``rate`` messages/s (acks=all)."""
     topic = f"bench-hop-{uuid.uuid4().hex[:8]}"
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
-    consumer = AIOKafkaConsumer(
+    await create_topics(bootstrap, topic)
+    producer = guarded_producer(bootstrap, acks="all", linger_ms=0)
+    consumer = guarded_consumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=10
     )
     await producer.start()

@@ -40,14 +40,14 @@ from pathlib import Path
 from typing import Any
 
 import _common as c
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import TopicPartition
 from sqlalchemy import insert
 
 from casebridge_shared.db import new_id, utcnow
 from casebridge_shared.events import CLOUDEVENTS_CONTENT_TYPE, ORDERS_TOPIC, CloudEvent
-from casebridge_shared.kafka import ensure_topics, make_producer
+from casebridge_shared.kafka import ensure_topics, guarded_consumer, make_producer
 from casebridge_shared.logs import configure_logging
 from casebridge_shared.outbox import OutboxRelay, relay_status
 
@@ -208,7 +208,7 @@ async def raw_send_batched(
 
 async def read_event_ids(bootstrap_servers: str, topic: str, partitions: int) -> list[str]:
     """Every event id on the topic, read from the beginning until nothing comes for 2 s."""
-    consumer = AIOKafkaConsumer(
+    consumer = guarded_consumer(
         bootstrap_servers=bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()

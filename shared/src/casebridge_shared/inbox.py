@@ -47,7 +47,14 @@ from sqlalchemy.sql.dml import ReturningInsert
 from casebridge_shared import metrics
 from casebridge_shared.db import Database, UTCDateTime, is_transient_database_error, utcnow
 from casebridge_shared.events import CloudEvent
-from casebridge_shared.kafka import ensure_topics, make_producer
+from casebridge_shared.kafka import (
+    BrokerClient,
+    broker_client,
+    current_cluster,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+)
 from casebridge_shared.outbox import OutboxTables, UnitOfWork
 from casebridge_shared.settings import ServiceSettings
 
@@ -100,6 +107,10 @@ def inbox_tables(metadata: MetaData) -> InboxTables:
 
 class _Stopped(Exception):
     """Shutdown asked for while waiting on the database: leave the offset uncommitted."""
+
+
+class BrokerReset(Exception):
+    """The broker is not the one this consumer read from: its committed offsets are gone with it."""
 
 
 class PoisonEvent(Exception):
@@ -183,6 +194,10 @@ class EventConsumer:
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq: AIOKafkaProducer | None = None
         self._positions: dict[TopicPartition, int] = {}
+        # The broker this consumer reads from (its cluster id), and the client's count of
+        # connections when that was last confirmed (see ``_confirm_broker``).
+        self._cluster_id: str | None = None
+        self._confirmed_at_connection = 0
 
     # -- classification --------------------------------------------------
 
@@ -476,9 +491,9 @@ class EventConsumer:
         await ensure_topics(self.settings, [*self.topics, dead_letter_topic(self.group)])
         self._dlq = make_producer(self.settings, client_id=f"{self.service}-dlq")
         await self._dlq.start()
-        self._consumer = AIOKafkaConsumer(
+        self._consumer = make_consumer(
+            self.settings,
             *self.topics,
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
             group_id=self.group,
             client_id=f"{self.service}-{self.group}",
             enable_auto_commit=False,
@@ -488,6 +503,31 @@ class EventConsumer:
             isolation_level="read_committed",
         )
         await self._consumer.start()
+        client = broker_client(self._consumer)
+        await current_cluster(client)
+        self._cluster_id = client.cluster_id
+        self._confirmed_at_connection = client.connections_opened
+
+    async def _confirm_broker(self, client: BrokerClient) -> None:
+        """Raise :class:`BrokerReset` if records may come from a broker that is not the one we started on.
+
+        A restarted broker that kept nothing has none of this group's committed offsets,
+        while the consumer still fetches from the positions it had: in the new logs those
+        point at other events, or past the end. Records only come over a connection, so
+        the cluster id is asked again whenever the client opened a new one: at most once
+        per reconnection, not once per fetch.
+        """
+        if client.connections_opened == self._confirmed_at_connection:
+            return
+        self._confirmed_at_connection = client.connections_opened
+        previous = self._cluster_id
+        await current_cluster(client)
+        if previous and client.cluster_id and client.cluster_id != previous:
+            raise BrokerReset(
+                f"the broker's cluster id changed from {previous} to {client.cluster_id}: its committed "
+                "offsets are gone; reading every topic again from the start, skipping the events "
+                "already applied"
+            )
 
     async def stop(self) -> None:
         if self._consumer is not None:
@@ -507,6 +547,10 @@ class EventConsumer:
                 log.info("consumer.started", group=self.group, topics=self.topics)
                 backoff = 0.5
                 await self._loop(stop)
+            except BrokerReset as exc:
+                metrics.BROKER_RESETS.labels(self.service, f"consumer {self.group}").inc()
+                log.warning("consumer.broker_reset", group=self.group, message=str(exc))
+                backoff = 0.5
             except Exception as exc:  # broker trouble: reconnect; offsets keep our place
                 log.warning(
                     "consumer.restarting", group=self.group, error=f"{type(exc).__name__}: {exc}"[:500]
@@ -520,8 +564,10 @@ class EventConsumer:
     async def _loop(self, stop: asyncio.Event) -> None:
         assert self._consumer is not None
         consumer = self._consumer
+        client = broker_client(consumer)
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=200, max_records=self.batch_size)
+            await self._confirm_broker(client)
             # The whole fetch in runs across partitions, not a run per partition: a
             # steady stream spreads over every partition, a few events each per
             # fetch, and a run's fixed cost (its transaction, the look-ups its

@@ -30,6 +30,23 @@ RELAY_COMMIT_TO_PUBLISH_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 300.0),
 )
 
+BROKER_RESETS = Counter(
+    "casebridge_broker_resets_total",
+    "Times a relay or consumer found the broker without what it had acknowledged (a new "
+    "cluster id, a topic gone, a partition ending below the acknowledged offset) and healed",
+    ["service", "component"],
+)
+RELAY_REPUBLISHED = Counter(
+    "casebridge_relay_republished_total",
+    "Published events queued to be sent again because the broker lost them",
+    ["service"],
+)
+RELAY_HALTED = Gauge(
+    "casebridge_relay_halted",
+    "1 while the relay publishes nothing because a topic is not as configured (see the log)",
+    ["service"],
+)
+
 CONSUMER_LAG = Gauge(
     "casebridge_consumer_lag",
     "Messages behind the partition end, per consumer group and partition",

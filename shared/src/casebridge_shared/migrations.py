@@ -155,3 +155,27 @@ def outbox_published_downgrade() -> None:
     )
     op.drop_index("ix_outbox_published_published_at", table_name="outbox_published")
     op.drop_table("outbox_published")
+
+
+def relay_offsets_upgrade() -> None:
+    """What the broker acknowledged per partition, to tell when it lost it (2026-12-07)."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    from casebridge_shared.db import UTCDateTime
+
+    op.create_table(
+        "relay_offsets",
+        sa.Column("topic", sa.String(length=200), nullable=False),
+        sa.Column("partition", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("cluster_id", sa.String(length=200), nullable=True),
+        sa.Column("acknowledged_offset", sa.BigInteger(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("topic", "partition"),
+    )
+
+
+def relay_offsets_downgrade() -> None:
+    from alembic import op
+
+    op.drop_table("relay_offsets")

@@ -32,7 +32,7 @@ from typing import Any, Self
 
 import asyncpg
 import structlog
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 from sqlalchemy import (
@@ -56,6 +56,7 @@ from sqlalchemy import (
     literal,
     select,
     text,
+    true,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -64,7 +65,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from casebridge_shared import metrics
+from casebridge_shared import health, metrics
+from casebridge_shared.broker_watch import BrokerWatch
 from casebridge_shared.db import (
     Database,
     DatabaseFiles,
@@ -76,7 +78,7 @@ from casebridge_shared.db import (
     utcnow,
 )
 from casebridge_shared.events import CLOUDEVENTS_CONTENT_TYPE, CloudEvent, EventPayload
-from casebridge_shared.kafka import ensure_topics, make_producer
+from casebridge_shared.kafka import BrokerClient, TopicMisconfigured, ensure_topics, make_producer
 from casebridge_shared.settings import ServiceSettings
 from casebridge_shared.sqlite_dbapi import sent_with_commit
 from casebridge_shared.tracing import child_of, current_traceparent
@@ -93,6 +95,7 @@ class OutboxTables:
     outbox: Table
     published: Table
     relay_runs: Table
+    relay_offsets: Table
 
 
 def _event_columns() -> list[Column[Any]]:
@@ -153,7 +156,21 @@ def outbox_tables(metadata: MetaData) -> OutboxTables:
         Column("error", Text, nullable=True),
         Index("ix_relay_runs_started_at", "started_at"),
     )
-    return OutboxTables(outbox=outbox, published=published, relay_runs=relay_runs)
+    # Per partition we published to: the offset of a record the broker acknowledged
+    # (the first of our last batch there) and which broker (cluster id) did; how the
+    # relay tells that the broker lost what it had (casebridge_shared.broker_watch).
+    relay_offsets = Table(
+        "relay_offsets",
+        metadata,
+        Column("topic", String(200), primary_key=True),
+        Column("partition", Integer, primary_key=True, autoincrement=False),
+        Column("cluster_id", String(200), nullable=True),
+        Column("acknowledged_offset", BigInteger, nullable=False),
+        Column("updated_at", UTCDateTime, nullable=False),
+    )
+    return OutboxTables(
+        outbox=outbox, published=published, relay_runs=relay_runs, relay_offsets=relay_offsets
+    )
 
 
 async def move_rows(
@@ -415,7 +432,7 @@ class RelayLock:
                 return False
             self._fd = fd
             return True
-        conn: asyncpg.Connection = await asyncpg.connect(self._db.asyncpg_dsn())
+        conn: asyncpg.Connection = await asyncpg.connect(self._db.asyncpg_dsn(), timeout=10)
         key = zlib.crc32(b"casebridge-outbox-relay")
         got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
         if not got:
@@ -522,11 +539,68 @@ class OutboxRelay:
         self._mark_now = asyncio.Event()
         self._sqlite_reads: dict[tuple[bool, bool], Select[Any]] = {}
         self.mark_interval = settings.relay_mark_interval_seconds
+        # What the broker acknowledged, to tell when it lost it (broker_watch), and the
+        # reason an acknowledgement just showed that it did, healed after the drain.
+        self.watch = BrokerWatch(
+            db, tables.relay_offsets, topics=self.topics, partitions=settings.kafka_topic_partitions
+        )
+        self.check_interval = settings.relay_broker_check_seconds
+        self._next_check = 0.0
+        self._reset: str | None = None
 
     async def start(self) -> None:
-        await ensure_topics(self.settings, self.topics)
+        await ensure_topics(self.settings, self.topics, check_partitions=self.topics)
         self._producer = self._producer_factory()
         await self._producer.start()
+        await self.check_broker()
+
+    def _broker_client(self) -> BrokerClient | None:
+        client = self._producer.client if self._producer is not None else None
+        # A producer a test made by hand may not be ours; it is then not checked.
+        return client if isinstance(client, BrokerClient) else None
+
+    async def check_broker(self) -> None:
+        """Ask the broker whether it still has what it acknowledged; heal if it does not."""
+        self._next_check = time.monotonic() + self.check_interval
+        client = self._broker_client()
+        if client is None:
+            return
+        reason = await self.watch.check(client)
+        if reason is not None:
+            await self._heal(reason)
+
+    async def _heal(self, reason: str) -> None:
+        """The broker lost acknowledged events: every retained published event goes out again.
+
+        They move back into the outbox with their ids, so the next drains send them
+        first and in their original order; the consumers drop the ones they had
+        applied. Rows acknowledged by the new broker before we noticed go again too.
+        """
+        self._reset = None
+        with contextlib.suppress(Exception):  # a failed marking leaves its rows to be sent again
+            await self.settle()
+        async with self.db.write_session() as session:
+            queued = await move_rows(
+                session, self.db.dialect, self.tables.published, self.tables.outbox, true(), computed={}
+            )
+            await self.watch.clear(session)
+            notify_at_commit(session, NOTIFY_CHANNEL)
+            await session.commit()
+        self.watch.forget()
+        await ensure_topics(self.settings, self.topics, check_partitions=self.topics)
+        metrics.BROKER_RESETS.labels(self.service, "relay").inc()
+        metrics.RELAY_REPUBLISHED.labels(self.service).inc(queued)
+        log.warning(
+            "relay.broker_reset",
+            relay=self.name,
+            reason=reason,
+            requeued=queued,
+            message=(
+                f"The Kafka broker lost events it had acknowledged ({reason}); "
+                f"the {queued} retained published events of {self.service} go out again."
+            ),
+        )
+        await self._record_note(f"broker reset: {reason}; {queued} retained events queued again", queued)
 
     async def stop(self) -> None:
         if self._producer is not None:
@@ -535,17 +609,31 @@ class OutboxRelay:
             self._producer = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Acquire the relay lock, then publish until ``stop`` is set."""
+        """Acquire the relay lock, then publish until ``stop`` is set; ride out every fault."""
         backoff = 0.2
         while not stop.is_set():
-            if not await self._lock.try_acquire():
+            try:
+                acquired = await self._lock.try_acquire()
+            except Exception as exc:  # the database is away: the lock is, too
+                log.warning("relay.lock_unavailable", error=str(exc)[:300], error_type=type(exc).__name__)
+                await until_any(stop, timeout=backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if not acquired:
                 await until_any(stop, timeout=1.0)
                 continue
             log.info("relay.started", relay=self.name)
             try:
                 await self._publish_loop(stop)
                 backoff = 0.2
-            except Exception as exc:  # any failure: back off and start over, never skip
+            except TopicMisconfigured as exc:
+                # Not healed by waiting: say so everywhere an operator looks, and look again.
+                metrics.RELAY_HALTED.labels(self.service).set(1)
+                health.WORKER.problem(f"relay {self.service}", str(exc))
+                log.error("relay.halted", relay=self.name, reason=str(exc))
+                await self._record_failed_run(exc)
+                await until_any(stop, timeout=self.check_interval)
+            except Exception as exc:  # any other failure: back off and start over, never skip
                 log.warning("relay.restarting", error=str(exc), error_type=type(exc).__name__)
                 await self._record_failed_run(exc)
                 await until_any(stop, timeout=backoff)
@@ -556,6 +644,8 @@ class OutboxRelay:
 
     async def _publish_loop(self, stop: asyncio.Event) -> None:
         await self.start()
+        metrics.RELAY_HALTED.labels(self.service).set(0)
+        health.WORKER.clear(f"relay {self.service}")
         try:
             await self._publish_until(stop)
         finally:
@@ -569,10 +659,15 @@ class OutboxRelay:
             if not self._lock.is_healthy():
                 raise RuntimeError("relay lock connection lost")
             self._raise_if_marking_failed()
+            if time.monotonic() >= self._next_check:
+                await self.check_broker()
             # Taken before the read, so a commit landing during the drain wakes the next one.
             self._lock.wakeup.clear()
             seen = files.signature() if files is not None else None
             runs = await self.drain()
+            if self._reset is not None:
+                await self._heal(self._reset)
+                continue
             failed = next((r for r in runs if r.error is not None), None)
             if failed is not None:
                 raise RuntimeError(failed.error)
@@ -653,6 +748,8 @@ class OutboxRelay:
                     await self._finish(run, published, failed)
                     break
                 self._mark_later(run, published)
+                if self._reset is not None:
+                    break  # the broker lost what it had: heal before sending more
         finally:
             if fetching is not None:
                 await fetching
@@ -739,7 +836,7 @@ class OutboxRelay:
         for row in rows:
             topic = row.topic
             if topic not in partitions:
-                partitions[topic] = list(await producer.partitions_for(topic))
+                partitions[topic] = await self._partitions_for(producer, topic)
             in_topic = partitions[topic]
             key = row.key.encode()
             where = (topic, in_topic[(_key_hash(key) & 0x7FFFFFFF) % len(in_topic)])
@@ -753,6 +850,13 @@ class OutboxRelay:
         futures = [await producer.send_batch(b.builder, b.topic, partition=b.partition) for b in batches]
         outcomes = await asyncio.gather(*futures, return_exceptions=True)
         outcome_of = {row.id: out for batch, out in zip(batches, outcomes, strict=True) for row in batch.rows}
+        client = self._broker_client()
+        cluster_id = client.cluster_id if client is not None else None
+        for batch, outcome in zip(batches, outcomes, strict=True):
+            if not isinstance(outcome, BaseException):
+                where = TopicPartition(batch.topic, batch.partition)
+                reset = self.watch.note(where, outcome.offset, cluster_id)
+                self._reset = self._reset or reset
 
         published: list[_Row] = []
         failed: list[_Row] = []
@@ -779,6 +883,22 @@ class OutboxRelay:
         if first_error is not None:
             run.error = f"{type(first_error).__name__}: {first_error}"
         return run, published, failed
+
+    async def _partitions_for(self, producer: AIOKafkaProducer, topic: str) -> list[int]:
+        """The topic's partitions, which must be as many as configured.
+
+        Bounded: a topic that vanished is not created by our clients' metadata requests
+        (casebridge_shared.kafka), and the producer would wait for it until its own
+        timeout; the restart that follows creates it and checks the broker.
+        """
+        found = sorted(await asyncio.wait_for(producer.partitions_for(topic), timeout=self.check_interval))
+        if len(found) != self.settings.kafka_topic_partitions:
+            raise TopicMisconfigured(
+                f"topic {topic} has {len(found)} partitions where {self.settings.kafka_topic_partitions} "
+                "are configured (kafka_topic_partitions); nothing is published to it until the topic "
+                "or the setting is changed"
+            )
+        return found
 
     async def _finish(self, run: RelayRun, published: list[_Row], failed: list[_Row]) -> None:
         """Mark the batch in the database, then count it."""
@@ -917,6 +1037,7 @@ class OutboxRelay:
                         .where(self._id_in([r.id for r in failed]))
                         .values(attempts=outbox.c.attempts + 1, last_error=run.error)
                     )
+            await self.watch.save(session)
             await session.execute(
                 insert(self.tables.relay_runs),
                 [
@@ -935,6 +1056,10 @@ class OutboxRelay:
             await session.commit()
 
     async def _record_failed_run(self, exc: BaseException) -> None:
+        await self._record_note(f"{type(exc).__name__}: {exc}")
+
+    async def _record_note(self, error: str, detected: int = 0) -> None:
+        """A job-log entry for what is not a batch: a failure, a broker reset. Best effort."""
         now = utcnow()
         with contextlib.suppress(Exception):
             async with self.db.write_session() as session:
@@ -943,10 +1068,10 @@ class OutboxRelay:
                         relay=self.name,
                         started_at=now,
                         finished_at=now,
-                        detected=0,
+                        detected=detected,
                         published=0,
                         failed=0,
-                        error=f"{type(exc).__name__}: {exc}",
+                        error=error,
                     )
                 )
                 await session.commit()

@@ -96,6 +96,11 @@ class ServiceSettings(BaseSettings):
     # consumers drop the copies by event id.
     relay_mark_interval_seconds: float = Field(default=0.1, ge=0, le=10)
     outbox_retention_hours: int = Field(default=7 * 24, ge=1)
+    # How often a relay asks the broker whether it still has what it acknowledged (its
+    # cluster id, our topics, their partitions' end offsets): one metadata and one
+    # ListOffsets request. A broker that lost its data is healed by sending the
+    # retained events again (docs/decisions.md, "A broker that forgets").
+    relay_broker_check_seconds: float = Field(default=5.0, gt=0, le=3600)
     # Consumers: how often a failing handler is tried before its event is dead-lettered.
     consumer_max_attempts: int = Field(default=5, ge=1, le=100)
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+import threading
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol, TypeVar
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import structlog
-from prometheus_client import start_http_server
+from prometheus_client import make_wsgi_app
 
+from casebridge_shared import health
 from casebridge_shared.logs import configure_logging
 
 log = structlog.get_logger(__name__)
@@ -42,6 +47,75 @@ S = TypeVar("S", bound=WorkerSettings)
 
 
 GIL_SWITCH_INTERVAL_SECONDS = 0.0005
+# After SIGINT/SIGTERM a worker's parts get this long to finish what they are doing
+# (a marking, a commit) before they are cancelled: a process supervisor (honcho,
+# Kubernetes) kills what is still running after its own grace, 5 s for ``make up``.
+STOP_GRACE_SECONDS = 2.5
+
+
+class _ThreadingWSGIServer(WSGIServer):
+    daemon_threads = True
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        thread = threading.Thread(target=self._handle, args=(request, client_address), daemon=True)
+        thread.start()
+
+    def _handle(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes and probes every few seconds are not news."""
+
+
+def operations_app(readiness: health.Readiness) -> Callable[..., Iterable[bytes]]:
+    """A worker's operations port: ``/metrics``, ``/healthz`` (alive) and ``/readyz``.
+
+    Not ready while one of its parts reports a problem that needs someone to act
+    (``casebridge_shared.health``), answered as problem+json with the problems.
+    """
+    metrics_app = make_wsgi_app()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        body: dict[str, Any]
+        if path == "/healthz":
+            body, status, kind = {"status": "ok"}, "200 OK", "application/json"
+        elif path == "/readyz":
+            problems = readiness.problems()
+            if problems:
+                body = {
+                    "type": "https://casebridge.dev/problems/unavailable",
+                    "title": "Not ready",
+                    "status": 503,
+                    "detail": "; ".join(f"{part}: {detail}" for part, detail in sorted(problems.items())),
+                    "problems": problems,
+                }
+                status, kind = "503 Service Unavailable", "application/problem+json"
+            else:
+                body, status, kind = {"status": "ready"}, "200 OK", "application/json"
+        else:
+            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+        payload = json.dumps(body).encode()
+        start_response(status, [("Content-Type", kind), ("Content-Length", str(len(payload)))])
+        return [payload]
+
+    return app
+
+
+def serve_operations(host: str, port: int, readiness: health.Readiness = health.WORKER) -> WSGIServer:
+    """Serve :func:`operations_app` on ``host:port`` from a daemon thread (port 0: any free one)."""
+    server = make_server(
+        host, port, operations_app(readiness), server_class=_ThreadingWSGIServer, handler_class=_QuietHandler
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 def run_worker(
@@ -59,7 +133,7 @@ def run_worker(
     # from ~1 s to ~0.3 s p50 on SQLite (bench/bench_order_to_case.py).
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
     if metrics_port:
-        start_http_server(metrics_port, addr=metrics_host)
+        serve_operations(metrics_host, metrics_port)
 
     async def run_main() -> None:
         stop = asyncio.Event()
@@ -67,11 +141,42 @@ def run_worker(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         log.info("worker.started", worker=name, metrics_port=metrics_port or None)
-        await main(stop)
+        await run_until_stopped(main, stop, name=name)
         log.info("worker.stopped", worker=name)
 
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         runner.run(run_main())
+
+
+async def run_until_stopped(
+    main: Callable[[asyncio.Event], Awaitable[None]],
+    stop: asyncio.Event,
+    *,
+    name: str,
+    grace: float = STOP_GRACE_SECONDS,
+) -> None:
+    """``main(stop)`` until it returns; once ``stop`` is set, at most ``grace`` seconds more.
+
+    Most parts notice ``stop`` at once, but one in the middle of a call that waits on
+    something away (a consumer joining its group on a broker that does not answer,
+    a connection to a database refusing them) would hold the process for as long
+    as that call's own timeout. What is cut short here is what the loops are built
+    to lose: uncommitted work is done again after the restart.
+    """
+    task = asyncio.ensure_future(main(stop))
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            await asyncio.wait({task}, timeout=grace)
+        if not task.done():
+            log.warning("worker.stop_overdue", worker=name, grace_seconds=grace)
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+    finally:
+        stopping.cancel()
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        raise task.exception()  # type: ignore[misc]
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -102,3 +207,9 @@ def run_service_worker(
         metrics_host=settings.host,
         metrics_port=settings.worker_metrics_port,
     )
+    # Everything is closed (database pools, Kafka clients) or was given up on. The
+    # interpreter's own teardown, a full garbage collection of every object the
+    # process made, then took seconds on a busy machine, past a supervisor's grace.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncpg
 import uvicorn
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import and_, event, func, literal, select, true
 from sqlalchemy.engine import make_url
 
 from casebridge_shared import migrations
 from casebridge_shared.db import Database, UTCDateTime, utcnow
+from casebridge_shared.kafka import ensure_topics, guarded_consumer, guarded_producer
 from casebridge_shared.outbox import OutboxTables, move_rows
 
 if TYPE_CHECKING:
@@ -218,13 +218,25 @@ async def wait_until(
         await asyncio.sleep(interval)
 
 
+async def create_topics(bootstrap_servers: str, *topics: str) -> None:
+    """Create topics as a service would (the default partition count), for a test that writes first.
+
+    Our clients never have the broker create a topic on the fly, so a test producer
+    writing to a topic no service made yet must make it, as an integrator's would.
+    """
+    from casebridge_shared.settings import ServiceSettings
+
+    await ensure_topics(ServiceSettings(kafka_bootstrap_servers=bootstrap_servers), topics)
+
+
 async def publish(bootstrap_servers: str, topic: str, *events: Any, key: str | None = None) -> None:
     """Write CloudEvents (or raw bytes, to test poison messages) to ``topic`` as a producer would.
 
     Keyed by ``key`` if given (one key keeps them all in order on one partition),
     else by each event's partition key, as our relays do.
     """
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    await create_topics(bootstrap_servers, topic)
+    producer = guarded_producer(bootstrap_servers, acks="all")
     await producer.start()
     try:
         for event in events:
@@ -262,7 +274,8 @@ class TopicReader:
 
     def __init__(self, bootstrap_servers: str, topic: str) -> None:
         self.topic = topic
-        self.consumer = AIOKafkaConsumer(
+        self.bootstrap_servers = bootstrap_servers
+        self.consumer = guarded_consumer(
             topic,
             bootstrap_servers=bootstrap_servers,
             group_id=f"test-reader-{uuid.uuid4().hex[:8]}",
@@ -275,6 +288,9 @@ class TopicReader:
         self.partitions: list[int] = []
 
     async def __aenter__(self) -> TopicReader:
+        # Made now if no service has yet: a reader's lookups do not create it, and it would
+        # otherwise only see the topic at its next metadata refresh, minutes later.
+        await create_topics(self.bootstrap_servers, self.topic)
         await self.consumer.start()
         return self
 
@@ -326,7 +342,7 @@ async def reset_group_offsets(bootstrap_servers: str, group: str, topic: str, ti
     """
     from aiokafka import TopicPartition
 
-    consumer = AIOKafkaConsumer(
+    consumer = guarded_consumer(
         topic, bootstrap_servers=bootstrap_servers, group_id=group, enable_auto_commit=False
     )
     await consumer.start()

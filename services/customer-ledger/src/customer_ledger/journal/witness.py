@@ -18,10 +18,10 @@ from pathlib import Path
 
 import httpx
 import structlog
-from aiokafka import AIOKafkaConsumer
 from prometheus_client import Counter
 
 from casebridge_shared.events import LEDGER_CHECKPOINTS_TOPIC
+from casebridge_shared.kafka import guarded_consumer
 from customer_ledger.journal import merkle
 from customer_ledger.journal.signed_note import Checkpoint, NoteError, Verifier, open_checkpoint
 
@@ -115,7 +115,7 @@ class Witness:
         """Read the checkpoints topic from the start (the state file makes re-reading harmless)."""
         # No consumer group: a witness reads everything from the start every time (its
         # state file makes that harmless); it notices the topic once the ledger creates it.
-        consumer = AIOKafkaConsumer(
+        consumer = guarded_consumer(
             LEDGER_CHECKPOINTS_TOPIC,
             bootstrap_servers=bootstrap_servers,
             enable_auto_commit=False,
