@@ -8,13 +8,14 @@ import signal
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 
 from casebridge_shared.operations import service_app
 from customer_ledger.bootstrap import Container, bootstrap
 from customer_ledger.db import MIGRATIONS, outbox
-from customer_ledger.journal import audit, copies
-from customer_ledger.journal.signed_note import Verifier
+from customer_ledger.journal import anchors, audit, copies
+from customer_ledger.journal.signed_note import NoteError, Verifier
 from customer_ledger.settings import get_settings
 
 
@@ -92,6 +93,20 @@ def rebuild(
         raise typer.Exit(code=1)
 
 
+# Exit codes of `verify` (2 is click's: bad arguments, a file that is no export or anchor).
+VERIFY_OK = 0
+VERIFY_FAILED = 1  # the copy was tampered with, or disagrees with an anchor
+VERIFY_NO_ANCHOR = 3  # the copy agrees with itself, but nothing it cannot rewrite was checked
+VERIFY_UNREACHABLE = 4  # the API did not serve the copy (refused, 401/403, ...): nothing was checked
+
+
+def _load_anchor(path: Path) -> audit.Anchor:
+    try:
+        return anchors.load(path)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--anchor") from exc
+
+
 @app.command()
 def verify(
     public_key: Annotated[
@@ -110,39 +125,99 @@ def verify(
         str | None,
         typer.Option("--token", envvar="CASEBRIDGE_LEDGER_TOKEN", help="Admin token (reading entries)"),
     ] = None,
-    kept_checkpoint: Annotated[
-        Path | None, typer.Option("--kept-checkpoint", help="A signed checkpoint you kept earlier")
+    anchor_files: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--anchor",
+            "--kept-checkpoint",
+            "--kept-export",
+            help="What you kept outside the ledger (repeatable): a signed checkpoint, a witness's state "
+            "file, an earlier export, or a file from --save-anchor",
+        ),
     ] = None,
-    kept_export: Annotated[
-        Path | None, typer.Option("--kept-export", help="An export you kept earlier")
+    no_anchor: Annotated[
+        bool,
+        typer.Option(
+            "--no-anchor", help="Check without an anchor (a first audit): a consistent rewrite then passes"
+        ),
+    ] = False,
+    save_anchor: Annotated[
+        Path | None,
+        typer.Option("--save-anchor", help="If the check passes, keep what it saw here, for the next one"),
     ] = None,
 ) -> None:
-    """Check the journal offline: signatures, the root of every checkpoint, consistency with what you kept.
+    """Check the journal offline against what you kept: signatures, order and root of every checkpoint,
+    and an RFC 9162 consistency proof from each anchor to the entries.
 
-    Exits 1 on any failure and names the first bad entry index where it can be told.
+    Exit 0: passed. 1: tampered (the first bad entry index is named where it can be
+    told). 2: bad arguments or files. 3: no anchor given, and --no-anchor not either:
+    nothing the database cannot rewrite was checked. 4: the API did not serve the copy.
     """
     if (export_file is None) == (url is None):
         raise typer.BadParameter("give exactly one of --export and --url")
-    verifier = _verifier(public_key)
-    copy = copies.load(export_file) if export_file is not None else copies.fetch(url or "", token)
+    if no_anchor and anchor_files:
+        raise typer.BadParameter("--no-anchor with an anchor: give one or the other")
+    try:
+        verifier = _verifier(public_key)
+    except NoteError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--public-key") from exc
+    kept = [_load_anchor(path) for path in anchor_files or []]
+    if export_file is not None:
+        try:
+            copy = copies.load(export_file)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise typer.BadParameter(str(exc), param_hint="--export") from exc
+    else:
+        try:
+            copy = copies.fetch(url or "", token)
+        except httpx.HTTPError as exc:
+            typer.echo(f"UNREACHABLE: could not read the journal from {url}: {exc}", err=True)
+            raise typer.Exit(code=VERIFY_UNREACHABLE) from exc
     report = audit.verify(
-        copy.entries,
-        verifier,
-        stored_nodes=copy.nodes,
-        checkpoints=copy.checkpoints,
-        kept_checkpoint=kept_checkpoint.read_text(encoding="utf-8") if kept_checkpoint else None,
-        kept_entries=copies.load(kept_export).entries if kept_export else None,
+        copy.entries, verifier, stored_nodes=copy.nodes, checkpoints=copy.checkpoints, anchors=kept
     )
+    for line in report.checked:
+        typer.echo(f"checked: {line}")
+    if report.unsigned:
+        last = report.last_signed
+        after = (
+            f"after the last signed checkpoint (size {last})" if report.signed else "and no signed checkpoint"
+        )
+        warning = "" if report.anchored else "; without an anchor covering them they can be removed unnoticed"
+        typer.echo(
+            f"unsigned: {report.unsigned} entries {after}: {last}..{report.size - 1} are covered by no "
+            f"signature{warning}"
+        )
+    if not report.ok:
+        first = report.first_bad_index
+        typer.echo(f"FAILED: first bad index {first if first is not None else 'unknown'}", err=True)
+        for finding in report.findings:
+            typer.echo(f"  {finding}", err=True)
+        raise typer.Exit(code=VERIFY_FAILED)
     root = base64.b64encode(report.root).decode()
-    if report.ok:
-        checked = report.checkpoints_checked
-        typer.echo(f"OK: {report.size} entries, root {root}, {checked} signed checkpoint(s) verified")
-        return
-    first = report.first_bad_index
-    typer.echo(f"FAILED: first bad index {first if first is not None else 'unknown'}", err=True)
-    for finding in report.findings:
-        typer.echo(f"  {finding}", err=True)
-    raise typer.Exit(code=1)
+    checked = report.checkpoints_checked
+    summary = f"{report.size} entries, root {root}, {checked} signed checkpoint(s) verified"
+    if not report.anchored and not no_anchor:
+        typer.echo(
+            f"NO ANCHOR: {summary}, but only against itself: a copy with an entry changed, its hashes "
+            "recomputed and its checkpoints deleted passes that too. Give --anchor FILE (a checkpoint "
+            "you kept, a witness's, an earlier export, a --save-anchor file), or --no-anchor for a "
+            "first audit.",
+            err=True,
+        )
+        raise typer.Exit(code=VERIFY_NO_ANCHOR)
+    if report.anchored:
+        typer.echo(f"OK: {summary}; anchored by {report.anchors_checked} anchor(s)")
+    else:
+        typer.echo(
+            "WARNING: --no-anchor: checked against itself only; a rewrite with recomputed hashes and "
+            "deleted checkpoints would pass too",
+            err=True,
+        )
+        typer.echo(f"OK: {summary}; NOT anchored (--no-anchor)")
+    if save_anchor is not None:
+        anchors.save(save_anchor, report, verifier.name)
+        typer.echo(f"anchor saved: {save_anchor} (size {report.size}); keep it away from the ledger's hosts")
 
 
 @app.command()

@@ -3,9 +3,10 @@
 Export (``customer-ledger export``, run by an operator against the database):
 JSON Lines, first a header, then every entry (its canonical JSON exactly as
 hashed and the leaf hash recorded beside it), every stored tree node and every
-signed checkpoint. The verifier trusts none of it: it recomputes everything
-from the entries and checks it against signatures made with the key the
-auditor pinned.
+signed checkpoint, oldest first, with the time it was issued. The verifier
+trusts none of it: it recomputes everything from the entries and checks it
+against signatures made with the key the auditor pinned and against the
+anchors the auditor kept (``anchors.py``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from casebridge_shared.db import Database
-from customer_ledger.journal.audit import StoredEntry
+from customer_ledger.journal.audit import IssuedCheckpoint, StoredEntry
 from customer_ledger.journal.models import JournalCheckpoint, JournalEntry, JournalNode
 
 FORMAT = "casebridge-ledger-export/1"
@@ -34,7 +35,7 @@ _PAGE = 5000
 class JournalCopy:
     entries: list[StoredEntry] = field(default_factory=list)
     nodes: dict[tuple[int, int], bytes] = field(default_factory=dict)
-    checkpoints: list[str] = field(default_factory=list)
+    checkpoints: list[IssuedCheckpoint] = field(default_factory=list)
     origin: str | None = None
 
 
@@ -88,11 +89,13 @@ async def export(db: Database, out: IO[str], origin: str) -> int:
             _line(out, {"node": {"level": level, "index": index, "hash": _b64(digest)}})
         notes = (
             await session.execute(
-                select(col(JournalCheckpoint.note)).order_by(col(JournalCheckpoint.tree_size))
+                select(col(JournalCheckpoint.note), col(JournalCheckpoint.issued_at)).order_by(
+                    col(JournalCheckpoint.tree_size)
+                )
             )
         ).all()
-        for (note,) in notes:
-            _line(out, {"checkpoint": note})
+        for note, issued_at in notes:
+            _line(out, {"checkpoint": note, "issued_at": issued_at.isoformat()})
     return count
 
 
@@ -105,26 +108,47 @@ def _records(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
                 raise ValueError(f"line {number} is not JSON: {exc}") from exc
 
 
+def _issued(note: str, issued_at: str | None) -> IssuedCheckpoint:
+    return IssuedCheckpoint(note, datetime.fromisoformat(issued_at) if issued_at else None)
+
+
+def is_export(first_line: str) -> bool:
+    """Whether a file starting with this line is an export."""
+    try:
+        header = json.loads(first_line)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(header, dict) and header.get("format") == FORMAT
+
+
 def load(path: Path) -> JournalCopy:
+    """An export file; ValueError if it is not one or a line is malformed."""
     copy = JournalCopy()
     with path.open(encoding="utf-8") as f:
         records = _records(iter(f))
         header = next(records, None)
-        if not header or header.get("format") != FORMAT:
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise ValueError(f"{path} is not a ledger export ({FORMAT})")
         copy.origin = header.get("origin")
-        for record in records:
-            if "entry" in record:
-                e = record["entry"]
-                copy.entries.append(
-                    StoredEntry(int(e["index"]), e["body"].encode(), base64.b64decode(e["leaf_hash"]))
-                )
-            elif "node" in record:
-                n = record["node"]
-                copy.nodes[(int(n["level"]), int(n["index"]))] = base64.b64decode(n["hash"])
-            elif "checkpoint" in record:
-                copy.checkpoints.append(record["checkpoint"])
+        for number, record in enumerate(records, start=2):
+            try:
+                _add(copy, record)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise ValueError(f"{path}: record {number} is malformed: {exc!r}") from exc
     return copy
+
+
+def _add(copy: JournalCopy, record: dict[str, Any]) -> None:
+    if "entry" in record:
+        e = record["entry"]
+        copy.entries.append(
+            StoredEntry(int(e["index"]), e["body"].encode(), base64.b64decode(e["leaf_hash"], validate=True))
+        )
+    elif "node" in record:
+        n = record["node"]
+        copy.nodes[(int(n["level"]), int(n["index"]))] = base64.b64decode(n["hash"], validate=True)
+    elif "checkpoint" in record:
+        copy.checkpoints.append(_issued(str(record["checkpoint"]), record.get("issued_at")))
 
 
 def fetch(base_url: str, token: str | None, *, transport: httpx.BaseTransport | None = None) -> JournalCopy:
@@ -137,7 +161,7 @@ def fetch(base_url: str, token: str | None, *, transport: httpx.BaseTransport | 
             page = api.get("/ledger/checkpoints", params={"after_size": after, "limit": 1000})
             page.raise_for_status()
             items = page.json()
-            copy.checkpoints.extend(c["note"] for c in items)
+            copy.checkpoints.extend(_issued(c["note"], c.get("issued_at")) for c in items)
             if len(items) < 1000:
                 break
             after = items[-1]["tree_size"]
