@@ -170,6 +170,43 @@ async def notifier_platform(
         await db_templates.drop(url)
 
 
+@asynccontextmanager
+async def ledger_platform(
+    stack: Stack, db_templates: DatabaseTemplates, tmp_path: Path
+) -> AsyncIterator[Platform]:
+    """The customer-ledger's api and worker, on the stack's broker and token issuer."""
+    import customer_ledger.main
+    import customer_ledger.worker
+    from customer_ledger.db import MIGRATIONS as LEDGER_MIGRATIONS
+    from customer_ledger.settings import Settings as LedgerSettings
+
+    var = tmp_path / "ledger"
+    var.mkdir()
+    url = await db_templates.fresh("customer-ledger", LEDGER_MIGRATIONS, var)
+    port = free_port()
+    settings = LedgerSettings(
+        environment="test",
+        database_url=url,
+        var_dir=var,
+        port=port,
+        kafka_bootstrap_servers=stack.broker.bootstrap_servers,
+        token_issuer=stack.intake.api.url,
+        log_json=False,
+        worker_metrics_port=0,
+    )
+    platform = Platform(
+        settings,
+        Api(lambda: customer_ledger.main.create_application(settings), port),
+        Worker(lambda stop: customer_ledger.worker.work(settings, stop)),
+    )
+    await platform.start()
+    try:
+        yield platform
+    finally:
+        await platform.stop()
+        await db_templates.drop(url)
+
+
 async def notifier_knows(platform: Platform, email: str) -> None:
     """Wait until the notifier's directory has the user (it learns users from identity events)."""
     from sqlmodel import select

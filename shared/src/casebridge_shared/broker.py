@@ -93,6 +93,16 @@ class EmbeddedBroker:
         assert self.process is not None
         self.process.send_signal(signal.SIGCONT)
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an out-of-memory kill would: everything it held is gone.
+
+        ``start`` brings it back on the same port, empty, with a new cluster id.
+        """
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+        self.process = None
+
     def stop(self) -> None:
         if self.process is None:
             return
