@@ -26,6 +26,7 @@ from order_intake.identity.models import (
     User,
     UserCreate,
 )
+from order_intake.identity.passwords import password_problem
 
 _hasher = PasswordHasher()
 # Verified against when the email is unknown, so both failures cost the same time.
@@ -212,6 +213,9 @@ async def update_profile(
                 "current_password is required and must match to set a new password",
                 field="body.current_password",
             )
+        problem = password_problem(changes["password"], user.email)
+        if problem is not None:
+            raise Unprocessable(problem, field="body.password")
         user.password_hash = await hash_password(changes.pop("password"))
     changes.pop("current_password", None)
     if "full_name" in changes:
