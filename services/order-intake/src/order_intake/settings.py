@@ -23,6 +23,16 @@ class Settings(ServiceSettings):
     signing_key_grace_minutes: int = Field(default=24 * 60, ge=1)
     signing_key_reload_seconds: float = Field(default=60, ge=0)
 
+    # Login throttling (identity/throttle.py, docs/decisions.md "Login throttling"): after
+    # this many failed logins within the window, an account (email) or a client address
+    # is refused with 429 for login_block_seconds, doubling with each further failure up
+    # to login_block_max_seconds. A successful login resets the account's count.
+    login_failures_per_account: int = Field(default=5, ge=1, le=1000)
+    login_failures_per_address: int = Field(default=30, ge=1, le=100_000)
+    login_failure_window_seconds: int = Field(default=15 * 60, ge=1)
+    login_block_seconds: int = Field(default=30, ge=1)
+    login_block_max_seconds: int = Field(default=5 * 60, ge=1)
+
     idempotency_key_hours: int = Field(default=24, ge=1)
     # The worker serves its own /metrics (relay counters live in that process).
     worker_metrics_port: int = Field(default=9001, ge=0, le=65535)

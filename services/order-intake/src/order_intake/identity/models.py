@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Column, String, Text
+from sqlalchemy import JSON, Column, Index, String, Text
 from sqlmodel import Field
 
 from casebridge_shared.db import UTCDateTime, new_id, utcnow
@@ -36,6 +36,21 @@ class SigningKey(Base, table=True):
     public_jwk: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     retired_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class LoginThrottle(Base, table=True):
+    """Failed-login counter of one account (email) or one client address (identity/throttle.py).
+
+    In the database, not in memory, so every api process sees the same counts.
+    """
+
+    __tablename__ = "login_throttles"
+    __table_args__ = (Index("ix_login_throttles_last_failure_at", "last_failure_at"),)
+
+    key: str = Field(primary_key=True, max_length=400)  # "account:<email>" or "address:<ip>"
+    failures: int = 0
+    last_failure_at: datetime = Field(sa_type=UTCDateTime)
+    blocked_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 # --- API shapes -----------------------------------------------------------
