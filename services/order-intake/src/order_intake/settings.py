@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Self
 
-from pydantic import EmailStr, Field, SecretStr
+from pydantic import EmailStr, Field, SecretStr, model_validator
 
-from casebridge_shared.settings import ServiceSettings
+from casebridge_shared.settings import DEVELOPMENT_ONLY_SECRETS, Environment, ServiceSettings
+from order_intake.identity.passwords import password_problem
 
 
 class Settings(ServiceSettings):
@@ -51,6 +52,19 @@ class Settings(ServiceSettings):
     document_fetch_backoff_seconds: float = Field(default=1, gt=0)
     document_fetch_max_backoff_seconds: float = Field(default=300, gt=0)
     service_token_minutes: int = Field(default=5, ge=1, le=60)
+
+    @model_validator(mode="after")
+    def _real_admin_password(self) -> Self:
+        """Outside development and tests the first admin's password meets the password policy."""
+        password = self.bootstrap_admin_password.get_secret_value()
+        if self.environment in (Environment.DEVELOPMENT, Environment.TEST):
+            return self
+        if password in DEVELOPMENT_ONLY_SECRETS:
+            return self  # refused by ServiceSettings, with its own message
+        problem = password_problem(password)
+        if problem is not None:
+            raise ValueError(f"bootstrap_admin_password: {problem}")
+        return self
 
     @property
     def document_path(self) -> Path:
