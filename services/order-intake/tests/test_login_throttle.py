@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -99,6 +100,14 @@ async def test_wrong_passwords_throttle_the_account_across_processes_until_a_blo
         keys = (await s.execute(select(table.c.key))).scalars().all()
     assert throttle.account_key(user.email) not in keys
     assert (await _login(client, user.email, "not-the-password")).status_code == 401
+
+
+async def test_a_parallel_burst_is_counted_in_full(client: httpx.AsyncClient, factory: Factory) -> None:
+    """Attempts are counted before the password is checked: a burst gets no more guesses."""
+    user = await factory.customer()
+    burst = await asyncio.gather(*(_login(client, user.email, f"guess-{n}-guess") for n in range(12)))
+    statuses = sorted(r.status_code for r in burst)
+    assert statuses == [401] * ACCOUNT_LIMIT + [429] * (12 - ACCOUNT_LIMIT)
 
 
 async def test_an_unknown_email_is_throttled_like_a_known_one(client: httpx.AsyncClient) -> None:

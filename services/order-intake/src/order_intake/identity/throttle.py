@@ -144,7 +144,7 @@ async def take_back(
         if scope == "account":
             await session.execute(delete(_table).where(_table.c.key == key))
             continue
-        row = (await session.execute(select(_table).where(_table.c.key == key))).first()
+        row = (await session.execute(select(_table).where(_table.c.key == key).with_for_update())).first()
         if row is None:
             continue
         failures = max(row.failures - 1, 0)
