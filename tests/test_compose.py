@@ -639,7 +639,7 @@ MUTATIONS: dict[str, tuple[Callable[[Compose], None], Callable[[Compose], list[s
         lambda c: _env(c, "order-intake-migrate").update(
             CASEBRIDGE_ORDER_INTAKE_DATABASE_URL="postgresql+asyncpg://casebridge:pw@postgres:5432/order_intake",
             CASEBRIDGE_ORDER_INTAKE_BOOTSTRAP_ADMIN_EMAIL="admin@example.com",
-            CASEBRIDGE_ORDER_INTAKE_BOOTSTRAP_ADMIN_PASSWORD="hunter2",
+            CASEBRIDGE_ORDER_INTAKE_BOOTSTRAP_ADMIN_PASSWORD="a-literal-password-in-the-file",
         ),
         _order_intake_check(settings_problems),
         "order-intake-migrate: starts without any deployer-supplied secret",

@@ -19,6 +19,8 @@ from casebridge_shared.broker import free_port
 from casebridge_shared.events import ORDERS_TOPIC
 from casebridge_shared.testing import TopicReader
 
+PASSWORD = "correct-horse-battery"
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -111,14 +113,25 @@ async def test_make_up_serves_the_stack_and_stops_cleanly(tmp_path: Path) -> Non
         assert "customer@demo.casebridge.example" in text and "admin@demo.casebridge.example" in text
 
         async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            # No admin the banner does not list (issue 25): the api's bootstrap admin is the demo one.
+            r = await client.post(
+                "/auth/token", data={"username": "admin@casebridge.example", "password": "changethis"}
+            )
+            assert r.status_code == 401
+            r = await client.post(
+                "/auth/token",
+                data={"username": "admin@demo.casebridge.example", "password": "casebridge-demo"},
+            )
+            assert r.status_code == 200, r.text
+            admin = {"Authorization": f"Bearer {r.json()['access_token']}"}
+            admins = (await client.get("/users", params={"role": "admin"}, headers=admin)).json()
+            assert [u["email"] for u in admins["items"]] == ["admin@demo.casebridge.example"]
             r = await client.post(
                 "/auth/register",
-                json={"email": "smoke@example.org", "password": "smoke-test-password", "full_name": "Smoke"},
+                json={"email": "smoke@example.org", "password": PASSWORD, "full_name": "Smoke"},
             )
             assert r.status_code == 201, r.text
-            r = await client.post(
-                "/auth/token", data={"username": "smoke@example.org", "password": "smoke-test-password"}
-            )
+            r = await client.post("/auth/token", data={"username": "smoke@example.org", "password": PASSWORD})
             assert r.status_code == 200
             auth = {"Authorization": f"Bearer {r.json()['access_token']}"}
             product = (await client.get("/products")).json()["items"][0]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.async_api import async_playwright
 
@@ -46,6 +47,15 @@ async def test_a_new_order_appears_in_the_staff_app_without_a_reload(
                 await page.fill("#password", "not the password")
                 await page.click("#login button[type=submit]")
                 await page.wait_for_selector("#login-error:has-text('Wrong email or password')")
+                # Throttled (429, issue 25): the app says so, not "wrong password".
+                guess = {"username": "eve@example.org", "password": "guess-guess"}
+                async with httpx.AsyncClient(base_url=stack.intake.api.url, timeout=30) as c:
+                    for _ in range(5):
+                        assert (await c.post("/auth/token", data=guess)).status_code == 401
+                await page.fill("#email", "eve@example.org")
+                await page.click("#login button[type=submit]")
+                await page.wait_for_selector("#login-error:has-text('Too many failed sign-ins. Try again')")
+                await page.fill("#email", "sam@casebridge.example")
                 await page.fill("#password", PASSWORD)
                 await page.click("#login button[type=submit]")
                 await page.wait_for_selector("#inbox:not([hidden])")

@@ -232,6 +232,51 @@ async def test_only_the_assignee_or_a_supervisor_works_an_assigned_case(
     assert (await client.post(f"/cases/{case.id}/start", headers=staff(minter, "staff-2"))).status_code == 200
 
 
+async def test_every_case_write_follows_one_rule_internal_notes_too(
+    client: httpx.AsyncClient, factory: Any, minter: TokenMinter
+) -> None:
+    """A staff member who is not the assignee may write nothing, internal notes included."""
+    case = await factory.case()
+    owner, other = staff(minter), staff(minter, "staff-2")
+    await client.post(f"/cases/{case.id}/claim", headers=owner)
+    v2 = {"If-Match": '"2"'}
+    refused = [
+        client.patch(f"/cases/{case.id}", headers={**other, **v2}, json={"internal_notes": "mine now"}),
+        client.patch(f"/cases/{case.id}", headers={**other, **v2}, json={"priority": "urgent"}),
+        client.post(f"/cases/{case.id}/start", headers=other),
+        client.post(f"/cases/{case.id}/analysis", headers=other, json={"text": "my view"}),
+        client.post(
+            f"/cases/{case.id}/communications",
+            headers=other,
+            json={
+                "channel": "phone",
+                "direction": "outbound",
+                "summary": "called",
+                "occurred_at": "2026-01-01T10:00:00Z",
+            },
+        ),
+        client.post(
+            f"/cases/{case.id}/attachments", headers=other, files={"file": ("a.txt", b"x", "text/plain")}
+        ),
+        client.post(f"/cases/{case.id}/assign", headers=other, json={"assignee_id": "staff-2"}),
+        client.post(f"/cases/{case.id}/cancel", headers=other, json={"reason": "mine"}),
+    ]
+    for request in refused:
+        body = problem(await request, 403)
+        assert body["detail"]
+    after = (await client.get(f"/cases/{case.id}", headers=owner)).json()
+    assert after["version"] == 2 and after["internal_notes"] is None and after["priority"] == "normal"
+    assert [e["kind"] for e in after["timeline"]].count("analysis") == 0
+    assert after["attachments"] == []
+    # The assignee and a supervisor may change the internal notes.
+    mine = await client.patch(f"/cases/{case.id}", headers={**owner, **v2}, json={"internal_notes": "VIP"})
+    assert mine.status_code == 200, mine.text
+    sup = await client.patch(
+        f"/cases/{case.id}", headers={**supervisor(minter), "If-Match": '"3"'}, json={"internal_notes": "ok"}
+    )
+    assert sup.status_code == 200 and sup.json()["internal_notes"] == "ok"
+
+
 async def test_bad_bodies_are_422_with_the_field(
     client: httpx.AsyncClient, factory: Any, minter: TokenMinter
 ) -> None:

@@ -86,6 +86,10 @@ def test_settings_precedence_and_secret_refusal(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("CASEBRIDGE_ENVIRONMENT", "production")
     with pytest.raises(ValidationError, match="bootstrap_admin_password still has its development default"):
         Settings()
+    for weak, reason in [("hunter2", "at least 12"), ("qwerty123456", "commonly used")]:
+        monkeypatch.setenv("CASEBRIDGE_BOOTSTRAP_ADMIN_PASSWORD", weak)
+        with pytest.raises(ValidationError, match=f"bootstrap_admin_password: .*{reason}"):
+            Settings()
     monkeypatch.setenv("CASEBRIDGE_BOOTSTRAP_ADMIN_PASSWORD", "a-real-secret-from-the-vault")
     assert Settings().environment.value == "production"
 

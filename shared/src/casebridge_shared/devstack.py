@@ -107,6 +107,29 @@ def _banner(services: list[Service], logins: list[dict[str, str]], kafka: str, m
     return "\n".join(lines)
 
 
+def bootstrap_admin_env(env: dict[str, str], logins: list[dict[str, str]]) -> dict[str, str]:
+    """The bootstrap-admin settings for ``up``: the listed demo admin, not a second one.
+
+    order-intake's api creates a first admin from ``bootstrap_admin_*`` when no
+    account has that email; left at its defaults that was an unlisted
+    ``admin@casebridge.example`` / ``changethis``. Pointed at the demo admin
+    (created by ``seed-demo`` before the api starts) it creates nothing. A
+    bootstrap admin the developer configured is kept.
+    """
+    configured = any(
+        f"CASEBRIDGE_{prefix}BOOTSTRAP_ADMIN_{field}" in env
+        for prefix in ("", "ORDER_INTAKE_")
+        for field in ("EMAIL", "PASSWORD")
+    )
+    admin = next((login for login in logins if login["role"] == "admin"), None)
+    if configured or admin is None:
+        return {}
+    return {
+        "CASEBRIDGE_ORDER_INTAKE_BOOTSTRAP_ADMIN_EMAIL": admin["email"],
+        "CASEBRIDGE_ORDER_INTAKE_BOOTSTRAP_ADMIN_PASSWORD": admin["password"],
+    }
+
+
 @cli.command()
 def up(
     var_dir: Annotated[Path, typer.Option(help="Where the SQLite databases live")] = Path("var"),
@@ -145,6 +168,7 @@ def up(
             [order_intake.script, "seed-demo", "--json"], env=env, check=True, capture_output=True, text=True
         ).stdout
         logins = json.loads(out.strip().splitlines()[-1])
+        env.update(bootstrap_admin_env(env, logins))
 
     manager = Manager()
     manager.add_process(

@@ -78,3 +78,9 @@ GROUP_COMMIT_RETRIED_APART = Counter(
     "Shared transactions rolled back because a request or the commit failed, then run apart",
     ["service"],
 )
+LOGIN_THROTTLED = Counter(
+    "casebridge_login_throttled_total",
+    "Login attempts refused with 429 before the password was checked, by what was throttled "
+    "(account: too many failures for the email; address: too many from the client address)",
+    ["service", "scope"],
+)

@@ -98,6 +98,16 @@ class Unprocessable(Problem):
     status, slug, title = 422, "validation-error", "Invalid request"
 
 
+class TooManyRequests(Problem):
+    """429: the client must wait ``Retry-After`` seconds (login throttling)."""
+
+    status, slug, title = 429, "too-many-requests", "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after_seconds: int, **kw: Any) -> None:
+        headers = {"Retry-After": str(retry_after_seconds), **kw.pop("headers", {})}
+        super().__init__(detail, headers=headers, retry_after=retry_after_seconds, **kw)
+
+
 class PreconditionRequired(Problem):
     status, slug, title = 428, "precondition-required", "If-Match header required"
 

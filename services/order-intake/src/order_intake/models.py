@@ -3,12 +3,13 @@
 from order_intake.catalog.models import Product
 from order_intake.db import inbox, metadata, outbox
 from order_intake.documents.models import Document
-from order_intake.identity.models import SigningKey, User
+from order_intake.identity.models import LoginThrottle, SigningKey, User
 from order_intake.orders.models import IdempotencyKey, Order, OrderProgress
 
 __all__ = [
     "Document",
     "IdempotencyKey",
+    "LoginThrottle",
     "Order",
     "OrderProgress",
     "Product",

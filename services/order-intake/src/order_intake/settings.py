@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Self
 
-from pydantic import EmailStr, Field, SecretStr
+from pydantic import EmailStr, Field, SecretStr, model_validator
 
-from casebridge_shared.settings import ServiceSettings
+from casebridge_shared.settings import DEVELOPMENT_ONLY_SECRETS, Environment, ServiceSettings
+from order_intake.identity.passwords import password_problem
 
 
 class Settings(ServiceSettings):
@@ -22,6 +23,16 @@ class Settings(ServiceSettings):
     # keep verifying until they expire.
     signing_key_grace_minutes: int = Field(default=24 * 60, ge=1)
     signing_key_reload_seconds: float = Field(default=60, ge=0)
+
+    # Login throttling (identity/throttle.py, docs/decisions.md "Login throttling"): after
+    # this many failed logins within the window, an account (email) or a client address
+    # is refused with 429 for login_block_seconds, doubling with each further failure up
+    # to login_block_max_seconds. A successful login resets the account's count.
+    login_failures_per_account: int = Field(default=5, ge=1, le=1000)
+    login_failures_per_address: int = Field(default=30, ge=1, le=100_000)
+    login_failure_window_seconds: int = Field(default=15 * 60, ge=1)
+    login_block_seconds: int = Field(default=30, ge=1)
+    login_block_max_seconds: int = Field(default=5 * 60, ge=1)
 
     idempotency_key_hours: int = Field(default=24, ge=1)
     # The worker serves its own /metrics (relay counters live in that process).
@@ -41,6 +52,19 @@ class Settings(ServiceSettings):
     document_fetch_backoff_seconds: float = Field(default=1, gt=0)
     document_fetch_max_backoff_seconds: float = Field(default=300, gt=0)
     service_token_minutes: int = Field(default=5, ge=1, le=60)
+
+    @model_validator(mode="after")
+    def _real_admin_password(self) -> Self:
+        """Outside development and tests the first admin's password meets the password policy."""
+        password = self.bootstrap_admin_password.get_secret_value()
+        if self.environment in (Environment.DEVELOPMENT, Environment.TEST):
+            return self
+        if password in DEVELOPMENT_ONLY_SECRETS:
+            return self  # refused by ServiceSettings, with its own message
+        problem = password_problem(password)
+        if problem is not None:
+            raise ValueError(f"bootstrap_admin_password: {problem}")
+        return self
 
     @property
     def document_path(self) -> Path:

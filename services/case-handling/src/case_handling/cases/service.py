@@ -31,11 +31,12 @@ from case_handling.cases.models import (
     CommunicationCreate,
     SolutionCreate,
 )
+from case_handling.cases.rules import CaseWrite, authorize_write
 from case_handling.intake.events import OrderCancelled, OrderState, ProductState
-from casebridge_shared.auth import Principal, Role
+from casebridge_shared.auth import Principal
 from casebridge_shared.db import new_id, one_of, table_of, transaction_scoped, utcnow
 from casebridge_shared.outbox import UnitOfWork
-from casebridge_shared.problems import Conflict, Forbidden, NotFound
+from casebridge_shared.problems import Conflict, NotFound
 from casebridge_shared.versioning import check_version
 
 ORDER_CONTROLLED_BY_CUSTOMER = "order"  # author id of entries caused by the customer's order
@@ -310,15 +311,6 @@ _PAST = {
 }
 
 
-def _is_supervisor(principal: Principal) -> bool:
-    return principal.has_any({Role.SUPERVISOR, Role.ADMIN})
-
-
-def _require_assignee_or_supervisor(case: Case, principal: Principal) -> None:
-    if case.assignee_id not in (None, principal.subject) and not _is_supervisor(principal):
-        raise Forbidden("this case is assigned to someone else")
-
-
 def _assign(uow: UnitOfWork, case: Case, by: Principal, assignee_id: str, assignee_name: str | None) -> None:
     previous = CaseStatus(case.status)
     case.assignee_id = assignee_id
@@ -344,6 +336,7 @@ def _assign(uow: UnitOfWork, case: Case, by: Principal, assignee_id: str, assign
 async def claim(uow: UnitOfWork, principal: Principal, case_id: str, expected_version: int | None) -> Case:
     case = await get_case(uow.session, case_id, for_update=True)
     _require(case, "claim", expected_version)
+    authorize_write(principal, case.assignee_id, CaseWrite.CLAIM)
     if case.assignee_id is not None and case.assignee_id != principal.subject:
         raise Conflict(
             "this case is already assigned; a supervisor can reassign it",
@@ -364,6 +357,7 @@ async def assign(
 ) -> Case:
     case = await get_case(uow.session, case_id, for_update=True)
     _require(case, "assign", expected_version)
+    authorize_write(principal, case.assignee_id, CaseWrite.ASSIGN)
     _assign(uow, case, principal, assignee_id, assignee_name)
     return case
 
@@ -385,7 +379,7 @@ def _change_status(uow: UnitOfWork, case: Case, by: Principal | None, to: CaseSt
 async def start(uow: UnitOfWork, principal: Principal, case_id: str, expected_version: int | None) -> Case:
     case = await get_case(uow.session, case_id, for_update=True)
     _require(case, "start", expected_version)
-    _require_assignee_or_supervisor(case, principal)
+    authorize_write(principal, case.assignee_id, CaseWrite.START)
     _change_status(uow, case, principal, CaseStatus.IN_PROGRESS)
     return case
 
@@ -395,7 +389,7 @@ async def record_analysis(
 ) -> Case:
     case = await get_case(uow.session, case_id, for_update=True)
     _require(case, "work", expected_version)
-    _require_assignee_or_supervisor(case, principal)
+    authorize_write(principal, case.assignee_id, CaseWrite.ANALYSIS)
     _touch(case)
     uow.session.add(case)
     _entry(uow, case, "analysis", principal, text=data.text)
@@ -412,7 +406,7 @@ async def record_communication(
 ) -> Case:
     case = await get_case(uow.session, case_id, for_update=True)
     _require(case, "work", expected_version)
-    _require_assignee_or_supervisor(case, principal)
+    authorize_write(principal, case.assignee_id, CaseWrite.COMMUNICATION)
     _touch(case)
     uow.session.add(case)
     _entry(
@@ -445,7 +439,7 @@ async def propose_solution(
 ) -> Case:
     case = await get_case(uow.session, case_id, for_update=True)
     _require(case, "solution", expected_version)
-    _require_assignee_or_supervisor(case, principal)
+    authorize_write(principal, case.assignee_id, CaseWrite.SOLUTION)
     case.solution_summary = data.summary
     case.solution_text = data.text
     case.status = CaseStatus.SOLUTION_PROPOSED.value
@@ -468,7 +462,7 @@ async def propose_solution(
 async def close(uow: UnitOfWork, principal: Principal, case_id: str, expected_version: int | None) -> Case:
     case = await get_case(uow.session, case_id, for_update=True)
     _require(case, "close", expected_version)
-    _require_assignee_or_supervisor(case, principal)
+    authorize_write(principal, case.assignee_id, CaseWrite.CLOSE)
     case.status = CaseStatus.CLOSED.value
     _touch(case)
     case.closed_at = case.updated_at
@@ -496,6 +490,7 @@ async def cancel(
 ) -> Case:
     case = await get_case(uow.session, case_id, for_update=True)
     _require(case, "cancel", expected_version)
+    authorize_write(principal, case.assignee_id, CaseWrite.CANCEL)
     _cancel(uow, case, principal, reason)
     return case
 
@@ -506,6 +501,7 @@ async def update_case(
     """Correct or complete the service information (A8); no event: it stays internal."""
     case = await get_case(uow.session, case_id, for_update=True)
     _require(case, "work", expected_version)
+    authorize_write(principal, case.assignee_id, CaseWrite.UPDATE)
     changes = data.model_dump(exclude_unset=True)
     phone = changes.pop("customer_phone", None)
     changed: dict[str, Any] = {}
@@ -529,9 +525,9 @@ def _jsonable(value: Any) -> Any:
 
 
 def require_workable(case: Case, principal: Principal) -> None:
-    """Uploads: on an open case, by its assignee or a supervisor."""
+    """Uploads: on an open case, by whom ``authorize_write`` allows."""
     _require(case, "work", None)
-    _require_assignee_or_supervisor(case, principal)
+    authorize_write(principal, case.assignee_id, CaseWrite.ATTACH)
 
 
 def attachment_added(uow: UnitOfWork, case: Case, attachment: Attachment, principal: Principal) -> None:

@@ -20,6 +20,7 @@ from order_intake.identity.models import (
     UserCreate,
     UserRead,
 )
+from order_intake.identity.throttle import ThrottlePolicy
 
 router = APIRouter(tags=["identity"], responses=PROBLEM_RESPONSES)
 
@@ -29,15 +30,28 @@ router = APIRouter(tags=["identity"], responses=PROBLEM_RESPONSES)
     status_code=status.HTTP_201_CREATED,
     response_model=UserRead,
     summary="Customer self-sign-up",
+    responses={429: {"description": "Too many failed logins or sign-ups from this address (Retry-After)"}},
 )
-async def register(body: CustomerRegistration, uow: UowDep, response: Response) -> Any:
-    user = await service.register_customer(uow, body)
+async def register(
+    body: CustomerRegistration, request: Request, uow: UowDep, container: ContainerDep, response: Response
+) -> Any:
+    user = await service.register_customer(
+        uow,
+        body,
+        client_ip=client_ip(request),
+        throttle_policy=ThrottlePolicy.from_settings(container.settings),
+    )
     response.headers["Location"] = "/me"
     response.headers["ETag"] = etag(user.version)
     return user
 
 
-@router.post("/auth/token", response_model=TokenResponse, summary="OAuth2 password flow")
+@router.post(
+    "/auth/token",
+    response_model=TokenResponse,
+    summary="OAuth2 password flow",
+    responses={429: {"description": "Too many failed logins for this account or address (Retry-After)"}},
+)
 async def token(
     request: Request,
     uow: UowDep,
@@ -57,6 +71,7 @@ async def token(
         lifetime=timedelta(minutes=settings.access_token_minutes),
         client_ip=client_ip(request),
         user_agent=request.headers.get("user-agent"),
+        throttle_policy=ThrottlePolicy.from_settings(settings),
     )
     return TokenResponse(access_token=access_token, expires_in=expires_in)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Column, String, Text
+from sqlalchemy import JSON, Column, Index, String, Text
 from sqlmodel import Field
 
 from casebridge_shared.db import UTCDateTime, new_id, utcnow
@@ -38,19 +38,59 @@ class SigningKey(Base, table=True):
     retired_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
+class LoginThrottle(Base, table=True):
+    """Failed-login counter of one account (email) or one client address (identity/throttle.py).
+
+    In the database, not in memory, so every api process sees the same counts.
+    """
+
+    __tablename__ = "login_throttles"
+    __table_args__ = (Index("ix_login_throttles_last_failure_at", "last_failure_at"),)
+
+    key: str = Field(primary_key=True, max_length=400)  # "account:<email>" or "address:<ip>"
+    failures: int = 0
+    last_failure_at: datetime = Field(sa_type=UTCDateTime)
+    blocked_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
 # --- API shapes -----------------------------------------------------------
 
-from pydantic import BaseModel, ConfigDict, EmailStr  # noqa: E402
+from pydantic import BaseModel, ConfigDict, EmailStr, ValidationInfo, field_validator  # noqa: E402
 from pydantic import Field as PydanticField  # noqa: E402
+from pydantic_core import PydanticCustomError  # noqa: E402
 
 from casebridge_shared.auth import Department, Role  # noqa: E402
+from order_intake.identity.passwords import MAX_LENGTH, MIN_LENGTH, password_problem  # noqa: E402
 
 _NAME = PydanticField(min_length=1, max_length=200)
 _PHONE = PydanticField(default=None, min_length=3, max_length=40, pattern=r"^[0-9 +()./-]+$")
-_PASSWORD = PydanticField(min_length=10, max_length=256)
+_PASSWORD = PydanticField(
+    min_length=MIN_LENGTH,
+    max_length=MAX_LENGTH,
+    description=f"at least {MIN_LENGTH} characters, not blank, not a common password, "
+    "not containing the email's local part",
+)
 
 
-class CustomerRegistration(BaseModel):
+def _policy(password: str | None, email: str | None) -> str | None:
+    if password is None:
+        return None
+    problem = password_problem(password, email)
+    if problem is not None:
+        raise PydanticCustomError("password_policy", problem)
+    return password
+
+
+class _NewPassword(BaseModel):
+    """A body that sets a password for the account named by its ``email``."""
+
+    @field_validator("password", mode="after", check_fields=False)
+    @classmethod
+    def _password_policy(cls, password: str, info: ValidationInfo) -> str | None:
+        return _policy(password, info.data.get("email"))
+
+
+class CustomerRegistration(_NewPassword):
     model_config = ConfigDict(extra="forbid")
 
     email: EmailStr
@@ -59,7 +99,7 @@ class CustomerRegistration(BaseModel):
     phone: str | None = _PHONE
 
 
-class UserCreate(BaseModel):
+class UserCreate(_NewPassword):
     """An admin creating a staff, supervisor, admin or department user."""
 
     model_config = ConfigDict(extra="forbid")
@@ -79,8 +119,13 @@ class ProfileUpdate(BaseModel):
 
     full_name: str | None = PydanticField(default=None, min_length=1, max_length=200)
     phone: str | None = _PHONE
-    password: str | None = PydanticField(default=None, min_length=10, max_length=256)
-    current_password: str | None = PydanticField(default=None, max_length=256)
+    password: str | None = PydanticField(default=None, min_length=MIN_LENGTH, max_length=MAX_LENGTH)
+    current_password: str | None = PydanticField(default=None, max_length=MAX_LENGTH)
+
+    @field_validator("password", mode="after")
+    @classmethod
+    def _password_policy(cls, password: str | None) -> str | None:
+        return _policy(password, None)  # the email part is checked by update_profile
 
 
 class UserRead(BaseModel):

@@ -16,9 +16,15 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from casebridge_shared.auth import Department, Role
 from casebridge_shared.db import utcnow
 from casebridge_shared.outbox import UnitOfWork
-from casebridge_shared.problems import Conflict, NotFound, Unauthorized, Unprocessable
+from casebridge_shared.problems import (
+    Conflict,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+    Unprocessable,
+)
 from casebridge_shared.versioning import check_version
-from order_intake.identity import events
+from order_intake.identity import events, throttle
 from order_intake.identity.keys import KeyStore
 from order_intake.identity.models import (
     CustomerRegistration,
@@ -26,6 +32,7 @@ from order_intake.identity.models import (
     User,
     UserCreate,
 )
+from order_intake.identity.passwords import password_problem
 
 _hasher = PasswordHasher()
 # Verified against when the email is unknown, so both failures cost the same time.
@@ -87,7 +94,24 @@ async def _add_user(uow: UnitOfWork, user: User) -> User:
     return user
 
 
-async def register_customer(uow: UnitOfWork, data: CustomerRegistration) -> User:
+async def register_customer(
+    uow: UnitOfWork,
+    data: CustomerRegistration,
+    *,
+    client_ip: str | None = None,
+    throttle_policy: throttle.ThrottlePolicy | None = None,
+) -> User:
+    """Sign a customer up; an email that has an account already is a 409.
+
+    With a client address and a policy, the attempt counts against the address
+    like a failed login unless it creates an account, so trying emails here is
+    throttled like guessing passwords (docs/decisions.md "Identity").
+    """
+    keys: dict[str, throttle.Scope] = {}
+    if client_ip and throttle_policy is not None:
+        keys = {throttle.address_key(client_ip[:90]): "address"}
+        await throttle.count_attempt(uow.session, throttle_policy, keys, utcnow())
+        await uow.commit()
     user = User(
         email=normalise_email(data.email),
         password_hash=await hash_password(data.password),
@@ -96,6 +120,8 @@ async def register_customer(uow: UnitOfWork, data: CustomerRegistration) -> User
         roles=[Role.CUSTOMER.value],
     )
     await _add_user(uow, user)
+    if throttle_policy is not None and keys:
+        await throttle.take_back(uow.session, throttle_policy, keys, utcnow())
     await uow.commit()
     return user
 
@@ -134,6 +160,29 @@ def issue_token(
     return keys.sign(claims)
 
 
+def _login_failed(
+    uow: UnitOfWork,
+    user: User | None,
+    email: str,
+    reason: str,
+    client_ip: str | None,
+    user_agent: str | None,
+    at: datetime,
+) -> None:
+    uow.emit(
+        events.LoginFailed(
+            user_id=user.id if user else None,
+            email=email[:320],
+            reason=reason,
+            client_ip=client_ip,
+            user_agent=user_agent,
+            at=at,
+        ),
+        key=user.id if user else f"email:{email[:300]}",
+        version=user.version if user else 0,
+    )
+
+
 async def authenticate(
     uow: UnitOfWork,
     keys: KeyStore,
@@ -145,32 +194,39 @@ async def authenticate(
     lifetime: timedelta,
     client_ip: str | None,
     user_agent: str | None,
+    throttle_policy: throttle.ThrottlePolicy | None = None,
 ) -> tuple[str, int]:
-    """Check the password; on success return (token, seconds valid). Every attempt is recorded."""
+    """Check the password; on success return (token, seconds valid). Every attempt is recorded.
+
+    Throttled (429) while the account or the client address has failed too often
+    (identity/throttle.py); the attempt is counted before the password is checked.
+    """
     email = normalise_email(email)
+    policy = throttle_policy or throttle.ThrottlePolicy()
+    throttle_keys = throttle.keys_for(email, client_ip)
+    try:
+        await throttle.count_attempt(uow.session, policy, throttle_keys, utcnow())
+    except TooManyRequests:
+        await uow.session.rollback()
+        known = (await uow.session.exec(select(User).where(User.email == email))).first()
+        _login_failed(uow, known, email, "throttled", client_ip, user_agent, utcnow())
+        await uow.commit()
+        raise
+    await uow.commit()
     await keys.refresh_if_stale()
     user = (await uow.session.exec(select(User).where(User.email == email))).first()
     ok = await _password_matches(user.password_hash if user else _DUMMY_HASH, password)
     now = utcnow()
     if user is None or not ok or not user.active:
         reason = "unknown user" if user is None else ("inactive" if ok else "wrong password")
-        uow.emit(
-            events.LoginFailed(
-                user_id=user.id if user else None,
-                email=email[:320],
-                reason=reason,
-                client_ip=client_ip,
-                user_agent=user_agent,
-                at=now,
-            ),
-            key=user.id if user else f"email:{email[:300]}",
-            version=user.version if user else 0,
-        )
+        await throttle.forget_old(uow.session, policy, now)
+        _login_failed(uow, user, email, reason, client_ip, user_agent, now)
         await uow.commit()
         raise Unauthorized(LOGIN_REFUSED, headers={"WWW-Authenticate": "Bearer"})
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = await hash_password(password)
         uow.session.add(user)
+    await throttle.take_back(uow.session, policy, throttle_keys, now)
     token = issue_token(keys, user, issuer=issuer, audience=audience, lifetime=lifetime, now=now)
     uow.emit(
         events.LoginSucceeded(
@@ -212,6 +268,9 @@ async def update_profile(
                 "current_password is required and must match to set a new password",
                 field="body.current_password",
             )
+        problem = password_problem(changes["password"], user.email)
+        if problem is not None:
+            raise Unprocessable(problem, field="body.password")
         user.password_hash = await hash_password(changes.pop("password"))
     changes.pop("current_password", None)
     if "full_name" in changes:

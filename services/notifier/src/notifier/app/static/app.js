@@ -165,6 +165,13 @@ $("login").addEventListener("submit", async (event) => {
     $("login-error").textContent = "The sign-in service cannot be reached.";
     return;
   }
+  if (response.status === 429) {
+    // Login throttling (order-intake): the problem body says how long to wait.
+    const problem = await response.json().catch(() => ({}));
+    const wait = problem.retry_after ? `${problem.retry_after} seconds` : "a few minutes";
+    $("login-error").textContent = `Too many failed sign-ins. Try again in ${wait}.`;
+    return;
+  }
   if (!response.ok) {
     $("login-error").textContent = "Wrong email or password.";
     return;
