@@ -1,7 +1,7 @@
 """login throttles: failed-login counters per account and client address
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-07 02:30:00
 """
 
@@ -13,8 +13,8 @@ from alembic import op
 
 import casebridge_shared.db
 
-revision: str = '0004'
-down_revision: str | None = '0003'
+revision: str = '0005'
+down_revision: str | None = '0004'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
