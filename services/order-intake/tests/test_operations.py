@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from typer.testing import CliRunner
 
 from casebridge_shared.auth import Role
@@ -143,3 +143,57 @@ async def test_relay_status_needs_an_admin_token(client: httpx.AsyncClient, fact
     assert (await client.get("/relay/status")).status_code == 401
     staff = await factory.user(Role.STAFF)
     assert (await client.get("/relay/status", headers=factory.auth(staff))).status_code == 403
+
+
+async def test_cli_relay_status_says_first_when_the_relay_is_failing_and_what_the_broker_acknowledged(
+    cli_env: CliRunner, container: Container
+) -> None:
+    import asyncio
+
+    from casebridge_shared.db import utcnow
+
+    now = utcnow()
+    async with container.db.write_session() as s:
+        await s.execute(
+            insert(outbox.relay_offsets).values(
+                topic="casebridge.orders.v1",
+                partition=2,
+                cluster_id="c-1",
+                acknowledged_offset=41,
+                updated_at=now,
+            )
+        )
+        for error in (
+            "broker reset: topic casebridge.orders.v1 is gone from the broker; 7 retained events",
+            None,
+        ):
+            await s.execute(
+                insert(outbox.relay_runs).values(
+                    relay="r", started_at=now, finished_at=now, detected=7, published=0, failed=0, error=error
+                )
+            )
+        await s.execute(
+            insert(outbox.relay_runs).values(
+                relay="r",
+                started_at=now,
+                finished_at=now,
+                detected=0,
+                published=0,
+                failed=0,
+                error="TopicMisconfigured: topic casebridge.orders.v1 has 4 partitions where 6 are wanted",
+            )
+        )
+        await s.commit()
+    result = await asyncio.to_thread(cli_env.invoke, cli, ["relay", "status"])
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.output)
+    assert status["state"].startswith(
+        "failing: TopicMisconfigured: topic casebridge.orders.v1 has 4 partitions"
+    )
+    assert status["broker_resets_in_last_runs"] == [
+        "broker reset: topic casebridge.orders.v1 is gone from the broker; 7 retained events"
+    ]
+    assert [
+        (a["topic"], a["partition"], a["cluster_id"], a["acknowledged_offset"])
+        for a in status["acknowledged_by_broker"]
+    ] == [("casebridge.orders.v1", 2, "c-1", 41)]

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Protocol
 
 import typer
 import uvicorn
+from sqlalchemy import select
 
 from casebridge_shared import migrations
 from casebridge_shared.db import Database
@@ -63,9 +64,20 @@ def relay_app(make_container: Callable[[], _ConsumerContainer], outbox: OutboxTa
             container = make_container()
             try:
                 status = await relay_status(container.db, outbox)
+                latest = status.last_runs[0] if status.last_runs else None
+                resets = [r for r in status.last_runs if (r["error"] or "").startswith("broker reset:")]
+                async with container.db.session() as session:
+                    acknowledged = [
+                        dict(r) for r in (await session.execute(select(outbox.relay_offsets))).mappings()
+                    ]
                 return {
+                    # The newest run's error, if it failed: a halted relay (a topic not as
+                    # configured) or a broker that cannot be reached shows here first.
+                    "state": f"failing: {latest['error']}" if latest and latest["error"] else "ok",
                     "backlog": status.backlog,
                     "oldest_unpublished_age_seconds": status.oldest_unpublished_age_seconds,
+                    "broker_resets_in_last_runs": [r["error"] for r in resets],
+                    "acknowledged_by_broker": acknowledged,
                     "last_runs": status.last_runs,
                 }
             finally:
