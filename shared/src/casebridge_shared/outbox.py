@@ -547,9 +547,15 @@ class OutboxRelay:
         self.check_interval = settings.relay_broker_check_seconds
         self._next_check = 0.0
         self._reset: str | None = None
+        self._made: set[str] = set()  # topics made (or found as configured) since the start
+
+    async def _make_topics(self, topics: Sequence[str]) -> None:
+        await ensure_topics(self.settings, topics, check_partitions=topics)
+        self._made.update(topics)
 
     async def start(self) -> None:
-        await ensure_topics(self.settings, self.topics, check_partitions=self.topics)
+        self._made.clear()
+        await self._make_topics(self.topics)
         self._producer = self._producer_factory()
         await self._producer.start()
         await self.check_broker()
@@ -587,7 +593,8 @@ class OutboxRelay:
             notify_at_commit(session, NOTIFY_CHANNEL)
             await session.commit()
         self.watch.forget()
-        await ensure_topics(self.settings, self.topics, check_partitions=self.topics)
+        self._made.clear()
+        await self._make_topics(self.topics)
         metrics.BROKER_RESETS.labels(self.service, "relay").inc()
         metrics.RELAY_REPUBLISHED.labels(self.service).inc(queued)
         log.warning(
@@ -891,6 +898,13 @@ class OutboxRelay:
         (casebridge_shared.kafka), and the producer would wait for it until its own
         timeout; the restart that follows creates it and checks the broker.
         """
+        if topic not in self._made:
+            # An outbox row for a topic the relay was not told of: made like its own
+            # (our clients' lookups never make one), and watched from now on.
+            await self._make_topics([topic])
+            if topic not in self.topics:
+                self.topics.append(topic)
+                self.watch.topics.append(topic)
         found = sorted(await asyncio.wait_for(producer.partitions_for(topic), timeout=self.check_interval))
         if len(found) != self.settings.kafka_topic_partitions:
             raise TopicMisconfigured(
