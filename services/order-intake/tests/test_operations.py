@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from casebridge_shared import testing
 from casebridge_shared.auth import Role
 from casebridge_shared.db import Database
 from casebridge_shared.testing import mark_published
@@ -139,3 +140,17 @@ async def test_relay_status_needs_an_admin_token(client: httpx.AsyncClient, fact
     assert (await client.get("/relay/status")).status_code == 401
     staff = await factory.user(Role.STAFF)
     assert (await client.get("/relay/status", headers=factory.auth(staff))).status_code == 403
+
+
+async def test_every_answer_carries_the_security_headers(client: httpx.AsyncClient) -> None:
+    """nosniff, no framing, no referrer and a Content-Security-Policy (issue 25): API answers,
+    problems, metrics, and the docs pages with their own policy (Swagger UI's inline script
+    allowed by its hash, not by 'unsafe-inline')."""
+    for path in ("/healthz", "/openapi.json", "/metrics", "/no-such-thing"):
+        testing.assert_security_headers(await client.get(path))
+    for path in ("/docs", "/docs/oauth2-redirect", "/redoc"):
+        page = await client.get(path)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        testing.assert_security_headers(page, page=True)
+    docs = await client.get("/docs")
+    assert "sha256-" in docs.headers["content-security-policy"] and "/openapi.json" in docs.text
