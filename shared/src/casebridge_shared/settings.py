@@ -88,6 +88,10 @@ class ServiceSettings(BaseSettings):
     # Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For / X-Forwarded-Proto
     # are believed. Empty: the peer's address is the client's, whatever the headers say.
     trusted_proxies: list[str] = Field(default_factory=list)
+    # Calls to targets users register (webhooks, push endpoints) go to public addresses
+    # only; these networks/addresses and host names are allowed as well (on-premises
+    # receivers). See casebridge_shared.outbound.
+    outbound_allow: list[str] = Field(default_factory=list)
     # The outbox relay of services that publish events. On SQLite the poll interval is how
     # often it looks at the database files for a commit (10 ms: at 200 orders/s the
     # order-to-staff p99 fell from 340 to 298 ms, for about 7% of a core more per relaying
@@ -141,6 +145,17 @@ class ServiceSettings(BaseSettings):
                 ipaddress.ip_network(entry, strict=False)
             except ValueError as exc:
                 raise ValueError(f"trusted_proxies: {entry!r} is not an IP address or network") from exc
+        return value
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _allow_list(cls, value: list[str]) -> list[str]:
+        from casebridge_shared.outbound import OutboundPolicy  # httpx only where it is used
+
+        try:
+            OutboundPolicy(value)
+        except ValueError as exc:
+            raise ValueError(f"outbound_allow: {exc}") from exc
         return value
 
     @model_validator(mode="after")
