@@ -31,6 +31,10 @@ def _app(trusted_proxies: list[str] | None = None) -> FastAPI:
     async def whoami(request: Request) -> dict[str, str | None]:
         return {"client": request.client.host if request.client else None, "scheme": request.url.scheme}
 
+    @app.get("/bug")
+    async def bug() -> None:
+        raise ValueError("unhandled")
+
     @app.get("/page", response_class=HTMLResponse)
     async def page() -> str:
         return "<!doctype html><p>hi</p>"
@@ -43,7 +47,7 @@ def _app(trusted_proxies: list[str] | None = None) -> FastAPI:
 
 
 async def _get(app: FastAPI, path: str, peer: str = "203.0.113.7", **headers: str) -> httpx.Response:
-    transport = httpx.ASGITransport(app=app, client=(peer, 50000))
+    transport = httpx.ASGITransport(app=app, client=(peer, 50000), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         return await client.get(path, headers=headers)
 
@@ -52,6 +56,9 @@ async def test_answers_pages_and_problems_carry_the_headers() -> None:
     app = _app()
     testing.assert_security_headers(await _get(app, "/whoami"))
     testing.assert_security_headers(await _get(app, "/missing"))
+    crashed = await _get(app, "/bug")
+    assert crashed.status_code == 500
+    testing.assert_security_headers(crashed)
     too_large = await _get(app, "/whoami", **{"content-length": "5000"})
     assert too_large.status_code == 413
     testing.assert_security_headers(too_large)

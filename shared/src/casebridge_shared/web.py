@@ -304,14 +304,25 @@ def create_app(
             expose_headers=["ETag", "Location", "Retry-After"],
             max_age=600,
         )
-    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestContextMiddleware, service=service)
     if trusted_proxies:
         app.add_middleware(ForwardedForMiddleware, trusted_proxies=list(trusted_proxies))
     app.include_router(operations_router())
     app.include_router(docs_router(title))
+    _outermost(app, SecurityHeadersMiddleware)
     _add_problem_schema(app)
     return app
+
+
+def _outermost(app: FastAPI, middleware: Callable[[ASGIApp], ASGIApp]) -> None:
+    """Wrap the whole stack, Starlette's ServerErrorMiddleware included: a 500 carries the
+    security headers too (``add_middleware`` would put it inside)."""
+    build = app.build_middleware_stack
+
+    def build_middleware_stack() -> ASGIApp:
+        return middleware(build())
+
+    app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
 
 
 def operations_router() -> APIRouter:
