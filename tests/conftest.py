@@ -156,6 +156,7 @@ async def notifier_platform(
         customer_portal_url=stack.intake.api.url,
         stream_poll_seconds=0.02,
         delivery_poll_seconds=0.02,
+        outbound_allow=["127.0.0.1"],  # the test's push service and webhook receiver
     )
     platform = Platform(
         settings,

@@ -57,8 +57,12 @@ async def test_logins_and_orders_on_order_intake_reach_the_ledger(
         assert r.status_code == 201, r.text
         order_id = r.json()["id"]
         async with httpx.AsyncClient(base_url=stack.intake.api.url) as c:
+            # A peer's X-Forwarded-For is not believed unless it is a trusted proxy (none here):
+            # the audit has the real peer address, not the one it claims (issue 25).
             r = await c.post(
-                "/auth/token", data={"username": "ada@example.org", "password": "wrong-password-1"}
+                "/auth/token",
+                data={"username": "ada@example.org", "password": "wrong-password-1"},
+                headers={"X-Forwarded-For": "198.51.100.66"},
             )
             assert r.status_code == 401
         container = bootstrap(settings)
@@ -79,6 +83,7 @@ async def test_logins_and_orders_on_order_intake_reach_the_ledger(
                 ).scalar_one()
                 entry = await journal.entry_at(s, failure.journal_index)
             assert json.loads(entry.body)["reason"] == "wrong password"
+            assert failure.client_ip == "127.0.0.1"
             assert "wrong-password-1" not in entry.body
         finally:
             await container.close()

@@ -8,14 +8,24 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.async_api import async_playwright
+from playwright.async_api import Page, async_playwright
 
-from casebridge_shared.testing import DatabaseTemplates
+from casebridge_shared.testing import DatabaseTemplates, wait_until
 
 from .conftest import PASSWORD, Stack, notifier_knows, notifier_platform
 from .test_order_to_case import place_order
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+async def until_true(page: Page, expression: str) -> None:
+    """``page.wait_for_function`` evaluates its predicate with ``eval``, which the page's
+    Content-Security-Policy forbids (no 'unsafe-eval'); ``evaluate`` is not subject to it."""
+
+    async def holds() -> bool:
+        return bool(await page.evaluate(expression))
+
+    await wait_until(holds, timeout=30, message=expression)
 
 
 @pytest.mark.slow
@@ -33,13 +43,17 @@ async def test_a_new_order_appears_in_the_staff_app_without_a_reload(
                 page = await browser.new_page()
                 problems: list[str] = []
                 page.on("pageerror", lambda e: problems.append(str(e)))
+                # The page's Content-Security-Policy (issue 25) blocks nothing the app needs.
+                page.on(
+                    "console",
+                    lambda m: problems.append(m.text) if "Content Security Policy" in m.text else None,
+                )
                 await page.goto(f"{alerts.api.url}/app/")
                 # Installable: a manifest, and a service worker that controls /app/.
                 manifest = await page.get_attribute("link[rel=manifest]", "href")
                 assert manifest == "/app/manifest.webmanifest"
-                await page.wait_for_function(
-                    "navigator.serviceWorker.getRegistration('/app/').then(r => !!r && !!r.active)",
-                    timeout=30_000,
+                await until_true(
+                    page, "navigator.serviceWorker.getRegistration('/app/').then(r => !!r && !!r.active)"
                 )
 
                 # Sign in: the browser posts to order-intake's token endpoint (CORS).
@@ -59,7 +73,7 @@ async def test_a_new_order_appears_in_the_staff_app_without_a_reload(
                 await page.fill("#password", PASSWORD)
                 await page.click("#login button[type=submit]")
                 await page.wait_for_selector("#inbox:not([hidden])")
-                await page.wait_for_function("document.getElementById('status').textContent === 'live'")
+                await until_true(page, "document.getElementById('status').textContent === 'live'")
                 await page.evaluate("window.__sameDocument = true")
                 assert await page.locator("#notifications li").count() == 0
 
@@ -73,7 +87,7 @@ async def test_a_new_order_appears_in_the_staff_app_without_a_reload(
                 assert await page.inner_text("#unread") == "1"
 
                 await card.get_by_role("button", name="Mark read").click()
-                await page.wait_for_function("document.getElementById('unread').textContent === '0'")
+                await until_true(page, "document.getElementById('unread').textContent === '0'")
                 assert await card.get_attribute("class") == "read"
                 assert problems == []
             finally:

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from case_handling.bootstrap import Container
 from case_handling.cases.models import Attachment
 from case_handling.db import outbox
+from casebridge_shared import testing
 from casebridge_shared.testing import TokenMinter
 
 PDF = b"%PDF-1.7\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n" + b"x" * 2000
@@ -515,3 +516,52 @@ async def test_downloads_staff_see_all_order_intake_only_customer_visible(
     assert (await client.get(f"{url}/{internal['id']}/content", headers=me)).content == b"secret"
     problem(await client.get(f"{url}/{visible['id']}/content", headers=minter.headers("c", "customer")), 403)
     problem(await client.get(url, headers=service), 403)  # listing is for staff
+    # Downloads are never sniffed, framed or run (issue 25).
+    testing.assert_security_headers(got)
+    assert got.headers["content-disposition"].startswith("attachment;")
+
+
+async def test_file_names_lose_control_characters_and_active_content_is_refused(
+    client: httpx.AsyncClient, factory: Any, minter: TokenMinter, container: Container
+) -> None:
+    """Issue 25: a right-to-left override made a PDF's name show as .png; HTML, SVG and XML
+    labelled as text were stored and served."""
+    case = await factory.case()
+    me = staff(minter)
+    await client.post(f"/cases/{case.id}/claim", headers=me)
+    url = f"/cases/{case.id}/attachments"
+    spoofed = await client.post(
+        url, headers=me, files={"file": ("invoice\u202egnp.pdf", PDF, "application/pdf")}
+    )
+    assert spoofed.status_code == 201, spoofed.text
+    assert spoofed.json()["file_name"] == "invoicegnp.pdf"
+    isolates = await client.post(
+        url, headers=me, files={"file": ("a\u2066b\u2069\u200b\u200f.txt", b"plain words", "text/plain")}
+    )
+    assert isolates.json()["file_name"] == "ab.txt"
+    got = await client.get(f"{url}/{spoofed.json()['id']}/content", headers=me)
+    assert "invoicegnp.pdf" in got.headers["content-disposition"]
+    assert (
+        "\u202e" not in got.headers["content-disposition"]
+        and "%E2%80%AE" not in got.headers["content-disposition"]
+    )
+
+    for name, content, declared in (
+        ("note.txt", b"<!DOCTYPE html><script>fetch('/cases')</script>", "text/plain"),
+        ("note.txt", b"  <html><body onload=alert(1)>", "text/plain"),
+        (
+            "logo.txt",
+            b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>",
+            "text/plain",
+        ),
+        ("data.txt", b"<?xml version='1.0'?><x/>", "text/plain"),
+        ("page.txt", b"\xef\xbb\xbfHello <iframe src=//evil>", "text/plain"),
+        ("page.html", b"<p>hi</p>", "text/html"),
+        ("page.html", b"just words", "text/plain"),  # the name says HTML
+        ("pic.svg", b"<svg/>", "image/svg+xml"),
+        ("x.xml", b"<x/>", "application/octet-stream"),
+    ):
+        refused = problem(await client.post(url, headers=me, files={"file": (name, content, declared)}), 415)
+        assert refused["errors"][0]["field"] == "body.file", refused
+    assert await attachment_count(container) == 2
+    assert len(stored_files(container)) == 2

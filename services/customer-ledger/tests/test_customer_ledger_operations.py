@@ -6,6 +6,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from casebridge_shared import testing
 from casebridge_shared.db import Database
 from customer_ledger.settings import Settings
 
@@ -48,3 +49,17 @@ def test_settings_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings().port == 7101
     monkeypatch.setenv("CASEBRIDGE_KAFKA_BOOTSTRAP_SERVERS", "kafka:9092")
     assert Settings().kafka_bootstrap_servers == "kafka:9092"
+
+
+async def test_every_answer_carries_the_security_headers(client: httpx.AsyncClient) -> None:
+    """nosniff, no framing, no referrer and a Content-Security-Policy (issue 25): API answers,
+    problems, metrics, and the docs pages with their own policy (Swagger UI's inline script
+    allowed by its hash, not by 'unsafe-inline')."""
+    for path in ("/healthz", "/openapi.json", "/metrics", "/no-such-thing"):
+        testing.assert_security_headers(await client.get(path))
+    for path in ("/docs", "/docs/oauth2-redirect", "/redoc"):
+        page = await client.get(path)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        testing.assert_security_headers(page, page=True)
+    docs = await client.get("/docs")
+    assert "sha256-" in docs.headers["content-security-policy"] and "/openapi.json" in docs.text

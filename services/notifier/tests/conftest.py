@@ -50,6 +50,9 @@ def settings(database_url: str, kafka_bootstrap: str, tmp_path: Path) -> Setting
         delivery_backoff_seconds=0.05,
         delivery_max_backoff_seconds=0.2,
         delivery_timeout_seconds=5,
+        # The test receivers (push service, webhook endpoint) listen on this host: allowed the
+        # way an operator allows an on-premises receiver; the guard itself stays on.
+        outbound_allow=["127.0.0.1"],
     )
 
 

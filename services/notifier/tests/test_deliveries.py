@@ -383,3 +383,135 @@ async def test_a_queued_delivery_wakes_the_dispatcher_instead_of_waiting_for_its
             return any(d.attempts >= 1 for d in await rows(container))
 
         await testing.wait_until(tried, timeout=30, message="the queued email tried at once")
+
+
+# --- SSRF: users' URLs never reach into our own network (issue 25) ---------------------------------
+
+INSIDE = [
+    "http://127.0.0.1:8002/cases",
+    "http://localhost:8004/customers",
+    "http://0.0.0.0:8001/",
+    "http://127.1/",
+    "http://2130706433/",
+    "http://0x7f000001/",
+    "http://[::1]/",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://10.0.0.5/hook",
+    "http://192.168.1.10/hook",
+    "http://[fd12::1]/hook",
+    "http://224.0.0.1/hook",
+]
+
+
+async def test_webhooks_and_push_endpoints_inside_our_network_are_refused_at_registration(
+    client: httpx.AsyncClient, container: Container, people: People
+) -> None:
+    container.settings.outbound_allow = []  # as deployed by default
+    admin, me = people.headers("a", "admin"), people.headers("s-1", "staff")
+    keys = {"p256dh": "B" * 87, "auth": "a" * 22}
+    for url in INSIDE:
+        refused = await client.post("/webhooks", json={"url": url}, headers=admin)
+        assert refused.status_code == 422, url
+        assert refused.headers["content-type"] == "application/problem+json"
+        [error] = refused.json()["errors"]
+        assert error["field"] == "body.url" and "address" in error["reason"], (url, error)
+        https = url.replace("http://", "https://", 1)
+        pushed = await client.post("/push-subscriptions", json={"endpoint": https, "keys": keys}, headers=me)
+        assert pushed.status_code == 422 and pushed.json()["errors"][0]["field"] == "body.endpoint", https
+    # Push endpoints are https only (a public http one too).
+    plain = await client.post(
+        "/push-subscriptions", json={"endpoint": "http://push.example/x", "keys": keys}, headers=me
+    )
+    assert plain.status_code == 422 and "https" in plain.json()["errors"][0]["reason"]
+    # Nothing half-written.
+    assert (await client.get("/webhooks", headers=admin)).json() == []
+    assert (await client.get("/push-subscriptions", headers=me)).json() == []
+    # Public targets are fine; an operator's allow-list admits an on-premises receiver.
+    assert (
+        await client.post("/webhooks", json={"url": "https://crm.example/h"}, headers=admin)
+    ).status_code == 201
+    container.settings.outbound_allow = ["10.0.0.0/24"]
+    assert (
+        await client.post("/webhooks", json={"url": "http://10.0.0.5/hook"}, headers=admin)
+    ).status_code == 201
+    assert (
+        await client.post("/webhooks", json={"url": "http://10.0.1.5/hook"}, headers=admin)
+    ).status_code == 422
+
+
+async def test_deliveries_check_the_target_again_after_resolving_it(
+    client: httpx.AsyncClient, container: Container, people: People, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name that was public when registered and points at this host when we send (DNS
+    rebinding) is refused, as is a registered address the allow-list no longer admits; with the
+    allow-list the name's checked address is where the connection goes."""
+    container.settings.delivery_max_attempts = 1
+    hooks = WebhookReceiver()
+    admin = people.headers("a", "admin")
+    loop = asyncio.get_running_loop()
+    resolve = loop.getaddrinfo
+
+    async def rebinding(host: str, port: int, **kwargs: object) -> object:
+        return await resolve("127.0.0.1" if host == "rebind.example" else host, port, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "getaddrinfo", rebinding)
+    async with serving(hooks.app) as hook_server:
+        port = hook_server.url.rsplit(":", 1)[1]
+        by_name = await client.post(
+            "/webhooks", json={"url": f"http://rebind.example:{port}/hook"}, headers=admin
+        )
+        by_address = await client.post("/webhooks", json={"url": f"{hook_server.url}/hook"}, headers=admin)
+        assert by_name.status_code == by_address.status_code == 201
+        container.settings.outbound_allow = []  # the operator took 127.0.0.1 off the list
+        await queue_webhooks(container, case_event())
+        async with dispatching(container):
+            await until(lambda: _no_pending(container), "both attempts made")
+        assert hooks.received == []
+        errors = sorted(d.last_error or "" for d in await rows(container))
+        assert all("loopback address" in e for e in errors) and len(errors) == 2, errors
+        assert any("rebind.example (127.0.0.1)" in e for e in errors), errors
+
+        # Allowed again: the name (unknown to real DNS) is reached at the address we resolved.
+        container.settings.outbound_allow = ["127.0.0.1"]
+        await client.patch(f"/webhooks/{by_address.json()['id']}", json={"active": False}, headers=admin)
+        await queue_webhooks(container, case_event())
+        async with dispatching(container):
+            await until(lambda: _no_pending(container), "the delivery by name")
+        assert len(hooks.received) == 1
+
+
+async def test_a_push_endpoint_is_checked_again_when_sending(
+    client: httpx.AsyncClient, container: Container, people: People, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    container.settings.delivery_max_attempts = 1
+    push = PushService()
+    wanda = await people.add("staff")
+    async with serving(push.app) as push_server:
+        phone = push.device(push_server.url, "phone")
+        registered = await client.post(
+            "/push-subscriptions", json=phone.subscription(), headers=people.headers(wanda)
+        )
+        assert registered.status_code == 201
+        container.settings.outbound_allow = []
+        await assign(container, wanda.user_id)
+        async with dispatching(container):
+            await until(lambda: _no_pending(container), "the attempt")
+    [delivery] = [d for d in await rows(container) if d.channel == "push"]
+    assert delivery.status == "failed" and "only https" in (delivery.last_error or "")
+    assert push.requests == 0
+
+
+async def test_the_push_resolver_answers_only_allowed_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    from casebridge_shared.outbound import OutboundPolicy, OutboundRefused
+    from notifier.deliveries.dispatcher import _PolicyResolver
+
+    loop = asyncio.get_running_loop()
+
+    async def getaddrinfo(host: str, port: int, **_: object) -> list[tuple[object, ...]]:
+        return [(2, 1, 6, "", ("169.254.169.254", port))]
+
+    monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+    with pytest.raises(OutboundRefused, match="link-local"):
+        await _PolicyResolver(OutboundPolicy()).resolve("push.example", 443)
+    [answer] = await _PolicyResolver(OutboundPolicy(["169.254.0.0/16"])).resolve("push.example", 443)
+    assert answer["host"] == "169.254.169.254" and answer["hostname"] == "push.example"

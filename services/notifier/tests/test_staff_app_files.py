@@ -5,6 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from casebridge_shared import testing
+
 
 async def test_the_app_shell_and_its_configuration_are_served(client: httpx.AsyncClient) -> None:
     r = await client.get("/app")
@@ -28,3 +30,15 @@ async def test_anything_else_under_app_is_a_clean_404(client: httpx.AsyncClient,
     r = await client.get(f"/app/{name}")
     assert r.status_code == 404
     assert r.headers["content-type"] == "application/problem+json"
+
+
+async def test_the_app_files_carry_the_page_policy(client: httpx.AsyncClient) -> None:
+    """The page and its service worker run under a policy without 'unsafe-inline' that lets them
+    call this origin and the token endpoint only; config.json is an API answer."""
+    for path in ("/app/", "/app/app.js", "/app/sw.js", "/app/app.css", "/app/icon.svg"):
+        r = await client.get(path)
+        testing.assert_security_headers(r, page=True)
+        policy = r.headers["content-security-policy"]
+        assert "connect-src 'self' http://127.0.0.1:8001;" in policy, policy
+        assert "script-src 'self';" in policy and "style-src 'self';" in policy
+    testing.assert_security_headers(await client.get("/app/config.json"))

@@ -142,7 +142,7 @@ async def test_case_events_move_the_order_forward_once_and_never_back(
             sha256=hashlib.sha256(pdf).hexdigest(),
             size=len(pdf),
             media_type="application/pdf",
-            file_name="advice.pdf",
+            file_name="advi\u202ece.pdf",  # a right-to-left override is dropped (issue 25)
         ),
         case.event(
             "solution-proposed", "solution_proposed", solution_summary="Void", solution_text="Because."
@@ -346,7 +346,9 @@ async def test_fetcher_retries_with_backoff_then_stores_the_checked_copy(
     assert r.status_code == 200 and r.content == data
     assert r.headers["content-type"] == "application/pdf"
     assert "filename*=utf-8''Gutachten%20%E2%80%93%20final.pdf" in r.headers["content-disposition"]
+    assert r.headers["content-disposition"].startswith("attachment;")
     assert r.headers["etag"] == f'"{document.sha256}"'
+    testing.assert_security_headers(r)  # nosniff, no framing, sandboxed (issue 25)
 
 
 async def _owner(container: Container, order: Order) -> User | None:

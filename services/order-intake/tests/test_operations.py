@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy import insert, select
 from typer.testing import CliRunner
 
+from casebridge_shared import testing
 from casebridge_shared.auth import Role
 from casebridge_shared.db import Database
 from casebridge_shared.testing import mark_published
@@ -197,3 +198,17 @@ async def test_cli_relay_status_says_first_when_the_relay_is_failing_and_what_th
         (a["topic"], a["partition"], a["cluster_id"], a["acknowledged_offset"])
         for a in status["acknowledged_by_broker"]
     ] == [("casebridge.orders.v1", 2, "c-1", 41)]
+
+
+async def test_every_answer_carries_the_security_headers(client: httpx.AsyncClient) -> None:
+    """nosniff, no framing, no referrer and a Content-Security-Policy (issue 25): API answers,
+    problems, metrics, and the docs pages with their own policy (Swagger UI's inline script
+    allowed by its hash, not by 'unsafe-inline')."""
+    for path in ("/healthz", "/openapi.json", "/metrics", "/no-such-thing"):
+        testing.assert_security_headers(await client.get(path))
+    for path in ("/docs", "/docs/oauth2-redirect", "/redoc"):
+        page = await client.get(path)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        testing.assert_security_headers(page, page=True)
+    docs = await client.get("/docs")
+    assert "sha256-" in docs.headers["content-security-policy"] and "/openapi.json" in docs.text

@@ -207,6 +207,9 @@ def service_app(
             workers=workers,
             log_config=None,
             access_log=False,
+            # The app decides whom to believe (``trusted_proxies``, web.ForwardedForMiddleware);
+            # uvicorn's default would believe X-Forwarded-For from any local peer.
+            proxy_headers=False,
         )
 
     @app.command("worker", help=worker_help)

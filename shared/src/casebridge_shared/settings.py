@@ -9,11 +9,12 @@ set once.
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -84,6 +85,13 @@ class ServiceSettings(BaseSettings):
     # Browser origins allowed to call this api (CORS), e.g. the staff app's origin on
     # order-intake's token endpoint. Empty: no cross-origin calls.
     cors_allow_origins: list[str] = Field(default_factory=list)
+    # Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For / X-Forwarded-Proto
+    # are believed. Empty: the peer's address is the client's, whatever the headers say.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # Calls to targets users register (webhooks, push endpoints) go to public addresses
+    # only; these networks/addresses and host names are allowed as well (on-premises
+    # receivers). See casebridge_shared.outbound.
+    outbound_allow: list[str] = Field(default_factory=list)
     # The outbox relay of services that publish events. On SQLite the poll interval is how
     # often it looks at the database files for a commit (10 ms: at 200 orders/s the
     # order-to-staff p99 fell from 340 to 298 ms, for about 7% of a core more per relaying
@@ -133,6 +141,27 @@ class ServiceSettings(BaseSettings):
         if not self.public_url:
             self.public_url = f"http://{self.host}:{self.port}"
         return self
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"trusted_proxies: {entry!r} is not an IP address or network") from exc
+        return value
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _allow_list(cls, value: list[str]) -> list[str]:
+        from casebridge_shared.outbound import OutboundPolicy  # httpx only where it is used
+
+        try:
+            OutboundPolicy(value)
+        except ValueError as exc:
+            raise ValueError(f"outbound_allow: {exc}") from exc
+        return value
 
     @model_validator(mode="after")
     def _refuse_development_secrets(self) -> Self:

@@ -1,12 +1,16 @@
 """The FastAPI application every service starts from.
 
 Adds what all four services need the same way: problem+json errors, a request
-body limit, trace ids in logs and responses, request metrics, ``/healthz``,
-``/readyz`` and ``/metrics``.
+body limit, trace ids in logs and responses, request metrics, security headers
+on every answer, the client address from trusted proxies only, ``/healthz``,
+``/readyz``, ``/metrics`` and the API docs pages (``/docs``, ``/redoc``).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import ipaddress
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -16,7 +20,8 @@ from typing import Any
 import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -83,6 +88,118 @@ class RequestContextMiddleware:
                 )
             structlog.contextvars.unbind_contextvars("trace_id")
             current_traceparent.reset(token)
+
+
+# Content-Security-Policy of everything that is not a page: API answers (JSON,
+# problem+json) and downloads. Nothing may load, run or frame it; a file that a
+# browser would still render is a sandboxed, unique origin.
+API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'; sandbox"
+# Headers on every answer unless the route set its own.
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+)
+# The docs pages load Swagger UI / ReDoc from their CDN (as FastAPI serves them).
+DOCS_CDN = "https://cdn.jsdelivr.net"
+
+
+def page_csp(*, connect_src: Sequence[str] = (), script_hashes: Sequence[str] = ()) -> str:
+    """The policy of our own HTML pages: scripts, styles and images from this origin only
+    (no 'unsafe-inline'), calls to this origin and ``connect_src``, never framed."""
+    scripts = " ".join(("'self'", *(f"'{h}'" for h in script_hashes)))
+    connect = " ".join(("'self'", *connect_src))
+    return (
+        f"default-src 'self'; script-src {scripts}; style-src 'self'; img-src 'self' data:; "
+        f"connect-src {connect}; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    )
+
+
+def _content_type(headers: list[tuple[bytes, bytes]]) -> bytes:
+    for name, value in headers:
+        if name.lower() == b"content-type":
+            return value.split(b";", 1)[0].strip().lower()
+    return b""
+
+
+class SecurityHeadersMiddleware:
+    """``nosniff``, ``X-Frame-Options: DENY``, ``Referrer-Policy`` and a Content-Security-Policy on
+    every answer (pure ASGI). A route that sets a header itself keeps its own value: the staff
+    app's pages and the docs pages set their page policy, everything else gets ``API_CSP``; an
+    HTML answer without its own policy gets ``page_csp()``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
+                if b"content-security-policy" not in present:
+                    html = _content_type(headers) == b"text/html"
+                    headers.append((b"content-security-policy", (page_csp() if html else API_CSP).encode()))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+
+class ForwardedForMiddleware:
+    """The client's address: the peer's, or, only when the peer is one of ``trusted_proxies``
+    (addresses or networks), the nearest untrusted address in its ``X-Forwarded-For`` (and the
+    scheme of ``X-Forwarded-Proto``). uvicorn's own proxy-header handling is off
+    (``operations.api``), so this is the one place that decides; with no trusted proxies
+    (the default) forwarded headers are ignored.
+    """
+
+    def __init__(self, app: ASGIApp, *, trusted_proxies: Sequence[str]) -> None:
+        self.app = app
+        self.trusted = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
+
+    def _trusted(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in network for network in self.trusted)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = scope.get("client")
+        if scope["type"] not in ("http", "websocket") or not self.trusted or not client:
+            await self.app(scope, receive, send)
+            return
+        if self._trusted(client[0]):
+            forwarded: list[str] = []
+            proto = None
+            for name, value in scope.get("headers", []):
+                if name == b"x-forwarded-for":
+                    forwarded.extend(part.strip() for part in value.decode("latin-1").split(","))
+                elif name == b"x-forwarded-proto":
+                    proto = value.decode("latin-1").strip().lower()
+            # Walk from the nearest hop back: the first address not ours is the client.
+            for hop in reversed([h for h in forwarded if h]):
+                if not self._trusted(hop):
+                    if _is_address(hop):
+                        scope = dict(scope, client=(hop, 0))
+                    break
+            if proto in ("http", "https") and scope["type"] == "http":
+                scope = dict(scope, scheme=proto)
+        await self.app(scope, receive, send)
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 class BodyLimitMiddleware:
@@ -161,6 +278,7 @@ def create_app(
     body_limit_overrides: dict[str | re.Pattern[str], int] | None = None,
     openapi_tags: list[dict[str, Any]] | None = None,
     cors_allow_origins: Sequence[str] = (),
+    trusted_proxies: Sequence[str] = (),
 ) -> FastAPI:
     app = FastAPI(
         title=title,
@@ -169,6 +287,9 @@ def create_app(
         lifespan=lifespan,
         openapi_tags=openapi_tags,
         license_info={"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        # Served by docs_router() with their own Content-Security-Policy.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.readiness_checks = {}
     app.state.metrics_hooks = []
@@ -184,9 +305,24 @@ def create_app(
             max_age=600,
         )
     app.add_middleware(RequestContextMiddleware, service=service)
+    if trusted_proxies:
+        app.add_middleware(ForwardedForMiddleware, trusted_proxies=list(trusted_proxies))
     app.include_router(operations_router())
+    app.include_router(docs_router(title))
+    _outermost(app, SecurityHeadersMiddleware)
     _add_problem_schema(app)
     return app
+
+
+def _outermost(app: FastAPI, middleware: Callable[[ASGIApp], ASGIApp]) -> None:
+    """Wrap the whole stack, Starlette's ServerErrorMiddleware included: a 500 carries the
+    security headers too (``add_middleware`` would put it inside)."""
+    build = app.build_middleware_stack
+
+    def build_middleware_stack() -> ASGIApp:
+        return middleware(build())
+
+    app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
 
 
 def operations_router() -> APIRouter:
@@ -230,6 +366,61 @@ def operations_router() -> APIRouter:
             except Exception:  # a failing gauge refresh must not hide the other metrics
                 log.warning("metrics.hook_failed", exc_info=True)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
+
+
+def _hashes(html: str) -> list[str]:
+    """CSP source expressions for the page's inline scripts: they run, nothing injected would."""
+    return [
+        "sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+        for body in _INLINE_SCRIPT.findall(html)
+    ]
+
+
+def _docs_page(response: HTMLResponse, *, styles: str = DOCS_CDN, extra: str = "") -> HTMLResponse:
+    """The docs page with a policy of its own: its inline script by hash (no 'unsafe-inline'
+    for scripts), the viewer from its CDN; styles may be inline (the viewers inject them)."""
+    html = bytes(response.body).decode()
+    scripts = " ".join(f"'{h}'" for h in _hashes(html))
+    response.headers["Content-Security-Policy"] = (
+        f"default-src 'none'; script-src {DOCS_CDN} {scripts}; style-src {styles} 'unsafe-inline'; "
+        "img-src 'self' data: https:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+        f"frame-ancestors 'none'{extra}"
+    )
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+def docs_router(title: str) -> APIRouter:
+    """``/docs`` (Swagger UI), its OAuth2 redirect page and ``/redoc``, as FastAPI serves them."""
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/docs")
+    async def swagger_ui() -> HTMLResponse:
+        return _docs_page(
+            get_swagger_ui_html(
+                openapi_url="/openapi.json",
+                title=f"{title} - Swagger UI",
+                oauth2_redirect_url="/docs/oauth2-redirect",
+            )
+        )
+
+    @router.get("/docs/oauth2-redirect")
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return _docs_page(get_swagger_ui_oauth2_redirect_html())
+
+    @router.get("/redoc")
+    async def redoc() -> HTMLResponse:
+        # ReDoc also loads Google fonts and starts a web worker from a blob.
+        return _docs_page(
+            get_redoc_html(openapi_url="/openapi.json", title=f"{title} - ReDoc"),
+            styles=f"{DOCS_CDN} https://fonts.googleapis.com",
+            extra="; font-src https://fonts.gstatic.com; worker-src blob:",
+        )
 
     return router
 

@@ -54,6 +54,7 @@ def create_application(settings: Settings | None = None, container: Container | 
         version=__version__,
         lifespan=lifespan,
         max_body_bytes=settings.max_request_body_bytes,
+        trusted_proxies=settings.trusted_proxies,
         # Uploads may be as large as an attachment plus the multipart framing.
         body_limit_overrides={ATTACHMENT_UPLOAD: settings.attachment_max_bytes + 64 * 1024},
     )

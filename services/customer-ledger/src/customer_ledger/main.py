@@ -58,6 +58,7 @@ def create_application(
         version=__version__,
         lifespan=lifespan,
         max_body_bytes=settings.max_request_body_bytes,
+        trusted_proxies=settings.trusted_proxies,
     )
     app.include_router(customers_router)
     app.include_router(grants_router)

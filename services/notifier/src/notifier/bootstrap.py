@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import httpx
 from py_vapid import Vapid02
 
 from casebridge_shared.db import Database
@@ -54,10 +53,8 @@ class Container:
             before_run=rules.before_run(memo.Lasting()),
         )
 
-    def dispatcher(self, http_transport: httpx.AsyncBaseTransport | None = None) -> Dispatcher:
-        return Dispatcher(
-            self.db, self.settings, self.vapid, self.webhook_secrets, http_transport=http_transport
-        )
+    def dispatcher(self) -> Dispatcher:
+        return Dispatcher(self.db, self.settings, self.vapid, self.webhook_secrets)
 
     def escalation_timer(self) -> EscalationTimer:
         return EscalationTimer(self.db, poll_seconds=self.settings.escalation_poll_seconds)

@@ -62,6 +62,7 @@ def create_application(
         version=__version__,
         lifespan=lifespan,
         max_body_bytes=settings.max_request_body_bytes,
+        trusted_proxies=settings.trusted_proxies,
     )
     app.include_router(notifications_router)
     app.include_router(preferences_router)

@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from pydantic import Field, SecretStr
 
+from casebridge_shared.outbound import OutboundPolicy
 from casebridge_shared.settings import ServiceSettings
 
 
@@ -59,6 +60,10 @@ class Settings(ServiceSettings):
 
     # Escalation of unclaimed cases (the per-category times are routing rules).
     escalation_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+
+    def outbound_policy(self) -> OutboundPolicy:
+        """Which webhook and push targets may be called (``outbound_allow``: on-premises ones)."""
+        return OutboundPolicy(self.outbound_allow)
 
     @property
     def webhook_secrets_key_path(self) -> Path:

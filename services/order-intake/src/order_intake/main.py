@@ -88,6 +88,7 @@ def create_application(settings: Settings | None = None, container: Container | 
         version=__version__,
         lifespan=lifespan,
         max_body_bytes=settings.max_request_body_bytes,
+        trusted_proxies=settings.trusted_proxies,
         cors_allow_origins=settings.cors_allow_origins,
     )
     for router in (identity_router, catalog_router, orders_router, documents_router, relay_router):

@@ -441,6 +441,7 @@ class ApiServer:
             log_config=None,
             lifespan="on",
             access_log=False,
+            proxy_headers=False,  # as ``<service> api`` runs it: the app decides (trusted_proxies)
         )
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve())
@@ -455,3 +456,21 @@ class ApiServer:
             self._server.should_exit = True
             await asyncio.wait_for(self._task, timeout=30)
         self._server = self._task = None
+
+
+def assert_security_headers(response: Any, *, page: bool = False) -> None:
+    """The headers every answer carries (web.SecurityHeadersMiddleware); ``page``: an HTML page's
+    policy (scripts from this origin or by hash, never 'unsafe-inline'), else the API/download one."""
+    headers = response.headers
+    assert headers["x-content-type-options"] == "nosniff", response.request.url
+    assert headers["x-frame-options"] == "DENY", response.request.url
+    assert headers["referrer-policy"] in ("no-referrer", "strict-origin-when-cross-origin")
+    policy = {
+        directive.split(" ", 1)[0]: directive.partition(" ")[2]
+        for directive in (part.strip() for part in headers["content-security-policy"].split(";"))
+    }
+    assert policy["frame-ancestors"] == "'none'", policy
+    if page:
+        assert "'unsafe-inline'" not in policy["script-src"] and "*" not in policy["script-src"], policy
+    else:
+        assert policy["default-src"] == "'none'" and "sandbox" in policy, policy

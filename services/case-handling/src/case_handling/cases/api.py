@@ -27,6 +27,7 @@ from case_handling.cases.models import (
 from case_handling.settings import Settings
 from casebridge_shared.auth import STAFF_ROLES, Principal, Role, StaffUser, require_roles
 from casebridge_shared.deps import SessionDep, UowDep
+from casebridge_shared.files import clean_file_name
 from casebridge_shared.pagination import Page, PageDep
 from casebridge_shared.problems import PROBLEM_RESPONSES, NotFound
 from casebridge_shared.versioning import etag, expected_version
@@ -308,9 +309,13 @@ async def download_attachment(
         or (machine and attachment.visibility != "customer")
     ):
         raise NotFound(f"no attachment {attachment_id} on case {case_id}")
+    # Always an attachment (never rendered in our origin); nosniff and a sandboxing
+    # policy come from the shared security headers. Names stored before issue 25 may still
+    # carry control characters: cleaned here as well.
     return FileResponse(
         storage.path_of(settings.attachment_path, attachment.storage_key),
         media_type=attachment.media_type,
-        filename=attachment.file_name,
+        filename=clean_file_name(attachment.file_name) or f"attachment-{attachment.id}",
+        content_disposition_type="attachment",
         headers={"ETag": f'"{attachment.sha256}"', "X-Content-SHA256": attachment.sha256},
     )

@@ -3,6 +3,13 @@
 A file is written to a hidden temporary name in the storage directory and only
 renamed into place once it is complete and within the limits; anything that
 goes wrong on the way (too large, wrong type, the client gone) removes it.
+
+File names lose their path and their control and format characters (a
+right-to-left override makes ``x\u202efdp.png`` show as ``xgnp.pdf``). Active
+content is refused (415): media types a browser runs (HTML, SVG, XML, script)
+whatever the settings allow, a name whose extension says so, and a file declared
+as something without magic bytes (``text/plain``) whose first bytes are markup.
+Downloads are always attachments, with ``nosniff`` and a sandboxing policy.
 """
 
 from __future__ import annotations
@@ -11,8 +18,6 @@ import asyncio
 import hashlib
 import mimetypes
 import os
-import re
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -20,6 +25,7 @@ from typing import BinaryIO
 from fastapi import UploadFile
 
 from casebridge_shared.db import new_id
+from casebridge_shared.files import ACTIVE_MEDIA_TYPES, SNIFF_BYTES, active_content, clean_file_name
 from casebridge_shared.problems import PayloadTooLarge, Unprocessable, UnsupportedMediaType
 
 CHUNK = 1024 * 1024
@@ -32,7 +38,6 @@ MAGIC: dict[str, tuple[bytes, ...]] = {
     "application/vnd.openxmlformats-officedocument.wordprocessingml.document": (b"PK\x03\x04",),
     "application/msword": (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",),
 }
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]+")
 
 
 @dataclass(frozen=True)
@@ -45,18 +50,23 @@ class StoredFile:
 
 
 def safe_file_name(raw: str | None) -> str:
-    """The name to show and offer on download: no path, no control characters."""
-    name = unicodedata.normalize("NFC", (raw or "").replace("\\", "/").rsplit("/", 1)[-1])
-    name = _UNSAFE.sub("_", name).strip(" .")
+    """The name to show and offer on download: no path, no control or format characters."""
+    name = clean_file_name(raw)
     if not name:
         raise Unprocessable("the file needs a name", field="body.file")
-    return name[-255:]
+    return name
 
 
 def media_type_of(upload: UploadFile, file_name: str, allowed: list[str]) -> str:
     declared = (upload.content_type or "").split(";", 1)[0].strip().lower()
     if not declared or declared == "application/octet-stream":
         declared = (mimetypes.guess_type(file_name)[0] or "application/octet-stream").lower()
+    named = (mimetypes.guess_type(file_name)[0] or "").lower()
+    if declared in ACTIVE_MEDIA_TYPES or named in ACTIVE_MEDIA_TYPES:
+        raise UnsupportedMediaType(
+            f"active content ({declared if declared in ACTIVE_MEDIA_TYPES else named}) is not accepted",
+            field="body.file",
+        )
     if declared not in allowed:
         raise UnsupportedMediaType(
             f"files of type {declared} are not accepted; allowed: {', '.join(allowed)}",
@@ -82,8 +92,8 @@ async def store(upload: UploadFile, directory: Path, *, max_bytes: int, allowed:
                     raise PayloadTooLarge(
                         f"the file exceeds the limit of {max_bytes} bytes", field="body.file"
                     )
-                if len(head) < 16:
-                    head += chunk[: 16 - len(head)]
+                if len(head) < SNIFF_BYTES:
+                    head += chunk[: SNIFF_BYTES - len(head)]
                 digest.update(chunk)
                 await asyncio.to_thread(out.write, chunk)
             await asyncio.to_thread(_sync, out)
@@ -92,6 +102,12 @@ async def store(upload: UploadFile, directory: Path, *, max_bytes: int, allowed:
         magic = MAGIC.get(media_type)
         if magic is not None and not head.startswith(magic):
             raise UnsupportedMediaType(f"the file's content is not {media_type}", field="body.file")
+        if magic is None and active_content(head):
+            raise UnsupportedMediaType(
+                f"the file is declared {media_type} but its content is markup (HTML, XML, SVG or "
+                "script), which is not accepted",
+                field="body.file",
+            )
         os.replace(partial, directory / key)
     except BaseException:
         partial.unlink(missing_ok=True)

@@ -46,11 +46,14 @@ async def subscribe(
     user: StaffUser,
     uow: UowDep,
     response: Response,
+    request: Request,
     user_agent: Annotated[str | None, Header(max_length=500)] = None,
 ) -> PushSubscriptionRead:
     """The body is the browser's `PushSubscription.toJSON()`. Registering the same endpoint
-    again updates it (200); a new one is 201."""
-    sub, created = await service.subscribe_push(uow.session, user.subject, body, user_agent)
+    again updates it (200); a new one is 201. The endpoint must be https on a public address
+    (422 otherwise)."""
+    policy = request.app.state.container.settings.outbound_policy()
+    sub, created = await service.subscribe_push(uow.session, user.subject, body, user_agent, policy)
     await uow.commit()
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     return PushSubscriptionRead.model_validate(sub)
@@ -77,9 +80,14 @@ async def create_webhook(
     body: WebhookCreate, admin: AdminUser, uow: UowDep, request: Request
 ) -> WebhookCreated:
     """Each case event is POSTed as its CloudEvent JSON, signed by the Standard Webhooks
-    convention with the secret returned here (once). See docs/notifier.md for the verifier."""
-    box = request.app.state.container.webhook_secrets
-    sub, secret = await service.create_webhook(uow.session, body, admin.subject, box)
+    convention with the secret returned here (once). See docs/notifier.md for the verifier.
+    The URL must be on a public address (422 for loopback, private, link-local, ... ones
+    unless the operator allow-listed them: `outbound_allow`)."""
+    container = request.app.state.container
+    policy = container.settings.outbound_policy()
+    sub, secret = await service.create_webhook(
+        uow.session, body, admin.subject, container.webhook_secrets, policy
+    )
     await uow.commit()
     return WebhookCreated.model_validate({**WebhookRead.model_validate(sub).model_dump(), "secret": secret})
 

@@ -7,25 +7,36 @@ failure is retried with capped exponential backoff up to
 ``delivery_max_attempts``; a push endpoint that answers 404/410 is gone and
 its subscription is removed; a webhook subscription that keeps failing is
 disabled.
+
+Webhook and push targets are users' URLs: each call goes through the outbound
+guard (``casebridge_shared.outbound``): the URL is checked again, its name is
+resolved when sending and every address it resolves to must be public (or in
+``outbound_allow``); the connection goes to the checked address. Redirects are
+not followed. A refused target is a failed attempt, retried like any other
+(a webhook that keeps failing is disabled).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
+from types import SimpleNamespace
 
 import aiohttp
 import aiosmtplib
 import httpx
 import structlog
+from aiohttp.abc import AbstractResolver, ResolveResult
 from py_vapid import Vapid02
 from pywebpush import WebPushException, webpush_async
 from standardwebhooks.webhooks import Webhook
 
 from casebridge_shared.db import Database, utcnow
+from casebridge_shared.outbound import OutboundPolicy, OutboundRefused, guarded_client
 from casebridge_shared.worker import until_any
 from notifier.deliveries import service
 from notifier.deliveries.models import Delivery, DeliveryStatus, PushSubscription, WebhookSubscription
@@ -41,30 +52,56 @@ class Gone(Exception):
     """The target no longer exists: do not retry."""
 
 
+class _PolicyResolver(AbstractResolver):
+    """aiohttp's resolver for push: the policy resolves and checks; aiohttp connects to what it
+    answered. (aiohttp does not ask about IP literals: ``_push`` checks the URL first.)"""
+
+    def __init__(self, policy: OutboundPolicy) -> None:
+        self.policy = policy
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in await self.policy.resolve(host, port)
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+async def _no_redirects(_session: object, _ctx: SimpleNamespace, params: object) -> None:
+    raise OutboundRefused("the push endpoint redirected; redirects are not followed")
+
+
 class Dispatcher:
-    def __init__(
-        self,
-        db: Database,
-        settings: Settings,
-        vapid: Vapid02,
-        webhook_secrets: SecretBox,
-        *,
-        http_transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
+    def __init__(self, db: Database, settings: Settings, vapid: Vapid02, webhook_secrets: SecretBox) -> None:
         self.db = db
         self.settings = settings
         self.vapid = vapid
         self.webhook_secrets = webhook_secrets
-        self._transport = http_transport
+        self._policy = settings.outbound_policy()
         self._lease = timedelta(seconds=settings.delivery_timeout_seconds * 2 + 30)
         self._http: httpx.AsyncClient | None = None
         self._push_session: aiohttp.ClientSession | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(self.settings.delivery_timeout_seconds), transport=self._transport
+        self._policy = self.settings.outbound_policy()
+        self._http = guarded_client(self._policy, timeout=self.settings.delivery_timeout_seconds)
+        redirects = aiohttp.TraceConfig()
+        redirects.on_request_redirect.append(_no_redirects)
+        self._push_session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(resolver=_PolicyResolver(self._policy)),
+            trace_configs=[redirects],
         )
-        self._push_session = aiohttp.ClientSession()
         # Woken when this process queues deliveries (an alert goes out at once); the
         # poll finds retries coming due and what another process queued.
         queued = asyncio.Event()
@@ -154,6 +191,7 @@ class Dispatcher:
             sub = await session.get(PushSubscription, delivery.recipient)
         if sub is None:
             raise Gone("the push subscription was removed")
+        self._policy.check_url(sub.endpoint, https_only=True)
         assert self._push_session is not None
         try:
             await webpush_async(
@@ -208,6 +246,7 @@ class Dispatcher:
             sub = await session.get(WebhookSubscription, delivery.recipient)
         if sub is None or not sub.active:
             raise Gone("the webhook subscription was removed or disabled")
+        self._policy.check_url(sub.url)
         body = json.dumps(delivery.message["event"], separators=(",", ":"), ensure_ascii=False)
         now = datetime.now(UTC)
         headers = {

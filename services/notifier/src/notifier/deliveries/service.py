@@ -15,7 +15,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from casebridge_shared.db import Database, new_id, on_commit, queue_insert, table_of, utcnow
 from casebridge_shared.events import CloudEvent
-from casebridge_shared.problems import NotFound
+from casebridge_shared.outbound import OutboundPolicy, OutboundRefused
+from casebridge_shared.problems import NotFound, Unprocessable
 from notifier import memo
 from notifier.deliveries.models import (
     Delivery,
@@ -260,11 +261,26 @@ async def remove_push_subscription(db: Database, subscription_id: str) -> None:
 # -- subscriptions ---------------------------------------------------------------
 
 
+def _check_target(policy: OutboundPolicy, url: str, field: str, *, https_only: bool = False) -> None:
+    """A user's URL we would call: refused (422) if it points at our own or a private network."""
+    try:
+        policy.check_url(url, https_only=https_only)
+    except OutboundRefused as exc:
+        raise Unprocessable(str(exc), field=field) from exc
+
+
 async def subscribe_push(
-    session: AsyncSession, user_id: str, body: PushSubscriptionCreate, user_agent: str | None
+    session: AsyncSession,
+    user_id: str,
+    body: PushSubscriptionCreate,
+    user_agent: str | None,
+    policy: OutboundPolicy,
 ) -> tuple[PushSubscription, bool]:
-    """Register a device (again); the same endpoint is one subscription, now belonging to ``user_id``."""
+    """Register a device (again); the same endpoint is one subscription, now belonging to ``user_id``.
+
+    Push services are public https endpoints: anything else is refused (see ``_check_target``)."""
     endpoint = str(body.endpoint)
+    _check_target(policy, endpoint, "body.endpoint", https_only=True)
     existing = (
         await session.exec(select(PushSubscription).where(PushSubscription.endpoint == endpoint))
     ).first()
@@ -299,9 +315,12 @@ def new_webhook_secret() -> str:
 
 
 async def create_webhook(
-    session: AsyncSession, body: WebhookCreate, created_by: str, box: SecretBox
+    session: AsyncSession, body: WebhookCreate, created_by: str, box: SecretBox, policy: OutboundPolicy
 ) -> tuple[WebhookSubscription, str]:
-    """The subscription (its secret sealed) and the secret itself, to be shown once."""
+    """The subscription (its secret sealed) and the secret itself, to be shown once.
+
+    The URL must not point at our own or a private network (unless allow-listed)."""
+    _check_target(policy, str(body.url), "body.url")
     secret = new_webhook_secret()
     sub = WebhookSubscription(
         id=new_id(),

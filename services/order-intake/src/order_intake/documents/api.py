@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
 
 from casebridge_shared.auth import STAFF_ROLES, Principal, Role, require_roles
+from casebridge_shared.files import clean_file_name
 from casebridge_shared.problems import PROBLEM_RESPONSES, NotFound
 from order_intake.deps import ContainerDep, SessionDep
 from order_intake.documents import service
@@ -46,7 +47,8 @@ async def download_document(
     return FileResponse(
         path,
         media_type=document.media_type,
-        filename=document.file_name,
+        filename=clean_file_name(document.file_name) or f"document-{document.id}",
+        content_disposition_type="attachment",
         headers={
             "ETag": f'"{document.sha256}"',
             # RFC 9530: the customer (or their software) can check what arrived.

@@ -18,6 +18,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from casebridge_shared.db import one_of, queue_insert, table_of, transaction_scoped, utcnow
 from casebridge_shared.events import CloudEvent
+from casebridge_shared.files import clean_file_name
 from casebridge_shared.inbox import Handler, PoisonEvent
 from casebridge_shared.outbox import UnitOfWork
 from order_intake.documents import service as documents
@@ -190,7 +191,9 @@ async def attachment_added(uow: UnitOfWork, event: CloudEvent, attachment: Attac
     order = await _open_order(uow, attachment)
     if order is None:
         return
-    file_name = attachment.file_name or f"document-{attachment.attachment_id}"
+    # The name is case-handling's, cleaned there; cleaned again here (older events, and
+    # it reaches the customer's timeline and download).
+    file_name = clean_file_name(attachment.file_name) or f"document-{attachment.attachment_id}"
     if await documents.announce(
         uow.session,
         attachment_id=attachment.attachment_id,
