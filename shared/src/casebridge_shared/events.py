@@ -29,6 +29,23 @@ TOPIC_DESCRIPTIONS: dict[str, str] = {
 }
 
 
+SOURCE_PREFIX = "/casebridge/"
+
+
+def service_source(service: str) -> str:
+    """The CloudEvents ``source`` a service's events carry, e.g. ``/casebridge/order-intake``."""
+    return f"{SOURCE_PREFIX}{service}"
+
+
+def published_by(service: str, *event_types: str) -> dict[str, str]:
+    """``{event type: source}`` for event types that only ``service`` may publish.
+
+    A consumer declares with it which source it trusts for each type it handles
+    (the producing service's contract, ``docs/events``, names the publisher).
+    """
+    return dict.fromkeys(event_types, service_source(service))
+
+
 class EventPayload(BaseModel):
     """Base of every event payload (the CloudEvent ``data``)."""
 

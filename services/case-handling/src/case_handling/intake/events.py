@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from casebridge_shared.events import EventReader
+from casebridge_shared.events import EventReader, published_by
 
 ORDER_PLACED = "casebridge.orders.order-placed.v1"
 ORDER_UPDATED = "casebridge.orders.order-updated.v1"
@@ -75,3 +75,6 @@ PAYLOAD_MODELS: dict[str, type[EventReader]] = {
     PRODUCT_UPDATED: ProductState,
     PRODUCT_ARCHIVED: ProductState,
 }
+
+# Every one of these is order-intake's to publish (its contract, docs/events).
+SOURCES: dict[str, str] = published_by("order-intake", *PAYLOAD_MODELS)

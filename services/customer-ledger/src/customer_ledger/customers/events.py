@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from casebridge_shared.events import EventReader
+from casebridge_shared.events import EventReader, published_by
 
 ORDER_PLACED = "casebridge.orders.order-placed.v1"
 ORDER_UPDATED = "casebridge.orders.order-updated.v1"
@@ -62,4 +62,10 @@ PAYLOAD_MODELS: dict[str, type[EventReader]] = {
     ORDER_UPDATED: OrderState,
     ORDER_CANCELLED: OrderState,
     **dict.fromkeys(CASE_EVENTS, CaseProgress),
+}
+
+# Order events are order-intake's to publish, case events case-handling's (their contracts, docs/events).
+SOURCES: dict[str, str] = {
+    **published_by("order-intake", ORDER_PLACED, ORDER_UPDATED, ORDER_CANCELLED),
+    **published_by("case-handling", *CASE_EVENTS),
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from casebridge_shared.events import EventReader
+from casebridge_shared.events import EventReader, published_by
 
 CASE_OPENED = "casebridge.cases.case-opened.v1"
 CASE_ASSIGNED = "casebridge.cases.case-assigned.v1"
@@ -66,3 +66,6 @@ PAYLOAD_MODELS: dict[str, type[EventReader]] = {
     **{t: CaseEvent for t in (STATUS_CHANGED, ANALYSIS_RECORDED, COMMUNICATION_RECORDED, ATTACHMENT_ADDED)},
     CASE_CLOSED: CaseEvent,
 }
+
+# Only case-handling publishes case events (its contract, docs/events); from another source: refused.
+SOURCES: dict[str, str] = published_by("case-handling", *PAYLOAD_MODELS)

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from casebridge_shared.events import EventReader
+from casebridge_shared.events import EventReader, published_by
 
 CASE_OPENED = "casebridge.cases.case-opened.v1"
 CASE_ASSIGNED = "casebridge.cases.case-assigned.v1"
@@ -79,3 +79,6 @@ PAYLOAD_MODELS: dict[str, type[EventReader]] = {
     CASE_CLOSED: CaseEvent,
     CASE_CANCELLED: CaseCancelled,
 }
+
+# Only case-handling publishes case events (its contract, docs/events); from another source: refused.
+SOURCES: dict[str, str] = published_by("case-handling", *PAYLOAD_MODELS)
