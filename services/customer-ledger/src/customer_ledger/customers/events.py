@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
+
+from pydantic import Field
 
 from casebridge_shared.events import EventReader, published_by
 
@@ -23,24 +26,30 @@ CASE_EVENTS = {
 }
 
 
+# order-intake's API limits (OrderCreate, ProductCreate, identity's user): a longer
+# field can only come from a broken or forged producer; it is dead-lettered with
+# the field named, never written to the journal (tests/test_event_rules.py).
+Id = Annotated[str, Field(min_length=1, max_length=36)]
+
+
 class OrderedProduct(EventReader):
-    title: str
-    category: str
+    title: Annotated[str, Field(max_length=200)]
+    category: Annotated[str, Field(max_length=100)]
 
 
 class OrderingCustomer(EventReader):
-    customer_id: str
-    full_name: str
-    email: str
-    phone: str | None = None
+    customer_id: Id
+    full_name: Annotated[str, Field(max_length=200)]
+    email: Annotated[str, Field(max_length=320)]
+    phone: Annotated[str | None, Field(max_length=40)] = None
 
 
 class OrderState(EventReader):
-    order_id: str
+    order_id: Id
     customer: OrderingCustomer
     product: OrderedProduct
-    description: str
-    status: str
+    description: Annotated[str, Field(max_length=20_000)]
+    status: Annotated[str, Field(max_length=32)]
     version: int
     updated_at: datetime
 
