@@ -22,7 +22,9 @@ LEDGER_CHECKPOINTS_TOPIC = "casebridge.ledger-checkpoints.v1"
 
 TOPIC_DESCRIPTIONS: dict[str, str] = {
     CATALOG_TOPIC: "Legal products: created, updated, archived. Key: product id.",
-    ORDERS_TOPIC: "Orders with a snapshot of the product: placed, updated, cancelled. Key: order id.",
+    ORDERS_TOPIC: (
+        "Orders with a snapshot of the product: placed, updated, cancelled, completed. Key: order id."
+    ),
     CASES_TOPIC: "Cases worked by staff on the case-handling platform. Key: case id.",
     IDENTITY_TOPIC: "Users and logins issued by order-intake. Key: user id.",
     LEDGER_CHECKPOINTS_TOPIC: "Signed checkpoints of the customer-ledger journal.",

@@ -12,6 +12,7 @@ from casebridge_shared.events import EventReader, published_by
 ORDER_PLACED = "casebridge.orders.order-placed.v1"
 ORDER_UPDATED = "casebridge.orders.order-updated.v1"
 ORDER_CANCELLED = "casebridge.orders.order-cancelled.v1"
+ORDER_COMPLETED = "casebridge.orders.order-completed.v1"
 
 CASE_EVENTS = {
     "casebridge.cases.case-opened.v1": "case opened",
@@ -70,11 +71,12 @@ PAYLOAD_MODELS: dict[str, type[EventReader]] = {
     ORDER_PLACED: OrderState,
     ORDER_UPDATED: OrderState,
     ORDER_CANCELLED: OrderState,
+    ORDER_COMPLETED: OrderState,
     **dict.fromkeys(CASE_EVENTS, CaseProgress),
 }
 
 # Order events are order-intake's to publish, case events case-handling's (their contracts, docs/events).
 SOURCES: dict[str, str] = {
-    **published_by("order-intake", ORDER_PLACED, ORDER_UPDATED, ORDER_CANCELLED),
+    **published_by("order-intake", ORDER_PLACED, ORDER_UPDATED, ORDER_CANCELLED, ORDER_COMPLETED),
     **published_by("case-handling", *CASE_EVENTS),
 }
