@@ -2,8 +2,9 @@
 
 Each consumer trusts, for each event type it handles, exactly the source of the
 service whose contract publishes that type; and the limits its reader models put
-on order and catalog fields are the ones order-intake's API puts on the same
-fields (a longer value can only come from a broken or forged producer).
+on order, catalog and case fields are the ones the producer's API (or, for what
+no request sets, its column) puts on the same fields: a longer value can only
+come from a broken or forged producer.
 """
 
 from __future__ import annotations
@@ -19,16 +20,26 @@ import case_handling.bootstrap
 import customer_ledger.bootstrap
 import notifier.bootstrap
 import order_intake.bootstrap
+from case_handling.cases.models import (
+    AssignRequest,
+    Attachment,
+    CancelRequest,
+    Case,
+    CommunicationCreate,
+    SolutionCreate,
+)
 from case_handling.intake import events as case_readers
 from case_handling.settings import Settings as CaseSettings
 from casebridge_shared.contracts import discover
 from casebridge_shared.events import service_source
 from customer_ledger.customers import events as ledger_readers
 from customer_ledger.settings import Settings as LedgerSettings
+from notifier.notifications import events as notifier_readers
 from notifier.settings import Settings as NotifierSettings
 from order_intake.catalog.models import ProductCreate
 from order_intake.identity.models import CustomerRegistration, User
 from order_intake.orders.models import OrderCancel, OrderCreate
+from order_intake.progress import events as intake_readers
 from order_intake.settings import Settings as IntakeSettings
 
 
@@ -85,6 +96,8 @@ def column_length(model: Any, name: str) -> int:
     return int(model.__table__.c[name].type.length)
 
 
+CASE_READERS = (intake_readers.CaseEvent, notifier_readers.CaseEvent, ledger_readers.CaseProgress)
+
 # (reader model, field) -> the limit order-intake's API (or, for e-mail, its column) has.
 API_LIMITS: list[tuple[type[BaseModel], str, int | None]] = [
     *(
@@ -108,6 +121,49 @@ API_LIMITS: list[tuple[type[BaseModel], str, int | None]] = [
         (reader, "email", column_length(User, "email"))
         for reader in (case_readers.CustomerContact, ledger_readers.OrderingCustomer)
     ),
+    # case events, against case-handling's API and columns
+    *(
+        (reader, name, column_length(Case, column))
+        for reader in CASE_READERS
+        for name, column in (("case_id", "id"), ("order_id", "order_id"), ("customer_id", "customer_id"))
+    ),
+    *(
+        (reader, "status", column_length(Case, "status"))
+        for reader in (notifier_readers.CaseEvent, ledger_readers.CaseProgress)
+    ),
+    *(
+        (reader, "product_title", column_length(Case, "product_title"))
+        for reader in (intake_readers.CaseOpened, notifier_readers.CaseOpened, ledger_readers.CaseProgress)
+    ),
+    (notifier_readers.CaseOpened, "product_category", column_length(Case, "product_category")),
+    *(
+        (reader, "assignee_name", max_length(AssignRequest, "assignee_name"))
+        for reader in (intake_readers.CaseAssigned, notifier_readers.CaseAssigned, CASE_READERS[2])
+    ),
+    (notifier_readers.CaseAssigned, "assignee_id", max_length(AssignRequest, "assignee_id")),
+    (notifier_readers.CaseAssigned, "assigned_by", column_length(Case, "assignee_id")),
+    (notifier_readers.SolutionProposed, "proposed_by", column_length(Case, "assignee_id")),
+    (notifier_readers.CaseCancelled, "assignee_id", column_length(Case, "assignee_id")),
+    (
+        intake_readers.CommunicationRecorded,
+        "customer_visible_summary",
+        max_length(CommunicationCreate, "summary"),
+    ),
+    *(
+        (reader, "solution_summary", max_length(SolutionCreate, "summary"))
+        for reader in (
+            intake_readers.SolutionProposed,
+            notifier_readers.SolutionProposed,
+            ledger_readers.CaseProgress,
+        )
+    ),
+    (intake_readers.SolutionProposed, "solution_text", max_length(SolutionCreate, "text")),
+    *(
+        (reader, "reason", max_length(CancelRequest, "reason"))
+        for reader in (intake_readers.CaseCancelled, notifier_readers.CaseCancelled, CASE_READERS[2])
+    ),
+    (intake_readers.AttachmentAdded, "file_name", column_length(Attachment, "file_name")),
+    (intake_readers.AttachmentAdded, "media_type", column_length(Attachment, "media_type")),
 ]
 
 

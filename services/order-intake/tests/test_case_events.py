@@ -291,6 +291,11 @@ async def test_poison_case_events_are_dead_lettered_and_the_next_one_applied(
         media_type="text/plain",
         file_name="x.txt",
     )
+    too_long = case.event(
+        "solution-proposed", "solution_proposed", solution_summary="Void", solution_text="x" * 100_001
+    )
+    forged = case.event("case-cancelled", "cancelled", reason="forged")
+    forged = forged.model_copy(update={"source": "/casebridge/order-intake"})
     good = case.event("case-opened", "new", product_title="Contract review", product_category="contracts")
     await publish(
         broker,
@@ -300,6 +305,8 @@ async def test_poison_case_events_are_dead_lettered_and_the_next_one_applied(
         future,
         stray,
         bad_id,
+        too_long,
+        forged,
         good,
     )
 
@@ -309,13 +316,21 @@ async def test_poison_case_events_are_dead_lettered_and_the_next_one_applied(
     await consume_until(container, good_applied)
     letters = await list_dead_letters(container.db, inbox, CONSUMER_GROUP)
     errors = [row["error"] for row in letters]
-    assert len(errors) == 6, errors
+    assert len(errors) == 8, errors
     assert errors[0].startswith("invalid JSON")
     assert errors[1].startswith("not a CloudEvent")
     assert errors[2].startswith("payload does not match") and "product_title" in errors[2]
     assert "unknown version of casebridge.cases.case-opened" in errors[3]
     assert "which is not here" in errors[4]
     assert errors[5].startswith("payload does not match") and "attachment_id" in errors[5]
+    # Issue 25: longer than case-handling's API allows; and a case event not from case-handling.
+    assert errors[6].startswith("payload does not match") and "solution_text" in errors[6]
+    assert errors[7] == (
+        "event type casebridge.cases.case-cancelled.v1 from source /casebridge/order-intake; "
+        "only /casebridge/case-handling may publish it"
+    )
+    stored, _ = await load(container, order.id)
+    assert stored.solution_text is None and stored.status == "accepted"
 
 
 # -- documents ----------------------------------------------------------------

@@ -56,15 +56,17 @@ class OrderState(EventReader):
 
 
 class CaseProgress(EventReader):
-    case_id: str
-    order_id: str
-    customer_id: str
-    status: str
+    """case-handling's API limits, as for orders above."""
+
+    case_id: Id
+    order_id: Id
+    customer_id: Id
+    status: Annotated[str, Field(max_length=32)]
     at: datetime
-    product_title: str | None = None
-    assignee_name: str | None = None
-    solution_summary: str | None = None
-    reason: str | None = None
+    product_title: Annotated[str | None, Field(max_length=200)] = None
+    assignee_name: Annotated[str | None, Field(max_length=200)] = None
+    solution_summary: Annotated[str | None, Field(max_length=2_000)] = None
+    reason: Annotated[str | None, Field(max_length=2000)] = None
 
 
 PAYLOAD_MODELS: dict[str, type[EventReader]] = {
