@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from aiokafka import ConsumerRecord
 from prometheus_client import REGISTRY
 from sqlalchemy import Column, ForeignKey, Integer, MetaData, String, Table, event, func, insert, select
 from sqlalchemy.engine import Engine
@@ -18,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 from casebridge_shared import testing
 from casebridge_shared.broker import EmbeddedBroker
 from casebridge_shared.db import Database, utcnow
-from casebridge_shared.events import CloudEvent, EventPayload, EventReader
+from casebridge_shared.events import CloudEvent, EventPayload, EventReader, published_by
 from casebridge_shared.inbox import (
     EventConsumer,
     dead_letter_topic,
@@ -96,6 +97,7 @@ def make_consumer(
         group=group,
         topics=[TOPIC],
         handlers={ThingHappened.event_type: behaviour.handle},
+        sources=published_by("test", ThingHappened.event_type),
         source="/casebridge/test",
         max_attempts=3,
         retry_backoff=0.01,
@@ -104,11 +106,15 @@ def make_consumer(
 
 
 def event_bytes(
-    name: str, *, type_: str = ThingHappened.event_type, data: dict[str, Any] | None = None
+    name: str,
+    *,
+    type_: str = ThingHappened.event_type,
+    data: dict[str, Any] | None = None,
+    source: str = "/casebridge/test",
 ) -> bytes:
     event = CloudEvent(
         id=str(uuid.uuid4()),
-        source="/casebridge/test",
+        source=source,
         type=type_,
         time=utcnow(),
         partitionkey=name,
@@ -371,6 +377,60 @@ class ThingReader(EventReader):
     name: str
 
 
+def record(value: bytes, offset: int) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord(
+        topic=TOPIC,
+        partition=0,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=b"k",
+        value=value,
+        checksum=None,
+        serialized_key_size=1,
+        serialized_value_size=len(value),
+        headers=(),
+    )
+
+
+async def test_an_event_type_is_accepted_only_from_the_source_that_owns_it(
+    db: Database, broker: EmbeddedBroker
+) -> None:
+    behaviour = Behaviour()
+    consumer = make_consumer(db, broker, behaviour)  # thing-happened: only /casebridge/test
+    forged = event_bytes("forged", source="/casebridge/notifier")
+    records = [record(event_bytes("before"), 0), record(forged, 1), record(event_bytes("after"), 2)]
+    position = 0
+    while position < len(records):  # as the loop does: runs, the forged one on its own
+        position += await consumer.process_many(records[position:])
+    assert await things(db) == ["before", "after"]
+    assert "forged" not in behaviour.calls  # never reached the handler
+    [letter] = await list_dead_letters(db, INBOX, "things")
+    assert letter["offset"] == 1 and letter["attempts"] == 1
+    assert letter["error"] == (
+        "event type casebridge.test.thing-happened.v1 from source /casebridge/notifier; "
+        "only /casebridge/test may publish it"
+    )
+
+    # A handled type nobody was declared the owner of is refused from every source.
+    settings = ServiceSettings(environment="test", kafka_bootstrap_servers=broker.bootstrap_servers)
+    unowned = EventConsumer(
+        db,
+        OUTBOX,
+        INBOX,
+        settings,
+        service="test",
+        group="unowned",
+        topics=[TOPIC],
+        handlers={ThingHappened.event_type: behaviour.handle},
+        source="/casebridge/test",
+    )
+    outcome = await unowned.process(record(event_bytes("no-owner"), 3))
+    assert outcome.dead_lettered and outcome.error is not None
+    assert outcome.error.endswith("from source /casebridge/test; no source is trusted for it here")
+    assert "no-owner" not in behaviour.calls
+
+
 async def test_a_consumer_reads_another_service_s_events_through_its_own_reader_model(
     db: Database, broker: EmbeddedBroker
 ) -> None:
@@ -391,6 +451,7 @@ async def test_a_consumer_reads_another_service_s_events_through_its_own_reader_
         group="readers",
         topics=[TOPIC],
         handlers={unregistered: handle, "casebridge.test.no-model.v1": handle},
+        sources=published_by("test", unregistered, "casebridge.test.no-model.v1"),
         source="/casebridge/test",
         payload_models={unregistered: ThingReader},
         max_attempts=2,

@@ -353,3 +353,98 @@ async def test_a_run_of_orders_asks_for_their_cases_once_and_an_order_cancelled_
     assert kinds[by_order[new[0]].id] == ["opened", "cancelled"]
     assert all(kinds[by_order[o].id] == ["opened"] for o in [*new[1:], existing])
     assert sorted(emitted) == sorted([CaseOpened.event_type] * 4 + [CaseCancelled.event_type])
+
+
+async def test_events_that_break_the_api_s_limits_the_order_s_history_or_its_owner_are_dead_lettered(
+    broker: EmbeddedBroker, container: Container
+) -> None:
+    """Issue 25: nothing longer than the API allows, no update or cancel of an order never placed,
+    no order event from anyone but order-intake; each a dead letter with the reason, nothing stored."""
+    container.settings.kafka_bootstrap_servers = broker.bootstrap_servers
+    real, never_placed, oversize, last = (str(uuid.uuid4()) for _ in range(4))
+    forged_cancel = order_event(real, ORDER_CANCELLED, 2, status="cancelled", reason="forged")
+    forged_cancel = forged_cancel.model_copy(update={"source": "/casebridge/notifier"})
+    other_customer = order_event(real, ORDER_UPDATED, 3, description="Someone else's order")
+    other_customer.data["customer"] = {**other_customer.data["customer"], "customer_id": "cust-2"}
+    await publish(
+        broker,
+        ORDERS_TOPIC,
+        order_event(real),
+        forged_cancel,
+        other_customer,
+        order_event(never_placed, ORDER_UPDATED, 2, description="An update out of nowhere"),
+        order_event(never_placed, ORDER_CANCELLED, 3, status="cancelled", reason=None, cancelled_by="x"),
+        order_event(oversize, description="x" * 20_001),
+        order_event(oversize, ORDER_UPDATED, 2, product={"title": "t" * 201}),
+        order_event(last),
+        key="one-partition",
+    )
+
+    async def all_seen() -> bool:
+        return any(c.order_id == last for c in await cases(container))
+
+    await run_worker_until(container, all_seen)
+    errors = [row["error"] for row in await list_dead_letters(container.db, inbox, CONSUMER_GROUP)]
+    assert len(errors) == 6, errors
+    assert errors[0] == (
+        "event type casebridge.orders.order-cancelled.v1 from source /casebridge/notifier; "
+        "only /casebridge/order-intake may publish it"
+    )
+    assert errors[1] == (
+        f"does not fit the order's history: order-updated for order {real} of customer cust-2, "
+        "but it was placed by customer cust-1"
+    )
+    for error, what in zip(errors[2:4], ("order-updated", "order-cancelled"), strict=True):
+        assert error == (
+            f"does not fit the order's history: {what} for order {never_placed}, "
+            "which was never placed here (no case for it)"
+        )
+    assert errors[4].startswith("payload does not match") and "description" in errors[4]
+    assert "at most 20000 characters" in errors[4]
+    assert errors[5].startswith("payload does not match") and "product.title" in errors[5]
+    by_order = {c.order_id: c for c in await cases(container)}
+    assert sorted(by_order) == sorted([real, last])  # nothing opened for the rest
+    assert by_order[real].status == "new" and by_order[real].order_version == 1  # not cancelled
+
+
+async def test_an_order_whose_placed_event_was_dead_lettered_is_whole_after_replaying_its_letters(
+    broker: EmbeddedBroker, container: Container
+) -> None:
+    """Events of one order come in order, and so does a replay of its dead letters (oldest first)."""
+    from casebridge_shared.inbox import replay_dead_letter
+
+    container.settings.kafka_bootstrap_servers = broker.bootstrap_servers
+    order_id = str(uuid.uuid4())
+    placed = order_event(order_id)
+    # A placed event that a bug of this consumer could not apply, and the update behind it.
+    placed.data["customer"] = {**placed.data["customer"], "phone": "+49 " + "1" * 40}
+    updated = order_event(order_id, ORDER_UPDATED, 2, description="Also my notice period.")
+    await publish(broker, ORDERS_TOPIC, placed, updated, order_event(str(uuid.uuid4())), key="k")
+
+    async def one_case() -> bool:
+        return len(await cases(container)) == 1
+
+    await run_worker_until(container, one_case)
+    letters = await list_dead_letters(container.db, inbox, CONSUMER_GROUP)
+    assert [row["event_type"] for row in letters] == [ORDER_PLACED, ORDER_UPDATED]
+    assert "customer.phone" in letters[0]["error"]
+    assert "never placed here" in letters[1]["error"]
+    # Replaying them in order once the cause is fixed (here: the letters themselves are mended;
+    # in life, a consumer release) opens the case and applies the update.
+    consumer = container.consumer()
+    async with container.db.write_session() as s:
+        for row in letters:
+            event = CloudEvent.from_bytes(row["message_value"])
+            event.data["customer"] = {**event.data["customer"], "phone": None}
+            await s.execute(
+                inbox.dead_letters.update()
+                .where(inbox.dead_letters.c.id == row["id"])
+                .values(message_value=event.to_bytes())
+            )
+        await s.commit()
+    for row in letters:
+        outcome = await replay_dead_letter(consumer, row["id"])
+        assert outcome.applied, outcome.error
+    [case] = [c for c in await cases(container) if c.order_id == order_id]
+    assert case.description == "Also my notice period." and case.order_version == 2
+    assert await list_dead_letters(container.db, inbox, CONSUMER_GROUP) == []

@@ -22,7 +22,7 @@ from customer_ledger.db import inbox
 def event(kind: str, key: str, aggregate_version: int, data: dict[str, Any]) -> CloudEvent:
     return CloudEvent(
         id=str(uuid.uuid4()),
-        source="/casebridge/test",
+        source="/casebridge/order-intake" if kind.startswith("orders.") else "/casebridge/case-handling",
         type=f"casebridge.{kind}.v1",
         time=datetime.now(UTC),
         partitionkey=key,

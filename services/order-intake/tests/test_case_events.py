@@ -24,7 +24,7 @@ from casebridge_shared.db import utcnow
 from casebridge_shared.events import CASES_TOPIC, CloudEvent
 from casebridge_shared.inbox import list_dead_letters
 from order_intake.bootstrap import CONSUMER_GROUP, Container
-from order_intake.db import inbox
+from order_intake.db import inbox, outbox
 from order_intake.documents import service as documents
 from order_intake.documents.fetcher import DocumentFetcher
 from order_intake.documents.models import Document
@@ -97,6 +97,18 @@ async def load(container: Container, order_id: str) -> tuple[Order, list[OrderPr
             select(OrderProgress).where(OrderProgress.order_id == order_id).order_by(OrderProgress.id)
         )
         return order, list(rows.scalars())
+
+
+async def order_events(container: Container, order_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """The order's events in order-intake's outbox, oldest first: (type, data)."""
+    table = outbox.outbox
+    async with container.db.session() as s:
+        rows = await s.execute(
+            select(table.c.event_type, table.c.payload)
+            .where(table.c.message_key == order_id)
+            .order_by(table.c.id)
+        )
+        return [(t, json.loads(p)["data"]) for t, p in rows]
 
 
 async def inbox_count(container: Container) -> int:
@@ -181,6 +193,13 @@ async def test_case_events_move_the_order_forward_once_and_never_back(
         ("advice.pdf", "pending")
     ]  # the internal one is not here
     version = stored.version
+    # Completion is published (issue 25): the order's state, as of the change, for the ledger.
+    published = await order_events(container, order.id)
+    assert [t for t, _ in published] == [
+        "casebridge.orders.order-placed.v1",
+        "casebridge.orders.order-completed.v1",
+    ]
+    assert published[-1][1]["status"] == "completed" and published[-1][1]["version"] == version
 
     # Redelivery from the start of the topic changes nothing.
     await testing.reset_group_offsets(broker.bootstrap_servers, CONSUMER_GROUP, CASES_TOPIC)
@@ -217,6 +236,37 @@ async def test_customer_cancellation_wins_over_later_case_events(
     stored, progress = await load(container, order.id)
     assert stored.status == "cancelled" and stored.cancel_reason == "changed my mind"
     assert "Order accepted" not in [p.title for p in progress]
+    # Only the customer's cancellation is published: the case's changed nothing.
+    published = [(t, d["cancelled_by"]) for t, d in (await order_events(container, order.id))[1:]]
+    assert published == [("casebridge.orders.order-cancelled.v1", "customer")]
+
+
+async def test_a_case_cancelled_by_staff_publishes_the_order_s_cancellation(
+    broker: EmbeddedBroker, container: Container, factory: Factory
+) -> None:
+    container.settings.kafka_bootstrap_servers = broker.bootstrap_servers
+    order = await new_order(factory)
+    case = Case(order)
+    events = [
+        case.event("case-opened", "new", product_title="Contract review", product_category="contracts"),
+        case.event("case-cancelled", "cancelled", reason="conflict of interest"),
+    ]
+    await publish(broker, *events, key=case.case_id)
+
+    async def applied() -> bool:
+        return await inbox_count(container) == 2
+
+    await consume_until(container, applied)
+    stored, _ = await load(container, order.id)
+    assert stored.status == "cancelled"
+    [*_, (kind, data)] = await order_events(container, order.id)
+    assert kind == "casebridge.orders.order-cancelled.v1"
+    assert (data["status"], data["reason"], data["cancelled_by"]) == (
+        "cancelled",
+        "conflict of interest",
+        "staff",
+    )
+    assert data["version"] == stored.version
 
 
 async def test_poison_case_events_are_dead_lettered_and_the_next_one_applied(
@@ -241,6 +291,11 @@ async def test_poison_case_events_are_dead_lettered_and_the_next_one_applied(
         media_type="text/plain",
         file_name="x.txt",
     )
+    too_long = case.event(
+        "solution-proposed", "solution_proposed", solution_summary="Void", solution_text="x" * 100_001
+    )
+    forged = case.event("case-cancelled", "cancelled", reason="forged")
+    forged = forged.model_copy(update={"source": "/casebridge/order-intake"})
     good = case.event("case-opened", "new", product_title="Contract review", product_category="contracts")
     await publish(
         broker,
@@ -250,6 +305,8 @@ async def test_poison_case_events_are_dead_lettered_and_the_next_one_applied(
         future,
         stray,
         bad_id,
+        too_long,
+        forged,
         good,
     )
 
@@ -259,13 +316,21 @@ async def test_poison_case_events_are_dead_lettered_and_the_next_one_applied(
     await consume_until(container, good_applied)
     letters = await list_dead_letters(container.db, inbox, CONSUMER_GROUP)
     errors = [row["error"] for row in letters]
-    assert len(errors) == 6, errors
+    assert len(errors) == 8, errors
     assert errors[0].startswith("invalid JSON")
     assert errors[1].startswith("not a CloudEvent")
     assert errors[2].startswith("payload does not match") and "product_title" in errors[2]
     assert "unknown version of casebridge.cases.case-opened" in errors[3]
     assert "which is not here" in errors[4]
     assert errors[5].startswith("payload does not match") and "attachment_id" in errors[5]
+    # Issue 25: longer than case-handling's API allows; and a case event not from case-handling.
+    assert errors[6].startswith("payload does not match") and "solution_text" in errors[6]
+    assert errors[7] == (
+        "event type casebridge.cases.case-cancelled.v1 from source /casebridge/order-intake; "
+        "only /casebridge/case-handling may publish it"
+    )
+    stored, _ = await load(container, order.id)
+    assert stored.solution_text is None and stored.status == "accepted"
 
 
 # -- documents ----------------------------------------------------------------

@@ -22,11 +22,30 @@ LEDGER_CHECKPOINTS_TOPIC = "casebridge.ledger-checkpoints.v1"
 
 TOPIC_DESCRIPTIONS: dict[str, str] = {
     CATALOG_TOPIC: "Legal products: created, updated, archived. Key: product id.",
-    ORDERS_TOPIC: "Orders with a snapshot of the product: placed, updated, cancelled. Key: order id.",
+    ORDERS_TOPIC: (
+        "Orders with a snapshot of the product: placed, updated, cancelled, completed. Key: order id."
+    ),
     CASES_TOPIC: "Cases worked by staff on the case-handling platform. Key: case id.",
     IDENTITY_TOPIC: "Users and logins issued by order-intake. Key: user id.",
     LEDGER_CHECKPOINTS_TOPIC: "Signed checkpoints of the customer-ledger journal.",
 }
+
+
+SOURCE_PREFIX = "/casebridge/"
+
+
+def service_source(service: str) -> str:
+    """The CloudEvents ``source`` a service's events carry, e.g. ``/casebridge/order-intake``."""
+    return f"{SOURCE_PREFIX}{service}"
+
+
+def published_by(service: str, *event_types: str) -> dict[str, str]:
+    """``{event type: source}`` for event types that only ``service`` may publish.
+
+    A consumer declares with it which source it trusts for each type it handles
+    (the producing service's contract, ``docs/events``, names the publisher).
+    """
+    return dict.fromkeys(event_types, service_source(service))
 
 
 class EventPayload(BaseModel):

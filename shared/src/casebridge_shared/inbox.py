@@ -167,6 +167,7 @@ class EventConsumer:
         batch_size: int = 500,
         payload_models: Mapping[str, type[BaseModel]] | None = None,
         before_run: BeforeRun | None = None,
+        sources: Mapping[str, str] | None = None,
     ) -> None:
         self.db = db
         self.outbox = outbox
@@ -186,6 +187,10 @@ class EventConsumer:
         # service's code: deployables stay independent.
         self.payload_models = dict(payload_models or {})
         self.before_run = before_run
+        # Which source may publish each handled type (``published_by``): an event of
+        # that type from any other source is dead-lettered, never applied. A type
+        # without an owner here is refused for every source (deny unless allowed).
+        self.sources = dict(sources or {})
         self._known_bases = {
             m.group("base"): int(m.group("version"))
             for t in handlers
@@ -217,6 +222,10 @@ class EventConsumer:
     def _handler_for(self, event: CloudEvent) -> Handler | None:
         handler = self.handlers.get(event.type)
         if handler is not None:
+            owner = self.sources.get(event.type)
+            if event.source != owner:
+                only = f"only {owner} may publish it" if owner else "no source is trusted for it here"
+                raise PoisonEvent(f"event type {event.type} from source {event.source}; {only}")
             return handler
         match = _VERSIONED_TYPE.match(event.type)
         if match and match.group("base") in self._known_bases:

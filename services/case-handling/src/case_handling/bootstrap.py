@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from case_handling.db import inbox, outbox
 from case_handling.intake import service as intake
-from case_handling.intake.events import PAYLOAD_MODELS
+from case_handling.intake.events import PAYLOAD_MODELS, SOURCES
 from case_handling.settings import Settings
 from casebridge_shared.db import Database
 from casebridge_shared.events import CASES_TOPIC, CATALOG_TOPIC, ORDERS_TOPIC
@@ -52,6 +52,7 @@ class Container:
             handlers=intake.HANDLERS,
             before_run=intake.before_run,
             payload_models=PAYLOAD_MODELS,
+            sources=SOURCES,
             source=EVENT_SOURCE,
         )
 

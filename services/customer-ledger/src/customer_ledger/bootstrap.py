@@ -12,8 +12,10 @@ from casebridge_shared.inbox import EventConsumer
 from casebridge_shared.outbox import OutboxRelay, UnitOfWork
 from customer_ledger.access import service as access
 from customer_ledger.access.events import PAYLOAD_MODELS as IDENTITY_PAYLOADS
+from customer_ledger.access.events import SOURCES as IDENTITY_SOURCES
 from customer_ledger.customers import service as customers
 from customer_ledger.customers.events import PAYLOAD_MODELS as RECORD_PAYLOADS
+from customer_ledger.customers.events import SOURCES as RECORD_SOURCES
 from customer_ledger.db import inbox, outbox
 from customer_ledger.journal.batcher import CheckpointBatcher
 from customer_ledger.journal.keys import load_or_create_signer
@@ -57,6 +59,7 @@ class Container:
                 **customers.CASE_HANDLERS,
             },
             payload_models={**IDENTITY_PAYLOADS, **RECORD_PAYLOADS},
+            sources={**IDENTITY_SOURCES, **RECORD_SOURCES},
             source=EVENT_SOURCE,
         )
 

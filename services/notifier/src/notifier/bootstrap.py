@@ -18,9 +18,11 @@ from notifier.deliveries.sealing import SecretBox
 from notifier.deliveries.vapid import load_or_create
 from notifier.directory import service as directory
 from notifier.directory.events import PAYLOAD_MODELS as IDENTITY_PAYLOADS
+from notifier.directory.events import SOURCES as IDENTITY_SOURCES
 from notifier.escalation.timer import EscalationTimer
 from notifier.notifications import rules
 from notifier.notifications.events import PAYLOAD_MODELS as CASE_PAYLOADS
+from notifier.notifications.events import SOURCES as CASE_SOURCES
 from notifier.settings import Settings
 
 EVENT_SOURCE = "/casebridge/notifier"
@@ -49,6 +51,7 @@ class Container:
             topics=[CASES_TOPIC, IDENTITY_TOPIC],
             handlers={**rules.handlers(self.settings), **directory.HANDLERS},
             payload_models={**CASE_PAYLOADS, **IDENTITY_PAYLOADS},
+            sources={**CASE_SOURCES, **IDENTITY_SOURCES},
             source=EVENT_SOURCE,
             before_run=rules.before_run(memo.Lasting()),
         )

@@ -15,7 +15,7 @@ from order_intake.documents.fetcher import DocumentFetcher
 from order_intake.identity.keys import KeyStore
 from order_intake.orders import service as orders_service
 from order_intake.progress import service as progress
-from order_intake.progress.events import PAYLOAD_MODELS
+from order_intake.progress.events import PAYLOAD_MODELS, SOURCES
 from order_intake.settings import Settings
 
 EVENT_SOURCE = "/casebridge/order-intake"
@@ -66,6 +66,7 @@ class Container:
             topics=[CASES_TOPIC],
             handlers=progress.HANDLERS,
             payload_models=PAYLOAD_MODELS,
+            sources=SOURCES,
             source=EVENT_SOURCE,
             before_run=progress.before_run,
         )

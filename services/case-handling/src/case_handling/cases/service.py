@@ -220,15 +220,19 @@ async def open_case(uow: UnitOfWork, order: OrderState, order_version: int) -> s
     return str(row["id"])
 
 
+async def case_for_order(uow: UnitOfWork, order_id: str) -> Case | None:
+    """The order's case (one opened earlier in this transaction too), or None."""
+    return await _case_for_order(uow, order_id)
+
+
 async def update_from_order(uow: UnitOfWork, order: OrderState, order_version: int) -> Case | None:
-    """``order updated``: newer service information; stale versions are ignored."""
+    """``order updated``: newer service information; stale versions are ignored.
+
+    An order without a case changes nothing here: the consumer dead-letters such
+    an event before it gets here (intake.service).
+    """
     case = await _case_for_order(uow, order.order_id)
-    if case is None:
-        # The placed event was dead-lettered or is being replayed later: the update
-        # carries the whole order, so the case starts from it.
-        await open_case(uow, order, order_version)
-        return await _case_for_order(uow, order.order_id)
-    if order_version <= case.order_version:
+    if case is None or order_version <= case.order_version:
         return None
     info = _service_information(order)
     changed = {k: v for k, v in info.items() if getattr(case, k) != v}
@@ -242,13 +246,8 @@ async def update_from_order(uow: UnitOfWork, order: OrderState, order_version: i
 
 
 async def cancel_from_order(uow: UnitOfWork, order: OrderCancelled, order_version: int) -> Case | None:
-    """``order cancelled``: the case is cancelled unless it is already closed."""
+    """``order cancelled``: the case is cancelled unless it is already closed (or there is none)."""
     case = await _case_for_order(uow, order.order_id)
-    if case is None:
-        # Cancelled before its placed event was applied (dead-lettered, or replayed
-        # later): the case is opened from the cancellation's copy of the order.
-        await open_case(uow, order, order_version)
-        case = await _case_for_order(uow, order.order_id)
     if case is None or CaseStatus(case.status) in FINAL_STATUSES:
         return None
     case.order_version = max(case.order_version, order_version)

@@ -1,15 +1,22 @@
 """case-handling's view of order-intake's events (tolerant readers, never order-intake's code).
 
 Only the fields case-handling uses are declared; fields order-intake adds later
-are ignored, so the two deploy independently.
+are ignored, so the two deploy independently. The fields carry the limits of
+order-intake's API (its request models in orders/ and catalog/, identity's
+for the contact): an event with a longer field could only come from a broken or
+forged producer and is dead-lettered with the field named, never stored
+(tests/test_event_rules.py keeps the numbers in step with the API).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Annotated
 
-from casebridge_shared.events import EventReader
+from pydantic import Field
+
+from casebridge_shared.events import EventReader, published_by
 
 ORDER_PLACED = "casebridge.orders.order-placed.v1"
 ORDER_UPDATED = "casebridge.orders.order-updated.v1"
@@ -18,49 +25,59 @@ PRODUCT_CREATED = "casebridge.catalog.product-created.v1"
 PRODUCT_UPDATED = "casebridge.catalog.product-updated.v1"
 PRODUCT_ARCHIVED = "casebridge.catalog.product-archived.v1"
 
+# The API's limits (order-intake: OrderCreate, OrderCancel, ProductCreate, identity's user).
+Id = Annotated[str, Field(min_length=1, max_length=36)]
+Title = Annotated[str, Field(max_length=200)]
+Text = Annotated[str, Field(max_length=20_000)]
+Category = Annotated[str, Field(max_length=100)]
+Currency = Annotated[str, Field(min_length=3, max_length=3)]
+Price = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=3)]
+Deliverables = Annotated[list[str], Field(max_length=50)]
+Status = Annotated[str, Field(max_length=32)]
+
 
 class ProductSnapshot(EventReader):
-    product_id: str
-    title: str
-    description: str
-    deliverables: list[str]
-    category: str
-    price: Decimal
-    currency: str
+    product_id: Id
+    title: Title
+    description: Text
+    deliverables: Deliverables
+    category: Category
+    price: Price
+    currency: Currency
     version: int
 
 
 class CustomerContact(EventReader):
-    customer_id: str
-    full_name: str
-    email: str
-    phone: str | None = None
+    customer_id: Id
+    full_name: Annotated[str, Field(max_length=200)]
+    email: Annotated[str, Field(max_length=320)]
+    phone: Annotated[str | None, Field(max_length=40)] = None
 
 
 class OrderState(EventReader):
-    order_id: str
+    order_id: Id
     customer: CustomerContact
     product: ProductSnapshot
-    description: str
-    status: str
+    description: Text
+    status: Status
     version: int
     created_at: datetime
     updated_at: datetime
 
 
 class OrderCancelled(OrderState):
-    reason: str | None = None
-    cancelled_by: str | None = None
+    reason: Annotated[str | None, Field(max_length=2000)] = None
+    cancelled_by: Annotated[str | None, Field(max_length=36)] = None
 
 
 class ProductState(EventReader):
-    product_id: str
-    title: str
-    description: str
-    deliverables: list[str]
-    category: str
-    price: Decimal
-    currency: str
+    product_id: Id
+    title: Title
+    description: Text
+    deliverables: Deliverables
+    category: Category
+    price: Price
+    currency: Currency
     active: bool
     archived: bool
     version: int
@@ -75,3 +92,6 @@ PAYLOAD_MODELS: dict[str, type[EventReader]] = {
     PRODUCT_UPDATED: ProductState,
     PRODUCT_ARCHIVED: ProductState,
 }
+
+# Every one of these is order-intake's to publish (its contract, docs/events).
+SOURCES: dict[str, str] = published_by("order-intake", *PAYLOAD_MODELS)

@@ -18,7 +18,7 @@ from case_handling.intake.events import (
     ProductState,
 )
 from casebridge_shared.events import CloudEvent
-from casebridge_shared.inbox import Handler
+from casebridge_shared.inbox import Handler, PoisonEvent
 from casebridge_shared.outbox import UnitOfWork
 
 
@@ -26,11 +26,37 @@ async def order_placed(uow: UnitOfWork, event: CloudEvent, order: OrderState) ->
     await cases.open_case(uow, order, event.aggregateversion)
 
 
+async def _fits_the_order_s_history(uow: UnitOfWork, event: CloudEvent, order: OrderState) -> None:
+    """An update or cancellation needs the order placed before it, by the same customer.
+
+    A correct producer publishes an order's events in order on one partition, so
+    ``order-placed`` was applied (in this run or before) when a later event of the
+    order comes; a replay delivers them in that order again. Anything else is not
+    opened as a case: it goes to the dead-letter topic with the reason. If the
+    placed event was itself dead-lettered, replaying the dead letters in order
+    (oldest first) applies both.
+    """
+    what = event.type.rsplit(".", 2)[-2]
+    case = await cases.case_for_order(uow, order.order_id)
+    if case is None:
+        raise PoisonEvent(
+            f"does not fit the order's history: {what} for order {order.order_id}, "
+            "which was never placed here (no case for it)"
+        )
+    if case.customer_id != order.customer.customer_id:
+        raise PoisonEvent(
+            f"does not fit the order's history: {what} for order {order.order_id} of customer "
+            f"{order.customer.customer_id}, but it was placed by customer {case.customer_id}"
+        )
+
+
 async def order_updated(uow: UnitOfWork, event: CloudEvent, order: OrderState) -> None:
+    await _fits_the_order_s_history(uow, event, order)
     await cases.update_from_order(uow, order, event.aggregateversion)
 
 
 async def order_cancelled(uow: UnitOfWork, event: CloudEvent, order: OrderCancelled) -> None:
+    await _fits_the_order_s_history(uow, event, order)
     await cases.cancel_from_order(uow, order, event.aggregateversion)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from casebridge_shared.events import EventReader
+from casebridge_shared.events import EventReader, published_by
 
 USER_CREATED = "casebridge.identity.user-created.v1"
 USER_UPDATED = "casebridge.identity.user-updated.v1"
@@ -48,3 +48,6 @@ PAYLOAD_MODELS: dict[str, type[EventReader]] = {
     LOGIN_SUCCEEDED: LoginSucceeded,
     LOGIN_FAILED: LoginFailed,
 }
+
+# Only order-intake publishes identity events (its contract, docs/events); from another source: refused.
+SOURCES: dict[str, str] = published_by("order-intake", *PAYLOAD_MODELS)

@@ -26,6 +26,7 @@ from casebridge_shared.problems import Conflict, Forbidden, NotFound, PayloadToo
 from customer_ledger.customers.events import (
     CASE_EVENTS,
     ORDER_CANCELLED,
+    ORDER_COMPLETED,
     ORDER_PLACED,
     ORDER_UPDATED,
     CaseProgress,
@@ -556,7 +557,12 @@ async def remove_association(
 
 ORDERS = Actor.system("casebridge.orders.v1")
 CASES = Actor.system("casebridge.cases.v1")
-DEMAND_STATUS = {ORDER_PLACED: "open", ORDER_UPDATED: "open", ORDER_CANCELLED: "withdrawn"}
+DEMAND_STATUS = {
+    ORDER_PLACED: "open",
+    ORDER_UPDATED: "open",
+    ORDER_CANCELLED: "withdrawn",
+    ORDER_COMPLETED: "met",
+}
 
 
 def order_handlers(default_department: str) -> dict[str, Handler]:

@@ -6,7 +6,7 @@ where to email a customer) so that it can alert while order-intake is down.
 
 from __future__ import annotations
 
-from casebridge_shared.events import EventReader
+from casebridge_shared.events import EventReader, published_by
 
 USER_CREATED = "casebridge.identity.user-created.v1"
 USER_UPDATED = "casebridge.identity.user-updated.v1"
@@ -27,3 +27,6 @@ PAYLOAD_MODELS: dict[str, type[EventReader]] = {
     USER_UPDATED: UserSnapshot,
     ROLES_CHANGED: UserSnapshot,
 }
+
+# Only order-intake publishes identity events (its contract, docs/events); from another source: refused.
+SOURCES: dict[str, str] = published_by("order-intake", *PAYLOAD_MODELS)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from casebridge_shared.events import EventReader
+from pydantic import Field
+
+from casebridge_shared.events import EventReader, published_by
 
 CASE_OPENED = "casebridge.cases.case-opened.v1"
 CASE_ASSIGNED = "casebridge.cases.case-assigned.v1"
@@ -29,33 +32,39 @@ ALL_CASE_EVENTS = (
 )
 
 
+# case-handling's API limits (its request models and columns; tests/test_event_rules.py keeps them
+# in step): a longer field can only come from a broken or forged producer; dead-lettered, field named.
+Id = Annotated[str, Field(min_length=1, max_length=36)]
+UserId = Annotated[str, Field(max_length=100)]
+
+
 class CaseEvent(EventReader):
-    case_id: str
-    order_id: str
-    customer_id: str
-    status: str
+    case_id: Id
+    order_id: Id
+    customer_id: Id
+    status: Annotated[str, Field(max_length=32)]
     at: datetime
 
 
 class CaseOpened(CaseEvent):
-    product_category: str
-    product_title: str
+    product_category: Annotated[str, Field(max_length=100)]
+    product_title: Annotated[str, Field(max_length=200)]
 
 
 class CaseAssigned(CaseEvent):
-    assignee_id: str
-    assignee_name: str | None = None
-    assigned_by: str | None = None
+    assignee_id: UserId
+    assignee_name: Annotated[str | None, Field(max_length=200)] = None
+    assigned_by: Annotated[str | None, Field(max_length=100)] = None
 
 
 class SolutionProposed(CaseEvent):
-    solution_summary: str
-    proposed_by: str | None = None
+    solution_summary: Annotated[str, Field(max_length=2_000)]
+    proposed_by: Annotated[str | None, Field(max_length=100)] = None
 
 
 class CaseCancelled(CaseEvent):
-    reason: str | None = None
-    assignee_id: str | None = None
+    reason: Annotated[str | None, Field(max_length=2000)] = None
+    assignee_id: Annotated[str | None, Field(max_length=100)] = None
 
 
 PAYLOAD_MODELS: dict[str, type[EventReader]] = {
@@ -66,3 +75,6 @@ PAYLOAD_MODELS: dict[str, type[EventReader]] = {
     **{t: CaseEvent for t in (STATUS_CHANGED, ANALYSIS_RECORDED, COMMUNICATION_RECORDED, ATTACHMENT_ADDED)},
     CASE_CLOSED: CaseEvent,
 }
+
+# Only case-handling publishes case events (its contract, docs/events); from another source: refused.
+SOURCES: dict[str, str] = published_by("case-handling", *PAYLOAD_MODELS)

@@ -60,3 +60,8 @@ class OrderCancelled(OrderState):
     summary = "The order was cancelled by the customer or staff."
     reason: str | None
     cancelled_by: str
+
+
+class OrderCompleted(OrderState):
+    event_type = "casebridge.orders.order-completed.v1"
+    summary = "The order's case was closed: the work on the order is done."

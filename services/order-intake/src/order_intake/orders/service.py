@@ -469,6 +469,24 @@ async def update_order(
     return order
 
 
+def publish_completed(uow: UnitOfWork, order: Order) -> None:
+    """The order's case was closed (progress.service): its state as ``order-completed``.
+
+    In the transaction that made the order ``completed``, so the ledger's demand
+    is ``met`` exactly when the customer sees the order completed.
+    """
+    uow.emit(events.OrderCompleted(**_state(order)), key=order.id, version=order.version)
+
+
+def publish_cancelled_by_staff(uow: UnitOfWork, order: Order, reason: str | None) -> None:
+    """The order's case was cancelled by staff (progress.service): ``order-cancelled``."""
+    uow.emit(
+        events.OrderCancelled(**_state(order), reason=reason, cancelled_by="staff"),
+        key=order.id,
+        version=order.version,
+    )
+
+
 async def cancel_order(
     uow: UnitOfWork,
     principal: Principal,

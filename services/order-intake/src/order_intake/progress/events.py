@@ -7,11 +7,11 @@ is ignored, so the two services deploy independently.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from casebridge_shared.events import EventReader
+from casebridge_shared.events import EventReader, published_by
 
 CASE_OPENED = "casebridge.cases.case-opened.v1"
 CASE_ASSIGNED = "casebridge.cases.case-assigned.v1"
@@ -23,35 +23,40 @@ ATTACHMENT_ADDED = "casebridge.cases.attachment-added.v1"
 CASE_CLOSED = "casebridge.cases.case-closed.v1"
 CASE_CANCELLED = "casebridge.cases.case-cancelled.v1"
 
+# case-handling's API limits (its request models and columns; tests/test_event_rules.py keeps them
+# in step): a longer field can only come from a broken or forged producer and is dead-lettered with
+# the field named, never shown to the customer.
+Id = Annotated[str, Field(min_length=1, max_length=36)]
+
 CaseStatus = Literal["new", "assigned", "in_progress", "solution_proposed", "closed", "cancelled"]
 
 
 class CaseEvent(EventReader):
-    case_id: str
-    order_id: str
-    customer_id: str
+    case_id: Id
+    order_id: Id
+    customer_id: Id
     status: CaseStatus
     at: datetime
 
 
 class CaseOpened(CaseEvent):
-    product_title: str
+    product_title: Annotated[str, Field(max_length=200)]
 
 
 class CaseAssigned(CaseEvent):
-    assignee_name: str | None = None
+    assignee_name: Annotated[str | None, Field(max_length=200)] = None
 
 
 class CommunicationRecorded(CaseEvent):
     channel: Literal["phone", "email", "meeting", "message"]
     direction: Literal["inbound", "outbound"]
     occurred_at: datetime
-    customer_visible_summary: str | None = None
+    customer_visible_summary: Annotated[str | None, Field(max_length=10_000)] = None
 
 
 class SolutionProposed(CaseEvent):
-    solution_summary: str
-    solution_text: str
+    solution_summary: Annotated[str, Field(max_length=2_000)]
+    solution_text: Annotated[str, Field(max_length=100_000)]
 
 
 class AttachmentAdded(CaseEvent):
@@ -60,12 +65,12 @@ class AttachmentAdded(CaseEvent):
     visibility: Literal["customer", "internal"]
     sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
     size: int = Field(ge=0)
-    media_type: str
-    file_name: str | None = None
+    media_type: Annotated[str, Field(max_length=127)]
+    file_name: Annotated[str | None, Field(max_length=255)] = None
 
 
 class CaseCancelled(CaseEvent):
-    reason: str | None = None
+    reason: Annotated[str | None, Field(max_length=2000)] = None
 
 
 PAYLOAD_MODELS: dict[str, type[EventReader]] = {
@@ -79,3 +84,6 @@ PAYLOAD_MODELS: dict[str, type[EventReader]] = {
     CASE_CLOSED: CaseEvent,
     CASE_CANCELLED: CaseCancelled,
 }
+
+# Only case-handling publishes case events (its contract, docs/events); from another source: refused.
+SOURCES: dict[str, str] = published_by("case-handling", *PAYLOAD_MODELS)

@@ -22,6 +22,7 @@ from casebridge_shared.files import clean_file_name
 from casebridge_shared.inbox import Handler, PoisonEvent
 from casebridge_shared.outbox import UnitOfWork
 from order_intake.documents import service as documents
+from order_intake.orders import service as orders
 from order_intake.orders.models import FINAL_STATUSES, Order, OrderProgress, OrderStatus
 from order_intake.progress.events import (
     ANALYSIS_RECORDED,
@@ -212,6 +213,8 @@ async def case_closed(uow: UnitOfWork, event: CloudEvent, case: CaseEvent) -> No
     order = await _order(uow, case)
     if _advance(order, case):
         _step(uow, order, case, "Order completed", "Your case is closed.")
+        # Others learn it from order-intake (the ledger's demand is met), with the status.
+        orders.publish_completed(uow, order)
 
 
 async def case_cancelled(uow: UnitOfWork, event: CloudEvent, case: CaseCancelled) -> None:
@@ -220,6 +223,8 @@ async def case_cancelled(uow: UnitOfWork, event: CloudEvent, case: CaseCancelled
         return  # already cancelled by the customer, or completed
     order.cancel_reason = order.cancel_reason or case.reason
     _step(uow, order, case, "Order cancelled", case.reason)
+    # Cancelled by staff on the case: the ledger's demand is withdrawn as when the customer cancels.
+    orders.publish_cancelled_by_staff(uow, order, case.reason)
 
 
 HANDLERS: dict[str, Handler] = {

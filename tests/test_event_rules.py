@@ -1,0 +1,179 @@
+"""Issue 25: the consumers' rules for events stay in step with the producers.
+
+Each consumer trusts, for each event type it handles, exactly the source of the
+service whose contract publishes that type; and the limits its reader models put
+on order, catalog and case fields are the ones the producer's API (or, for what
+no request sets, its column) puts on the same fields: a longer value can only
+come from a broken or forged producer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from annotated_types import MaxLen
+from pydantic import BaseModel
+
+import case_handling.bootstrap
+import customer_ledger.bootstrap
+import notifier.bootstrap
+import order_intake.bootstrap
+from case_handling.cases.models import (
+    AssignRequest,
+    Attachment,
+    CancelRequest,
+    Case,
+    CommunicationCreate,
+    SolutionCreate,
+)
+from case_handling.intake import events as case_readers
+from case_handling.settings import Settings as CaseSettings
+from casebridge_shared.contracts import discover
+from casebridge_shared.events import service_source
+from customer_ledger.customers import events as ledger_readers
+from customer_ledger.settings import Settings as LedgerSettings
+from notifier.notifications import events as notifier_readers
+from notifier.settings import Settings as NotifierSettings
+from order_intake.catalog.models import ProductCreate
+from order_intake.identity.models import CustomerRegistration, User
+from order_intake.orders.models import OrderCancel, OrderCreate
+from order_intake.progress import events as intake_readers
+from order_intake.settings import Settings as IntakeSettings
+
+
+def consumers(tmp_path: Path) -> dict[str, Any]:
+    """Each service's worker consumer, as its bootstrap builds it (nothing is started)."""
+    common: dict[str, Any] = {"environment": "test", "var_dir": tmp_path}
+    return {
+        "order-intake": order_intake.bootstrap.Container(
+            settings=IntakeSettings(**common),
+            db=None,
+            keys=None,  # type: ignore[arg-type]
+        ).consumer(),
+        "case-handling": case_handling.bootstrap.Container(
+            settings=CaseSettings(**common),
+            db=None,  # type: ignore[arg-type]
+        ).consumer(),
+        "notifier": notifier.bootstrap.Container(
+            settings=NotifierSettings(**common),
+            db=None,  # type: ignore[arg-type]
+            vapid=None,  # type: ignore[arg-type]
+            webhook_secrets=None,  # type: ignore[arg-type]
+        ).consumer(),
+        "customer-ledger": customer_ledger.bootstrap.Container(
+            settings=LedgerSettings(**common),
+            db=None,  # type: ignore[arg-type]
+            signer=None,  # type: ignore[arg-type]
+        ).consumer(),
+    }
+
+
+def test_each_consumer_trusts_for_each_type_exactly_the_service_whose_contract_publishes_it(
+    tmp_path: Path,
+) -> None:
+    publisher = {c.event_type: c.publisher for c in discover()}
+    for service, consumer in consumers(tmp_path).items():
+        handled = set(consumer.handlers)
+        assert handled, service
+        assert set(consumer.sources) == handled, f"{service}: every handled type has an owner, no more"
+        for event_type in handled:
+            assert event_type in publisher, f"{service} handles {event_type}, which no contract publishes"
+            assert consumer.sources[event_type] == service_source(publisher[event_type]), (
+                f"{service} trusts {consumer.sources[event_type]} for {event_type}, "
+                f"but {publisher[event_type]} publishes it"
+            )
+            assert publisher[event_type] != service, f"{service} consumes its own {event_type}"
+
+
+def max_length(model: type[BaseModel], name: str) -> int | None:
+    lengths = [m.max_length for m in model.model_fields[name].metadata if isinstance(m, MaxLen)]
+    return lengths[0] if lengths else None
+
+
+def column_length(model: Any, name: str) -> int:
+    return int(model.__table__.c[name].type.length)
+
+
+CASE_READERS = (intake_readers.CaseEvent, notifier_readers.CaseEvent, ledger_readers.CaseProgress)
+
+# (reader model, field) -> the limit order-intake's API (or, for e-mail, its column) has.
+API_LIMITS: list[tuple[type[BaseModel], str, int | None]] = [
+    *(
+        (reader, "description", max_length(OrderCreate, "description"))
+        for reader in (case_readers.OrderState, case_readers.OrderCancelled, ledger_readers.OrderState)
+    ),
+    (case_readers.OrderCancelled, "reason", max_length(OrderCancel, "reason")),
+    *(
+        (reader, name, max_length(ProductCreate, name))
+        for reader in (case_readers.ProductSnapshot, case_readers.ProductState)
+        for name in ("title", "description", "deliverables", "category", "currency")
+    ),
+    (ledger_readers.OrderedProduct, "title", max_length(ProductCreate, "title")),
+    (ledger_readers.OrderedProduct, "category", max_length(ProductCreate, "category")),
+    *(
+        (reader, name, max_length(CustomerRegistration, name))
+        for reader in (case_readers.CustomerContact, ledger_readers.OrderingCustomer)
+        for name in ("full_name", "phone")
+    ),
+    *(
+        (reader, "email", column_length(User, "email"))
+        for reader in (case_readers.CustomerContact, ledger_readers.OrderingCustomer)
+    ),
+    # case events, against case-handling's API and columns
+    *(
+        (reader, name, column_length(Case, column))
+        for reader in CASE_READERS
+        for name, column in (("case_id", "id"), ("order_id", "order_id"), ("customer_id", "customer_id"))
+    ),
+    *(
+        (reader, "status", column_length(Case, "status"))
+        for reader in (notifier_readers.CaseEvent, ledger_readers.CaseProgress)
+    ),
+    *(
+        (reader, "product_title", column_length(Case, "product_title"))
+        for reader in (intake_readers.CaseOpened, notifier_readers.CaseOpened, ledger_readers.CaseProgress)
+    ),
+    (notifier_readers.CaseOpened, "product_category", column_length(Case, "product_category")),
+    *(
+        (reader, "assignee_name", max_length(AssignRequest, "assignee_name"))
+        for reader in (intake_readers.CaseAssigned, notifier_readers.CaseAssigned, CASE_READERS[2])
+    ),
+    (notifier_readers.CaseAssigned, "assignee_id", max_length(AssignRequest, "assignee_id")),
+    (notifier_readers.CaseAssigned, "assigned_by", column_length(Case, "assignee_id")),
+    (notifier_readers.SolutionProposed, "proposed_by", column_length(Case, "assignee_id")),
+    (notifier_readers.CaseCancelled, "assignee_id", column_length(Case, "assignee_id")),
+    (
+        intake_readers.CommunicationRecorded,
+        "customer_visible_summary",
+        max_length(CommunicationCreate, "summary"),
+    ),
+    *(
+        (reader, "solution_summary", max_length(SolutionCreate, "summary"))
+        for reader in (
+            intake_readers.SolutionProposed,
+            notifier_readers.SolutionProposed,
+            ledger_readers.CaseProgress,
+        )
+    ),
+    (intake_readers.SolutionProposed, "solution_text", max_length(SolutionCreate, "text")),
+    *(
+        (reader, "reason", max_length(CancelRequest, "reason"))
+        for reader in (intake_readers.CaseCancelled, notifier_readers.CaseCancelled, CASE_READERS[2])
+    ),
+    (intake_readers.AttachmentAdded, "file_name", column_length(Attachment, "file_name")),
+    (intake_readers.AttachmentAdded, "media_type", column_length(Attachment, "media_type")),
+]
+
+
+@pytest.mark.parametrize(
+    ("reader", "name", "limit"),
+    API_LIMITS,
+    ids=[f"{r.__module__}.{r.__name__}.{n}" for r, n, _ in API_LIMITS],
+)
+def test_reader_models_limit_order_and_catalog_fields_as_order_intake_s_api_does(
+    reader: type[BaseModel], name: str, limit: int | None
+) -> None:
+    assert limit is not None
+    assert max_length(reader, name) == limit
