@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -147,3 +148,46 @@ async def test_a_service_restarted_while_the_issuer_is_down_still_verifies_its_t
     forged = ".".join((header, payload, signature[::-1]))
     with pytest.raises(Unauthorized):
         await restarted.verify(forged)
+
+
+async def test_a_withdrawn_signing_key_stops_verifying_within_the_bound(intake: tuple[str, Settings]) -> None:
+    """After `keys rotate` and the grace period, the old key's tokens are refused here within
+    2 x jwks_cache_seconds (the key set's refresh, then what RememberingVerifier remembers)."""
+    from sqlmodel import col, update
+
+    from casebridge_shared.auth import RememberingVerifier
+    from casebridge_shared.db import Database, utcnow
+    from order_intake.identity.models import SigningKey
+
+    base, settings = intake
+    now = [1000.0]
+    service = ServiceSettings(environment="test", token_issuer=base, jwks_cache_seconds=60)
+    verifier = RememberingVerifier(
+        JwksTokenVerifier(service, clock=lambda: now[0]), max_age=60, clock=lambda: now[0]
+    )
+    old = await _login(base)
+    assert (await verifier.verify(old)).roles == frozenset({Role.ADMIN})
+
+    db = Database(settings.database_url)
+    try:
+        await rotate(db)
+        async with db.write_session() as session:  # the grace period is over: the old key is withdrawn
+            await session.exec(
+                update(SigningKey)
+                .where(col(SigningKey.retired_at).is_not(None))
+                .values(retired_at=utcnow() - timedelta(days=30))
+            )
+            await session.commit()
+    finally:
+        await db.dispose()
+    async with httpx.AsyncClient(base_url=base) as c:
+        published = {k["kid"] for k in (await c.get("/.well-known/jwks.json")).json()["keys"]}
+    assert jwt.get_unverified_header(old)["kid"] not in published
+
+    now[0] += 59  # within the bound the remembered token may still pass
+    await verifier.verify(old)
+    now[0] += 2  # the key set is refetched: the old key is gone, the remembered token forgotten
+    with pytest.raises(Unauthorized, match="withdrawn"):
+        await verifier.verify(old)
+    # A token from the new key still verifies (an unknown kid is fetched at once).
+    assert (await verifier.verify(await _login(base))).roles == frozenset({Role.ADMIN})

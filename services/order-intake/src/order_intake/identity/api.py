@@ -63,7 +63,10 @@ async def token(
 
 @router.get("/.well-known/jwks.json", summary="Public keys that verify our tokens")
 async def jwks(container: ContainerDep, response: Response) -> dict[str, Any]:
-    response.headers["Cache-Control"] = "public, max-age=300"
+    # Re-read after `keys rotate` (signing_key_reload_seconds) so a withdrawn key leaves the set;
+    # a cache in between may keep the set this long more (part of the documented bound).
+    await container.keys.refresh_if_stale()
+    response.headers["Cache-Control"] = "public, max-age=30"
     return container.keys.jwks()
 
 
