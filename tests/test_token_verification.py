@@ -23,7 +23,7 @@ from casebridge_shared.broker import free_port
 from casebridge_shared.problems import Unauthorized
 from casebridge_shared.settings import ServiceSettings
 from order_intake.db import MIGRATIONS
-from order_intake.identity.keys import rotate
+from order_intake.identity.keys import rotate, signing_keys_box
 from order_intake.main import create_application
 from order_intake.settings import Settings
 
@@ -49,7 +49,12 @@ async def intake(tmp_path: Path) -> AsyncIterator[tuple[str, Settings]]:
     await asyncio.to_thread(migrations.upgrade, MIGRATIONS, url)
     base = f"http://127.0.0.1:{port}"
     settings = Settings(
-        environment="test", database_url=url, token_issuer=base, log_json=False, signing_key_reload_seconds=0
+        environment="test",
+        database_url=url,
+        token_issuer=base,
+        log_json=False,
+        signing_key_reload_seconds=0,
+        var_dir=tmp_path,
     )
     async with serve(create_application(settings), port):
         yield base, settings
@@ -78,7 +83,7 @@ async def test_another_service_verifies_tokens_via_jwks_and_follows_rotation(
     from casebridge_shared.db import Database
 
     db = Database(settings.database_url)
-    await rotate(db)
+    await rotate(db, signing_keys_box(settings))
     await db.dispose()
     # The issuer picks up the new key on its next load; a fresh token carries the new kid,
     # which the verifier has never seen: it refetches the JWKS instead of refusing.
@@ -113,7 +118,9 @@ async def test_services_can_use_an_external_openid_connect_issuer(tmp_path: Path
     url = f"sqlite+aiosqlite:///{tmp_path}/intake.sqlite3"
     await asyncio.to_thread(migrations.upgrade, MIGRATIONS, url)
     # order-intake plays the provider's token endpoint, issuing tokens in the provider's name.
-    settings = Settings(environment="test", database_url=url, token_issuer=issuer, log_json=False)
+    settings = Settings(
+        environment="test", database_url=url, token_issuer=issuer, log_json=False, var_dir=tmp_path
+    )
     async with serve(provider, issuer_port), serve(create_application(settings), intake_port):
         token = await _login(intake_base)
         verifier = JwksTokenVerifier(ServiceSettings(environment="test", oidc_issuer=issuer))
@@ -125,7 +132,9 @@ async def test_a_service_restarted_while_the_issuer_is_down_still_verifies_its_t
     base = f"http://127.0.0.1:{port}"
     url = f"sqlite+aiosqlite:///{tmp_path}/intake.sqlite3"
     await asyncio.to_thread(migrations.upgrade, MIGRATIONS, url)
-    settings = Settings(environment="test", database_url=url, token_issuer=base, log_json=False)
+    settings = Settings(
+        environment="test", database_url=url, token_issuer=base, log_json=False, var_dir=tmp_path
+    )
     keys = tmp_path / "case-handling" / "issuer-keys.json"
     service = ServiceSettings(environment="test", token_issuer=base)
     async with serve(create_application(settings), port):
@@ -170,7 +179,7 @@ async def test_a_withdrawn_signing_key_stops_verifying_within_the_bound(intake: 
 
     db = Database(settings.database_url)
     try:
-        await rotate(db)
+        await rotate(db, signing_keys_box(settings))
         async with db.write_session() as session:  # the grace period is over: the old key is withdrawn
             await session.exec(
                 update(SigningKey)

@@ -30,8 +30,10 @@ def upgrade(script_location: Path, database_url: str, revision: str = "head") ->
         from sqlalchemy.engine import make_url
 
         path = make_url(database_url).database
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if path and path != ":memory:" and not path.startswith("file:"):
+            from casebridge_shared.keyfiles import owner_only_file
+
+            owner_only_file(Path(path))
     command.upgrade(alembic_config(script_location, database_url), revision)
 
 

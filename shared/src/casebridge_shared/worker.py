@@ -11,6 +11,7 @@ from typing import Protocol, TypeVar
 import structlog
 from prometheus_client import start_http_server
 
+from casebridge_shared.keyfiles import owner_only_umask
 from casebridge_shared.logs import configure_logging
 
 log = structlog.get_logger(__name__)
@@ -95,6 +96,7 @@ def run_service_worker(
     service: str, settings: S, work: Callable[[S, asyncio.Event], Awaitable[None]]
 ) -> None:
     """A service's ``worker`` command: its logging, its metrics port, ``work(settings, stop)``."""
+    owner_only_umask()
     configure_logging(f"{service}-worker", level=settings.log_level, json=settings.log_json)
     run_worker(
         service,

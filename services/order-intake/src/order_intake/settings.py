@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Self
 
-from pydantic import EmailStr, Field, SecretStr
+from pydantic import EmailStr, Field, SecretStr, model_validator
 
-from casebridge_shared.settings import ServiceSettings
+from casebridge_shared.settings import Environment, ServiceSettings
 
 
 class Settings(ServiceSettings):
@@ -22,6 +22,11 @@ class Settings(ServiceSettings):
     # keep verifying until they expire.
     signing_key_grace_minutes: int = Field(default=24 * 60, ge=1)
     signing_key_reload_seconds: float = Field(default=60, ge=0)
+    # The signing private keys are sealed in the database (Fernet) with a key derived from
+    # this secret, or from the content of this file. Outside development/test one of them
+    # is required; in development/test a key file under var_dir is created (mode 0600).
+    signing_keys_secret: SecretStr | None = None
+    signing_keys_secret_file: Path | None = None
 
     idempotency_key_hours: int = Field(default=24, ge=1)
     # The worker serves its own /metrics (relay counters live in that process).
@@ -41,6 +46,22 @@ class Settings(ServiceSettings):
     document_fetch_backoff_seconds: float = Field(default=1, gt=0)
     document_fetch_max_backoff_seconds: float = Field(default=300, gt=0)
     service_token_minutes: int = Field(default=5, ge=1, le=60)
+
+    @model_validator(mode="after")
+    def _require_signing_keys_secret(self) -> Self:
+        if self.environment in (Environment.DEVELOPMENT, Environment.TEST):
+            return self
+        if self.signing_keys_secret is None and self.signing_keys_secret_file is None:
+            raise ValueError(
+                "signing_keys_secret or signing_keys_secret_file is required for "
+                f"environment={self.environment.value}: the token signing keys are sealed with it"
+            )
+        return self
+
+    @property
+    def signing_keys_key_path(self) -> Path:
+        """Development/test only: the key file that seals the signing keys when no secret is set."""
+        return (self.var_dir / "order-intake" / "signing-keys.key").resolve()
 
     @property
     def document_path(self) -> Path:
