@@ -66,6 +66,7 @@ class Principal(BaseModel):
     email: str | None = None
     name: str | None = None
     expires_at: float | None = None  # the token's ``exp`` (epoch seconds)
+    issued_at: float | None = None  # the token's ``iat`` (epoch seconds)
 
     def has_any(self, roles: Iterable[Role]) -> bool:
         return bool(self.roles.intersection(roles))
@@ -91,6 +92,7 @@ class Principal(BaseModel):
             email=claims.get("email"),
             name=claims.get("name"),
             expires_at=float(claims["exp"]) if isinstance(claims.get("exp"), int | float) else None,
+            issued_at=float(claims["iat"]) if isinstance(claims.get("iat"), int | float) else None,
         )
 
 
@@ -320,8 +322,21 @@ async def current_principal(
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized()
+    return await authenticate(request, credentials.credentials)
+
+
+class AccessCheck(Protocol):
+    async def check(self, principal: Principal) -> None: ...
+
+
+async def authenticate(request: Request, token: str) -> Principal:
+    """The token's principal: verified (``app.state.token_verifier``), and not disabled or revoked
+    (``app.state.revocations``, casebridge_shared.revocation, checked on every request)."""
     verifier: TokenVerifier = request.app.state.token_verifier
-    principal = await verifier.verify(credentials.credentials)
+    principal = await verifier.verify(token)
+    revocations: AccessCheck | None = getattr(request.app.state, "revocations", None)
+    if revocations is not None:
+        await revocations.check(principal)
     request.state.principal = principal
     return principal
 

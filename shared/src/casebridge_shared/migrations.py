@@ -157,3 +157,27 @@ def outbox_published_downgrade() -> None:
     )
     op.drop_index("ix_outbox_published_published_at", table_name="outbox_published")
     op.drop_table("outbox_published")
+
+
+def identity_revocations_upgrade() -> None:
+    """Every service keeps disabled users and revoked sessions (issue 25, casebridge_shared.revocation)."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    from casebridge_shared.db import UTCDateTime
+
+    op.create_table(
+        "identity_revocations",
+        sa.Column("user_id", sa.String(length=36), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("sessions_not_before", UTCDateTime(timezone=True), nullable=True),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("user_id"),
+    )
+
+
+def identity_revocations_downgrade() -> None:
+    from alembic import op
+
+    op.drop_table("identity_revocations")

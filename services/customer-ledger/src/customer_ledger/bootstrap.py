@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from casebridge_shared import revocation
 from casebridge_shared.db import Database
 from casebridge_shared.events import CASES_TOPIC, IDENTITY_TOPIC, LEDGER_CHECKPOINTS_TOPIC, ORDERS_TOPIC
 from casebridge_shared.group_commit import GroupCommit
@@ -14,7 +15,7 @@ from customer_ledger.access import service as access
 from customer_ledger.access.events import PAYLOAD_MODELS as IDENTITY_PAYLOADS
 from customer_ledger.customers import service as customers
 from customer_ledger.customers.events import PAYLOAD_MODELS as RECORD_PAYLOADS
-from customer_ledger.db import inbox, outbox
+from customer_ledger.db import inbox, outbox, revocations
 from customer_ledger.journal.batcher import CheckpointBatcher
 from customer_ledger.journal.keys import load_or_create_signer
 from customer_ledger.journal.signed_note import Signer
@@ -55,8 +56,9 @@ class Container:
                 **access.HANDLERS,
                 **customers.order_handlers(self.settings.new_customer_department.value),
                 **customers.CASE_HANDLERS,
+                **revocation.handlers(revocations),
             },
-            payload_models={**IDENTITY_PAYLOADS, **RECORD_PAYLOADS},
+            payload_models={**IDENTITY_PAYLOADS, **RECORD_PAYLOADS, **revocation.PAYLOAD_MODELS},
             source=EVENT_SOURCE,
         )
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import httpx
 from py_vapid import Vapid02
 
+from casebridge_shared import revocation
 from casebridge_shared.db import Database
 from casebridge_shared.events import CASES_TOPIC, IDENTITY_TOPIC
 from casebridge_shared.inbox import EventConsumer
@@ -49,7 +50,7 @@ class Container:
             group=CONSUMER_GROUP,
             topics=[CASES_TOPIC, IDENTITY_TOPIC],
             handlers={**rules.handlers(self.settings), **directory.HANDLERS},
-            payload_models={**CASE_PAYLOADS, **IDENTITY_PAYLOADS},
+            payload_models={**CASE_PAYLOADS, **IDENTITY_PAYLOADS, **revocation.PAYLOAD_MODELS},
             source=EVENT_SOURCE,
             before_run=rules.before_run(memo.Lasting()),
         )

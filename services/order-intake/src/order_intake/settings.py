@@ -17,7 +17,11 @@ class Settings(ServiceSettings):
 
     bootstrap_admin_email: EmailStr = "admin@casebridge.example"
     bootstrap_admin_password: SecretStr = SecretStr("changethis")
-    access_token_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    # Short access tokens (each service verifies them alone) renewed with a refresh token that
+    # is rotated on every use (RFC 9700); disabling a user or revoking sessions also reaches
+    # the services within 60 s through identity events (casebridge_shared.revocation).
+    access_token_minutes: int = Field(default=5, ge=1, le=24 * 60)
+    refresh_token_days: float = Field(default=14, gt=0, le=90)
     # Retired signing keys stay in the JWKS this long, so tokens they signed
     # keep verifying until they expire.
     signing_key_grace_minutes: int = Field(default=24 * 60, ge=1)
