@@ -197,7 +197,7 @@ class JwksTokenVerifier:
     async def _signing_key(self, kid: str) -> jwt.PyJWK | None:
         async with self._lock:
             now = self._clock()
-            stale = self._keys is None or now - self._fetched_at >= self._settings.jwks_cache_seconds
+            stale = self._keys is None or now - self._fetched_at >= max(self._settings.jwks_cache_seconds, 1)
             unknown = self._keys is not None and kid not in self._keys
             cooled = (
                 self._tried_at is None or now - self._tried_at >= self._settings.jwks_refetch_cooldown_seconds
