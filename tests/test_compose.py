@@ -63,6 +63,7 @@ DEPLOYER_ENV = {
     "POSTGRES_PASSWORD": "a-real-postgres-password",
     "CASEBRIDGE_BOOTSTRAP_ADMIN_EMAIL": "admin@example.com",
     "CASEBRIDGE_BOOTSTRAP_ADMIN_PASSWORD": "a-real-admin-password",
+    "CASEBRIDGE_SIGNING_KEYS_SECRET": "a-real-signing-keys-secret",
 }
 
 
@@ -640,6 +641,7 @@ MUTATIONS: dict[str, tuple[Callable[[Compose], None], Callable[[Compose], list[s
             CASEBRIDGE_ORDER_INTAKE_DATABASE_URL="postgresql+asyncpg://casebridge:pw@postgres:5432/order_intake",
             CASEBRIDGE_ORDER_INTAKE_BOOTSTRAP_ADMIN_EMAIL="admin@example.com",
             CASEBRIDGE_ORDER_INTAKE_BOOTSTRAP_ADMIN_PASSWORD="a-literal-password-in-the-file",
+            CASEBRIDGE_ORDER_INTAKE_SIGNING_KEYS_SECRET="hunter3",
         ),
         _order_intake_check(settings_problems),
         "order-intake-migrate: starts without any deployer-supplied secret",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -22,7 +23,7 @@ from casebridge_shared.broker import free_port
 from casebridge_shared.problems import Unauthorized
 from casebridge_shared.settings import ServiceSettings
 from order_intake.db import MIGRATIONS
-from order_intake.identity.keys import rotate
+from order_intake.identity.keys import rotate, signing_keys_box
 from order_intake.main import create_application
 from order_intake.settings import Settings
 
@@ -48,7 +49,12 @@ async def intake(tmp_path: Path) -> AsyncIterator[tuple[str, Settings]]:
     await asyncio.to_thread(migrations.upgrade, MIGRATIONS, url)
     base = f"http://127.0.0.1:{port}"
     settings = Settings(
-        environment="test", database_url=url, token_issuer=base, log_json=False, signing_key_reload_seconds=0
+        environment="test",
+        database_url=url,
+        token_issuer=base,
+        log_json=False,
+        signing_key_reload_seconds=0,
+        var_dir=tmp_path,
     )
     async with serve(create_application(settings), port):
         yield base, settings
@@ -77,7 +83,7 @@ async def test_another_service_verifies_tokens_via_jwks_and_follows_rotation(
     from casebridge_shared.db import Database
 
     db = Database(settings.database_url)
-    await rotate(db)
+    await rotate(db, signing_keys_box(settings))
     await db.dispose()
     # The issuer picks up the new key on its next load; a fresh token carries the new kid,
     # which the verifier has never seen: it refetches the JWKS instead of refusing.
@@ -112,7 +118,9 @@ async def test_services_can_use_an_external_openid_connect_issuer(tmp_path: Path
     url = f"sqlite+aiosqlite:///{tmp_path}/intake.sqlite3"
     await asyncio.to_thread(migrations.upgrade, MIGRATIONS, url)
     # order-intake plays the provider's token endpoint, issuing tokens in the provider's name.
-    settings = Settings(environment="test", database_url=url, token_issuer=issuer, log_json=False)
+    settings = Settings(
+        environment="test", database_url=url, token_issuer=issuer, log_json=False, var_dir=tmp_path
+    )
     async with serve(provider, issuer_port), serve(create_application(settings), intake_port):
         token = await _login(intake_base)
         verifier = JwksTokenVerifier(ServiceSettings(environment="test", oidc_issuer=issuer))
@@ -124,7 +132,9 @@ async def test_a_service_restarted_while_the_issuer_is_down_still_verifies_its_t
     base = f"http://127.0.0.1:{port}"
     url = f"sqlite+aiosqlite:///{tmp_path}/intake.sqlite3"
     await asyncio.to_thread(migrations.upgrade, MIGRATIONS, url)
-    settings = Settings(environment="test", database_url=url, token_issuer=base, log_json=False)
+    settings = Settings(
+        environment="test", database_url=url, token_issuer=base, log_json=False, var_dir=tmp_path
+    )
     keys = tmp_path / "case-handling" / "issuer-keys.json"
     service = ServiceSettings(environment="test", token_issuer=base)
     async with serve(create_application(settings), port):
@@ -147,3 +157,46 @@ async def test_a_service_restarted_while_the_issuer_is_down_still_verifies_its_t
     forged = ".".join((header, payload, signature[::-1]))
     with pytest.raises(Unauthorized):
         await restarted.verify(forged)
+
+
+async def test_a_withdrawn_signing_key_stops_verifying_within_the_bound(intake: tuple[str, Settings]) -> None:
+    """After `keys rotate` and the grace period, the old key's tokens are refused here within
+    2 x jwks_cache_seconds (the key set's refresh, then what RememberingVerifier remembers)."""
+    from sqlmodel import col, update
+
+    from casebridge_shared.auth import RememberingVerifier
+    from casebridge_shared.db import Database, utcnow
+    from order_intake.identity.models import SigningKey
+
+    base, settings = intake
+    now = [1000.0]
+    service = ServiceSettings(environment="test", token_issuer=base, jwks_cache_seconds=60)
+    verifier = RememberingVerifier(
+        JwksTokenVerifier(service, clock=lambda: now[0]), max_age=60, clock=lambda: now[0]
+    )
+    old = await _login(base)
+    assert (await verifier.verify(old)).roles == frozenset({Role.ADMIN})
+
+    db = Database(settings.database_url)
+    try:
+        await rotate(db, signing_keys_box(settings))
+        async with db.write_session() as session:  # the grace period is over: the old key is withdrawn
+            await session.exec(
+                update(SigningKey)
+                .where(col(SigningKey.retired_at).is_not(None))
+                .values(retired_at=utcnow() - timedelta(days=30))
+            )
+            await session.commit()
+    finally:
+        await db.dispose()
+    async with httpx.AsyncClient(base_url=base) as c:
+        published = {k["kid"] for k in (await c.get("/.well-known/jwks.json")).json()["keys"]}
+    assert jwt.get_unverified_header(old)["kid"] not in published
+
+    now[0] += 59  # within the bound the remembered token may still pass
+    await verifier.verify(old)
+    now[0] += 2  # the key set is refetched: the old key is gone, the remembered token forgotten
+    with pytest.raises(Unauthorized, match="withdrawn"):
+        await verifier.verify(old)
+    # A token from the new key still verifies (an unknown kid is fetched at once).
+    assert (await verifier.verify(await _login(base))).roles == frozenset({Role.ADMIN})

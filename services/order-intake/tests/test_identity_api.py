@@ -257,7 +257,7 @@ async def test_key_rotation_keeps_old_tokens_valid(
     user = await factory.customer()
     old_token = factory.token(user)
     old_kid = jwt.get_unverified_header(old_token)["kid"]
-    await rotate(container.db)
+    await rotate(container.db, container.keys.box)
     await container.keys.load()
     new_token = factory.token(user)
     assert jwt.get_unverified_header(new_token)["kid"] != old_kid

@@ -92,12 +92,17 @@ def test_settings_precedence_and_secret_refusal(monkeypatch: pytest.MonkeyPatch)
         with pytest.raises(ValidationError, match=f"bootstrap_admin_password: .*{reason}"):
             Settings()
     monkeypatch.setenv("CASEBRIDGE_BOOTSTRAP_ADMIN_PASSWORD", "a-real-secret-from-the-vault")
+    # The token signing keys are sealed at rest: outside development a secret for them is required.
+    with pytest.raises(ValidationError, match="signing_keys_secret or signing_keys_secret_file is required"):
+        Settings()
+    monkeypatch.setenv("CASEBRIDGE_ORDER_INTAKE_SIGNING_KEYS_SECRET", "another-real-secret")
     assert Settings().environment.value == "production"
 
 
 @pytest.fixture
 def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     monkeypatch.setenv("CASEBRIDGE_ORDER_INTAKE_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("CASEBRIDGE_ORDER_INTAKE_VAR_DIR", str(settings.var_dir))
     monkeypatch.setenv("CASEBRIDGE_ENVIRONMENT", "test")
     settings_module.get_settings.cache_clear()
     yield CliRunner()

@@ -66,6 +66,7 @@ class Principal(BaseModel):
     email: str | None = None
     name: str | None = None
     expires_at: float | None = None  # the token's ``exp`` (epoch seconds)
+    issued_at: float | None = None  # the token's ``iat`` (epoch seconds)
 
     def has_any(self, roles: Iterable[Role]) -> bool:
         return bool(self.roles.intersection(roles))
@@ -91,6 +92,7 @@ class Principal(BaseModel):
             email=claims.get("email"),
             name=claims.get("name"),
             expires_at=float(claims["exp"]) if isinstance(claims.get("exp"), int | float) else None,
+            issued_at=float(claims["iat"]) if isinstance(claims.get("iat"), int | float) else None,
         )
 
 
@@ -116,42 +118,42 @@ def decode(token: str, key: Any, *, issuer: str, audience: str) -> dict[str, Any
     return claims
 
 
-class _KeepingJWKClient(jwt.PyJWKClient):
-    """PyJWKClient that also writes every JWKS it fetches to a file (public keys only)."""
-
-    def __init__(self, url: str, keep: Path | None, **kwargs: Any) -> None:
-        super().__init__(url, **kwargs)
-        self._keep = keep
-
-    def fetch_data(self) -> Any:
-        data = super().fetch_data()
-        if self._keep is not None:
-            try:
-                self._keep.parent.mkdir(parents=True, exist_ok=True)
-                partial = self._keep.with_suffix(".partial")
-                partial.write_text(json.dumps(data), encoding="utf-8")
-                partial.replace(self._keep)  # atomic: a reader never sees half a file
-            except OSError as exc:
-                log.warning("auth.issuer_keys_not_kept", path=str(self._keep), error=str(exc))
-        return data
-
-
 class JwksTokenVerifier:
-    """Verifies tokens against a remote JWKS, cached (PyJWKClient).
+    """Verifies tokens against a remote JWKS, held in process and refreshed on a bound.
+
+    * The key set is fetched again every ``jwks_cache_seconds``: a key the issuer
+      withdraws (no longer in its JWKS) stops verifying here within that time, and a
+      token already verified with it is remembered (``RememberingVerifier``) no
+      longer than that again (docs/decisions.md: "Withdrawn signing keys").
+    * A token with a ``kid`` not in the set makes a refetch at once (key rotation
+      needs no restart), at most once per ``jwks_refetch_cooldown_seconds`` so
+      forged kids cannot make us hammer the issuer.
 
     With ``keys_file``, the last JWKS fetched is kept on disk and used when the
     issuer cannot be reached, so a service started (or restarted) while
     order-intake is down still verifies the tokens it signed (their expiry and
     every other check still apply). A key the issuer no longer publishes is
-    dropped from the file on the next successful fetch.
+    dropped from the file on the next successful fetch; while the issuer cannot
+    be reached, the keys of its last answer stay trusted.
     """
 
-    def __init__(self, settings: ServiceSettings, keys_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        keys_file: Path | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._settings = settings
         self._issuer = settings.oidc_issuer or settings.token_issuer
-        self._client: jwt.PyJWKClient | None = None
+        self._url: str | None = None
         self._lock = asyncio.Lock()
         self._keys_file = keys_file
+        self._clock = clock
+        self._keys: dict[str, jwt.PyJWK] | None = None
+        self._fetched_at = 0.0  # when the set in ``_keys`` was fetched
+        self._tried_at: float | None = None  # the last fetch attempt, answered or not
+        self._unreachable = False  # the last attempt got no answer
 
     def _jwks_url(self) -> str:
         if self._settings.jwks_url:
@@ -163,45 +165,85 @@ class JwksTokenVerifier:
             return str(response.json()["jwks_uri"])
         return self._settings.token_issuer.rstrip("/") + "/.well-known/jwks.json"
 
-    async def _get_client(self) -> jwt.PyJWKClient:
+    async def _fetch(self) -> None:
+        """Fetch the issuer's key set and replace ours with it (keys it no longer lists are gone)."""
+        self._tried_at = self._clock()
+        if self._url is None:
+            self._url = await asyncio.to_thread(self._jwks_url)
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            response = await client.get(self._url)
+            response.raise_for_status()
+            data = response.json()
+        try:
+            keys = jwt.PyJWKSet.from_dict(data).keys
+        except jwt.PyJWTError:
+            keys = []  # an empty set (every key withdrawn) or only keys we cannot use
+        self._keys = {k.key_id: k for k in keys if k.key_id}
+        self._fetched_at = self._clock()
+        self._unreachable = False
+        self._keep(data)
+
+    def _keep(self, data: Any) -> None:
+        if self._keys_file is None:
+            return
+        try:
+            self._keys_file.parent.mkdir(parents=True, exist_ok=True)
+            partial = self._keys_file.with_suffix(".partial")
+            partial.write_text(json.dumps(data), encoding="utf-8")
+            partial.replace(self._keys_file)  # atomic: a reader never sees half a file
+        except OSError as exc:
+            log.warning("auth.issuer_keys_not_kept", path=str(self._keys_file), error=str(exc))
+
+    async def _signing_key(self, kid: str) -> jwt.PyJWK | None:
         async with self._lock:
-            if self._client is None:
-                url = await asyncio.to_thread(self._jwks_url)
-                self._client = _KeepingJWKClient(
-                    url,
-                    self._keys_file,
-                    cache_keys=True,
-                    lifespan=max(self._settings.jwks_cache_seconds, 1),
-                    timeout=5,
-                    cooldown_duration=self._settings.jwks_refetch_cooldown_seconds,
-                )
-            return self._client
+            now = self._clock()
+            stale = self._keys is None or now - self._fetched_at >= max(self._settings.jwks_cache_seconds, 1)
+            unknown = self._keys is not None and kid not in self._keys
+            cooled = (
+                self._tried_at is None or now - self._tried_at >= self._settings.jwks_refetch_cooldown_seconds
+            )
+            if stale or (unknown and cooled):
+                try:
+                    await self._fetch()
+                except (httpx.HTTPError, ValueError) as exc:
+                    self._unreachable = True
+                    if self._keys is None:
+                        # Never answered since we started: the keys kept from its last answer.
+                        kept = self._kept_keys()
+                        if kept is None:
+                            raise Unauthorized("token keys are unavailable right now") from exc
+                        log.warning("auth.issuer_unreachable_using_kept_keys", error=str(exc)[:200])
+                        self._keys = kept
+                        self._fetched_at = now
+                        self._tried_at = now
+                    else:
+                        log.warning("auth.issuer_unreachable_keeping_keys", error=str(exc)[:200])
+            assert self._keys is not None
+            return self._keys.get(kid)
 
     async def verify(self, token: str) -> Principal:
         try:
-            client = await self._get_client()
-            signing_key = await asyncio.to_thread(client.get_signing_key_from_jwt, token)
-        except (jwt.PyJWKClientConnectionError, httpx.HTTPError) as exc:
-            # The issuer (or its discovery document) is unreachable: the keys kept from its last answer.
-            kept = self._kept_key(token)
-            if kept is None:
-                raise Unauthorized("token keys are unavailable right now") from exc
-            log.warning("auth.issuer_unreachable_using_kept_keys", error=str(exc)[:200])
-            signing_key = kept
+            kid = jwt.get_unverified_header(token).get("kid")
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {exc}") from exc
+        if not isinstance(kid, str):
+            raise Unauthorized("invalid token: no key id")
+        signing_key = await self._signing_key(kid)
+        if signing_key is None:
+            if self._unreachable:
+                raise Unauthorized("token keys are unavailable right now")
+            raise Unauthorized("invalid token: unknown or withdrawn key id")
         claims = decode(token, signing_key.key, issuer=self._issuer, audience=self._settings.token_audience)
         return Principal.from_claims(claims)
 
-    def _kept_key(self, token: str) -> jwt.PyJWK | None:
+    def _kept_keys(self) -> dict[str, jwt.PyJWK] | None:
         if self._keys_file is None or not self._keys_file.is_file():
             return None
         try:
-            kid = jwt.get_unverified_header(token).get("kid")
             keys = jwt.PyJWKSet.from_dict(json.loads(self._keys_file.read_text(encoding="utf-8")))
         except (OSError, ValueError, jwt.PyJWTError):
             return None
-        return next((k for k in keys.keys if k.key_id == kid), None)
+        return {k.key_id: k for k in keys.keys if k.key_id}
 
 
 class KeyResolverVerifier:
@@ -280,8 +322,21 @@ async def current_principal(
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized()
+    return await authenticate(request, credentials.credentials)
+
+
+class AccessCheck(Protocol):
+    async def check(self, principal: Principal) -> None: ...
+
+
+async def authenticate(request: Request, token: str) -> Principal:
+    """The token's principal: verified (``app.state.token_verifier``), and not disabled or revoked
+    (``app.state.revocations``, casebridge_shared.revocation, checked on every request)."""
     verifier: TokenVerifier = request.app.state.token_verifier
-    principal = await verifier.verify(credentials.credentials)
+    principal = await verifier.verify(token)
+    revocations: AccessCheck | None = getattr(request.app.state, "revocations", None)
+    if revocations is not None:
+        await revocations.check(principal)
     request.state.principal = principal
     return principal
 

@@ -58,6 +58,7 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 from sqlalchemy.util import await_only
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from casebridge_shared.keyfiles import owner_only_file
 from casebridge_shared.sqlite_dbapi import OneTripDbapi
 
 T = TypeVar("T")
@@ -137,8 +138,8 @@ def create_engine(
     """An engine; ``sqlite_writer``: every transaction takes SQLite's write lock up front, polling for it."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+            owner_only_file(Path(url.database))  # 0600: customer data; its WAL files follow its mode
         # Connecting (and switching to WAL) waits out other processes like any reader;
         # a write connection's own busy timeout is set to 0 right after (see _begin_immediate).
         busy_timeout_ms = 0 if sqlite_writer else SQLITE_BUSY_TIMEOUT_MS

@@ -30,8 +30,10 @@ def upgrade(script_location: Path, database_url: str, revision: str = "head") ->
         from sqlalchemy.engine import make_url
 
         path = make_url(database_url).database
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if path and path != ":memory:" and not path.startswith("file:"):
+            from casebridge_shared.keyfiles import owner_only_file
+
+            owner_only_file(Path(path))
     command.upgrade(alembic_config(script_location, database_url), revision)
 
 
@@ -179,3 +181,27 @@ def relay_offsets_downgrade() -> None:
     from alembic import op
 
     op.drop_table("relay_offsets")
+
+
+def identity_revocations_upgrade() -> None:
+    """Every service keeps disabled users and revoked sessions (issue 25, casebridge_shared.revocation)."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    from casebridge_shared.db import UTCDateTime
+
+    op.create_table(
+        "identity_revocations",
+        sa.Column("user_id", sa.String(length=36), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("sessions_not_before", UTCDateTime(timezone=True), nullable=True),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("user_id"),
+    )
+
+
+def identity_revocations_downgrade() -> None:
+    from alembic import op
+
+    op.drop_table("identity_revocations")

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from casebridge_shared import migrations
 from casebridge_shared.db import Database
 from casebridge_shared.inbox import EventConsumer, list_dead_letters, replay_dead_letter
+from casebridge_shared.keyfiles import owner_only_umask
 from casebridge_shared.outbox import OutboxTables, mark_for_replay, relay_status
 from casebridge_shared.settings import ServiceSettings
 
@@ -185,6 +186,7 @@ def service_app(
     so ``--help`` and the database commands stay quick. The service adds its own
     commands to the app returned.
     """
+    owner_only_umask()  # databases, key files and uploads an operator command creates: owner-only
     app = typer.Typer(help=f"Casebridge {service}", no_args_is_help=True)
     db_app = typer.Typer(help="Database schema", no_args_is_help=True)
     app.add_typer(db_app, name="db")

@@ -73,10 +73,16 @@ class ServiceSettings(BaseSettings):
     token_audience: str = "casebridge"  # noqa: S105
     jwks_url: str = ""
     oidc_issuer: str = ""
-    jwks_cache_seconds: int = Field(default=300, ge=0)
+    # The issuer's key set is fetched again this often: a withdrawn signing key stops
+    # verifying within it, and a token verified with it is remembered at most as long
+    # again (so 2 x this bounds its acceptance; docs/decisions.md).
+    jwks_cache_seconds: int = Field(default=60, ge=0)
     # After a refetch, an unknown kid waits this long before the next refetch
     # (so forged kids cannot make us hammer the issuer).
     jwks_refetch_cooldown_seconds: float = Field(default=10, ge=0)
+    # Disabled users and revoked sessions (identity_revocations, kept from identity events)
+    # are re-read from the database this often; part of the 60 s bound (revocation.py).
+    revocation_refresh_seconds: float = Field(default=5, ge=0, le=30)
 
     max_request_body_bytes: int = Field(default=1_048_576, ge=1024)
     # At most this many concurrent api requests share one write transaction (group

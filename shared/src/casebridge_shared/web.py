@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from casebridge_shared import metrics
+from casebridge_shared.keyfiles import owner_only_umask
 from casebridge_shared.problems import (
     PROBLEM_CONTENT_TYPE,
     PayloadTooLarge,
@@ -280,6 +281,7 @@ def create_app(
     cors_allow_origins: Sequence[str] = (),
     trusted_proxies: Sequence[str] = (),
 ) -> FastAPI:
+    owner_only_umask()  # what the api writes under var/ (uploads, kept keys) is its owner's alone
     app = FastAPI(
         title=title,
         description=description,

@@ -16,6 +16,7 @@ import structlog
 from prometheus_client import make_wsgi_app
 
 from casebridge_shared import health
+from casebridge_shared.keyfiles import owner_only_umask
 from casebridge_shared.logs import configure_logging
 
 log = structlog.get_logger(__name__)
@@ -200,6 +201,7 @@ def run_service_worker(
     service: str, settings: S, work: Callable[[S, asyncio.Event], Awaitable[None]]
 ) -> None:
     """A service's ``worker`` command: its logging, its metrics port, ``work(settings, stop)``."""
+    owner_only_umask()
     configure_logging(f"{service}-worker", level=settings.log_level, json=settings.log_json)
     run_worker(
         service,

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from case_handling.db import inbox, outbox
+from case_handling.db import inbox, outbox, revocations
 from case_handling.intake import service as intake
 from case_handling.intake.events import PAYLOAD_MODELS, SOURCES
 from case_handling.settings import Settings
+from casebridge_shared import revocation
 from casebridge_shared.db import Database
-from casebridge_shared.events import CASES_TOPIC, CATALOG_TOPIC, ORDERS_TOPIC
+from casebridge_shared.events import CASES_TOPIC, CATALOG_TOPIC, IDENTITY_TOPIC, ORDERS_TOPIC
 from casebridge_shared.inbox import EventConsumer
 from casebridge_shared.outbox import OutboxRelay, UnitOfWork
 
@@ -48,11 +49,12 @@ class Container:
             self.settings,
             service="case-handling",
             group=CONSUMER_GROUP,
-            topics=[ORDERS_TOPIC, CATALOG_TOPIC],
-            handlers=intake.HANDLERS,
+            # Identity: only disabled users and revoked sessions (casebridge_shared.revocation).
+            topics=[ORDERS_TOPIC, CATALOG_TOPIC, IDENTITY_TOPIC],
+            handlers={**intake.HANDLERS, **revocation.handlers(revocations)},
             before_run=intake.before_run,
-            payload_models=PAYLOAD_MODELS,
-            sources=SOURCES,
+            payload_models={**PAYLOAD_MODELS, **revocation.PAYLOAD_MODELS},
+            sources={**SOURCES, **revocation.SOURCES},
             source=EVENT_SOURCE,
         )
 

@@ -11,9 +11,11 @@ from fastapi import FastAPI
 from case_handling import __version__
 from case_handling.bootstrap import Container, bootstrap
 from case_handling.cases.api import router as cases_router
+from case_handling.db import revocations
 from case_handling.settings import Settings, get_settings
 from casebridge_shared.auth import JwksTokenVerifier, RememberingVerifier
 from casebridge_shared.logs import configure_logging
+from casebridge_shared.revocation import RevocationList
 from casebridge_shared.web import create_app
 
 ATTACHMENT_UPLOAD = re.compile(r"/cases/[^/]+/attachments")
@@ -41,6 +43,10 @@ def create_application(settings: Settings | None = None, container: Container | 
             JwksTokenVerifier(settings, settings.issuer_keys_path), max_age=settings.jwks_cache_seconds
         )
         app.state.readiness_checks["database"] = c.db.ping
+        # Every request: is the user disabled or the session revoked (identity events kept here)?
+        app.state.revocations = RevocationList(
+            c.db, revocations, refresh_seconds=settings.revocation_refresh_seconds
+        )
         try:
             yield
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from casebridge_shared import revocation
 from casebridge_shared.db import Database
 from casebridge_shared.events import CASES_TOPIC, IDENTITY_TOPIC, LEDGER_CHECKPOINTS_TOPIC, ORDERS_TOPIC
 from casebridge_shared.group_commit import GroupCommit
@@ -16,7 +17,7 @@ from customer_ledger.access.events import SOURCES as IDENTITY_SOURCES
 from customer_ledger.customers import service as customers
 from customer_ledger.customers.events import PAYLOAD_MODELS as RECORD_PAYLOADS
 from customer_ledger.customers.events import SOURCES as RECORD_SOURCES
-from customer_ledger.db import inbox, outbox
+from customer_ledger.db import inbox, outbox, revocations
 from customer_ledger.journal.batcher import CheckpointBatcher
 from customer_ledger.journal.keys import load_or_create_signer
 from customer_ledger.journal.signed_note import Signer
@@ -57,9 +58,10 @@ class Container:
                 **access.HANDLERS,
                 **customers.order_handlers(self.settings.new_customer_department.value),
                 **customers.CASE_HANDLERS,
+                **revocation.handlers(revocations),
             },
-            payload_models={**IDENTITY_PAYLOADS, **RECORD_PAYLOADS},
-            sources={**IDENTITY_SOURCES, **RECORD_SOURCES},
+            payload_models={**IDENTITY_PAYLOADS, **RECORD_PAYLOADS, **revocation.PAYLOAD_MODELS},
+            sources={**IDENTITY_SOURCES, **RECORD_SOURCES, **revocation.SOURCES},
             source=EVENT_SOURCE,
         )
 

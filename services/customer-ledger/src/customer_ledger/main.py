@@ -9,11 +9,13 @@ from fastapi import FastAPI
 
 from casebridge_shared.auth import JwksTokenVerifier, RememberingVerifier, TokenVerifier
 from casebridge_shared.logs import configure_logging
+from casebridge_shared.revocation import RevocationList
 from casebridge_shared.web import create_app
 from customer_ledger import __version__
 from customer_ledger.access.api import router as access_router
 from customer_ledger.bootstrap import Container, bootstrap
 from customer_ledger.customers.api import router as customers_router
+from customer_ledger.db import revocations
 from customer_ledger.grants.api import router as grants_router
 from customer_ledger.journal.api import router as journal_router
 from customer_ledger.settings import Settings, get_settings
@@ -45,6 +47,10 @@ def create_application(
             max_age=settings.jwks_cache_seconds,
         )
         app.state.readiness_checks["database"] = c.db.ping
+        # Every request: is the user disabled or the session revoked (identity events kept here)?
+        app.state.revocations = RevocationList(
+            c.db, revocations, refresh_seconds=settings.revocation_refresh_seconds
+        )
         try:
             yield
         finally:

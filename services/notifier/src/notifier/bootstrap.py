@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from py_vapid import Vapid02
 
+from casebridge_shared import revocation
 from casebridge_shared.db import Database
 from casebridge_shared.events import CASES_TOPIC, IDENTITY_TOPIC
 from casebridge_shared.inbox import EventConsumer
@@ -50,8 +51,8 @@ class Container:
             group=CONSUMER_GROUP,
             topics=[CASES_TOPIC, IDENTITY_TOPIC],
             handlers={**rules.handlers(self.settings), **directory.HANDLERS},
-            payload_models={**CASE_PAYLOADS, **IDENTITY_PAYLOADS},
-            sources={**CASE_SOURCES, **IDENTITY_SOURCES},
+            payload_models={**CASE_PAYLOADS, **IDENTITY_PAYLOADS, **revocation.PAYLOAD_MODELS},
+            sources={**CASE_SOURCES, **IDENTITY_SOURCES, **revocation.SOURCES},
             source=EVENT_SOURCE,
             before_run=rules.before_run(memo.Lasting()),
         )

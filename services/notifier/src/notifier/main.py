@@ -9,10 +9,12 @@ from fastapi import FastAPI
 
 from casebridge_shared.auth import JwksTokenVerifier, RememberingVerifier, TokenVerifier
 from casebridge_shared.logs import configure_logging
+from casebridge_shared.revocation import RevocationList
 from casebridge_shared.web import create_app
 from notifier import __version__
 from notifier.app.api import router as app_router
 from notifier.bootstrap import Container, bootstrap
+from notifier.db import revocations
 from notifier.deliveries.api import router as deliveries_router
 from notifier.notifications.api import router as notifications_router
 from notifier.notifications.feed import NotificationFeed
@@ -47,6 +49,10 @@ def create_application(
             max_age=settings.jwks_cache_seconds,
         )
         app.state.readiness_checks["database"] = c.db.ping
+        # Every request: is the user disabled or the session revoked (identity events kept here)?
+        app.state.revocations = RevocationList(
+            c.db, revocations, refresh_seconds=settings.revocation_refresh_seconds
+        )
         app.state.notification_feed = NotificationFeed(c.db, poll_seconds=settings.stream_poll_seconds)
         try:
             yield

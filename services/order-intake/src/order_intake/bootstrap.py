@@ -12,7 +12,7 @@ from casebridge_shared.inbox import EventConsumer
 from casebridge_shared.outbox import OutboxRelay, UnitOfWork
 from order_intake.db import inbox, outbox
 from order_intake.documents.fetcher import DocumentFetcher
-from order_intake.identity.keys import KeyStore
+from order_intake.identity.keys import KeyStore, signing_keys_box
 from order_intake.orders import service as orders_service
 from order_intake.progress import service as progress
 from order_intake.progress.events import PAYLOAD_MODELS, SOURCES
@@ -82,6 +82,7 @@ def bootstrap(settings: Settings) -> Container:
     db = Database(settings.database_url)
     keys = KeyStore(
         db,
+        signing_keys_box(settings),
         grace=timedelta(minutes=settings.signing_key_grace_minutes),
         reload_after=timedelta(seconds=settings.signing_key_reload_seconds),
     )

@@ -40,7 +40,7 @@ def keys_rotate() -> None:
     async def run() -> str:
         container = bootstrap(get_settings())
         try:
-            return (await rotate(container.db)).kid
+            return (await rotate(container.db, container.keys.box)).kid
         finally:
             await container.close()
 

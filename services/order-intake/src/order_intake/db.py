@@ -9,6 +9,7 @@ from sqlmodel import SQLModel
 
 from casebridge_shared.inbox import inbox_tables
 from casebridge_shared.outbox import outbox_tables
+from casebridge_shared.revocation import revocations_table
 
 
 class Base(SQLModel, registry=registry()):
@@ -18,5 +19,7 @@ class Base(SQLModel, registry=registry()):
 metadata = Base.metadata
 outbox = outbox_tables(metadata)
 inbox = inbox_tables(metadata)
+# Disabled users and revoked sessions, kept from identity events (casebridge_shared.revocation).
+revocations = revocations_table(metadata)
 
 MIGRATIONS = Path(__file__).parent / "migrations"

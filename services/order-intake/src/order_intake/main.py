@@ -13,11 +13,12 @@ from casebridge_shared.auth import KeyResolverVerifier, RememberingVerifier
 from casebridge_shared.logs import configure_logging
 from casebridge_shared.outbox import relay_status
 from casebridge_shared.problems import Conflict
+from casebridge_shared.revocation import RevocationList
 from casebridge_shared.web import create_app
 from order_intake import __version__
 from order_intake.bootstrap import Container, bootstrap
 from order_intake.catalog.api import router as catalog_router
-from order_intake.db import outbox
+from order_intake.db import outbox, revocations
 from order_intake.documents.api import router as documents_router
 from order_intake.identity import service as identity_service
 from order_intake.identity.api import router as identity_router
@@ -66,6 +67,10 @@ def create_application(settings: Settings | None = None, container: Container | 
             max_age=settings.jwks_cache_seconds,
         )
         app.state.readiness_checks["database"] = c.db.ping
+        # Every request: is the user disabled or the session revoked (identity events kept here)?
+        app.state.revocations = RevocationList(
+            c.db, revocations, refresh_seconds=settings.revocation_refresh_seconds
+        )
 
         async def relay_gauges() -> None:
             status = await relay_status(c.db, outbox, runs=0)

@@ -3,7 +3,7 @@
 from order_intake.catalog.models import Product
 from order_intake.db import inbox, metadata, outbox
 from order_intake.documents.models import Document
-from order_intake.identity.models import LoginThrottle, SigningKey, User
+from order_intake.identity.models import LoginThrottle, RefreshToken, SigningKey, User
 from order_intake.orders.models import IdempotencyKey, Order, OrderProgress
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "Order",
     "OrderProgress",
     "Product",
+    "RefreshToken",
     "SigningKey",
     "User",
     "inbox",

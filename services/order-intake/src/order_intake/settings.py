@@ -18,11 +18,20 @@ class Settings(ServiceSettings):
 
     bootstrap_admin_email: EmailStr = "admin@casebridge.example"
     bootstrap_admin_password: SecretStr = SecretStr("changethis")
-    access_token_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    # Short access tokens (each service verifies them alone) renewed with a refresh token that
+    # is rotated on every use (RFC 9700); disabling a user or revoking sessions also reaches
+    # the services within 60 s through identity events (casebridge_shared.revocation).
+    access_token_minutes: int = Field(default=5, ge=1, le=24 * 60)
+    refresh_token_days: float = Field(default=14, gt=0, le=90)
     # Retired signing keys stay in the JWKS this long, so tokens they signed
     # keep verifying until they expire.
     signing_key_grace_minutes: int = Field(default=24 * 60, ge=1)
     signing_key_reload_seconds: float = Field(default=60, ge=0)
+    # The signing private keys are sealed in the database (Fernet) with a key derived from
+    # this secret, or from the content of this file. Outside development/test one of them
+    # is required; in development/test a key file under var_dir is created (mode 0600).
+    signing_keys_secret: SecretStr | None = None
+    signing_keys_secret_file: Path | None = None
 
     # Login throttling (identity/throttle.py, docs/decisions.md "Login throttling"): after
     # this many failed logins within the window, an account (email) or a client address
@@ -65,6 +74,22 @@ class Settings(ServiceSettings):
         if problem is not None:
             raise ValueError(f"bootstrap_admin_password: {problem}")
         return self
+
+    @model_validator(mode="after")
+    def _require_signing_keys_secret(self) -> Self:
+        if self.environment in (Environment.DEVELOPMENT, Environment.TEST):
+            return self
+        if self.signing_keys_secret is None and self.signing_keys_secret_file is None:
+            raise ValueError(
+                "signing_keys_secret or signing_keys_secret_file is required for "
+                f"environment={self.environment.value}: the token signing keys are sealed with it"
+            )
+        return self
+
+    @property
+    def signing_keys_key_path(self) -> Path:
+        """Development/test only: the key file that seals the signing keys when no secret is set."""
+        return (self.var_dir / "order-intake" / "signing-keys.key").resolve()
 
     @property
     def document_path(self) -> Path:

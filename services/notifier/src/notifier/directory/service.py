@@ -8,7 +8,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from casebridge_shared.events import CloudEvent
 from casebridge_shared.inbox import Handler
 from casebridge_shared.outbox import UnitOfWork
+from casebridge_shared.revocation import ACCESS_EVENTS, AccessChanged, record
 from notifier import memo
+from notifier.db import revocations
 from notifier.directory.events import ROLES_CHANGED, USER_CREATED, USER_UPDATED, UserSnapshot
 from notifier.directory.models import Person
 
@@ -28,10 +30,23 @@ async def user_changed(uow: UnitOfWork, _event: CloudEvent, user: UserSnapshot) 
     memo.forget(uow.session)
 
 
+async def access_changed(uow: UnitOfWork, _event: CloudEvent, change: AccessChanged) -> None:
+    """A user disabled, enabled or their sessions revoked: refused by the api
+    (identity_revocations), and a disabled person is alerted no more."""
+    await record(uow, revocations, change)
+    person = await uow.session.get(Person, change.user_id)
+    if person is not None and change.version > person.version:
+        person.active = change.active
+        person.version = change.version
+        uow.session.add(person)
+        memo.forget(uow.session)
+
+
 HANDLERS: dict[str, Handler] = {
     USER_CREATED: user_changed,
     USER_UPDATED: user_changed,
     ROLES_CHANGED: user_changed,
+    **dict.fromkeys(ACCESS_EVENTS, access_changed),
 }
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from casebridge_shared.auth import AdminUser
+from casebridge_shared.auth import AdminUser, authenticate
 from casebridge_shared.pagination import Page, PageDep
 from casebridge_shared.problems import PROBLEM_RESPONSES
 from casebridge_shared.versioning import etag, expected_version
@@ -26,7 +26,7 @@ async def _is_admin(
     """The catalog is public; an admin token additionally shows hidden products."""
     if credentials is None:
         return False
-    principal = await request.app.state.token_verifier.verify(credentials.credentials)
+    principal = await authenticate(request, credentials.credentials)
     return bool(principal.is_admin)
 
 

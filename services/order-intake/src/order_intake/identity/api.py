@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form, Header, Query, Request, Response, status
 
 from casebridge_shared.auth import AdminUser, CurrentUser, Department, Role
 from casebridge_shared.pagination import Page, PageDep
-from casebridge_shared.problems import PROBLEM_RESPONSES
+from casebridge_shared.problems import PROBLEM_RESPONSES, Unprocessable
 from casebridge_shared.versioning import etag, expected_version
 from order_intake.deps import ContainerDep, SessionDep, UowDep, client_ip
 from order_intake.identity import service
@@ -49,36 +49,61 @@ async def register(
 @router.post(
     "/auth/token",
     response_model=TokenResponse,
-    summary="OAuth2 password flow",
+    summary="OAuth2 password grant, and the refresh_token grant (the refresh token rotates on every use)",
     responses={429: {"description": "Too many failed logins for this account or address (Retry-After)"}},
 )
 async def token(
     request: Request,
     uow: UowDep,
     container: ContainerDep,
-    username: Annotated[str, Form(min_length=1, max_length=320)],
-    password: Annotated[str, Form(min_length=1, max_length=256)],
-    grant_type: Annotated[str | None, Form(pattern="^password$")] = None,
+    response: Response,
+    username: Annotated[str | None, Form(min_length=1, max_length=320)] = None,
+    password: Annotated[str | None, Form(min_length=1, max_length=256)] = None,
+    grant_type: Annotated[str | None, Form(pattern="^(password|refresh_token)$")] = None,
+    refresh_token: Annotated[str | None, Form(min_length=1, max_length=200)] = None,
 ) -> TokenResponse:
     settings = container.settings
-    access_token, expires_in = await service.authenticate(
-        uow,
-        container.keys,
-        email=username,
-        password=password,
-        issuer=settings.token_issuer,
-        audience=settings.token_audience,
-        lifetime=timedelta(minutes=settings.access_token_minutes),
-        client_ip=client_ip(request),
-        user_agent=request.headers.get("user-agent"),
-        throttle_policy=ThrottlePolicy.from_settings(settings),
+    lifetimes: dict[str, Any] = {
+        "issuer": settings.token_issuer,
+        "audience": settings.token_audience,
+        "lifetime": timedelta(minutes=settings.access_token_minutes),
+        "refresh_lifetime": timedelta(days=settings.refresh_token_days),
+    }
+    response.headers["Cache-Control"] = "no-store"  # RFC 6749 section 5.1
+    if grant_type == "refresh_token":
+        if refresh_token is None:
+            raise Unprocessable("the refresh_token grant needs a refresh_token", field="body.refresh_token")
+        pair = await service.refresh(uow, container.keys, refresh_token=refresh_token, **lifetimes)
+    else:
+        if username is None or password is None:
+            raise Unprocessable(
+                "the password grant needs a username and a password",
+                field="body.username" if username is None else "body.password",
+            )
+        pair = await service.authenticate(
+            uow,
+            container.keys,
+            email=username,
+            password=password,
+            client_ip=client_ip(request),
+            user_agent=request.headers.get("user-agent"),
+            throttle_policy=ThrottlePolicy.from_settings(settings),
+            **lifetimes,
+        )
+    return TokenResponse(
+        access_token=pair.access_token,
+        expires_in=pair.expires_in,
+        refresh_token=pair.refresh_token,
+        refresh_expires_in=pair.refresh_expires_in,
     )
-    return TokenResponse(access_token=access_token, expires_in=expires_in)
 
 
 @router.get("/.well-known/jwks.json", summary="Public keys that verify our tokens")
 async def jwks(container: ContainerDep, response: Response) -> dict[str, Any]:
-    response.headers["Cache-Control"] = "public, max-age=300"
+    # Re-read after `keys rotate` (signing_key_reload_seconds) so a withdrawn key leaves the set;
+    # a cache in between may keep the set this long more (part of the documented bound).
+    await container.keys.refresh_if_stale()
+    response.headers["Cache-Control"] = "public, max-age=30"
     return container.keys.jwks()
 
 
@@ -132,3 +157,41 @@ async def list_users(
         limit=page.limit,
         offset=page.offset,
     )
+
+
+@router.post(
+    "/users/{user_id}/disable",
+    response_model=UserRead,
+    summary="Disable a user: no sign-in, and every service refuses their tokens within 60 s (admin)",
+)
+async def disable_user(
+    admin: AdminUser, user_id: str, uow: UowDep, request: Request, response: Response
+) -> Any:
+    user = await service.disable_user(uow, user_id, by=admin.subject)
+    request.app.state.revocations.invalidate()  # this api refuses at once; other replicas within the bound
+    response.headers["ETag"] = etag(user.version)
+    return user
+
+
+@router.post("/users/{user_id}/enable", response_model=UserRead, summary="Enable a disabled user (admin)")
+async def enable_user(
+    _admin: AdminUser, user_id: str, uow: UowDep, request: Request, response: Response
+) -> Any:
+    user = await service.enable_user(uow, user_id)
+    request.app.state.revocations.invalidate()
+    response.headers["ETag"] = etag(user.version)
+    return user
+
+
+@router.post(
+    "/users/{user_id}/revoke-sessions",
+    response_model=UserRead,
+    summary="Revoke a user's sessions: their tokens are refused everywhere within 60 s (admin)",
+)
+async def revoke_sessions(
+    _admin: AdminUser, user_id: str, uow: UowDep, request: Request, response: Response
+) -> Any:
+    user = await service.revoke_sessions(uow, user_id)
+    request.app.state.revocations.invalidate()
+    response.headers["ETag"] = etag(user.version)
+    return user

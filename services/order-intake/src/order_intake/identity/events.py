@@ -37,6 +37,26 @@ class RolesChanged(UserSnapshot):
     summary = "An admin changed a user's roles or department."
 
 
+class AccessSnapshot(UserSnapshot):
+    # Tokens issued (iat) before this are refused by every service.
+    sessions_not_before: datetime | None
+
+
+class UserDisabled(AccessSnapshot):
+    event_type = "casebridge.identity.user-disabled.v1"
+    summary = "An admin disabled a user: every service refuses their tokens (within 60 s)."
+
+
+class UserEnabled(AccessSnapshot):
+    event_type = "casebridge.identity.user-enabled.v1"
+    summary = "An admin enabled a disabled user again (tokens from before stay refused)."
+
+
+class SessionsRevoked(AccessSnapshot):
+    event_type = "casebridge.identity.sessions-revoked.v1"
+    summary = "An admin revoked a user's sessions: tokens issued before sessions_not_before are refused."
+
+
 class LoginSucceeded(_IdentityEvent):
     event_type = "casebridge.identity.login-succeeded.v1"
     summary = "A user obtained a token."

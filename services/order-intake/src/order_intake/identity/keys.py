@@ -2,6 +2,11 @@
 
 The newest unretired key signs; retired keys stay published for a grace
 period so tokens they signed keep verifying until they expire.
+
+The private keys are sealed in the database (``casebridge_shared.sealing``) with a key
+from ``signing_keys_secret``/``signing_keys_secret_file`` (a 0600 key file in
+development): a copy of the database alone mints no tokens. A key found in
+plaintext (stored before sealing) is sealed when the keys are loaded.
 """
 
 from __future__ import annotations
@@ -13,18 +18,41 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import jwt
+import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from jwt.algorithms import OKPAlgorithm
 from sqlmodel import col, select
 
 from casebridge_shared.db import Database, utcnow
+from casebridge_shared.sealing import SecretBox, key_file, key_from_secret
 from order_intake.identity.models import SigningKey
+from order_intake.settings import Settings
 
 ALGORITHM = "EdDSA"
+_PURPOSE = "casebridge order-intake token signing keys"
+log = structlog.get_logger(__name__)
 
 
-def generate_key() -> SigningKey:
+def signing_keys_box(settings: Settings) -> SecretBox:
+    """The box that seals the signing private keys, from the settings (see Settings)."""
+    setting = "signing_keys_secret"
+    if settings.signing_keys_secret is not None:
+        key = key_from_secret(settings.signing_keys_secret.get_secret_value(), purpose=_PURPOSE)
+    elif settings.signing_keys_secret_file is not None:
+        setting = "signing_keys_secret_file"
+        secret = settings.signing_keys_secret_file.read_text(encoding="utf-8").strip()
+        if not secret:
+            raise ValueError(f"{settings.signing_keys_secret_file} is empty")
+        key = key_from_secret(secret, purpose=_PURPOSE)
+    else:  # development/test only (Settings refuses this elsewhere)
+        key, created = key_file(settings.signing_keys_key_path)
+        if created:
+            log.warning("identity.signing_keys_key_created", path=str(settings.signing_keys_key_path))
+    return SecretBox(key, key_setting=setting)
+
+
+def generate_key(box: SecretBox) -> SigningKey:
     private = Ed25519PrivateKey.generate()
     kid = secrets.token_urlsafe(12)
     pem = private.private_bytes(
@@ -34,22 +62,29 @@ def generate_key() -> SigningKey:
     ).decode()
     jwk: dict[str, Any] = json.loads(OKPAlgorithm.to_jwk(private.public_key()))
     jwk.update({"kid": kid, "alg": ALGORITHM, "use": "sig"})
-    return SigningKey(kid=kid, algorithm=ALGORITHM, private_pem=pem, public_jwk=json.dumps(jwk))
+    return SigningKey(kid=kid, algorithm=ALGORITHM, private_pem=box.seal(pem), public_jwk=json.dumps(jwk))
 
 
 class KeyStore:
     """Caches the signing keys; reloads from the database when a kid is unknown."""
 
     def __init__(
-        self, db: Database, *, grace: timedelta, reload_after: timedelta = timedelta(minutes=1)
+        self,
+        db: Database,
+        box: SecretBox,
+        *,
+        grace: timedelta,
+        reload_after: timedelta = timedelta(minutes=1),
     ) -> None:
         self._db = db
+        self.box = box
         self._grace = grace
         # Every api replica re-reads the keys this often, so `keys rotate` reaches all of them.
         self._reload_after = reload_after
         self._loaded_at: datetime | None = None
         self._keys: list[SigningKey] = []
         self._public: dict[str, Ed25519PublicKey] = {}
+        self._private: dict[str, Ed25519PrivateKey] = {}
         self._lock = asyncio.Lock()
 
     async def load(self, *, create_if_missing: bool = True) -> None:
@@ -58,8 +93,12 @@ class KeyStore:
                 keys = list(
                     (await session.exec(select(SigningKey).order_by(col(SigningKey.created_at).desc()))).all()
                 )
+            if any(not self.box.is_sealed(k.private_pem) for k in keys):
+                await self._seal_plaintext()
+                await self._reload_unlocked()
+                return
             if not keys and create_if_missing:
-                key = generate_key()
+                key = generate_key(self.box)
                 async with self._db.write_session() as session:
                     # Another process may have raced us: keep whatever wins.
                     existing = (await session.exec(select(SigningKey))).first()
@@ -69,6 +108,21 @@ class KeyStore:
                 await self._reload_unlocked()
                 return
             self._set(keys)
+
+    async def _seal_plaintext(self) -> None:
+        """Seal the keys stored in plaintext before sealing existed (once; the first process wins)."""
+        async with self._db.write_session() as session:
+            plain = [
+                k
+                for k in (await session.exec(select(SigningKey))).all()
+                if not self.box.is_sealed(k.private_pem)
+            ]
+            for key in plain:
+                key.private_pem = self.box.seal(key.private_pem)
+                session.add(key)
+            await session.commit()
+        if plain:
+            log.warning("identity.signing_keys_sealed", keys=len(plain))
 
     async def _reload_unlocked(self) -> None:
         async with self._db.session() as session:
@@ -81,9 +135,12 @@ class KeyStore:
         self._loaded_at = utcnow()
         self._keys = keys
         self._public = {}
+        self._private = {}
         for key in keys:
-            private = serialization.load_pem_private_key(key.private_pem.encode(), password=None)
+            pem = self.box.open(key.private_pem)
+            private = serialization.load_pem_private_key(pem.encode(), password=None)
             assert isinstance(private, Ed25519PrivateKey)
+            self._private[key.kid] = private
             self._public[key.kid] = private.public_key()
 
     def _published(self, now: datetime) -> list[SigningKey]:
@@ -112,12 +169,12 @@ class KeyStore:
 
     def sign(self, claims: dict[str, Any]) -> str:
         key = self.active
-        return jwt.encode(claims, key.private_pem, algorithm=ALGORITHM, headers={"kid": key.kid})
+        return jwt.encode(claims, self._private[key.kid], algorithm=ALGORITHM, headers={"kid": key.kid})
 
 
-async def rotate(db: Database) -> SigningKey:
+async def rotate(db: Database, box: SecretBox) -> SigningKey:
     """Make a new active key; the old one is retired but still published for the grace period."""
-    new_key = generate_key()
+    new_key = generate_key(box)
     async with db.write_session() as session:
         for key in (await session.exec(select(SigningKey).where(col(SigningKey.retired_at).is_(None)))).all():
             key.retired_at = utcnow()

@@ -22,6 +22,8 @@ class User(Base, table=True):
     roles: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     department: str | None = Field(default=None, max_length=40)
     active: bool = True
+    # Tokens issued before this are refused everywhere (sessions revoked, or disabled).
+    sessions_not_before: datetime | None = Field(default=None, sa_type=UTCDateTime)
     version: int = 1
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
@@ -51,6 +53,26 @@ class LoginThrottle(Base, table=True):
     failures: int = 0
     last_failure_at: datetime = Field(sa_type=UTCDateTime)
     blocked_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class RefreshToken(Base, table=True):
+    """One refresh token: opaque to the client, stored here only as its SHA-256.
+
+    Every use replaces it by a new one of the same family (rotation); a token used a
+    second time means it was stolen (or replayed), and the whole family is revoked
+    (OAuth 2.0 Security BCP, RFC 9700 section 4.14).
+    """
+
+    __tablename__ = "refresh_tokens"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    token_hash: str = Field(sa_column=Column(String(64), unique=True, nullable=False))
+    family_id: str = Field(max_length=36, index=True)
+    user_id: str = Field(max_length=36, index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 # --- API shapes -----------------------------------------------------------
@@ -147,3 +169,6 @@ class TokenResponse(BaseModel):
     access_token: str
     token_type: str = "bearer"  # noqa: S105 (the OAuth2 token type, not a secret)
     expires_in: int
+    # Opaque; exchange it (grant_type=refresh_token) for a new pair before it expires.
+    refresh_token: str | None = None
+    refresh_expires_in: int | None = None

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import math
+import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
+import structlog
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func
+from sqlalchemy import func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from casebridge_shared.auth import Department, Role
-from casebridge_shared.db import utcnow
+from casebridge_shared.db import new_id, utcnow
 from casebridge_shared.outbox import UnitOfWork
 from casebridge_shared.problems import (
     Conflict,
@@ -23,12 +29,15 @@ from casebridge_shared.problems import (
     Unauthorized,
     Unprocessable,
 )
+from casebridge_shared.revocation import AccessChanged, record
 from casebridge_shared.versioning import check_version
+from order_intake.db import revocations
 from order_intake.identity import events, throttle
 from order_intake.identity.keys import KeyStore
 from order_intake.identity.models import (
     CustomerRegistration,
     ProfileUpdate,
+    RefreshToken,
     User,
     UserCreate,
 )
@@ -38,6 +47,8 @@ _hasher = PasswordHasher()
 # Verified against when the email is unknown, so both failures cost the same time.
 _DUMMY_HASH = _hasher.hash("casebridge-timing-equaliser")
 LOGIN_REFUSED = "wrong email or password"
+REFRESH_REFUSED = "the refresh token is invalid, expired or revoked; sign in again"
+log = structlog.get_logger(__name__)
 
 
 def normalise_email(email: str) -> str:
@@ -144,11 +155,16 @@ async def create_user(uow: UnitOfWork, data: UserCreate) -> User:
 def issue_token(
     keys: KeyStore, user: User, *, issuer: str, audience: str, lifetime: timedelta, now: datetime
 ) -> str:
+    issued_at = int(now.timestamp())
+    if user.sessions_not_before is not None:
+        # Services refuse iat < ceil(sessions_not_before) (whole seconds, casebridge_shared.revocation):
+        # a token issued in the second of a revocation, after it, says the next second.
+        issued_at = max(issued_at, math.ceil(user.sessions_not_before.timestamp()))
     claims: dict[str, object] = {
         "iss": issuer,
         "aud": audience,
         "sub": user.id,
-        "iat": int(now.timestamp()),
+        "iat": issued_at,
         "nbf": int(now.timestamp()),
         "exp": int((now + lifetime).timestamp()),
         "roles": list(user.roles),
@@ -192,11 +208,12 @@ async def authenticate(
     issuer: str,
     audience: str,
     lifetime: timedelta,
+    refresh_lifetime: timedelta,
     client_ip: str | None,
     user_agent: str | None,
     throttle_policy: throttle.ThrottlePolicy | None = None,
-) -> tuple[str, int]:
-    """Check the password; on success return (token, seconds valid). Every attempt is recorded.
+) -> TokenPair:
+    """Check the password; on success a new session (access and refresh token). Every attempt is recorded.
 
     Throttled (429) while the account or the client address has failed too often
     (identity/throttle.py); the attempt is counted before the password is checked.
@@ -228,6 +245,7 @@ async def authenticate(
         uow.session.add(user)
     await throttle.take_back(uow.session, policy, throttle_keys, now)
     token = issue_token(keys, user, issuer=issuer, audience=audience, lifetime=lifetime, now=now)
+    refresh_token = _new_refresh_token(uow, user, family_id=new_id(), lifetime=refresh_lifetime, now=now)
     uow.emit(
         events.LoginSucceeded(
             user_id=user.id,
@@ -242,7 +260,164 @@ async def authenticate(
         version=user.version,
     )
     await uow.commit()
-    return token, int(lifetime.total_seconds())
+    return TokenPair(
+        token, int(lifetime.total_seconds()), refresh_token, int(refresh_lifetime.total_seconds())
+    )
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    expires_in: int
+    refresh_token: str
+    refresh_expires_in: int
+
+
+def _digest(refresh_token: str) -> str:
+    return hashlib.sha256(refresh_token.encode()).hexdigest()
+
+
+def _new_refresh_token(
+    uow: UnitOfWork, user: User, *, family_id: str, lifetime: timedelta, now: datetime
+) -> str:
+    """A new opaque refresh token of ``family_id`` (one family per sign-in); only its SHA-256 is stored."""
+    token = secrets.token_urlsafe(32)
+    uow.session.add(
+        RefreshToken(
+            token_hash=_digest(token),
+            family_id=family_id,
+            user_id=user.id,
+            created_at=now,
+            expires_at=now + lifetime,
+        )
+    )
+    return token
+
+
+async def _revoke_refresh_tokens(uow: UnitOfWork, now: datetime, condition: Any) -> None:
+    await uow.session.execute(
+        update(RefreshToken).where(col(RefreshToken.revoked_at).is_(None), condition).values(revoked_at=now)
+    )
+
+
+async def refresh(
+    uow: UnitOfWork,
+    keys: KeyStore,
+    *,
+    refresh_token: str,
+    issuer: str,
+    audience: str,
+    lifetime: timedelta,
+    refresh_lifetime: timedelta,
+) -> TokenPair:
+    """The refresh_token grant: a new access token and a new refresh token replacing the one used.
+
+    A refresh token is good for one use. Presented again, it was copied: its whole family (the
+    session it belongs to) is revoked, so neither the thief nor the user can go on with it
+    (RFC 9700 section 4.14.2); the user signs in again.
+    """
+    await keys.refresh_if_stale()
+    now = utcnow()
+    refused = Unauthorized(REFRESH_REFUSED, field="body.refresh_token")
+    stored = (
+        await uow.session.exec(select(RefreshToken).where(RefreshToken.token_hash == _digest(refresh_token)))
+    ).first()
+    if stored is None or stored.revoked_at is not None:
+        raise refused
+    # Taking it is one conditional UPDATE, so of two requests racing with the same token one wins
+    # and the other is a reuse.
+    taken: Any = await uow.session.execute(
+        update(RefreshToken)
+        .where(col(RefreshToken.id) == stored.id, col(RefreshToken.used_at).is_(None))
+        .values(used_at=now)
+    )
+    if taken.rowcount != 1:
+        await _revoke_refresh_tokens(uow, now, col(RefreshToken.family_id) == stored.family_id)
+        await uow.commit()
+        log.warning("identity.refresh_token_reused", user_id=stored.user_id, family_id=stored.family_id)
+        raise refused
+    user = await uow.session.get(User, stored.user_id)
+    if (
+        stored.expires_at <= now
+        or user is None
+        or not user.active
+        or (user.sessions_not_before is not None and stored.created_at < user.sessions_not_before)
+    ):
+        raise refused  # nothing written: the UPDATE is rolled back with the unit of work
+    token = issue_token(keys, user, issuer=issuer, audience=audience, lifetime=lifetime, now=now)
+    new_refresh = _new_refresh_token(
+        uow, user, family_id=stored.family_id, lifetime=refresh_lifetime, now=now
+    )
+    await uow.commit()
+    return TokenPair(token, int(lifetime.total_seconds()), new_refresh, int(refresh_lifetime.total_seconds()))
+
+
+async def _change_access(
+    uow: UnitOfWork,
+    user: User,
+    event: type[events.AccessSnapshot],
+    *,
+    active: bool,
+    revoke_sessions: bool,
+) -> User:
+    """Disable, enable or revoke: the user row, the refresh tokens, this service's revocation list
+    and the event every other service keeps, in one transaction."""
+    now = utcnow()
+    user.active = active
+    if revoke_sessions:
+        user.sessions_not_before = now
+        await _revoke_refresh_tokens(uow, now, col(RefreshToken.user_id) == user.id)
+    user.version += 1
+    user.updated_at = now
+    uow.session.add(user)
+    await record(
+        uow,
+        revocations,
+        AccessChanged(
+            user_id=user.id,
+            active=user.active,
+            sessions_not_before=user.sessions_not_before,
+            version=user.version,
+        ),
+    )
+    uow.emit(
+        event(**_snapshot(user), sessions_not_before=user.sessions_not_before),
+        key=user.id,
+        version=user.version,
+    )
+    await uow.commit()
+    return user
+
+
+async def _user(uow: UnitOfWork, user_id: str) -> User:
+    user = await uow.session.get(User, user_id)
+    if user is None:
+        raise NotFound("no such user", field="path.user_id")
+    return user
+
+
+async def disable_user(uow: UnitOfWork, user_id: str, *, by: str) -> User:
+    """The user can no longer sign in, and every service refuses their tokens (within 60 s)."""
+    if user_id == by:
+        raise Conflict("an admin cannot disable their own account", field="path.user_id")
+    user = await _user(uow, user_id)
+    if not user.active:
+        return user  # already disabled: nothing changes
+    return await _change_access(uow, user, events.UserDisabled, active=False, revoke_sessions=True)
+
+
+async def enable_user(uow: UnitOfWork, user_id: str) -> User:
+    """The user can sign in again; tokens from before they were disabled stay refused."""
+    user = await _user(uow, user_id)
+    if user.active:
+        return user
+    return await _change_access(uow, user, events.UserEnabled, active=True, revoke_sessions=False)
+
+
+async def revoke_sessions(uow: UnitOfWork, user_id: str) -> User:
+    """Every token and refresh token the user holds now is refused; they sign in again."""
+    user = await _user(uow, user_id)
+    return await _change_access(uow, user, events.SessionsRevoked, active=user.active, revoke_sessions=True)
 
 
 async def get_user(session: AsyncSession, user_id: str) -> User:

@@ -3,16 +3,59 @@
 // send the Authorization header; it resumes with Last-Event-ID after a drop.
 
 const $ = (id) => document.getElementById(id);
-const state = { token: sessionStorage.getItem("casebridge.token"), last: null, abort: null, config: null };
+const state = {
+  token: sessionStorage.getItem("casebridge.token"),
+  last: null,
+  abort: null,
+  config: null,
+  refreshing: null,
+};
 
 async function config() {
   if (!state.config) state.config = await (await fetch("/app/config.json")).json();
   return state.config;
 }
 
-function api(path, options = {}) {
-  const headers = { ...(options.headers || {}), Authorization: `Bearer ${state.token}` };
-  return fetch(path, { ...options, headers });
+// Access tokens are short (5 minutes); on a 401 the refresh token (rotated on every use) gets a
+// new pair once. One refresh at a time: a refresh token presented twice revokes the session.
+function signedIn(body) {
+  state.token = body.access_token;
+  sessionStorage.setItem("casebridge.token", state.token);
+  if (body.refresh_token) sessionStorage.setItem("casebridge.refresh", body.refresh_token);
+}
+
+async function exchangeRefreshToken() {
+  const refreshToken = sessionStorage.getItem("casebridge.refresh");
+  if (!refreshToken) return false;
+  const { token_url: tokenUrl } = await config();
+  const form = new URLSearchParams({ grant_type: "refresh_token", refresh_token: refreshToken });
+  let response;
+  try {
+    response = await fetch(tokenUrl, { method: "POST", body: form });
+  } catch (_) {
+    return false;
+  }
+  if (!response.ok) {
+    sessionStorage.removeItem("casebridge.refresh");
+    return false;
+  }
+  signedIn(await response.json());
+  return true;
+}
+
+function refreshSession() {
+  if (!state.refreshing) state.refreshing = exchangeRefreshToken().finally(() => (state.refreshing = null));
+  return state.refreshing;
+}
+
+async function api(path, options = {}) {
+  const send = () => {
+    const headers = { ...(options.headers || {}), Authorization: `Bearer ${state.token}` };
+    return fetch(path, { ...options, headers });
+  };
+  const response = await send();
+  if (response.status === 401 && (await refreshSession())) return send();
+  return response;
 }
 
 function status(text) {
@@ -176,8 +219,7 @@ $("login").addEventListener("submit", async (event) => {
     $("login-error").textContent = "Wrong email or password.";
     return;
   }
-  state.token = (await response.json()).access_token;
-  sessionStorage.setItem("casebridge.token", state.token);
+  signedIn(await response.json());
   $("password").value = "";
   await load();
 });
@@ -196,6 +238,7 @@ $("enable-push").addEventListener("click", () => enablePush().catch((e) => ($("p
 
 $("sign-out").addEventListener("click", () => {
   sessionStorage.removeItem("casebridge.token");
+  sessionStorage.removeItem("casebridge.refresh");
   state.token = null;
   if (state.abort) state.abort.abort();
   status("");
