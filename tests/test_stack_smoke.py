@@ -155,6 +155,9 @@ async def test_make_up_serves_the_stack_and_stops_cleanly(tmp_path: Path) -> Non
         while any(_alive(p) for p in family) and time.monotonic() < stop_deadline:
             await asyncio.sleep(0.1)
         assert not [p for p in family if _alive(p)], "processes left after Ctrl-C"
+        # Each stopped by itself: the process manager SIGKILLs what still runs 5 s after Ctrl-C.
+        killed = [line for line in output if "sending SIGKILL" in line]
+        assert not killed, "".join(killed)
         assert (checkout / "var" / "order-intake.sqlite3").exists()
     finally:
         if proc.poll() is None:
