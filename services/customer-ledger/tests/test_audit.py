@@ -80,7 +80,8 @@ async def export_to(container: Container, path: Path) -> Path:
 
 
 def run_verify(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, ["verify", *args])
+    # Wide, so an error box does not wrap a long file path (a non-terminal is 80 columns).
+    result = CliRunner().invoke(cli, ["verify", *args], env={"COLUMNS": "500"})
     return result.exit_code, result.output
 
 
