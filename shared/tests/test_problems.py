@@ -270,3 +270,14 @@ async def test_a_constraint_violation_or_a_bug_on_postgresql_stays_a_500(postgre
         response = await _ask(app, path)
         assert response.status_code == 500, (path, response.text)
         assert "retry-after" not in response.headers
+
+
+def test_a_connection_left_mid_operation_is_a_connection_error_not_a_bug() -> None:
+    import asyncpg
+
+    broken = asyncpg.InternalClientError("cannot switch to state 12; another operation (2) is in progress")
+    wrapped = DBAPIError("SELECT 1", {}, broken)
+    assert is_database_unreachable(wrapped)
+    # The same words from concurrent use of one connection (a bug) stay a bug.
+    misuse = asyncpg.InterfaceError("cannot perform operation: another operation is in progress")
+    assert not is_database_unreachable(DBAPIError("SELECT 1", {}, misuse))

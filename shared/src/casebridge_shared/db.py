@@ -122,6 +122,10 @@ _ASYNCPG_CONNECTION_ERRORS = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
 )
+# asyncpg's "cannot switch to state N; another operation (M) is in progress": a connection
+# whose protocol was left mid-operation when the server dropped it. Seen after
+# pg_terminate_backend under load; every later statement on it fails the same way.
+_BROKEN_PROTOCOL = "another operation"
 _CLOSED_MESSAGES = ("connection is closed", "connection was closed", "underlying connection is closed")
 
 
@@ -170,6 +174,8 @@ def _sqlstate(exc: BaseException) -> str | None:
 def _is_connection_error(exc: BaseException) -> bool:
     """One link of the chain says the connection is gone or cannot be made."""
     if isinstance(exc, _ASYNCPG_CONNECTION_ERRORS):
+        return True
+    if isinstance(exc, asyncpg.InternalClientError) and _BROKEN_PROTOCOL in str(exc):
         return True
     if isinstance(exc, asyncpg.InterfaceError):  # asyncpg's own: only a closed connection
         return any(m in str(exc) for m in _CLOSED_MESSAGES)
@@ -257,9 +263,24 @@ def create_engine(
     kwargs.setdefault("pool_use_lifo", True)
     ping_after_idle = kwargs.pop("ping_after_idle_seconds", PING_AFTER_IDLE_SECONDS)
     engine = create_async_engine(url, echo=echo, **kwargs)
+    event.listen(engine.sync_engine, "handle_error", _connection_errors_are_disconnects)
     if not kwargs.get("pool_pre_ping"):
         _check_idle_connections(engine, ping_after_idle)
     return engine
+
+
+def _connection_errors_are_disconnects(context: Any) -> None:
+    """A statement failed on a connection that is gone or broken: SQLAlchemy drops it from
+    the pool (``is_disconnect``) instead of handing it out again.
+
+    SQLAlchemy's asyncpg dialect knows a closed connection, but not one left
+    mid-operation by a terminated backend (``InternalClientError``, above), which
+    then failed every transaction it was given to.
+    """
+    if context.is_disconnect or context.original_exception is None:
+        return
+    if any(_is_connection_error(cause) for cause in _causes(context.original_exception)):
+        context.is_disconnect = True
 
 
 _GIVEN_BACK_AT = "casebridge.given_back_at"
