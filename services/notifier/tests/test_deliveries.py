@@ -383,3 +383,39 @@ async def test_a_queued_delivery_wakes_the_dispatcher_instead_of_waiting_for_its
             return any(d.attempts >= 1 for d in await rows(container))
 
         await testing.wait_until(tried, timeout=30, message="the queued email tried at once")
+
+
+async def test_the_dispatcher_rides_out_a_database_refusing_connections(container: Container) -> None:
+    """Issue 25: the database away (connections terminated, new ones refused) never ends the loop."""
+    if container.db.dialect != "postgresql":
+        pytest.skip("refuses PostgreSQL connections (run with CASEBRIDGE_TEST_POSTGRES_URL)")
+    dispatcher = container.dispatcher()
+    passes: dict[str, int] = {"failed": 0, "done": 0}
+    send_due = dispatcher.send_due
+
+    async def counted(now: datetime | None = None) -> int:
+        try:
+            sent = await send_due(now)
+        except Exception:
+            passes["failed"] += 1
+            raise
+        passes["done"] += 1
+        return sent
+
+    dispatcher.send_due = counted  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    async with testing.connections_refused(container.db.url):
+        await testing.terminate_connections(container.db.url)
+        task = asyncio.create_task(dispatcher.run(stop))
+        try:
+            await testing.wait_until(lambda: passes["failed"] >= 3, timeout=30, message="failed passes")
+            assert not task.done() and passes["done"] == 0
+        except BaseException:
+            stop.set()
+            raise
+    try:
+        await testing.wait_until(lambda: passes["done"] >= 1, timeout=30, message="a pass once it is back")
+        assert not task.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
