@@ -1,4 +1,4 @@
-"""Our RFC 9162 Merkle code against the known-answer vectors in ../shared/testdata/rfc9162."""
+"""Our RFC 9162 Merkle code against the known-answer vectors in tests/data/rfc9162 (Apache-2.0)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from customer_ledger.journal.merkle import (
     verify_inclusion,
 )
 
-VECTORS = Path(__file__).resolve().parents[3].parent / "shared" / "testdata" / "rfc9162"
+VECTORS = Path(__file__).resolve().parent / "data" / "rfc9162"
 LEAVES = [
     bytes.fromhex(h)
     for h in (

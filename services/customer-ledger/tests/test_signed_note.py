@@ -18,7 +18,7 @@ from customer_ledger.journal.signed_note import (
     sign_checkpoint,
 )
 
-DATA = Path(__file__).resolve().parents[3].parent / "shared" / "testdata" / "signed-note"
+DATA = Path(__file__).resolve().parent / "data" / "signed-note"
 
 
 def test_go_checksum_database_checkpoint_verifies() -> None:

@@ -515,3 +515,38 @@ async def test_the_push_resolver_answers_only_allowed_addresses(monkeypatch: pyt
         await _PolicyResolver(OutboundPolicy()).resolve("push.example", 443)
     [answer] = await _PolicyResolver(OutboundPolicy(["169.254.0.0/16"])).resolve("push.example", 443)
     assert answer["host"] == "169.254.169.254" and answer["hostname"] == "push.example"
+
+async def test_the_dispatcher_rides_out_a_database_refusing_connections(container: Container) -> None:
+    """Issue 25: the database away (connections terminated, new ones refused) never ends the loop."""
+    if container.db.dialect != "postgresql":
+        pytest.skip("refuses PostgreSQL connections (run with CASEBRIDGE_TEST_POSTGRES_URL)")
+    dispatcher = container.dispatcher()
+    passes: dict[str, int] = {"failed": 0, "done": 0}
+    send_due = dispatcher.send_due
+
+    async def counted(now: datetime | None = None) -> int:
+        try:
+            sent = await send_due(now)
+        except Exception:
+            passes["failed"] += 1
+            raise
+        passes["done"] += 1
+        return sent
+
+    dispatcher.send_due = counted  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    async with testing.connections_refused(container.db.url):
+        await testing.terminate_connections(container.db.url)
+        task = asyncio.create_task(dispatcher.run(stop))
+        try:
+            await testing.wait_until(lambda: passes["failed"] >= 3, timeout=30, message="failed passes")
+            assert not task.done() and passes["done"] == 0
+        except BaseException:
+            stop.set()
+            raise
+    try:
+        await testing.wait_until(lambda: passes["done"] >= 1, timeout=30, message="a pass once it is back")
+        assert not task.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)

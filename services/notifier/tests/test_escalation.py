@@ -205,3 +205,45 @@ async def test_a_run_s_new_cases_are_checked_for_timers_in_one_query(
     async with container.db.session() as session:
         timers = sorted(t.case_id for t in (await session.exec(select(ClaimTimer))).all())
     assert timers == sorted(["case-old", *(c.case_id for c in new)])  # the old one not started twice
+
+
+async def test_the_loop_rides_out_a_database_refusing_connections(
+    container: Container, people: People
+) -> None:
+    """Issue 25: the database away (connections terminated, new ones refused) never ends the loop."""
+    if container.db.dialect != "postgresql":
+        pytest.skip("refuses PostgreSQL connections (run with CASEBRIDGE_TEST_POSTGRES_URL)")
+    await people.add("supervisor")
+    await open_case(container)
+    timer = EscalationTimer(container.db, poll_seconds=0.01, clock=lambda: OPENED + timedelta(hours=1))
+    failed: list[BaseException] = []
+    tick = timer.tick
+
+    async def counted_tick() -> int:
+        try:
+            return await tick()
+        except Exception as exc:
+            failed.append(exc)
+            raise
+
+    timer.tick = counted_tick  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    async with testing.connections_refused(container.db.url):
+        await testing.terminate_connections(container.db.url)
+        task = asyncio.create_task(timer.run(stop))
+        try:
+            await testing.wait_until(lambda: len(failed) >= 3, timeout=30, message="failed passes")
+            assert not task.done()
+        except BaseException:
+            stop.set()
+            raise
+    try:
+
+        async def both() -> bool:
+            return len(await escalations(container)) == 2
+
+        await testing.wait_until(both, timeout=30, message="both escalations once the database is back")
+        assert not task.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -10,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 from starlette.applications import Starlette
@@ -499,3 +501,52 @@ async def test_a_run_finds_its_orders_in_one_query_and_writes_its_steps_together
         assert [e.title for e in entries][-1] == (
             "Expert assigned" if order is orders[0] else "Order accepted"
         )
+
+
+async def test_the_fetcher_started_while_the_database_refuses_connections_waits_and_carries_on(
+    container: Container, factory: Factory
+) -> None:
+    """Issue 25: it loaded its keys before its loop, so a database away at start ended the worker."""
+    if container.db.dialect != "postgresql":
+        pytest.skip("refuses PostgreSQL connections (run with CASEBRIDGE_TEST_POSTGRES_URL)")
+    from order_intake.identity.keys import KeyStore
+
+    order = await new_order(factory)
+    data = b"%PDF-1.4 fetched after the outage"
+    document = await announced(container, order, data)
+    keys = KeyStore(container.db, grace=timedelta(days=1))  # not loaded yet: the first pass loads them
+    remote = FakeCaseHandling([(200, data)])
+    fetcher = DocumentFetcher(
+        container.db, keys, container.settings, transport=httpx.ASGITransport(remote.app())
+    )
+    failed: list[BaseException] = []
+    fetch_due = fetcher.fetch_due
+
+    async def counted(http: httpx.AsyncClient) -> int:
+        try:
+            return await fetch_due(http)
+        except Exception as exc:
+            failed.append(exc)
+            raise
+
+    fetcher.fetch_due = counted  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    async with testing.connections_refused(container.db.url):
+        await testing.terminate_connections(container.db.url)
+        task = asyncio.create_task(fetcher.run(stop))
+        try:
+            await testing.wait_until(lambda: len(failed) >= 3, timeout=30, message="failed passes")
+            assert not task.done()
+        except BaseException:
+            stop.set()
+            raise
+    try:
+
+        async def stored() -> bool:
+            return (await doc(container, document.id)).status == "available"
+
+        await testing.wait_until(stored, timeout=30, message="the document stored once the database is back")
+        assert not task.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)

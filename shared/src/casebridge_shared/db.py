@@ -103,33 +103,130 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-def is_transient_database_error(exc: BaseException) -> bool:
-    """The database is unreachable or dropped the connection: worth trying again, not the data's fault.
+# SQLSTATEs of a server that is away, going away or full, whatever class the driver
+# or SQLAlchemy gave the error: class 08 (connection exception) is matched as a class.
+_UNREACHABLE_SQLSTATES = frozenset(
+    {
+        "57P01",  # admin_shutdown: pg_terminate_backend, a fast shutdown
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now: "the database system is not accepting connections"
+        "53300",  # too_many_connections
+    }
+)
+# object_not_in_prerequisite_state: counts only with this message, "database X is not
+# currently accepting connections" (ALTER DATABASE ... ALLOW_CONNECTIONS false).
+_NOT_ACCEPTING = "55000"
+_ASYNCPG_CONNECTION_ERRORS = (
+    asyncpg.PostgresConnectionError,  # class 08, ConnectionDoesNotExistError among them
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+# asyncpg's "cannot switch to state N; another operation (M) is in progress": a connection
+# whose protocol was left mid-operation when the server dropped it. Seen after
+# pg_terminate_backend under load; every later statement on it fails the same way.
+_BROKEN_PROTOCOL = "another operation"
+_CLOSED_MESSAGES = ("connection is closed", "connection was closed", "underlying connection is closed")
 
-    A consumer retries on this, so any ``OSError`` counts: a full disk or a file it
-    cannot write yet passes like an outage, and skipping the event would lose it.
-    An api answers 503 on :func:`is_database_unreachable` instead, which is stricter.
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what lies under it: SQLAlchemy's ``orig``, ``__cause__``, and the
+    ``__context__`` of a database or network error (a bug raised while handling one is a bug).
+
+    SQLAlchemy wraps asyncpg's errors in DBAPI classes whose names say nothing
+    (``DBAPIError`` around the dialect's ``Error`` around ``AdminShutdownError``); an
+    error raised in a task group comes as an exception group.
     """
-    if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError | ConnectionError | OSError):
+    found: list[BaseException] = []
+    seen: set[int] = set()
+    todo = [exc]
+    while todo and len(found) < 32:
+        current = todo.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        found.append(current)
+        if isinstance(current, BaseExceptionGroup):
+            todo.extend(current.exceptions)
+        orig = getattr(current, "orig", None)
+        if isinstance(orig, BaseException):
+            todo.append(orig)
+        if current.__cause__ is not None:
+            todo.append(current.__cause__)
+        if current.__context__ is not None and _is_database_kind(current):
+            todo.append(current.__context__)
+    return found
+
+
+def _is_database_kind(exc: BaseException) -> bool:
+    module = type(exc).__module__
+    return isinstance(exc, OSError) or module.startswith(("sqlalchemy", "asyncpg", "sqlite3", "aiosqlite"))
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    for name in ("sqlstate", "pgcode"):
+        value = getattr(exc, name, None)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """One link of the chain says the connection is gone or cannot be made."""
+    if isinstance(exc, _ASYNCPG_CONNECTION_ERRORS):
         return True
+    if isinstance(exc, asyncpg.InternalClientError) and _BROKEN_PROTOCOL in str(exc):
+        return True
+    if isinstance(exc, asyncpg.InterfaceError):  # asyncpg's own: only a closed connection
+        return any(m in str(exc) for m in _CLOSED_MESSAGES)
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    name = type(exc).__name__
-    # asyncpg raises its own connection errors outside SQLAlchemy's wrapping.
-    return name in {"ConnectionDoesNotExistError", "CannotConnectNowError", "TooManyConnectionsError"}
+    if isinstance(exc, PoolTimeoutError):  # every connection of the pool busy or hanging
+        return True
+    state = _sqlstate(exc)
+    if state is None:
+        return False
+    if state.startswith("08") or state in _UNREACHABLE_SQLSTATES:
+        return True
+    return state == _NOT_ACCEPTING and "accepting connections" in str(exc)
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    return isinstance(exc, ConnectionError | TimeoutError | socket.gaierror)
 
 
 def is_database_unreachable(exc: BaseException) -> bool:
-    """The database cannot be reached or dropped the connection, and nothing else went wrong.
+    """The database cannot be reached, refuses or dropped the connection: an api's 503 "try again".
 
-    For an api's 503 "try again": a bare ``OSError`` counts only when it is a network
-    error (refused, reset, timed out, name not resolved). Any other one, e.g. a full
-    disk while an attachment is stored, is the server's fault and stays a 500 rather
-    than telling the client the database is down.
+    Refused, reset or timed-out sockets, names not resolved; on PostgreSQL the
+    server's own word (SQLSTATE class 08, 57P01-57P03 terminated or starting up or
+    shutting down, 53300 too many clients, 55000 "not currently accepting
+    connections") and asyncpg's connection errors, found anywhere in the chain of
+    wrapped errors; and SQLAlchemy's ``OperationalError``/``InterfaceError`` (SQLite:
+    "database is locked"). A bare ``OSError`` that is not a network error (a full disk while
+    an upload is stored) is the server's fault and stays a 500, as does a constraint
+    violation or a bug.
     """
-    if isinstance(exc, OSError) and not isinstance(exc, ConnectionError | TimeoutError | socket.gaierror):
+    if isinstance(exc, OSError) and not _is_network_error(exc):
         return False
-    return is_transient_database_error(exc)
+    for cause in _causes(exc):
+        if _is_connection_error(cause) or _is_network_error(cause):
+            return True
+        # SQLAlchemy's own word for a database that is away or busy (SQLite: "database is locked").
+        if isinstance(cause, OperationalError | InterfaceError):
+            return True
+    return False
+
+
+def is_transient_database_error(exc: BaseException) -> bool:
+    """Worth trying again, not the data's fault: :func:`is_database_unreachable`, and more.
+
+    A consumer or worker loop retries on this, so any ``OSError`` counts (a full disk
+    or a file it cannot write yet passes like an outage, and skipping the event would
+    lose it).
+    """
+    return is_database_unreachable(exc) or any(isinstance(cause, OSError) for cause in _causes(exc))
 
 
 def create_engine(
@@ -167,9 +264,24 @@ def create_engine(
     kwargs.setdefault("pool_use_lifo", True)
     ping_after_idle = kwargs.pop("ping_after_idle_seconds", PING_AFTER_IDLE_SECONDS)
     engine = create_async_engine(url, echo=echo, **kwargs)
+    event.listen(engine.sync_engine, "handle_error", _connection_errors_are_disconnects)
     if not kwargs.get("pool_pre_ping"):
         _check_idle_connections(engine, ping_after_idle)
     return engine
+
+
+def _connection_errors_are_disconnects(context: Any) -> None:
+    """A statement failed on a connection that is gone or broken: SQLAlchemy drops it from
+    the pool (``is_disconnect``) instead of handing it out again.
+
+    SQLAlchemy's asyncpg dialect knows a closed connection, but not one left
+    mid-operation by a terminated backend (``InternalClientError``, above), which
+    then failed every transaction it was given to.
+    """
+    if context.is_disconnect or context.original_exception is None:
+        return
+    if any(_is_connection_error(cause) for cause in _causes(context.original_exception)):
+        context.is_disconnect = True
 
 
 _GIVEN_BACK_AT = "casebridge.given_back_at"

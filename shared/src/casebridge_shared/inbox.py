@@ -280,6 +280,12 @@ class EventConsumer:
                     await _sleep_unless_stopped(delay, stop)
                     attempt = 0
                     continue
+                if attempt >= self.max_attempts and not await self._database_reachable():
+                    # An outage in a form not recognised above: still not the event's fault.
+                    log.warning("consumer.database_unreachable", group=self.group, error=str(exc)[:300])
+                    await _sleep_unless_stopped(self.max_backoff, stop)
+                    attempt = 0
+                    continue
                 if attempt >= self.max_attempts:
                     error = f"handler failed after {attempt} attempts: {type(exc).__name__}: {exc}"
                     log.error("consumer.giving_up", group=self.group, error=error[:500])
@@ -288,6 +294,14 @@ class EventConsumer:
                 delay = min(self.retry_backoff * 2 ** (attempt - 1), self.max_backoff)
                 log.warning("consumer.retrying", group=self.group, attempt=attempt, error=str(exc)[:300])
                 await _sleep_unless_stopped(delay, stop)
+
+    async def _database_reachable(self) -> bool:
+        """Asked before an event is dead-lettered: never because the database was away."""
+        try:
+            await self.db.ping()
+        except Exception:
+            return False
+        return True
 
     # -- batches -------------------------------------------------------------
 

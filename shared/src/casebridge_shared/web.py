@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from casebridge_shared import metrics
+from casebridge_shared.db import is_database_unreachable
 from casebridge_shared.keyfiles import owner_only_umask
 from casebridge_shared.problems import (
     PROBLEM_CONTENT_TYPE,
@@ -71,6 +72,12 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            # Answered outside this middleware by the last-resort handler: a database that
+            # cannot be reached is its 503, not a 500, in the log line and the metric too.
+            if is_database_unreachable(exc):
+                status = 503
+            raise
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")

@@ -13,9 +13,11 @@ from typing import Any, Protocol, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import structlog
+from aiokafka.errors import KafkaError
 from prometheus_client import make_wsgi_app
 
 from casebridge_shared import health
+from casebridge_shared.db import is_transient_database_error
 from casebridge_shared.keyfiles import owner_only_umask
 from casebridge_shared.logs import configure_logging
 
@@ -31,6 +33,73 @@ async def until_any(*events: asyncio.Event, timeout: float) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+class Backoff:
+    """Bounded exponential backoff: ``first``, twice that, ... up to ``longest`` seconds."""
+
+    def __init__(self, first: float = 0.2, longest: float = 10.0) -> None:
+        self.first = first
+        self.longest = longest
+        self._next = first
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self._next * 2, self.longest)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.first
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A fault of a dependency that is expected to end: the database or the broker away."""
+    return is_transient_database_error(exc) or isinstance(exc, KafkaError)
+
+
+async def periodic(
+    name: str,
+    step: Callable[[], Awaitable[bool]],
+    stop: asyncio.Event,
+    *,
+    idle_seconds: float,
+    wake: asyncio.Event | None = None,
+    backoff: Backoff | None = None,
+) -> None:
+    """A worker loop that outlives every fault: ``step()`` until ``stop`` is set.
+
+    ``step`` returns True when more work is waiting (it runs again at once), False
+    when it is idle (it runs again after ``idle_seconds``, or when ``wake`` is set).
+    An exception never ends the loop, nor the ``asyncio.gather`` of the worker's
+    parts, which would end the process: it is logged (a database or broker away as
+    a warning, anything else with its traceback) and the step is tried again after
+    a bounded exponential backoff, reset by the next success. Only cancellation
+    (the worker stopping) gets through.
+    """
+    backoff = backoff or Backoff()
+    failures = 0
+    waits = (stop, wake) if wake is not None else (stop,)
+    while not stop.is_set():
+        if wake is not None:
+            wake.clear()  # before looking: a wake-up meanwhile is not lost
+        try:
+            more = await step()
+        except Exception as exc:
+            failures += 1
+            delay = backoff.next()
+            error = f"{type(exc).__name__}: {exc}"[:300]
+            if is_transient(exc):
+                log.warning(f"{name}.unavailable", error=error, failures=failures, retry_in=delay)
+            else:
+                log.error(f"{name}.failed", error=error, failures=failures, retry_in=delay, exc_info=exc)
+            await until_any(stop, timeout=delay)
+            continue
+        if failures:
+            log.info(f"{name}.recovered", after_failures=failures)
+            failures = 0
+            backoff.reset()
+        if not more:
+            await until_any(*waits, timeout=idle_seconds)
 
 
 class WorkerSettings(Protocol):

@@ -114,6 +114,61 @@ async def pg_exec(base_url: str, sql: str) -> None:
         await conn.close()
 
 
+async def _admin(url: str) -> asyncpg.Connection:
+    """A connection to the maintenance database of ``url``'s server (not to the database itself,
+    which may be refusing connections)."""
+    connection: asyncpg.Connection = await asyncpg.connect(_pg_dsn(url, "postgres"))
+    return connection
+
+
+async def terminate_connections(url: str, *, pid: int | None = None, timeout: float = 10.0) -> int:
+    """``pg_terminate_backend`` on every connection to ``url``'s database (or only ``pid``),
+    and wait until those backends are gone; returns how many were terminated."""
+    name = make_url(url).database
+    admin = await _admin(url)
+    try:
+        if pid is None:
+            pids = [
+                row[0]
+                for row in await admin.fetch(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", name
+                )
+            ]
+        else:
+            pids = [pid]
+        await admin.execute("SELECT pg_terminate_backend(p) FROM unnest($1::int[]) AS p", pids)
+        # pg_terminate_backend only signals: wait until the backends exited.
+        deadline = time.monotonic() + timeout
+        while await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])", pids):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"terminated backends of {name} did not exit within {timeout}s")
+            await asyncio.sleep(0.01)
+        return len(pids)
+    finally:
+        await admin.close()
+
+
+async def allow_connections(url: str, allowed: bool) -> None:
+    """``ALTER DATABASE .. ALLOW_CONNECTIONS``: while false, new connections to ``url``'s
+    database fail with "database .. is not currently accepting connections" (SQLSTATE 55000)."""
+    name = make_url(url).database
+    admin = await _admin(url)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {"true" if allowed else "false"}')
+    finally:
+        await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def connections_refused(url: str) -> AsyncIterator[None]:
+    """New connections to ``url``'s PostgreSQL database refused while inside; allowed again after."""
+    await allow_connections(url, False)
+    try:
+        yield
+    finally:
+        await allow_connections(url, True)
+
+
 @contextlib.asynccontextmanager
 async def scratch_database(tmp_path: Path, prefix: str) -> AsyncIterator[Database]:
     """An empty database of the backend under test, for tests that bring their own tables.

@@ -8,7 +8,6 @@ Runs in the ledger worker. Checkpoints are also issued on demand
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -16,6 +15,7 @@ import structlog
 
 from casebridge_shared.db import Database, utcnow
 from casebridge_shared.outbox import UnitOfWork
+from casebridge_shared.worker import periodic
 from customer_ledger.journal import service
 from customer_ledger.journal.models import JournalCheckpoint
 from customer_ledger.journal.signed_note import Signer
@@ -44,13 +44,13 @@ class CheckpointBatcher:
         self.clock = clock
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.tick()
-            except Exception as exc:  # the database may be down: keep going when it is back
-                log.warning("checkpoints.batch_failed", error=str(exc)[:300])
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.poll_seconds)
+        """A checkpoint whenever a batch bound is reached; the database away is waited out (``periodic``)."""
+
+        async def step() -> bool:
+            await self.tick()
+            return False
+
+        await periodic("checkpoints.batch", step, stop, idle_seconds=self.poll_seconds)
 
     async def tick(self) -> JournalCheckpoint | None:
         """Issue a checkpoint if a batch bound is reached; returns it, or None."""

@@ -37,7 +37,7 @@ from standardwebhooks.webhooks import Webhook
 
 from casebridge_shared.db import Database, utcnow
 from casebridge_shared.outbound import OutboundPolicy, OutboundRefused, guarded_client
-from casebridge_shared.worker import until_any
+from casebridge_shared.worker import periodic
 from notifier.deliveries import service
 from notifier.deliveries.models import Delivery, DeliveryStatus, PushSubscription, WebhookSubscription
 from notifier.deliveries.sealing import SecretBox
@@ -105,18 +105,20 @@ class Dispatcher:
         # Woken when this process queues deliveries (an alert goes out at once); the
         # poll finds retries coming due and what another process queued.
         queued = asyncio.Event()
+
+        async def step() -> bool:
+            return await self.send_due() > 0
+
         try:
             with service.woken_when_queued(queued.set):
-                while not stop.is_set():
-                    queued.clear()  # before looking: a wake-up meanwhile is not lost
-                    try:
-                        sent = await self.send_due()
-                    except Exception as exc:  # the database may be down: keep going when it is back
-                        log.warning("deliveries.loop_failed", error=str(exc)[:300])
-                        sent = 0
-                    if sent:
-                        continue
-                    await until_any(stop, queued, timeout=self.settings.delivery_poll_seconds)
+                # The database away is waited out with a backoff, never ends the loop.
+                await periodic(
+                    "deliveries.loop",
+                    step,
+                    stop,
+                    idle_seconds=self.settings.delivery_poll_seconds,
+                    wake=queued,
+                )
         finally:
             await self._http.aclose()
             await self._push_session.close()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from datetime import datetime
 
 import structlog
 
 from casebridge_shared.db import Database, utcnow
+from casebridge_shared.worker import periodic
 from notifier.escalation import service
 
 log = structlog.get_logger(__name__)
@@ -22,13 +22,13 @@ class EscalationTimer:
         self.clock = clock
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.tick()
-            except Exception as exc:  # the database may be down: keep going when it is back
-                log.warning("escalation.loop_failed", error=str(exc)[:300])
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.poll_seconds)
+        """Fire what is due every ``poll_seconds``; the database away is waited out (``periodic``)."""
+
+        async def step() -> bool:
+            await self.tick()
+            return False
+
+        await periodic("escalation.loop", step, stop, idle_seconds=self.poll_seconds)
 
     async def tick(self) -> int:
         return await service.fire_due(self.db, self.clock())

@@ -13,7 +13,6 @@ long as it takes, because case-handling being down is expected to end.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 from datetime import timedelta
@@ -24,6 +23,7 @@ import structlog
 
 from casebridge_shared import metrics
 from casebridge_shared.db import Database, utcnow
+from casebridge_shared.worker import periodic
 from order_intake.documents import service
 from order_intake.documents.models import Document
 from order_intake.identity.keys import KeyStore
@@ -85,19 +85,22 @@ class DocumentFetcher:
         return timedelta(seconds=min(seconds, self.settings.document_fetch_max_backoff_seconds))
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.keys.load(create_if_missing=False)
+        """Fetch what is due until ``stop``; the database away is waited out (``periodic``).
+
+        The signing keys are loaded by the first pass (``fetch_due``), inside the loop:
+        a database away when the worker starts is waited out like any other outage,
+        where loading them before the loop ended the whole worker process.
+        """
         async with self._client() as client:
-            while not stop.is_set():
-                try:
-                    fetched = await self.fetch_due(client)
-                    metrics.DOCUMENTS_PENDING.labels("order-intake").set(await service.count_pending(self.db))
-                except Exception as exc:  # the database may be down: keep going when it is back
-                    log.warning("documents.fetch_loop_failed", error=str(exc)[:300])
-                    fetched = 0
-                if fetched:
-                    continue  # there may be more due right away
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=self.settings.document_fetch_poll_seconds)
+
+            async def step() -> bool:
+                fetched = await self.fetch_due(client)
+                metrics.DOCUMENTS_PENDING.labels("order-intake").set(await service.count_pending(self.db))
+                return fetched > 0  # there may be more due right away
+
+            await periodic(
+                "documents.fetch_loop", step, stop, idle_seconds=self.settings.document_fetch_poll_seconds
+            )
 
     async def fetch_due(self, client: httpx.AsyncClient) -> int:
         """One pass over the documents due now; returns how many were attempted."""
