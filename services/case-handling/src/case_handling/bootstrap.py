@@ -17,6 +17,8 @@ from casebridge_shared.outbox import OutboxRelay, UnitOfWork
 EVENT_SOURCE = "/casebridge/case-handling"
 PUBLISHED_TOPICS = (CASES_TOPIC,)
 CONSUMER_GROUP = "case-handling"
+# What the worker's consumer reads (docs/configuration.md lists each service's ACLs).
+CONSUMED_TOPICS = (ORDERS_TOPIC, CATALOG_TOPIC)
 
 
 @dataclass
@@ -48,7 +50,7 @@ class Container:
             self.settings,
             service="case-handling",
             group=CONSUMER_GROUP,
-            topics=[ORDERS_TOPIC, CATALOG_TOPIC],
+            topics=list(CONSUMED_TOPICS),
             handlers=intake.HANDLERS,
             before_run=intake.before_run,
             payload_models=PAYLOAD_MODELS,
