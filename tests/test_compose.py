@@ -63,6 +63,11 @@ DEPLOYER_ENV = {
     "POSTGRES_PASSWORD": "a-real-postgres-password",
     "CASEBRIDGE_BOOTSTRAP_ADMIN_EMAIL": "admin@example.com",
     "CASEBRIDGE_BOOTSTRAP_ADMIN_PASSWORD": "a-real-admin-password",
+    "KAFKA_ADMIN_PASSWORD": "a-real-kafka-admin-password",
+    "KAFKA_ORDER_INTAKE_PASSWORD": "order-intake-kafka-password",
+    "KAFKA_CASE_HANDLING_PASSWORD": "case-handling-kafka-password",
+    "KAFKA_NOTIFIER_PASSWORD": "notifier-kafka-password",
+    "KAFKA_CUSTOMER_LEDGER_PASSWORD": "customer-ledger-kafka-password",
 }
 
 
@@ -604,7 +609,7 @@ MUTATIONS: dict[str, tuple[Callable[[Compose], None], Callable[[Compose], list[s
         "restart_policy",
     ),
     "bad depends_on condition": (
-        lambda c: c["services"]["order-intake-api"]["depends_on"]["kafka"].update(condition="service_up"),
+        lambda c: c["services"]["order-intake-api"]["depends_on"]["kafka-init"].update(condition="service_up"),
         schema_problems,
         "service_up",
     ),
@@ -640,6 +645,7 @@ MUTATIONS: dict[str, tuple[Callable[[Compose], None], Callable[[Compose], list[s
             CASEBRIDGE_ORDER_INTAKE_DATABASE_URL="postgresql+asyncpg://casebridge:pw@postgres:5432/order_intake",
             CASEBRIDGE_ORDER_INTAKE_BOOTSTRAP_ADMIN_EMAIL="admin@example.com",
             CASEBRIDGE_ORDER_INTAKE_BOOTSTRAP_ADMIN_PASSWORD="a-literal-password-in-the-file",
+            CASEBRIDGE_ORDER_INTAKE_KAFKA_SASL_PASSWORD="another-literal-password",
         ),
         _order_intake_check(settings_problems),
         "order-intake-migrate: starts without any deployer-supplied secret",

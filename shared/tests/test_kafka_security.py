@@ -375,7 +375,7 @@ async def test_never_checks_provisioned_topics(broker: EmbeddedBroker) -> None:
     with pytest.raises(TopicsNotProvisioned, match=r"casebridge\.dlq\.x"):
         await check_topics(never, publishes=["casebridge.out.v1"], consumes=["casebridge.dlq.x"])
     other_count = never.model_copy(update={"kafka_topic_partitions": 6})
-    with pytest.raises(TopicMisconfigured, match="casebridge.out.v1 has 3 partitions where 6"):
+    with pytest.raises(TopicMisconfigured, match=r"casebridge\.out\.v1 has 3 partitions where 6"):
         await check_topics(other_count, publishes=["casebridge.out.v1"], consumes=["casebridge.in.v1"])
     # A topic it only reads may have another count: its consumer does not map keys to partitions.
     await check_topics(other_count, publishes=[], consumes=["casebridge.in.v1"])
