@@ -15,4 +15,9 @@ ssl.truststore.location=/etc/kafka/tls/ca.pem
 PROPERTIES
 tool=$1
 shift
-"/opt/kafka/bin/$tool" --bootstrap-server kafka:9092 --command-config "$props" "$@"
+case "$tool" in
+    kafka-console-consumer.sh) config=--consumer.config ;;
+    kafka-console-producer.sh) config=--producer.config ;;
+    *) config=--command-config ;;
+esac
+"/opt/kafka/bin/$tool" --bootstrap-server kafka:9092 "$config" "$props" "$@"
