@@ -53,6 +53,8 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 POSTGRES_INIT = ROOT / "deploy" / "postgres-init.sql"
+KAFKA_ACLS = ROOT / "deploy" / "kafka" / "acls.txt"
+CONFIGURATION_DOC = ROOT / "docs" / "configuration.md"
 SCHEMA_FILE = Path(__file__).resolve().parent / "data" / "compose-spec.json"
 SCHEMA_SHA256 = "d549057ebc2925f39f62799eab0db7b9e2c18b35b6c00595199116da3ed10e64"
 
@@ -64,6 +66,11 @@ DEPLOYER_ENV = {
     "CASEBRIDGE_BOOTSTRAP_ADMIN_EMAIL": "admin@example.com",
     "CASEBRIDGE_BOOTSTRAP_ADMIN_PASSWORD": "a-real-admin-password",
     "CASEBRIDGE_SIGNING_KEYS_SECRET": "a-real-signing-keys-secret",
+    "KAFKA_ADMIN_PASSWORD": "a-real-kafka-admin-password",
+    "KAFKA_ORDER_INTAKE_PASSWORD": "order-intake-kafka-password",
+    "KAFKA_CASE_HANDLING_PASSWORD": "case-handling-kafka-password",
+    "KAFKA_NOTIFIER_PASSWORD": "notifier-kafka-password",
+    "KAFKA_CUSTOMER_LEDGER_PASSWORD": "customer-ledger-kafka-password",
 }
 
 
@@ -572,6 +579,130 @@ def test_docker_compose_accepts_the_file_when_it_is_installed(tmp_path: Path) ->
     assert refused.returncode != 0 and "POSTGRES_PASSWORD" in refused.stderr
 
 
+# --- Kafka: principals and ACLs (issue 27) ------------------------------------------------
+
+Acl = tuple[str, str, str, str]  # principal, operation, resource type, name
+
+
+def parse_acls(text: str) -> set[Acl]:
+    """deploy/kafka/acls.txt: ``principal operation resource name`` per line, # comments."""
+    rules: set[Acl] = set()
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split()
+        if fields:
+            assert len(fields) == 4, f"acls.txt: not 'principal operation resource name': {line!r}"
+            rules.add((fields[0], fields[1], fields[2], fields[3]))
+    return rules
+
+
+def kafka_principal(compose: Compose, info: ServiceInfo) -> str:
+    env = environment_of(services(compose).get(f"{info.script}-worker") or {})
+    return env.get(f"{info.env_prefix}KAFKA_SASL_USERNAME", "")
+
+
+def needed_acls(compose: Compose) -> set[Acl]:
+    """What each service's worker uses, from its bootstrap.py, as the ACLs it needs."""
+    import importlib
+
+    from casebridge_shared.inbox import dead_letter_topic
+
+    rules: set[Acl] = set()
+    for info in SERVICES.values():
+        bootstrap = importlib.import_module(f"{info.package}.bootstrap")
+        principal = kafka_principal(compose, info)
+        for topic in (*bootstrap.PUBLISHED_TOPICS, dead_letter_topic(bootstrap.CONSUMER_GROUP)):
+            rules.add((principal, "Write", "topic", topic))
+        for topic in bootstrap.CONSUMED_TOPICS:
+            rules.add((principal, "Read", "topic", topic))
+        rules.add((principal, "Read", "group", bootstrap.CONSUMER_GROUP))
+    return rules
+
+
+def acl_problems(compose: Compose, acl_text: str) -> list[str]:
+    """The ACL file grants each service exactly what its code uses: nothing missing, nothing more."""
+    granted, needed = parse_acls(acl_text), needed_acls(compose)
+    problems = [f"acls.txt: missing {' '.join(rule)}" for rule in sorted(needed - granted)]
+    problems += [
+        f"acls.txt: grants more than the code uses: {' '.join(rule)}" for rule in sorted(granted - needed)
+    ]
+    return problems
+
+
+def doc_table_acls(doc: str) -> set[Acl]:
+    """The table under "Who may do what (ACLs)" in docs/configuration.md, as ACLs."""
+    section = doc.split("### Who may do what (ACLs)", 1)[1].split("\n#", 1)[0]
+    rules: set[Acl] = set()
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 5 or not cells[1].startswith("`"):
+            continue
+        principal = cells[1].strip("`")
+        names = [[n for n in re.findall(r"`([^`]+)`", cell)] for cell in cells[2:]]
+        rules |= {(principal, "Write", "topic", n) for n in names[0]}
+        rules |= {(principal, "Read", "topic", n) for n in names[1]}
+        rules |= {(principal, "Read", "group", n) for n in names[2]}
+    return rules
+
+
+def kafka_security_problems(compose: Compose) -> list[str]:
+    """The broker authenticates everyone and denies by default; each service is its own principal."""
+    problems = []
+    kafka_env = environment_of(services(compose).get("kafka") or {})
+    protocols = dict(
+        item.split(":", 1)
+        for item in kafka_env.get("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "").split(",")
+        if item
+    )
+    for listener, protocol in protocols.items():
+        if not protocol.startswith("SASL_"):
+            problems.append(f"kafka: listener {listener} is {protocol}, without authentication")
+    if protocols.get("CLIENTS") != "SASL_SSL":
+        problems.append("kafka: the CLIENTS listener must be SASL_SSL")
+    expected_authorizer = {
+        "KAFKA_AUTHORIZER_CLASS_NAME": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND": "false",
+        "KAFKA_SUPER_USERS": "User:admin",
+        "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
+    }
+    for variable, value in expected_authorizer.items():
+        if kafka_env.get(variable) != value:
+            problems.append(f"kafka: {variable} must be {value!r}, is {kafka_env.get(variable)!r}")
+    jaas = kafka_env.get("KAFKA_LISTENER_NAME_CLIENTS_PLAIN_SASL_JAAS_CONFIG", "")
+    principals: dict[str, str] = {}
+    for info in SERVICES.values():
+        principal = kafka_principal(compose, info)
+        if not principal or principal == "admin":
+            problems.append(
+                f"{info.script}: needs its own Kafka principal ({info.env_prefix}KAFKA_SASL_USERNAME)"
+            )
+            continue
+        if principal in principals:
+            problems.append(f"{info.script}: shares Kafka principal {principal} with {principals[principal]}")
+        principals[principal] = info.script
+        if not re.search(rf'user_{re.escape(principal)}="\$\{{KAFKA_\w+_PASSWORD:\?', jaas):
+            problems.append(f"kafka: no PLAIN user {principal} (with a required password variable)")
+        for name, svc in containers_of(compose, info.script).items():
+            env = environment_of(svc)
+            if env.get("CASEBRIDGE_KAFKA_SECURITY_PROTOCOL") != "SASL_SSL":
+                problems.append(f"{name}: must connect to Kafka with SASL_SSL")
+            if env.get("CASEBRIDGE_KAFKA_TOPIC_CREATION") != "never":
+                problems.append(f"{name}: must not create topics (kafka_topic_creation=never)")
+            if env.get(f"{info.env_prefix}KAFKA_SASL_USERNAME") != principal:
+                problems.append(f"{name}: another Kafka principal than its worker's")
+            if name.endswith(("-api", "-worker")):
+                if depends_on_of(svc).get("kafka-init") != "service_completed_successfully":
+                    problems.append(f"{name}: must wait for kafka-init (topics and ACLs)")
+                cafile = env.get("CASEBRIDGE_KAFKA_SSL_CAFILE", "")
+                if not any(str(v).endswith(f":{cafile}:ro") for v in svc.get("volumes") or []):
+                    problems.append(f"{name}: the Kafka CA {cafile!r} is not mounted")
+    init = services(compose).get("kafka-init") or {}
+    if command_of(init) != ["sh", "/opt/casebridge-kafka/kafka-init.sh"]:
+        problems.append("kafka-init: must run deploy/kafka/kafka-init.sh")
+    if "./deploy/kafka:/opt/casebridge-kafka:ro" not in (init.get("volumes") or []):
+        problems.append("kafka-init: must mount deploy/kafka (acls.txt) at /opt/casebridge-kafka")
+    return problems
+
+
 # --- each check can fail ---------------------------------------------------------------
 
 ORDER_INTAKE = SERVICES["order-intake"]
@@ -605,7 +736,9 @@ MUTATIONS: dict[str, tuple[Callable[[Compose], None], Callable[[Compose], list[s
         "restart_policy",
     ),
     "bad depends_on condition": (
-        lambda c: c["services"]["order-intake-api"]["depends_on"]["kafka"].update(condition="service_up"),
+        lambda c: c["services"]["order-intake-api"]["depends_on"]["kafka-init"].update(
+            condition="service_up"
+        ),
         schema_problems,
         "service_up",
     ),
@@ -642,6 +775,7 @@ MUTATIONS: dict[str, tuple[Callable[[Compose], None], Callable[[Compose], list[s
             CASEBRIDGE_ORDER_INTAKE_BOOTSTRAP_ADMIN_EMAIL="admin@example.com",
             CASEBRIDGE_ORDER_INTAKE_BOOTSTRAP_ADMIN_PASSWORD="a-literal-password-in-the-file",
             CASEBRIDGE_ORDER_INTAKE_SIGNING_KEYS_SECRET="hunter3",
+            CASEBRIDGE_ORDER_INTAKE_KAFKA_SASL_PASSWORD="another-literal-password",
         ),
         _order_intake_check(settings_problems),
         "order-intake-migrate: starts without any deployer-supplied secret",
@@ -769,3 +903,83 @@ def test_interpolation_follows_compose() -> None:
         interpolate("${EMPTY:?set it}", env)
     with pytest.raises(MissingVariableError, match="UNSET"):
         interpolate("${UNSET?set it}", env)
+
+
+def test_kafka_acls_are_what_each_service_uses(compose: Compose) -> None:
+    for info in SERVICES.values():
+        pytest.importorskip(info.package)
+    assert acl_problems(compose, KAFKA_ACLS.read_text()) == []
+
+
+def test_kafka_acl_table_in_the_docs_matches_the_file() -> None:
+    assert doc_table_acls(CONFIGURATION_DOC.read_text()) == parse_acls(KAFKA_ACLS.read_text())
+
+
+def test_kafka_authenticates_everyone_and_denies_by_default(compose: Compose) -> None:
+    assert kafka_security_problems(compose) == []
+    env = environment_of(services(compose)["kafka-init"])
+    assert env["TOPIC_PARTITIONS"] == environment_of(services(compose)["kafka"])["KAFKA_NUM_PARTITIONS"]
+    settings_env = environment_of(services(compose)["order-intake-worker"])
+    assert env["TOPIC_PARTITIONS"] == settings_env["CASEBRIDGE_KAFKA_TOPIC_PARTITIONS"]
+
+
+ACL_MUTATIONS = {
+    "a service may write another's topic": (
+        "case_handling     Write      topic     casebridge.orders.v1\n",
+        "grants more than the code uses: case_handling Write topic casebridge.orders.v1",
+    ),
+    "a read is missing": (None, "missing notifier Read topic casebridge.identity.v1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ACL_MUTATIONS))
+def test_acl_check_reports_what_it_is_for(compose: Compose, case: str) -> None:
+    for info in SERVICES.values():
+        pytest.importorskip(info.package)
+    added, expected = ACL_MUTATIONS[case]
+    text = KAFKA_ACLS.read_text()
+    if added is None:
+        line = next(x for x in text.splitlines(keepends=True) if "notifier" in x and "identity" in x)
+        text = text.replace(line, "")
+    else:
+        text += added
+    assert any(expected in p for p in acl_problems(compose, text)), acl_problems(compose, text)
+
+
+KAFKA_MUTATIONS: dict[str, tuple[Callable[[Compose], None], str]] = {
+    "plaintext listener": (
+        lambda c: _env(c, "kafka").update(
+            KAFKA_LISTENER_SECURITY_PROTOCOL_MAP="CONTROLLER:PLAINTEXT,CLIENTS:SASL_SSL"
+        ),
+        "listener CONTROLLER is PLAINTEXT",
+    ),
+    "everyone allowed": (
+        lambda c: _env(c, "kafka").update(KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND="true"),
+        "KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND must be 'false'",
+    ),
+    "shared principal": (
+        lambda c: [
+            _env(c, name).update(CASEBRIDGE_NOTIFIER_KAFKA_SASL_USERNAME="order_intake")
+            for name in ("notifier-api", "notifier-worker", "notifier-migrate")
+        ],
+        "shares Kafka principal order_intake",
+    ),
+    "service creates topics": (
+        lambda c: _env(c, "case-handling-worker").update(CASEBRIDGE_KAFKA_TOPIC_CREATION="auto"),
+        "case-handling-worker: must not create topics",
+    ),
+    "worker does not wait for kafka-init": (
+        lambda c: c["services"]["notifier-worker"]["depends_on"].pop("kafka-init"),
+        "notifier-worker: must wait for kafka-init",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(KAFKA_MUTATIONS))
+def test_kafka_security_check_reports_what_it_is_for(compose: Compose, case: str) -> None:
+    mutate, expected = KAFKA_MUTATIONS[case]
+    assert not [p for p in kafka_security_problems(compose) if expected in p]
+    broken = copy.deepcopy(compose)
+    mutate(broken)
+    problems = kafka_security_problems(broken)
+    assert any(expected in p for p in problems), problems

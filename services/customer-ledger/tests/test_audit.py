@@ -293,7 +293,7 @@ async def test_the_witness_follows_the_topic_and_alerts_on_a_fork(
     stop = asyncio.Event()
     relay = asyncio.create_task(container.relay().run(stop))
     witness = Witness(container.signer.verifier, server.url, tmp_path / "witness.json")
-    following = asyncio.create_task(witness.follow(broker.bootstrap_servers, stop))
+    following = asyncio.create_task(witness.follow(settings, stop))
     try:
         original = [entry(i) for i in range(40)]
         await build(container, original)

@@ -516,6 +516,7 @@ async def test_the_push_resolver_answers_only_allowed_addresses(monkeypatch: pyt
     [answer] = await _PolicyResolver(OutboundPolicy(["169.254.0.0/16"])).resolve("push.example", 443)
     assert answer["host"] == "169.254.169.254" and answer["hostname"] == "push.example"
 
+
 async def test_the_dispatcher_rides_out_a_database_refusing_connections(container: Container) -> None:
     """Issue 25: the database away (connections terminated, new ones refused) never ends the loop."""
     if container.db.dialect != "postgresql":

@@ -21,15 +21,20 @@ def new_cluster_id() -> str:
     return f"casebridge-{uuid.uuid4().hex[:16]}"
 
 
-def broker_command(host: str, port: int, cluster_id: str | None = None) -> list[str]:
+def broker_command(
+    host: str, port: int, cluster_id: str | None = None, *, advertised_port: int | None = None
+) -> list[str]:
     """The embedded broker's command line; a new cluster id unless one is given.
 
     The broker keeps nothing on disk, so every start is a new, empty cluster, and
     its id says so: the relays and consumers see the id change and know that what
     the broker had acknowledged is gone (outbox.BrokerWatch). With Tansu's default
-    id every start would look like the same cluster.
+    id every start would look like the same cluster. ``advertised_port``: where clients
+    are told to connect instead (a TLS proxy in front of it, in the tests: Tansu 0.6
+    takes ``--cert`` but its listener only speaks plain TCP, docs/configuration.md).
     """
     url = f"tcp://{host}:{port}"
+    advertised = f"tcp://{host}:{advertised_port or port}"
     return [
         str(broker_binary()),
         "broker",
@@ -38,7 +43,7 @@ def broker_command(host: str, port: int, cluster_id: str | None = None) -> list[
         "--listener-url",
         url,
         "--advertised-listener-url",
-        url,
+        advertised,
         "--storage-engine",
         "memory://tansu/",
     ]
@@ -59,9 +64,12 @@ def port_open(host: str, port: int) -> bool:
 class EmbeddedBroker:
     """A Tansu process on a port of our choosing (tests, benchmarks)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int | None = None, *, advertised_port: int | None = None
+    ) -> None:
         self.host = host
         self.port = port or free_port(host)
+        self.advertised_port = advertised_port
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -71,7 +79,7 @@ class EmbeddedBroker:
     def start(self, timeout: float = 20.0) -> None:
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
         self.process = subprocess.Popen(
-            broker_command(self.host, self.port),
+            broker_command(self.host, self.port, advertised_port=self.advertised_port),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=env,

@@ -25,6 +25,7 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import (
     BigInteger,
@@ -49,13 +50,15 @@ from casebridge_shared.db import Database, UTCDateTime, is_transient_database_er
 from casebridge_shared.events import CloudEvent
 from casebridge_shared.kafka import (
     BrokerClient,
+    TopicMisconfigured,
     broker_client,
+    check_topics,
     current_cluster,
     ensure_topics,
     make_consumer,
     make_producer,
 )
-from casebridge_shared.outbox import OutboxTables, UnitOfWork
+from casebridge_shared.outbox import OutboxRelay, OutboxTables, UnitOfWork
 from casebridge_shared.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -127,6 +130,46 @@ BeforeRun = Callable[[UnitOfWork, Sequence[tuple[CloudEvent, Any]]], Awaitable[N
 
 def dead_letter_topic(group: str) -> str:
     return f"casebridge.dlq.{group}"
+
+
+async def check_worker_topics(
+    settings: ServiceSettings,
+    stop: asyncio.Event,
+    *,
+    relays: Sequence[OutboxRelay] = (),
+    consumers: Sequence[EventConsumer] = (),
+) -> None:
+    """Before a worker starts its loops, with ``kafka_topic_creation=never``: its topics are as provisioned.
+
+    Every topic it reads or dead-letters to exists, and those its relays publish to
+    have ``kafka_topic_partitions`` partitions. Otherwise
+    :class:`~casebridge_shared.kafka.TopicMisconfigured` is raised here and the worker
+    refuses to start (``run_service_worker``), rather than retrying for ever. A broker
+    that is not reachable yet is waited for (until ``stop``). With ``auto`` the relays
+    and consumers create what is missing themselves, as they start.
+    """
+    if settings.kafka_topic_creation == "auto":
+        return
+    backoff = 0.5
+    while not stop.is_set():
+        try:
+            await check_topics(
+                settings,
+                publishes=[topic for relay in relays for topic in relay.topics],
+                consumes=[
+                    topic
+                    for consumer in consumers
+                    for topic in (*consumer.topics, dead_letter_topic(consumer.group))
+                ],
+            )
+            return
+        except TopicMisconfigured:
+            raise
+        except (KafkaError, OSError) as exc:
+            log.warning("worker.topic_check_waiting", error=f"{type(exc).__name__}: {exc}"[:300])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=backoff)
+            backoff = min(backoff * 2, 5.0)
 
 
 @dataclass(frozen=True)

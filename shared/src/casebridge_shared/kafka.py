@@ -7,7 +7,11 @@ Tansu always) would otherwise recreate a vanished topic with its own default
 partition count the moment a producer or consumer looked it up, and events
 would go to partitions our keys never mapped to. Our services create their
 topics, with the configured partitions, before they produce or consume
-(:func:`ensure_topics`).
+(:func:`ensure_topics`), unless ``kafka_topic_creation`` is ``never``: then an
+operator provisions them and the services only check them (:func:`check_topics`).
+
+Every client gets its TLS and SASL options from :func:`client_security`, the one
+place that turns the settings into aiokafka's arguments.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient, ConnectionGroup
 from aiokafka.cluster import ClusterMetadata
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.helpers import create_ssl_context
 from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.protocol.offset import OffsetRequest
 
@@ -39,6 +44,34 @@ class TopicMisconfigured(Exception):
     scatter each order's events over partitions its consumers do not expect, or fail
     for the partitions that do not exist. Not healed by itself: an operator decides.
     """
+
+
+class TopicsNotProvisioned(TopicMisconfigured):
+    """``kafka_topic_creation`` is ``never`` and topics we use do not exist (or we may not see them)."""
+
+
+def client_security(settings: ServiceSettings) -> dict[str, Any]:
+    """aiokafka's TLS and SASL keyword arguments for ``settings``; every client here takes them.
+
+    The SASL password is only ever read here, into the client's own argument; it is a
+    ``SecretStr`` everywhere else so that no log or repr shows it.
+    """
+    protocol = settings.kafka_security_protocol
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        key_password = settings.kafka_ssl_key_password
+        options["ssl_context"] = create_ssl_context(
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
+            certfile=str(settings.kafka_ssl_certfile) if settings.kafka_ssl_certfile else None,
+            keyfile=str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+            password=key_password.get_secret_value() if key_password else None,
+        )
+        options["ssl_context"].check_hostname = settings.kafka_ssl_check_hostname
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        options["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    return options
 
 
 class BrokerClient(AIOKafkaClient):  # type: ignore[misc]  # aiokafka ships no type information
@@ -116,6 +149,7 @@ def broker_client(kafka_client: AIOKafkaProducer | AIOKafkaConsumer) -> BrokerCl
 def make_producer(settings: ServiceSettings, *, client_id: str) -> AIOKafkaProducer:
     return guarded_producer(
         settings.kafka_bootstrap_servers,
+        **client_security(settings),
         client_id=client_id,
         acks="all",
         enable_idempotence=settings.kafka_enable_idempotence,
@@ -129,6 +163,7 @@ def make_admin(settings: ServiceSettings) -> AIOKafkaAdminClient:
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         request_timeout_ms=settings.kafka_request_timeout_ms,
+        **client_security(settings),
     )
     # Its describe_topics is a metadata request too: without the guard, describing a
     # missing topic created it.
@@ -137,7 +172,9 @@ def make_admin(settings: ServiceSettings) -> AIOKafkaAdminClient:
 
 
 def make_consumer(settings: ServiceSettings, *topics: str, **options: Any) -> AIOKafkaConsumer:
-    return guarded_consumer(*topics, bootstrap_servers=settings.kafka_bootstrap_servers, **options)
+    return guarded_consumer(
+        *topics, bootstrap_servers=settings.kafka_bootstrap_servers, **client_security(settings), **options
+    )
 
 
 def guarded_consumer(*topics: str, bootstrap_servers: str, **options: Any) -> AIOKafkaConsumer:
@@ -200,7 +237,9 @@ async def ensure_topics(
     """Create the missing ones of ``topics`` with the configured partition count.
 
     ``check_partitions``: topics that must have exactly the configured count (those
-    a relay publishes to); another count raises :class:`TopicMisconfigured`.
+    a relay publishes to); another count raises :class:`TopicMisconfigured`. With
+    ``kafka_topic_creation=never`` nothing is created: a missing topic raises
+    :class:`TopicsNotProvisioned`, naming them all.
     """
     wanted = list(dict.fromkeys(topics))
     admin = make_admin(settings)
@@ -211,6 +250,13 @@ async def ensure_topics(
         cluster = await admin._client.fetch_all_metadata()
         existing = cluster.topics()
         missing = [t for t in wanted if t not in existing]
+        if missing and settings.kafka_topic_creation == "never":
+            raise TopicsNotProvisioned(
+                f"kafka_topic_creation=never and these topics do not exist (or this service may not "
+                f"describe them): {', '.join(missing)}; provision them with "
+                f"{settings.kafka_topic_partitions} partitions (kafka_topic_partitions) and the "
+                "service's ACLs (docs/configuration.md, Kafka security)"
+            )
         if missing:
             new_topics = [
                 NewTopic(
@@ -234,6 +280,20 @@ async def ensure_topics(
                 )
     finally:
         await admin.close()
+
+
+async def check_topics(
+    settings: ServiceSettings, *, publishes: Iterable[str], consumes: Iterable[str]
+) -> None:
+    """At a worker's start: the topics it uses are there, those it publishes to with our partition count.
+
+    With ``kafka_topic_creation=auto`` missing ones are created (as the relays and
+    consumers would); with ``never`` a missing or misconfigured topic raises
+    :class:`TopicMisconfigured` (:class:`TopicsNotProvisioned` when missing), which
+    stops the worker before it does anything.
+    """
+    published = list(dict.fromkeys(publishes))
+    await ensure_topics(settings, [*published, *consumes], check_partitions=published)
 
 
 async def wait_for_broker(settings: ServiceSettings, timeout: float = 30.0) -> None:

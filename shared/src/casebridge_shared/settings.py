@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -66,6 +66,24 @@ class ServiceSettings(BaseSettings):
     # arrives, so it bounds how late a consumer sees an event (aiokafka's 500 ms
     # default made a case appear ~0.5 s after the order).
     kafka_fetch_max_wait_ms: int = Field(default=25, ge=1, le=10_000)
+    # Whether the services create missing topics (auto) or only use topics an operator
+    # provisioned (never): then a missing topic, or one of ours with another partition
+    # count than kafka_topic_partitions, stops the worker at startup (docs/configuration.md).
+    kafka_topic_creation: Literal["auto", "never"] = "auto"
+    # How every Kafka client (producers, consumers, admin) talks to the brokers: TLS
+    # (SSL, SASL_SSL) and SASL (SASL_PLAINTEXT, SASL_SSL). One place turns these into
+    # aiokafka's arguments: casebridge_shared.kafka.client_security.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    # PEM files. No CA file: the system's trusted CAs. Certificate and key: client
+    # authentication by certificate (mutual TLS), both or neither.
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_check_hostname: bool = True
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
 
     # Token verification. By default tokens come from order-intake; point
     # ``oidc_issuer`` at an OpenID Connect provider to use that instead.
@@ -168,6 +186,25 @@ class ServiceSettings(BaseSettings):
         except ValueError as exc:
             raise ValueError(f"outbound_allow: {exc}") from exc
         return value
+
+    @model_validator(mode="after")
+    def _check_kafka_security(self) -> Self:
+        protocol = self.kafka_security_protocol
+        if protocol.startswith("SASL_") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password.get_secret_value()
+        ):
+            raise ValueError(
+                f"kafka_security_protocol={protocol} needs kafka_sasl_username and kafka_sasl_password"
+            )
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("kafka_ssl_certfile and kafka_ssl_keyfile go together (client certificate)")
+        tls_files = (self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
+        if not protocol.endswith("SSL") and any(f is not None for f in tls_files):
+            raise ValueError(
+                f"kafka_ssl_* files are set but kafka_security_protocol={protocol} does not use TLS "
+                "(SSL or SASL_SSL)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_development_secrets(self) -> Self:

@@ -18,6 +18,7 @@ from prometheus_client import make_wsgi_app
 
 from casebridge_shared import health
 from casebridge_shared.db import is_transient_database_error
+from casebridge_shared.kafka import TopicMisconfigured
 from casebridge_shared.keyfiles import owner_only_umask
 from casebridge_shared.logs import configure_logging
 
@@ -121,6 +122,8 @@ GIL_SWITCH_INTERVAL_SECONDS = 0.0005
 # (a marking, a commit) before they are cancelled: a process supervisor (honcho,
 # Kubernetes) kills what is still running after its own grace, 5 s for ``make up``.
 STOP_GRACE_SECONDS = 2.5
+# The exit status of a worker that refuses to start on its configuration (sysexits' EX_CONFIG).
+EXIT_CONFIGURATION = 78
 
 
 class _ThreadingWSGIServer(WSGIServer):
@@ -272,12 +275,20 @@ def run_service_worker(
     """A service's ``worker`` command: its logging, its metrics port, ``work(settings, stop)``."""
     owner_only_umask()
     configure_logging(f"{service}-worker", level=settings.log_level, json=settings.log_json)
-    run_worker(
-        service,
-        lambda stop: work(settings, stop),
-        metrics_host=settings.host,
-        metrics_port=settings.worker_metrics_port,
-    )
+    try:
+        run_worker(
+            service,
+            lambda stop: work(settings, stop),
+            metrics_host=settings.host,
+            metrics_port=settings.worker_metrics_port,
+        )
+    except TopicMisconfigured as exc:
+        # Raised only by the check at the start (kafka_topic_creation=never): waiting
+        # would not heal it, an operator has to provision the topics.
+        log.error("worker.refused_to_start", worker=service, reason=str(exc))
+        print(f"{service} worker: refusing to start: {exc}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(EXIT_CONFIGURATION)
     # Everything is closed (database pools, Kafka clients) or was given up on. The
     # interpreter's own teardown, a full garbage collection of every object the
     # process made, then took seconds on a busy machine, past a supervisor's grace.

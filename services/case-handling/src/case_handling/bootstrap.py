@@ -18,6 +18,9 @@ from casebridge_shared.outbox import OutboxRelay, UnitOfWork
 EVENT_SOURCE = "/casebridge/case-handling"
 PUBLISHED_TOPICS = (CASES_TOPIC,)
 CONSUMER_GROUP = "case-handling"
+# What the worker's consumer reads (docs/configuration.md lists each service's ACLs).
+# Identity: only disabled users and revoked sessions (casebridge_shared.revocation).
+CONSUMED_TOPICS = (ORDERS_TOPIC, CATALOG_TOPIC, IDENTITY_TOPIC)
 
 
 @dataclass
@@ -49,8 +52,7 @@ class Container:
             self.settings,
             service="case-handling",
             group=CONSUMER_GROUP,
-            # Identity: only disabled users and revoked sessions (casebridge_shared.revocation).
-            topics=[ORDERS_TOPIC, CATALOG_TOPIC, IDENTITY_TOPIC],
+            topics=list(CONSUMED_TOPICS),
             handlers={**intake.HANDLERS, **revocation.handlers(revocations)},
             before_run=intake.before_run,
             payload_models={**PAYLOAD_MODELS, **revocation.PAYLOAD_MODELS},

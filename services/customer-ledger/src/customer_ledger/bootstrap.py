@@ -25,6 +25,8 @@ from customer_ledger.settings import Settings
 
 EVENT_SOURCE = "/casebridge/customer-ledger"
 CONSUMER_GROUP = "customer-ledger"
+# What the worker's consumer reads (docs/configuration.md lists each service's ACLs).
+CONSUMED_TOPICS = (IDENTITY_TOPIC, ORDERS_TOPIC, CASES_TOPIC)
 PUBLISHED_TOPICS = (LEDGER_CHECKPOINTS_TOPIC,)
 
 
@@ -53,7 +55,7 @@ class Container:
             self.settings,
             service="customer-ledger",
             group=CONSUMER_GROUP,
-            topics=[IDENTITY_TOPIC, ORDERS_TOPIC, CASES_TOPIC],
+            topics=list(CONSUMED_TOPICS),
             handlers={
                 **access.HANDLERS,
                 **customers.order_handlers(self.settings.new_customer_department.value),

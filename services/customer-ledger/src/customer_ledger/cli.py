@@ -243,7 +243,7 @@ def witness(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await watcher.follow(settings.kafka_bootstrap_servers, stop)
+        await watcher.follow(settings, stop)
 
     asyncio.run(run())
     raise typer.Exit(code=2 if watcher.alerts else 0)

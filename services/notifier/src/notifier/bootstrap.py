@@ -28,6 +28,10 @@ from notifier.settings import Settings
 
 EVENT_SOURCE = "/casebridge/notifier"
 CONSUMER_GROUP = "notifier"
+# What the worker's consumer reads (docs/configuration.md lists each service's ACLs).
+CONSUMED_TOPICS = (CASES_TOPIC, IDENTITY_TOPIC)
+# Nothing: the notifier publishes no events.
+PUBLISHED_TOPICS: tuple[str, ...] = ()
 
 
 @dataclass
@@ -49,7 +53,7 @@ class Container:
             self.settings,
             service="notifier",
             group=CONSUMER_GROUP,
-            topics=[CASES_TOPIC, IDENTITY_TOPIC],
+            topics=list(CONSUMED_TOPICS),
             handlers={**rules.handlers(self.settings), **directory.HANDLERS},
             payload_models={**CASE_PAYLOADS, **IDENTITY_PAYLOADS, **revocation.PAYLOAD_MODELS},
             sources={**CASE_SOURCES, **IDENTITY_SOURCES, **revocation.SOURCES},

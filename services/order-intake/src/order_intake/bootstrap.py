@@ -21,6 +21,8 @@ from order_intake.settings import Settings
 EVENT_SOURCE = "/casebridge/order-intake"
 PUBLISHED_TOPICS = (CATALOG_TOPIC, ORDERS_TOPIC, IDENTITY_TOPIC)
 CONSUMER_GROUP = "order-intake"
+# What the worker's consumer reads (docs/configuration.md lists each service's ACLs).
+CONSUMED_TOPICS = (CASES_TOPIC,)
 
 
 @dataclass
@@ -63,7 +65,7 @@ class Container:
             self.settings,
             service="order-intake",
             group=CONSUMER_GROUP,
-            topics=[CASES_TOPIC],
+            topics=list(CONSUMED_TOPICS),
             handlers=progress.HANDLERS,
             payload_models=PAYLOAD_MODELS,
             sources=SOURCES,

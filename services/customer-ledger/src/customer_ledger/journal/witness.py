@@ -21,7 +21,8 @@ import structlog
 from prometheus_client import Counter
 
 from casebridge_shared.events import LEDGER_CHECKPOINTS_TOPIC
-from casebridge_shared.kafka import guarded_consumer
+from casebridge_shared.kafka import make_consumer
+from casebridge_shared.settings import ServiceSettings
 from customer_ledger.journal import merkle
 from customer_ledger.journal.signed_note import Checkpoint, NoteError, Verifier, open_checkpoint
 
@@ -111,13 +112,14 @@ class Witness:
             self._save(note, checkpoint)
         return Verdict(True)
 
-    async def follow(self, bootstrap_servers: str, stop: asyncio.Event) -> None:
+    async def follow(self, settings: ServiceSettings, stop: asyncio.Event) -> None:
         """Read the checkpoints topic from the start (the state file makes re-reading harmless)."""
         # No consumer group: a witness reads everything from the start every time (its
         # state file makes that harmless); it notices the topic once the ledger creates it.
-        consumer = guarded_consumer(
+        # Through make_consumer: the witness connects as the services do (TLS, SASL).
+        consumer = make_consumer(
+            settings,
             LEDGER_CHECKPOINTS_TOPIC,
-            bootstrap_servers=bootstrap_servers,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             metadata_max_age_ms=1000,
