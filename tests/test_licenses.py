@@ -48,3 +48,24 @@ def test_no_dependency_is_gpl_licensed() -> None:
             offenders.append(f"{name}: {text}")
     assert not offenders, offenders
     assert not unknown, f"no license metadata, check by hand: {unknown}"
+
+
+def test_vendored_docs_viewers_are_permissively_licensed() -> None:
+    """Swagger UI and ReDoc, vendored for the offline docs pages (issue 26): each served file
+    sits next to its package's licence (Apache-2.0 or MIT), the licence texts and the bundles'
+    third-party notices name no GPL-family licence, and the README lists every file."""
+    from casebridge_shared.web import DOCS_ASSET_FILES, DOCS_ASSETS
+
+    readme = (DOCS_ASSETS / "README.md").read_text()
+    for name in DOCS_ASSET_FILES:
+        path = DOCS_ASSETS / name
+        assert path.is_file(), name
+        assert path.name in readme, f"{name} is not in docs_assets/README.md"
+        if path.parent == DOCS_ASSETS:
+            continue  # ours (swagger-init.js), Apache-2.0 like the project
+        licence = (path.parent / "LICENSE").read_text()
+        assert re.search(r"Apache License|The MIT License", licence), path.parent
+        assert not COPYLEFT.search(licence), path.parent
+        notices = path.with_name(path.name + ".LICENSE.txt")
+        if notices.exists():
+            assert not COPYLEFT.search(notices.read_text()), notices

@@ -73,6 +73,10 @@ async def test_a_new_order_appears_in_the_staff_app_without_a_reload(
                 await page.fill("#password", PASSWORD)
                 await page.click("#login button[type=submit]")
                 await page.wait_for_selector("#inbox:not([hidden])")
+                # Issue 26: the sign-in form is gone from the screen (``hidden`` is not overridden
+                # by the card's display), and the earlier failure's message with it.
+                assert await page.is_hidden("#login") and await page.is_visible("#inbox")
+                assert await page.text_content("#login-error") == ""
                 await until_true(page, "document.getElementById('status').textContent === 'live'")
                 await page.evaluate("window.__sameDocument = true")
                 assert await page.locator("#notifications li").count() == 0

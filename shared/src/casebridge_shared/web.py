@@ -8,20 +8,19 @@ on every answer, the client address from trusted proxies only, ``/healthz``,
 
 from __future__ import annotations
 
-import base64
-import hashlib
+import html
 import ipaddress
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -30,6 +29,7 @@ from casebridge_shared.db import is_database_unreachable
 from casebridge_shared.keyfiles import owner_only_umask
 from casebridge_shared.problems import (
     PROBLEM_CONTENT_TYPE,
+    NotFound,
     PayloadTooLarge,
     install_problem_handlers,
 )
@@ -108,8 +108,6 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
 )
-# The docs pages load Swagger UI / ReDoc from their CDN (as FastAPI serves them).
-DOCS_CDN = "https://cdn.jsdelivr.net"
 
 
 def page_csp(*, connect_src: Sequence[str] = (), script_hashes: Sequence[str] = ()) -> str:
@@ -379,56 +377,95 @@ def operations_router() -> APIRouter:
     return router
 
 
-_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
+# Swagger UI and ReDoc, vendored from npm (docs_assets/README.md): the docs pages work offline.
+DOCS_ASSETS = Path(__file__).parent / "docs_assets"
+DOCS_ASSET_FILES = {
+    "swagger-init.js": "text/javascript",
+    "swagger-ui/swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui/swagger-ui.css": "text/css",
+    "swagger-ui/oauth2-redirect.js": "text/javascript",
+    "redoc/redoc.standalone.js": "text/javascript",
+}
+# The policy of the docs pages: everything from this origin, no inline script. Inline styles
+# stay allowed: Swagger UI (React) sets style attributes and ReDoc (styled-components) injects
+# <style> elements at run time, neither can be hashed or given a nonce. ReDoc runs its search
+# in a worker it starts from a blob.
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; worker-src blob:; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+_DOCS_HEADERS = {"Content-Security-Policy": DOCS_CSP, "Cache-Control": "no-cache"}
 
+_SWAGGER_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} - Swagger UI</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="/docs-assets/swagger-ui/swagger-ui.css">
+</head>
+<body>
+<div id="swagger-ui" data-openapi-url="/openapi.json" data-oauth2-redirect-url="/docs/oauth2-redirect"></div>
+<script src="/docs-assets/swagger-ui/swagger-ui-bundle.js"></script>
+<script src="/docs-assets/swagger-init.js"></script>
+</body>
+</html>
+"""
 
-def _hashes(html: str) -> list[str]:
-    """CSP source expressions for the page's inline scripts: they run, nothing injected would."""
-    return [
-        "sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
-        for body in _INLINE_SCRIPT.findall(html)
-    ]
+_OAUTH2_REDIRECT_PAGE = """<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Swagger UI: OAuth2 Redirect</title></head>
+<body>
+<script src="/docs-assets/swagger-ui/oauth2-redirect.js"></script>
+</body>
+</html>
+"""
 
-
-def _docs_page(response: HTMLResponse, *, styles: str = DOCS_CDN, extra: str = "") -> HTMLResponse:
-    """The docs page with a policy of its own: its inline script by hash (no 'unsafe-inline'
-    for scripts), the viewer from its CDN; styles may be inline (the viewers inject them)."""
-    html = bytes(response.body).decode()
-    scripts = " ".join(f"'{h}'" for h in _hashes(html))
-    response.headers["Content-Security-Policy"] = (
-        f"default-src 'none'; script-src {DOCS_CDN} {scripts}; style-src {styles} 'unsafe-inline'; "
-        "img-src 'self' data: https:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
-        f"frame-ancestors 'none'{extra}"
-    )
-    response.headers["Cache-Control"] = "no-cache"
-    return response
+_REDOC_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} - ReDoc</title>
+<link rel="icon" href="data:,">
+</head>
+<body>
+<redoc spec-url="/openapi.json"></redoc>
+<script src="/docs-assets/redoc/redoc.standalone.js"></script>
+</body>
+</html>
+"""
 
 
 def docs_router(title: str) -> APIRouter:
-    """``/docs`` (Swagger UI), its OAuth2 redirect page and ``/redoc``, as FastAPI serves them."""
+    """``/docs`` (Swagger UI), its OAuth2 redirect page and ``/redoc``, and the viewers' files
+    under ``/docs-assets/`` (by name, from a fixed list): nothing comes from a CDN."""
     router = APIRouter(include_in_schema=False)
+    escaped = html.escape(title)
 
     @router.get("/docs")
     async def swagger_ui() -> HTMLResponse:
-        return _docs_page(
-            get_swagger_ui_html(
-                openapi_url="/openapi.json",
-                title=f"{title} - Swagger UI",
-                oauth2_redirect_url="/docs/oauth2-redirect",
-            )
-        )
+        return HTMLResponse(_SWAGGER_PAGE.format(title=escaped), headers=_DOCS_HEADERS)
 
     @router.get("/docs/oauth2-redirect")
     async def swagger_ui_redirect() -> HTMLResponse:
-        return _docs_page(get_swagger_ui_oauth2_redirect_html())
+        return HTMLResponse(_OAUTH2_REDIRECT_PAGE, headers=_DOCS_HEADERS)
 
     @router.get("/redoc")
     async def redoc() -> HTMLResponse:
-        # ReDoc also loads Google fonts and starts a web worker from a blob.
-        return _docs_page(
-            get_redoc_html(openapi_url="/openapi.json", title=f"{title} - ReDoc"),
-            styles=f"{DOCS_CDN} https://fonts.googleapis.com",
-            extra="; font-src https://fonts.gstatic.com; worker-src blob:",
+        return HTMLResponse(_REDOC_PAGE.format(title=escaped), headers=_DOCS_HEADERS)
+
+    @router.get("/docs-assets/{name:path}")
+    async def docs_asset(name: str) -> FileResponse:
+        if name not in DOCS_ASSET_FILES:
+            raise NotFound(f"The docs pages have no file {name!r}.", field="name")
+        # Not versioned in the URL: cached for an hour, so an upgrade shows within one.
+        return FileResponse(
+            DOCS_ASSETS / name,
+            media_type=DOCS_ASSET_FILES[name],
+            headers={"Cache-Control": "public, max-age=3600"},
         )
 
     return router

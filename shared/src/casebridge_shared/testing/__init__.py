@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -529,3 +530,29 @@ def assert_security_headers(response: Any, *, page: bool = False) -> None:
         assert "'unsafe-inline'" not in policy["script-src"] and "*" not in policy["script-src"], policy
     else:
         assert policy["default-src"] == "'none'" and "sandbox" in policy, policy
+
+
+DOCS_PAGES = ("/docs", "/docs/oauth2-redirect", "/redoc")
+
+
+async def assert_docs_pages_offline(client: Any) -> None:
+    """``/docs``, its OAuth2 redirect page and ``/redoc`` reference only this service's own files
+    (issue 26: no CDN, they work offline), each of them is served, and the pages' policy allows
+    scripts from 'self' only and no other origin at all."""
+    for path in DOCS_PAGES:
+        page = await client.get(path)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html"), path
+        assert_security_headers(page, page=True)
+        policy = page.headers["content-security-policy"]
+        assert "script-src 'self';" in policy, policy
+        assert not re.search(r"https?:|\*", policy), policy
+        assert not re.search(r"(?i)https?:|//[a-z0-9]", page.text), page.text  # no other origin named
+        references = re.findall(r"""(?:src|href)=["']([^"']*)["']""", page.text)
+        assert any(r.startswith("/docs-assets/") for r in references), page.text
+        for reference in references:
+            if reference.startswith("data:"):
+                continue
+            assert reference.startswith("/docs-assets/"), reference
+            asset = await client.get(reference)
+            assert asset.status_code == 200 and len(asset.content) > 0, reference
+            assert asset.headers["content-type"].startswith(("text/javascript", "text/css")), reference

@@ -118,6 +118,7 @@ async function load() {
   setUnread(page.unread);
   state.last = page.stream_position;
   $("login").hidden = true;
+  $("login-error").textContent = ""; // an earlier failed attempt is no longer news
   $("inbox").hidden = false;
   stream();
 }
@@ -199,6 +200,7 @@ async function enablePush() {
 
 $("login").addEventListener("submit", async (event) => {
   event.preventDefault();
+  $("login-error").textContent = "";
   const { token_url: tokenUrl } = await config();
   const form = new URLSearchParams({ username: $("email").value, password: $("password").value });
   let response;
