@@ -120,5 +120,7 @@ async def test_the_api_creates_var_files_owner_only(settings: Settings, tmp_path
 def test_no_signing_keys_secret_is_refused_outside_development(settings: Settings) -> None:
     with pytest.raises(ValueError, match="signing_keys_secret or signing_keys_secret_file is required"):
         Settings(
-            environment="staging", bootstrap_admin_password="a-real-one", database_url=settings.database_url
+            environment="staging",
+            bootstrap_admin_password="a-real-admin-passphrase-7261",
+            database_url=settings.database_url,
         )
