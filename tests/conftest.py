@@ -173,7 +173,7 @@ async def notifier_platform(
 
 @asynccontextmanager
 async def ledger_platform(
-    stack: Stack, db_templates: DatabaseTemplates, tmp_path: Path
+    stack: Stack, db_templates: DatabaseTemplates, tmp_path: Path, **settings_overrides: Any
 ) -> AsyncIterator[Platform]:
     """The customer-ledger's api and worker, on the stack's broker and token issuer."""
     import customer_ledger.main
@@ -194,6 +194,7 @@ async def ledger_platform(
         token_issuer=stack.intake.api.url,
         log_json=False,
         worker_metrics_port=0,
+        **settings_overrides,
     )
     platform = Platform(
         settings,

@@ -3,53 +3,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 
-import customer_ledger.main
-import customer_ledger.worker
-from casebridge_shared.broker import free_port
 from casebridge_shared.testing import DatabaseTemplates, wait_until
-from customer_ledger.db import MIGRATIONS as LEDGER_MIGRATIONS
-from customer_ledger.settings import Settings as LedgerSettings
 
-from .conftest import ADMIN, Api, Platform, Stack, Worker, notifier_platform
+from .conftest import ADMIN, Stack, ledger_platform, notifier_platform
 
 BOUND_SECONDS = 60  # docs/decisions.md, "Disabling users"
-
-
-@asynccontextmanager
-async def ledger_platform(
-    stack: Stack, db_templates: DatabaseTemplates, tmp_path: Path
-) -> AsyncIterator[Platform]:
-    var = tmp_path / "ledger"
-    var.mkdir()
-    url = await db_templates.fresh("customer-ledger", LEDGER_MIGRATIONS, var)
-    port = free_port()
-    settings = LedgerSettings(
-        environment="test",
-        database_url=url,
-        var_dir=var,
-        port=port,
-        kafka_bootstrap_servers=stack.broker.bootstrap_servers,
-        token_issuer=stack.intake.api.url,
-        log_json=False,
-        worker_metrics_port=0,
-    )
-    platform = Platform(
-        settings,
-        Api(lambda: customer_ledger.main.create_application(settings), port),
-        Worker(lambda stop: customer_ledger.worker.work(settings, stop)),
-    )
-    await platform.start()
-    try:
-        yield platform
-    finally:
-        await platform.stop()
-        await db_templates.drop(url)
 
 
 async def test_disabled_users_and_revoked_sessions_are_refused_by_every_service(

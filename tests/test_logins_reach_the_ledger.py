@@ -12,44 +12,20 @@ from pathlib import Path
 import httpx
 from sqlalchemy import select
 
-import customer_ledger.main
-import customer_ledger.worker
-from casebridge_shared.broker import free_port
 from casebridge_shared.testing import DatabaseTemplates, wait_until
 from customer_ledger.access.models import LoginRecord
 from customer_ledger.bootstrap import bootstrap
-from customer_ledger.db import MIGRATIONS
 from customer_ledger.journal import service as journal
 from customer_ledger.journal.signed_note import Verifier, open_checkpoint
-from customer_ledger.settings import Settings
 
-from .conftest import ADMIN, Api, Platform, Stack, Worker
+from .conftest import ADMIN, Stack, ledger_platform
 
 
 async def test_logins_and_orders_on_order_intake_reach_the_ledger(
     stack: Stack, db_templates: DatabaseTemplates, tmp_path: Path
 ) -> None:
-    ledger_dir = tmp_path / "ledger"
-    ledger_dir.mkdir()
-    url = await db_templates.fresh("customer-ledger", MIGRATIONS, ledger_dir)
-    port = free_port()
-    settings = Settings(
-        environment="test",
-        database_url=url,
-        var_dir=ledger_dir,
-        port=port,
-        kafka_bootstrap_servers=stack.broker.bootstrap_servers,
-        token_issuer=stack.intake.api.url,
-        log_json=False,
-        worker_metrics_port=0,
-    )
-    ledger = Platform(
-        settings,
-        Api(lambda: customer_ledger.main.create_application(settings), port),
-        Worker(lambda stop: customer_ledger.worker.work(settings, stop)),
-    )
-    await ledger.start()
-    try:
+    async with ledger_platform(stack, db_templates, tmp_path) as ledger:
+        settings = ledger.settings
         customer = await stack.register_customer("ada@example.org")  # logs in once
         r = await customer.post(
             "/orders", json={"product_id": await stack.product(), "description": "Review my new contract"}
@@ -123,6 +99,3 @@ async def test_logins_and_orders_on_order_intake_reach_the_ledger(
             assert r.status_code == 200, r.text
             [demand] = r.json()
             assert demand["order_id"] == order_id and demand["description"] == "Review my new contract"
-    finally:
-        await ledger.stop()
-        await db_templates.drop(url)

@@ -13,42 +13,16 @@ from typing import Any
 
 import httpx
 
-import customer_ledger.main
-import customer_ledger.worker
-from casebridge_shared.broker import free_port
 from casebridge_shared.testing import DatabaseTemplates, wait_until
-from customer_ledger.db import MIGRATIONS
-from customer_ledger.settings import Settings
 
-from .conftest import ADMIN, Api, Platform, Stack, Worker
+from .conftest import ADMIN, Stack, ledger_platform
 from .test_order_to_case import case_of, order_reaches, place_order
 
 
 async def test_closing_the_case_meets_the_order_s_demand_in_the_ledger(
     stack: Stack, db_templates: DatabaseTemplates, tmp_path: Path
 ) -> None:
-    ledger_dir = tmp_path / "ledger"
-    ledger_dir.mkdir()
-    url = await db_templates.fresh("customer-ledger", MIGRATIONS, ledger_dir)
-    port = free_port()
-    settings = Settings(
-        environment="test",
-        database_url=url,
-        var_dir=ledger_dir,
-        port=port,
-        kafka_bootstrap_servers=stack.broker.bootstrap_servers,
-        token_issuer=stack.intake.api.url,
-        log_json=False,
-        worker_metrics_port=0,
-        relay_poll_interval_seconds=0.01,
-    )
-    ledger = Platform(
-        settings,
-        Api(lambda: customer_ledger.main.create_application(settings), port),
-        Worker(lambda stop: customer_ledger.worker.work(settings, stop)),
-    )
-    await ledger.start()
-    try:
+    async with ledger_platform(stack, db_templates, tmp_path, relay_poll_interval_seconds=0.01) as ledger:
         product_id = await stack.product()
         customer = await stack.register_customer("ada@example.org")
         staff = stack.client(stack.cases, await stack.staff("sam@casebridge.example"))
@@ -90,6 +64,3 @@ async def test_closing_the_case_meets_the_order_s_demand_in_the_ledger(
 
             await wait_until(settled, timeout=120, message="the demands met and withdrawn in the ledger")
         assert demands[completed_id]["description"] == "Is my non-compete valid?"
-    finally:
-        await ledger.stop()
-        await db_templates.drop(url)
