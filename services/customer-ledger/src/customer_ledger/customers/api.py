@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Path, Query, status
 from fastapi.responses import JSONResponse
 
 from casebridge_shared.auth import CurrentUser, Department, Principal, Role, require_roles
-from casebridge_shared.pagination import PageDep
+from casebridge_shared.pagination import Page, PageDep
 from casebridge_shared.problems import PROBLEM_RESPONSES
 from customer_ledger.customers import service
 from customer_ledger.customers.models import (
@@ -53,7 +53,7 @@ def _json(content: Any, status_code: int = status.HTTP_200_OK) -> JSONResponse:
     "/customers",
     summary="Customers the reader may see",
     response_model=None,
-    responses={200: {"description": SHAPED, "model": list[Customer]}},
+    responses={200: {"description": SHAPED, "model": Page[Customer]}},
 )
 async def list_customers(
     reader: CurrentUser,
