@@ -17,6 +17,7 @@ async def test_any_input_gets_a_documented_answer_and_no_server_error(
     tokens = {
         "admin": minter.token("fuzz-admin", "admin", name="Ada Admin", email="ada@casebridge.example"),
         "customer": minter.token("fuzz-customer", "customer"),
+        "anonymous": "",  # no Authorization header
     }
     report = await fuzz_api(app, tokens)
     print(report.summary())

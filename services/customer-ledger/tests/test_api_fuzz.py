@@ -15,6 +15,7 @@ async def test_any_input_gets_a_documented_answer_and_no_server_error(
     tokens = {
         "admin": minter.token("fuzz-admin", "admin", name="Ada Admin"),
         "customer": minter.token("fuzz-customer", "customer"),
+        "anonymous": "",  # no Authorization header
     }
     report = await fuzz_api(app, tokens)
     print(report.summary())

@@ -20,6 +20,7 @@ async def test_any_input_gets_a_documented_answer_and_no_server_error(app: FastA
     tokens = {
         "admin": people.minter.token(admin.user_id, "admin"),
         "customer": people.minter.token(customer.user_id, "customer"),
+        "anonymous": "",  # no Authorization header
     }
     report = await fuzz_api(app, tokens, exclude=STREAMS)
     print(report.summary())

@@ -15,6 +15,7 @@ async def test_any_input_gets_a_documented_answer_and_no_server_error(app: FastA
     tokens = {
         "admin": factory.token(await factory.user(Role.ADMIN)),
         "customer": factory.token(await factory.customer()),
+        "anonymous": "",  # no Authorization header
     }
     report = await fuzz_api(app, tokens)
     print(report.summary())
