@@ -644,3 +644,30 @@ async def test_integers_beyond_64_bits_are_a_422_not_a_500(
         r = await api.get(path, headers=admin)
         assert r.status_code == 422, (path, r.text)
         assert r.json()["errors"][0]["field"] == field, r.text
+
+
+async def test_reads_shaped_by_field_grants_match_the_documented_schema(
+    api: httpx.AsyncClient, minter: TokenMinter
+) -> None:
+    import schemathesis
+    from schemathesis.specs.openapi.checks import response_schema_conformance
+
+    admin = minter.headers("admin-1", "admin")
+    sales = minter.headers("sales-user", "department", department="sales")
+    c = await create_customer(api, sales, "Ada Customer")
+    base = f"/customers/{c['id']}"
+    r = await api.post(f"{base}/demands", json={"title": "t", "description": "d"}, headers=sales)
+    assert r.status_code == 201, r.text
+    for table, fields in (("customers", ["email"]), ("demands", ["status"])):
+        await grant(api, admin, department="sales", table=table, fields=fields)
+    schema = schemathesis.openapi.from_dict((await api.get("/openapi.json")).json())
+    for path, template, params in (
+        ("/customers", "/customers", {}),
+        (base, "/customers/{customer_id}", {"customer_id": c["id"]}),
+        (f"{base}/demands", "/customers/{customer_id}/demands", {"customer_id": c["id"]}),
+    ):
+        r = await api.get(path, headers=sales)
+        assert r.status_code == 200, r.text
+        case = schema[template]["GET"].Case(path_parameters=params)
+        case.validate_response(r, checks=[response_schema_conformance])
+    assert "full_name" not in (await api.get(base, headers=sales)).json()
