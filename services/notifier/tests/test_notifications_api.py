@@ -116,6 +116,25 @@ async def test_bad_paging_and_ids_are_explained(client: httpx.AsyncClient, peopl
     assert bad_resume.status_code == 422 and bad_resume.json()["errors"][0]["field"] == "Last-Event-ID"
 
 
+async def test_numbers_beyond_the_columns_are_a_422_not_a_500(
+    client: httpx.AsyncClient, people: People
+) -> None:
+    me = people.headers("s-1", "staff")
+    huge = "99999999999999999999"
+    for path, field in (
+        (f"/notifications/{huge}/read", "path.notification_id"),
+        (f"/notifications/{2**31}/read", "path.notification_id"),  # the id column is an INTEGER
+        (f"/notifications?offset={huge}", "query.offset"),
+        (f"/notifications/stream?after={2**31}", "query.after"),
+    ):
+        method = "POST" if path.endswith("/read") else "GET"
+        response = await client.request(method, path, headers=me)
+        assert response.status_code == 422, (path, response.text)
+        assert response.json()["errors"][0]["field"] == field
+    beyond = await client.get("/notifications/stream", headers=me | {"Last-Event-ID": str(2**31)})
+    assert beyond.status_code == 422 and beyond.json()["errors"][0]["field"] == "Last-Event-ID"
+
+
 # --- the live stream -------------------------------------------------------------------------------
 
 

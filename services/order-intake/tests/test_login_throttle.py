@@ -198,3 +198,16 @@ async def test_sign_ups_of_taken_emails_count_against_the_address(
         assert await count_rows(container.db, User) == users  # nothing half-written
         elsewhere = await other.post("/auth/register", json=body | {"email": "fresh@example.org"})
         assert elsewhere.status_code == 201
+
+
+async def test_a_failed_login_with_the_longest_unknown_email_is_a_401(
+    client: httpx.AsyncClient, container: Container
+) -> None:
+    # Its login-failed event is keyed by the email: the key must still fit the outbox
+    # (PostgreSQL refused it, a 500; found by the fuzz test).
+    email = "x" * 300 + "@example.org"
+    r = await _login(client, email, "wrong-password")
+    assert r.status_code == 401, r.text
+    async with container.db.session() as session:
+        keys = (await session.execute(select(outbox.outbox.c.message_key))).scalars().all()
+    assert any(k.startswith("email:xxx") and len(k) <= 200 for k in keys), keys

@@ -98,12 +98,16 @@ class OutboxTables:
     relay_offsets: Table
 
 
+MESSAGE_KEY_MAX = 200
+"""The longest partition key the outbox holds (``message_key``)."""
+
+
 def _event_columns() -> list[Column[Any]]:
     """What the outbox and ``outbox_published`` both hold of an event, after the id."""
     return [
         Column("event_id", String(36), nullable=False),
         Column("topic", String(200), nullable=False),
-        Column("message_key", String(200), nullable=False),
+        Column("message_key", String(MESSAGE_KEY_MAX), nullable=False),
         Column("event_type", String(200), nullable=False),
         Column("payload", Text, nullable=False),
         Column("created_at", UTCDateTime, nullable=False),
@@ -242,6 +246,9 @@ class UnitOfWork:
     def emit(
         self, payload: EventPayload, *, key: str, version: int, subject: str | None = None
     ) -> CloudEvent:
+        if len(key) > MESSAGE_KEY_MAX:
+            # PostgreSQL would refuse it at commit, SQLite would not: fail the same on both.
+            raise ValueError(f"event key of {len(key)} characters; the outbox holds {MESSAGE_KEY_MAX}")
         event = CloudEvent(
             id=new_id(),
             source=self._source,

@@ -162,9 +162,15 @@ def install_problem_handlers(app: FastAPI) -> None:
         errors = []
         for err in exc.errors():
             reason = str(err.get("msg", "invalid"))
+            field = _field_path(err.get("loc", ()))
             if err.get("type") == "json_invalid":
-                reason = "body is not valid JSON: " + str(err.get("ctx", {}).get("error", ""))
-            errors.append({"field": _field_path(err.get("loc", ())), "reason": reason})
+                # FastAPI's location is ("body", <character position>): the field is the body,
+                # the position belongs in the reason.
+                loc = list(err.get("loc", ()))
+                where = f" at character {loc[1]}" if len(loc) > 1 else ""
+                error = str(err.get("ctx", {}).get("error", "")) or "invalid JSON"
+                field, reason = "body", f"body is not valid JSON{where}: {error}"
+            errors.append({"field": field, "reason": reason})
         first = errors[0] if errors else {"field": "", "reason": "invalid request"}
         problem = Unprocessable(f"{first['field']}: {first['reason']}", errors=errors)
         body = problem.body(str(request.url.path))
@@ -172,6 +178,10 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if isinstance(exc.__cause__, Problem):
+            # FastAPI turns any error while it reads the body into "400 error parsing the body",
+            # the body limit's 413 (raised as the body streams in) included: answer the cause.
+            return problem_response(exc.__cause__, request)
         cls = _STATUS_PROBLEMS.get(exc.status_code, Problem)
         problem = cls(str(exc.detail), headers=dict(exc.headers or {}))
         if cls is Problem:

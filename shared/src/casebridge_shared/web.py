@@ -241,7 +241,8 @@ class BodyLimitMiddleware:
                 except ValueError:
                     declared = 0
                 if declared > limit:
-                    await _send_problem(send, PayloadTooLarge(_too_large(limit), field="body"))
+                    problem = PayloadTooLarge(_too_large(limit), field="body")
+                    await _send_problem(send, problem, instance=scope["path"])
                     return
         seen = 0
 
@@ -261,8 +262,10 @@ def _too_large(limit: int) -> str:
     return f"request body exceeds the limit of {limit} bytes"
 
 
-async def _send_problem(send: Send, problem: PayloadTooLarge) -> None:
-    response = JSONResponse(problem.body(), status_code=problem.status, media_type=PROBLEM_CONTENT_TYPE)
+async def _send_problem(send: Send, problem: PayloadTooLarge, *, instance: str) -> None:
+    response = JSONResponse(
+        problem.body(instance), status_code=problem.status, media_type=PROBLEM_CONTENT_TYPE
+    )
     await send(
         {
             "type": "http.response.start",
@@ -359,6 +362,7 @@ def operations_router() -> APIRouter:
                 "title": "Not ready",
                 "status": 503,
                 "detail": "a dependency is not reachable",
+                "instance": str(request.url.path),
                 "checks": results,
             },
             status_code=503,
@@ -495,7 +499,7 @@ def _add_problem_schema(app: FastAPI) -> None:
                     },
                 },
             },
-            "required": ["type", "title", "status", "detail"],
+            "required": ["type", "title", "status", "detail", "instance"],
         }
         app.openapi_schema = schema
         return schema

@@ -482,9 +482,11 @@ class ApiServer:
     It can be stopped and started again on the same port, like a restarted api process.
     """
 
-    def __init__(self, make_app: Callable[[], FastAPI], port: int) -> None:
+    def __init__(self, make_app: Callable[[], FastAPI], port: int, *, lifespan: bool = True) -> None:
         self.make_app = make_app
         self.port = port
+        # False for an app whose lifespan the test already runs (e.g. a service's ``app`` fixture).
+        self.lifespan = lifespan
         self.url = f"http://127.0.0.1:{port}"
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -495,7 +497,7 @@ class ApiServer:
             host="127.0.0.1",
             port=self.port,
             log_config=None,
-            lifespan="on",
+            lifespan="on" if self.lifespan else "off",
             access_log=False,
             proxy_headers=False,  # as ``<service> api`` runs it: the app decides (trusted_proxies)
         )

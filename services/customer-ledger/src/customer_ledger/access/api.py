@@ -16,6 +16,7 @@ from casebridge_shared.auth import Department, Principal, Role, require_roles
 from casebridge_shared.group_commit import GroupCommit
 from casebridge_shared.outbox import UnitOfWork
 from casebridge_shared.pagination import Page, PageDep, PageParams
+from casebridge_shared.params import BigIndex
 from casebridge_shared.problems import PROBLEM_RESPONSES
 from customer_ledger.access import service
 from customer_ledger.access.models import (
@@ -181,7 +182,7 @@ async def list_reads(
     summary="Correct a login, change or read record (it stays as journaled; the correction is shown with it)",
 )
 async def correct_record(
-    journal_index: Annotated[int, Path(ge=0)], body: CorrectionCreate, admin: Admin, writes: WritesDep
+    journal_index: Annotated[BigIndex, Path()], body: CorrectionCreate, admin: Admin, writes: WritesDep
 ) -> CorrectionRead:
     correction = await writes.run(lambda uow: service.correct(uow.session, admin, journal_index, body))
     return CorrectionRead.model_validate(correction)

@@ -11,9 +11,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, status
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, create_model
 
 from casebridge_shared.auth import CurrentUser, Department, Principal, Role, require_roles
-from casebridge_shared.pagination import PageDep
+from casebridge_shared.pagination import Page, PageDep
 from casebridge_shared.problems import PROBLEM_RESPONSES
 from customer_ledger.customers import service
 from customer_ledger.customers.models import (
@@ -37,6 +38,7 @@ from customer_ledger.customers.models import (
     Removal,
 )
 from customer_ledger.deps import ContainerDep, WritesDep
+from customer_ledger.grants.models import KEY_FIELDS
 
 router = APIRouter(tags=["customers"], responses=PROBLEM_RESPONSES)
 
@@ -49,11 +51,24 @@ def _json(content: Any, status_code: int = status.HTTP_200_OK) -> JSONResponse:
     return JSONResponse(content, status_code=status_code)
 
 
+def _shaped(model: type[BaseModel]) -> type[BaseModel]:
+    """``model`` as the OpenAPI documents a read: a field grant may leave out all but the key fields."""
+    fields: dict[str, Any] = {
+        name: (info.annotation, ... if name in KEY_FIELDS else None)
+        for name, info in model.model_fields.items()
+    }
+    shaped: type[BaseModel] = create_model(f"{model.__name__}Read", **fields)
+    return shaped
+
+
+CustomerRead = _shaped(Customer)
+
+
 @router.get(
     "/customers",
     summary="Customers the reader may see",
     response_model=None,
-    responses={200: {"description": SHAPED, "model": list[Customer]}},
+    responses={200: {"description": SHAPED, "model": Page[CustomerRead]}},  # type: ignore[valid-type]
 )
 async def list_customers(
     reader: CurrentUser,
@@ -86,7 +101,7 @@ async def create_customer(
     "/customers/{customer_id}",
     summary="One customer",
     response_model=None,
-    responses={200: {"description": SHAPED, "model": Customer}},
+    responses={200: {"description": SHAPED, "model": CustomerRead}},
 )
 async def get_customer(customer_id: CustomerId, reader: CurrentUser, writes: WritesDep) -> JSONResponse:
     customer = await writes.run(lambda uow: service.get_customer(uow.session, reader, customer_id))
@@ -124,7 +139,7 @@ def _list_route(table: str, model: type[Any], summary: str) -> None:
         methods=["GET"],
         summary=summary,
         response_model=None,
-        responses={200: {"description": SHAPED, "model": list[model]}},  # type: ignore[valid-type]
+        responses={200: {"description": SHAPED, "model": list[_shaped(model)]}},  # type: ignore[misc]
         name=f"list_{table}",
     )
 

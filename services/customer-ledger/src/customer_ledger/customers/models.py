@@ -20,6 +20,7 @@ from sqlmodel import Field
 from casebridge_shared.auth import Department
 from casebridge_shared.currency import check_amount, money
 from casebridge_shared.db import UTCDateTime
+from casebridge_shared.params import Omittable
 from customer_ledger.db import Base
 
 # The hand-off chain (B2): a customer moves one department to the right.
@@ -147,7 +148,7 @@ class CustomerCreate(BaseModel):
 class CustomerUpdate(Why):
     model_config = ConfigDict(extra="forbid")
 
-    full_name: str | None = PydanticField(default=None, min_length=1, max_length=200)
+    full_name: Omittable[Annotated[str, PydanticField(min_length=1, max_length=200)]] = None
     email: EmailStr | None = None
     phone: str | None = PydanticField(default=None, max_length=64)
     organisation: str | None = PydanticField(default=None, max_length=200)
@@ -174,9 +175,9 @@ class DemandCreate(BaseModel):
 class DemandUpdate(Why):
     model_config = ConfigDict(extra="forbid")
 
-    title: str | None = PydanticField(default=None, min_length=1, max_length=200)
-    description: str | None = PydanticField(default=None, min_length=1, max_length=10_000)
-    status: DemandStatus | None = None
+    title: Omittable[Annotated[str, PydanticField(min_length=1, max_length=200)]] = None
+    description: Omittable[Annotated[str, PydanticField(min_length=1, max_length=10_000)]] = None
+    status: Omittable[DemandStatus] = None
     reason: str = PydanticField(min_length=1, max_length=500)
 
 
@@ -264,8 +265,8 @@ class ProgressCorrection(Why):
 
     model_config = ConfigDict(extra="forbid")
 
-    project: str | None = PydanticField(default=None, min_length=1, max_length=100)
-    stage: str | None = PydanticField(default=None, min_length=1, max_length=64)
+    project: Omittable[Annotated[str, PydanticField(min_length=1, max_length=100)]] = None
+    stage: Omittable[Annotated[str, PydanticField(min_length=1, max_length=64)]] = None
     note: str | None = PydanticField(default=None, max_length=10_000)
     reason: str = PydanticField(min_length=1, max_length=500)
 
@@ -275,9 +276,9 @@ class PaymentCorrection(Why):
 
     model_config = ConfigDict(extra="forbid")
 
-    amount: Decimal | None = PydanticField(default=None, gt=0, max_digits=14, decimal_places=3)
+    amount: Omittable[Annotated[Decimal, PydanticField(gt=0, max_digits=14, decimal_places=3)]] = None
     reference: str | None = PydanticField(default=None, max_length=100)
-    received_at: datetime | None = None
+    received_at: Omittable[datetime] = None
     note: str | None = PydanticField(default=None, max_length=2000)
     reason: str = PydanticField(min_length=1, max_length=500)
 

@@ -18,6 +18,7 @@ from fastapi.responses import PlainTextResponse
 
 from casebridge_shared.auth import CurrentUser, Principal, Role, require_roles
 from casebridge_shared.outbox import UnitOfWork
+from casebridge_shared.params import BigIndex, BigSize
 from casebridge_shared.problems import PROBLEM_RESPONSES, NotFound
 from customer_ledger.deps import ContainerDep, SessionDep, WritesDep
 from customer_ledger.grants.service import entry_in_sight
@@ -68,7 +69,7 @@ async def get_public_key(container: ContainerDep) -> PlainTextResponse:
 )
 async def list_checkpoints(
     session: SessionDep,
-    after_size: Annotated[int, Query(ge=0, description="Only checkpoints of larger trees")] = 0,
+    after_size: Annotated[BigIndex, Query(description="Only checkpoints of larger trees")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[CheckpointRead]:
     """Public, like the checkpoint itself: auditors check each against the entries."""
@@ -82,7 +83,7 @@ async def list_checkpoints(
 async def list_entries(
     admin: Admin,
     writes: WritesDep,
-    start: Annotated[int, Query(ge=0)] = 0,
+    start: Annotated[BigIndex, Query()] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> list[EntryRead]:
     """Entries hold customer data: admins only, and the read is itself journaled."""
@@ -108,7 +109,7 @@ def _entry(entry: JournalEntry) -> EntryRead:
 
 
 @router.get("/entries/{index}", response_model=EntryRead, summary="One journal entry and its leaf hash")
-async def get_entry(index: int, reader: CurrentUser, writes: WritesDep) -> EntryRead:
+async def get_entry(index: BigIndex, reader: CurrentUser, writes: WritesDep) -> EntryRead:
     """Admin reads any entry; others the change entries of the records they may see in full."""
 
     async def look_up_and_record(uow: UnitOfWork) -> EntryRead:
@@ -132,8 +133,8 @@ async def get_entry(index: int, reader: CurrentUser, writes: WritesDep) -> Entry
 @router.get("/proofs/inclusion", response_model=InclusionProof, summary="RFC 9162 audit path of an entry")
 async def get_inclusion_proof(
     session: SessionDep,
-    index: Annotated[int, Query(ge=0)],
-    tree_size: Annotated[int, Query(ge=1)],
+    index: Annotated[BigIndex, Query()],
+    tree_size: Annotated[BigSize, Query()],
 ) -> InclusionProof:
     leaf, path = await service.inclusion_proof(session, index, tree_size)
     return InclusionProof(
@@ -148,8 +149,8 @@ async def get_inclusion_proof(
 )
 async def get_consistency_proof(
     session: SessionDep,
-    first: Annotated[int, Query(ge=0)],
-    second: Annotated[int, Query(ge=0)],
+    first: Annotated[BigIndex, Query()],
+    second: Annotated[BigIndex, Query()],
 ) -> ConsistencyProof:
     path = await service.consistency_proof(session, first, second)
     return ConsistencyProof(first=first, second=second, hashes=[_b64(h) for h in path])

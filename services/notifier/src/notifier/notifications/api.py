@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 from casebridge_shared.auth import StaffUser
 from casebridge_shared.deps import SessionDep, UowDep
 from casebridge_shared.pagination import PageDep
+from casebridge_shared.params import INT32_MAX, Int32Count, Int32Id
 from casebridge_shared.problems import PROBLEM_RESPONSES, NotFound, Unprocessable
 from notifier.notifications import service
 from notifier.notifications.feed import NotificationFeed, stream
@@ -49,7 +50,7 @@ async def read_all(user: StaffUser, uow: UowDep) -> ReadAllResult:
 
 
 @router.post("/{notification_id}/read", response_model=NotificationRead, summary="Mark one notification read")
-async def read_one(notification_id: int, user: StaffUser, uow: UowDep) -> NotificationRead:
+async def read_one(notification_id: Int32Id, user: StaffUser, uow: UowDep) -> NotificationRead:
     notification = await service.mark_read(uow.session, user.subject, notification_id)
     if notification is None:
         raise NotFound(f"You have no notification {notification_id}.")
@@ -68,7 +69,7 @@ async def notification_stream(
     user: StaffUser,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
     after: Annotated[
-        int | None, Query(ge=0, description="Resume after this event id (when the header cannot be set)")
+        Int32Count | None, Query(description="Resume after this event id (when the header cannot be set)")
     ] = None,
 ) -> StreamingResponse:
     """Each event is `event: notification`, `id:` the notification's number, `data:` the notification.
@@ -79,7 +80,7 @@ async def notification_stream(
     """
     resume: int | None = after
     if last_event_id is not None and last_event_id.strip():
-        if not last_event_id.strip().isdigit():
+        if not last_event_id.strip().isdigit() or int(last_event_id) > INT32_MAX:
             raise Unprocessable(
                 "Last-Event-ID must be an event id this stream sent (a number).", field="Last-Event-ID"
             )

@@ -21,7 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from casebridge_shared.auth import Department, Role
 from casebridge_shared.db import new_id, utcnow
-from casebridge_shared.outbox import UnitOfWork
+from casebridge_shared.outbox import MESSAGE_KEY_MAX, UnitOfWork
 from casebridge_shared.problems import (
     Conflict,
     NotFound,
@@ -194,7 +194,8 @@ def _login_failed(
             user_agent=user_agent,
             at=at,
         ),
-        key=user.id if user else f"email:{email[:300]}",
+        # An unknown (possibly made-up, up to 320 characters) email: cut to what the outbox holds.
+        key=user.id if user else f"email:{email}"[:MESSAGE_KEY_MAX],
         version=user.version if user else 0,
     )
 
