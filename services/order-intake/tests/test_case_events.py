@@ -509,12 +509,13 @@ async def test_the_fetcher_started_while_the_database_refuses_connections_waits_
     """Issue 25: it loaded its keys before its loop, so a database away at start ended the worker."""
     if container.db.dialect != "postgresql":
         pytest.skip("refuses PostgreSQL connections (run with CASEBRIDGE_TEST_POSTGRES_URL)")
-    from order_intake.identity.keys import KeyStore
+    from order_intake.identity.keys import KeyStore, signing_keys_box
 
     order = await new_order(factory)
     data = b"%PDF-1.4 fetched after the outage"
     document = await announced(container, order, data)
-    keys = KeyStore(container.db, grace=timedelta(days=1))  # not loaded yet: the first pass loads them
+    # Not loaded yet: the first pass loads them.
+    keys = KeyStore(container.db, signing_keys_box(container.settings), grace=timedelta(days=1))
     remote = FakeCaseHandling([(200, data)])
     fetcher = DocumentFetcher(
         container.db, keys, container.settings, transport=httpx.ASGITransport(remote.app())
