@@ -56,12 +56,16 @@ def axe_source() -> str:
     return (repo_root() / "tests" / "assets" / "axe-core" / "axe.min.js").read_text(encoding="utf-8")
 
 
+def _installed(path: str) -> bool:
+    return Path(path).exists()
+
+
 @asynccontextmanager
 async def chromium(**launch: Any) -> AsyncIterator[Browser]:
     """Debian's Chromium, headless (``make browser`` installs it when missing)."""
     from playwright.async_api import async_playwright
 
-    assert os.path.exists(CHROMIUM), "the browser tests need Debian's chromium: run `make browser`"
+    assert _installed(CHROMIUM), "the browser tests need Debian's chromium: run `make browser`"
     async with async_playwright() as p:
         browser = await p.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=["--no-sandbox", *launch.pop("args", [])], **launch
