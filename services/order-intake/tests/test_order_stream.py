@@ -19,11 +19,12 @@ from casebridge_shared.testing import ApiServer
 from order_intake.bootstrap import Container
 from order_intake.documents import service as documents
 from order_intake.documents.models import Document
+from order_intake.identity.models import User
 from order_intake.orders.live import OrderWatch
 from order_intake.progress import service as progress
 from order_intake.progress.events import CaseAssigned
 
-from .conftest import Factory
+from .conftest import PASSWORD, Factory
 
 PROBLEM = "application/problem+json"
 
@@ -243,3 +244,27 @@ async def test_streams_end_when_the_api_stops(
             assert ended == {"ended": True}
     finally:
         await server.stop()
+
+
+async def test_the_browser_listens_with_its_session_cookie(
+    app: FastAPI, client: httpx.AsyncClient, factory: Factory, container: Container
+) -> None:
+    order, _headers = await _order(client, factory)
+    customer_email = await _email_of(container, order["customer_id"])
+    async with (
+        served(app) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=httpx.Timeout(60)) as http,
+    ):
+        r = await http.post("/session", json={"email": customer_email, "password": PASSWORD})
+        assert r.status_code == 200, r.text
+        # EventSource sends no headers of its own: the cookie alone (GET needs no CSRF token).
+        async with http.stream("GET", f"/orders/{order['id']}/stream") as response:
+            assert response.status_code == 200
+            assert (await Stream(response).next_event())["data"]["order_id"] == order["id"]
+
+
+async def _email_of(container: Container, user_id: str) -> str:
+    async with container.db.session() as s:
+        user = await s.get(User, user_id)
+    assert user is not None
+    return user.email
