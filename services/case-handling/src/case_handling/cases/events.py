@@ -92,3 +92,23 @@ class CaseCancelled(_CaseEvent):
     summary = "The case was cancelled (the order was cancelled, or staff cancelled it)."
     reason: str | None
     assignee_id: str | None
+
+
+class StaffReplied(_CaseEvent):
+    event_type = "casebridge.cases.message-posted.v1"
+    summary = "Staff replied to the customer on the order's thread (the customer sees the body)."
+    message_id: str
+    author_id: str
+    author_name: str | None
+    body: str
+
+
+class CustomerMessageReceived(_CaseEvent):
+    event_type = "casebridge.cases.customer-message-received.v1"
+    summary = (
+        "The customer wrote on the order's thread; the notifier alerts the assignee, or the team "
+        "the product category routes to when nobody has the case (the text stays in case-handling)."
+    )
+    message_id: str
+    assignee_id: str | None
+    product_category: str
