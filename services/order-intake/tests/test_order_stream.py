@@ -21,8 +21,10 @@ from order_intake.documents import service as documents
 from order_intake.documents.models import Document
 from order_intake.identity.models import User
 from order_intake.orders.live import OrderWatch
+from order_intake.orders.models import Order
 from order_intake.progress import service as progress
 from order_intake.progress.events import CaseAssigned
+from order_intake.threads import service as threads
 
 from .conftest import PASSWORD, Factory
 
@@ -142,6 +144,38 @@ async def test_the_customer_sees_each_change_of_their_order_live(
         assert r.status_code == 200, r.text
         cancelled = await stream.next_event()
         assert cancelled["data"]["status"] == "cancelled"
+
+
+async def test_messages_and_files_both_ways_reach_the_stream(
+    app: FastAPI, client: httpx.AsyncClient, factory: Factory, container: Container
+) -> None:
+    """The order's thread (issue 26) is on the live page too: the customer's own message and files
+    (other tabs see them), and a staff reply that the worker takes from case-handling's event."""
+    order, headers = await _order(client, factory)
+    async with served(app) as server, connect(server, order["id"], headers) as (_response, stream):
+        first = await stream.next_event()
+        r = await client.post(f"/orders/{order['id']}/messages", json={"body": "Any news?"}, headers=headers)
+        assert r.status_code == 201, r.text
+        posted = await stream.next_event()
+        assert posted["id"] != first["id"]
+
+        files = [("files", ("lease.pdf", b"%PDF-1.4 lease", "application/pdf"))]
+        r = await client.post(f"/orders/{order['id']}/files", files=files, headers=headers)
+        assert r.status_code == 201, r.text
+        attached = await stream.next_event()
+        assert attached["id"] != posted["id"]
+
+        async with container.uow() as uow:  # the worker, taking in case-handling's reply
+            found = await uow.session.get(Order, order["id"])
+            assert found is not None
+            threads.add_staff_message(
+                uow.session, found, message_id="reply-1", author_name="Sam", body="On it.", at=datetime.now(UTC)
+            )
+            await uow.commit()
+        replied = await stream.next_event()
+        assert replied["id"] != attached["id"]
+        thread = (await client.get(f"/orders/{order['id']}/messages", headers=headers)).json()["items"]
+        assert [m["body"] for m in thread] == ["Any news?", "On it."]
 
 
 async def test_a_document_becoming_available_reaches_the_stream(

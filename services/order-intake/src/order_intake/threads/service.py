@@ -109,6 +109,7 @@ async def post_message(
         request_hash=_request_hash(body) if idempotency_key is not None else None,
     )
     uow.session.add(message)
+    orders.order_changed(uow.session, order)  # the live order page shows the message
     uow.emit(
         events.CustomerMessagePosted(
             order_id=order.id,
@@ -143,6 +144,7 @@ def add_staff_message(
             id=message_id, order_id=order.id, author="staff", author_name=author_name, body=body, at=at
         )
     )
+    orders.order_changed(session, order)  # the reply appears live on the customer's order page
 
 
 def add_communication(
@@ -194,6 +196,7 @@ def attach_files(
 ) -> list[OrderFile]:
     """Rows and one ``file-attached`` event per file (the files are already in place)."""
     now = utcnow()
+    orders.order_changed(uow.session, order, now=now)
     added: list[OrderFile] = []
     for item in stored:
         row = OrderFile(

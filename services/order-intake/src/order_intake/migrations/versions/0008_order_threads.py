@@ -1,7 +1,7 @@
 """order threads: messages, customer files, read receipts (issue 26)
 
-Revision ID: 0007_threads
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-07 05:45:11.020805
 """
 
@@ -14,8 +14,8 @@ from alembic import op
 import casebridge_shared.db
 
 
-revision: str = '0007_threads'
-down_revision: str | None = '0006'
+revision: str = '0008'
+down_revision: str | None = '0007'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
