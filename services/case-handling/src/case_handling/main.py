@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from case_handling import __version__
 from case_handling.bootstrap import Container, bootstrap
 from case_handling.cases.api import router as cases_router
+from case_handling.cases.feed import CaseFeed
 from case_handling.db import revocations
 from case_handling.settings import Settings, get_settings
 from casebridge_shared.auth import JwksTokenVerifier, RememberingVerifier
@@ -47,9 +48,11 @@ def create_application(settings: Settings | None = None, container: Container | 
         app.state.revocations = RevocationList(
             c.db, revocations, refresh_seconds=settings.revocation_refresh_seconds
         )
+        app.state.case_feed = CaseFeed(c.db, poll_seconds=settings.stream_poll_seconds)
         try:
             yield
         finally:
+            await app.state.case_feed.close()
             if owned:
                 await c.close()
 
