@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import bindparam, func
 from sqlalchemy import select as select_core
 
-from case_handling.cases.models import CaseEntry
+from case_handling.cases.models import Case, CaseEntry
 from casebridge_shared.commit_watch import CommitWatch
 from casebridge_shared.db import Database, table_of
 from casebridge_shared.outbox import NOTIFY_CHANNEL
@@ -43,6 +43,7 @@ _BATCH = 1000
 _MAX_GAPS = 10_000  # a burst of rolled-back ids must not grow the bookkeeping without bound
 
 _ENTRIES = table_of(CaseEntry)
+_CASES = table_of(Case)
 _COLUMNS = (
     _ENTRIES.c.id,
     _ENTRIES.c.case_id,
@@ -50,9 +51,14 @@ _COLUMNS = (
     _ENTRIES.c.status,
     _ENTRIES.c.at,
     _ENTRIES.c.author_name,
+    _CASES.c.version,
 )
 _NEWER_THAN = (
-    select_core(*_COLUMNS).where(_ENTRIES.c.id > bindparam("after")).order_by(_ENTRIES.c.id).limit(_BATCH)
+    select_core(*_COLUMNS)
+    .join_from(_ENTRIES, _CASES, _ENTRIES.c.case_id == _CASES.c.id)
+    .where(_ENTRIES.c.id > bindparam("after"))
+    .order_by(_ENTRIES.c.id)
+    .limit(_BATCH)
 )
 
 
@@ -67,6 +73,9 @@ class CaseChange(BaseModel):
     status: str  # the case's status after the change
     at: datetime
     author_name: str | None
+    # The case's version when the change was read (at least the change's own): a page holding
+    # an older one knows its copy is stale.
+    version: int
 
 
 class CaseFeed:
