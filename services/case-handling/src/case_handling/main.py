@@ -12,6 +12,7 @@ from case_handling import __version__
 from case_handling.bootstrap import Container, bootstrap
 from case_handling.cases.api import router as cases_router
 from case_handling.cases.feed import CaseFeed
+from case_handling.console.api import router as console_router
 from case_handling.db import revocations
 from case_handling.settings import Settings, get_settings
 from casebridge_shared.auth import JwksTokenVerifier, RememberingVerifier
@@ -68,6 +69,7 @@ def create_application(settings: Settings | None = None, container: Container | 
         body_limit_overrides={ATTACHMENT_UPLOAD: settings.attachment_max_bytes + 64 * 1024},
     )
     app.include_router(cases_router)
+    app.include_router(console_router)
     return app
 
 
