@@ -34,6 +34,8 @@ const state = {
   feed: null,
   reloadTimer: null,
   pendingFiles: [],
+  writing: 0, // writes in flight: their own changes may come back on the feed before their answer
+  seenVersion: 0, // the newest version the feed told of while writing
 };
 
 // ---- routing: /console/ is the queue, /console/cases/<id> a case -----------------------------
@@ -149,11 +151,34 @@ function onChange(change) {
   if (!$("queue").hidden) {
     scheduleQueueReload();
   } else if (state.case && change.case_id === state.case.id && change.version > state.case.version) {
-    // Someone else changed the case: say so, keep everything typed, let the person choose.
-    $("notice-text").textContent = t("console.changed_by", {
-      name: change.author_name || t("console.someone"),
-    });
-    $("notice").hidden = false;
+    if (state.writing) {
+      // Perhaps our own write, told by the feed before its answer came: decided afterwards.
+      state.seenVersion = Math.max(state.seenVersion, change.version);
+      state.seenAuthor = change.author_name;
+      return;
+    }
+    staleNotice(change.author_name);
+  }
+}
+
+// Someone else changed the case: say so, keep everything typed, let the person choose.
+function staleNotice(author) {
+  $("notice-text").textContent = t("console.changed_by", { name: author || t("console.someone") });
+  $("notice").hidden = false;
+}
+
+// Around every write: afterwards, a change the feed told of that is newer than our answer was
+// someone else's.
+async function writing(work) {
+  state.writing += 1;
+  try {
+    return await work();
+  } finally {
+    state.writing -= 1;
+    if (!state.writing) {
+      if (state.case && state.seenVersion > state.case.version) staleNotice(state.seenAuthor);
+      state.seenVersion = 0;
+    }
   }
 }
 
@@ -434,11 +459,9 @@ async function write(form, path, json) {
   const button = form.querySelector("button[type=submit]");
   if (button) button.disabled = true;
   try {
-    state.case = await api(path, {
-      method: "POST",
-      json,
-      headers: { "If-Match": `"${state.case.version}"` },
-    });
+    state.case = await writing(() =>
+      api(path, { method: "POST", json, headers: { "If-Match": `"${state.case.version}"` } }),
+    );
     renderCase();
     return true;
   } catch (error) {
@@ -461,10 +484,12 @@ function actionButton(id, action) {
   $(id).addEventListener("click", async () => {
     $("action-error").textContent = "";
     try {
-      state.case = await api(`/cases/${encodeURIComponent(state.case.id)}/${action}`, {
-        method: "POST",
-        headers: { "If-Match": `"${state.case.version}"` },
-      });
+      state.case = await writing(() =>
+        api(`/cases/${encodeURIComponent(state.case.id)}/${action}`, {
+          method: "POST",
+          headers: { "If-Match": `"${state.case.version}"` },
+        }),
+      );
       renderCase();
     } catch (error) {
       if (error instanceof ApiError && (error.status === 412 || error.status === 409)) {
@@ -544,14 +569,16 @@ $("message-form").addEventListener("submit", async (event) => {
   const button = form.querySelector("button[type=submit]");
   button.disabled = true;
   try {
-    await api(`/cases/${encodeURIComponent(state.case.id)}/messages`, {
-      method: "POST",
-      json: { body: form.elements.body.value },
-      idempotencyKey: form.dataset.key || (form.dataset.key = crypto.randomUUID()), // a double click sends once
+    await writing(async () => {
+      await api(`/cases/${encodeURIComponent(state.case.id)}/messages`, {
+        method: "POST",
+        json: { body: form.elements.body.value },
+        idempotencyKey: form.dataset.key || (form.dataset.key = crypto.randomUUID()), // a double click sends once
+      });
+      form.reset();
+      delete form.dataset.key;
+      await loadCase();
     });
-    form.reset();
-    delete form.dataset.key;
-    await loadCase();
   } catch (error) {
     showProblem(form, error);
   } finally {
@@ -595,7 +622,7 @@ $("upload-form").addEventListener("submit", async (event) => {
   button.disabled = true;
   const items = [...$("upload-list").children];
   let failed = 0;
-  await Promise.all(
+  await writing(async () => { await Promise.all(
     state.pendingFiles.map(async (file, index) => {
       const item = items[index];
       const progress = item.querySelector("progress");
@@ -621,14 +648,21 @@ $("upload-form").addEventListener("submit", async (event) => {
       }
     }),
   );
-  button.disabled = false;
-  if (!failed) {
-    state.pendingFiles = [];
-    form.reset();
-  } else {
-    form.querySelector("[role=alert]").textContent = t("console.some_failed");
-  }
   await loadCase();
+  });
+  button.disabled = false;
+  // Uploaded files leave the list of choices (their line says so); failed ones stay to retry.
+  const kept = [];
+  state.pendingFiles.forEach((file, index) => {
+    const item = items[index];
+    const select = item.querySelector("select");
+    if (item.classList.contains("done")) {
+      select.replaceWith(el("span", { class: "muted", text: select.selectedOptions[0].textContent }));
+    } else kept.push(file);
+  });
+  state.pendingFiles = kept;
+  if (failed) form.querySelector("[role=alert]").textContent = t("console.some_failed");
+  else $("file-input").value = "";
 });
 
 $("notice-reload").addEventListener("click", () => loadCase());
