@@ -136,16 +136,24 @@ async def test_staff_work_a_case_in_the_console_from_a_live_queue_to_closed(
         await page.click("#do-start")
         await page.wait_for_selector("#case-status[data-status=in_progress]")
 
-        # Reply to the customer: a customer-visible message, marked so.
-        await page.fill(
-            "#communication-form textarea[name=summary]", "We have your contract and will call you."
-        )
-        await page.select_option("#communication-form select[name=channel]", "message")
+        # Reply to the customer in the thread (the customer reads it on the order's page).
+        await page.fill("#message-form textarea[name=body]", "We have your contract and will call you.")
+        await page.click("#message-form button[type=submit]")
+        reply = page.locator("#thread li.message.staff", has_text="We have your contract")
+        await reply.wait_for()
+        assert await page.input_value("#message-form textarea[name=body]") == ""
+        thread = (await sam.get(f"/cases/{case_id}/messages")).json()["items"]
+        assert [(m["author"], m["body"]) for m in thread] == [
+            ("staff", "We have your contract and will call you.")
+        ]
+        # A contact recorded for the customer to see: marked so, and in the thread too.
+        await page.fill("#communication-form textarea[name=summary]", "Called: we need the signed copy.")
         await page.check("#communication-form input[name=customer_visible][value=true]")
         await page.click("#communication-form button[type=submit]")
         entry = page.locator("#timeline li[data-kind=communication]")
         await entry.wait_for()
         assert "Customer sees this" in await entry.inner_text()
+        await page.locator("#thread li", has_text="Called: we need the signed copy.").wait_for()
 
         # Two files at once, each with its own visibility, with progress.
         public = tmp_path / "engagement-letter.pdf"

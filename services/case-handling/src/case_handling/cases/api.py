@@ -27,6 +27,7 @@ from case_handling.cases.models import (
     TimelineEntry,
 )
 from case_handling.settings import Settings
+from case_handling.threads import service as threads
 from casebridge_shared.auth import STAFF_ROLES, Principal, Role, StaffUser, require_roles
 from casebridge_shared.db import utcnow
 from casebridge_shared.deps import SessionDep, UowDep
@@ -75,6 +76,7 @@ async def _read(
             "timeline": [TimelineEntry.model_validate(e) for e in entries],
             "attachments": [AttachmentRead.model_validate(a) for a in files],
             "allowed_actions": service.allowed_actions(case, principal),
+            "receipts": await threads.receipts_of(session, case.id),
         }
     )
 
