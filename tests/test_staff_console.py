@@ -6,70 +6,54 @@ working while order-intake is down. Everything is really running."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import Page
 
 from casebridge_shared.testing import wait_until
+from casebridge_shared.testing.browser import (
+    DESKTOP,
+    assert_accessible,
+    assert_fits_phone,
+    chromium,
+    new_page,
+    screenshot,
+    until_true,
+)
 
 from .conftest import PASSWORD, Stack
 from .test_order_to_case import place_order
-from .test_staff_app import CHROMIUM, until_true
-
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
-
-
-async def screenshot(page: Page, name: str) -> None:
-    if os.environ.get("CASEBRIDGE_SCREENSHOTS") == "1":
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 @asynccontextmanager
-async def browser_page() -> AsyncIterator[Page]:
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            context = await browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB")
-            yield await context.new_page()
-        finally:
-            await browser.close()
-
-
-async def assert_accessible(page: Page) -> None:  # TEMPORARY until screens-base's axe helper lands
-    pass
+async def browser_page() -> AsyncIterator[tuple[Page, list[str]]]:
+    async with chromium() as browser:
+        yield await new_page(browser, locale="en-GB")
 
 
 async def fits_a_phone(page: Page) -> None:
-    await page.set_viewport_size({"width": 390, "height": 844})
     try:
-        width = await page.evaluate("document.documentElement.scrollWidth")
-        assert width <= 390, f"{page.url} scrolls sideways on a phone ({width}px)"
+        await assert_fits_phone(page)
     finally:
-        await page.set_viewport_size({"width": 1280, "height": 900})
+        await page.set_viewport_size(DESKTOP)
 
 
 @pytest.mark.slow
 async def test_staff_work_a_case_in_the_console_from_a_live_queue_to_closed(
     stack: Stack, tmp_path: Path
 ) -> None:
-    assert Path(CHROMIUM).exists(), "make test installs Debian's chromium; run it through make"
     await stack.staff("sam@casebridge.example", "staff")
     sam = stack.client(stack.cases, await stack.login("sam@casebridge.example"))
     product_id = await stack.product()
     customer = await stack.register_customer("ada@example.org")
     console = f"{stack.cases.api.url}/console/"
 
-    async with browser_page() as page:
-        problems: list[str] = []
-        page.on("pageerror", lambda e: problems.append(str(e)))
-        # The page's Content-Security-Policy blocks nothing the console needs.
-        page.on("console", lambda m: problems.append(m.text) if "Content Security Policy" in m.text else None)
+    async with browser_page() as (page, problems):
+        # ``problems``: script errors, and anything the Content-Security-Policy blocked.
         await page.goto(console)
         # Installable: a manifest, and a service worker that controls /console/.
         assert await page.get_attribute("link[rel=manifest]", "href") == "/console/manifest.webmanifest"
@@ -217,7 +201,7 @@ async def test_staff_work_a_case_in_the_console_from_a_live_queue_to_closed(
         assert await page.is_hidden("#do-close")
         # Our own changes, told by the live feed (sometimes before their answer), are not taken
         # for someone else's.
-        assert await page.is_hidden("#notice")
+        assert await page.is_hidden("#notice"), await page.inner_text("#notice")
 
         # Problems from the API are shown next to the field: here a case the API refuses.
         # (A bad date on a contact: the API names `occurred_at`.)
@@ -258,7 +242,7 @@ async def test_console_problems_are_shown_next_to_the_field(stack: Stack) -> Non
 
     await wait_until(has_case, timeout=60, message="the case")
     case_id = (await kim.get("/cases", params={"q": order_id})).json()["items"][0]["id"]
-    async with browser_page() as page:
+    async with browser_page() as (page, problems):
         await page.goto(f"{stack.cases.api.url}/console/cases/{case_id}")
         await page.fill("#signin-form input[name=email]", "kim@casebridge.example")
         await page.fill("#signin-form input[name=password]", PASSWORD)
@@ -283,3 +267,5 @@ async def test_console_problems_are_shown_next_to_the_field(stack: Stack) -> Non
         assert await page.inner_text("#h-order") == "订单原始信息"
         await assert_accessible(page)
         await screenshot(page, "console-case-zh")
+        await fits_a_phone(page)
+        assert problems == []

@@ -167,8 +167,8 @@ function staleNotice(author) {
   $("notice").hidden = false;
 }
 
-// Around every write: afterwards, a change the feed told of that is newer than our answer was
-// someone else's.
+// Around every write, including taking in its answer: afterwards, a change the feed told of
+// that is newer than the case now on screen was someone else's.
 async function writing(work) {
   state.writing += 1;
   try {
@@ -459,9 +459,10 @@ async function write(form, path, json) {
   const button = form.querySelector("button[type=submit]");
   if (button) button.disabled = true;
   try {
-    state.case = await writing(() =>
-      api(path, { method: "POST", json, headers: { "If-Match": `"${state.case.version}"` } }),
-    );
+    // The answer is taken in before the write counts as done (see writing()).
+    await writing(async () => {
+      state.case = await api(path, { method: "POST", json, headers: { "If-Match": `"${state.case.version}"` } });
+    });
     renderCase();
     return true;
   } catch (error) {
@@ -484,12 +485,12 @@ function actionButton(id, action) {
   $(id).addEventListener("click", async () => {
     $("action-error").textContent = "";
     try {
-      state.case = await writing(() =>
-        api(`/cases/${encodeURIComponent(state.case.id)}/${action}`, {
+      await writing(async () => {
+        state.case = await api(`/cases/${encodeURIComponent(state.case.id)}/${action}`, {
           method: "POST",
           headers: { "If-Match": `"${state.case.version}"` },
-        }),
-      );
+        });
+      });
       renderCase();
     } catch (error) {
       if (error instanceof ApiError && (error.status === 412 || error.status === 409)) {
