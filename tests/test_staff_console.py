@@ -35,9 +35,11 @@ async def browser_page() -> AsyncIterator[tuple[Page, list[str]]]:
         yield await new_page(browser, locale="en-GB")
 
 
-async def fits_a_phone(page: Page) -> None:
+async def fits_a_phone(page: Page, name: str | None = None) -> None:
     try:
         await assert_fits_phone(page)
+        if name:
+            await screenshot(page, name)
     finally:
         await page.set_viewport_size(DESKTOP)
 
@@ -89,7 +91,7 @@ async def test_staff_work_a_case_in_the_console_from_a_live_queue_to_closed(
         assert "Employment contract review" in await row.inner_text()
         await assert_accessible(page)
         await screenshot(page, "console-queue")
-        await fits_a_phone(page)
+        await fits_a_phone(page, "console-queue-phone")
 
         # Search by order number (as pages show it) and by customer.
         await page.fill("#q", order_id[:8])
@@ -193,7 +195,7 @@ async def test_staff_work_a_case_in_the_console_from_a_live_queue_to_closed(
         assert await page.inner_text("#solution-summary") == "The non-compete is too long"
         await assert_accessible(page)
         await screenshot(page, "console-case")
-        await fits_a_phone(page)
+        await fits_a_phone(page, "console-case-phone")
         await page.click("#do-close")
         await page.wait_for_selector("#case-status[data-status=closed]")
         for form in ("analysis", "communication", "solution", "upload", "message"):
