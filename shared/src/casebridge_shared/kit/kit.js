@@ -137,7 +137,8 @@ export async function api(path, options = {}) {
   let result;
   try {
     result = await send(path, options, key);
-    if (result.status === 401 && options.refresh !== false && (await refreshSession())) {
+    // Without the CSRF cookie there is no session to refresh (signed out): no pointless round trip.
+    if (result.status === 401 && options.refresh !== false && cookie(CSRF_COOKIE) && (await refreshSession())) {
       result = await send(path, options, key);
     }
   } catch (error) {
@@ -389,15 +390,16 @@ export function watchConnection() {
 }
 
 // An EventSource on `url` (the session cookie goes along) that reconnects after a drop, the
-// banner shown meanwhile. `events`: the named SSE events to pass on besides "message".
-// Returns { close() }.
+// banner shown meanwhile. `url` may be a function, called for each new connection (to resume
+// after the last event seen, e.g. `?after=<id>`, when the browser's own Last-Event-ID is lost).
+// `events`: the named SSE events to pass on besides "message". Returns { close() }.
 export function live(url, onMessage, { events = [], onOpen = null } = {}) {
   let source = null;
   let closed = false;
   let delay = 1000;
   let timer = null;
   const connect = () => {
-    source = new EventSource(url, { withCredentials: true });
+    source = new EventSource(typeof url === "function" ? url() : url, { withCredentials: true });
     source.addEventListener("open", () => {
       delay = 1000;
       connectionBanner(false);
@@ -446,6 +448,9 @@ export function el(tag, attrs = {}, ...children) {
 }
 
 // The readiness marker tests and bench/bench_pages.py wait for: the page is usable.
+// Also a performance mark "casebridge-ready": the page's time to interactive, in the page's clock.
 export function markReady() {
+  if (document.documentElement.dataset.ready === "1") return;
   document.documentElement.dataset.ready = "1";
+  if (performance.mark) performance.mark("casebridge-ready");
 }
