@@ -94,6 +94,14 @@ async def test_the_same_thread_events_twice_are_one_row_each(container: Containe
     await apply(container, later)
     assert await count_rows(container.db, CaseMessage) == 1
     assert await count_rows(container.db, CustomerFileFetch) == 1
+    # The notifier hears of the message once, without its text.
+    told = [
+        e
+        for e in await outbox_events(container)
+        if e["type"] == "casebridge.cases.customer-message-received.v1"
+    ]
+    assert len(told) == 1 and told[0]["data"]["message_id"] == posted.data["message_id"]
+    assert "body" not in told[0]["data"] and told[0]["data"]["product_category"] == case.product_category
     async with container.db.session() as s:
         receipts = (await s.execute(select(CaseReceipt))).scalars().all()
     assert len(receipts) == 1 and receipts[0].read_at.year != 2030

@@ -69,6 +69,21 @@ async def customer_message(uow: UnitOfWork, message: CustomerMessage) -> None:
             at=message.at,
         )
     )
+    # Whoever works the case hears of it (the notifier's routing); the text is not in the event.
+    uow.emit(
+        events.CustomerMessageReceived(
+            case_id=case.id,
+            order_id=case.order_id,
+            customer_id=case.customer_id,
+            status=case.status,
+            at=message.at,
+            message_id=message.message_id,
+            assignee_id=case.assignee_id,
+            product_category=case.product_category,
+        ),
+        key=case.id,
+        version=case.version,
+    )
 
 
 async def customer_file(uow: UnitOfWork, announced: CustomerFile) -> None:
