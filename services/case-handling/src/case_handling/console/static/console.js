@@ -671,6 +671,11 @@ $("notice-reload").addEventListener("click", () => loadCase());
 // ---- start -------------------------------------------------------------------------------------
 
 window.addEventListener("popstate", show);
+// Back to the console's tab: the thread is read again (a customer's message changes no case
+// version, so the live feed does not carry it).
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible" && state.case && !$("case").hidden) loadThread().catch(() => {});
+});
 window.addEventListener("language-changed", () => {
   applyI18n(document);
   if (!$("queue").hidden) loadQueue();
