@@ -59,7 +59,7 @@ PAGES = [
     Page("staff alerts, signed out", "notifier", "/app/"),
     Page("staff alerts, signed in", "notifier", "/app/", sign_in_as=STAFF_EMAIL),
     # Page("portal order page", "order-intake", "/portal/orders/<id>", sign_in_as=CUSTOMER_EMAIL),
-    # Page("console queue", "case-handling", "/console/", sign_in_as=STAFF_EMAIL),
+    Page("console queue", "case-handling", "/console/", sign_in_as=STAFF_EMAIL),
 ]
 BASELINE = Page("baseline: /docs (Swagger UI)", "notifier", "/docs", ready=False)
 

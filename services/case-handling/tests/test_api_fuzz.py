@@ -9,6 +9,10 @@ from casebridge_shared.testing.fuzz import fuzz_api
 
 from .conftest import Factory
 
+# The live queue never ends by itself (an endless SSE response): a generated request to it
+# would never get a whole answer to check; its input handling is tested in test_console_queue.py.
+STREAMS = ("GET /cases/stream",)
+
 
 async def test_any_input_gets_a_documented_answer_and_no_server_error(
     app: FastAPI, minter: TokenMinter, factory: Factory
@@ -19,6 +23,7 @@ async def test_any_input_gets_a_documented_answer_and_no_server_error(
         "customer": minter.token("fuzz-customer", "customer"),
         "anonymous": "",  # no Authorization header
     }
-    report = await fuzz_api(app, tokens)
+    report = await fuzz_api(app, tokens, exclude=STREAMS)
     print(report.summary())
+    assert report.skipped == list(STREAMS)
     assert not report.failures, "\n".join(report.failures)

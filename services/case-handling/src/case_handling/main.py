@@ -11,6 +11,8 @@ from fastapi import FastAPI
 from case_handling import __version__
 from case_handling.bootstrap import Container, bootstrap
 from case_handling.cases.api import router as cases_router
+from case_handling.cases.feed import CaseFeed
+from case_handling.console.api import router as console_router
 from case_handling.db import revocations
 from case_handling.settings import Settings, get_settings
 from case_handling.threads.api import router as threads_router
@@ -48,9 +50,11 @@ def create_application(settings: Settings | None = None, container: Container | 
         app.state.revocations = RevocationList(
             c.db, revocations, refresh_seconds=settings.revocation_refresh_seconds
         )
+        app.state.case_feed = CaseFeed(c.db, poll_seconds=settings.stream_poll_seconds)
         try:
             yield
         finally:
+            await app.state.case_feed.close()
             if owned:
                 await c.close()
 
@@ -67,6 +71,7 @@ def create_application(settings: Settings | None = None, container: Container | 
     )
     app.include_router(cases_router)
     app.include_router(threads_router)
+    app.include_router(console_router)
     return app
 
 

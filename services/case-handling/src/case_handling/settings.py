@@ -6,13 +6,18 @@ from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 
 from casebridge_shared.settings import DEVELOPMENT_SERVICE_CLIENT_SECRET, Environment, ServiceSettings
 from casebridge_shared.uploads import DEFAULT_UPLOAD_TYPES
 
 # The same list order-intake accepts for customers' files (casebridge_shared.uploads).
 DEFAULT_ATTACHMENT_TYPES = DEFAULT_UPLOAD_TYPES
+
+
+class StaffTeam(BaseModel):
+    members: list[str] = Field(default_factory=list, max_length=1000)
+    categories: list[str] = Field(default_factory=list, max_length=1000)
 
 
 class Settings(ServiceSettings):
@@ -28,6 +33,18 @@ class Settings(ServiceSettings):
     )
     attachment_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     attachment_allowed_types: list[str] = Field(default_factory=lambda: list(DEFAULT_ATTACHMENT_TYPES))
+    # The queue's "overdue" filter (docs/case-handling.md, "Service level"): an open case
+    # without its own due date is due this many working days (Monday to Friday, UTC) after
+    # it was opened; a due date set on the case wins.
+    sla_working_days: int = Field(default=2, ge=1, le=60)
+    # The queue's "my team" filter: team name -> its members (staff ids or e-mail addresses)
+    # and the product categories it handles. Teams are configuration here, as the
+    # notifier's routing rules are there: neither service asks the other.
+    teams: dict[str, StaffTeam] = Field(default_factory=dict)
+    # Live queue (GET /cases/stream): on SQLite, how often each api process looks at the
+    # database's files for a commit by the worker; a comment keeps proxies from closing it.
+    stream_poll_seconds: float = Field(default=0.05, gt=0, le=5)
+    stream_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300)
 
     # The customer's files on their order (issue 26): fetched from order-intake with a service
     # token taken there (OAuth2 client credentials, client id "case-handling"); env

@@ -6,9 +6,10 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, Response, UploadFile, status
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 
 from case_handling.cases import service, storage
+from case_handling.cases.feed import CaseFeed, stream
 from case_handling.cases.models import (
     AnalysisCreate,
     AssignRequest,
@@ -21,16 +22,19 @@ from case_handling.cases.models import (
     CaseSummary,
     CaseUpdate,
     CommunicationCreate,
+    QueueCounts,
     SolutionCreate,
     TimelineEntry,
 )
 from case_handling.settings import Settings
 from case_handling.threads import service as threads
 from casebridge_shared.auth import STAFF_ROLES, Principal, Role, StaffUser, require_roles
+from casebridge_shared.db import utcnow
 from casebridge_shared.deps import SessionDep, UowDep
 from casebridge_shared.files import clean_file_name
 from casebridge_shared.pagination import Page, PageDep
-from casebridge_shared.problems import PROBLEM_RESPONSES, NotFound
+from casebridge_shared.params import INT32_MAX, Int32Count
+from casebridge_shared.problems import PROBLEM_RESPONSES, NotFound, Unprocessable
 from casebridge_shared.versioning import etag, expected_version
 
 router = APIRouter(prefix="/cases", tags=["cases"], responses=PROBLEM_RESPONSES)
@@ -49,16 +53,29 @@ async def _settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
-async def _read(session: Any, case: Case, response: Response | None = None) -> CaseRead:
+def _summary_fields(case: Case, settings: Settings, now: datetime) -> dict[str, Any]:
+    return {
+        **case.model_dump(),
+        "customer_name": case.customer.get("full_name"),
+        "sla_due_at": service.sla_due_at(case, settings.sla_working_days),
+        "overdue": service.is_overdue(case, settings.sla_working_days, now),
+    }
+
+
+async def _read(
+    request: Request, session: Any, case: Case, principal: Principal, response: Response | None = None
+) -> CaseRead:
     if response is not None:
         response.headers["ETag"] = etag(case.version)
+    settings: Settings = request.app.state.container.settings
     entries = await service.timeline(session, case.id)
     files = await service.attachments_of(session, case.id)
     return CaseRead.model_validate(
         {
-            **case.model_dump(),
+            **_summary_fields(case, settings, utcnow()),
             "timeline": [TimelineEntry.model_validate(e) for e in entries],
             "attachments": [AttachmentRead.model_validate(a) for a in files],
+            "allowed_actions": service.allowed_actions(case, principal),
             "receipts": await threads.receipts_of(session, case.id),
         }
     )
@@ -69,6 +86,7 @@ async def list_cases(
     _staff: StaffUser,
     session: SessionDep,
     page: PageDep,
+    settings: SettingsDep,
     status_: Annotated[CaseStatus | None, Query(alias="status")] = None,
     assignee: Annotated[
         str | None, Query(max_length=100, description="a staff member's id, `me`, or `none` for unassigned")
@@ -76,10 +94,33 @@ async def list_cases(
     category: Annotated[str | None, Query(max_length=100, description="product category")] = None,
     created_from: datetime | None = None,
     created_to: datetime | None = None,
-    q: Annotated[str | None, Query(min_length=1, max_length=200, description="free text")] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="free text: the customer's name or e-mail, the product, the need, or the "
+            "order number (whole or its first characters)",
+        ),
+    ] = None,
     sort: service.SortKey = "-created_at",
+    queue: Annotated[
+        service.Queue | None,
+        Query(
+            description="one of the console's queues, all of open cases only: `open`, `unassigned`, "
+            "`mine`, `team` (the product categories of my teams), `overdue` (past the service level)"
+        ),
+    ] = None,
 ) -> Any:
     assignee_id = _staff.subject if assignee == "me" else assignee
+    now = utcnow()
+    queue_filter = (
+        service.queue_conditions(
+            queue, _staff, sla_working_days=settings.sla_working_days, teams=settings.teams, now=now
+        )
+        if queue is not None
+        else None
+    )
     cases, total = await service.list_cases(
         session,
         status=status_,
@@ -91,25 +132,77 @@ async def list_cases(
         sort=sort,
         limit=page.limit,
         offset=page.offset,
+        queue=queue_filter,
     )
     return Page[CaseSummary](
-        items=[CaseSummary.model_validate(c) for c in cases],
+        items=[CaseSummary.model_validate(_summary_fields(c, settings, now)) for c in cases],
         total=total,
         limit=page.limit,
         offset=page.offset,
     )
 
 
+@router.get("/queues", response_model=QueueCounts, summary="How many open cases each queue holds")
+async def queue_counts(
+    staff: StaffUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    q: Annotated[
+        str | None, Query(min_length=1, max_length=200, description="count within this search")
+    ] = None,
+) -> Any:
+    counts = await service.queue_counts(
+        session, staff, q=q, sla_working_days=settings.sla_working_days, teams=settings.teams, now=utcnow()
+    )
+    return QueueCounts(**counts)
+
+
+@router.get(
+    "/stream",
+    summary="Live case changes (Server-Sent Events), resumable with Last-Event-ID",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "An endless event stream"}},
+)
+async def case_stream(
+    request: Request,
+    _staff: StaffUser,
+    settings: SettingsDep,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
+    after: Annotated[
+        Int32Count | None, Query(description="Resume after this event id (when the header cannot be set)")
+    ] = None,
+) -> StreamingResponse:
+    """Each event is `event: case`, `id:` the change's number, `data:` which case changed, how
+    (`kind`: opened, assigned, status_changed, ...) and its status now. Staff only.
+
+    A comment line is sent every `stream_heartbeat_seconds` to keep proxies from closing it.
+    """
+    resume = after
+    if last_event_id is not None and last_event_id.strip():
+        if not last_event_id.strip().isdigit() or int(last_event_id) > INT32_MAX:
+            raise Unprocessable("Last-Event-ID must be a number from this stream", field="Last-Event-ID")
+        resume = int(last_event_id)
+    feed: CaseFeed = request.app.state.case_feed
+    return StreamingResponse(
+        stream(feed, resume, heartbeat_seconds=settings.stream_heartbeat_seconds),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
 @router.get("/{case_id}", response_model=CaseRead, summary="A case with its timeline")
-async def read_case(_staff: StaffUser, case_id: str, session: SessionDep, response: Response) -> Any:
+async def read_case(
+    staff: StaffUser, case_id: str, session: SessionDep, request: Request, response: Response
+) -> Any:
     case = await service.get_case(session, case_id)
-    return await _read(session, case, response)
+    return await _read(request, session, case, staff, response)
 
 
 @router.patch("/{case_id}", response_model=CaseRead, summary="Correct or complete the service information")
 async def update_case(
     principal: StaffUser,
     case_id: str,
+    request: Request,
     body: CaseUpdate,
     uow: UowDep,
     response: Response,
@@ -117,30 +210,32 @@ async def update_case(
 ) -> Any:
     case = await service.update_case(uow, principal, case_id, body, expected_version(if_match))
     await uow.commit()
-    return await _read(uow.session, case, response)
+    return await _read(request, uow.session, case, principal, response)
 
 
-async def _done(uow: Any, case: Case, response: Response) -> CaseRead:
+async def _done(request: Request, uow: Any, case: Case, principal: Principal, response: Response) -> CaseRead:
     await uow.commit()
-    return await _read(uow.session, case, response)
+    return await _read(request, uow.session, case, principal, response)
 
 
 @router.post("/{case_id}/claim", response_model=CaseRead, summary="Take the case")
 async def claim(
     principal: StaffUser,
     case_id: str,
+    request: Request,
     uow: UowDep,
     response: Response,
     if_match: Annotated[str | None, IF_MATCH] = None,
 ) -> Any:
     case = await service.claim(uow, principal, case_id, expected_version(if_match, required=False))
-    return await _done(uow, case, response)
+    return await _done(request, uow, case, principal, response)
 
 
 @router.post("/{case_id}/assign", response_model=CaseRead, summary="Assign the case (supervisor)")
 async def assign(
     principal: Supervisor,
     case_id: str,
+    request: Request,
     body: AssignRequest,
     uow: UowDep,
     response: Response,
@@ -154,25 +249,27 @@ async def assign(
         body.assignee_name,
         expected_version(if_match, required=False),
     )
-    return await _done(uow, case, response)
+    return await _done(request, uow, case, principal, response)
 
 
 @router.post("/{case_id}/start", response_model=CaseRead, summary="Start working on the case")
 async def start(
     principal: StaffUser,
     case_id: str,
+    request: Request,
     uow: UowDep,
     response: Response,
     if_match: Annotated[str | None, IF_MATCH] = None,
 ) -> Any:
     case = await service.start(uow, principal, case_id, expected_version(if_match, required=False))
-    return await _done(uow, case, response)
+    return await _done(request, uow, case, principal, response)
 
 
 @router.post("/{case_id}/analysis", response_model=CaseRead, summary="Record the analysis of the legal need")
 async def record_analysis(
     principal: StaffUser,
     case_id: str,
+    request: Request,
     body: AnalysisCreate,
     uow: UowDep,
     response: Response,
@@ -181,7 +278,7 @@ async def record_analysis(
     case = await service.record_analysis(
         uow, principal, case_id, body, expected_version(if_match, required=False)
     )
-    return await _done(uow, case, response)
+    return await _done(request, uow, case, principal, response)
 
 
 @router.post(
@@ -190,6 +287,7 @@ async def record_analysis(
 async def record_communication(
     principal: StaffUser,
     case_id: str,
+    request: Request,
     body: CommunicationCreate,
     uow: UowDep,
     response: Response,
@@ -198,13 +296,14 @@ async def record_communication(
     case = await service.record_communication(
         uow, principal, case_id, body, expected_version(if_match, required=False)
     )
-    return await _done(uow, case, response)
+    return await _done(request, uow, case, principal, response)
 
 
 @router.post("/{case_id}/solution", response_model=CaseRead, summary="Propose the solution to the customer")
 async def propose_solution(
     principal: StaffUser,
     case_id: str,
+    request: Request,
     body: SolutionCreate,
     uow: UowDep,
     response: Response,
@@ -213,25 +312,27 @@ async def propose_solution(
     case = await service.propose_solution(
         uow, principal, case_id, body, expected_version(if_match, required=False)
     )
-    return await _done(uow, case, response)
+    return await _done(request, uow, case, principal, response)
 
 
 @router.post("/{case_id}/close", response_model=CaseRead, summary="Close the case: the work is done")
 async def close(
     principal: StaffUser,
     case_id: str,
+    request: Request,
     uow: UowDep,
     response: Response,
     if_match: Annotated[str | None, IF_MATCH] = None,
 ) -> Any:
     case = await service.close(uow, principal, case_id, expected_version(if_match, required=False))
-    return await _done(uow, case, response)
+    return await _done(request, uow, case, principal, response)
 
 
 @router.post("/{case_id}/cancel", response_model=CaseRead, summary="Cancel the case (supervisor)")
 async def cancel(
     principal: Supervisor,
     case_id: str,
+    request: Request,
     body: CancelRequest,
     uow: UowDep,
     response: Response,
@@ -240,7 +341,7 @@ async def cancel(
     case = await service.cancel(
         uow, principal, case_id, body.reason, expected_version(if_match, required=False)
     )
-    return await _done(uow, case, response)
+    return await _done(request, uow, case, principal, response)
 
 
 # --- attachments --------------------------------------------------------------------

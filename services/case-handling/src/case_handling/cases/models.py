@@ -213,6 +213,12 @@ class CaseSummary(BaseModel):
     version: int
     created_at: datetime
     updated_at: datetime
+    due_at: datetime | None
+    # The console's queue: who ordered, when the case is due by its service level, and
+    # whether it is past that (docs/case-handling.md, "Service level").
+    customer_name: str | None = None
+    sla_due_at: datetime | None = None
+    overdue: bool = False
 
 
 class TimelineEntry(BaseModel):
@@ -289,7 +295,6 @@ class CaseRead(CaseSummary):
     price: str
     currency: str
     description: str
-    due_at: datetime | None
     internal_notes: str | None
     solution_summary: str | None
     solution_text: str | None
@@ -299,6 +304,19 @@ class CaseRead(CaseSummary):
     timeline: list[TimelineEntry] = []
     attachments: list[AttachmentRead] = []
     receipts: Receipts = Receipts()
+    # What the caller may do now (the state machine and rules.authorize_write): the
+    # console offers these and nothing else, so no rule is repeated in its code.
+    allowed_actions: list[str] = []
+
+
+class QueueCounts(BaseModel):
+    """How many open cases each of the console's queues holds."""
+
+    open: int
+    unassigned: int
+    mine: int
+    team: int
+    overdue: int
 
 
 class AssignRequest(BaseModel):

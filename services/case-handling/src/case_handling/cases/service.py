@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import String, bindparam, cast, func, or_
+from sqlalchemy import String, and_, bindparam, cast, false, func, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
@@ -33,10 +33,11 @@ from case_handling.cases.models import (
 )
 from case_handling.cases.rules import CaseWrite, authorize_write
 from case_handling.intake.events import OrderCancelled, OrderState, ProductState
+from case_handling.settings import StaffTeam
 from casebridge_shared.auth import Principal
 from casebridge_shared.db import new_id, one_of, table_of, transaction_scoped, utcnow
 from casebridge_shared.outbox import UnitOfWork
-from casebridge_shared.problems import Conflict, NotFound
+from casebridge_shared.problems import Conflict, Forbidden, NotFound
 from casebridge_shared.versioning import check_version
 
 ORDER_CONTROLLED_BY_CUSTOMER = "order"  # author id of entries caused by the customer's order
@@ -572,6 +573,79 @@ def attachment_added(uow: UnitOfWork, case: Case, attachment: Attachment, princi
 SortKey = Literal[
     "created_at", "-created_at", "updated_at", "-updated_at", "order_placed_at", "-order_placed_at"
 ]
+# The console's queues: open cases, those nobody has, mine, my team's, past their service level.
+Queue = Literal["open", "unassigned", "mine", "team", "overdue"]
+QUEUES: tuple[Queue, ...] = ("open", "unassigned", "mine", "team", "overdue")
+OPEN_STATUSES = tuple(s.value for s in CaseStatus if s not in FINAL_STATUSES)
+
+
+def add_working_days(start: datetime, days: int) -> datetime:
+    """``start`` moved by ``days`` working days (Monday to Friday; negative: back), same clock time."""
+    step = timedelta(days=1 if days >= 0 else -1)
+    moment, left = start, abs(days)
+    while left:
+        moment += step
+        if moment.weekday() < 5:
+            left -= 1
+    return moment
+
+
+def sla_due_at(case: Case, sla_working_days: int) -> datetime:
+    """When the case is due: its own due date, else ``sla_working_days`` after it was opened."""
+    return case.due_at or add_working_days(case.created_at, sla_working_days)
+
+
+def is_overdue(case: Case, sla_working_days: int, now: datetime) -> bool:
+    return case.status in OPEN_STATUSES and sla_due_at(case, sla_working_days) < now
+
+
+def team_categories(principal: Principal, teams: dict[str, StaffTeam]) -> set[str]:
+    """The product categories handled by the teams ``principal`` is a member of."""
+    me = {principal.subject, *([principal.email.lower()] if principal.email else [])}
+    found: set[str] = set()
+    for team in teams.values():
+        if me.intersection(m.lower() if "@" in m else m for m in team.members):
+            found.update(team.categories)
+    return found
+
+
+def queue_conditions(
+    queue: Queue, principal: Principal, *, sla_working_days: int, teams: dict[str, StaffTeam], now: datetime
+) -> list[Any]:
+    conditions: list[Any] = [col(Case.status).in_(OPEN_STATUSES)]
+    if queue == "unassigned":
+        conditions.append(col(Case.assignee_id).is_(None))
+    elif queue == "mine":
+        conditions.append(col(Case.assignee_id) == principal.subject)
+    elif queue == "team":
+        categories = sorted(team_categories(principal, teams))
+        conditions.append(col(Case.product_category).in_(categories) if categories else false())
+    elif queue == "overdue":
+        # Opened more than N working days ago is the same as due (opened + N) before now.
+        cutoff = add_working_days(now, -sla_working_days)
+        conditions.append(
+            or_(
+                col(Case.due_at) < now,
+                and_(col(Case.due_at).is_(None), col(Case.created_at) < cutoff),
+            )
+        )
+    return conditions
+
+
+def search_condition(q: str) -> Any:
+    """Free text over the service information: the customer's description, the product, the
+    customer's name and e-mail (case-insensitive), the internal notes, and the order number the
+    customer quotes on the phone (whole, or its first characters as the pages show them)."""
+    needle = f"%{q.lower()}%"
+    number = q.strip().lower()
+    return or_(
+        col(Case.order_id) == q.strip(),
+        *([func.lower(col(Case.order_id)).like(f"{number}%")] if len(number) >= 4 else []),
+        func.lower(col(Case.description)).like(needle),
+        func.lower(col(Case.product_title)).like(needle),
+        func.lower(cast(col(Case.customer), String)).like(needle),
+        func.lower(col(Case.internal_notes)).like(needle),
+    )
 
 
 async def list_cases(
@@ -586,8 +660,10 @@ async def list_cases(
     sort: SortKey,
     limit: int,
     offset: int,
+    queue: list[Any] | None = None,
 ) -> tuple[Sequence[Case], int]:
-    conditions: list[Any] = []
+    """``queue``: the conditions of one of the console's queues (``queue_conditions``)."""
+    conditions: list[Any] = list(queue or [])
     if status is not None:
         conditions.append(Case.status == status.value)
     if assignee_id is not None:
@@ -601,19 +677,7 @@ async def list_cases(
     if created_to is not None:
         conditions.append(col(Case.created_at) < created_to)
     if q:
-        # Free text over the service information: the customer's description,
-        # the product, the customer's name and e-mail (case-insensitive), and
-        # the order number the customer quotes on the phone.
-        needle = f"%{q.lower()}%"
-        conditions.append(
-            or_(
-                col(Case.order_id) == q.strip(),
-                func.lower(col(Case.description)).like(needle),
-                func.lower(col(Case.product_title)).like(needle),
-                func.lower(cast(col(Case.customer), String)).like(needle),
-                func.lower(col(Case.internal_notes)).like(needle),
-            )
-        )
+        conditions.append(search_condition(q))
     total = (await session.exec(select(func.count()).select_from(Case).where(*conditions))).one()
     column = getattr(Case, sort.lstrip("-"))
     order = col(column).desc() if sort.startswith("-") else col(column).asc()
@@ -621,6 +685,61 @@ async def list_cases(
         select(Case).where(*conditions).order_by(order, col(Case.id)).limit(limit).offset(offset)
     )
     return rows.all(), int(total)
+
+
+async def queue_counts(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    q: str | None,
+    sla_working_days: int,
+    teams: dict[str, StaffTeam],
+    now: datetime,
+) -> dict[Queue, int]:
+    """How many cases each queue holds (within the search ``q``, when given)."""
+    counts: dict[Queue, int] = {}
+    for queue in QUEUES:
+        conditions = queue_conditions(
+            queue, principal, sla_working_days=sla_working_days, teams=teams, now=now
+        )
+        if q:
+            conditions.append(search_condition(q))
+        counts[queue] = int(
+            (await session.exec(select(func.count()).select_from(Case).where(*conditions))).one()
+        )
+    return counts
+
+
+# The actions a case offers, each with the state rule it follows (ALLOWED_FROM) and the
+# write rule (rules.authorize_write): the console shows what these allow, nothing more.
+_ACTIONS: dict[str, tuple[str, CaseWrite]] = {
+    "claim": ("claim", CaseWrite.CLAIM),
+    "assign": ("assign", CaseWrite.ASSIGN),
+    "start": ("start", CaseWrite.START),
+    "analysis": ("work", CaseWrite.ANALYSIS),
+    "communication": ("work", CaseWrite.COMMUNICATION),
+    "attach": ("work", CaseWrite.ATTACH),
+    "update": ("work", CaseWrite.UPDATE),
+    "solution": ("solution", CaseWrite.SOLUTION),
+    "close": ("close", CaseWrite.CLOSE),
+    "cancel": ("cancel", CaseWrite.CANCEL),
+}
+
+
+def allowed_actions(case: Case, principal: Principal) -> list[str]:
+    """What ``principal`` may do to ``case`` now, by the same rules the writes check."""
+    allowed: list[str] = []
+    for name, (state_rule, write) in _ACTIONS.items():
+        if CaseStatus(case.status) not in ALLOWED_FROM[state_rule]:
+            continue
+        try:
+            authorize_write(principal, case.assignee_id, write)
+        except Forbidden:
+            continue
+        if name == "claim" and case.assignee_id is not None:
+            continue  # already someone's (claim() refuses with 409); a supervisor assigns
+        allowed.append(name)
+    return allowed
 
 
 async def timeline(session: AsyncSession, case_id: str) -> Sequence[CaseEntry]:
