@@ -4,7 +4,7 @@
 
 import {
   api, ApiError, signIn, signOut, currentUser, showProblem, clearProblems, initI18n, t,
-  formatMoney, formatDateTime, watchConnection,
+  formatMoney, formatDateTime, watchConnection, el, markReady,
 } from "/assets/kit/kit.js";
 import {
   fromBase64, leafHash, openCheckpoint, parseVerifierKey, toBase64, verifyConsistency,
@@ -16,17 +16,6 @@ const DEPARTMENTS = ["sales", "finance", "process", "technical", "after_sales"];
 const TABLES = ["customers", "demands", "associations", "progress", "payments"];
 const PINNED_KEY = "casebridge.ledger.verifier-key"; // public, so localStorage is fine
 const state = { me: null, view: null, customer: null, trailOffset: 0, trailPage: 25 };
-
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === "text") node.textContent = v;
-    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else if (v !== undefined && v !== null && v !== false) node.setAttribute(k, v === true ? "" : v);
-  }
-  for (const child of children) if (child != null) node.append(child);
-  return node;
-}
 
 function departmentName(dept) {
   return dept ? t(`dept.${dept}`) : "";
@@ -78,14 +67,13 @@ async function start() {
   }
   for (const d of DEPARTMENTS) $("#stage-filter").append(el("option", { value: d, "data-dept": d, text: departmentName(d) }));
   for (const table of TABLES) $("#grant-table").append(el("option", { value: table, "data-table": table, text: t(`table.${table}`) }));
-  window.addEventListener("languagechange-casebridge", relabel);
-  document.addEventListener("casebridge:language", relabel);
-  $("#language").addEventListener("change", () => setTimeout(relabel, 0));
+  window.addEventListener("language-changed", relabel);
   watchConnection();
   wire();
   window.addEventListener("session-expired", () => showSignIn(t("sessionExpired")));
   if (await currentUser()) await enter();
   else showSignIn();
+  markReady();
 }
 
 /** Options and texts made here (not from data-i18n) follow the language too. */
@@ -247,7 +235,7 @@ async function afterWrite(form, message) {
 
 async function loadGrants() {
   const grants = await api("/grants");
-  const body = $("#grant-table tbody");
+  const body = $("#grant-list tbody");
   body.replaceChildren();
   for (const g of grants.filter((x) => x.grantee === "department")) {
     body.append(el("tr", {},
