@@ -9,6 +9,7 @@ session's cookie and check the journal's proofs themselves (``verify.js``).
 from __future__ import annotations
 
 from pathlib import Path as FilePath
+
 from fastapi import APIRouter
 
 from casebridge_shared.auth import CurrentUser
