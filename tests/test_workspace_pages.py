@@ -136,6 +136,13 @@ async def test_clerk_admin_and_auditor_journeys_in_the_workspace(
             await clerk.wait_for_selector("#payments li:has-text('INV-2026-0042')")
             assert "€250.00" in (await clerk.inner_text("#payments"))
             await check_view(clerk, "clerk")
+            # A lost connection is shown (role=status banner) and goes once calls get through.
+            await clerk.route("**/customers?*", lambda route: route.abort())
+            await clerk.click("#customer-filter button[type=submit]")
+            await clerk.wait_for_selector(".kit-connection:not([hidden])")
+            await clerk.unroute("**/customers?*")
+            await clerk.click("#customer-filter button[type=submit]")
+            await clerk.wait_for_selector(".kit-connection", state="hidden")
             await clerk.fill("#handoff-reason", "paid in full")
             await clerk.click("#handoff-button")
             await until_true(clerk, "document.querySelector('#handoff-form').hidden === true")
@@ -149,6 +156,7 @@ async def test_clerk_admin_and_auditor_journeys_in_the_workspace(
             await page.wait_for_selector("#trail-table tbody tr:has-text('payments')")
             trail = await page.inner_text("#trail-table tbody")
             assert "paid in full" in trail and "INV-2026-0042" in trail
+            assert "stage: finance → process" in trail  # the change, as the fields that changed
             await check_view(page, "trail")
             async with page.expect_download() as download_info:
                 await page.click("#trail-csv")

@@ -82,6 +82,7 @@ function relabel() {
   for (const o of document.querySelectorAll("option[data-table]")) o.textContent = t(`table.${o.dataset.table}`);
   if (state.me) describeMe();
   if (state.customer) renderCustomer();
+  if (state.trail) renderTrail();
 }
 
 function showSignIn(message) {
@@ -118,6 +119,7 @@ function describeMe() {
 }
 
 async function show(view) {
+  if (state.view !== view) notice("");
   state.view = view;
   for (const button of document.querySelectorAll("#tabs button")) {
     if (button.dataset.view === view) button.setAttribute("aria-current", "page");
@@ -265,7 +267,7 @@ async function loadGrants() {
 // --- access trail (auditor = admin) ----------------------------------------------------------
 
 const TRAIL_COLUMNS = {
-  changes: ["journal_index", "at", "changed_by", "department", "table", "operation", "customer_id", "before", "after", "reason"],
+  changes: ["journal_index", "at", "changed_by", "department", "table", "operation", "customer_id", "change", "reason"],
   reads: ["journal_index", "at", "reader", "department", "what", "customer_id"],
   logins: ["journal_index", "at", "email", "outcome", "reason", "department", "client_ip"],
 };
@@ -280,10 +282,37 @@ function trailQuery() {
   return { kind, query: new URLSearchParams(values) };
 }
 
+// Bookkeeping fields every row has: left out of the on-screen change (the CSV keeps all).
+const BOOKKEEPING = new Set(["id", "customer_id", "created_at", "updated_at", "version", "recorded_at"]);
+
+/** Before and after as the fields that changed: "stage: sales → finance" (an insert lists its values). */
+function changeList(before, after) {
+  const list = el("ul", { class: "ws-change" });
+  const keys = new Set([...Object.keys(before || {}), ...Object.keys(after || {})]);
+  const show = (v) => (v == null ? "∅" : typeof v === "object" ? JSON.stringify(v) : String(v));
+  for (const key of keys) {
+    if (BOOKKEEPING.has(key)) continue;
+    const a = before ? before[key] : undefined;
+    const b = after ? after[key] : undefined;
+    if (JSON.stringify(a) === JSON.stringify(b)) continue;
+    if (!before) {
+      if (b != null) list.append(el("li", { text: `${key}: ${show(b)}` }));
+    } else if (!after) {
+      list.append(el("li", { text: `${key}: ${show(a)} → ∅` }));
+    } else {
+      list.append(el("li", { text: `${key}: ${show(a)} → ${show(b)}` }));
+    }
+  }
+  return list;
+}
+
 function cellText(column, value) {
   if (value == null) return "";
   if (column === "at") return formatDateTime(value);
   if (column === "department") return departmentName(value);
+  if (column === "customer_id" || column === "changed_by" || column === "reader") {
+    return /^[0-9a-f]{8}-[0-9a-f-]{27}$/.test(String(value)) ? String(value).slice(0, 8) : String(value);
+  }
   if (typeof value === "object") return JSON.stringify(value);
   return String(value);
 }
@@ -301,14 +330,28 @@ async function loadTrail() {
     if (error instanceof ApiError) showProblem(form, error);
     throw error;
   }
+  state.trail = { kind, page };
+  renderTrail();
+}
+
+function renderTrail() {
+  const { kind, page } = state.trail;
   const columns = TRAIL_COLUMNS[kind];
   const head = $("#trail-table thead tr");
   head.replaceChildren(...columns.map((c) => el("th", { scope: "col", text: t(`col.${c}`) })), el("th", { scope: "col", text: t("proof") }));
   const body = $("#trail-table tbody");
   body.replaceChildren();
   for (const item of page.items) {
-    const row = el("tr", {}, ...columns.map((c) => el("td", { "data-label": t(`col.${c}`), class: typeof item[c] === "object" && item[c] ? "ws-json" : null, text: cellText(c, item[c]) })));
-    if (item.corrections?.length) row.classList.add("corrected");
+    const row = el("tr", {}, ...columns.map((c) => c === "change"
+      ? el("td", { "data-label": t(`col.${c}`) }, changeList(item.before, item.after))
+      : el("td", { "data-label": t(`col.${c}`), text: cellText(c, item[c]) })));
+    if (item.corrections?.length) {
+      // An access record stays as journaled; its corrections are shown with it.
+      row.classList.add("corrected");
+      row.firstChild.append(...item.corrections.map((c) => el("p", {
+        class: "ws-muted", text: t("correctedBy", { by: c.corrected_by, reason: c.reason, fields: JSON.stringify(c.corrected) }),
+      })));
+    }
     row.append(el("td", {}, el("button", {
       type: "button", class: "secondary", text: t("verify"),
       "aria-label": t("verifyEntry", { index: item.journal_index }),
