@@ -135,6 +135,12 @@ async def test_clerk_admin_and_auditor_journeys_in_the_workspace(
             await clerk.click("#payment-form button[type=submit]")
             await clerk.wait_for_selector("#payments li:has-text('INV-2026-0042')")
             assert "€250.00" in (await clerk.inner_text("#payments"))
+            # Finance records progress too (B4): the entry appears on the customer's timeline.
+            await clerk.click("#progress-box summary")
+            await clerk.fill("#progress-project", "Retainer 2027")
+            await clerk.fill("#progress-stage", "invoice paid")
+            await clerk.click("#progress-form button[type=submit]")
+            await clerk.wait_for_selector("#progress li:has-text('Retainer 2027 · invoice paid')")
             await check_view(clerk, "clerk")
             # A lost connection is shown (role=status banner) and goes once calls get through.
             await clerk.route("**/customers?*", lambda route: route.abort())

@@ -245,7 +245,7 @@ async function loadGrants() {
       el("td", { "data-label": t("table"), text: t(`table.${g.table}`) }),
       el("td", { "data-label": t("scope"), text: t(g.scope === "all" ? "scopeAll" : "scopeAssociated") }),
       el("td", { "data-label": t("fields"), text: g.fields ? g.fields.join(", ") : t("allFields") }),
-      el("td", { "data-label": t("granted"), text: `${formatDateTime(g.granted_at)} · ${g.granted_by}` }),
+      el("td", { "data-label": t("granted"), text: `${formatDateTime(g.granted_at)} · ${cellText("changed_by", g.granted_by)}` }),
       el("td", {}, el("button", {
         type: "button", class: "danger", text: t("withdraw"),
         "aria-label": t("withdrawGrant", { department: departmentName(g.department), table: t(`table.${g.table}`) }),
@@ -599,7 +599,7 @@ function wire() {
     if (body.fields) body.fields = body.fields.split(",").map((f) => f.trim()).filter(Boolean);
     if (await submitting(form, () => api("/grants", { method: "POST", json: body }))) {
       form.reset();
-      notice(t("granted"));
+      notice(t("grantDone"));
       await loadGrants();
     }
   });
