@@ -180,6 +180,13 @@ async def test_the_page_checks_our_journals_checkpoints_and_refuses_other_keys(p
     witness = Signer("witness.example", Ed25519PrivateKey.generate())
     cosigned = note + witness.sign(note[: note.rindex("\n\n") + 1]).split("\n\n", 1)[1]
     assert (await page.evaluate(OPEN_NOTE, [cosigned, str(signer.verifier)]))["ok"]
+    # A blank line among the signatures, or none at all, is no signed note.
+    assert (await page.evaluate(OPEN_NOTE, [note + "\n", str(signer.verifier)]))["error"] == (
+        "ProofError: malformed signature line"
+    )
+    assert (await page.evaluate(OPEN_NOTE, [note.split("\n\n")[0] + "\n", str(signer.verifier)]))[
+        "error"
+    ] == "ProofError: a note has a blank line before its signatures"
     # A key whose id does not match its bytes is refused before anything is checked.
     name, key_id, raw = str(signer.verifier).split("+", 2)
     bad = f"{name}+{'00000000' if key_id != '00000000' else '11111111'}+{raw}"

@@ -200,8 +200,8 @@ export async function openNote(note, verifier) {
   const text = note.slice(0, split + 1);
   const block = note.slice(split + 2);
   let verified = false;
-  for (const line of block.split("\n")) {
-    if (line === "") continue;
+  // The block ends in the note's final newline; any other empty line is malformed.
+  for (const line of block.slice(0, -1).split("\n")) {
     const prefix = `${EM_DASH} `;
     if (!line.startsWith(prefix)) throw new ProofError("malformed signature line");
     const fields = line.slice(prefix.length).split(" ");
