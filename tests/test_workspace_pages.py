@@ -30,6 +30,7 @@ from casebridge_shared.testing.browser import (
 from .conftest import ADMIN, PASSWORD, Stack, ledger_platform
 
 FINANCE = "fay@casebridge.example"
+SALES = "sol@casebridge.example"
 
 
 async def sign_in(page: Page, url: str, email: str, password: str) -> None:
@@ -62,6 +63,7 @@ async def test_clerk_admin_and_auditor_journeys_in_the_workspace(
     async with ledger_platform(stack, db_templates, tmp_path) as ledger:
         url = ledger.api.url
         await stack.staff(FINANCE, "department", department="finance")
+        await stack.staff(SALES, "department", department="sales")
         admin_token = await stack.login(*ADMIN)
         async with httpx.AsyncClient(
             base_url=url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=30
@@ -154,6 +156,26 @@ async def test_clerk_admin_and_auditor_journeys_in_the_workspace(
             await until_true(clerk, "document.querySelector('#handoff-form').hidden === true")
             assert "Process" in (await clerk.inner_text("#customer-facts"))
             assert clerk_problems == []
+
+            # A sales clerk (granted customers, demands and payments to read) is offered demands
+            # only: sales records no payments or progress, and the customer is no longer theirs
+            # to hand on.
+            async with httpx.AsyncClient(
+                base_url=url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=30
+            ) as admin:
+                for table in ("customers", "demands", "payments"):
+                    r = await admin.post("/grants", json={"department": "sales", "table": table})
+                    assert r.status_code == 201, r.text
+            sales, sales_problems = await new_page(browser)
+            await sign_in(sales, url, SALES, PASSWORD)
+            await sales.get_by_role("button", name="Open Lin Wei").click()
+            await sales.wait_for_selector("#customer:not([hidden])")
+            assert await sales.is_visible("#demand-box")
+            assert await sales.is_hidden("#payment-box") and await sales.is_hidden("#progress-box")
+            assert await sales.is_hidden("#handoff-form")
+            assert "INV-2026-0042" in (await sales.inner_text("#payments"))  # read, not write
+            assert await sales.is_hidden("#progress")  # no read right on progress: not shown
+            assert sales_problems == []
 
             # --- the auditor: trail, CSV export, proofs verified in the page ------------------
             await page.click("#tab-trail")

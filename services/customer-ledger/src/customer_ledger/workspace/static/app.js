@@ -198,6 +198,8 @@ function renderCustomer() {
     target.replaceChildren();
     $(`#${id}-none`).hidden = !(rows && rows.length === 0);
     target.hidden = !rows;
+    // No read right on the table: neither the list nor its heading (unless its form shows).
+    $(`#${id}-heading`).hidden = !rows && !me.write[id];
     for (const row of rows || []) target.append(render(row));
   };
   list("demands", c.lists.demands, (d) => el("li", {},
