@@ -4,7 +4,7 @@
 
 import {
   api, ApiError, signIn, signOut, currentUser, showProblem, clearProblems, initI18n, t,
-  formatMoney, formatDateTime, watchConnection, el, markReady,
+  formatMoney, formatDateTime, watchConnection, el, markReady, problemMessage,
 } from "/assets/kit/kit.js";
 import {
   fromBase64, leafHash, openCheckpoint, parseVerifierKey, toBase64, verifyConsistency,
@@ -161,7 +161,7 @@ async function loadCustomers() {
       el("td", {}, el("button", {
         type: "button", class: "secondary", text: t("open"),
         "aria-label": t("openCustomer", { name: c.full_name ?? c.id }),
-        onclick: () => openCustomer(c.id),
+        onclick: () => openCustomer(c.id).catch(reportError),
       })),
     ));
   }
@@ -231,8 +231,17 @@ function renderCustomer() {
 async function afterWrite(form, message) {
   form.reset();
   notice(message);
-  await openCustomer(state.customer.id);
-  await loadCustomers();
+  try {
+    await openCustomer(state.customer.id);
+    await loadCustomers();
+  } catch (error) {
+    reportError(error);
+  }
+}
+
+/** An error outside a form (a list that failed to load) goes to the page's status line. */
+function reportError(error) {
+  notice(error instanceof ApiError ? problemMessage(error) : error.message);
 }
 
 // --- read rights (admin) ---------------------------------------------------------------------
@@ -572,8 +581,11 @@ function wire() {
     if (await submitting(form, async () => { created = await api("/customers", { method: "POST", json: formJson(form) }); })) {
       form.reset();
       notice(t("registered"));
-      await loadCustomers();
-      await openCustomer(created.id);
+      // Registered customers are the department's, but reading them needs a read grant.
+      if (state.me.read.customers) {
+        await loadCustomers().catch(reportError);
+        await openCustomer(created.id).catch(reportError);
+      }
     }
   });
   const customerPost = (formId, table, body, message) => {
