@@ -19,6 +19,8 @@ from customer_ledger.db import revocations
 from customer_ledger.grants.api import router as grants_router
 from customer_ledger.journal.api import router as journal_router
 from customer_ledger.settings import Settings, get_settings
+from customer_ledger.workspace.api import me as me_router
+from customer_ledger.workspace.api import pages as workspace_pages
 
 DESCRIPTION = """
 
@@ -70,6 +72,8 @@ def create_application(
     app.include_router(grants_router)
     app.include_router(access_router)
     app.include_router(journal_router)
+    app.include_router(me_router)
+    app.include_router(workspace_pages)
     return app
 
 

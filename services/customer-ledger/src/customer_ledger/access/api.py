@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from casebridge_shared.auth import Department, Principal, Role, require_roles
 from casebridge_shared.group_commit import GroupCommit
@@ -18,7 +18,7 @@ from casebridge_shared.outbox import UnitOfWork
 from casebridge_shared.pagination import Page, PageDep, PageParams
 from casebridge_shared.params import BigIndex
 from casebridge_shared.problems import PROBLEM_RESPONSES
-from customer_ledger.access import service
+from customer_ledger.access import csv_export, service
 from customer_ledger.access.models import (
     ChangeRecordRead,
     CorrectionCreate,
@@ -38,6 +38,7 @@ UserId = Annotated[str | None, Query(max_length=64, description="Who logged in, 
 CustomerId = Annotated[str | None, Query(max_length=36)]
 Since = Annotated[datetime | None, Query(description="From this time (inclusive)")]
 Until = Annotated[datetime | None, Query(description="Before this time")]
+EXPORT_MAX_ROWS = 10_000
 Table = Literal["customers", "demands", "associations", "progress", "payments", "grants"]
 
 
@@ -77,19 +78,15 @@ async def _answer(
     return await writes.run(query_and_record)
 
 
-@router.get("/logins", response_model=Page[LoginRecordRead], summary="Logins, successful and failed")
-async def list_logins(
-    admin: Admin,
-    writes: WritesDep,
-    page: PageDep,
+async def login_filters(
     user_id: UserId = None,
     email: Annotated[str | None, Query(max_length=320)] = None,
     department: Department | None = None,
     outcome: Literal["success", "failure"] | None = None,
     since: Since = None,
     until: Until = None,
-) -> Page[LoginRecordRead]:
-    filters: dict[str, Any] = {
+) -> dict[str, Any]:
+    return {
         "user_id": user_id,
         "email": email,
         "department": department.value if department else None,
@@ -97,15 +94,54 @@ async def list_logins(
         "since": since,
         "until": until,
     }
-    return await _answer(
-        writes,
-        admin,
-        "logins",
-        LoginRecordRead,
-        service.list_logins,
-        filters,
-        page,
-    )
+
+
+async def change_filters(
+    customer_id: CustomerId = None,
+    user_id: UserId = None,
+    department: Department | None = None,
+    table: Table | None = None,
+    since: Since = None,
+    until: Until = None,
+) -> dict[str, Any]:
+    return {
+        "customer_id": customer_id,
+        "user_id": user_id,
+        "department": department.value if department else None,
+        "table": table,
+        "since": since,
+        "until": until,
+    }
+
+
+async def read_filters(
+    customer_id: CustomerId = None,
+    user_id: UserId = None,
+    department: Department | None = None,
+    what: Annotated[str | None, Query(max_length=64, description="customers, demands, progress ...")] = None,
+    since: Since = None,
+    until: Until = None,
+) -> dict[str, Any]:
+    return {
+        "customer_id": customer_id,
+        "user_id": user_id,
+        "department": department.value if department else None,
+        "what": what,
+        "since": since,
+        "until": until,
+    }
+
+
+LoginFilters = Annotated[dict[str, Any], Depends(login_filters)]
+ChangeFilters = Annotated[dict[str, Any], Depends(change_filters)]
+ReadFilters = Annotated[dict[str, Any], Depends(read_filters)]
+
+
+@router.get("/logins", response_model=Page[LoginRecordRead], summary="Logins, successful and failed")
+async def list_logins(
+    admin: Admin, writes: WritesDep, page: PageDep, filters: LoginFilters
+) -> Page[LoginRecordRead]:
+    return await _answer(writes, admin, "logins", LoginRecordRead, service.list_logins, filters, page)
 
 
 @router.get(
@@ -114,64 +150,76 @@ async def list_logins(
     summary="Changes of customer data and grants: before, after, who, why, when (newest first)",
 )
 async def list_changes(
-    admin: Admin,
-    writes: WritesDep,
-    page: PageDep,
-    customer_id: CustomerId = None,
-    user_id: UserId = None,
-    department: Department | None = None,
-    table: Table | None = None,
-    since: Since = None,
-    until: Until = None,
+    admin: Admin, writes: WritesDep, page: PageDep, filters: ChangeFilters
 ) -> Page[ChangeRecordRead]:
-    filters: dict[str, Any] = {
-        "customer_id": customer_id,
-        "user_id": user_id,
-        "department": department.value if department else None,
-        "table": table,
-        "since": since,
-        "until": until,
-    }
     return await _answer(
-        writes,
-        admin,
-        "change records",
-        ChangeRecordRead,
-        service.list_changes,
-        filters,
-        page,
+        writes, admin, "change records", ChangeRecordRead, service.list_changes, filters, page
     )
 
 
 @router.get("/reads", response_model=Page[ReadRecordRead], summary="Who read which customer's which data")
 async def list_reads(
-    admin: Admin,
-    writes: WritesDep,
-    page: PageDep,
-    customer_id: CustomerId = None,
-    user_id: UserId = None,
-    department: Department | None = None,
-    what: Annotated[str | None, Query(max_length=64, description="customers, demands, progress ...")] = None,
-    since: Since = None,
-    until: Until = None,
+    admin: Admin, writes: WritesDep, page: PageDep, filters: ReadFilters
 ) -> Page[ReadRecordRead]:
-    filters: dict[str, Any] = {
-        "customer_id": customer_id,
-        "user_id": user_id,
-        "department": department.value if department else None,
-        "what": what,
-        "since": since,
-        "until": until,
-    }
     # Recorded after the query, so an admin's look at the read records does not show itself.
-    return await _answer(
-        writes,
-        admin,
-        "read records",
-        ReadRecordRead,
-        service.list_reads,
-        filters,
-        page,
+    return await _answer(writes, admin, "read records", ReadRecordRead, service.list_reads, filters, page)
+
+
+# --- CSV exports (issue 26: the auditor's trail in a spreadsheet) ---------------------------------
+
+ExportLimit = Annotated[
+    int, Query(ge=1, le=EXPORT_MAX_ROWS, description="At most this many records (newest matching first)")
+]
+CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {}}, "description": "CSV (RFC 4180), one record a row"}
+}
+
+
+async def _export(
+    writes: GroupCommit,
+    admin: Principal,
+    what: str,
+    model: type[R],
+    list_records: Callable[..., Awaitable[tuple[Sequence[Any], int]]],
+    filters: dict[str, Any],
+    limit: int,
+) -> Response:
+    """Up to ``limit`` records matching ``filters`` as CSV, journaled as a read like every other
+    (``what`` names the export, so the trail shows who took a copy of what)."""
+    page = await _answer(writes, admin, what, model, list_records, filters, PageParams(limit=limit, offset=0))
+    rows = [item.model_dump(mode="json") for item in page.items]
+    return Response(
+        content=csv_export.to_csv(list(model.model_fields), rows),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="{what.replace(" ", "-")}.csv"',
+            "X-Total-Count": str(page.total),
+        },
+    )
+
+
+@router.get("/logins.csv", response_class=Response, responses=CSV_RESPONSE, summary="Logins as CSV")
+async def export_logins(
+    admin: Admin, writes: WritesDep, filters: LoginFilters, limit: ExportLimit = 10_000
+) -> Response:
+    return await _export(writes, admin, "logins export", LoginRecordRead, service.list_logins, filters, limit)
+
+
+@router.get("/changes.csv", response_class=Response, responses=CSV_RESPONSE, summary="Change records as CSV")
+async def export_changes(
+    admin: Admin, writes: WritesDep, filters: ChangeFilters, limit: ExportLimit = 10_000
+) -> Response:
+    return await _export(
+        writes, admin, "change records export", ChangeRecordRead, service.list_changes, filters, limit
+    )
+
+
+@router.get("/reads.csv", response_class=Response, responses=CSV_RESPONSE, summary="Read records as CSV")
+async def export_reads(
+    admin: Admin, writes: WritesDep, filters: ReadFilters, limit: ExportLimit = 10_000
+) -> Response:
+    return await _export(
+        writes, admin, "read records export", ReadRecordRead, service.list_reads, filters, limit
     )
 
 
