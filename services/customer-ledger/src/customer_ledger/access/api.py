@@ -34,6 +34,9 @@ R = TypeVar("R", LoginRecordRead, ChangeRecordRead, ReadRecordRead)
 router = APIRouter(prefix="/audit", tags=["audit"], responses=PROBLEM_RESPONSES)
 
 Admin = Annotated[Principal, Depends(require_roles(Role.ADMIN))]
+# Reading the audit trail: admins, and auditors (people or machine clients, e.g. an accounting
+# system's ledger-exporter) who read and change nothing.
+AuditReader = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.AUDITOR))]
 UserId = Annotated[str | None, Query(max_length=64, description="Who logged in, changed or read")]
 CustomerId = Annotated[str | None, Query(max_length=36)]
 Since = Annotated[datetime | None, Query(description="From this time (inclusive)")]
@@ -79,7 +82,7 @@ async def _answer(
 
 @router.get("/logins", response_model=Page[LoginRecordRead], summary="Logins, successful and failed")
 async def list_logins(
-    admin: Admin,
+    admin: AuditReader,
     writes: WritesDep,
     page: PageDep,
     user_id: UserId = None,
@@ -114,7 +117,7 @@ async def list_logins(
     summary="Changes of customer data and grants: before, after, who, why, when (newest first)",
 )
 async def list_changes(
-    admin: Admin,
+    admin: AuditReader,
     writes: WritesDep,
     page: PageDep,
     customer_id: CustomerId = None,
@@ -145,7 +148,7 @@ async def list_changes(
 
 @router.get("/reads", response_model=Page[ReadRecordRead], summary="Who read which customer's which data")
 async def list_reads(
-    admin: Admin,
+    admin: AuditReader,
     writes: WritesDep,
     page: PageDep,
     customer_id: CustomerId = None,
