@@ -154,6 +154,7 @@ async def test_keycloak_shaped_tokens(
         await refused(client, path, provider.token(admins, algorithm="HS256"), 401, "invalid token")
         await refused(client, path, provider.token(admins, algorithm="ES256", kid="forged"), 401, "key id")
         await refused(client, path, provider.token(admins, algorithm="ES256"), 401, "invalid token")
+        await refused(client, path, provider.token(admins, algorithm="RS256-enc"), 401, "key id")
         unsigned = client.get(path, headers={"Authorization": "Bearer not-a-jwt"})
         assert (await unsigned).status_code == 401
 

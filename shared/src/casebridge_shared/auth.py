@@ -237,7 +237,8 @@ class JwksTokenVerifier:
             keys = jwt.PyJWKSet.from_dict(data).keys
         except jwt.PyJWTError:
             keys = []  # an empty set (every key withdrawn) or only keys we cannot use
-        self._keys = {k.key_id: k for k in keys if k.key_id}
+        # Keys published for encryption (``use: enc``, e.g. in Keycloak's JWKS) never verify a signature.
+        self._keys = {k.key_id: k for k in keys if k.key_id and k._jwk_data.get("use", "sig") == "sig"}
         self._fetched_at = self._clock()
         self._unreachable = False
         self._keep(data)

@@ -36,6 +36,8 @@ class OidcProvider:
         self.audience = audience
         self.requests: Counter[str] = Counter()
         self._keys: list[tuple[str, rsa.RSAPrivateKey]] = []
+        # Published for encryption (use: enc), as Keycloak does: must never verify a signature.
+        self._encryption_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.rotate()
 
     @property
@@ -54,6 +56,8 @@ class OidcProvider:
         for kid, key in self._keys:
             jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
             keys.append({**jwk, "kid": kid, "use": "sig", "alg": "RS256"})
+        enc = json.loads(RSAAlgorithm.to_jwk(self._encryption_key.public_key()))
+        keys.append({**enc, "kid": "provider-enc", "use": "enc", "alg": "RSA-OAEP"})
         return {"keys": keys}
 
     def token(
@@ -80,6 +84,10 @@ class OidcProvider:
         headers = {"kid": kid or self.kid}
         if algorithm == "RS256":
             return jwt.encode(payload, self._keys[-1][1], algorithm="RS256", headers=headers)
+        if algorithm == "RS256-enc":  # signed with the published encryption key
+            return jwt.encode(
+                payload, self._encryption_key, algorithm="RS256", headers={"kid": "provider-enc"}
+            )
         if algorithm == "ES256":  # a key the provider never published
             return jwt.encode(
                 payload, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256", headers=headers
