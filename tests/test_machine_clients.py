@@ -254,6 +254,10 @@ async def test_machine_client_requests_that_are_wrong_get_problems_and_change_no
     both = {**grant, "client_id": "exporter", "client_secret": secret}
     problem(await intake.post("/auth/token", data=both, headers=basic("exporter", secret)), 422)
     problem(await intake.post("/auth/token", data=grant, headers={"Authorization": "Basic !!!"}), 401)
+    not_utf8 = "Basic " + base64.b64encode(b"\xff\xfe:secret").decode()
+    problem(await intake.post("/auth/token", data=grant, headers={"Authorization": not_utf8}), 401)
+    no_colon = "Basic " + base64.b64encode(b"exporter").decode()
+    problem(await intake.post("/auth/token", data=grant, headers={"Authorization": no_colon}), 401)
     problem(await intake.post("/auth/token", data={"grant_type": "authorization_code"}), 422)
     assert (await intake.post("/auth/token", data=both)).status_code == 200
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 from datetime import timedelta
 from typing import Annotated, Any
 from urllib.parse import unquote_plus
@@ -139,7 +138,7 @@ def _client_credentials(
         assert authorization is not None
         try:
             decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError) as exc:
+        except ValueError as exc:  # binascii.Error, UnicodeDecodeError, non-ASCII text
             raise Unauthorized(
                 "the Basic credentials are not valid base64", headers={"WWW-Authenticate": "Basic"}
             ) from exc
