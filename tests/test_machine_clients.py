@@ -270,7 +270,7 @@ async def test_order_intake_publishes_its_discovery_document(apis: Apis) -> None
     assert document["token_endpoint"] == f"{apis.issuer}/auth/token"
     assert document["grant_types_supported"] == ["password", "refresh_token", "client_credentials"]
     assert document["response_types_supported"] == []  # no authorization endpoint: no redirect flows
-    assert "authorization_endpoint" not in document
+    assert "authorization_endpoint" not in document and "userinfo_endpoint" not in document
     assert document["token_endpoint_auth_methods_supported"] == ["client_secret_basic", "client_secret_post"]
     assert (await apis.intake.get("/.well-known/oauth-authorization-server")).json() == document
     # What a verifier does with it: the issuer matches and the jwks_uri has the signing keys.

@@ -163,15 +163,15 @@ def _discovery(request: Request, container: ContainerDep) -> dict[str, Any]:
         "issuer": issuer,
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
         "token_endpoint": f"{issuer}/auth/token",
-        "userinfo_endpoint": f"{issuer}/me",
         # No authorization endpoint: there is no browser redirect flow (no code, no implicit),
         # so no response type is supported; tokens come only from the token endpoint.
         "response_types_supported": [],
         "grant_types_supported": ["password", "refresh_token", "client_credentials"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "subject_types_supported": ["public"],
+        # Required by OpenID Connect Discovery; we issue access tokens (no ID tokens), signed so.
         "id_token_signing_alg_values_supported": [ALGORITHM],
-        "token_endpoint_auth_signing_alg_values_supported": [ALGORITHM],
+        "scopes_supported": [],  # roles come with the account or machine client, not by scope
         "claims_supported": [
             "iss",
             "aud",
