@@ -187,3 +187,44 @@ async def test_entra_shaped_tokens(
         # Another tenant's token, though signed by the same keys, is refused.
         other = provider.entra(ADMINS_GROUP, tenant="11111111-2222-3333-4444-555555555555")
         await refused(client, path, other, 401, "tid")
+
+
+async def test_unknown_key_ids_refetch_the_keys_at_most_once_per_cooldown(provider: OidcProvider) -> None:
+    """Forged kids cannot make a service hammer the provider; a real rotation is still picked up
+    once the cooldown has passed."""
+    from casebridge_shared.auth import JwksTokenVerifier
+    from casebridge_shared.problems import Unauthorized
+    from casebridge_shared.settings import ServiceSettings
+
+    now = [1000.0]
+    settings = ServiceSettings(
+        environment="test",
+        oidc_issuer=provider.issuer,
+        jwks_refetch_cooldown_seconds=10,
+        jwks_cache_seconds=600,
+    )
+    verifier = JwksTokenVerifier(settings, clock=lambda: now[0])
+    claims = {"roles": ["staff"]}
+    assert (await verifier.verify(provider.token(claims))).subject == "provider-user-1"
+    assert provider.requests["jwks"] == 1 and provider.requests["discovery"] == 1
+    for n in range(20):
+        with pytest.raises(Unauthorized, match="key id"):
+            await verifier.verify(provider.token(claims, kid=f"forged-{n}"))
+    assert provider.requests["jwks"] == 1
+    provider.rotate()
+    now[0] += 11
+    assert (await verifier.verify(provider.token(claims))).subject == "provider-user-1"
+    assert provider.requests["jwks"] == 2
+
+
+async def test_a_discovery_document_naming_another_issuer_is_not_trusted(provider: OidcProvider) -> None:
+    from casebridge_shared.auth import JwksTokenVerifier
+    from casebridge_shared.problems import Unauthorized
+    from casebridge_shared.settings import ServiceSettings
+
+    configured = provider.issuer
+    provider.issuer = "https://evil.example"  # what its discovery document now names
+    verifier = JwksTokenVerifier(ServiceSettings(environment="test", oidc_issuer=configured))
+    with pytest.raises(Unauthorized, match="unavailable"):
+        await verifier.verify(provider.token({"roles": ["staff"]}, issuer=configured))
+    assert provider.requests["discovery"] == 1 and provider.requests["jwks"] == 0  # its keys never used
