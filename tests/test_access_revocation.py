@@ -79,3 +79,59 @@ async def test_disabled_users_and_revoked_sessions_are_refused_by_every_service(
         assert (await root.post(f"/users/{ops_id}/revoke-sessions")).status_code == 200
         await wait_for_all(second, refused="revoked")
         await wait_for_all(await stack.login("ops@example.org"), refused=None)
+
+
+async def test_a_disabled_or_rotated_machine_client_is_refused_by_the_services_it_reads(
+    stack: Stack, db_templates: DatabaseTemplates, tmp_path: Path
+) -> None:
+    """Issue 27: machine clients (client credentials grant) are shut out like users, through the
+    machine-client-disabled and machine-client-secret-rotated identity events."""
+    async with (
+        notifier_platform(stack, db_templates, tmp_path) as notifier,
+        ledger_platform(stack, db_templates, tmp_path) as ledger,
+    ):
+        admin = stack.client(stack.intake, await stack.login(*ADMIN))
+
+        async def machine_token(client_id: str, role: str) -> tuple[str, str]:
+            r = await admin.post("/machine-clients", json={"client_id": client_id, "roles": [role]})
+            assert r.status_code == 201, r.text
+            secret = r.json()["client_secret"]
+            async with httpx.AsyncClient(base_url=stack.intake.api.url, timeout=30) as c:
+                t = await c.post(
+                    "/auth/token",
+                    data={
+                        "grant_type": "client_credentials",
+                        "client_id": client_id,
+                        "client_secret": secret,
+                    },
+                )
+            assert t.status_code == 200, t.text
+            return str(t.json()["access_token"]), secret
+
+        exporter, _ = await machine_token("ledger-exporter", "auditor")
+        hooks, _ = await machine_token("webhook-admin", "webhook_admin")
+
+        async def status(base: str, path: str, token: str) -> tuple[int, str]:
+            async with httpx.AsyncClient(base_url=base, timeout=30) as c:
+                r = await c.get(path, headers={"Authorization": f"Bearer {token}"})
+            return r.status_code, r.text
+
+        assert (await status(ledger.api.url, "/audit/logins", exporter))[0] == 200
+        assert (await status(notifier.api.url, "/webhooks", hooks))[0] == 200
+
+        assert (await admin.post("/machine-clients/ledger-exporter/rotate-secret")).status_code == 200
+        assert (await admin.post("/machine-clients/webhook-admin/disable")).status_code == 200
+
+        async def refused() -> bool:
+            rotated = await status(ledger.api.url, "/audit/logins", exporter)
+            disabled = await status(notifier.api.url, "/webhooks", hooks)
+            return (
+                rotated[0] == 401
+                and "revoked" in rotated[1]
+                and disabled[0] == 401
+                and "disabled" in disabled[1]
+            )
+
+        await wait_until(
+            refused, timeout=BOUND_SECONDS, interval=0.2, message="the services refuse the machine tokens"
+        )

@@ -221,3 +221,43 @@ async def test_the_docs_pages_use_only_this_services_own_files(client: httpx.Asy
     for name in ("README.md", "%2E%2E%2Fweb.py", "swagger-ui/nope.js"):
         missing = await client.get(f"/docs-assets/{name}")
         assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+
+
+async def test_cli_manages_machine_clients(cli_env: CliRunner, client: httpx.AsyncClient) -> None:
+    """`order-intake machine-clients`: create (secret printed once), list, rotate-secret, disable;
+    the secret it prints gets a token, and bad input exits non-zero with nothing written."""
+    import asyncio
+
+    created = await asyncio.to_thread(
+        cli_env.invoke, cli, ["machine-clients", "create", "ledger-exporter", "--role", "auditor"]
+    )
+    assert created.exit_code == 0, created.output
+    shown = json.loads(created.output)
+    assert shown["roles"] == ["auditor"] and shown["client_secret"].startswith("cbs_")
+    grant = {"grant_type": "client_credentials", "client_id": "ledger-exporter"}
+    token = await client.post("/auth/token", data={**grant, "client_secret": shown["client_secret"]})
+    assert token.status_code == 200, token.text
+
+    for bad in (
+        ["machine-clients", "create", "root-client", "--role", "admin"],
+        ["machine-clients", "create", "ledger-exporter", "--role", "auditor"],  # exists already
+        ["machine-clients", "disable", "nobody"],
+    ):
+        result = await asyncio.to_thread(cli_env.invoke, cli, bad)
+        assert result.exit_code != 0, (bad, result.output)
+    listed = await asyncio.to_thread(cli_env.invoke, cli, ["machine-clients", "list"])
+    assert [json.loads(line)["client_id"] for line in listed.output.splitlines()] == ["ledger-exporter"]
+    assert "secret" not in listed.output.replace("secret_rotated_at", "")
+
+    rotated = await asyncio.to_thread(
+        cli_env.invoke, cli, ["machine-clients", "rotate-secret", "ledger-exporter"]
+    )
+    assert rotated.exit_code == 0, rotated.output
+    new_secret = json.loads(rotated.output)["client_secret"]
+    assert (
+        await client.post("/auth/token", data={**grant, "client_secret": shown["client_secret"]})
+    ).status_code == 401
+    assert (await client.post("/auth/token", data={**grant, "client_secret": new_secret})).status_code == 200
+    disabled = await asyncio.to_thread(cli_env.invoke, cli, ["machine-clients", "disable", "ledger-exporter"])
+    assert disabled.exit_code == 0 and json.loads(disabled.output)["active"] is False, disabled.output
+    assert (await client.post("/auth/token", data={**grant, "client_secret": new_secret})).status_code == 401

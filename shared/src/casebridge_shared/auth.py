@@ -3,8 +3,9 @@
 order-intake issues EdDSA-signed JWTs and publishes its keys at
 ``/.well-known/jwks.json``; every other service verifies tokens locally against
 the cached key set (refetched when an unknown ``kid`` shows up, so key
-rotation needs no restart). Setting ``oidc_issuer`` points all services at an
-external OpenID Connect provider instead.
+rotation needs no restart). Setting ``oidc_issuer`` makes every service accept
+an external OpenID Connect provider's tokens as well (casebridge_shared.oidc:
+discovery, the provider's claims and role mapping).
 
 Deny by default: an endpoint states the roles it allows.
 """
@@ -43,6 +44,11 @@ class Role(StrEnum):
     ADMIN = "admin"
     DEPARTMENT = "department"
     SERVICE = "service"  # machine-to-machine calls between our services
+    # Reads the audit trail and the ledger's journal, changes nothing (e.g. an accounting
+    # system's machine client exporting the ledger).
+    AUDITOR = "auditor"
+    # Manages webhook subscriptions and reads their deliveries, nothing else (an integrator).
+    WEBHOOK_ADMIN = "webhook_admin"
 
 
 class Department(StrEnum):
@@ -101,22 +107,49 @@ class TokenVerifier(Protocol):
     async def verify(self, token: str) -> Principal: ...
 
 
-def decode(token: str, key: Any, *, issuer: str, audience: str) -> dict[str, Any]:
+def decode(
+    token: str,
+    key: Any,
+    *,
+    issuer: str,
+    audience: str,
+    algorithms: Iterable[str] = ALGORITHMS,
+    required: Iterable[str] = ("exp", "sub", "iat"),
+) -> dict[str, Any]:
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
             key=key,
-            algorithms=ALGORITHMS,
+            algorithms=list(algorithms),
             audience=audience,
             issuer=issuer,
-            options={"require": ["exp", "sub", "iat"]},
+            options={"require": list(required)},
             leeway=5,
         )
     except jwt.ExpiredSignatureError as exc:
         raise Unauthorized("token expired") from exc
     except jwt.PyJWTError as exc:
         raise Unauthorized(f"invalid token: {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        # PyJWT raises these when the header's alg does not fit the key (ES256 named on an RSA key):
+        # a forged or broken token, never a server error.
+        raise Unauthorized("invalid token: its algorithm does not match the signing key") from exc
     return claims
+
+
+# Which key type (JWK ``kty``) each algorithm needs.
+_KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
+
+
+def check_algorithm(header: dict[str, Any], key: jwt.PyJWK, allowed: Iterable[str]) -> None:
+    """The token's ``alg`` must be allowed, fit the key's type and, if the JWK names one, be it
+    (RFC 8725 section 3.1: never let the token choose how it is verified)."""
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in allowed:
+        raise Unauthorized(f"invalid token: algorithm {alg!r} is not accepted")
+    named = key._jwk_data.get("alg")
+    if (named is not None and named != alg) or _KEY_TYPES.get(alg[:2]) != key.key_type:
+        raise Unauthorized(f"invalid token: algorithm {alg!r} does not match the signing key")
 
 
 class JwksTokenVerifier:
@@ -144,10 +177,27 @@ class JwksTokenVerifier:
         keys_file: Path | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        provider: bool | None = None,
     ) -> None:
+        """``provider``: verify the OpenID Connect provider's tokens (``oidc_issuer``: discovery,
+        its claims mapped by casebridge_shared.oidc) rather than order-intake's. By default the
+        provider's when ``oidc_issuer`` is set."""
+        from casebridge_shared.oidc import ClaimMapping
+
         self._settings = settings
-        self._issuer = settings.oidc_issuer or settings.token_issuer
+        self._provider = bool(settings.oidc_issuer) if provider is None else provider
+        if self._provider and not settings.oidc_issuer:
+            raise ValueError("a provider verifier needs oidc_issuer")
+        self._issuer = settings.oidc_issuer if self._provider else settings.token_issuer
+        self._audience = (
+            (settings.oidc_audience or settings.token_audience)
+            if self._provider
+            else (settings.token_audience)
+        )
+        self._algorithms = list(settings.oidc_algorithms) if self._provider else ALGORITHMS
+        self._mapping = ClaimMapping.from_settings(settings) if self._provider else None
         self._url: str | None = None
+        self._discovered_at: float | None = None  # when jwks_uri was read from the discovery document
         self._lock = asyncio.Lock()
         self._keys_file = keys_file
         self._clock = clock
@@ -156,22 +206,31 @@ class JwksTokenVerifier:
         self._tried_at: float | None = None  # the last fetch attempt, answered or not
         self._unreachable = False  # the last attempt got no answer
 
-    def _jwks_url(self) -> str:
-        if self._settings.jwks_url:
+    async def _jwks_url(self, client: httpx.AsyncClient) -> str:
+        """Where the key set is: ``jwks_url`` if set, else the provider's discovery document
+        (read again after ``oidc_discovery_cache_seconds``), else order-intake's JWKS."""
+        if self._settings.jwks_url and (self._provider or not self._settings.oidc_issuer):
             return self._settings.jwks_url
-        if self._settings.oidc_issuer:
-            discovery = self._settings.oidc_issuer.rstrip("/") + "/.well-known/openid-configuration"
-            response = httpx.get(discovery, timeout=5.0)
-            response.raise_for_status()
-            return str(response.json()["jwks_uri"])
-        return self._settings.token_issuer.rstrip("/") + "/.well-known/jwks.json"
+        if not self._provider:
+            return self._settings.token_issuer.rstrip("/") + "/.well-known/jwks.json"
+        now = self._clock()
+        if (
+            self._url is not None
+            and self._discovered_at is not None
+            and now - self._discovered_at < self._settings.oidc_discovery_cache_seconds
+        ):
+            return self._url
+        from casebridge_shared.oidc import discover
+
+        document = await discover(client, self._issuer)
+        self._discovered_at = now
+        return document.jwks_uri
 
     async def _fetch(self) -> None:
         """Fetch the issuer's key set and replace ours with it (keys it no longer lists are gone)."""
         self._tried_at = self._clock()
-        if self._url is None:
-            self._url = await asyncio.to_thread(self._jwks_url)
         async with httpx.AsyncClient(timeout=5.0) as client:
+            self._url = await self._jwks_url(client)
             response = await client.get(self._url)
             response.raise_for_status()
             data = response.json()
@@ -179,7 +238,8 @@ class JwksTokenVerifier:
             keys = jwt.PyJWKSet.from_dict(data).keys
         except jwt.PyJWTError:
             keys = []  # an empty set (every key withdrawn) or only keys we cannot use
-        self._keys = {k.key_id: k for k in keys if k.key_id}
+        # Keys published for encryption (``use: enc``, e.g. in Keycloak's JWKS) never verify a signature.
+        self._keys = {k.key_id: k for k in keys if k.key_id and k._jwk_data.get("use", "sig") == "sig"}
         self._fetched_at = self._clock()
         self._unreachable = False
         self._keep(data)
@@ -224,9 +284,10 @@ class JwksTokenVerifier:
 
     async def verify(self, token: str) -> Principal:
         try:
-            kid = jwt.get_unverified_header(token).get("kid")
+            header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {exc}") from exc
+        kid = header.get("kid")
         if not isinstance(kid, str):
             raise Unauthorized("invalid token: no key id")
         signing_key = await self._signing_key(kid)
@@ -234,8 +295,20 @@ class JwksTokenVerifier:
             if self._unreachable:
                 raise Unauthorized("token keys are unavailable right now")
             raise Unauthorized("invalid token: unknown or withdrawn key id")
-        claims = decode(token, signing_key.key, issuer=self._issuer, audience=self._settings.token_audience)
-        return Principal.from_claims(claims)
+        check_algorithm(header, signing_key, self._algorithms)
+        if self._mapping is None:
+            claims = decode(token, signing_key.key, issuer=self._issuer, audience=self._audience)
+            return Principal.from_claims(claims)
+        # A provider's subject may be another claim (Entra: oid), so only exp and iat are required here.
+        claims = decode(
+            token,
+            signing_key.key,
+            issuer=self._issuer,
+            audience=self._audience,
+            algorithms=self._algorithms,
+            required=("exp", "iat"),
+        )
+        return self._mapping.principal(claims)
 
     def _kept_keys(self) -> dict[str, jwt.PyJWK] | None:
         if self._keys_file is None or not self._keys_file.is_file():

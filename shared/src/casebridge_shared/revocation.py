@@ -42,7 +42,17 @@ log = structlog.get_logger(__name__)
 USER_DISABLED = "casebridge.identity.user-disabled.v1"
 USER_ENABLED = "casebridge.identity.user-enabled.v1"
 SESSIONS_REVOKED = "casebridge.identity.sessions-revoked.v1"
-ACCESS_EVENTS = (USER_DISABLED, USER_ENABLED, SESSIONS_REVOKED)
+# A machine client (client credentials grant) disabled, or its secret rotated: its tokens are
+# refused like a disabled user's (the client's id is their subject).
+MACHINE_CLIENT_DISABLED = "casebridge.identity.machine-client-disabled.v1"
+MACHINE_CLIENT_SECRET_ROTATED = "casebridge.identity.machine-client-secret-rotated.v1"  # noqa: S105
+ACCESS_EVENTS = (
+    USER_DISABLED,
+    USER_ENABLED,
+    SESSIONS_REVOKED,
+    MACHINE_CLIENT_DISABLED,
+    MACHINE_CLIENT_SECRET_ROTATED,
+)
 
 DISABLED = "this account is disabled"
 REVOKED = "this session was revoked; sign in again"

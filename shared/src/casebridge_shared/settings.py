@@ -32,6 +32,10 @@ DEVELOPMENT_ONLY_SECRETS = frozenset({"changethis", "casebridge-dev-only"})
 DEVELOPMENT_SERVICE_CLIENT_SECRET = "casebridge-dev-only"  # noqa: S105 (refused outside development/test)
 
 
+# Signature algorithms a provider's tokens may use: asymmetric, so a public key verifies them.
+OIDC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+
+
 class Environment(StrEnum):
     DEVELOPMENT = "development"
     TEST = "test"
@@ -94,6 +98,27 @@ class ServiceSettings(BaseSettings):
     token_audience: str = "casebridge"  # noqa: S105
     jwks_url: str = ""
     oidc_issuer: str = ""
+    # With ``oidc_issuer``: how the provider's tokens are read (casebridge_shared.oidc,
+    # docs/configuration.md "An OpenID Connect provider"). Audience: empty means token_audience
+    # (Entra: the app's client id or Application ID URI; Keycloak: the audience mapper's value).
+    oidc_audience: str = ""
+    # Signature algorithms accepted from the provider (asymmetric only: never "none" or HS*).
+    oidc_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "PS256", "ES256", "EdDSA"])
+    # Where the provider puts roles or groups: dotted paths into the token, e.g. "realm_access.roles"
+    # (Keycloak realm roles), "resource_access.casebridge.roles" (Keycloak client roles), "groups"
+    # (Entra group object ids), "roles" (Entra app roles). Names from all of them are collected.
+    oidc_roles_claims: list[str] = Field(default_factory=lambda: ["roles"])
+    # Provider role/group name -> Casebridge role(s). Empty: a provider role named like a Casebridge
+    # role (staff, admin, ...) is that role. Set: only the names listed here grant anything.
+    oidc_role_mapping: dict[str, str | list[str]] = Field(default_factory=dict)
+    oidc_subject_claim: str = "sub"
+    oidc_email_claim: str = "email"  # Entra: "upn" or "preferred_username"
+    oidc_name_claim: str = "name"
+    oidc_department_claim: str = "department"
+    # Claims that must have exactly this value, e.g. {"tid": "<tenant id>"} for Entra.
+    oidc_required_claims: dict[str, str] = Field(default_factory=dict)
+    # The provider's discovery document is read again after this long (its jwks_uri may move).
+    oidc_discovery_cache_seconds: int = Field(default=3600, ge=0)
     # The issuer's key set is fetched again this often: a withdrawn signing key stops
     # verifying within it, and a token verified with it is remembered at most as long
     # again (so 2 x this bounds its acceptance; docs/decisions.md).
@@ -192,6 +217,27 @@ class ServiceSettings(BaseSettings):
         except ValueError as exc:
             raise ValueError(f"outbound_allow: {exc}") from exc
         return value
+
+    @model_validator(mode="after")
+    def _check_oidc(self) -> Self:
+        from casebridge_shared.auth import Role
+
+        unsafe = [a for a in self.oidc_algorithms if a not in OIDC_ALGORITHMS]
+        if unsafe or not self.oidc_algorithms:
+            raise ValueError(
+                f"oidc_algorithms: {unsafe or 'empty'} not allowed; choose from {', '.join(OIDC_ALGORITHMS)}"
+            )
+        for name, targets in self.oidc_role_mapping.items():
+            for role in [targets] if isinstance(targets, str) else targets:
+                if role not in Role._value2member_map_:
+                    raise ValueError(
+                        f"oidc_role_mapping: {name!r} maps to {role!r}, which is no Casebridge role "
+                        f"({', '.join(r.value for r in Role)})"
+                    )
+        for path in (*self.oidc_roles_claims, self.oidc_subject_claim):
+            if not path or any(not part for part in path.split(".")):
+                raise ValueError(f"oidc claim path {path!r} is empty or has an empty part")
+        return self
 
     @model_validator(mode="after")
     def _check_kafka_security(self) -> Self:

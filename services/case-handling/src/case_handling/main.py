@@ -16,7 +16,8 @@ from case_handling.console.api import router as console_router
 from case_handling.db import revocations
 from case_handling.settings import Settings, get_settings
 from case_handling.threads.api import router as threads_router
-from casebridge_shared.auth import JwksTokenVerifier, RememberingVerifier
+from casebridge_shared import oidc
+from casebridge_shared.auth import RememberingVerifier
 from casebridge_shared.logs import configure_logging
 from casebridge_shared.revocation import RevocationList
 from casebridge_shared.web import create_app
@@ -43,7 +44,7 @@ def create_application(settings: Settings | None = None, container: Container | 
         c = container or bootstrap(settings)
         app.state.container = c
         app.state.token_verifier = RememberingVerifier(
-            JwksTokenVerifier(settings, settings.issuer_keys_path), max_age=settings.jwks_cache_seconds
+            oidc.token_verifier(settings, settings.issuer_keys_path), max_age=settings.jwks_cache_seconds
         )
         app.state.readiness_checks["database"] = c.db.ping
         # Every request: is the user disabled or the session revoked (identity events kept here)?

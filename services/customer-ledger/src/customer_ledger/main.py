@@ -7,7 +7,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from casebridge_shared.auth import JwksTokenVerifier, RememberingVerifier, TokenVerifier
+from casebridge_shared import oidc
+from casebridge_shared.auth import RememberingVerifier, TokenVerifier
 from casebridge_shared.logs import configure_logging
 from casebridge_shared.revocation import RevocationList
 from casebridge_shared.web import create_app
@@ -45,7 +46,7 @@ def create_application(
         c = container or bootstrap(settings)
         app.state.container = c
         app.state.token_verifier = RememberingVerifier(
-            token_verifier or JwksTokenVerifier(settings, settings.issuer_keys_path),
+            token_verifier or oidc.token_verifier(settings, settings.issuer_keys_path),
             max_age=settings.jwks_cache_seconds,
         )
         app.state.readiness_checks["database"] = c.db.ping

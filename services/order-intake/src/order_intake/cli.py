@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import typer
@@ -89,3 +90,101 @@ def documents_retry(
             await container.close()
 
     typer.echo(f"{asyncio.run(run())} document(s) queued for another fetch")
+
+
+clients_app = typer.Typer(
+    help="Machine clients of the client credentials grant (also: the admin API /machine-clients)",
+    no_args_is_help=True,
+)
+app.add_typer(clients_app, name="machine-clients")
+
+
+def _client_json(client: object, secret: str | None = None) -> str:
+    from order_intake.identity.models import MachineClientRead
+
+    shown = MachineClientRead.model_validate(client).model_dump(mode="json")
+    if secret is not None:
+        shown["client_secret"] = secret  # shown this once; only its hash is stored
+    return json.dumps(shown)
+
+
+def _run_clients(work: Callable[[Container], Awaitable[str]]) -> None:
+    from casebridge_shared.problems import Problem
+
+    async def run() -> str:
+        container = _container()
+        try:
+            return await work(container)
+        finally:
+            await container.close()
+
+    try:
+        typer.echo(asyncio.run(run()))
+    except Problem as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(1) from exc
+
+
+@clients_app.command("create")
+def clients_create(
+    client_id: Annotated[str, typer.Argument(help="What the machine sends, e.g. ledger-exporter")],
+    role: Annotated[list[str], typer.Option("--role", help="auditor or webhook_admin; repeatable")],
+    description: Annotated[str, typer.Option()] = "",
+) -> None:
+    """Create a machine client; prints it as JSON with its secret, which is never shown again."""
+    from pydantic import ValidationError
+
+    from order_intake.identity import clients
+    from order_intake.identity.models import MachineClientCreate
+
+    try:
+        body = MachineClientCreate.model_validate(
+            {"client_id": client_id, "roles": role, "description": description}
+        )
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+    async def work(container: Container) -> str:
+        async with container.uow() as uow:
+            client, secret = await clients.create(uow, body, by="cli")
+        return _client_json(client, secret)
+
+    _run_clients(work)
+
+
+@clients_app.command("list")
+def clients_list() -> None:
+    """Every machine client, one JSON object a line (no secrets)."""
+    from order_intake.identity import clients
+
+    async def work(container: Container) -> str:
+        async with container.db.session() as session:
+            return "\n".join(_client_json(c) for c in await clients.list_all(session))
+
+    _run_clients(work)
+
+
+@clients_app.command("rotate-secret")
+def clients_rotate_secret(client_id: str) -> None:
+    """A new secret (printed once); the old one and the tokens it got stop working."""
+    from order_intake.identity import clients
+
+    async def work(container: Container) -> str:
+        async with container.uow() as uow:
+            client, secret = await clients.rotate_secret(uow, client_id)
+        return _client_json(client, secret)
+
+    _run_clients(work)
+
+
+@clients_app.command("disable")
+def clients_disable(client_id: str) -> None:
+    """No more tokens for the client; every service refuses the ones it holds within 60 s."""
+    from order_intake.identity import clients
+
+    async def work(container: Container) -> str:
+        async with container.uow() as uow:
+            client = await clients.disable(uow, client_id)
+        return _client_json(client)
+
+    _run_clients(work)

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
-from casebridge_shared import metrics
+from casebridge_shared import metrics, oidc
 from casebridge_shared.auth import KeyResolverVerifier, RememberingVerifier
 from casebridge_shared.logs import configure_logging
 from casebridge_shared.outbox import relay_status
@@ -66,10 +66,12 @@ def create_application(settings: Settings | None = None, container: Container | 
         await c.keys.load()
         await _ensure_bootstrap_admin(c)
         app.state.container = c
+        # Its own tokens against the keys it holds; with oidc_issuer, the provider's as well.
+        own = KeyResolverVerifier(
+            c.keys.public_key, issuer=settings.token_issuer, audience=settings.token_audience
+        )
         app.state.token_verifier = RememberingVerifier(
-            KeyResolverVerifier(
-                c.keys.public_key, issuer=settings.token_issuer, audience=settings.token_audience
-            ),
+            oidc.token_verifier(settings, settings.issuer_keys_path, own=own),
             max_age=settings.jwks_cache_seconds,
         )
         app.state.session_issuer = LocalSessionIssuer(c)  # /session checks passwords here, not remotely

@@ -29,6 +29,8 @@ class Settings(ServiceSettings):
     # the services within 60 s through identity events (casebridge_shared.revocation).
     access_token_minutes: int = Field(default=5, ge=1, le=24 * 60)
     refresh_token_days: float = Field(default=14, gt=0, le=90)
+    # Machine clients (client credentials grant) get short tokens and no refresh token: they ask again.
+    client_token_minutes: int = Field(default=5, ge=1, le=60)
     # Retired signing keys stay in the JWKS this long, so tokens they signed
     # keep verifying until they expire.
     signing_key_grace_minutes: int = Field(default=24 * 60, ge=1)

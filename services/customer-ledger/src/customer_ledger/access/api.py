@@ -34,6 +34,8 @@ R = TypeVar("R", LoginRecordRead, ChangeRecordRead, ReadRecordRead)
 router = APIRouter(prefix="/audit", tags=["audit"], responses=PROBLEM_RESPONSES)
 
 Admin = Annotated[Principal, Depends(require_roles(Role.ADMIN))]
+# Reading the trail: admins, and auditors (people or machine clients such as an accounting export).
+AuditReader = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.AUDITOR))]
 UserId = Annotated[str | None, Query(max_length=64, description="Who logged in, changed or read")]
 CustomerId = Annotated[str | None, Query(max_length=36)]
 Since = Annotated[datetime | None, Query(description="From this time (inclusive)")]
@@ -139,7 +141,7 @@ ReadFilters = Annotated[dict[str, Any], Depends(read_filters)]
 
 @router.get("/logins", response_model=Page[LoginRecordRead], summary="Logins, successful and failed")
 async def list_logins(
-    admin: Admin, writes: WritesDep, page: PageDep, filters: LoginFilters
+    admin: AuditReader, writes: WritesDep, page: PageDep, filters: LoginFilters
 ) -> Page[LoginRecordRead]:
     return await _answer(writes, admin, "logins", LoginRecordRead, service.list_logins, filters, page)
 
@@ -150,7 +152,7 @@ async def list_logins(
     summary="Changes of customer data and grants: before, after, who, why, when (newest first)",
 )
 async def list_changes(
-    admin: Admin, writes: WritesDep, page: PageDep, filters: ChangeFilters
+    admin: AuditReader, writes: WritesDep, page: PageDep, filters: ChangeFilters
 ) -> Page[ChangeRecordRead]:
     return await _answer(
         writes, admin, "change records", ChangeRecordRead, service.list_changes, filters, page
@@ -159,7 +161,7 @@ async def list_changes(
 
 @router.get("/reads", response_model=Page[ReadRecordRead], summary="Who read which customer's which data")
 async def list_reads(
-    admin: Admin, writes: WritesDep, page: PageDep, filters: ReadFilters
+    admin: AuditReader, writes: WritesDep, page: PageDep, filters: ReadFilters
 ) -> Page[ReadRecordRead]:
     # Recorded after the query, so an admin's look at the read records does not show itself.
     return await _answer(writes, admin, "read records", ReadRecordRead, service.list_reads, filters, page)
@@ -200,14 +202,14 @@ async def _export(
 
 @router.get("/logins.csv", response_class=Response, responses=CSV_RESPONSE, summary="Logins as CSV")
 async def export_logins(
-    admin: Admin, writes: WritesDep, filters: LoginFilters, limit: ExportLimit = 10_000
+    admin: AuditReader, writes: WritesDep, filters: LoginFilters, limit: ExportLimit = 10_000
 ) -> Response:
     return await _export(writes, admin, "logins export", LoginRecordRead, service.list_logins, filters, limit)
 
 
 @router.get("/changes.csv", response_class=Response, responses=CSV_RESPONSE, summary="Change records as CSV")
 async def export_changes(
-    admin: Admin, writes: WritesDep, filters: ChangeFilters, limit: ExportLimit = 10_000
+    admin: AuditReader, writes: WritesDep, filters: ChangeFilters, limit: ExportLimit = 10_000
 ) -> Response:
     return await _export(
         writes, admin, "change records export", ChangeRecordRead, service.list_changes, filters, limit
@@ -216,7 +218,7 @@ async def export_changes(
 
 @router.get("/reads.csv", response_class=Response, responses=CSV_RESPONSE, summary="Read records as CSV")
 async def export_reads(
-    admin: Admin, writes: WritesDep, filters: ReadFilters, limit: ExportLimit = 10_000
+    admin: AuditReader, writes: WritesDep, filters: ReadFilters, limit: ExportLimit = 10_000
 ) -> Response:
     return await _export(
         writes, admin, "read records export", ReadRecordRead, service.list_reads, filters, limit

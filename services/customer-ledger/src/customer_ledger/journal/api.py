@@ -34,7 +34,8 @@ from customer_ledger.records import Actor, record_read
 
 router = APIRouter(prefix="/ledger", tags=["journal"], responses=PROBLEM_RESPONSES)
 
-Admin = Annotated[Principal, Depends(require_roles(Role.ADMIN))]
+# Copies of the journal for auditors: admins, and auditors (read-only, e.g. a machine client).
+AuditReader = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.AUDITOR))]
 NOTE = "text/plain; charset=utf-8"
 
 
@@ -81,12 +82,12 @@ async def list_checkpoints(
     "/entries", response_model=list[EntryRead], summary="Journal entries in order (for auditors' copies)"
 )
 async def list_entries(
-    admin: Admin,
+    admin: AuditReader,
     writes: WritesDep,
     start: Annotated[BigIndex, Query()] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> list[EntryRead]:
-    """Entries hold customer data: admins only, and the read is itself journaled."""
+    """Entries hold customer data: admins and auditors only, and the read is itself journaled."""
 
     async def look_up_and_record(uow: UnitOfWork) -> list[EntryRead]:
         rows = await service.entries(uow.session, start=start, limit=limit)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from pydantic import BaseModel
 
-from casebridge_shared.auth import AdminUser, StaffUser
+from casebridge_shared.auth import AdminUser, Principal, Role, StaffUser, require_roles
 from casebridge_shared.deps import SessionDep, UowDep
 from casebridge_shared.pagination import Page, PageDep
 from casebridge_shared.problems import PROBLEM_RESPONSES
@@ -27,6 +27,9 @@ from notifier.deliveries.vapid import application_server_key
 from notifier.notifications.models import Channel
 
 router = APIRouter(tags=["deliveries"], responses=PROBLEM_RESPONSES)
+# Webhook subscriptions: admins, and webhook admins (an integrator's machine client, say), who
+# may manage webhooks and nothing else.
+WebhookManager = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.WEBHOOK_ADMIN))]
 
 
 class VapidKey(BaseModel):
@@ -77,7 +80,7 @@ async def unsubscribe(subscription_id: str, user: StaffUser, uow: UowDep) -> Non
     "/webhooks", response_model=WebhookCreated, status_code=201, summary="Subscribe a URL to case events"
 )
 async def create_webhook(
-    body: WebhookCreate, admin: AdminUser, uow: UowDep, request: Request
+    body: WebhookCreate, admin: WebhookManager, uow: UowDep, request: Request
 ) -> WebhookCreated:
     """Each case event is POSTed as its CloudEvent JSON, signed by the Standard Webhooks
     convention with the secret returned here (once). See docs/notifier.md for the verifier.
@@ -93,17 +96,19 @@ async def create_webhook(
 
 
 @router.get("/webhooks", response_model=list[WebhookRead], summary="Webhook subscriptions")
-async def list_webhooks(_admin: AdminUser, session: SessionDep) -> list[WebhookRead]:
+async def list_webhooks(_admin: WebhookManager, session: SessionDep) -> list[WebhookRead]:
     return [WebhookRead.model_validate(s) for s in await service.list_webhooks(session)]
 
 
 @router.get("/webhooks/{webhook_id}", response_model=WebhookRead, summary="One webhook subscription")
-async def get_webhook(webhook_id: str, _admin: AdminUser, session: SessionDep) -> WebhookRead:
+async def get_webhook(webhook_id: str, _admin: WebhookManager, session: SessionDep) -> WebhookRead:
     return WebhookRead.model_validate(await service.get_webhook(session, webhook_id))
 
 
 @router.patch("/webhooks/{webhook_id}", response_model=WebhookRead, summary="Enable, disable or re-filter")
-async def update_webhook(webhook_id: str, body: WebhookUpdate, _admin: AdminUser, uow: UowDep) -> WebhookRead:
+async def update_webhook(
+    webhook_id: str, body: WebhookUpdate, _admin: WebhookManager, uow: UowDep
+) -> WebhookRead:
     sub = await service.update_webhook(uow.session, webhook_id, body)
     await uow.commit()
     return WebhookRead.model_validate(sub)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import timedelta
 from typing import Annotated, Any
+from urllib.parse import unquote_plus
 
 from fastapi import APIRouter, BackgroundTasks, Form, Header, Query, Request, Response, status
 from pydantic import BaseModel
@@ -11,12 +13,16 @@ from pydantic import BaseModel
 from casebridge_shared.auth import AdminUser, CurrentUser, Department, Role
 from casebridge_shared.db import utcnow
 from casebridge_shared.pagination import Page, PageDep
-from casebridge_shared.problems import PROBLEM_RESPONSES, Unprocessable
+from casebridge_shared.problems import PROBLEM_RESPONSES, Unauthorized, Unprocessable
 from casebridge_shared.versioning import etag, expected_version
 from order_intake.deps import ContainerDep, SessionDep, UowDep, client_ip
-from order_intake.identity import mail, service
+from order_intake.identity import clients, mail, service
+from order_intake.identity.keys import ALGORITHM
 from order_intake.identity.models import (
     CustomerRegistration,
+    MachineClientCreate,
+    MachineClientRead,
+    MachineClientWithSecret,
     PasswordChange,
     PasswordResetConfirm,
     PasswordResetRequest,
@@ -54,10 +60,8 @@ async def register(
 @router.post(
     "/auth/token",
     response_model=TokenResponse,
-    summary=(
-        "OAuth2 password grant, the refresh_token grant (the refresh token rotates on every use), "
-        "and client_credentials for our own services"
-    ),
+    summary="OAuth2 token endpoint: the password grant, the refresh_token grant (the refresh token "
+    "rotates on every use) and the client_credentials grant for machine clients",
     responses={429: {"description": "Too many failed logins for this account or address (Retry-After)"}},
 )
 async def token(
@@ -69,35 +73,47 @@ async def token(
     password: Annotated[str | None, Form(min_length=1, max_length=256)] = None,
     grant_type: Annotated[str | None, Form(pattern="^(password|refresh_token|client_credentials)$")] = None,
     refresh_token: Annotated[str | None, Form(min_length=1, max_length=200)] = None,
-    client_id: Annotated[str | None, Form(min_length=1, max_length=100)] = None,
-    client_secret: Annotated[str | None, Form(min_length=1, max_length=256)] = None,
+    client_id: Annotated[str | None, Form(min_length=1, max_length=64)] = None,
+    client_secret: Annotated[str | None, Form(min_length=1, max_length=200)] = None,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> TokenResponse:
     settings = container.settings
+    response.headers["Cache-Control"] = "no-store"  # RFC 6749 section 5.1
+    if grant_type == "client_credentials":
+        cid, secret = _client_credentials(authorization, client_id, client_secret)
+        if cid in service.SERVICE_CLIENTS:
+            # One of our own services (case-handling fetching customers' files): its secret is a
+            # setting both services share, and its token carries the service role only.
+            lifetime = timedelta(minutes=settings.service_token_minutes)
+            access = service.issue_service_token(
+                container.keys,
+                client_id=cid,
+                client_secret=secret,
+                expected_secret=settings.service_client_secret_value,
+                issuer=settings.token_issuer,
+                audience=settings.token_audience,
+                lifetime=lifetime,
+                now=utcnow(),
+            )
+            return TokenResponse(access_token=access, expires_in=int(lifetime.total_seconds()))
+        access_token, expires_in = await clients.issue_token(
+            uow,
+            container.keys,
+            client_id=cid,
+            client_secret=secret,
+            issuer=settings.token_issuer,
+            audience=settings.token_audience,
+            lifetime=timedelta(minutes=settings.client_token_minutes),
+            client_ip=client_ip(request),
+            throttle_policy=ThrottlePolicy.from_settings(settings),
+        )
+        return TokenResponse(access_token=access_token, expires_in=expires_in)
     lifetimes: dict[str, Any] = {
         "issuer": settings.token_issuer,
         "audience": settings.token_audience,
         "lifetime": timedelta(minutes=settings.access_token_minutes),
         "refresh_lifetime": timedelta(days=settings.refresh_token_days),
     }
-    response.headers["Cache-Control"] = "no-store"  # RFC 6749 section 5.1
-    if grant_type == "client_credentials":
-        if client_id is None or client_secret is None:
-            raise Unprocessable(
-                "the client_credentials grant needs a client_id and a client_secret",
-                field="body.client_id" if client_id is None else "body.client_secret",
-            )
-        lifetime = timedelta(minutes=settings.service_token_minutes)
-        access = service.issue_service_token(
-            container.keys,
-            client_id=client_id,
-            client_secret=client_secret,
-            expected_secret=settings.service_client_secret_value,
-            issuer=settings.token_issuer,
-            audience=settings.token_audience,
-            lifetime=lifetime,
-            now=utcnow(),
-        )
-        return TokenResponse(access_token=access, expires_in=int(lifetime.total_seconds()))
     if grant_type == "refresh_token":
         if refresh_token is None:
             raise Unprocessable("the refresh_token grant needs a refresh_token", field="body.refresh_token")
@@ -173,6 +189,148 @@ async def confirm_password_reset(body: PasswordResetConfirm, uow: UowDep, reques
     await service.reset_password(uow, body.token, body.new_password)
     request.app.state.revocations.invalidate()  # this api refuses the old tokens at once
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _client_credentials(
+    authorization: str | None, client_id: str | None, client_secret: str | None
+) -> tuple[str, str]:
+    """The client's id and secret from HTTP Basic (RFC 6749 section 2.3.1: each form-urlencoded)
+    or from the form; one way, not both."""
+    basic = authorization is not None and authorization[:6].lower() == "basic "
+    if basic and (client_id is not None or client_secret is not None):
+        raise Unprocessable(
+            "send the client credentials either with HTTP Basic or in the form, not both",
+            field="body.client_id",
+        )
+    if basic:
+        assert authorization is not None
+        try:
+            decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
+        except ValueError as exc:  # binascii.Error, UnicodeDecodeError, non-ASCII text
+            raise Unauthorized(
+                "the Basic credentials are not valid base64", headers={"WWW-Authenticate": "Basic"}
+            ) from exc
+        cid, colon, secret = decoded.partition(":")
+        if not colon or not cid or not secret:
+            raise Unauthorized(
+                "the Basic credentials need a client id and a secret", headers={"WWW-Authenticate": "Basic"}
+            )
+        return unquote_plus(cid), unquote_plus(secret)
+    if client_id is None or client_secret is None:
+        raise Unprocessable(
+            "the client_credentials grant needs client_id and client_secret (or HTTP Basic)",
+            field="body.client_id" if client_id is None else "body.client_secret",
+        )
+    return client_id, client_secret
+
+
+def _discovery(request: Request, container: ContainerDep) -> dict[str, Any]:
+    settings = container.settings
+    issuer = settings.token_issuer.rstrip("/")
+    return {
+        "issuer": issuer,
+        "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        "token_endpoint": f"{issuer}/auth/token",
+        # No authorization endpoint: there is no browser redirect flow (no code, no implicit),
+        # so no response type is supported; tokens come only from the token endpoint.
+        "response_types_supported": [],
+        "grant_types_supported": ["password", "refresh_token", "client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "subject_types_supported": ["public"],
+        # Required by OpenID Connect Discovery; we issue access tokens (no ID tokens), signed so.
+        "id_token_signing_alg_values_supported": [ALGORITHM],
+        "scopes_supported": [],  # roles come with the account or machine client, not by scope
+        "claims_supported": [
+            "iss",
+            "aud",
+            "sub",
+            "iat",
+            "nbf",
+            "exp",
+            "roles",
+            "department",
+            "email",
+            "name",
+            "client_id",
+        ],
+        "service_documentation": f"{issuer}/docs",
+    }
+
+
+@router.get(
+    "/.well-known/openid-configuration",
+    summary="Discovery: where our keys and token endpoint are, and which grants we support",
+)
+async def openid_configuration(
+    request: Request, container: ContainerDep, response: Response
+) -> dict[str, Any]:
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return _discovery(request, container)
+
+
+@router.get(
+    "/.well-known/oauth-authorization-server",
+    summary="The same metadata for OAuth 2.0 clients (RFC 8414)",
+)
+async def oauth_metadata(request: Request, container: ContainerDep, response: Response) -> dict[str, Any]:
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return _discovery(request, container)
+
+
+@router.post(
+    "/machine-clients",
+    status_code=status.HTTP_201_CREATED,
+    response_model=MachineClientWithSecret,
+    summary="Create a machine client for the client credentials grant; its secret is shown only here (admin)",
+)
+async def create_machine_client(
+    admin: AdminUser, body: MachineClientCreate, uow: UowDep, response: Response
+) -> Any:
+    client, secret = await clients.create(uow, body, by=admin.subject)
+    response.headers["Location"] = f"/machine-clients/{client.client_id}"
+    response.headers["Cache-Control"] = "no-store"
+    return MachineClientWithSecret(
+        **MachineClientRead.model_validate(client).model_dump(), client_secret=secret
+    )
+
+
+@router.get("/machine-clients", response_model=list[MachineClientRead], summary="Machine clients (admin)")
+async def list_machine_clients(_admin: AdminUser, session: SessionDep) -> Any:
+    return await clients.list_all(session)
+
+
+@router.get(
+    "/machine-clients/{client_id}", response_model=MachineClientRead, summary="One machine client (admin)"
+)
+async def get_machine_client(_admin: AdminUser, client_id: str, session: SessionDep) -> Any:
+    return await clients.get(session, client_id)
+
+
+@router.post(
+    "/machine-clients/{client_id}/rotate-secret",
+    response_model=MachineClientWithSecret,
+    summary="A new secret, shown only here; the old one and the tokens it got stop working (admin)",
+)
+async def rotate_machine_client_secret(
+    _admin: AdminUser, client_id: str, uow: UowDep, request: Request, response: Response
+) -> Any:
+    client, secret = await clients.rotate_secret(uow, client_id)
+    request.app.state.revocations.invalidate()
+    response.headers["Cache-Control"] = "no-store"
+    return MachineClientWithSecret(
+        **MachineClientRead.model_validate(client).model_dump(), client_secret=secret
+    )
+
+
+@router.post(
+    "/machine-clients/{client_id}/disable",
+    response_model=MachineClientRead,
+    summary="Disable a machine client: no more tokens; every service refuses its tokens within 60 s (admin)",
+)
+async def disable_machine_client(_admin: AdminUser, client_id: str, uow: UowDep, request: Request) -> Any:
+    client = await clients.disable(uow, client_id)
+    request.app.state.revocations.invalidate()
+    return client
 
 
 @router.get("/.well-known/jwks.json", summary="Public keys that verify our tokens")

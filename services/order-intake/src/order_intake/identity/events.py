@@ -81,3 +81,29 @@ class LoginFailed(_IdentityEvent):
     client_ip: str | None
     user_agent: str | None
     at: datetime
+
+
+class MachineClientSnapshot(_IdentityEvent):
+    # user_id, active, sessions_not_before and version are what every service's revocation list
+    # reads (casebridge_shared.revocation.AccessChanged): the client's id is its tokens' subject.
+    user_id: str
+    client_id: str
+    roles: list[str]
+    active: bool
+    sessions_not_before: datetime | None
+    version: int
+
+
+class MachineClientCreated(MachineClientSnapshot):
+    event_type = "casebridge.identity.machine-client-created.v1"
+    summary = "An admin created a machine client (client credentials grant); the secret is never included."
+
+
+class MachineClientSecretRotated(MachineClientSnapshot):
+    event_type = "casebridge.identity.machine-client-secret-rotated.v1"
+    summary = "An admin gave a machine client a new secret: the old one no longer gets tokens."
+
+
+class MachineClientDisabled(MachineClientSnapshot):
+    event_type = "casebridge.identity.machine-client-disabled.v1"
+    summary = "An admin disabled a machine client: every service refuses its tokens (within 60 s)."

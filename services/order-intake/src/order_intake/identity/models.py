@@ -92,6 +92,28 @@ class PasswordReset(Base, table=True):
     used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
+class MachineClient(Base, table=True):
+    """A machine (another system) that gets tokens with the client credentials grant.
+
+    ``id`` is the tokens' ``sub`` (so the revocation list, keyed by subject, covers it);
+    ``client_id`` is what the machine sends. Only the secret's argon2 hash is kept.
+    """
+
+    __tablename__ = "machine_clients"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    client_id: str = Field(sa_column=Column(String(64), unique=True, nullable=False))
+    description: str = Field(default="", max_length=200)
+    secret_hash: str = Field(sa_column=Column(Text, nullable=False))
+    roles: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    active: bool = True
+    created_by: str = Field(max_length=36)
+    secret_rotated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    version: int = 1
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
 # --- API shapes -----------------------------------------------------------
 
 from pydantic import BaseModel, ConfigDict, EmailStr, ValidationInfo, field_validator  # noqa: E402
@@ -219,3 +241,56 @@ class TokenResponse(BaseModel):
     # Opaque; exchange it (grant_type=refresh_token) for a new pair before it expires.
     refresh_token: str | None = None
     refresh_expires_in: int | None = None
+
+
+# Roles a machine client may hold: narrow ones only (deny unless listed). Never admin,
+# customer or a person's staff roles: a leaked secret must not become a person.
+MACHINE_ROLES = (Role.AUDITOR, Role.WEBHOOK_ADMIN)
+
+
+class MachineClientCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    client_id: str = PydanticField(
+        min_length=3,
+        max_length=64,
+        pattern=r"^[a-z0-9][a-z0-9._-]*$",
+        description="What the machine sends as client_id, e.g. ledger-exporter",
+    )
+    description: str = PydanticField(default="", max_length=200)
+    roles: list[Role] = PydanticField(
+        min_length=1, description="Any of: " + ", ".join(r.value for r in MACHINE_ROLES)
+    )
+
+    @field_validator("roles")
+    @classmethod
+    def _machine_roles(cls, roles: list[Role]) -> list[Role]:
+        refused = [r.value for r in roles if r not in MACHINE_ROLES]
+        if refused:
+            raise PydanticCustomError(
+                "machine_role",
+                "a machine client may only hold {allowed}; not {refused}",
+                {"allowed": ", ".join(r.value for r in MACHINE_ROLES), "refused": ", ".join(refused)},
+            )
+        return roles
+
+
+class MachineClientRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    client_id: str
+    description: str
+    roles: list[str]
+    active: bool
+    created_by: str
+    secret_rotated_at: datetime
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class MachineClientWithSecret(MachineClientRead):
+    """Only in the answer that creates the client or rotates its secret: it is never shown again."""
+
+    client_secret: str
