@@ -169,7 +169,12 @@ async def test_messages_and_files_both_ways_reach_the_stream(
             found = await uow.session.get(Order, order["id"])
             assert found is not None
             threads.add_staff_message(
-                uow.session, found, message_id="reply-1", author_name="Sam", body="On it.", at=datetime.now(UTC)
+                uow.session,
+                found,
+                message_id="reply-1",
+                author_name="Sam",
+                body="On it.",
+                at=datetime.now(UTC),
             )
             await uow.commit()
         replied = await stream.next_event()

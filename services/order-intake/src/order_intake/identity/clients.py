@@ -26,7 +26,7 @@ from order_intake.db import revocations
 from order_intake.identity import events, throttle
 from order_intake.identity.keys import KeyStore
 from order_intake.identity.models import MachineClient, MachineClientCreate
-from order_intake.identity.service import SERVICE_CLIENTS, _DUMMY_HASH, _password_matches, hash_password
+from order_intake.identity.service import _DUMMY_HASH, SERVICE_CLIENTS, _password_matches, hash_password
 
 # A prefix makes a leaked secret recognisable to secret scanners (and to people).
 SECRET_PREFIX = "cbs_"  # noqa: S105 (a prefix, not a secret)
