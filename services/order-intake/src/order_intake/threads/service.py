@@ -9,7 +9,7 @@ the thread here but reply in case-handling, whose event brings the reply back.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
@@ -198,7 +198,7 @@ def attach_files(
     now = utcnow()
     orders.order_changed(uow.session, order, now=now)
     added: list[OrderFile] = []
-    for item in stored:
+    for position, item in enumerate(stored):
         row = OrderFile(
             id=item.storage_key,
             order_id=order.id,
@@ -208,7 +208,8 @@ def attach_files(
             sha256=item.sha256,
             storage_key=item.storage_key,
             uploaded_by=principal.subject,
-            uploaded_at=now,
+            # One upload, one moment; a microsecond apart so the list keeps the order they were given in.
+            uploaded_at=now + timedelta(microseconds=position),
         )
         uow.session.add(row)
         added.append(row)
