@@ -1,0 +1,183 @@
+"""Issue 26 §3 "Admin": the administration pages of order-intake and the notifier, in headless
+Chromium against the real services (products, users and roles, webhooks, routing rules)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Dialog, Page, async_playwright
+
+from casebridge_shared.testing import wait_until
+
+from .conftest import ADMIN, PASSWORD, Stack
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+BOUND_SECONDS = 60  # docs/decisions.md, "Disabling users"
+
+
+@asynccontextmanager
+async def chromium() -> AsyncIterator[Browser]:
+    assert Path(CHROMIUM).exists(), "make test installs Debian's chromium; run it through make"
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def open_page(browser: Browser, url: str, problems: list[str], *, width: int = 1280) -> Page:
+    page = await browser.new_page(viewport={"width": width, "height": 844 if width < 500 else 900})
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    # The page's Content-Security-Policy blocks nothing the page needs (no inline code).
+    page.on("console", lambda m: problems.append(m.text) if "Content Security Policy" in m.text else None)
+
+    async def accept(dialog: Dialog) -> None:
+        await dialog.accept()
+
+    page.on("dialog", accept)
+    await page.goto(url)
+    await until_true(page, "document.body.dataset.ready === 'true'")
+    return page
+
+
+async def until_true(page: Page, expression: str) -> None:
+    """``wait_for_function`` uses eval, which the page's policy forbids; ``evaluate`` is not."""
+
+    async def holds() -> bool:
+        return bool(await page.evaluate(expression))
+
+    await wait_until(holds, timeout=30, message=expression)
+
+
+async def sign_in(page: Page, email: str, password: str) -> None:
+    await page.fill("#login-form [name=username]", email)
+    await page.fill("#login-form [name=password]", password)
+    await page.click("#login-form button[type=submit]")
+    await page.wait_for_selector("#login", state="hidden")
+
+
+async def fits_a_phone(page: Page) -> None:
+    await page.set_viewport_size({"width": 390, "height": 844})
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+
+
+async def screenshot(page: Page, name: str) -> None:
+    if os.environ.get("CASEBRIDGE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+@pytest.mark.slow
+async def test_an_admin_manages_products_and_users_on_order_intake(stack: Stack) -> None:
+    sam_token = await stack.staff("sam@casebridge.example", "staff")
+    await stack.staff("nina@casebridge.example", "staff")
+    intake = stack.intake.api.url
+    problems: list[str] = []
+    async with chromium() as browser:
+        page = await open_page(browser, f"{intake}/admin/", problems)
+        await sign_in(page, *ADMIN)
+        await page.wait_for_selector("#admin:not([hidden])")
+        assert await page.is_hidden("#denied")
+
+        # A product: created, with the price formatted for the language.
+        form = page.locator("#product-form")
+        await form.locator("[name=title]").fill("Will and testament")
+        await form.locator("[name=description]").fill("A lawyer drafts your will.")
+        await form.locator("[name=deliverables]").fill("Draft will\nSigning appointment")
+        await form.locator("[name=category]").fill("Estate Planning")  # not a valid category
+        await form.locator("[name=price]").fill("390.00")
+        await form.locator("button[type=submit]").click()
+        # The API's problem shows next to the field it names.
+        error = form.locator("[name=category] ~ .field-error")
+        await error.wait_for()
+        assert await form.locator("[name=category]").get_attribute("aria-invalid") == "true"
+        await form.locator("[name=category]").fill("estate")
+        await form.locator("button[type=submit]").click()
+        row = page.locator("#product-rows tr", has_text="Will and testament")
+        await row.wait_for()
+        assert "€390.00" in await row.inner_text()
+
+        # Someone else changes it meanwhile: the page's edit is refused and says so, nothing lost.
+        async with httpx.AsyncClient(base_url=intake, timeout=30) as c:
+            admin_auth = {"Authorization": f"Bearer {await stack.login(*ADMIN)}"}
+            products = (await c.get("/products", params={"q": "will"})).json()["items"]
+            product_id = products[0]["id"]
+            await row.get_by_role("button", name="Edit").click()
+            r = await c.patch(
+                f"/products/{product_id}", json={"price": "420.00"}, headers=admin_auth | {"If-Match": '"1"'}
+            )
+            assert r.status_code == 200, r.text
+        await form.locator("[name=price]").fill("400.00")
+        await form.locator("button[type=submit]").click()
+        await form.locator("[role=alert]", has_text="Someone else changed this").wait_for()
+        assert await form.locator("[name=price]").input_value() == "400.00"  # the typed value stays
+        await until_true(page, "document.querySelector('#product-rows').innerText.includes('€420.00')")
+
+        # Archived: out of the public catalog, still listed here as archived.
+        await row.get_by_role("button", name="Archive").click()
+        await row.locator("td", has_text="Archived").wait_for()
+        async with httpx.AsyncClient(base_url=intake, timeout=30) as c:
+            public = (await c.get("/products", params={"q": "will"})).json()
+        assert public["total"] == 0
+
+        # Users: a weak first password is refused next to the field; a good one creates the account.
+        users = page.locator("#user-form")
+        await users.locator("[name=full_name]").fill("Fin Clerk")
+        await users.locator("[name=email]").fill("fin@casebridge.example")
+        await users.locator("[name=password]").fill("short")
+        await users.locator("input[value=staff]").uncheck()
+        await users.locator("input[value=department]").check()
+        await users.locator("[name=department]").select_option("finance")
+        await users.locator("button[type=submit]").click()
+        await users.locator("[name=password] ~ .field-error").wait_for()
+        await users.locator("[name=password]").fill("a long enough clerk password")
+        await users.locator("button[type=submit]").click()
+        await page.locator("#user-rows tr", has_text="fin@casebridge.example").wait_for()
+
+        # Roles: Nina becomes a supervisor too.
+        nina = page.locator("#user-rows tr", has_text="nina@casebridge.example")
+        await nina.get_by_role("button", name="Change roles").click()
+        await page.locator("#roles-form input[value=supervisor]").check()
+        await page.locator("#roles-form button[type=submit]").click()
+        await nina.locator("td", has_text="Supervisor").wait_for()
+
+        # Sam is disabled: his token is refused here at once and by case-handling within the bound.
+        sam = page.locator("#user-rows tr", has_text="sam@casebridge.example")
+        await sam.get_by_role("button", name="Disable").click()
+        await sam.locator("td", has_text="Disabled").wait_for()
+        await screenshot(page, "admin-order-intake")
+        async with httpx.AsyncClient(timeout=30) as c:
+            bearer = {"Authorization": f"Bearer {sam_token}"}
+            assert (await c.get(f"{intake}/me", headers=bearer)).status_code == 401
+
+            async def cases_refuse() -> bool:
+                r = await c.get(f"{stack.cases.api.url}/cases", headers=bearer)
+                return r.status_code == 401
+
+            await wait_until(cases_refuse, timeout=BOUND_SECONDS, message="case-handling refuses Sam")
+
+        # Chinese, and a phone's width.
+        await page.select_option("select[data-language-picker]", "zh-CN")
+        await page.locator("#products-heading", has_text="产品").wait_for()
+        assert await page.evaluate("document.documentElement.lang") == "zh-CN"
+        await fits_a_phone(page)
+        await screenshot(page, "admin-order-intake-phone")
+
+        # Someone without the admin role gets a clear page, not broken buttons.
+        other = await open_page(browser, f"{intake}/admin/", problems)
+        await sign_in(other, "nina@casebridge.example", PASSWORD)
+        await other.wait_for_selector("#denied:not([hidden])")
+        assert await other.is_hidden("#admin")
+        assert await other.locator("#denied h2").inner_text() in {
+            "You need the admin role",
+            "您需要管理员角色",
+        }
+    assert problems == []
