@@ -44,7 +44,7 @@ async def open_page(browser: Browser, url: str, problems: list[str], *, width: i
 
     page.on("dialog", accept)
     await page.goto(url)
-    await until_true(page, "document.body.dataset.ready === 'true'")
+    await until_true(page, "document.documentElement.dataset.ready === '1'")
     return page
 
 
@@ -58,7 +58,7 @@ async def until_true(page: Page, expression: str) -> None:
 
 
 async def sign_in(page: Page, email: str, password: str) -> None:
-    await page.fill("#login-form [name=username]", email)
+    await page.fill("#login-form [name=email]", email)
     await page.fill("#login-form [name=password]", password)
     await page.click("#login-form button[type=submit]")
     await page.wait_for_selector("#login", state="hidden")
@@ -96,7 +96,7 @@ async def test_an_admin_manages_products_and_users_on_order_intake(stack: Stack)
         await form.locator("[name=price]").fill("390.00")
         await form.locator("button[type=submit]").click()
         # The API's problem shows next to the field it names.
-        error = form.locator("[name=category] ~ .field-error")
+        error = form.locator("label:has([name=category]) + .field-error")
         await error.wait_for()
         assert await form.locator("[name=category]").get_attribute("aria-invalid") == "true"
         await form.locator("[name=category]").fill("estate")
@@ -123,6 +123,7 @@ async def test_an_admin_manages_products_and_users_on_order_intake(stack: Stack)
 
         # Archived: out of the public catalog, still listed here as archived.
         await row.get_by_role("button", name="Archive").click()
+        await page.locator("#product-status", has_text="Archived").wait_for()
         await row.locator("td", has_text="Archived").wait_for()
         async with httpx.AsyncClient(base_url=intake, timeout=30) as c:
             public = (await c.get("/products", params={"q": "will"})).json()
@@ -137,7 +138,7 @@ async def test_an_admin_manages_products_and_users_on_order_intake(stack: Stack)
         await users.locator("input[value=department]").check()
         await users.locator("[name=department]").select_option("finance")
         await users.locator("button[type=submit]").click()
-        await users.locator("[name=password] ~ .field-error").wait_for()
+        await users.locator("label:has([name=password]) + .field-error").wait_for()
         await users.locator("[name=password]").fill("a long enough clerk password")
         await users.locator("button[type=submit]").click()
         await page.locator("#user-rows tr", has_text="fin@casebridge.example").wait_for()

@@ -2,11 +2,12 @@
 // roles, disable/enable, revoke sessions). Only an admin is offered the actions; the API
 // refuses everyone else anyway.
 import {
-  api, applyI18n, clearProblems, currentUser, formatMoney, initI18n, showProblem, signIn, signOut, t,
-} from "/admin/adminbase.js";
+  api, applyI18n, clearProblems, currentUser, formatMoney, initI18n, markReady, problemMessage, showProblem,
+  signIn, signOut, t,
+} from "/assets/kit/kit.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { products: [], users: [] };
+const state = { products: [], users: [], user: null };
 
 function button(label, onClick, cls = "secondary") {
   const b = document.createElement("button");
@@ -30,8 +31,7 @@ function say(id, text) {
 }
 
 function problemText(error) {
-  if (error.status === 412) return t("common.conflict");
-  return (error.problem && (error.problem.detail || error.problem.title)) || String(error);
+  return error.status === 412 ? t("common.conflict") : problemMessage(error);
 }
 
 // --- products -------------------------------------------------------------
@@ -167,7 +167,7 @@ function roleNames(u) {
 function renderUsers() {
   const rows = $("user-rows");
   rows.replaceChildren();
-  const me = currentUser();
+  const me = state.user;
   for (const u of state.users) {
     const tr = document.createElement("tr");
     tr.dataset.id = u.id;
@@ -285,13 +285,18 @@ async function createUser(event) {
 // --- sign-in --------------------------------------------------------------
 
 function show(user) {
+  state.user = user;
   $("login").hidden = !!user;
   $("sign-out").hidden = !user;
-  $("who").textContent = user ? user.email || "" : "";
+  $("who").textContent = user ? user.name || user.email : "";
   const admin = !!user && user.roles.includes("admin");
   $("denied").hidden = !user || admin;
   $("admin").hidden = $("nav").hidden = !admin;
   return admin;
+}
+
+async function start(user) {
+  if (show(user)) await Promise.all([loadProducts(), loadUsers()]);
 }
 
 async function onSignIn(event) {
@@ -299,28 +304,28 @@ async function onSignIn(event) {
   const form = event.target;
   clearProblems(form);
   try {
-    const user = await signIn("/auth/token", form.elements.username.value.trim(), form.elements.password.value);
+    const user = await signIn(form.elements.email.value.trim(), form.elements.password.value);
     form.reset();
-    if (show(user)) await Promise.all([loadProducts(), loadUsers()]);
+    await start(user);
   } catch (error) {
     showProblem(form, error);
-    if (error.status === 401) form.querySelector("[role=alert]").textContent = t("login.wrong");
   }
 }
 
 function rerender() {
   applyI18n();
-  if (currentUser()) {
+  if (state.user) {
     renderProducts();
     renderUsers();
   }
 }
 
 async function main() {
-  await initI18n("/admin/", rerender);
+  await initI18n("/admin/");
+  window.addEventListener("language-changed", rerender);
   $("login-form").addEventListener("submit", onSignIn);
-  $("sign-out").addEventListener("click", () => {
-    signOut();
+  $("sign-out").addEventListener("click", async () => {
+    await signOut().catch(() => {});
     show(null);
   });
   window.addEventListener("session-expired", () => show(null));
@@ -333,7 +338,8 @@ async function main() {
   $("roles-form").addEventListener("submit", saveRoles);
   $("roles-cancel").addEventListener("click", () => ($("roles-form").hidden = true));
   $("user-form").addEventListener("submit", createUser);
-  document.body.dataset.ready = "true";
+  await start(await currentUser().catch(() => null));
+  markReady();
 }
 
 main();
