@@ -13,9 +13,9 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Dialog, Page, async_playwright
 
-from casebridge_shared.testing import wait_until
+from casebridge_shared.testing import DatabaseTemplates, wait_until
 
-from .conftest import ADMIN, PASSWORD, Stack
+from .conftest import ADMIN, PASSWORD, Stack, notifier_platform
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
@@ -181,4 +181,84 @@ async def test_an_admin_manages_products_and_users_on_order_intake(stack: Stack)
             "You need the admin role",
             "您需要管理员角色",
         }
+    assert problems == []
+
+
+@pytest.mark.slow
+async def test_an_admin_sets_up_webhooks_teams_and_routing_on_the_notifier(
+    stack: Stack, db_templates: DatabaseTemplates, tmp_path: Path
+) -> None:
+    await stack.staff("sam@casebridge.example", "staff")
+    problems: list[str] = []
+    async with notifier_platform(stack, db_templates, tmp_path) as alerts, chromium() as browser:
+        url = alerts.api.url
+        page = await open_page(browser, f"{url}/admin/", problems)
+        await sign_in(page, *ADMIN)  # the notifier's /session exchanges them at order-intake
+        await page.wait_for_selector("#admin:not([hidden])")
+
+        # A webhook on a private address is refused next to the field; a good one shows its secret once.
+        hook = page.locator("#webhook-form")
+        await hook.locator("[name=url]").fill("http://10.1.2.3/hook")
+        await hook.locator("button[type=submit]").click()
+        await hook.locator("label:has([name=url]) + .field-error").wait_for()
+        await hook.locator("[name=url]").fill("http://127.0.0.1:9/casebridge")
+        await hook.locator("[name=description]").fill("Case board")
+        await hook.locator("button[type=submit]").click()
+        await page.wait_for_selector("#secret-box:not([hidden])")
+        secret = await page.inner_text("#secret")
+        assert secret.startswith("whsec_")
+        row = page.locator("#webhook-rows tr", has_text="Case board")
+        await row.wait_for()
+        await screenshot(page, "admin-notifier")
+        await page.click("#secret-done")
+        assert await page.is_hidden("#secret-box") and await page.inner_text("#secret") == ""
+        async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+            admin = {"Authorization": f"Bearer {await stack.login(*ADMIN)}"}
+            listed = (await c.get("/webhooks", headers=admin)).json()
+            assert secret not in str(listed)  # shown once: never listed again
+            webhook_id = listed[0]["id"]
+            await row.get_by_role("button", name="Disable").click()
+            await row.locator("td", has_text="Disabled").wait_for()
+            assert (await c.get(f"/webhooks/{webhook_id}", headers=admin)).json()["active"] is False
+
+            # A team, then the rule that routes a category to it.
+            team = page.locator("#team-form")
+            await team.locator("[name=name]").fill("Employment Desk")  # not a valid team name
+            await team.locator("button[type=submit]").click()
+            await page.locator("#team-form [role=alert]:not(:empty)").wait_for()
+            await team.locator("[name=name]").fill("employment-desk")
+            await team.locator("button[type=submit]").click()
+            await page.locator("#team-rows tr", has_text="employment-desk").wait_for()
+            rule = page.locator("#rule-form")
+            await rule.locator("[name=category]").fill("employment")
+            await rule.locator("[name=team]").select_option("employment-desk")
+            await rule.locator("[name=claim_within_minutes]").fill("30")
+            await rule.locator("[name=escalate_again_after_minutes]").fill("10")  # must be later
+            await rule.locator("button[type=submit]").click()
+            await rule.locator("[role=alert]:not(:empty)").wait_for()
+            await rule.locator("[name=escalate_again_after_minutes]").fill("60")
+            await rule.locator("button[type=submit]").click()
+            await page.locator("#rule-rows tr", has_text="employment-desk").wait_for()
+            rules = (await c.get("/routing-rules", headers=admin)).json()
+            assert [(r["product_category"], r["team"], r["claim_within_minutes"]) for r in rules] == [
+                ("employment", "employment-desk", 30)
+            ]
+            await (
+                page.locator("#rule-rows tr", has_text="employment")
+                .get_by_role("button", name="Remove")
+                .click()
+            )
+            await page.locator("#rule-status", has_text="removed").wait_for()
+            assert (await c.get("/routing-rules", headers=admin)).json() == []
+
+        await page.select_option("select[data-language-picker]", "zh-CN")
+        await page.locator("#rules-heading", has_text="分派规则").wait_for()
+        await fits_a_phone(page)
+        await screenshot(page, "admin-notifier-phone")
+
+        # Staff without the admin role: a clear page, no actions.
+        other = await open_page(browser, f"{url}/admin/", problems)
+        await sign_in(other, "sam@casebridge.example", PASSWORD)
+        await other.wait_for_selector("#denied:not([hidden])")
+        assert await other.is_hidden("#admin")
     assert problems == []

@@ -12,6 +12,7 @@ from casebridge_shared.logs import configure_logging
 from casebridge_shared.revocation import RevocationList
 from casebridge_shared.web import create_app
 from notifier import __version__
+from notifier.admin_pages.api import router as admin_pages_router
 from notifier.app.api import router as app_router
 from notifier.bootstrap import Container, bootstrap
 from notifier.db import revocations
@@ -75,6 +76,7 @@ def create_application(
     app.include_router(deliveries_router)
     app.include_router(routing_router)
     app.include_router(app_router)
+    app.include_router(admin_pages_router)
     return app
 
 
