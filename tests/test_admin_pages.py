@@ -3,58 +3,40 @@ Chromium against the real services (products, users and roles, webhooks, routing
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Dialog, Page, async_playwright
+from playwright.async_api import Browser, Dialog, Page
 
 from casebridge_shared.testing import DatabaseTemplates, wait_until
+from casebridge_shared.testing.browser import (
+    assert_accessible,
+    assert_fits_phone,
+    chromium,
+    new_page,
+    screenshot,
+    until_ready,
+    until_true,
+)
 
 from .conftest import ADMIN, PASSWORD, Stack, notifier_platform
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
 BOUND_SECONDS = 60  # docs/decisions.md, "Disabling users"
 
 
-@asynccontextmanager
-async def chromium() -> AsyncIterator[Browser]:
-    assert Path(CHROMIUM).exists(), "make test installs Debian's chromium; run it through make"
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            yield browser
-        finally:
-            await browser.close()
+async def open_page(browser: Browser, url: str, problems: list[list[str]]) -> Page:
+    """The page at ``url``, ready; its script errors and CSP blocks go to a list in ``problems``."""
+    page, found = await new_page(browser)
+    problems.append(found)
 
-
-async def open_page(browser: Browser, url: str, problems: list[str], *, width: int = 1280) -> Page:
-    page = await browser.new_page(viewport={"width": width, "height": 844 if width < 500 else 900})
-    page.on("pageerror", lambda e: problems.append(str(e)))
-    # The page's Content-Security-Policy blocks nothing the page needs (no inline code).
-    page.on("console", lambda m: problems.append(m.text) if "Content Security Policy" in m.text else None)
-
-    async def accept(dialog: Dialog) -> None:
+    async def accept(dialog: Dialog) -> None:  # "Archive ...?", "Disable ...?"
         await dialog.accept()
 
     page.on("dialog", accept)
     await page.goto(url)
-    await until_true(page, "document.documentElement.dataset.ready === '1'")
+    await until_ready(page)
     return page
-
-
-async def until_true(page: Page, expression: str) -> None:
-    """``wait_for_function`` uses eval, which the page's policy forbids; ``evaluate`` is not."""
-
-    async def holds() -> bool:
-        return bool(await page.evaluate(expression))
-
-    await wait_until(holds, timeout=30, message=expression)
 
 
 async def sign_in(page: Page, email: str, password: str) -> None:
@@ -64,23 +46,12 @@ async def sign_in(page: Page, email: str, password: str) -> None:
     await page.wait_for_selector("#login", state="hidden")
 
 
-async def fits_a_phone(page: Page) -> None:
-    await page.set_viewport_size({"width": 390, "height": 844})
-    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
-
-
-async def screenshot(page: Page, name: str) -> None:
-    if os.environ.get("CASEBRIDGE_SCREENSHOTS") == "1":
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-
-
 @pytest.mark.slow
 async def test_an_admin_manages_products_and_users_on_order_intake(stack: Stack) -> None:
     sam_token = await stack.staff("sam@casebridge.example", "staff")
     await stack.staff("nina@casebridge.example", "staff")
     intake = stack.intake.api.url
-    problems: list[str] = []
+    problems: list[list[str]] = []
     async with chromium() as browser:
         page = await open_page(browser, f"{intake}/admin/", problems)
         await sign_in(page, *ADMIN)
@@ -154,6 +125,7 @@ async def test_an_admin_manages_products_and_users_on_order_intake(stack: Stack)
         sam = page.locator("#user-rows tr", has_text="sam@casebridge.example")
         await sam.get_by_role("button", name="Disable").click()
         await sam.locator("td", has_text="Disabled").wait_for()
+        await assert_accessible(page)
         await screenshot(page, "admin-order-intake")
         async with httpx.AsyncClient(timeout=30) as c:
             bearer = {"Authorization": f"Bearer {sam_token}"}
@@ -169,7 +141,8 @@ async def test_an_admin_manages_products_and_users_on_order_intake(stack: Stack)
         await page.select_option("select[data-language-picker]", "zh-CN")
         await page.locator("#products-heading", has_text="产品").wait_for()
         assert await page.evaluate("document.documentElement.lang") == "zh-CN"
-        await fits_a_phone(page)
+        await assert_fits_phone(page)
+        await assert_accessible(page)
         await screenshot(page, "admin-order-intake-phone")
 
         # Someone without the admin role gets a clear page, not broken buttons.
@@ -177,11 +150,12 @@ async def test_an_admin_manages_products_and_users_on_order_intake(stack: Stack)
         await sign_in(other, "nina@casebridge.example", PASSWORD)
         await other.wait_for_selector("#denied:not([hidden])")
         assert await other.is_hidden("#admin")
+        await assert_accessible(other)
         assert await other.locator("#denied h2").inner_text() in {
             "You need the admin role",
             "您需要管理员角色",
         }
-    assert problems == []
+    assert problems and all(found == [] for found in problems)
 
 
 @pytest.mark.slow
@@ -189,7 +163,7 @@ async def test_an_admin_sets_up_webhooks_teams_and_routing_on_the_notifier(
     stack: Stack, db_templates: DatabaseTemplates, tmp_path: Path
 ) -> None:
     await stack.staff("sam@casebridge.example", "staff")
-    problems: list[str] = []
+    problems: list[list[str]] = []
     async with notifier_platform(stack, db_templates, tmp_path) as alerts, chromium() as browser:
         url = alerts.api.url
         page = await open_page(browser, f"{url}/admin/", problems)
@@ -209,6 +183,7 @@ async def test_an_admin_sets_up_webhooks_teams_and_routing_on_the_notifier(
         assert secret.startswith("whsec_")
         row = page.locator("#webhook-rows tr", has_text="Case board")
         await row.wait_for()
+        await assert_accessible(page)
         await screenshot(page, "admin-notifier")
         await page.click("#secret-done")
         assert await page.is_hidden("#secret-box") and await page.inner_text("#secret") == ""
@@ -253,7 +228,8 @@ async def test_an_admin_sets_up_webhooks_teams_and_routing_on_the_notifier(
 
         await page.select_option("select[data-language-picker]", "zh-CN")
         await page.locator("#rules-heading", has_text="分派规则").wait_for()
-        await fits_a_phone(page)
+        await assert_fits_phone(page)
+        await assert_accessible(page)
         await screenshot(page, "admin-notifier-phone")
 
         # Staff without the admin role: a clear page, no actions.
@@ -261,4 +237,5 @@ async def test_an_admin_sets_up_webhooks_teams_and_routing_on_the_notifier(
         await sign_in(other, "sam@casebridge.example", PASSWORD)
         await other.wait_for_selector("#denied:not([hidden])")
         assert await other.is_hidden("#admin")
-    assert problems == []
+        await assert_accessible(other)
+    assert problems and all(found == [] for found in problems)

@@ -149,6 +149,7 @@ async function archive(p) {
   if (!window.confirm(t("products.confirmArchive", { title: p.title }))) return;
   try {
     await api(`/products/${p.id}`, { method: "DELETE", headers: { "If-Match": `"${p.version}"` } });
+    if ($("product-form").elements.id.value === p.id) resetProductForm(); // nothing left to edit
     say("product-status", t("products.nowArchived", { title: p.title }));
   } catch (error) {
     say("product-status", problemText(error));
