@@ -49,6 +49,10 @@ async def test_every_banner_login_signs_in_with_the_role_its_page_needs(
         else:
             # No auditor role exists: the ledger's access trail is admin's.
             assert claims["roles"] == ["admin" if role == "auditor" else role]
+        # The pages sign in with the browser session (POST /session), which answers the roles.
+        session = await client.post("/session", json={"email": login["email"], "password": login["password"]})
+        assert session.status_code == 200, (login["role"], session.text)
+        assert session.json()["roles"] == claims["roles"]
         urls = login_pages(SERVICES, login)
         assert urls and all(url in banner for url in urls)
     pages = {login["role"]: login_pages(SERVICES, login) for login in logins}
