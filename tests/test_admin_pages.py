@@ -20,7 +20,7 @@ from casebridge_shared.testing.browser import (
     until_true,
 )
 
-from .conftest import ADMIN, PASSWORD, Stack, notifier_platform
+from .conftest import ADMIN, PASSWORD, Stack, notifier_knows, notifier_platform
 
 BOUND_SECONDS = 60  # docs/decisions.md, "Disabling users"
 
@@ -165,6 +165,7 @@ async def test_an_admin_sets_up_webhooks_teams_and_routing_on_the_notifier(
     await stack.staff("sam@casebridge.example", "staff")
     problems: list[list[str]] = []
     async with notifier_platform(stack, db_templates, tmp_path) as alerts, chromium() as browser:
+        await notifier_knows(alerts, "sam@casebridge.example")
         url = alerts.api.url
         page = await open_page(browser, f"{url}/admin/", problems)
         await sign_in(page, *ADMIN)  # the notifier's /session exchanges them at order-intake
@@ -202,8 +203,14 @@ async def test_an_admin_sets_up_webhooks_teams_and_routing_on_the_notifier(
             await team.locator("button[type=submit]").click()
             await page.locator("#team-form [role=alert]:not(:empty)").wait_for()
             await team.locator("[name=name]").fill("employment-desk")
+            await team.get_by_label("Sam Staff · sam@casebridge.example").check()  # chosen by name
             await team.locator("button[type=submit]").click()
             await page.locator("#team-rows tr", has_text="employment-desk").wait_for()
+            await page.locator("#team-rows tr", has_text="Sam Staff").wait_for()
+            teams = (await c.get("/teams", headers=admin)).json()
+            staff = (await c.get("/staff", headers=admin)).json()
+            sam_id = next(p["user_id"] for p in staff if p["email"] == "sam@casebridge.example")
+            assert [(t["name"], t["members"]) for t in teams] == [("employment-desk", [sam_id])]
             rule = page.locator("#rule-form")
             await rule.locator("[name=category]").fill("employment")
             await rule.locator("[name=team]").select_option("employment-desk")

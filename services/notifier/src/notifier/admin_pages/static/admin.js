@@ -7,7 +7,7 @@ import {
 } from "/assets/kit/kit.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { user: null, webhooks: [], rules: [], teams: [], deliveries: [] };
+const state = { user: null, webhooks: [], rules: [], teams: [], deliveries: [], staff: [] };
 
 const lines = (text) => text.split("\n").map((s) => s.trim()).filter(Boolean);
 const cell = (label, ...content) => el("td", { dataset: { label } }, ...content);
@@ -93,14 +93,40 @@ function renderRules() {
   );
 }
 
+// A member by name (the directory is the notifier's copy of order-intake's users).
+function personName(userId) {
+  const person = state.staff.find((p) => p.user_id === userId);
+  if (!person) return userId;
+  const name = person.full_name || person.email;
+  return person.active ? name : `${name} (${t("teams.disabled")})`;
+}
+
+function renderStaffChoices() {
+  const box = $("team-members");
+  const chosen = new Set([...box.querySelectorAll("input:checked")].map((i) => i.value));
+  box.replaceChildren(
+    el("legend", {}, t("teams.members")),
+    ...state.staff.map((p) =>
+      el(
+        "label",
+        { class: "inline" },
+        el("input", { type: "checkbox", name: "members", value: p.user_id, checked: chosen.has(p.user_id) }),
+        el("span", {}, `${personName(p.user_id)} · ${p.email}`),
+      ),
+    ),
+  );
+  if (!state.staff.length) box.append(el("p", { class: "hint" }, t("teams.noStaff")));
+}
+
 function renderTeams() {
+  renderStaffChoices();
   $("team-rows").replaceChildren(
     ...state.teams.map((team) =>
       el(
         "tr",
         { dataset: { name: team.name } },
         cell(t("teams.name"), team.name),
-        cell(t("teams.members"), team.members.length ? team.members.join(", ") : t("teams.empty")),
+        cell(t("teams.members"), team.members.length ? team.members.map(personName).join(", ") : t("teams.empty")),
         actions(button(t("common.edit"), () => editTeam(team)), button(t("common.remove"), () => removeTeam(team), "danger")),
       ),
     ),
@@ -112,7 +138,7 @@ function renderTeams() {
 }
 
 async function loadRouting() {
-  [state.rules, state.teams] = await Promise.all([api("/routing-rules"), api("/teams")]);
+  [state.rules, state.teams, state.staff] = await Promise.all([api("/routing-rules"), api("/teams"), api("/staff")]);
   renderRules();
   renderTeams();
 }
@@ -164,7 +190,7 @@ async function removeRule(r) {
 function editTeam(team) {
   const f = $("team-form").elements;
   f.name.value = team.name;
-  f.members.value = team.members.join("\n");
+  for (const box of $("team-members").querySelectorAll("input")) box.checked = team.members.includes(box.value);
   f.name.focus();
 }
 
@@ -174,7 +200,8 @@ async function saveTeam(event) {
   clearProblems(form);
   const name = form.elements.name.value.trim();
   try {
-    await api(`/teams/${encodeURIComponent(name)}`, { method: "PUT", json: { members: lines(form.elements.members.value) } });
+    const members = [...$("team-members").querySelectorAll("input:checked")].map((i) => i.value);
+    await api(`/teams/${encodeURIComponent(name)}`, { method: "PUT", json: { members } });
     form.reset();
     say("team-status", t("teams.saved", { name }));
     await loadRouting();
