@@ -18,8 +18,8 @@ router = APIRouter(prefix="/products", tags=["catalog"], responses=PROBLEM_RESPO
 
 
 async def _is_admin(principal: OptionalUser) -> bool:
-    """The catalog is public; an admin (bearer token or browser session) also sees hidden products."""
-    return principal is not None and bool(principal.is_admin)
+    """The catalog is public; an admin (by token or browser session) additionally sees hidden products."""
+    return principal is not None and principal.is_admin
 
 
 IsAdmin = Annotated[bool, Depends(_is_admin)]
