@@ -21,6 +21,7 @@ from casebridge_shared.testing.browser import (
 )
 
 from .conftest import ADMIN, PASSWORD, Stack, notifier_knows, notifier_platform
+from .test_order_to_case import place_order
 
 BOUND_SECONDS = 60  # docs/decisions.md, "Disabling users"
 
@@ -193,6 +194,21 @@ async def test_an_admin_sets_up_webhooks_teams_and_routing_on_the_notifier(
             listed = (await c.get("/webhooks", headers=admin)).json()
             assert secret not in str(listed)  # shown once: never listed again
             webhook_id = listed[0]["id"]
+
+            # A new order's case event goes to the webhook, whose address answers nothing:
+            # the delivery and its failed attempt show in the deliveries list.
+            customer = await stack.register_customer("ada@example.org")
+            await place_order(customer, await stack.product())
+
+            async def attempted() -> bool:
+                page_ = (await c.get("/deliveries", params={"channel": "webhook"}, headers=admin)).json()
+                return any(d["attempts"] >= 1 for d in page_["items"])
+
+            await wait_until(attempted, timeout=90, message="the webhook delivery was attempted")
+            await page.click("#delivery-filter button[type=submit]")
+            delivery = page.locator("#delivery-rows tr", has_text="webhook").first
+            await delivery.get_by_role("button", name="Show attempts").click()
+            await delivery.locator(".attempts li", has_text="Failed").first.wait_for()
             await row.get_by_role("button", name="Disable").click()
             await row.locator("td", has_text="Disabled").wait_for()
             assert (await c.get(f"/webhooks/{webhook_id}", headers=admin)).json()["active"] is False
