@@ -138,6 +138,16 @@ async def test_an_admin_manages_products_and_users_on_order_intake(stack: Stack)
 
             await wait_until(cases_refuse, timeout=BOUND_SECONDS, message="case-handling refuses Sam")
 
+            # Enabled again he signs in anew (his old token stays refused); Nina is signed out everywhere.
+            await sam.get_by_role("button", name="Enable").click()
+            await sam.locator("td", has_text="Active").wait_for()
+            assert (await c.get(f"{intake}/me", headers=bearer)).status_code == 401
+            nina_token = await stack.login("nina@casebridge.example")
+            await nina.get_by_role("button", name="Sign out everywhere").click()
+            await page.locator("#user-status", has_text="nina@casebridge.example is signed out").wait_for()
+            r = await c.get(f"{intake}/me", headers={"Authorization": f"Bearer {nina_token}"})
+            assert r.status_code == 401
+
         # Chinese, and a phone's width.
         await page.select_option("select[data-language-picker]", "zh-CN")
         await page.locator("#products-heading", has_text="产品").wait_for()
