@@ -14,12 +14,16 @@ const cell = (label, ...content) => el("td", { dataset: { label } }, ...content)
 const button = (label, onclick, cls = "secondary") => el("button", { type: "button", class: cls, onclick }, label);
 const actions = (...buttons) => el("td", { class: "actions", dataset: { label: t("common.actions") } }, el("div", { class: "row" }, ...buttons));
 const say = (id, text) => ($(id).textContent = text);
+// A table's rows, or one row saying there is nothing yet (not an empty table).
+const fill = (tbody, rows) =>
+  tbody.replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 6, class: "muted" }, t("kit.none")))]));
 
 // --- webhooks -------------------------------------------------------------
 
 function renderWebhooks() {
-  $("webhook-rows").replaceChildren(
-    ...state.webhooks.map((w) =>
+  fill(
+    $("webhook-rows"),
+    state.webhooks.map((w) =>
       el(
         "tr",
         { dataset: { id: w.id } },
@@ -78,8 +82,9 @@ async function setWebhook(w, active) {
 // --- routing rules and teams ---------------------------------------------
 
 function renderRules() {
-  $("rule-rows").replaceChildren(
-    ...state.rules.map((r) =>
+  fill(
+    $("rule-rows"),
+    state.rules.map((r) =>
       el(
         "tr",
         { dataset: { category: r.product_category } },
@@ -120,8 +125,9 @@ function renderStaffChoices() {
 
 function renderTeams() {
   renderStaffChoices();
-  $("team-rows").replaceChildren(
-    ...state.teams.map((team) =>
+  fill(
+    $("team-rows"),
+    state.teams.map((team) =>
       el(
         "tr",
         { dataset: { name: team.name } },
@@ -224,8 +230,9 @@ async function removeTeam(team) {
 // --- deliveries -----------------------------------------------------------
 
 function renderDeliveries() {
-  $("delivery-rows").replaceChildren(
-    ...state.deliveries.map((d) => {
+  fill(
+    $("delivery-rows"),
+    state.deliveries.map((d) => {
       const attempts = el("ol", { class: "attempts", hidden: true });
       const show = async () => {
         const rows = await api(`/deliveries/${d.id}/attempts`);

@@ -26,6 +26,18 @@ function cell(label, content) {
   return td;
 }
 
+// One row saying there is nothing yet, rather than an empty table.
+function nothingYet(rows) {
+  if (rows.children.length) return;
+  const td = document.createElement("td");
+  td.colSpan = 5;
+  td.className = "muted";
+  td.textContent = t("kit.none");
+  const tr = document.createElement("tr");
+  tr.append(td);
+  rows.append(tr);
+}
+
 function say(id, text) {
   $(id).textContent = text;
 }
@@ -66,6 +78,7 @@ function renderProducts() {
     );
     rows.append(tr);
   }
+  nothingYet(rows);
 }
 
 async function loadProducts() {
@@ -194,6 +207,7 @@ function renderUsers() {
     );
     rows.append(tr);
   }
+  nothingYet(rows);
 }
 
 async function loadUsers() {
