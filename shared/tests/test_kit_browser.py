@@ -105,13 +105,16 @@ document.getElementById("listen").addEventListener("click", () => {
   live("/ticks", (event) => {
     seen.push(Number(event.data));
     document.getElementById("ticks").textContent = seen.join(",");
-  }, { events: ["tick"], onOpen: () => (document.body.dataset.opened = String(Number(document.body.dataset.opened || 0) + 1)) });
+  }, { events: ["tick"], onOpen: () => {
+    document.body.dataset.opened = String(Number(document.body.dataset.opened || 0) + 1);
+  } });
 });
 // Remember that the connection banner was shown at some point (it hides again on reconnect).
 new MutationObserver(() => {
   const banner = document.querySelector(".kit-connection");
   // Only when it changes: setting the attribute is itself a mutation this observer sees.
-  if (banner && !banner.hidden && document.body.dataset.sawBanner !== "1") document.body.dataset.sawBanner = "1";
+  const shown = banner && !banner.hidden;
+  if (shown && document.body.dataset.sawBanner !== "1") document.body.dataset.sawBanner = "1";
 }).observe(document.body, { subtree: true, childList: true, attributes: true });
 window.addEventListener("session-expired", () => (document.body.dataset.expired = "1"));
 await initI18n("/kit-test/");
