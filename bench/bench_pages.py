@@ -144,7 +144,7 @@ async def bench(args: Any, urls: dict[str, str], bootstrap: str, workdir: Path) 
         for p in processes.values():
             p.start()
         for name, p in processes.items():
-            await c.wait_http_ready(base[name], p)
+            await c.wait_http_ready(base[name], p, timeout=180)  # a loaded machine starts slowly
         async with chromium() as browser:
             for spec in PAGES:
                 page_runs, base_runs = [], []

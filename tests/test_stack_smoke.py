@@ -64,6 +64,21 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
+def banner_logins(text: str) -> list[tuple[str, str, str, list[str]]]:
+    """The demo logins ``make up`` prints: (person, email, password, pages to open)."""
+    logins: list[tuple[str, str, str, list[str]]] = []
+    lines = text.split("Demo logins", 1)[1].splitlines()[1:]
+    for line in lines:
+        words = line.split()
+        if len(words) == 2 and words[0] == "->" and logins:
+            logins[-1][3].append(words[1])
+        elif len(words) == 3 and "@" in words[1]:
+            logins.append((words[0], words[1], words[2], []))
+        elif not words:
+            break
+    return logins
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -115,6 +130,30 @@ async def test_make_up_serves_the_stack_and_stops_cleanly(tmp_path: Path) -> Non
         base = f"http://127.0.0.1:{ports['ORDER_INTAKE']}"
         assert f"{base}/docs" in text
         assert "customer@demo.casebridge.example" in text and "admin@demo.casebridge.example" in text
+
+        # Issue 26: one login per person, each with the pages it opens; each signs in there.
+        logins = banner_logins(text)
+        assert {role for role, *_ in logins} >= {
+            "customer",
+            "staff",
+            "supervisor",
+            "finance",
+            "admin",
+            "auditor",
+        }
+        async with httpx.AsyncClient(timeout=30) as browser:
+            for role, email, password, pages in logins:
+                assert pages, f"the banner names no page for {role}"
+                for page in pages:
+                    origin = page.split("/", 3)[:3]
+                    r = await browser.post(
+                        "/".join(origin) + "/session", json={"email": email, "password": password}
+                    )
+                    assert r.status_code == 200, (role, page, r.text)
+                    if page.endswith(("/admin/", "/app/")):  # the other pages: their own browser tests
+                        r = await browser.get(page)
+                        assert r.status_code == 200, (role, page)
+                        assert r.headers["content-type"].startswith("text/html"), (role, page)
 
         async with httpx.AsyncClient(base_url=base, timeout=30) as client:
             # No admin the banner does not list (issue 25): the api's bootstrap admin is the demo one.

@@ -23,7 +23,7 @@ import urllib.request
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -85,9 +85,24 @@ def _ready(url: str) -> bool:
         return False
 
 
+def login_pages(services: list[Service], login: dict[str, Any]) -> list[str]:
+    """The addresses of the pages a demo login opens, on the ports this stack runs on.
+
+    ``seed-demo`` names them as (service, path) pairs; a page of a service that is not
+    installed is left out.
+    """
+    by_name = {s.name: s for s in services}
+    urls = []
+    for page in login.get("pages", []):
+        service = by_name.get(str(page.get("service")))
+        if service is not None:
+            urls.append(f"http://{service.host()}:{service.port()}{page.get('path', '/')}")
+    return urls
+
+
 def _banner(
     services: list[Service],
-    logins: list[dict[str, str]],
+    logins: list[dict[str, Any]],
     kafka: str,
     mail: str | None,
     mail_dir: Path | None = None,
@@ -97,24 +112,22 @@ def _banner(
         base = f"http://{service.host()}:{service.port()}"
         lines.append(f"  {service.name:<16} API docs: {base}/docs    (OpenAPI: {base}/openapi.json)")
     lines.append(f"  {'kafka':<16} {kafka} (embedded Tansu; topics casebridge.*.v1)")
-    for service in services:
-        if service.name == "notifier":
-            base = f"http://{service.host()}:{service.port()}"
-            lines.append(f"  {'staff app':<16} {base}/app/ (live notifications for staff; sign in as staff)")
     if mail:
         lines.append(f"  {'mail':<16} {mail} (development SMTP server: every email is kept as a file,")
         lines.append(f"  {'':<16} {mail_dir or 'var/mail'}/*.eml, and named in this log)")
     lines.append("")
-    lines.append("Demo logins (POST /auth/token on order-intake, or 'Authorize' in its /docs):")
+    lines.append("Demo logins: sign in on the page shown (or POST /auth/token on order-intake):")
     for login in logins:
         lines.append(f"  {login['role']:<12} {login['email']:<40} {login['password']}")
+        for url in login_pages(services, login):
+            lines.append(f"  {'':<12}   -> {url}")
     lines.append("")
     lines.append("Ctrl-C stops everything.")
     lines.append("=" * 78)
     return "\n".join(lines)
 
 
-def bootstrap_admin_env(env: dict[str, str], logins: list[dict[str, str]]) -> dict[str, str]:
+def bootstrap_admin_env(env: dict[str, str], logins: list[dict[str, Any]]) -> dict[str, str]:
     """The bootstrap-admin settings for ``up``: the listed demo admin, not a second one.
 
     order-intake's api creates a first admin from ``bootstrap_admin_*`` when no
@@ -132,8 +145,8 @@ def bootstrap_admin_env(env: dict[str, str], logins: list[dict[str, str]]) -> di
     if configured or admin is None:
         return {}
     return {
-        "CASEBRIDGE_ORDER_INTAKE_BOOTSTRAP_ADMIN_EMAIL": admin["email"],
-        "CASEBRIDGE_ORDER_INTAKE_BOOTSTRAP_ADMIN_PASSWORD": admin["password"],
+        "CASEBRIDGE_ORDER_INTAKE_BOOTSTRAP_ADMIN_EMAIL": str(admin["email"]),
+        "CASEBRIDGE_ORDER_INTAKE_BOOTSTRAP_ADMIN_PASSWORD": str(admin["password"]),
     }
 
 
@@ -182,7 +195,7 @@ def up(
     for service in services:
         typer.echo(f"migrating {service.name} ...")
         subprocess.run([service.script, "db", "upgrade"], env=env, check=True)
-    logins: list[dict[str, str]] = []
+    logins: list[dict[str, Any]] = []
     if order_intake is not None:
         out = subprocess.run(
             [order_intake.script, "seed-demo", "--json"], env=env, check=True, capture_output=True, text=True

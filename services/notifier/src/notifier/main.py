@@ -13,10 +13,12 @@ from casebridge_shared.logs import configure_logging
 from casebridge_shared.revocation import RevocationList
 from casebridge_shared.web import create_app
 from notifier import __version__
+from notifier.admin_pages.api import router as admin_pages_router
 from notifier.app.api import router as app_router
 from notifier.bootstrap import Container, bootstrap
 from notifier.db import revocations
 from notifier.deliveries.api import router as deliveries_router
+from notifier.directory.api import router as directory_router
 from notifier.notifications.api import router as notifications_router
 from notifier.notifications.feed import NotificationFeed
 from notifier.preferences.api import router as preferences_router
@@ -75,7 +77,9 @@ def create_application(
     app.include_router(preferences_router)
     app.include_router(deliveries_router)
     app.include_router(routing_router)
+    app.include_router(directory_router)
     app.include_router(app_router)
+    app.include_router(admin_pages_router)
     return app
 
 

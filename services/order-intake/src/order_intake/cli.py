@@ -51,13 +51,13 @@ def keys_rotate() -> None:
 @app.command("seed-demo")
 def seed_demo(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Create the demo logins and catalog (used by `make up`; never in production)."""
-    from order_intake.demo import seed
+    from order_intake.demo import DemoLogin, seed
 
     settings = get_settings()
     if settings.environment.value != "development":
         raise typer.BadParameter("demo data is only for environment=development")
 
-    async def run() -> list[dict[str, str]]:
+    async def run() -> list[DemoLogin]:
         container = bootstrap(settings)
         try:
             await container.keys.load()

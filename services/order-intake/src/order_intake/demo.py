@@ -6,6 +6,7 @@ Never run by the services themselves; `make up` calls `order-intake seed-demo`.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import TypedDict
 
 from sqlmodel import select
 
@@ -33,6 +34,46 @@ DEMO_USERS: list[tuple[str, str, list[Role], Department | None]] = [
     ],
 ]
 DEMO_CUSTOMER = ("customer@demo.casebridge.example", "Carla Customer")
+
+# Where each person starts: (service, path) pairs; `make up` turns them into addresses on
+# the service's own port. Each page lives in the service that owns the work (issue 26).
+PORTAL = ("order-intake", "/portal/")
+CONSOLE = ("case-handling", "/console/")
+ALERTS = ("notifier", "/app/")
+WORKSPACE = ("customer-ledger", "/workspace/")
+PAGES: dict[str, list[tuple[str, str]]] = {
+    "customer": [PORTAL],
+    "staff": [CONSOLE, ALERTS],
+    "supervisor": [CONSOLE, ALERTS],
+    "admin": [("order-intake", "/admin/"), ("notifier", "/admin/"), WORKSPACE],
+    **{d.value: [WORKSPACE] for d in Department},
+}
+# There is no auditor role: the ledger's access trail and journal copies are admin's
+# (docs/customer-ledger.md "Access"), so the auditor signs in with the listed admin login
+# rather than with a second, unlisted admin (docs/decisions.md "Demo logins").
+AUDITOR_PAGES = [WORKSPACE]
+
+
+class DemoPage(TypedDict):
+    service: str
+    path: str
+
+
+class DemoLogin(TypedDict):
+    role: str
+    email: str
+    password: str
+    pages: list[DemoPage]
+
+
+def _login(role: str, email: str, pages: list[tuple[str, str]]) -> DemoLogin:
+    return {
+        "role": role,
+        "email": email,
+        "password": DEMO_PASSWORD,
+        "pages": [{"service": service, "path": path} for service, path in pages],
+    }
+
 
 DEMO_PRODUCTS = [
     ProductCreate(
@@ -65,8 +106,9 @@ DEMO_PRODUCTS = [
 ]
 
 
-async def seed(container: Container) -> list[dict[str, str]]:
-    logins: list[dict[str, str]] = []
+async def seed(container: Container) -> list[DemoLogin]:
+    """Create what is missing (idempotent) and return one login per person, with their pages."""
+    logins: list[DemoLogin] = []
     for email, name, roles, department in DEMO_USERS:
         async with container.uow() as uow:
             exists = (await uow.session.exec(select(User).where(User.email == email))).first()
@@ -82,7 +124,9 @@ async def seed(container: Container) -> list[dict[str, str]]:
                     ),
                 )
         role = department.value if department else roles[0].value
-        logins.append({"role": role, "email": email, "password": DEMO_PASSWORD})
+        logins.append(_login(role, email, PAGES[role]))
+        if role == Role.ADMIN.value:
+            logins.append(_login("auditor", email, AUDITOR_PAGES))
     email, name = DEMO_CUSTOMER
     async with container.uow() as uow:
         exists = (await uow.session.exec(select(User).where(User.email == email))).first()
@@ -90,7 +134,7 @@ async def seed(container: Container) -> list[dict[str, str]]:
             await identity.register_customer(
                 uow, CustomerRegistration(email=email, password=DEMO_PASSWORD, full_name=name)
             )
-    logins.append({"role": "customer", "email": email, "password": DEMO_PASSWORD})
+    logins.append(_login("customer", email, PAGES["customer"]))
     for product in DEMO_PRODUCTS:
         async with container.uow() as uow:
             existing = (await uow.session.exec(select(Product).where(Product.title == product.title))).first()

@@ -17,6 +17,7 @@ from casebridge_shared.problems import Conflict
 from casebridge_shared.revocation import RevocationList
 from casebridge_shared.web import create_app
 from order_intake import __version__
+from order_intake.admin_pages.api import router as admin_pages_router
 from order_intake.bootstrap import Container, bootstrap
 from order_intake.catalog.api import router as catalog_router
 from order_intake.db import outbox, revocations
@@ -120,6 +121,7 @@ def create_application(settings: Settings | None = None, container: Container | 
         documents_router,
         threads_router,
         relay_router,
+        admin_pages_router,
     ):
         app.include_router(router)
     return app

@@ -27,6 +27,7 @@ from order_intake.identity.models import (
     PasswordResetConfirm,
     PasswordResetRequest,
     ProfileUpdate,
+    RolesUpdate,
     TokenResponse,
     UserCreate,
     UserRead,
@@ -413,6 +414,33 @@ async def list_users(
         limit=page.limit,
         offset=page.offset,
     )
+
+
+@router.get("/users/{user_id}", response_model=UserRead, summary="One user (admin)")
+async def read_user(_admin: AdminUser, user_id: str, session: SessionDep, response: Response) -> Any:
+    user = await service.get_user(session, user_id)
+    response.headers["ETag"] = etag(user.version)
+    return user
+
+
+@router.put(
+    "/users/{user_id}/roles",
+    response_model=UserRead,
+    summary="Set a staff user's roles and department (admin); taking a right away revokes their sessions",
+)
+async def change_roles(
+    admin: AdminUser,
+    user_id: str,
+    body: RolesUpdate,
+    uow: UowDep,
+    request: Request,
+    response: Response,
+    if_match: Annotated[str | None, Header()] = None,
+) -> Any:
+    user = await service.change_roles(uow, user_id, body, expected_version(if_match), by=admin.subject)
+    request.app.state.revocations.invalidate()
+    response.headers["ETag"] = etag(user.version)
+    return user
 
 
 @router.post(

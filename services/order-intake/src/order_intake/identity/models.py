@@ -173,6 +173,15 @@ class UserCreate(_NewPassword):
     department: Department | None = None
 
 
+class RolesUpdate(BaseModel):
+    """An admin setting a staff account's roles (and department) as a whole (PUT)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    roles: list[Role] = PydanticField(min_length=1, max_length=len(Role))
+    department: Department | None = None
+
+
 class ProfileUpdate(BaseModel):
     """What a user may change about themselves (A3)."""
 

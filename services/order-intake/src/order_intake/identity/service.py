@@ -41,6 +41,7 @@ from order_intake.identity.models import (
     PasswordReset,
     ProfileUpdate,
     RefreshToken,
+    RolesUpdate,
     User,
     UserCreate,
 )
@@ -462,6 +463,44 @@ async def revoke_sessions(uow: UnitOfWork, user_id: str) -> User:
     """Every token and refresh token the user holds now is refused; they sign in again."""
     user = await _user(uow, user_id)
     return await _change_access(uow, user, events.SessionsRevoked, active=user.active, revoke_sessions=True)
+
+
+async def change_roles(
+    uow: UnitOfWork, user_id: str, data: RolesUpdate, expected_version: int | None, *, by: str
+) -> User:
+    """Set a staff account's roles and department (RolesChanged).
+
+    Tokens carry the roles they were issued with, so when a role or the department is
+    taken away the user's sessions are revoked in the same transaction (SessionsRevoked):
+    the old rights stop within the revocation bound instead of living on until the
+    token expires. Adding a role needs no revocation: the next refresh carries it.
+    """
+    validate_roles(data.roles, data.department)
+    user = await _user(uow, user_id)
+    if Role.CUSTOMER.value in user.roles:
+        raise Conflict("a customer account's roles cannot be changed", field="path.user_id")
+    check_version(user.version, expected_version)
+    roles = sorted({r.value for r in data.roles})
+    department = data.department.value if data.department else None
+    if user_id == by and Role.ADMIN.value not in roles:
+        raise Conflict("an admin cannot take the admin role from their own account", field="body.roles")
+    if roles == sorted(user.roles) and department == user.department:
+        return user  # nothing changes: no event
+    lost = bool(set(user.roles) - set(roles)) or (
+        user.department is not None and department != user.department
+    )
+    user.roles = roles
+    user.department = department
+    user.version += 1
+    user.updated_at = utcnow()
+    uow.session.add(user)
+    uow.emit(events.RolesChanged(**_snapshot(user)), key=user.id, version=user.version)
+    if lost:
+        return await _change_access(
+            uow, user, events.SessionsRevoked, active=user.active, revoke_sessions=True
+        )
+    await uow.commit()
+    return user
 
 
 async def get_user(session: AsyncSession, user_id: str) -> User:

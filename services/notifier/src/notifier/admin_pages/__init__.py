@@ -1,0 +1,1 @@
+"""The notifier's administration pages at ``/admin/``: webhooks, routing rules, teams, deliveries."""

@@ -1,0 +1,1 @@
+"""The administration pages of order-intake at ``/admin/``: products, users and roles."""
