@@ -12,6 +12,10 @@ from .conftest import Factory
 # The live queue never ends by itself (an endless SSE response): a generated request to it
 # would never get a whole answer to check; its input handling is tested in test_console_queue.py.
 STREAMS = ("GET /cases/stream",)
+# The browser sign-in exchanges the credentials at order-intake, which this test does not run:
+# every attempt is then a documented 503 "the token issuer cannot be reached". It is tested
+# with a real order-intake in tests/test_browser_sessions.py and the pages' browser tests.
+NEEDS_ORDER_INTAKE = ("POST /session",)
 
 
 async def test_any_input_gets_a_documented_answer_and_no_server_error(
@@ -23,7 +27,7 @@ async def test_any_input_gets_a_documented_answer_and_no_server_error(
         "customer": minter.token("fuzz-customer", "customer"),
         "anonymous": "",  # no Authorization header
     }
-    report = await fuzz_api(app, tokens, exclude=STREAMS)
+    report = await fuzz_api(app, tokens, exclude=STREAMS + NEEDS_ORDER_INTAKE)
     print(report.summary())
-    assert report.skipped == list(STREAMS)
+    assert sorted(report.skipped) == sorted(STREAMS + NEEDS_ORDER_INTAKE)
     assert not report.failures, "\n".join(report.failures)
