@@ -23,6 +23,7 @@ from order_intake.documents.api import router as documents_router
 from order_intake.identity import service as identity_service
 from order_intake.identity.api import router as identity_router
 from order_intake.orders.api import router as orders_router
+from order_intake.portal.api import router as portal_router
 from order_intake.relay.api import router as relay_router
 from order_intake.settings import Settings, get_settings
 
@@ -96,7 +97,14 @@ def create_application(settings: Settings | None = None, container: Container | 
         trusted_proxies=settings.trusted_proxies,
         cors_allow_origins=settings.cors_allow_origins,
     )
-    for router in (identity_router, catalog_router, orders_router, documents_router, relay_router):
+    for router in (
+        identity_router,
+        catalog_router,
+        orders_router,
+        documents_router,
+        relay_router,
+        portal_router,
+    ):
         app.include_router(router)
     return app
 

@@ -1,0 +1,97 @@
+"""Routes: the customer portal's page and its files, under ``/portal/``.
+
+The portal is one page (``index.html``) with client-side routes under real paths, so a link
+in an email (``/portal/orders/<id>``, ``/portal/reset-password?token=...``) opens the right
+view. Every known route answers the same page; anything else under ``/portal/`` answers it
+with 404 so the page can say "not found" and crawlers and tests see the truth.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
+from pydantic import BaseModel
+
+from casebridge_shared.problems import NotFound
+from casebridge_shared.web import page_csp
+
+STATIC = Path(__file__).parent / "static"
+MEDIA_TYPES = {
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".json": "application/json",
+    ".svg": "image/svg+xml",
+}
+# The files the page may load, fixed at start-up: a request names one of these or gets 404,
+# so no path from the URL ever reaches the file system.
+ASSETS = {
+    path.relative_to(STATIC).as_posix(): path
+    for path in STATIC.rglob("*")
+    if path.is_file() and path.suffix in MEDIA_TYPES
+}
+# The client-side routes (see ROUTES in portal.js).
+PAGE_ROUTES = re.compile(
+    r"^(|sign-in|register|reset-password|profile|catalog|catalog/[0-9A-Za-z-]{1,36}|orders"
+    r"|orders/[0-9A-Za-z-]{1,36})/?$"
+)
+# Same limits as staff uploads in case-handling (its attachment_max_bytes and allowed types); the
+# server checks again, the page only warns early.
+MAX_FILE_BYTES = 20 * 1024 * 1024
+ALLOWED_TYPES = (
+    "application/pdf",
+    "image/png",
+    "image/jpeg",
+    "text/plain",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/msword",
+)
+
+router = APIRouter(prefix="/portal", tags=["customer portal"], include_in_schema=False)
+
+
+class PortalConfig(BaseModel):
+    """What the page needs to know before it talks to the API."""
+
+    max_file_bytes: int
+    allowed_types: list[str]
+
+
+def _headers() -> dict[str, str]:
+    # no-cache: the page and its modules are revalidated on each visit, so a deploy is seen at once.
+    return {"Cache-Control": "no-cache", "Content-Security-Policy": page_csp()}
+
+
+def _page(status_code: int = 200) -> FileResponse:
+    return FileResponse(
+        STATIC / "index.html", status_code=status_code, media_type="text/html", headers=_headers()
+    )
+
+
+@router.get("")
+async def portal_root() -> RedirectResponse:
+    return RedirectResponse("/portal/", status_code=308)
+
+
+@router.get("/config.json", response_model=PortalConfig)
+async def portal_config(request: Request) -> PortalConfig:
+    settings = request.app.state.container.settings
+    return PortalConfig(
+        max_file_bytes=int(getattr(settings, "customer_file_max_bytes", MAX_FILE_BYTES)),
+        allowed_types=list(getattr(settings, "customer_file_allowed_types", ALLOWED_TYPES)),
+    )
+
+
+@router.get("/assets/{name:path}")
+async def asset(name: str) -> FileResponse:
+    path = ASSETS.get(name)
+    if path is None:
+        raise NotFound(f"The customer portal has no file {name!r}.")
+    return FileResponse(path, media_type=MEDIA_TYPES[path.suffix], headers=_headers())
+
+
+@router.get("/{route:path}")
+async def page(route: str) -> Response:
+    return _page(200 if PAGE_ROUTES.match(route) else 404)
