@@ -43,7 +43,7 @@ async def test_each_route_answers_the_page_with_its_policy(client: httpx.AsyncCl
     policy = r.headers["content-security-policy"]
     assert "script-src 'self';" in policy and "style-src 'self';" in policy
     assert "unsafe-inline" not in policy
-    assert '<script type="module" src="/portal/assets/portal.js">' in r.text
+    assert '<script type="module" src="/portal/portal.js">' in r.text
 
 
 async def test_an_unknown_portal_path_is_the_page_with_404(client: httpx.AsyncClient) -> None:
@@ -58,7 +58,7 @@ async def test_assets_are_served_with_their_types(client: httpx.AsyncClient) -> 
         ("i18n/en.json", "application/json"),
         ("i18n/zh-CN.json", "application/json"),
     ):
-        r = await client.get(f"/portal/assets/{name}")
+        r = await client.get(f"/portal/{name}")
         assert r.status_code == 200 and r.headers["content-type"].startswith(kind), name
         testing.assert_security_headers(r, page=True)
 
@@ -66,8 +66,8 @@ async def test_assets_are_served_with_their_types(client: httpx.AsyncClient) -> 
 @pytest.mark.parametrize(
     "name", ["nope.js", "index.html", "..%2Fapi.py", "%2E%2E%2F__init__.py", "i18n%2F..%2F..%2Fapi.py"]
 )
-async def test_anything_else_under_assets_is_a_clean_404(client: httpx.AsyncClient, name: str) -> None:
-    r = await client.get(f"/portal/assets/{name}")
+async def test_any_other_file_under_portal_is_a_clean_404(client: httpx.AsyncClient, name: str) -> None:
+    r = await client.get(f"/portal/{name}")
     assert r.status_code == 404
     assert r.headers["content-type"] == "application/problem+json"
 

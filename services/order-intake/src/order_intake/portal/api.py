@@ -2,8 +2,9 @@
 
 The portal is one page (``index.html``) with client-side routes under real paths, so a link
 in an email (``/portal/orders/<id>``, ``/portal/reset-password?token=...``) opens the right
-view. Every known route answers the same page; anything else under ``/portal/`` answers it
-with 404 so the page can say "not found" and crawlers and tests see the truth.
+view. A file of the page is served by its path (``/portal/portal.js``, ``/portal/i18n/en.json``);
+every known route answers the page; any other path without a file extension answers the page
+with 404 (it says "not found"), and anything else is a 404 problem.
 """
 
 from __future__ import annotations
@@ -84,14 +85,11 @@ async def portal_config(request: Request) -> PortalConfig:
     )
 
 
-@router.get("/assets/{name:path}")
-async def asset(name: str) -> FileResponse:
+@router.get("/{name:path}")
+async def page_or_file(name: str) -> Response:
     path = ASSETS.get(name)
-    if path is None:
+    if path is not None:
+        return FileResponse(path, media_type=MEDIA_TYPES[path.suffix], headers=_headers())
+    if "." in name.rsplit("/", 1)[-1]:
         raise NotFound(f"The customer portal has no file {name!r}.")
-    return FileResponse(path, media_type=MEDIA_TYPES[path.suffix], headers=_headers())
-
-
-@router.get("/{route:path}")
-async def page(route: str) -> Response:
-    return _page(200 if PAGE_ROUTES.match(route) else 404)
+    return _page(200 if PAGE_ROUTES.match(name) else 404)

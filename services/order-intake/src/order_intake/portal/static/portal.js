@@ -9,13 +9,14 @@ import {
   showProblem,
   clearProblems,
   initI18n,
+  applyI18n,
   t,
-  setLanguage,
   formatMoney,
   formatDate,
   formatDateTime,
   live,
   watchConnection,
+  markReady,
 } from "/assets/kit/kit.js";
 
 const BASE = "/portal/";
@@ -33,19 +34,6 @@ function slot(root, name) {
 
 function clone(id) {
   return document.getElementById(id).content.cloneNode(true);
-}
-
-/** Translate the data-i18n texts and data-i18n-attr attributes under root (cloned templates). */
-function translate(root) {
-  for (const el of root.querySelectorAll("[data-i18n]")) {
-    el.textContent = t(el.dataset.i18n);
-  }
-  for (const el of root.querySelectorAll("[data-i18n-attr]")) {
-    for (const pair of el.dataset.i18nAttr.split(",")) {
-      const [attr, key] = pair.split(":").map((s) => s.trim());
-      el.setAttribute(attr, t(key));
-    }
-  }
 }
 
 function statusLabel(status) {
@@ -171,7 +159,7 @@ async function render() {
     return;
   }
   main.replaceChildren(clone("view-not-found"));
-  translate(main);
+  applyI18n(main);
   setTitle(t("notFound.title"));
   focusHeading(samePage);
 }
@@ -197,7 +185,7 @@ function focusHeading(samePage) {
 
 function mount(templateId, title) {
   const view = clone(templateId);
-  translate(view);
+  applyI18n(view);
   main.replaceChildren(view);
   if (title) setTitle(title);
   return main;
@@ -211,7 +199,7 @@ document.addEventListener("click", (event) => {
   if (link.hasAttribute("download") || link.target) return;
   const url = new URL(link.href, location.href);
   if (url.origin !== location.origin || !url.pathname.startsWith(BASE)) return;
-  if (url.pathname.startsWith(`${BASE}assets/`)) return;
+  if (/\.[a-z]+$/i.test(url.pathname)) return; // a file, not a view
   event.preventDefault();
   navigate(url.pathname + url.search);
 });
@@ -326,7 +314,7 @@ async function catalogView() {
   const list = slot(root, "products");
   for (const product of itemsOf(page)) {
     const card = clone("product-card");
-    translate(card);
+    applyI18n(card);
     slot(card, "title").textContent = product.title;
     slot(card, "price").textContent = formatMoney(product.price, product.currency);
     slot(card, "description").textContent = product.description;
@@ -408,7 +396,7 @@ function filePicker(form) {
     list.replaceChildren();
     chosen.forEach((entry, index) => {
       const row = clone("file-row");
-      translate(row);
+      applyI18n(row);
       const li = row.querySelector("li");
       li.id = `${input.id}-file-${index}`;
       slot(row, "name").textContent = entry.file.name;
@@ -715,11 +703,20 @@ async function orderView(params, orderId) {
   });
 
   // Live: each change to the order arrives as an event; re-read what it may have changed.
-  const stream = live(`${base}/stream`, () => {
+  const refresh = () => {
     loadOrder().catch(() => {});
     loadDocuments().catch(() => {});
     loadMessages().catch(() => {});
     loadFiles().catch(() => {});
+  };
+  // onOpen: after a lost connection, catch up on what happened meanwhile.
+  let opened = false;
+  const stream = live(`${base}/stream`, refresh, {
+    events: ["order-updated"],
+    onOpen: () => {
+      if (opened) refresh();
+      opened = true;
+    },
   });
   leaveView = () => {
     if (stream && typeof stream.close === "function") stream.close();
@@ -729,8 +726,7 @@ async function orderView(params, orderId) {
 // --- start -----------------------------------------------------------------------------
 
 async function start() {
-  await initI18n("/portal/assets/");
-  translate(document);
+  await initI18n(BASE);
   watchConnection();
   try {
     config = await api("/portal/config.json");
@@ -745,12 +741,9 @@ async function start() {
     refreshHeader();
     navigate(`${BASE}sign-in`);
   });
-  const picker = document.querySelector("[data-language-picker]");
-  picker.addEventListener("change", async () => {
-    await setLanguage(picker.value);
-    translate(document);
-    render();
-  });
+  // The kit wires the language picker, translates the static parts and tells us; the view
+  // drawn from data is drawn again in the new language.
+  window.addEventListener("language-changed", () => render());
   window.addEventListener("session-expired", () => {
     user = null;
     refreshHeader();
@@ -758,7 +751,7 @@ async function start() {
     navigate(`${BASE}sign-in?expired=1&next=${encodeURIComponent(next)}`, { replace: true });
   });
   await render();
-  document.documentElement.dataset.ready = "true";
+  markReady();
 }
 
 start();
