@@ -43,6 +43,23 @@ class Settings(ServiceSettings):
     login_block_seconds: int = Field(default=30, ge=1)
     login_block_max_seconds: int = Field(default=5 * 60, ge=1)
 
+    # Password reset by email (identity/service.py, docs/decisions.md "Password reset"): the
+    # link points at <portal_url>/portal/reset-password and works once, for this long.
+    portal_url: str = Field(
+        default="http://127.0.0.1:8001", description="the customer portal's public base URL, no trailing /"
+    )
+    password_reset_minutes: int = Field(default=30, ge=5, le=24 * 60)
+    # Email (SMTP) that order-intake sends itself (password-reset links). The defaults reach
+    # the development mail catcher that `make up` starts (mails kept under var/mail/).
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=1025, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False  # STARTTLS after connecting (submission port 587)
+    smtp_tls: bool = False  # TLS from the first byte (port 465); not together with smtp_starttls
+    smtp_timeout_seconds: float = Field(default=30, gt=0, le=300)
+    email_from: str = "Casebridge <no-reply@casebridge.example>"
+
     idempotency_key_hours: int = Field(default=24, ge=1)
     # The worker serves its own /metrics (relay counters live in that process).
     worker_metrics_port: int = Field(default=9001, ge=0, le=65535)
@@ -61,6 +78,12 @@ class Settings(ServiceSettings):
     document_fetch_backoff_seconds: float = Field(default=1, gt=0)
     document_fetch_max_backoff_seconds: float = Field(default=300, gt=0)
     service_token_minutes: int = Field(default=5, ge=1, le=60)
+
+    @model_validator(mode="after")
+    def _one_tls_mode(self) -> Self:
+        if self.smtp_tls and self.smtp_starttls:
+            raise ValueError("smtp_tls and smtp_starttls exclude each other: choose one")
+        return self
 
     @model_validator(mode="after")
     def _real_admin_password(self) -> Self:

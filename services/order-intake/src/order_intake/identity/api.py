@@ -5,16 +5,20 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Header, Query, Request, Response, status
+from fastapi import APIRouter, BackgroundTasks, Form, Header, Query, Request, Response, status
+from pydantic import BaseModel
 
 from casebridge_shared.auth import AdminUser, CurrentUser, Department, Role
 from casebridge_shared.pagination import Page, PageDep
 from casebridge_shared.problems import PROBLEM_RESPONSES, Unprocessable
 from casebridge_shared.versioning import etag, expected_version
 from order_intake.deps import ContainerDep, SessionDep, UowDep, client_ip
-from order_intake.identity import service
+from order_intake.identity import mail, service
 from order_intake.identity.models import (
     CustomerRegistration,
+    PasswordChange,
+    PasswordResetConfirm,
+    PasswordResetRequest,
     ProfileUpdate,
     TokenResponse,
     UserCreate,
@@ -98,6 +102,55 @@ async def token(
     )
 
 
+class Accepted(BaseModel):
+    detail: str
+
+
+RESET_ACCEPTED = "If an account has this email, a link to choose a new password is on its way."
+
+
+@router.post(
+    "/auth/password-reset",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Accepted,
+    summary="Email me a link to reset my password (the same answer whether or not the account exists)",
+    responses={429: {"description": "Asked too often for this email or from this address (Retry-After)"}},
+)
+async def request_password_reset(
+    body: PasswordResetRequest, request: Request, uow: UowDep, container: ContainerDep, tasks: BackgroundTasks
+) -> Accepted:
+    settings = container.settings
+    link = await service.request_password_reset(
+        uow,
+        body.email,
+        lifetime=timedelta(minutes=settings.password_reset_minutes),
+        client_ip=client_ip(request),
+        throttle_policy=ThrottlePolicy.from_settings(settings),
+    )
+    if link is not None:
+        # Sent after the answer, so its time does not tell whether the account exists.
+        message = mail.password_reset_message(
+            settings,
+            email=link.email,
+            full_name=link.full_name,
+            link=f"{settings.portal_url.rstrip('/')}/portal/reset-password?token={link.token}",
+            minutes=settings.password_reset_minutes,
+        )
+        tasks.add_task(mail.send, settings, message, purpose="password-reset")
+    return Accepted(detail=RESET_ACCEPTED)
+
+
+@router.post(
+    "/auth/password-reset/confirm",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Choose a new password with the emailed link's token; every session of the account ends",
+)
+async def confirm_password_reset(body: PasswordResetConfirm, uow: UowDep, request: Request) -> Response:
+    await service.reset_password(uow, body.token, body.new_password)
+    request.app.state.revocations.invalidate()  # this api refuses the old tokens at once
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
 @router.get("/.well-known/jwks.json", summary="Public keys that verify our tokens")
 async def jwks(container: ContainerDep, response: Response) -> dict[str, Any]:
     # Re-read after `keys rotate` (signing_key_reload_seconds) so a withdrawn key leaves the set;
@@ -127,6 +180,27 @@ async def update_me(
     )
     response.headers["ETag"] = etag(user.version)
     return user
+
+
+@router.post(
+    "/me/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Change my password: the current one must match; every session ends (sign in again)",
+    responses={429: {"description": "Too many wrong current passwords (Retry-After)"}},
+)
+async def change_my_password(
+    principal: CurrentUser, body: PasswordChange, uow: UowDep, container: ContainerDep, request: Request
+) -> Response:
+    await service.change_password(
+        uow,
+        principal.subject,
+        current_password=body.current_password,
+        new_password=body.new_password,
+        client_ip=client_ip(request),
+        throttle_policy=ThrottlePolicy.from_settings(container.settings),
+    )
+    request.app.state.revocations.invalidate()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post(

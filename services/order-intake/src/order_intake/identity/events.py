@@ -54,7 +54,10 @@ class UserEnabled(AccessSnapshot):
 
 class SessionsRevoked(AccessSnapshot):
     event_type = "casebridge.identity.sessions-revoked.v1"
-    summary = "An admin revoked a user's sessions: tokens issued before sessions_not_before are refused."
+    summary = (
+        "A user's sessions were revoked (by an admin, or by a password change or reset): "
+        "tokens issued before sessions_not_before are refused."
+    )
 
 
 class LoginSucceeded(_IdentityEvent):

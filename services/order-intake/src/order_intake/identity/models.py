@@ -75,6 +75,23 @@ class RefreshToken(Base, table=True):
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
+class PasswordReset(Base, table=True):
+    """One emailed password-reset link: stored only as the SHA-256 of its token, good for one use.
+
+    A newer request replaces the older links of the same account (they are marked used), and a
+    successful reset or password change burns every outstanding one.
+    """
+
+    __tablename__ = "password_resets"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    token_hash: str = Field(sa_column=Column(String(64), unique=True, nullable=False))
+    user_id: str = Field(max_length=36, index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
 # --- API shapes -----------------------------------------------------------
 
 from pydantic import BaseModel, ConfigDict, EmailStr, ValidationInfo, field_validator  # noqa: E402
@@ -148,6 +165,36 @@ class ProfileUpdate(BaseModel):
     @classmethod
     def _password_policy(cls, password: str | None) -> str | None:
         return _policy(password, None)  # the email part is checked by update_profile
+
+
+class PasswordResetRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr
+
+
+class PasswordResetConfirm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = PydanticField(min_length=1, max_length=200)
+    new_password: str = PydanticField(min_length=MIN_LENGTH, max_length=MAX_LENGTH)
+
+    @field_validator("new_password", mode="after")
+    @classmethod
+    def _password_policy(cls, password: str) -> str | None:
+        return _policy(password, None)  # the email part is checked once the token names the account
+
+
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: str = PydanticField(min_length=1, max_length=MAX_LENGTH)
+    new_password: str = PydanticField(min_length=MIN_LENGTH, max_length=MAX_LENGTH)
+
+    @field_validator("new_password", mode="after")
+    @classmethod
+    def _password_policy(cls, password: str) -> str | None:
+        return _policy(password, None)  # the email part is checked by change_password
 
 
 class UserRead(BaseModel):

@@ -24,6 +24,7 @@ from casebridge_shared.db import new_id, utcnow
 from casebridge_shared.outbox import MESSAGE_KEY_MAX, UnitOfWork
 from casebridge_shared.problems import (
     Conflict,
+    Forbidden,
     NotFound,
     TooManyRequests,
     Unauthorized,
@@ -36,6 +37,7 @@ from order_intake.identity import events, throttle
 from order_intake.identity.keys import KeyStore
 from order_intake.identity.models import (
     CustomerRegistration,
+    PasswordReset,
     ProfileUpdate,
     RefreshToken,
     User,
@@ -47,6 +49,8 @@ _hasher = PasswordHasher()
 # Verified against when the email is unknown, so both failures cost the same time.
 _DUMMY_HASH = _hasher.hash("casebridge-timing-equaliser")
 LOGIN_REFUSED = "wrong email or password"
+RESET_REFUSED = "this password-reset link is invalid, expired or already used; ask for a new one"
+CURRENT_PASSWORD_WRONG = "the current password is wrong"  # noqa: S105 (a message, not a secret)
 REFRESH_REFUSED = "the refresh token is invalid, expired or revoked; sign in again"
 log = structlog.get_logger(__name__)
 
@@ -436,7 +440,8 @@ async def update_profile(
         raise NotFound("no such user")
     check_version(user.version, expected_version)
     changes = data.model_dump(exclude_unset=True)
-    if "password" in changes:
+    password_changed = "password" in changes
+    if password_changed:
         if not data.current_password or not await _password_matches(
             user.password_hash, data.current_password
         ):
@@ -450,9 +455,16 @@ async def update_profile(
         user.password_hash = await hash_password(changes.pop("password"))
     changes.pop("current_password", None)
     if "full_name" in changes:
-        if changes["full_name"] is None:
+        # Blank is empty: a name of spaces would show as no name at all.
+        if changes["full_name"] is None or not changes["full_name"].strip():
             raise Unprocessable("full_name cannot be empty", field="body.full_name")
-        user.full_name = changes["full_name"].strip()
+        changes["full_name"] = changes["full_name"].strip()
+    if "phone" in changes and changes["phone"] is not None:
+        changes["phone"] = changes["phone"].strip()
+    if not password_changed and all(getattr(user, k) == v for k, v in changes.items()):
+        return user  # nothing changes: no new version, no event
+    if "full_name" in changes:
+        user.full_name = changes["full_name"]
     if "phone" in changes:
         user.phone = changes["phone"]
     user.version += 1
@@ -499,3 +511,131 @@ async def ensure_bootstrap_admin(uow: UnitOfWork, email: str, password: str) -> 
     await _add_user(uow, user)
     await uow.commit()
     return user
+
+
+# --- Password reset and change ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResetLink:
+    """A password-reset link to mail: the token exists in clear only here (the database has its hash)."""
+
+    email: str
+    full_name: str
+    token: str
+
+
+def reset_throttle_key(email: str) -> str:
+    # Its own counter: asking for reset links must not lock the account's sign-in.
+    return f"reset:{email[:300]}"
+
+
+async def _burn_reset_links(uow: UnitOfWork, user_id: str, now: datetime) -> None:
+    await uow.session.execute(
+        update(PasswordReset)
+        .where(col(PasswordReset.user_id) == user_id, col(PasswordReset.used_at).is_(None))
+        .values(used_at=now)
+    )
+
+
+async def request_password_reset(
+    uow: UnitOfWork,
+    email: str,
+    *,
+    lifetime: timedelta,
+    client_ip: str | None,
+    throttle_policy: throttle.ThrottlePolicy,
+) -> ResetLink | None:
+    """A new single-use reset link for the active account with this email, or None if there is none.
+
+    The caller answers the same either way (no account enumeration). Every request counts
+    against the email and the client address like a login attempt (429 when they asked too
+    often), whether or not the account exists; a new link replaces the account's older ones.
+    """
+    address = normalise_email(email)
+    keys: dict[str, throttle.Scope] = {reset_throttle_key(address): "account"}
+    if client_ip:
+        keys[throttle.address_key(client_ip[:90])] = "address"
+    now = utcnow()
+    await throttle.count_attempt(uow.session, throttle_policy, keys, now)
+    await uow.commit()
+    user = (await uow.session.exec(select(User).where(User.email == address))).first()
+    if user is None or not user.active:
+        return None
+    await _burn_reset_links(uow, user.id, now)
+    token = secrets.token_urlsafe(32)
+    uow.session.add(
+        PasswordReset(token_hash=_digest(token), user_id=user.id, created_at=now, expires_at=now + lifetime)
+    )
+    await uow.commit()
+    log.info("identity.password_reset_requested", user_id=user.id)  # never the token
+    return ResetLink(email=user.email, full_name=user.full_name, token=token)
+
+
+async def _set_password(uow: UnitOfWork, user: User, new_password: str, field: str, now: datetime) -> User:
+    """The new password, every session and reset link of the user ended, in one transaction."""
+    problem = password_problem(new_password, user.email)
+    if problem is not None:
+        raise Unprocessable(problem, field=field)
+    user.password_hash = await hash_password(new_password)
+    await _burn_reset_links(uow, user.id, now)
+    # The account's failed-login count was about the old password.
+    await throttle.forget_account(uow.session, user.email)
+    return await _change_access(uow, user, events.SessionsRevoked, active=user.active, revoke_sessions=True)
+
+
+async def reset_password(uow: UnitOfWork, token: str, new_password: str) -> User:
+    """Set a new password with an emailed link's token; the link is burned and every session ends.
+
+    A bad, expired or used token, or a password the policy refuses, changes nothing.
+    """
+    now = utcnow()
+    refused = Unprocessable(RESET_REFUSED, field="body.token")
+    stored = (
+        await uow.session.exec(select(PasswordReset).where(PasswordReset.token_hash == _digest(token)))
+    ).first()
+    if stored is None or stored.used_at is not None or stored.expires_at <= now:
+        raise refused
+    user = await uow.session.get(User, stored.user_id)
+    if user is None or not user.active:
+        raise refused
+    problem = password_problem(new_password, user.email)
+    if problem is not None:
+        raise Unprocessable(problem, field="body.new_password")  # the link stays good for a better one
+    # Taking the link is one conditional UPDATE: of two requests racing with it, one wins.
+    taken: Any = await uow.session.execute(
+        update(PasswordReset)
+        .where(col(PasswordReset.id) == stored.id, col(PasswordReset.used_at).is_(None))
+        .values(used_at=now)
+    )
+    if taken.rowcount != 1:
+        raise refused
+    user = await _set_password(uow, user, new_password, "body.new_password", now)
+    log.info("identity.password_reset", user_id=user.id)
+    return user
+
+
+async def change_password(
+    uow: UnitOfWork,
+    user_id: str,
+    *,
+    current_password: str,
+    new_password: str,
+    client_ip: str | None,
+    throttle_policy: throttle.ThrottlePolicy,
+) -> User:
+    """A signed-in user changes their password: the current one must match (counted like a login,
+    so a stolen session cannot guess it); then every session ends, this one too."""
+    user = await uow.session.get(User, user_id)
+    if user is None or not user.active:
+        raise NotFound("no such user")
+    keys = throttle.keys_for(user.email, client_ip)
+    await throttle.count_attempt(uow.session, throttle_policy, keys, utcnow())
+    await uow.commit()
+    if not await _password_matches(user.password_hash, current_password):
+        raise Forbidden(CURRENT_PASSWORD_WRONG, field="body.current_password")
+    if new_password == current_password:
+        raise Unprocessable("the new password must differ from the current one", field="body.new_password")
+    now = utcnow()
+    await throttle.take_back(uow.session, throttle_policy, keys, now)
+    return await _set_password(uow, user, new_password, "body.new_password", now)

@@ -156,6 +156,11 @@ async def take_back(
         )
 
 
+async def forget_account(session: AsyncSession, email: str) -> None:
+    """The account's failed-login count is over (its password was just changed or reset)."""
+    await session.execute(delete(_table).where(_table.c.key == account_key(email[:300])))
+
+
 async def forget_old(session: AsyncSession, policy: ThrottlePolicy, now: datetime) -> None:
     """Drop counters nobody failed on within the window and that block nothing."""
     await session.execute(
