@@ -213,9 +213,18 @@ function refreshHeader() {
 
 // --- views -----------------------------------------------------------------------------
 
+/** Keep "where the customer was going" on the links between sign-in and register. */
+function carryNext(root, params, target) {
+  const next = params.get("next");
+  const link = root.querySelector(`a[href="${BASE}${target}"]`);
+  if (next && link) link.setAttribute("href", `${BASE}${target}?next=${encodeURIComponent(next)}`);
+}
+
 function signInView(params) {
   const root = mount("view-sign-in", t("signIn.title"));
+  carryNext(root, params, "register");
   if (params.get("expired")) showNotice(root, t("signIn.expired"));
+  if (params.get("changed")) showNotice(root, t("signIn.passwordChanged"));
   const form = root.querySelector("#sign-in-form");
   onSubmit(form, async (data) => {
     user = await signIn(String(data.get("email")), String(data.get("password")));
@@ -231,6 +240,7 @@ function signInView(params) {
 
 function registerView(params) {
   const root = mount("view-register", t("register.title"));
+  carryNext(root, params, "sign-in");
   const form = root.querySelector("#register-form");
   onSubmit(form, async (data) => {
     const body = {
@@ -303,8 +313,11 @@ async function profileView() {
         new_password: String(data.get("new_password")),
       },
     });
-    passwordForm.reset();
-    slot(passwordForm, "saved").hidden = false;
+    // Changing the password ends every session, this one too: sign in again with the new one.
+    await signOut().catch(() => {});
+    user = null;
+    refreshHeader();
+    navigate(`${BASE}sign-in?changed=1`, { replace: true });
   });
 }
 
@@ -642,10 +655,15 @@ async function orderView(params, orderId) {
     list.replaceChildren();
     for (const message of messages) {
       const li = document.createElement("li");
-      const mine = message.author === user.subject;
+      // On the customer's own order, "customer" is always this customer.
+      const mine = message.author === "customer";
       li.className = mine ? "message mine" : "message theirs";
       const who = document.createElement("strong");
       who.textContent = mine ? t("messages.you") : message.author_name || t("messages.team");
+      if (message.source === "communication") {
+        // A contact staff recorded (a call, a letter) that they chose to show the customer.
+        who.textContent += ` · ${t("messages.communication")}`;
+      }
       const time = document.createElement("time");
       time.dateTime = message.at;
       time.textContent = formatDateTime(message.at);
@@ -674,8 +692,14 @@ async function orderView(params, orderId) {
   });
 
   const messageForm = root.querySelector("#message-form");
+  let messageKey = crypto.randomUUID(); // a retry of the same message posts it once
   onSubmit(messageForm, async (data) => {
-    await api(`${base}/messages`, { method: "POST", json: { body: String(data.get("body")) } });
+    await api(`${base}/messages`, {
+      method: "POST",
+      json: { body: String(data.get("body")) },
+      idempotencyKey: messageKey,
+    });
+    messageKey = crypto.randomUUID();
     messageForm.reset();
     await loadMessages();
   });
