@@ -9,15 +9,10 @@ from typing import ClassVar
 from pydantic import Field
 
 from casebridge_shared.settings import ServiceSettings
+from casebridge_shared.uploads import DEFAULT_UPLOAD_TYPES
 
-DEFAULT_ATTACHMENT_TYPES = (
-    "application/pdf",
-    "image/png",
-    "image/jpeg",
-    "text/plain",
-    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-    "application/msword",
-)
+# The same list order-intake accepts for customers' files (casebridge_shared.uploads).
+DEFAULT_ATTACHMENT_TYPES = DEFAULT_UPLOAD_TYPES
 
 
 class Settings(ServiceSettings):

@@ -14,7 +14,8 @@ from types import ModuleType
 from order_intake.catalog import events as catalog_events
 from order_intake.identity import events as identity_events
 from order_intake.orders import events as orders_events
+from order_intake.threads import events as thread_events
 
 PUBLISHER = "order-intake"
 
-EVENT_MODULES: tuple[ModuleType, ...] = (catalog_events, orders_events, identity_events)
+EVENT_MODULES: tuple[ModuleType, ...] = (catalog_events, orders_events, thread_events, identity_events)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -26,8 +27,11 @@ from order_intake.orders.api import router as orders_router
 from order_intake.portal.api import router as portal_router
 from order_intake.relay.api import router as relay_router
 from order_intake.settings import Settings, get_settings
+from order_intake.threads.api import router as threads_router
 
 log = structlog.get_logger(__name__)
+
+CUSTOMER_FILES_UPLOAD = re.compile(r"/orders/[^/]+/files")
 
 DESCRIPTION = """
 The intake platform: the legal product catalog, customer accounts, orders and
@@ -96,12 +100,18 @@ def create_application(settings: Settings | None = None, container: Container | 
         max_body_bytes=settings.max_request_body_bytes,
         trusted_proxies=settings.trusted_proxies,
         cors_allow_origins=settings.cors_allow_origins,
+        # Customers' uploads may be as large as their files plus the multipart framing.
+        body_limit_overrides={
+            CUSTOMER_FILES_UPLOAD: settings.customer_file_max_bytes * settings.customer_files_per_upload
+            + 64 * 1024
+        },
     )
     for router in (
         identity_router,
         catalog_router,
         orders_router,
         documents_router,
+        threads_router,
         relay_router,
         portal_router,
     ):

@@ -9,6 +9,7 @@ from typing import ClassVar, Self
 from pydantic import EmailStr, Field, SecretStr, model_validator
 
 from casebridge_shared.settings import DEVELOPMENT_ONLY_SECRETS, Environment, ServiceSettings
+from casebridge_shared.uploads import DEFAULT_UPLOAD_MAX_BYTES, DEFAULT_UPLOAD_TYPES
 from order_intake.identity.passwords import password_problem
 
 
@@ -79,6 +80,16 @@ class Settings(ServiceSettings):
     document_fetch_max_backoff_seconds: float = Field(default=300, gt=0)
     service_token_minutes: int = Field(default=5, ge=1, le=60)
 
+    # The customer's files on an order (issue 26): the same limits as staff uploads in
+    # case-handling (casebridge_shared.uploads), kept here until case-handling fetches them.
+    customer_file_dir: Path | None = Field(
+        default=None,
+        description="where customers' order files are kept (default: <var_dir>/order-intake/customer-files)",
+    )
+    customer_file_max_bytes: int = Field(default=DEFAULT_UPLOAD_MAX_BYTES, ge=1024)
+    customer_file_allowed_types: list[str] = Field(default_factory=lambda: list(DEFAULT_UPLOAD_TYPES))
+    customer_files_per_upload: int = Field(default=10, ge=1, le=100)
+
     @model_validator(mode="after")
     def _one_tls_mode(self) -> Self:
         if self.smtp_tls and self.smtp_starttls:
@@ -113,6 +124,10 @@ class Settings(ServiceSettings):
     def signing_keys_key_path(self) -> Path:
         """Development/test only: the key file that seals the signing keys when no secret is set."""
         return (self.var_dir / "order-intake" / "signing-keys.key").resolve()
+
+    @property
+    def customer_file_path(self) -> Path:
+        return (self.customer_file_dir or self.var_dir / "order-intake" / "customer-files").resolve()
 
     @property
     def document_path(self) -> Path:

@@ -92,3 +92,12 @@ class CaseCancelled(_CaseEvent):
     summary = "The case was cancelled (the order was cancelled, or staff cancelled it)."
     reason: str | None
     assignee_id: str | None
+
+
+class StaffReplied(_CaseEvent):
+    event_type = "casebridge.cases.message-posted.v1"
+    summary = "Staff replied to the customer on the order's thread (the customer sees the body)."
+    message_id: str
+    author_id: str
+    author_name: str | None
+    body: str

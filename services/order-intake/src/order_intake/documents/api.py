@@ -14,6 +14,7 @@ from casebridge_shared.problems import PROBLEM_RESPONSES, NotFound
 from order_intake.deps import ContainerDep, SessionDep
 from order_intake.documents import service
 from order_intake.documents.models import DocumentRead
+from order_intake.threads import service as threads
 
 router = APIRouter(prefix="/orders", tags=["documents"], responses=PROBLEM_RESPONSES)
 
@@ -43,6 +44,10 @@ async def download_document(
     if not path.is_file():
         # Marked available but the file is gone (a lost volume): say so, never serve something else.
         raise NotFound(f"the file of document {document_id} is missing from storage")
+    if Role.CUSTOMER in principal.roles:
+        # The customer opening their document is its read receipt (the first time is kept).
+        async with container.uow() as uow:
+            await threads.record_document_download(uow, principal, order_id, document.id)
     digest = base64.b64encode(bytes.fromhex(document.sha256)).decode()
     return FileResponse(
         path,

@@ -22,6 +22,7 @@ SOLUTION_PROPOSED = "casebridge.cases.solution-proposed.v1"
 ATTACHMENT_ADDED = "casebridge.cases.attachment-added.v1"
 CASE_CLOSED = "casebridge.cases.case-closed.v1"
 CASE_CANCELLED = "casebridge.cases.case-cancelled.v1"
+CASE_MESSAGE_POSTED = "casebridge.cases.message-posted.v1"
 
 # case-handling's API limits (its request models and columns; tests/test_event_rules.py keeps them
 # in step): a longer field can only come from a broken or forged producer and is dead-lettered with
@@ -73,6 +74,14 @@ class CaseCancelled(CaseEvent):
     reason: Annotated[str | None, Field(max_length=2000)] = None
 
 
+class CaseMessagePosted(CaseEvent):
+    """A staff reply on the order's thread (case-handling's MessageCreate: 1..5000 characters)."""
+
+    message_id: Id
+    author_name: Annotated[str | None, Field(max_length=200)] = None
+    body: Annotated[str, Field(min_length=1, max_length=5_000)]
+
+
 PAYLOAD_MODELS: dict[str, type[EventReader]] = {
     CASE_OPENED: CaseOpened,
     CASE_ASSIGNED: CaseAssigned,
@@ -83,6 +92,7 @@ PAYLOAD_MODELS: dict[str, type[EventReader]] = {
     ATTACHMENT_ADDED: AttachmentAdded,
     CASE_CLOSED: CaseEvent,
     CASE_CANCELLED: CaseCancelled,
+    CASE_MESSAGE_POSTED: CaseMessagePosted,
 }
 
 # Only case-handling publishes case events (its contract, docs/events); from another source: refused.

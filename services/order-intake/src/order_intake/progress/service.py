@@ -10,6 +10,7 @@ internal notes and files) is never in these events to begin with.
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ from order_intake.progress.events import (
     CASE_ASSIGNED,
     CASE_CANCELLED,
     CASE_CLOSED,
+    CASE_MESSAGE_POSTED,
     CASE_OPENED,
     COMMUNICATION_RECORDED,
     SOLUTION_PROPOSED,
@@ -38,10 +40,13 @@ from order_intake.progress.events import (
     CaseAssigned,
     CaseCancelled,
     CaseEvent,
+    CaseMessagePosted,
     CaseOpened,
     CommunicationRecorded,
     SolutionProposed,
 )
+from order_intake.threads import service as threads
+from order_intake.threads.models import OrderMessage
 
 _PROGRESS = table_of(OrderProgress)
 
@@ -173,6 +178,27 @@ async def communication_recorded(uow: UnitOfWork, event: CloudEvent, case: Commu
     _advance(order, case)
     verb = "You contacted us" if case.direction == "inbound" else "We contacted you"
     _step(uow, order, case, f"{verb} {_CHANNEL[case.channel]}", case.customer_visible_summary)
+    if case.customer_visible_summary:
+        # Also in the order's thread, beside the messages (issue 26); its id comes from the event's.
+        item_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{event.source}#{event.id}"))
+        threads.add_communication(
+            uow.session, order, message_id=item_id, summary=case.customer_visible_summary, at=case.at
+        )
+
+
+async def case_message_posted(uow: UnitOfWork, event: CloudEvent, message: CaseMessagePosted) -> None:
+    """A staff reply joins the order's thread, also on a completed or cancelled order (it was written)."""
+    order = await _order(uow, message)
+    if await uow.session.get(OrderMessage, message.message_id) is not None:
+        return  # the same reply again (a replay past the inbox's memory)
+    threads.add_staff_message(
+        uow.session,
+        order,
+        message_id=message.message_id,
+        author_name=message.author_name,
+        body=message.body,
+        at=message.at,
+    )
 
 
 async def solution_proposed(uow: UnitOfWork, event: CloudEvent, case: SolutionProposed) -> None:
@@ -237,4 +263,5 @@ HANDLERS: dict[str, Handler] = {
     ATTACHMENT_ADDED: attachment_added,
     CASE_CLOSED: case_closed,
     CASE_CANCELLED: case_cancelled,
+    CASE_MESSAGE_POSTED: case_message_posted,
 }
