@@ -28,6 +28,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict
 
 from casebridge_shared.problems import Forbidden, Unauthorized
+from casebridge_shared.session_cookies import access_token_from_cookie
 from casebridge_shared.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -316,13 +317,33 @@ class RememberingVerifier:
 _bearer = HTTPBearer(auto_error=False, description="Access token from POST /auth/token")
 
 
+def _request_token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str | None:
+    """The caller's access token: the ``Authorization: Bearer`` header, else the browser
+    session's access cookie (casebridge_shared.session_cookies; unsafe methods then need
+    the CSRF header, 403 without it)."""
+    if credentials is not None and credentials.scheme.lower() == "bearer":
+        return credentials.credentials
+    return access_token_from_cookie(request)
+
+
 async def current_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    if credentials is None or credentials.scheme.lower() != "bearer":
+    token = _request_token(request, credentials)
+    if token is None:
         raise Unauthorized()
-    return await authenticate(request, credentials.credentials)
+    return await authenticate(request, token)
+
+
+async def optional_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal | None:
+    """For public routes that show more to some callers: the principal, or None when the
+    request carries no token (a token that is there but bad is still refused)."""
+    token = _request_token(request, credentials)
+    return None if token is None else await authenticate(request, token)
 
 
 class AccessCheck(Protocol):
@@ -342,6 +363,7 @@ async def authenticate(request: Request, token: str) -> Principal:
 
 
 CurrentUser = Annotated[Principal, Depends(current_principal)]
+OptionalUser = Annotated[Principal | None, Depends(optional_principal)]
 
 
 def require_roles(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:

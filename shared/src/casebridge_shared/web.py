@@ -319,6 +319,14 @@ def create_app(
         app.add_middleware(ForwardedForMiddleware, trusted_proxies=list(trusted_proxies))
     app.include_router(operations_router())
     app.include_router(docs_router(title))
+    # The screens' browser sign-in (/session) and screen kit (/assets/kit/), in every service.
+    # Imported here: both build on this module.
+    from casebridge_shared.browser_session import session_router
+    from casebridge_shared.screens import kit_router
+
+    app.state.service = service  # names the session cookies (casebridge_shared.session_cookies)
+    app.include_router(session_router())
+    app.include_router(kit_router(service))
     _outermost(app, SecurityHeadersMiddleware)
     _add_problem_schema(app)
     return app

@@ -23,6 +23,7 @@ from order_intake.db import outbox, revocations
 from order_intake.documents.api import router as documents_router
 from order_intake.identity import service as identity_service
 from order_intake.identity.api import router as identity_router
+from order_intake.identity.browser import LocalSessionIssuer
 from order_intake.orders.api import router as orders_router
 from order_intake.portal.api import router as portal_router
 from order_intake.relay.api import router as relay_router
@@ -71,6 +72,7 @@ def create_application(settings: Settings | None = None, container: Container | 
             ),
             max_age=settings.jwks_cache_seconds,
         )
+        app.state.session_issuer = LocalSessionIssuer(c)  # /session checks passwords here, not remotely
         app.state.readiness_checks["database"] = c.db.ping
         # Every request: is the user disabled or the session revoked (identity events kept here)?
         app.state.revocations = RevocationList(
