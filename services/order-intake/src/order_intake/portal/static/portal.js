@@ -22,7 +22,7 @@ import {
 const BASE = "/portal/";
 const main = document.getElementById("main");
 let user = null; // {subject, email, name, roles} or null
-let config = { max_file_bytes: 20 * 1024 * 1024, allowed_types: [] };
+let config = { max_file_bytes: 20 * 1024 * 1024, allowed_types: [], files_per_upload: 10 };
 let leaveView = () => {}; // closes the live stream of the view being left
 let renderedPath = null;
 
@@ -421,6 +421,7 @@ function filePicker(form) {
       remove.setAttribute("aria-label", `${t("files.remove")}: ${entry.file.name}`);
       remove.addEventListener("click", () => {
         chosen.splice(index, 1);
+        recheck();
         draw();
         input.focus();
       });
@@ -428,10 +429,19 @@ function filePicker(form) {
     });
   }
 
+  function recheck() {
+    chosen = chosen.map((entry, index) => ({
+      file: entry.file,
+      error:
+        index >= config.files_per_upload
+          ? t("files.tooMany", { count: config.files_per_upload })
+          : problemOf(entry.file),
+    }));
+  }
+
   function add(files) {
-    for (const file of files) {
-      chosen.push({ file, error: problemOf(file) });
-    }
+    for (const file of files) chosen.push({ file, error: "" });
+    recheck();
     draw();
   }
 
