@@ -95,7 +95,8 @@ function onSubmit(form, action) {
       if (error && error.problem !== undefined) {
         showProblem(form, error);
       } else {
-        showProblem(form, { status: 0, problem: { detail: t("error.network") } });
+        showProblem(form, { status: 500, problem: { detail: t("error.title") } });
+        throw error; // a bug in the page: shown, and reported to the console
       }
     } finally {
       delete form.dataset.busy;
@@ -149,11 +150,14 @@ async function render() {
       return;
     }
     main.replaceChildren();
+    main.setAttribute("aria-busy", "true"); // until the view has its data (tests wait on it too)
     try {
       await r.view(params, ...match.slice(1));
     } catch (error) {
       if (error && error.status === 401) return; // session-expired takes the customer to sign in
       showLoadError(error);
+    } finally {
+      main.removeAttribute("aria-busy");
     }
     focusHeading(samePage);
     return;
@@ -186,6 +190,11 @@ function focusHeading(samePage) {
 function mount(templateId, title) {
   const view = clone(templateId);
   applyI18n(view);
+  // Until the view has its data and handlers, a submit must not fall through to a native GET
+  // (that would put what was typed, a password even, into the URL).
+  for (const form of view.querySelectorAll("form")) {
+    form.addEventListener("submit", (event) => event.preventDefault());
+  }
   main.replaceChildren(view);
   if (title) setTitle(title);
   return main;
@@ -305,7 +314,6 @@ async function profileView() {
   });
   const passwordForm = root.querySelector("#password-form");
   onSubmit(passwordForm, async (data) => {
-    slot(passwordForm, "saved").hidden = true;
     await api("/me/password", {
       method: "POST",
       json: {
