@@ -154,6 +154,7 @@ async def notifier_platform(
         worker_metrics_port=0,
         smtp_port=smtp_port,
         customer_portal_url=stack.intake.api.url,
+        case_handling_public_url=stack.cases.api.url,  # the staff app's alerts link to its console
         stream_poll_seconds=0.02,
         delivery_poll_seconds=0.02,
         outbound_allow=["127.0.0.1"],  # the test's push service and webhook receiver

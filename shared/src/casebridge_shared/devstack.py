@@ -158,6 +158,11 @@ def up(
         # The staff app (served by the notifier) signs in at order-intake from the browser.
         origins = [f"http://{notifier.host()}:{notifier.port()}", f"http://localhost:{notifier.port()}"]
         env.setdefault("CASEBRIDGE_ORDER_INTAKE_CORS_ALLOW_ORIGINS", json.dumps(origins))
+        case_handling = next((s for s in services if s.name == "case-handling"), None)
+        if case_handling is not None:
+            # The staff app's alerts open the case in case-handling's staff console.
+            console = f"http://{case_handling.host()}:{case_handling.port()}"
+            env.setdefault("CASEBRIDGE_NOTIFIER_CASE_HANDLING_PUBLIC_URL", console)
 
     for service in services:
         typer.echo(f"migrating {service.name} ...")

@@ -45,6 +45,9 @@ class Settings(ServiceSettings):
     email_from: str = "Casebridge <notifications@casebridge.example>"
     # Where a customer's email sends them to see their order.
     customer_portal_url: str = "http://127.0.0.1:8001"
+    # Where staff open a case: the staff console of case-handling (each alert in the staff app
+    # links to <case_handling_public_url>/console/cases/<case_id>).
+    case_handling_public_url: str = "http://127.0.0.1:8002"
 
     # Web Push (VAPID, RFC 8292). The private key is a PEM file kept apart
     # from the database; created on first start if missing.

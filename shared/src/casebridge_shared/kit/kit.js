@@ -389,15 +389,16 @@ export function watchConnection() {
 }
 
 // An EventSource on `url` (the session cookie goes along) that reconnects after a drop, the
-// banner shown meanwhile. `events`: the named SSE events to pass on besides "message".
-// Returns { close() }.
+// banner shown meanwhile. `url` may be a function, called for each new connection (to resume
+// after the last event seen, e.g. `?after=<id>`, when the browser's own Last-Event-ID is lost).
+// `events`: the named SSE events to pass on besides "message". Returns { close() }.
 export function live(url, onMessage, { events = [], onOpen = null } = {}) {
   let source = null;
   let closed = false;
   let delay = 1000;
   let timer = null;
   const connect = () => {
-    source = new EventSource(url, { withCredentials: true });
+    source = new EventSource(typeof url === "function" ? url() : url, { withCredentials: true });
     source.addEventListener("open", () => {
       delay = 1000;
       connectionBanner(false);

@@ -34,11 +34,11 @@ import pytest
 from casebridge_shared.testing import wait_until
 
 if TYPE_CHECKING:
-    from playwright.async_api import Browser, Page
+    from playwright.async_api import Browser, Page, ViewportSize
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-PHONE = {"width": 390, "height": 844}
-DESKTOP = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 SCREENSHOTS_ENV = "CASEBRIDGE_SCREENSHOTS"
 BLOCKING_IMPACTS = frozenset({"serious", "critical"})
 

@@ -1,91 +1,80 @@
-// Casebridge staff app: sign in, see notifications arrive live, mark them read, enable push.
-// The live stream is read with fetch() rather than EventSource, because EventSource cannot
-// send the Authorization header; it resumes with Last-Event-ID after a drop.
+// Casebridge staff alerts: sign in, see alerts arrive live, mark them read, enable push, and
+// open an alert's case in the staff console. The session is this service's cookie session
+// (/session, through the screen kit): no token is ever visible to this script.
+import {
+  ApiError,
+  api,
+  clearProblems,
+  currentUser,
+  el,
+  formatDateTime,
+  initI18n,
+  live,
+  markReady,
+  showProblem,
+  signIn,
+  signOut,
+  t,
+  watchConnection,
+} from "/assets/kit/kit.js";
 
 const $ = (id) => document.getElementById(id);
-const state = {
-  token: sessionStorage.getItem("casebridge.token"),
-  last: null,
-  abort: null,
-  config: null,
-  refreshing: null,
-};
+const state = { user: null, last: null, stream: null, config: null, unread: 0 };
 
 async function config() {
-  if (!state.config) state.config = await (await fetch("/app/config.json")).json();
+  if (!state.config) state.config = await api("/app/config.json");
   return state.config;
 }
 
-// Access tokens are short (5 minutes); on a 401 the refresh token (rotated on every use) gets a
-// new pair once. One refresh at a time: a refresh token presented twice revokes the session.
-function signedIn(body) {
-  state.token = body.access_token;
-  sessionStorage.setItem("casebridge.token", state.token);
-  if (body.refresh_token) sessionStorage.setItem("casebridge.refresh", body.refresh_token);
+function status(key) {
+  $("status").dataset.key = key || "";
+  $("status").textContent = key ? t(key) : "";
 }
 
-async function exchangeRefreshToken() {
-  const refreshToken = sessionStorage.getItem("casebridge.refresh");
-  if (!refreshToken) return false;
-  const { token_url: tokenUrl } = await config();
-  const form = new URLSearchParams({ grant_type: "refresh_token", refresh_token: refreshToken });
-  let response;
-  try {
-    response = await fetch(tokenUrl, { method: "POST", body: form });
-  } catch (_) {
-    return false;
-  }
-  if (!response.ok) {
-    sessionStorage.removeItem("casebridge.refresh");
-    return false;
-  }
-  signedIn(await response.json());
-  return true;
-}
-
-function refreshSession() {
-  if (!state.refreshing) state.refreshing = exchangeRefreshToken().finally(() => (state.refreshing = null));
-  return state.refreshing;
-}
-
-async function api(path, options = {}) {
-  const send = () => {
-    const headers = { ...(options.headers || {}), Authorization: `Bearer ${state.token}` };
-    return fetch(path, { ...options, headers });
-  };
-  const response = await send();
-  if (response.status === 401 && (await refreshSession())) return send();
-  return response;
-}
-
-function status(text) {
-  $("status").textContent = text;
+function stopStream() {
+  if (state.stream) state.stream.close();
+  state.stream = null;
 }
 
 function showLogin(message = "") {
+  stopStream();
+  state.user = null;
+  status("");
   $("inbox").hidden = true;
   $("login").hidden = false;
+  clearProblems($("login"));
   $("login-error").textContent = message;
 }
 
+function setUnread(n) {
+  state.unread = Math.max(0, n);
+  $("unread").textContent = String(state.unread);
+  if (navigator.setAppBadge) navigator.setAppBadge(state.unread).catch(() => {});
+}
+
+function caseLink(item) {
+  const url = `${state.config.case_console_url}/cases/${encodeURIComponent(item.case_id)}`;
+  return el("a", { href: url, class: "button secondary", "data-i18n": "app.open_case" }, t("app.open_case"));
+}
+
+function meta(createdAt, orderId) {
+  return `${formatDateTime(createdAt)} · ${t("app.order", { id: orderId.slice(0, 8) })}`;
+}
+
 function render(item, { prepend }) {
-  const li = document.createElement("li");
-  li.dataset.id = item.id;
-  li.dataset.seq = item.seq;
-  li.className = item.read_at ? "read" : "unread";
-  const title = document.createElement("h3");
-  title.textContent = item.title;
-  const body = document.createElement("p");
-  body.textContent = item.body;
-  const meta = document.createElement("small");
-  meta.textContent = `${new Date(item.created_at).toLocaleString()} · order ${item.order_id.slice(0, 8)}`;
-  li.append(title, body, meta);
+  const actions = el("div", { class: "actions" }, caseLink(item));
+  const li = el(
+    "li",
+    { id: `case-${item.case_id}-${item.id}`, class: item.read_at ? "read" : "unread", dataset: { id: item.id, seq: item.seq, case: item.case_id } },
+    el("h3", { text: item.title }),
+    el("p", { text: item.body }),
+    el("small", { dataset: { created: item.created_at, order: item.order_id } }, meta(item.created_at, item.order_id)),
+    actions,
+  );
   if (!item.read_at) {
-    const button = document.createElement("button");
-    button.type = "button";
-    button.textContent = "Mark read";
+    const button = el("button", { type: "button", class: "secondary", "data-i18n": "app.mark_read" }, t("app.mark_read"));
     button.addEventListener("click", () => markRead(item.id, li, button));
-    li.append(" ", button);
+    actions.append(button);
   }
   const list = $("notifications");
   if (prepend) list.prepend(li);
@@ -93,80 +82,66 @@ function render(item, { prepend }) {
   $("empty").hidden = true;
 }
 
-function setUnread(n) {
-  $("unread").textContent = String(n);
-  if (navigator.setAppBadge) navigator.setAppBadge(n).catch(() => {});
+async function markRead(id, li, button) {
+  try {
+    await api(`/notifications/${id}/read`, { method: "POST" });
+  } catch (_) {
+    return; // the banner or the sign-in form says why
+  }
+  li.className = "read";
+  button.remove();
+  setUnread(state.unread - 1);
 }
 
-async function markRead(id, li, button) {
-  const response = await api(`/notifications/${id}/read`, { method: "POST" });
-  if (response.ok) {
-    li.className = "read";
-    button.remove();
-    setUnread(Math.max(0, Number($("unread").textContent) - 1));
-  }
+// An alert opened from a push notification (/app/#case-<id>): its card is marked and in view.
+function showTarget() {
+  const match = /^#case-(.+)$/.exec(location.hash);
+  if (!match) return;
+  const card = document.querySelector(`#notifications li[data-case="${CSS.escape(decodeURIComponent(match[1]))}"]`);
+  if (!card) return;
+  for (const old of document.querySelectorAll("#notifications li.target")) old.classList.remove("target");
+  card.classList.add("target");
+  card.scrollIntoView({ block: "center" });
+}
+
+function onEvent(event) {
+  const item = JSON.parse(event.data);
+  if (event.lastEventId) state.last = Number(event.lastEventId);
+  if (document.querySelector(`#notifications li[data-id="${item.id}"]`)) return;
+  render(item, { prepend: true });
+  if (!item.read_at) setUnread(state.unread + 1);
+}
+
+function startStream() {
+  stopStream();
+  // Resumes after the last alert seen (also after the kit re-opens the stream): nothing is missed.
+  state.stream = live(() => `/notifications/stream${state.last === null ? "" : `?after=${state.last}`}`, onEvent, {
+    events: ["notification"],
+    onOpen: () => status("app.live"),
+  });
 }
 
 async function load() {
-  const response = await api("/notifications?limit=100");
-  if (response.status === 401) return showLogin("Your session ended; please sign in again.");
-  if (response.status === 403) return showLogin("This app is for staff accounts.");
-  const page = await response.json();
+  await config();
+  let page;
+  try {
+    page = await api("/notifications?limit=100");
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) return showLogin(t("kit.session_expired"));
+    if (error instanceof ApiError && error.status === 403) return showLogin(t("app.staff_only"));
+    throw error;
+  }
   $("notifications").replaceChildren();
   $("empty").hidden = page.items.length > 0;
   for (const item of page.items) render(item, { prepend: false });
   setUnread(page.unread);
   state.last = page.stream_position;
   $("login").hidden = true;
-  $("login-error").textContent = ""; // an earlier failed attempt is no longer news
+  clearProblems($("login")); // an earlier failed attempt is no longer news
+  $("who").textContent = t("app.signed_in_as", { name: state.user.name || state.user.email });
   $("inbox").hidden = false;
-  stream();
-}
-
-async function stream() {
-  if (state.abort) state.abort.abort();
-  const abort = new AbortController();
-  state.abort = abort;
-  const headers = { Accept: "text/event-stream" };
-  if (state.last !== null) headers["Last-Event-ID"] = String(state.last);
-  try {
-    const response = await api("/notifications/stream", { headers, signal: abort.signal });
-    if (response.status === 401) return showLogin("Your session ended; please sign in again.");
-    if (!response.ok) throw new Error(`stream answered ${response.status}`);
-    status("live");
-    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += value;
-      let cut;
-      while ((cut = buffer.indexOf("\n\n")) >= 0) {
-        handle(buffer.slice(0, cut));
-        buffer = buffer.slice(cut + 2);
-      }
-    }
-  } catch (error) {
-    if (abort.signal.aborted) return;
-  }
-  if (abort.signal.aborted) return;
-  status("reconnecting ...");
-  setTimeout(stream, 2000); // resumes after the last event seen: nothing is missed
-}
-
-function handle(block) {
-  let id = null;
-  let data = "";
-  for (const line of block.split("\n")) {
-    if (line.startsWith("id: ")) id = line.slice(4);
-    else if (line.startsWith("data: ")) data += line.slice(6);
-  }
-  if (!data) return; // a comment (heartbeat) or the retry hint
-  const item = JSON.parse(data);
-  if (document.querySelector(`li[data-id="${item.id}"]`)) return;
-  render(item, { prepend: true });
-  if (!item.read_at) setUnread(Number($("unread").textContent) + 1);
-  if (id !== null) state.last = Number(id);
+  startStream();
+  showTarget();
 }
 
 function base64UrlToBytes(text) {
@@ -176,59 +151,55 @@ function base64UrlToBytes(text) {
 
 async function enablePush() {
   if (!("serviceWorker" in navigator) || !("PushManager" in window)) {
-    $("push-state").textContent = "This browser cannot receive push notifications.";
+    $("push-state").textContent = t("app.push_unsupported");
     return;
   }
   const permission = await Notification.requestPermission();
   if (permission !== "granted") {
-    $("push-state").textContent = "Notifications are blocked for this site.";
+    $("push-state").textContent = t("app.push_blocked");
     return;
   }
   const registration = await navigator.serviceWorker.ready;
-  const { public_key: key } = await (await fetch("/push/vapid-public-key")).json();
+  const { public_key: key } = await api("/push/vapid-public-key");
   const subscription = await registration.pushManager.subscribe({
     userVisibleOnly: true,
     applicationServerKey: base64UrlToBytes(key),
   });
-  const response = await api("/push-subscriptions", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify(subscription.toJSON()),
-  });
-  $("push-state").textContent = response.ok ? "This device gets push notifications." : "Could not register this device.";
+  try {
+    await api("/push-subscriptions", { method: "POST", json: subscription.toJSON() });
+    $("push-state").textContent = t("app.push_on");
+  } catch (_) {
+    $("push-state").textContent = t("app.push_failed");
+  }
 }
 
 $("login").addEventListener("submit", async (event) => {
   event.preventDefault();
-  $("login-error").textContent = "";
-  const { token_url: tokenUrl } = await config();
-  const form = new URLSearchParams({ username: $("email").value, password: $("password").value });
-  let response;
+  const form = $("login");
+  clearProblems(form);
   try {
-    response = await fetch(tokenUrl, { method: "POST", body: form });
-  } catch (_) {
-    $("login-error").textContent = "The sign-in service cannot be reached.";
+    state.user = await signIn($("email").value, $("password").value);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) {
+      $("login-error").textContent = t("app.wrong_password");
+    } else if (error instanceof ApiError && error.status === 429) {
+      // Login throttling (order-intake): the problem says how long to wait.
+      $("login-error").textContent = t("app.throttled", { seconds: error.problem.retry_after || 60 });
+    } else {
+      showProblem(form, error);
+    }
     return;
   }
-  if (response.status === 429) {
-    // Login throttling (order-intake): the problem body says how long to wait.
-    const problem = await response.json().catch(() => ({}));
-    const wait = problem.retry_after ? `${problem.retry_after} seconds` : "a few minutes";
-    $("login-error").textContent = `Too many failed sign-ins. Try again in ${wait}.`;
-    return;
-  }
-  if (!response.ok) {
-    $("login-error").textContent = "Wrong email or password.";
-    return;
-  }
-  signedIn(await response.json());
   $("password").value = "";
   await load();
 });
 
 $("read-all").addEventListener("click", async () => {
-  const response = await api("/notifications/read-all", { method: "POST" });
-  if (!response.ok) return;
+  try {
+    await api("/notifications/read-all", { method: "POST" });
+  } catch (_) {
+    return;
+  }
   for (const li of document.querySelectorAll("#notifications li.unread")) {
     li.className = "read";
     li.querySelector("button")?.remove();
@@ -238,15 +209,30 @@ $("read-all").addEventListener("click", async () => {
 
 $("enable-push").addEventListener("click", () => enablePush().catch((e) => ($("push-state").textContent = String(e))));
 
-$("sign-out").addEventListener("click", () => {
-  sessionStorage.removeItem("casebridge.token");
-  sessionStorage.removeItem("casebridge.refresh");
-  state.token = null;
-  if (state.abort) state.abort.abort();
-  status("");
-  showLogin();
+$("sign-out").addEventListener("click", async () => {
+  stopStream();
+  try {
+    await signOut();
+  } finally {
+    showLogin();
+  }
+});
+
+window.addEventListener("session-expired", () => showLogin(t("kit.session_expired")));
+window.addEventListener("hashchange", showTarget);
+window.addEventListener("language-changed", () => {
+  // Texts made by this script follow the language too.
+  if ($("status").dataset.key) status($("status").dataset.key);
+  if (state.user) $("who").textContent = t("app.signed_in_as", { name: state.user.name || state.user.email });
+  for (const small of document.querySelectorAll("#notifications li small")) {
+    small.textContent = meta(small.dataset.created, small.dataset.order);
+  }
 });
 
 if ("serviceWorker" in navigator) navigator.serviceWorker.register("/app/sw.js", { scope: "/app/" }).catch(() => {});
-if (state.token) load();
+await initI18n("/app/");
+watchConnection();
+state.user = await currentUser().catch(() => null);
+if (state.user) await load();
 else showLogin();
+markReady();

@@ -1,7 +1,21 @@
 // The staff app's service worker: shows pushed alerts and opens the app on a click.
-// The app shell is cached so the installed app opens offline; data always comes live.
-const SHELL = "casebridge-staff-v1";
-const FILES = ["/app/", "/app/app.js", "/app/app.css", "/app/icon.svg", "/app/manifest.webmanifest"];
+// The app shell (its files and the screen kit's) is cached so the installed app opens offline;
+// data always comes live.
+const SHELL = "casebridge-staff-v2";
+const FILES = [
+  "/app/",
+  "/app/app.js",
+  "/app/app.css",
+  "/app/i18n/en.json",
+  "/app/i18n/zh-CN.json",
+  "/app/icon.svg",
+  "/app/manifest.webmanifest",
+  "/assets/kit/kit.js",
+  "/assets/kit/kit.css",
+  "/assets/kit/service.js",
+  "/assets/kit/i18n/en.json",
+  "/assets/kit/i18n/zh-CN.json",
+];
 
 self.addEventListener("install", (event) => {
   event.waitUntil(caches.open(SHELL).then((cache) => cache.addAll(FILES)).then(() => self.skipWaiting()));
@@ -18,9 +32,20 @@ self.addEventListener("activate", (event) => {
 self.addEventListener("fetch", (event) => {
   const url = new URL(event.request.url);
   if (event.request.method !== "GET" || url.origin !== self.location.origin || !FILES.includes(url.pathname)) {
-    return; // the API and the live stream go to the network, untouched
+    return; // the API, the session and the live stream go to the network, untouched
   }
-  event.respondWith(fetch(event.request).catch(() => caches.match(event.request)));
+  // Network first (the files revalidate by ETag), the cached shell when offline.
+  event.respondWith(
+    fetch(event.request)
+      .then((response) => {
+        if (response.ok) {
+          const copy = response.clone();
+          caches.open(SHELL).then((cache) => cache.put(event.request, copy));
+        }
+        return response;
+      })
+      .catch(() => caches.match(event.request)),
+  );
 });
 
 self.addEventListener("push", (event) => {
