@@ -107,7 +107,7 @@ async def test_an_order_alerts_staff_at_once_and_the_solution_emails_the_custome
             await wait_until(lambda: _truthy(mailbox.messages), timeout=60, message="the customer's email")
             [mail] = mailbox.messages
             assert "ada@example.org" in mail["To"] and mail["Subject"] == "Your legal solution is ready"
-            assert f"/orders/{order_id}" in mail.get_payload(decode=True).decode()
+            assert f"/portal/orders/{order_id}" in mail.get_payload(decode=True).decode()
             # Sam took it himself: no "assigned to you" for him; the stream shows one notification.
             listed = (await staff_alerts.get("/notifications")).json()
             assert [n["kind"] for n in listed["items"]] == ["case_opened"]

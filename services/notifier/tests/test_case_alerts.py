@@ -142,6 +142,11 @@ async def test_the_case_moving_on_tells_the_right_people_once(
             (customer.user_id, "Your order is complete"),
         ]
     )
+    # Each customer email links to the order's page in the portal (issue 26).
+    portal = container.settings.customer_portal_url.rstrip("/")
+    for delivery in await _deliveries(container):
+        if delivery.channel == "email" and delivery.recipient == customer.user_id:
+            assert f"{portal}/portal/orders/{case.order_id}" in delivery.message["text"]
     async with container.db.session() as session:
         timer = await session.get(ClaimTimer, case.case_id)
     assert timer is not None and timer.stopped_at is not None

@@ -85,7 +85,13 @@ def _ready(url: str) -> bool:
         return False
 
 
-def _banner(services: list[Service], logins: list[dict[str, str]], kafka: str, mail: str | None) -> str:
+def _banner(
+    services: list[Service],
+    logins: list[dict[str, str]],
+    kafka: str,
+    mail: str | None,
+    mail_dir: Path | None = None,
+) -> str:
     lines = ["", "=" * 78, "Casebridge is up.", ""]
     for service in services:
         base = f"http://{service.host()}:{service.port()}"
@@ -96,7 +102,8 @@ def _banner(services: list[Service], logins: list[dict[str, str]], kafka: str, m
             base = f"http://{service.host()}:{service.port()}"
             lines.append(f"  {'staff app':<16} {base}/app/ (live notifications for staff; sign in as staff)")
     if mail:
-        lines.append(f"  {'mail':<16} {mail} (development SMTP server: emails are printed in this log)")
+        lines.append(f"  {'mail':<16} {mail} (development SMTP server: every email is kept as a file,")
+        lines.append(f"  {'':<16} {mail_dir or 'var/mail'}/*.eml, and named in this log)")
     lines.append("")
     lines.append("Demo logins (POST /auth/token on order-intake, or 'Authorize' in its /docs):")
     for login in logins:
@@ -180,6 +187,7 @@ def up(
         "broker", shlex.join(broker_command(kafka_host, kafka_port)), env=env | {"RUST_LOG": "warn"}
     )
     mail: str | None = None
+    mail_dir: Path | None = None
     smtp_port = int(env.get("CASEBRIDGE_NOTIFIER_SMTP_PORT", DEV_SMTP_PORT))
     local_smtp = env.get("CASEBRIDGE_NOTIFIER_SMTP_HOST", "127.0.0.1") == "127.0.0.1"
     if (
@@ -187,14 +195,15 @@ def up(
         and importlib.util.find_spec("aiosmtpd") is not None
         and not port_open("127.0.0.1", smtp_port)
     ):
-        # Where the notifier sends email by default: a catcher that prints what it gets,
-        # so alert emails can be seen without a mail server.
+        # Where the notifier and order-intake send email by default: a catcher that keeps each
+        # mail as a file (casebridge_shared.devmail), so alerts and password-reset links can be
+        # opened without a mail server; the log names each file, never shows the body.
         mail = f"127.0.0.1:{smtp_port}"
+        mail_dir = var_dir / "mail"
+        handler = "casebridge_shared.devmail.MailFolder"
         manager.add_process(
             "mail",
-            shlex.join(
-                [sys.executable, "-m", "aiosmtpd", "-n", "-l", mail, "-c", "aiosmtpd.handlers.Debugging"]
-            ),
+            shlex.join([sys.executable, "-m", "aiosmtpd", "-n", "-l", mail, "-c", handler, str(mail_dir)]),
             env=env,
         )
     for service in services:
@@ -208,7 +217,7 @@ def up(
         while time.monotonic() < deadline and manager.returncode is None:
             pending = {n: u for n, u in pending.items() if not _ready(u)}
             if not pending and port_open(kafka_host, kafka_port):
-                print(_banner(services, logins, f"{kafka_host}:{kafka_port}", mail), flush=True)
+                print(_banner(services, logins, f"{kafka_host}:{kafka_port}", mail, mail_dir), flush=True)
                 return
             time.sleep(0.25)
         if manager.returncode is None:

@@ -212,6 +212,8 @@ def service_app(
             # The app decides whom to believe (``trusted_proxies``, web.ForwardedForMiddleware);
             # uvicorn's default would believe X-Forwarded-For from any local peer.
             proxy_headers=False,
+            # Open live streams would keep a stopping api waiting forever.
+            timeout_graceful_shutdown=current.shutdown_grace_seconds,
         )
 
     @app.command("worker", help=worker_help)

@@ -103,6 +103,9 @@ class ServiceSettings(BaseSettings):
     revocation_refresh_seconds: float = Field(default=5, ge=0, le=30)
 
     max_request_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # After SIGTERM the api finishes what it is answering for this long, then cancels what is
+    # left: live streams (SSE) never finish by themselves; browsers reconnect with Last-Event-ID.
+    shutdown_grace_seconds: int = Field(default=5, ge=1, le=300)
     # At most this many concurrent api requests share one write transaction (group
     # commit, where a service's api uses it: placing orders, the ledger's records).
     group_commit_max_requests: int = Field(default=64, ge=1, le=1000)

@@ -43,7 +43,8 @@ class Settings(ServiceSettings):
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
     email_from: str = "Casebridge <notifications@casebridge.example>"
-    # Where a customer's email sends them to see their order.
+    # Where a customer's email sends them to see their order: <this>/portal/orders/<order id>
+    # (the customer portal order-intake serves).
     customer_portal_url: str = "http://127.0.0.1:8001"
     # Where staff open a case: the staff console of case-handling (each alert in the staff app
     # links to <case_handling_public_url>/console/cases/<case_id>).

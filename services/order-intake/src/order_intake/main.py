@@ -25,6 +25,7 @@ from order_intake.identity import service as identity_service
 from order_intake.identity.api import router as identity_router
 from order_intake.identity.browser import LocalSessionIssuer
 from order_intake.orders.api import router as orders_router
+from order_intake.orders.live import OrderWatch
 from order_intake.portal.api import router as portal_router
 from order_intake.relay.api import router as relay_router
 from order_intake.settings import Settings, get_settings
@@ -87,9 +88,12 @@ def create_application(settings: Settings | None = None, container: Container | 
             )
 
         app.state.metrics_hooks.append(relay_gauges)
+        # Live order pages (GET /orders/{id}/stream): one watcher of the database per process.
+        app.state.order_watch = OrderWatch(c.db, poll_seconds=settings.stream_poll_seconds)
         try:
             yield
         finally:
+            await app.state.order_watch.close()
             if owned:
                 await c.close()
 

@@ -61,6 +61,12 @@ class Settings(ServiceSettings):
     smtp_timeout_seconds: float = Field(default=30, gt=0, le=300)
     email_from: str = "Casebridge <no-reply@casebridge.example>"
 
+    # The live order page (GET /orders/{id}/stream, orders/live.py): on SQLite, how often each api
+    # process looks at the database's files for a commit (a stat, no query); a comment line
+    # keeps proxies from closing a quiet stream.
+    stream_poll_seconds: float = Field(default=0.02, gt=0, le=5)
+    stream_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300)
+
     idempotency_key_hours: int = Field(default=24, ge=1)
     # The worker serves its own /metrics (relay counters live in that process).
     worker_metrics_port: int = Field(default=9001, ge=0, le=65535)

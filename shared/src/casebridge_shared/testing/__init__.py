@@ -482,9 +482,18 @@ class ApiServer:
     It can be stopped and started again on the same port, like a restarted api process.
     """
 
-    def __init__(self, make_app: Callable[[], FastAPI], port: int, *, lifespan: bool = True) -> None:
+    def __init__(
+        self,
+        make_app: Callable[[], FastAPI],
+        port: int,
+        *,
+        lifespan: bool = True,
+        shutdown_grace_seconds: int | None = None,
+    ) -> None:
         self.make_app = make_app
         self.port = port
+        # As ``<service> api`` (settings.shutdown_grace_seconds): then open streams are cancelled.
+        self.shutdown_grace_seconds = shutdown_grace_seconds
         # False for an app whose lifespan the test already runs (e.g. a service's ``app`` fixture).
         self.lifespan = lifespan
         self.url = f"http://127.0.0.1:{port}"
@@ -500,6 +509,7 @@ class ApiServer:
             lifespan="on" if self.lifespan else "off",
             access_log=False,
             proxy_headers=False,  # as ``<service> api`` runs it: the app decides (trusted_proxies)
+            timeout_graceful_shutdown=self.shutdown_grace_seconds,
         )
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve())

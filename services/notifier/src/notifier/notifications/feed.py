@@ -22,16 +22,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import AsyncIterator
 
-import asyncpg
 import structlog
 from sqlalchemy import bindparam, func
 from sqlalchemy import select as select_core
 from sqlmodel import select
 
-from casebridge_shared.db import Database, DatabaseFiles, FileSignature, table_of
+from casebridge_shared.commit_watch import CommitWatch
+from casebridge_shared.db import Database, table_of
 from notifier.notifications import service
 from notifier.notifications.models import Notification, NotificationRead
 from notifier.notifications.service import NEW_NOTIFICATIONS_CHANNEL
@@ -47,11 +46,9 @@ _NEWER_THAN = (
     select_core(_TABLE).where(_TABLE.c.id > bindparam("last_id")).order_by(_TABLE.c.id).limit(_BATCH)
 )
 
-# When the poller is told of commits (PostgreSQL's NOTIFY) or can see them (SQLite's
-# files), it still queries this often: the safety net for a notice it missed.
+# How the poller learns of commits (NOTIFY, SQLite's files): casebridge_shared.commit_watch; it
+# still queries this often, the safety net for a notice it missed.
 QUERY_AT_LEAST_EVERY_SECONDS = 1.0
-# Told nothing and seeing nothing (the listening connection lost): it queries this often.
-_QUERY_POLL_SECONDS = 0.05
 
 
 class NotificationFeed:
@@ -61,7 +58,6 @@ class NotificationFeed:
         self._streams: dict[str, set[asyncio.Queue[NotificationRead]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._last_id: int | None = None
-        self._new = asyncio.Event()
         # Set once the poller knows where "new" starts: a stream opened before that
         # could miss a notification committed in between (until its next heartbeat).
         self.started = asyncio.Event()
@@ -91,15 +87,15 @@ class NotificationFeed:
                 await self._task
 
     async def _poll(self) -> None:
-        listener: asyncpg.Connection | None = None
-        files = DatabaseFiles.of(self.db)
-        try:
+        watch = CommitWatch(
+            self.db,
+            NEW_NOTIFICATIONS_CHANNEL,
+            poll_seconds=self.poll_seconds,
+            at_least_every=QUERY_AT_LEAST_EVERY_SECONDS,
+        )
+        async with watch:
             while self._streams:
-                if files is None and (listener is None or listener.is_closed()):
-                    # (Again) before looking: nothing committed after the look is missed.
-                    listener = await self.db.listen(NEW_NOTIFICATIONS_CHANNEL, self._new.set)
-                self._new.clear()
-                seen = files.signature() if files is not None else None  # before the look, likewise
+                seen = await watch.before_look()
                 try:
                     got = await self._poll_once()
                 except Exception as exc:  # the database may be down for a moment: keep serving
@@ -107,26 +103,7 @@ class NotificationFeed:
                     got = 0
                 if got >= _BATCH:
                     continue
-                if files is not None and seen is not None:
-                    await self._until_files_change(files, seen)
-                elif listener is not None and not listener.is_closed():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._new.wait(), timeout=QUERY_AT_LEAST_EVERY_SECONDS)
-                else:
-                    await asyncio.sleep(max(self.poll_seconds, _QUERY_POLL_SECONDS))
-        finally:
-            if listener is not None:
-                with contextlib.suppress(Exception):
-                    await listener.close()
-
-    async def _until_files_change(self, files: DatabaseFiles, seen: FileSignature) -> None:
-        """SQLite: until a commit (by any process) changed the database's files, looking every
-        ``stream_poll_seconds``; at most ``QUERY_AT_LEAST_EVERY_SECONDS``."""
-        deadline = time.monotonic() + QUERY_AT_LEAST_EVERY_SECONDS
-        while time.monotonic() < deadline:
-            await asyncio.sleep(self.poll_seconds)
-            if files.signature() != seen:
-                return
+                await watch.wait(seen)
 
     async def _poll_once(self) -> int:
         async with self.db.session() as session:

@@ -164,7 +164,8 @@ async def case_cancelled(uow: UnitOfWork, event: CloudEvent, case: CaseCancelled
 
 
 def _order_url(settings: Settings, case: CaseEvent) -> str:
-    return f"{settings.customer_portal_url.rstrip('/')}/orders/{case.order_id}"
+    """The order's page in the customer portal (order-intake's /portal/), not its API resource."""
+    return f"{settings.customer_portal_url.rstrip('/')}/portal/orders/{case.order_id}"
 
 
 async def _nothing(_uow: UnitOfWork, _event: CloudEvent, _payload: Any) -> None:

@@ -22,6 +22,7 @@ from casebridge_shared.db import Database, utcnow
 from casebridge_shared.problems import Conflict, NotFound
 from order_intake.documents.models import Document, DocumentStatus
 from order_intake.orders import service as orders
+from order_intake.orders.models import Order
 
 
 async def announce(
@@ -133,14 +134,22 @@ async def _set(db: Database, document_id: str, **values: object) -> None:
 
 
 async def mark_available(db: Database, document: Document) -> None:
-    await _set(
-        db,
-        document.id,
-        status=DocumentStatus.AVAILABLE.value,
-        attempts=document.attempts + 1,
-        available_at=utcnow(),
-        last_error=None,
-    )
+    """The document can be downloaded; the order's live page learns it in the same transaction."""
+    async with db.write_session() as session:
+        await session.execute(
+            update(Document)
+            .where(col(Document.id) == document.id)
+            .values(
+                status=DocumentStatus.AVAILABLE.value,
+                attempts=document.attempts + 1,
+                available_at=utcnow(),
+                last_error=None,
+            )
+        )
+        order = await session.get(Order, document.order_id)
+        if order is not None:
+            orders.order_changed(session, order)
+        await session.commit()
 
 
 async def mark_retry(db: Database, document: Document, error: str, *, retry_at: datetime) -> None:

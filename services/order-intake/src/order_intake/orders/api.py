@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
 
 from casebridge_shared.auth import STAFF_ROLES, Principal, Role, require_roles
 from casebridge_shared.pagination import Page, PageDep
 from casebridge_shared.problems import PROBLEM_RESPONSES
 from casebridge_shared.versioning import etag, expected_version
 from order_intake.deps import SessionDep, UowDep, WritesDep
-from order_intake.orders import service
+from order_intake.orders import live, service
 from order_intake.orders.models import (
     OrderCancel,
     OrderCreate,
@@ -127,3 +128,36 @@ async def cancel_order(
     )
     response.headers["ETag"] = etag(order.version)
     return await service.read_order(uow.session, order)
+
+
+@router.get(
+    "/{order_id}/stream",
+    summary="Live changes of an order (Server-Sent Events): fetch the order again on each",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "An endless event stream"}},
+)
+async def order_stream(
+    principal: OrderReader,
+    order_id: str,
+    session: SessionDep,
+    request: Request,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)] = None,
+) -> StreamingResponse:
+    """Each event is `event: order-updated`, `data: {"order_id","status","updated_at"}`, sent whenever
+    the order, its timeline, its documents or its messages change; the page then fetches it again.
+
+    Without `Last-Event-ID` the first event is the order as it is now; with it (the browser's
+    EventSource sends it on reconnecting), an event comes at once only if the order changed
+    meanwhile. A comment line is sent every `stream_heartbeat_seconds`; `retry:` tells the browser
+    how soon to reconnect. Only the order's customer, or staff, may listen (others: 404).
+    """
+    await service.get_order(session, principal, order_id)  # someone else's order: 404, as when reading it
+    await session.close()  # the stream may stay open for hours: no connection held for it
+    watch: live.OrderWatch = request.app.state.order_watch
+    settings = request.app.state.container.settings
+    body = live.stream(watch, order_id, last_event_id, heartbeat_seconds=settings.stream_heartbeat_seconds)
+    return StreamingResponse(
+        body,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

@@ -6,7 +6,7 @@ import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, bindparam, func
@@ -17,7 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from casebridge_shared.auth import STAFF_ROLES, Principal, Role
 from casebridge_shared.currency import money
-from casebridge_shared.db import new_id, one_of, table_of, transaction_scoped, utcnow
+from casebridge_shared.db import new_id, notify_at_commit, one_of, table_of, transaction_scoped, utcnow
 from casebridge_shared.group_commit import GroupCommit
 from casebridge_shared.outbox import UnitOfWork
 from casebridge_shared.problems import Conflict, Forbidden, NotFound, Unprocessable
@@ -44,6 +44,23 @@ orders = table_of(Order)
 order_progress = table_of(OrderProgress)
 users = table_of(User)
 products = table_of(Product)
+
+
+# PostgreSQL NOTIFY channel: an order's page changed (the api's live order streams listen).
+ORDER_CHANGES_CHANNEL = "casebridge_order_changes"
+
+
+def order_changed(session: AsyncSession, order: Order, *, now: datetime | None = None) -> None:
+    """Whatever the customer sees on the order's page changed (status, timeline, documents, messages).
+
+    Touches ``updated_at`` (what the live stream compares, orders/live.py) and wakes the streams of
+    every api process at commit. Callers that change ``version`` too need nothing else.
+    """
+    at = now or utcnow()
+    # Never the same instant twice (another process's clock may be behind): the stream must see a change.
+    order.updated_at = at if at > order.updated_at else order.updated_at + timedelta(microseconds=1)
+    session.add(order)
+    notify_at_commit(session, ORDER_CHANGES_CHANNEL)
 
 
 def _state(order: Order) -> dict[str, object]:
@@ -459,8 +476,7 @@ async def update_order(
     now = utcnow()
     order.description = data.description
     order.version += 1
-    order.updated_at = now
-    uow.session.add(order)
+    order_changed(uow.session, order, now=now)
     uow.session.add(
         OrderProgress(order_id=order.id, at=now, status=order.status, title="Description updated")
     )
@@ -515,8 +531,7 @@ async def cancel_order(
     order.cancelled_at = now
     order.cancel_reason = reason
     order.version += 1
-    order.updated_at = now
-    uow.session.add(order)
+    order_changed(uow.session, order, now=now)
     uow.session.add(
         OrderProgress(
             order_id=order.id,

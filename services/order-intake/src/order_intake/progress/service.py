@@ -17,7 +17,7 @@ from typing import Any
 from sqlmodel import select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from casebridge_shared.db import one_of, queue_insert, table_of, transaction_scoped, utcnow
+from casebridge_shared.db import one_of, queue_insert, table_of, transaction_scoped
 from casebridge_shared.events import CloudEvent
 from casebridge_shared.files import clean_file_name
 from casebridge_shared.inbox import Handler, PoisonEvent
@@ -108,8 +108,7 @@ def _step(uow: UnitOfWork, order: Order, case: CaseEvent, title: str, detail: st
     # The order's representation changed: a customer's If-Match on the old
     # version must now fail rather than overwrite what staff did.
     order.version += 1
-    order.updated_at = utcnow()
-    uow.session.add(order)
+    orders.order_changed(uow.session, order)  # the live order page shows the new step
 
 
 async def before_run(uow: UnitOfWork, run: Sequence[tuple[CloudEvent, Any]]) -> None:
