@@ -265,6 +265,11 @@ async def stack(
         var_dir=tmp_path / "cases-var",
         port=cases_port,
         worker_metrics_port=0,
+        # The customer's order files are fetched from order-intake (issue 26).
+        order_intake_url=intake_url,
+        customer_file_fetch_poll_seconds=0.05,
+        customer_file_fetch_backoff_seconds=0.05,
+        customer_file_fetch_max_backoff_seconds=0.5,
     )
     stack = Stack(
         broker=broker,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+from typing import Any
+
 from sqlmodel import col, select
 
 from casebridge_shared import testing
@@ -233,3 +236,37 @@ async def test_events_it_cannot_read_are_dead_lettered_and_the_next_is_applied(
     letters = await list_dead_letters(container.db, inbox, group=CONSUMER_GROUP)
     assert len(letters) == 2
     assert [n.recipient_id for n in await _notifications(container)] == [worker.user_id]
+
+
+async def test_a_customer_message_alerts_the_assignee_or_else_the_team(
+    broker: EmbeddedBroker, container: Container, people: People
+) -> None:
+    """Issue 26: the customer wrote on the order's thread."""
+    container.settings.kafka_bootstrap_servers = broker.bootstrap_servers
+    family = [await people.add("staff", name="Fay"), await people.add("staff", name="Finn")]
+    sam = await people.add("staff", name="Sam")
+    await _route(container, "family-law", "family", [p.user_id for p in family])
+
+    unassigned, assigned = CaseEvents(category="family-law"), CaseEvents(category="family-law")
+
+    def wrote(case: CaseEvents, assignee: str | None) -> Any:
+        return case.event(
+            "customer-message-received",
+            "new" if assignee is None else "in_progress",
+            message_id=str(uuid.uuid4()),
+            assignee_id=assignee,
+            product_category=case.category,
+        )
+
+    to_team, to_sam = wrote(unassigned, None), wrote(assigned, sam.user_id)
+    await publish(broker, to_team, to_sam, to_sam)  # the second copy is dropped by the inbox
+
+    async def told() -> bool:
+        return len([n for n in await _notifications(container) if n.kind == "customer_message"]) >= 3
+
+    await consume_until(container, told)
+    notes = [n for n in await _notifications(container) if n.kind == "customer_message"]
+    assert sorted((n.case_id, n.recipient_id) for n in notes) == sorted(
+        [(unassigned.case_id, p.user_id) for p in family] + [(assigned.case_id, sam.user_id)]
+    )
+    assert all(n.title.startswith("New message from the customer") for n in notes)

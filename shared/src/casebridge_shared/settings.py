@@ -27,6 +27,9 @@ COMMON_PREFIX = "CASEBRIDGE_"
 # Values shipped in code for local use only; a non-development environment must
 # replace every one of them (full-stack-fastapi-template's "changethis" rule).
 DEVELOPMENT_ONLY_SECRETS = frozenset({"changethis", "casebridge-dev-only"})
+# What case-handling and order-intake share for service tokens when none is set, in
+# development and tests only (order-intake's ``service_client_secret``, issue 26).
+DEVELOPMENT_SERVICE_CLIENT_SECRET = "casebridge-dev-only"  # noqa: S105 (refused outside development/test)
 
 
 class Environment(StrEnum):

@@ -9,6 +9,7 @@ from case_handling.db import inbox, outbox, revocations
 from case_handling.intake import service as intake
 from case_handling.intake.events import PAYLOAD_MODELS, SOURCES
 from case_handling.settings import Settings
+from case_handling.threads.fetcher import CustomerFileFetcher
 from casebridge_shared import revocation
 from casebridge_shared.db import Database
 from casebridge_shared.events import CASES_TOPIC, CATALOG_TOPIC, IDENTITY_TOPIC, ORDERS_TOPIC
@@ -59,6 +60,9 @@ class Container:
             sources={**SOURCES, **revocation.SOURCES},
             source=EVENT_SOURCE,
         )
+
+    def customer_file_fetcher(self) -> CustomerFileFetcher:
+        return CustomerFileFetcher(self.db, self.settings)
 
     async def close(self) -> None:
         await self.db.dispose()

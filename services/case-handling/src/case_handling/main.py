@@ -13,6 +13,7 @@ from case_handling.bootstrap import Container, bootstrap
 from case_handling.cases.api import router as cases_router
 from case_handling.db import revocations
 from case_handling.settings import Settings, get_settings
+from case_handling.threads.api import router as threads_router
 from casebridge_shared.auth import JwksTokenVerifier, RememberingVerifier
 from casebridge_shared.logs import configure_logging
 from casebridge_shared.revocation import RevocationList
@@ -65,6 +66,7 @@ def create_application(settings: Settings | None = None, container: Container | 
         body_limit_overrides={ATTACHMENT_UPLOAD: settings.attachment_max_bytes + 64 * 1024},
     )
     app.include_router(cases_router)
+    app.include_router(threads_router)
     return app
 
 

@@ -6,9 +6,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
-from casebridge_shared.settings import ServiceSettings
+from casebridge_shared.settings import DEVELOPMENT_SERVICE_CLIENT_SECRET, Environment, ServiceSettings
 from casebridge_shared.uploads import DEFAULT_UPLOAD_TYPES
 
 # The same list order-intake accepts for customers' files (casebridge_shared.uploads).
@@ -28,6 +28,25 @@ class Settings(ServiceSettings):
     )
     attachment_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     attachment_allowed_types: list[str] = Field(default_factory=lambda: list(DEFAULT_ATTACHMENT_TYPES))
+
+    # The customer's files on their order (issue 26): fetched from order-intake with a service
+    # token taken there (OAuth2 client credentials, client id "case-handling"); env
+    # CASEBRIDGE_SERVICE_CLIENT_SECRET sets the secret for both services. Retried with
+    # exponential backoff for as long as order-intake is down.
+    order_intake_url: str = "http://127.0.0.1:8001"
+    service_client_secret: SecretStr | None = None
+    customer_file_fetch_poll_seconds: float = Field(default=0.5, gt=0, le=60)
+    customer_file_fetch_timeout_seconds: float = Field(default=30, gt=0)
+    customer_file_fetch_backoff_seconds: float = Field(default=1, gt=0)
+    customer_file_fetch_max_backoff_seconds: float = Field(default=300, gt=0)
+
+    @property
+    def service_client_secret_value(self) -> str | None:
+        if self.service_client_secret is not None:
+            return self.service_client_secret.get_secret_value()
+        if self.environment in (Environment.DEVELOPMENT, Environment.TEST):
+            return DEVELOPMENT_SERVICE_CLIENT_SECRET
+        return None
 
     @property
     def attachment_path(self) -> Path:

@@ -1,4 +1,4 @@
-"""The case-handling worker: orders in (consumer), case events out (relay)."""
+"""The case-handling worker: orders in (consumer), case events out (relay), customer files copied."""
 
 from __future__ import annotations
 
@@ -16,7 +16,12 @@ async def work(settings: Settings, stop: asyncio.Event) -> None:
         await check_worker_topics(
             settings, stop, relays=[container.relay()], consumers=[container.consumer()]
         )
-        await asyncio.gather(container.consumer().run(stop), container.relay().run(stop))
+        await asyncio.gather(
+            container.consumer().run(stop),
+            container.relay().run(stop),
+            # The customer's order files, copied from order-intake (issue 26).
+            container.customer_file_fetcher().run(stop),
+        )
     finally:
         await container.close()
 

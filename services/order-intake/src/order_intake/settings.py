@@ -8,7 +8,12 @@ from typing import ClassVar, Self
 
 from pydantic import EmailStr, Field, SecretStr, model_validator
 
-from casebridge_shared.settings import DEVELOPMENT_ONLY_SECRETS, Environment, ServiceSettings
+from casebridge_shared.settings import (
+    DEVELOPMENT_ONLY_SECRETS,
+    DEVELOPMENT_SERVICE_CLIENT_SECRET,
+    Environment,
+    ServiceSettings,
+)
 from casebridge_shared.uploads import DEFAULT_UPLOAD_MAX_BYTES, DEFAULT_UPLOAD_TYPES
 from order_intake.identity.passwords import password_problem
 
@@ -95,6 +100,10 @@ class Settings(ServiceSettings):
     customer_file_max_bytes: int = Field(default=DEFAULT_UPLOAD_MAX_BYTES, ge=1024)
     customer_file_allowed_types: list[str] = Field(default_factory=lambda: list(DEFAULT_UPLOAD_TYPES))
     customer_files_per_upload: int = Field(default=10, ge=1, le=100)
+    # case-handling takes a service token with it (client_credentials) to fetch those files;
+    # env CASEBRIDGE_SERVICE_CLIENT_SECRET sets it for both services. Unset outside
+    # development/test: no service token is issued and the files stay here.
+    service_client_secret: SecretStr | None = None
 
     @model_validator(mode="after")
     def _one_tls_mode(self) -> Self:
@@ -130,6 +139,14 @@ class Settings(ServiceSettings):
     def signing_keys_key_path(self) -> Path:
         """Development/test only: the key file that seals the signing keys when no secret is set."""
         return (self.var_dir / "order-intake" / "signing-keys.key").resolve()
+
+    @property
+    def service_client_secret_value(self) -> str | None:
+        if self.service_client_secret is not None:
+            return self.service_client_secret.get_secret_value()
+        if self.environment in (Environment.DEVELOPMENT, Environment.TEST):
+            return DEVELOPMENT_SERVICE_CLIENT_SECRET
+        return None
 
     @property
     def customer_file_path(self) -> Path:

@@ -25,6 +25,7 @@ from case_handling.cases.models import (
     TimelineEntry,
 )
 from case_handling.settings import Settings
+from case_handling.threads import service as threads
 from casebridge_shared.auth import STAFF_ROLES, Principal, Role, StaffUser, require_roles
 from casebridge_shared.deps import SessionDep, UowDep
 from casebridge_shared.files import clean_file_name
@@ -58,6 +59,7 @@ async def _read(session: Any, case: Case, response: Response | None = None) -> C
             **case.model_dump(),
             "timeline": [TimelineEntry.model_validate(e) for e in entries],
             "attachments": [AttachmentRead.model_validate(a) for a in files],
+            "receipts": await threads.receipts_of(session, case.id),
         }
     )
 

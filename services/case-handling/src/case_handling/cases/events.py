@@ -101,3 +101,14 @@ class StaffReplied(_CaseEvent):
     author_id: str
     author_name: str | None
     body: str
+
+
+class CustomerMessageReceived(_CaseEvent):
+    event_type = "casebridge.cases.customer-message-received.v1"
+    summary = (
+        "The customer wrote on the order's thread; the notifier alerts the assignee, or the team "
+        "the product category routes to when nobody has the case (the text stays in case-handling)."
+    )
+    message_id: str
+    assignee_id: str | None
+    product_category: str

@@ -6,9 +6,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic import Field as PydanticField
-from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlmodel import Field
 
 from case_handling.db import Base
@@ -111,6 +111,65 @@ class Attachment(Base, table=True):
     storage_key: str = Field(max_length=300)  # path under the storage directory
     uploaded_by: str = Field(max_length=100)
     uploaded_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # "customer": a file the customer attached to the order, copied from order-intake.
+    origin: str = Field(default="staff", max_length=16, sa_column_kwargs={"server_default": "staff"})
+
+
+class CaseMessage(Base, table=True):
+    """One message of the order's thread: the customer's (from order-intake) or a staff reply."""
+
+    __tablename__ = "case_messages"
+    __table_args__ = (Index("ix_case_messages_case_at", "case_id", "at"),)
+
+    # order-intake's message id for the customer's, ours for replies: one row per message
+    # however often its event is delivered.
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    case_id: str = Field(sa_column=Column(String(36), ForeignKey("cases.id"), nullable=False))
+    author: str = Field(max_length=16)
+    author_id: str | None = Field(default=None, max_length=100)
+    author_name: str | None = Field(default=None, max_length=200)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class CustomerFileFetchStatus(StrEnum):
+    PENDING = "pending"  # announced by order-intake, not yet here
+    STORED = "stored"  # fetched, hash checked, an attachment of the case
+    REJECTED = "rejected"  # what arrived did not match the announced SHA-256; never stored
+
+
+class CustomerFileFetch(Base, table=True):
+    """A customer's file announced by order-intake and how copying it here is going."""
+
+    __tablename__ = "customer_file_fetches"
+    __table_args__ = (Index("ix_customer_file_fetches_due", "status", "next_attempt_at"),)
+
+    id: str = Field(primary_key=True, max_length=36)  # order-intake's file id = the attachment's id
+    case_id: str = Field(sa_column=Column(String(36), ForeignKey("cases.id"), nullable=False, index=True))
+    order_id: str = Field(max_length=36)
+    customer_id: str = Field(max_length=36)
+    file_name: str = Field(max_length=255)
+    media_type: str = Field(max_length=127)
+    size: int = Field(sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), nullable=False))
+    sha256: str = Field(max_length=64)
+    uploaded_at: datetime = Field(sa_type=UTCDateTime)
+    status: str = Field(default=CustomerFileFetchStatus.PENDING.value, max_length=16)
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class CaseReceipt(Base, table=True):
+    """When the customer first opened the solution or a document (from order-intake's receipts)."""
+
+    __tablename__ = "case_receipts"
+    __table_args__ = (UniqueConstraint("case_id", "item", "document_id", name="uq_case_receipts_item"),)
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    case_id: str = Field(sa_column=Column(String(36), ForeignKey("cases.id"), nullable=False, index=True))
+    item: str = Field(max_length=16)
+    document_id: str = Field(default="", max_length=36)  # "" for the solution
+    read_at: datetime = Field(sa_type=UTCDateTime)
 
 
 class CatalogProduct(Base, table=True):
@@ -181,6 +240,46 @@ class AttachmentRead(BaseModel):
     visibility: Visibility
     uploaded_by: str
     uploaded_at: datetime
+    origin: Literal["staff", "customer"] = "staff"
+
+
+class DocumentReceipt(BaseModel):
+    attachment_id: str
+    read_at: datetime
+
+
+class Receipts(BaseModel):
+    """What the customer has opened, and when first (issue 26 "Read receipts")."""
+
+    solution_read_at: datetime | None = None
+    documents: list[DocumentReceipt] = []
+
+
+class MessageCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    body: str = PydanticField(min_length=1, max_length=5000, description="1 to 5000 characters")
+
+    @field_validator("body")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        trimmed = value.strip()
+        if not trimmed:
+            raise ValueError("the message is empty")
+        return trimmed
+
+
+class MessageRead(BaseModel):
+    id: str
+    author: Literal["customer", "staff"]
+    author_name: str | None
+    body: str
+    at: datetime
+    source: Literal["message", "communication"]
+
+
+class MessageList(BaseModel):
+    items: list[MessageRead]
 
 
 class CaseRead(CaseSummary):
@@ -199,6 +298,7 @@ class CaseRead(CaseSummary):
     cancelled_at: datetime | None
     timeline: list[TimelineEntry] = []
     attachments: list[AttachmentRead] = []
+    receipts: Receipts = Receipts()
 
 
 class AssignRequest(BaseModel):

@@ -523,6 +523,11 @@ def _jsonable(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
+def require_open(case: Case) -> None:
+    """409 unless the case is still worked on (not closed or cancelled)."""
+    _require(case, "work", None)
+
+
 def require_workable(case: Case, principal: Principal) -> None:
     """Uploads: on an open case, by whom ``authorize_write`` allows."""
     _require(case, "work", None)

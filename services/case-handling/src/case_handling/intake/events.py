@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -24,6 +24,9 @@ ORDER_CANCELLED = "casebridge.orders.order-cancelled.v1"
 PRODUCT_CREATED = "casebridge.catalog.product-created.v1"
 PRODUCT_UPDATED = "casebridge.catalog.product-updated.v1"
 PRODUCT_ARCHIVED = "casebridge.catalog.product-archived.v1"
+MESSAGE_POSTED = "casebridge.orders.message-posted.v1"
+FILE_ATTACHED = "casebridge.orders.file-attached.v1"
+READ_RECEIPT = "casebridge.orders.read-receipt.v1"
 
 # The API's limits (order-intake: OrderCreate, OrderCancel, ProductCreate, identity's user).
 Id = Annotated[str, Field(min_length=1, max_length=36)]
@@ -84,6 +87,36 @@ class ProductState(EventReader):
     updated_at: datetime
 
 
+class ThreadEvent(EventReader):
+    """The order's thread (issue 26): what the customer wrote, attached and read."""
+
+    order_id: Id
+    customer_id: Id
+    at: datetime
+
+
+class CustomerMessage(ThreadEvent):
+    # order-intake's MessageCreate: 1..5000 characters.
+    message_id: Id
+    author_name: Annotated[str | None, Field(max_length=200)] = None
+    body: Annotated[str, Field(min_length=1, max_length=5_000)]
+
+
+class CustomerFile(ThreadEvent):
+    # Becomes a file name on our disk: only what an id looks like gets in.
+    file_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,35}$")
+    file_name: Annotated[str, Field(min_length=1, max_length=255)]
+    media_type: Annotated[str, Field(max_length=127)]
+    size: int = Field(ge=1)
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+
+
+class ReadReceipt(ThreadEvent):
+    item: Literal["solution", "document"]
+    document_id: Annotated[str | None, Field(min_length=1, max_length=36)] = None
+    read_at: datetime
+
+
 PAYLOAD_MODELS: dict[str, type[EventReader]] = {
     ORDER_PLACED: OrderState,
     ORDER_UPDATED: OrderState,
@@ -91,6 +124,9 @@ PAYLOAD_MODELS: dict[str, type[EventReader]] = {
     PRODUCT_CREATED: ProductState,
     PRODUCT_UPDATED: ProductState,
     PRODUCT_ARCHIVED: ProductState,
+    MESSAGE_POSTED: CustomerMessage,
+    FILE_ATTACHED: CustomerFile,
+    READ_RECEIPT: ReadReceipt,
 }
 
 # Every one of these is order-intake's to publish (its contract, docs/events).

@@ -7,16 +7,23 @@ from typing import Any
 
 from case_handling.cases import service as cases
 from case_handling.intake.events import (
+    FILE_ATTACHED,
+    MESSAGE_POSTED,
     ORDER_CANCELLED,
     ORDER_PLACED,
     ORDER_UPDATED,
     PRODUCT_ARCHIVED,
     PRODUCT_CREATED,
     PRODUCT_UPDATED,
+    READ_RECEIPT,
+    CustomerFile,
+    CustomerMessage,
     OrderCancelled,
     OrderState,
     ProductState,
+    ReadReceipt,
 )
+from case_handling.threads import service as threads
 from casebridge_shared.events import CloudEvent
 from casebridge_shared.inbox import Handler, PoisonEvent
 from casebridge_shared.outbox import UnitOfWork
@@ -64,6 +71,18 @@ async def product_changed(uow: UnitOfWork, event: CloudEvent, product: ProductSt
     await cases.upsert_product(uow, product)
 
 
+async def message_posted(uow: UnitOfWork, event: CloudEvent, message: CustomerMessage) -> None:
+    await threads.customer_message(uow, message)
+
+
+async def file_attached(uow: UnitOfWork, event: CloudEvent, announced: CustomerFile) -> None:
+    await threads.customer_file(uow, announced)
+
+
+async def read_receipt(uow: UnitOfWork, event: CloudEvent, receipt: ReadReceipt) -> None:
+    await threads.read_receipt(uow, receipt)
+
+
 async def before_run(uow: UnitOfWork, run: Sequence[tuple[CloudEvent, Any]]) -> None:
     """The cases of the run's orders, found in one query before its events are applied."""
     order_ids = [payload.order_id for _, payload in run if isinstance(payload, OrderState)]
@@ -78,4 +97,7 @@ HANDLERS: dict[str, Handler] = {
     PRODUCT_CREATED: product_changed,
     PRODUCT_UPDATED: product_changed,
     PRODUCT_ARCHIVED: product_changed,
+    MESSAGE_POSTED: message_posted,
+    FILE_ATTACHED: file_attached,
+    READ_RECEIPT: read_receipt,
 }

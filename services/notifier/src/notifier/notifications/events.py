@@ -18,6 +18,7 @@ SOLUTION_PROPOSED = "casebridge.cases.solution-proposed.v1"
 ATTACHMENT_ADDED = "casebridge.cases.attachment-added.v1"
 CASE_CLOSED = "casebridge.cases.case-closed.v1"
 CASE_CANCELLED = "casebridge.cases.case-cancelled.v1"
+CUSTOMER_MESSAGE = "casebridge.cases.customer-message-received.v1"
 
 ALL_CASE_EVENTS = (
     CASE_OPENED,
@@ -29,6 +30,7 @@ ALL_CASE_EVENTS = (
     ATTACHMENT_ADDED,
     CASE_CLOSED,
     CASE_CANCELLED,
+    CUSTOMER_MESSAGE,
 )
 
 
@@ -67,6 +69,12 @@ class CaseCancelled(CaseEvent):
     assignee_id: Annotated[str | None, Field(max_length=100)] = None
 
 
+class CustomerMessageReceived(CaseEvent):
+    message_id: Id
+    assignee_id: Annotated[str | None, Field(max_length=100)] = None
+    product_category: Annotated[str, Field(max_length=100)]
+
+
 PAYLOAD_MODELS: dict[str, type[EventReader]] = {
     CASE_OPENED: CaseOpened,
     CASE_ASSIGNED: CaseAssigned,
@@ -74,6 +82,7 @@ PAYLOAD_MODELS: dict[str, type[EventReader]] = {
     CASE_CANCELLED: CaseCancelled,
     **{t: CaseEvent for t in (STATUS_CHANGED, ANALYSIS_RECORDED, COMMUNICATION_RECORDED, ATTACHMENT_ADDED)},
     CASE_CLOSED: CaseEvent,
+    CUSTOMER_MESSAGE: CustomerMessageReceived,
 }
 
 # Only case-handling publishes case events (its contract, docs/events); from another source: refused.

@@ -21,6 +21,7 @@ class Kind(StrEnum):
     SOLUTION_PROPOSED = "solution_proposed"  # for supervisors: a solution went out
     CASE_CANCELLED = "case_cancelled"  # a case you had was cancelled
     CASE_ESCALATED = "case_escalated"  # nobody took a new case in time
+    CUSTOMER_MESSAGE = "customer_message"  # the customer wrote on a case you work (or your team's)
 
 
 class Channel(StrEnum):

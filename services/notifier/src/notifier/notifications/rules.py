@@ -6,6 +6,8 @@
 - solution proposed: the supervisors; the customer gets an email.
 - case closed: the customer gets an email.
 - case cancelled: the assignee, if there was one.
+- customer message: the assignee; with nobody on the case, the team its product
+  category routes to (issue 26).
 Every case event also goes to the webhook subscriptions that want it.
 """
 
@@ -27,12 +29,14 @@ from notifier.notifications.events import (
     CASE_CANCELLED,
     CASE_CLOSED,
     CASE_OPENED,
+    CUSTOMER_MESSAGE,
     SOLUTION_PROPOSED,
     STATUS_CHANGED,
     CaseAssigned,
     CaseCancelled,
     CaseEvent,
     CaseOpened,
+    CustomerMessageReceived,
     SolutionProposed,
 )
 from notifier.notifications.models import Kind
@@ -163,6 +167,24 @@ async def case_cancelled(uow: UnitOfWork, event: CloudEvent, case: CaseCancelled
     await notify(uow.session, [case.assignee_id], alert)
 
 
+async def customer_message(uow: UnitOfWork, event: CloudEvent, message: CustomerMessageReceived) -> None:
+    if message.assignee_id:
+        recipients = [message.assignee_id]
+    else:
+        rule = await routing.rule_for(uow.session, message.product_category)
+        recipients = await routing.team_for_case(uow.session, rule)
+    alert = Alert(
+        kind=Kind.CUSTOMER_MESSAGE,
+        dedupe_key=event.id,
+        case_id=message.case_id,
+        order_id=message.order_id,
+        title=f"New message from the customer: order {_short(message.order_id)}",
+        body="The customer wrote on the order's thread; open the case to read and reply.",
+        at=message.at,
+    )
+    await notify(uow.session, recipients, alert)
+
+
 def _order_url(settings: Settings, case: CaseEvent) -> str:
     """The order's page in the customer portal (order-intake's /portal/), not its API resource."""
     return f"{settings.customer_portal_url.rstrip('/')}/portal/orders/{case.order_id}"
@@ -209,5 +231,6 @@ def handlers(settings: Settings) -> dict[str, Handler]:
         SOLUTION_PROPOSED: solution_proposed(settings),
         CASE_CLOSED: case_closed(settings),
         CASE_CANCELLED: case_cancelled,
+        CUSTOMER_MESSAGE: customer_message,
     }
     return {t: _with_webhooks(specific.get(t, _nothing)) for t in ALL_CASE_EVENTS}

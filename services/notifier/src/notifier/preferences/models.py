@@ -23,6 +23,7 @@ DEFAULT_CHANNELS: dict[Kind, list[Channel]] = {
     Kind.SOLUTION_PROPOSED: [Channel.IN_APP, Channel.PUSH],
     Kind.CASE_CANCELLED: [Channel.IN_APP, Channel.PUSH],
     Kind.CASE_ESCALATED: [Channel.IN_APP, Channel.PUSH, Channel.EMAIL],
+    Kind.CUSTOMER_MESSAGE: [Channel.IN_APP, Channel.PUSH],
 }
 
 

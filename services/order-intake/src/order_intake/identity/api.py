@@ -9,6 +9,7 @@ from fastapi import APIRouter, BackgroundTasks, Form, Header, Query, Request, Re
 from pydantic import BaseModel
 
 from casebridge_shared.auth import AdminUser, CurrentUser, Department, Role
+from casebridge_shared.db import utcnow
 from casebridge_shared.pagination import Page, PageDep
 from casebridge_shared.problems import PROBLEM_RESPONSES, Unprocessable
 from casebridge_shared.versioning import etag, expected_version
@@ -53,7 +54,10 @@ async def register(
 @router.post(
     "/auth/token",
     response_model=TokenResponse,
-    summary="OAuth2 password grant, and the refresh_token grant (the refresh token rotates on every use)",
+    summary=(
+        "OAuth2 password grant, the refresh_token grant (the refresh token rotates on every use), "
+        "and client_credentials for our own services"
+    ),
     responses={429: {"description": "Too many failed logins for this account or address (Retry-After)"}},
 )
 async def token(
@@ -63,8 +67,10 @@ async def token(
     response: Response,
     username: Annotated[str | None, Form(min_length=1, max_length=320)] = None,
     password: Annotated[str | None, Form(min_length=1, max_length=256)] = None,
-    grant_type: Annotated[str | None, Form(pattern="^(password|refresh_token)$")] = None,
+    grant_type: Annotated[str | None, Form(pattern="^(password|refresh_token|client_credentials)$")] = None,
     refresh_token: Annotated[str | None, Form(min_length=1, max_length=200)] = None,
+    client_id: Annotated[str | None, Form(min_length=1, max_length=100)] = None,
+    client_secret: Annotated[str | None, Form(min_length=1, max_length=256)] = None,
 ) -> TokenResponse:
     settings = container.settings
     lifetimes: dict[str, Any] = {
@@ -74,6 +80,24 @@ async def token(
         "refresh_lifetime": timedelta(days=settings.refresh_token_days),
     }
     response.headers["Cache-Control"] = "no-store"  # RFC 6749 section 5.1
+    if grant_type == "client_credentials":
+        if client_id is None or client_secret is None:
+            raise Unprocessable(
+                "the client_credentials grant needs a client_id and a client_secret",
+                field="body.client_id" if client_id is None else "body.client_secret",
+            )
+        lifetime = timedelta(minutes=settings.service_token_minutes)
+        access = service.issue_service_token(
+            container.keys,
+            client_id=client_id,
+            client_secret=client_secret,
+            expected_secret=settings.service_client_secret_value,
+            issuer=settings.token_issuer,
+            audience=settings.token_audience,
+            lifetime=lifetime,
+            now=utcnow(),
+        )
+        return TokenResponse(access_token=access, expires_in=int(lifetime.total_seconds()))
     if grant_type == "refresh_token":
         if refresh_token is None:
             raise Unprocessable("the refresh_token grant needs a refresh_token", field="body.refresh_token")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import math
 import secrets
 from collections.abc import Sequence
@@ -178,6 +179,44 @@ def issue_token(
     if user.department:
         claims["department"] = user.department
     return keys.sign(claims)
+
+
+# The machine clients that may take a service token (OAuth2 client credentials, RFC 6749 4.4):
+# case-handling fetching customers' order files (issue 26). Its secret is the
+# ``service_client_secret`` setting (the same name on both sides).
+SERVICE_CLIENTS = frozenset({"case-handling"})
+
+
+def issue_service_token(
+    keys: KeyStore,
+    *,
+    client_id: str,
+    client_secret: str,
+    expected_secret: str | None,
+    issuer: str,
+    audience: str,
+    lifetime: timedelta,
+    now: datetime,
+) -> str:
+    """A short service token for one of our own services, or 401 (which client, or that no
+    secret is set here, is not said)."""
+    known = client_id in SERVICE_CLIENTS and expected_secret is not None
+    # Compared in constant time whatever the client id, so timing does not tell which exist.
+    matches = hmac.compare_digest(client_secret.encode(), (expected_secret or "\0" * 32).encode())
+    if not (known and matches):
+        raise Unauthorized("invalid client credentials", headers={"WWW-Authenticate": "Basic"})
+    return keys.sign(
+        {
+            "iss": issuer,
+            "aud": audience,
+            "sub": f"service:{client_id}",
+            "iat": int(now.timestamp()),
+            "nbf": int(now.timestamp()),
+            "exp": int((now + lifetime).timestamp()),
+            "roles": [Role.SERVICE.value],
+            "name": client_id,
+        }
+    )
 
 
 def _login_failed(
