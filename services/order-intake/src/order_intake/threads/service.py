@@ -143,6 +143,8 @@ def add_staff_message(
             id=message_id, order_id=order.id, author="staff", author_name=author_name, body=body, at=at
         )
     )
+    # The customer's open order page shows the reply at once (its live stream, orders/live.py).
+    orders.order_changed(session, order)
 
 
 def add_communication(
