@@ -158,6 +158,7 @@ async function render() {
       showLoadError(error);
     } finally {
       main.removeAttribute("aria-busy");
+      for (const button of main.querySelectorAll("button[type=submit]")) button.disabled = false;
     }
     focusHeading(samePage);
     return;
@@ -195,6 +196,7 @@ function mount(templateId, title) {
   for (const form of view.querySelectorAll("form")) {
     form.addEventListener("submit", (event) => event.preventDefault());
   }
+  for (const button of view.querySelectorAll("button[type=submit]")) button.disabled = true;
   main.replaceChildren(view);
   if (title) setTitle(title);
   return main;
@@ -745,7 +747,9 @@ async function orderView(params, orderId) {
   });
 
   // Live: each change to the order arrives as an event; re-read what it may have changed.
+  let showing = true; // a late event after leaving the page must not touch the next view
   const refresh = () => {
+    if (!showing) return;
     loadOrder().catch(() => {});
     loadDocuments().catch(() => {});
     loadMessages().catch(() => {});
@@ -761,6 +765,7 @@ async function orderView(params, orderId) {
     },
   });
   leaveView = () => {
+    showing = false;
     if (stream && typeof stream.close === "function") stream.close();
   };
 }
