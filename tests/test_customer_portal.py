@@ -284,8 +284,9 @@ async def test_forgotten_password_new_password_and_cancelling_a_submitted_order(
     db_templates: DatabaseTemplates, tmp_path: Path
 ) -> None:
     """order-intake alone (case-handling is not needed to cancel while submitted, nor to reset a
-    password): the emailed link opens the portal's reset page and works once; the profile changes
-    the password, a wrong current one shown on the form; the order page cancels the order."""
+    password): the emailed link opens the portal's reset page and works once; the order page
+    cancels the order and shows a lost connection until it is back; the profile changes
+    the password, a wrong current one shown on the form."""
     mail = tmp_path / "mail"
     smtp_port = free_port()
     controller = Controller(MailFolder(mail), hostname="127.0.0.1", port=smtp_port)
@@ -379,6 +380,14 @@ async def test_forgotten_password_new_password_and_cancelling_a_submitted_order(
             await page.wait_for_selector("[data-slot=status]:has-text('Cancelled')")
             await page.wait_for_selector(".timeline li:has-text('Order cancelled')")
             assert await page.is_hidden("[data-slot=cancel]")
+
+            # The network goes away: the page says the connection is lost, retries, and says
+            # nothing more once it is back. (The browser goes offline: stopping the api would
+            # wait on the page's endless live stream.)
+            await page.context.set_offline(True)
+            await page.wait_for_selector(".kit-connection:not([hidden])", timeout=60_000)
+            await page.context.set_offline(False)
+            await page.wait_for_selector(".kit-connection", state="hidden", timeout=60_000)
 
             # Change the password on the profile: a wrong current one is refused on the form.
             await page.goto(f"{origin}/portal/profile")
