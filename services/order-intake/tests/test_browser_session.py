@@ -205,3 +205,16 @@ async def test_sign_in_is_throttled_like_the_token_endpoint(app: FastAPI, factor
         throttled = await _sign_in(client, user.email)  # even the right password waits now
     assert throttled.status_code == 429 and throttled.headers["content-type"] == PROBLEM
     assert int(throttled.headers["Retry-After"]) >= 1
+
+
+async def test_an_admin_signed_in_by_browser_sees_hidden_products(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    """The public catalog shows more to an admin, whether by bearer token or by session cookie."""
+    await factory.product(title="Hidden", active=False)
+    public = await client.get("/products", params={"active": "false"})
+    assert public.json()["total"] == 0
+    admin = await factory.user(Role.ADMIN)
+    assert (await _sign_in(client, admin.email)).status_code == 200
+    listed = await client.get("/products", params={"active": "false"})
+    assert [p["title"] for p in listed.json()["items"]] == ["Hidden"]

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import APIRouter, Depends, Header, Query, Response, status
 
-from casebridge_shared.auth import AdminUser, authenticate
+from casebridge_shared.auth import AdminUser, OptionalUser
 from casebridge_shared.pagination import Page, PageDep
 from casebridge_shared.problems import PROBLEM_RESPONSES
 from casebridge_shared.versioning import etag, expected_version
@@ -16,18 +15,11 @@ from order_intake.catalog.models import ProductCreate, ProductRead, ProductUpdat
 from order_intake.deps import SessionDep, UowDep
 
 router = APIRouter(prefix="/products", tags=["catalog"], responses=PROBLEM_RESPONSES)
-_optional_bearer = HTTPBearer(auto_error=False)
 
 
-async def _is_admin(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_optional_bearer)],
-) -> bool:
-    """The catalog is public; an admin token additionally shows hidden products."""
-    if credentials is None:
-        return False
-    principal = await authenticate(request, credentials.credentials)
-    return bool(principal.is_admin)
+async def _is_admin(principal: OptionalUser) -> bool:
+    """The catalog is public; an admin (by token or browser session) additionally sees hidden products."""
+    return principal is not None and principal.is_admin
 
 
 IsAdmin = Annotated[bool, Depends(_is_admin)]

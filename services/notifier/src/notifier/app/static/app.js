@@ -230,9 +230,10 @@ window.addEventListener("language-changed", () => {
 });
 
 if ("serviceWorker" in navigator) navigator.serviceWorker.register("/app/sw.js", { scope: "/app/" }).catch(() => {});
-await initI18n("/app/");
+// The texts and the session are fetched side by side: one round trip less before the page is usable.
+const [, user] = await Promise.all([initI18n("/app/"), currentUser().catch(() => null)]);
 watchConnection();
-state.user = await currentUser().catch(() => null);
+state.user = user;
 if (state.user) await load();
 else showLogin();
 markReady();
