@@ -10,6 +10,8 @@ import subprocess
 import sys
 import threading
 import time
+from email import message_from_bytes
+from email.policy import default
 from pathlib import Path
 
 import httpx
@@ -17,7 +19,7 @@ import pytest
 
 from casebridge_shared.broker import free_port
 from casebridge_shared.events import ORDERS_TOPIC
-from casebridge_shared.testing import TopicReader
+from casebridge_shared.testing import TopicReader, wait_until
 
 PASSWORD = "correct-horse-battery"
 
@@ -80,6 +82,8 @@ async def test_make_up_serves_the_stack_and_stops_cleanly(tmp_path: Path) -> Non
     env.update({f"CASEBRIDGE_{name}_PORT": str(port) for name, port in ports.items()})
     env.update({f"CASEBRIDGE_{name}_WORKER_METRICS_PORT": str(free_port()) for name in ports})
     env["CASEBRIDGE_KAFKA_BOOTSTRAP_SERVERS"] = kafka
+    # The development mail catcher on a port of its own (1025 may be another stack's).
+    env["CASEBRIDGE_NOTIFIER_SMTP_PORT"] = str(free_port())
     # Reuse this run's environment instead of installing again (CI installs from scratch
     # already); -o keeps make from re-installing the copy's packages into it.
     venv = Path(sys.executable).parent.parent
@@ -102,7 +106,7 @@ async def test_make_up_serves_the_stack_and_stops_cleanly(tmp_path: Path) -> Non
     reader_thread = threading.Thread(target=pump, daemon=True)
     reader_thread.start()
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 420  # a deadline: a loaded machine starts nine processes slowly
         while not any("Casebridge is up." in line for line in output):
             assert proc.poll() is None, "make up exited early:\n" + "".join(output[-50:])
             assert time.monotonic() < deadline, "make up not ready:\n" + "".join(output[-50:])
@@ -134,6 +138,15 @@ async def test_make_up_serves_the_stack_and_stops_cleanly(tmp_path: Path) -> Non
             r = await client.post("/auth/token", data={"username": "smoke@example.org", "password": PASSWORD})
             assert r.status_code == 200
             auth = {"Authorization": f"Bearer {r.json()['access_token']}"}
+            # A forgotten password: the reset mail is a file a person opens (issue 26).
+            assert "var/mail" in text
+            r = await client.post("/auth/password-reset", json={"email": "smoke@example.org"})
+            assert r.status_code == 202, r.text
+            mails = checkout / "var" / "mail"
+            await wait_until(lambda: any(mails.glob("*.eml")), timeout=60, message="the reset mail's file")
+            [mail] = [message_from_bytes(p.read_bytes(), policy=default) for p in mails.glob("*.eml")]
+            body = mail.get_body(preferencelist=("plain",))
+            assert body is not None and f"{base}/portal/reset-password?token=" in body.get_content()
             product = (await client.get("/products")).json()["items"][0]
             r = await client.post(
                 "/orders", json={"product_id": product["id"], "description": "smoke"}, headers=auth

@@ -160,6 +160,14 @@ def up(
     order_intake = next((s for s in services if s.name == "order-intake"), None)
     if order_intake is not None:
         env.setdefault("CASEBRIDGE_TOKEN_ISSUER", f"http://{order_intake.host()}:{order_intake.port()}")
+        # The customer portal is order-intake's: password-reset links and customer emails point there.
+        portal = f"http://{order_intake.host()}:{order_intake.port()}"
+        env.setdefault("CASEBRIDGE_ORDER_INTAKE_PORTAL_URL", portal)
+        env.setdefault("CASEBRIDGE_NOTIFIER_CUSTOMER_PORTAL_URL", portal)
+        # order-intake mails (reset links) where the notifier does: the catcher below, by default.
+        for name in ("SMTP_HOST", "SMTP_PORT"):
+            if f"CASEBRIDGE_NOTIFIER_{name}" in env:
+                env.setdefault(f"CASEBRIDGE_ORDER_INTAKE_{name}", env[f"CASEBRIDGE_NOTIFIER_{name}"])
     notifier = next((s for s in services if s.name == "notifier"), None)
     if notifier is not None:
         # The staff app (served by the notifier) signs in at order-intake from the browser.

@@ -148,36 +148,38 @@ async def stream(
     with what it loaded); with it, an event comes at once only if the order changed since.
     """
     queue = watch.subscribe(order_id)  # before reading the state: nothing can fall in between
+    closing = asyncio.ensure_future(watch.closing.wait())
+    getting: asyncio.Future[OrderState] | None = None
     try:
         last = last_event_id
         yield f"retry: {RETRY_MILLISECONDS}\n\n"
-        state = await current_state(watch.db, order_id)
-        if state is not None and state.event_id != last:
-            yield state.event()
-            last = state.event_id
-        closing = asyncio.ensure_future(watch.closing.wait())
-        try:
-            while not watch.closing.is_set():
-                getting = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait(
-                    {getting, closing}, timeout=heartbeat_seconds, return_when=asyncio.FIRST_COMPLETED
-                )
-                if getting in done:
-                    changed: OrderState | None = getting.result()
-                else:
-                    getting.cancel()
-                    if closing in done:
-                        return
-                    yield ": heartbeat\n\n"
-                    # The safety net: a change the poller has not handed over yet.
-                    try:
-                        changed = await current_state(watch.db, order_id)
-                    except Exception:  # the database down: keep the stream, try at the next beat
-                        changed = None
-                if changed is not None and changed.event_id != last:
-                    yield changed.event()
-                    last = changed.event_id
-        finally:
-            closing.cancel()
+        changed = await _state_or_none(watch.db, order_id)
+        while not watch.closing.is_set():
+            if changed is not None and changed.event_id != last:
+                yield changed.event()
+                last = changed.event_id
+            getting = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait(
+                {getting, closing}, timeout=heartbeat_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+            if getting in done:
+                changed = getting.result()
+                continue
+            if closing in done:
+                return
+            yield ": heartbeat\n\n"
+            # The safety net: a change the poller has not handed over yet.
+            changed = await _state_or_none(watch.db, order_id)
     finally:
+        for future in (getting, closing):
+            if future is not None:
+                future.cancel()
         watch.unsubscribe(order_id, queue)
+
+
+async def _state_or_none(db: Database, order_id: str) -> OrderState | None:
+    try:
+        return await current_state(db, order_id)
+    except Exception as exc:  # the database down a moment: keep the stream, look at the next beat
+        log.warning("order_stream.read_failed", error=str(exc)[:300])
+        return None
