@@ -773,14 +773,16 @@ async function orderView(params, orderId) {
 // --- start -----------------------------------------------------------------------------
 
 async function start() {
-  await initI18n(BASE);
   watchConnection();
-  try {
-    config = await api("/portal/config.json");
-  } catch {
-    // keep the defaults: the server checks the files again anyway
-  }
-  user = await currentUser();
+  // Independent of each other: fetched at once (the first view waits for all three).
+  const [, loadedConfig, signedIn] = await Promise.all([
+    initI18n(BASE),
+    // On failure keep the defaults: the server checks the files again anyway.
+    api("/portal/config.json").catch(() => null),
+    currentUser().catch(() => null), // unreachable: shown by the connection banner
+  ]);
+  if (loadedConfig) config = loadedConfig;
+  user = signedIn;
   refreshHeader();
   document.getElementById("sign-out").addEventListener("click", async () => {
     await signOut();
