@@ -130,12 +130,19 @@ async def test_customer_journey_in_the_portal(stack: Stack, tmp_path: Path, lang
 
         # Order with two files; a double click on "Place order" orders once.
         await page.fill("#order-description", "Is my non-compete clause valid?")
+        # One file chosen, one dropped on the drop zone.
         await page.set_input_files(
-            "#order-files",
-            [
-                {"name": "contract.pdf", "mimeType": "application/pdf", "buffer": PDF},
-                {"name": "notes.txt", "mimeType": "text/plain", "buffer": NOTE},
-            ],
+            "#order-files", [{"name": "contract.pdf", "mimeType": "application/pdf", "buffer": PDF}]
+        )
+        await page.evaluate(
+            """(text) => {
+                const files = new DataTransfer();
+                files.items.add(new File([text], "notes.txt", { type: "text/plain" }));
+                const zone = document.querySelector("#order-form [data-slot=dropzone]");
+                const drop = { dataTransfer: files, bubbles: true, cancelable: true };
+                zone.dispatchEvent(new DragEvent("drop", drop));
+            }""",
+            NOTE.decode(),
         )
         rows = page.locator("#order-form .file-row")
         assert await rows.count() == 2
