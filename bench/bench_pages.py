@@ -146,7 +146,7 @@ async def bench(args: Any, urls: dict[str, str], bootstrap: str, workdir: Path) 
         for p in processes.values():
             p.start()
         for name, p in processes.items():
-            await c.wait_http_ready(base[name], p)
+            await c.wait_http_ready(base[name], p, timeout=180)  # a loaded machine starts slowly
         order_id = await _an_order(base["order-intake"], seeded)
         async with chromium() as browser:
             for spec in PAGES:

@@ -108,12 +108,14 @@ async def test_sign_in_at_the_notifier_is_checked_by_the_issuer(pair: Pair) -> N
         intake_me = await httpx.AsyncClient(base_url=pair.intake.url, cookies=browser.cookies).get("/me")
         assert intake_me.status_code == 401
 
-        assert (
-            await browser.delete(
-                "/session", headers={"X-CSRF-Token": browser.cookies.get(CSRF, path="/") or ""}
-            )
-        ).status_code == 204
+        current = browser.cookies.get(REFRESH, path="/session")
+        csrf = {"X-CSRF-Token": browser.cookies.get(CSRF, path="/") or ""}
+        assert (await browser.delete("/session", headers=csrf)).status_code == 204
         assert (await browser.get("/session")).status_code == 401
+    # Signing out revoked the session at the issuer: its refresh token is refused there.
+    async with httpx.AsyncClient(base_url=pair.intake.url) as issuer:
+        form = {"grant_type": "refresh_token", "refresh_token": current or ""}
+        assert (await issuer.post("/auth/token", data=form)).status_code == 401
 
 
 async def test_the_issuers_refusals_reach_the_browser(pair: Pair) -> None:

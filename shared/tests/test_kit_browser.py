@@ -7,6 +7,7 @@ the kit is tested without the whole stack (tests/test_staff_app.py runs it again
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
 
 from casebridge_shared.auth import CurrentUser
 from casebridge_shared.browser_session import IssuedTokens
@@ -62,6 +64,8 @@ INDEX = """<!doctype html>
       <p id="price"></p>
       <button id="poke" type="button">Poke</button>
       <p id="poked"></p>
+      <button id="listen" type="button">Listen</button>
+      <p id="ticks"></p>
     </section>
   </main>
   <script type="module" src="/kit-test/page.js"></script>
@@ -70,7 +74,7 @@ INDEX = """<!doctype html>
 """
 
 PAGE_JS = """
-import { api, clearProblems, currentUser, formatMoney, initI18n, markReady, showProblem, signIn, t,
+import { api, clearProblems, currentUser, formatMoney, initI18n, live, markReady, showProblem, signIn, t,
          watchConnection } from "/assets/kit/kit.js";
 
 const form = document.getElementById("login");
@@ -90,9 +94,29 @@ form.addEventListener("submit", async (event) => {
   }
 });
 document.getElementById("poke").addEventListener("click", async () => {
-  const answer = await api("/poke", { method: "POST", json: { n: 1 } });
-  document.getElementById("poked").textContent = `poked by ${answer.by}`;
+  try {
+    const answer = await api("/poke", { method: "POST", json: { n: 1 } });
+    document.getElementById("poked").textContent = `poked by ${answer.by}`;
+  } catch (error) {
+    document.getElementById("poked").textContent = `failed ${error.status}`;
+  }
 });
+const seen = [];
+document.getElementById("listen").addEventListener("click", () => {
+  live("/ticks", (event) => {
+    seen.push(Number(event.data));
+    document.getElementById("ticks").textContent = seen.join(",");
+  }, { events: ["tick"], onOpen: () => {
+    document.body.dataset.opened = String(Number(document.body.dataset.opened || 0) + 1);
+  } });
+});
+// Remember that the connection banner was shown at some point (it hides again on reconnect).
+new MutationObserver(() => {
+  const banner = document.querySelector(".kit-connection");
+  // Only when it changes: setting the attribute is itself a mutation this observer sees.
+  const shown = banner && !banner.hidden;
+  if (shown && document.body.dataset.sawBanner !== "1") document.body.dataset.sawBanner = "1";
+}).observe(document.body, { subtree: true, childList: true, attributes: true });
 window.addEventListener("session-expired", () => (document.body.dataset.expired = "1"));
 await initI18n("/kit-test/");
 watchConnection();
@@ -127,6 +151,9 @@ class FixedPasswordIssuer:
         self.refreshes += 1
         return self._tokens()
 
+    async def sign_out(self, request: Request, refresh_token: str) -> None:
+        self._refresh = ""
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -156,6 +183,21 @@ async def site(tmp_path: Path) -> AsyncIterator[tuple[str, FixedPasswordIssuer]]
         @app.post("/poke")
         async def poke(user: CurrentUser) -> dict[str, Any]:
             return {"by": user.name}
+
+        @app.get("/ticks")
+        async def ticks(user: CurrentUser, request: Request) -> StreamingResponse:
+            """Three events after Last-Event-ID. The first connection then ends (a dropped
+            connection, as far as the page can tell); a resumed one stays open."""
+            after = int(request.headers.get("last-event-id") or 0)
+
+            async def body() -> AsyncIterator[str]:
+                yield "retry: 200\n\n"
+                for n in range(after + 1, after + 4):
+                    yield f"id: {n}\nevent: tick\ndata: {n}\n\n"
+                if after:
+                    await asyncio.Event().wait()  # open until the browser goes
+
+            return StreamingResponse(body(), media_type="text/event-stream")
 
         app.include_router(page_router("/kit-test", folder))
         return app
@@ -226,6 +268,24 @@ async def test_the_kit_signs_in_shows_problems_refreshes_and_translates(
         assert issuer.refreshes == 1
         names = {c["name"] for c in await page.context.cookies()}
         assert "cb_kit-test_access" in names
+
+        # Live updates by cookie: the stream drops, the banner shows, the browser reconnects and
+        # resumes after the last event (Last-Event-ID), the banner goes.
+        await page.click("#listen")
+        await until_true(page, "document.getElementById('ticks').textContent === '1,2,3,4,5,6'")
+        assert await page.evaluate("document.body.dataset.opened") == "2"
+        assert await page.evaluate("document.body.dataset.sawBanner") == "1"
+        await page.locator(".kit-connection").wait_for(state="hidden")
+        await page.evaluate("document.body.dataset.sawBanner = ''")
+
+        # A call that cannot reach the server: status 0 and the banner, until a call gets through.
+        await page.route("**/poke", lambda route: route.abort())
+        await page.click("#poke")
+        await page.wait_for_selector("#poked:has-text('failed 0')")
+        assert await page.is_visible(".kit-connection[role=status]")
+        await page.unroute("**/poke")
+        await page.click("#poke")
+        await page.wait_for_selector("#poked:has-text('poked by Sam Staff')")
 
         # Chinese, remembered across a reload, and <html lang> follows.
         await page.select_option("select[data-language-picker]", "zh-CN")

@@ -133,9 +133,10 @@ async def test_refresh_without_a_refresh_cookie_is_401(client: httpx.AsyncClient
     assert response.status_code == 401 and response.headers["content-type"] == PROBLEM
 
 
-async def test_sign_out_clears_the_cookies(client: httpx.AsyncClient, factory: Factory) -> None:
+async def test_sign_out_clears_the_cookies(app: FastAPI, client: httpx.AsyncClient, factory: Factory) -> None:
     user = await factory.customer()
     assert (await _sign_in(client, user.email)).status_code == 200
+    refresh_token = client.cookies.get(REFRESH, path="/session") or ""
     assert (await client.delete("/session")).status_code == 403  # CSRF applies to signing out too
     response = await client.delete("/session", headers=_csrf(client))
     assert response.status_code == 204
@@ -144,6 +145,26 @@ async def test_sign_out_clears_the_cookies(client: httpx.AsyncClient, factory: F
     assert (await client.get("/me")).status_code == 401
     # Signing out when signed out is fine (idempotent).
     assert (await client.delete("/session")).status_code == 204
+    # The session's refresh token was revoked: a copy of the cookie is worth nothing now.
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://order-intake"
+    ) as copy:
+        copy.cookies.set(REFRESH, refresh_token, path="/session")
+        copy.cookies.set(CSRF, "x", path="/")
+        assert (await copy.post("/session/refresh", headers={"X-CSRF-Token": "x"})).status_code == 401
+    refused = await client.post(
+        "/auth/token", data={"grant_type": "refresh_token", "refresh_token": refresh_token}
+    )
+    assert refused.status_code == 401
+
+
+async def test_the_revocation_endpoint_answers_alike_for_any_token(client: httpx.AsyncClient) -> None:
+    """RFC 7009: 200 for an unknown token too; a missing token is a 422 problem."""
+    unknown = await client.post("/auth/revoke", data={"token": "never-issued"})
+    assert unknown.status_code == 200 and unknown.headers["cache-control"] == "no-store"
+    missing = await client.post("/auth/revoke", data={})
+    assert missing.status_code == 422 and missing.headers["content-type"] == PROBLEM
+    assert missing.json()["errors"][0]["field"] == "body.token"
 
 
 async def test_no_session_is_401_problem(client: httpx.AsyncClient) -> None:

@@ -63,6 +63,9 @@ class SessionIssuer(Protocol):
 
     async def refresh(self, request: Request, refresh_token: str) -> IssuedTokens: ...
 
+    async def sign_out(self, request: Request, refresh_token: str) -> None:
+        """Revoke the refresh token's session at the issuer (best effort: sign-out never fails)."""
+
 
 class RemoteSessionIssuer:
     """Exchanges credentials at the token issuer's ``/auth/token`` (services other than the issuer).
@@ -107,6 +110,17 @@ class RemoteSessionIssuer:
     async def refresh(self, request: Request, refresh_token: str) -> IssuedTokens:
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
         return await self._exchange(request, form)
+
+    async def sign_out(self, request: Request, refresh_token: str) -> None:
+        revoke_url = self._token_url.rsplit("/", 1)[0] + "/revoke"
+        try:
+            async with httpx.AsyncClient(timeout=self._timeout, transport=self._transport) as client:
+                answer = await client.post(revoke_url, data={"token": refresh_token})
+            if answer.status_code != 200:
+                log.warning("session.revoke_refused", status=answer.status_code)
+        except httpx.HTTPError as exc:
+            # The cookies are cleared anyway; the refresh token then lapses on its own.
+            log.warning("session.revoke_failed", url=revoke_url, error=str(exc)[:200])
 
 
 def _issuer_refusal(answer: httpx.Response) -> Problem:
@@ -270,11 +284,20 @@ def session_router() -> APIRouter:
             return refused
         return await _signed_in(request, response, tokens)
 
-    @router.delete("", status_code=status.HTTP_204_NO_CONTENT, summary="Sign out: the cookies are cleared")
-    async def sign_out(request: Request) -> Response:
+    @router.delete(
+        "",
+        status_code=status.HTTP_204_NO_CONTENT,
+        summary="Sign out: the session's refresh token is revoked at the issuer, the cookies cleared",
+    )
+    async def sign_out(
+        request: Request, issuer: Annotated[SessionIssuer, Depends(session_issuer)]
+    ) -> Response:
         names = _names(request)
-        if request.cookies.get(names.access) or request.cookies.get(names.refresh):
+        refresh_token = request.cookies.get(names.refresh)
+        if request.cookies.get(names.access) or refresh_token:
             check_csrf(request, names)  # another site must not sign the user out
+        if refresh_token:
+            await issuer.sign_out(request, refresh_token)
         answer = Response(status_code=status.HTTP_204_NO_CONTENT)
         _clear_cookies(request, answer)
         answer.headers["Cache-Control"] = "no-store"

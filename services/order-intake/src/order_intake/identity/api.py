@@ -175,6 +175,22 @@ async def confirm_password_reset(body: PasswordResetConfirm, uow: UowDep, reques
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+@router.post(
+    "/auth/revoke",
+    summary="Revoke a refresh token (RFC 7009): its session can no longer be refreshed (sign-out)",
+)
+async def revoke(
+    uow: UowDep,
+    response: Response,
+    token: Annotated[str, Form(min_length=1, max_length=200)],
+    token_type_hint: Annotated[str | None, Form(max_length=40)] = None,
+) -> dict[str, str]:
+    # 200 whether or not the token was known (RFC 7009 section 2.2): nothing to learn by probing.
+    await service.revoke_refresh_token(uow, token)
+    response.headers["Cache-Control"] = "no-store"
+    return {"status": "revoked"}
+
+
 @router.get("/.well-known/jwks.json", summary="Public keys that verify our tokens")
 async def jwks(container: ContainerDep, response: Response) -> dict[str, Any]:
     # Re-read after `keys rotate` (signing_key_reload_seconds) so a withdrawn key leaves the set;

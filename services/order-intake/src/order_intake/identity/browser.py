@@ -52,3 +52,7 @@ class LocalSessionIssuer:
                 uow, self._container.keys, refresh_token=refresh_token, **self._lifetimes()
             )
         return IssuedTokens(pair.access_token, pair.expires_in, pair.refresh_token, pair.refresh_expires_in)
+
+    async def sign_out(self, request: Request, refresh_token: str) -> None:
+        async with self._container.uow() as uow:
+            await service.revoke_refresh_token(uow, refresh_token)

@@ -396,6 +396,21 @@ async def refresh(
     return TokenPair(token, int(lifetime.total_seconds()), new_refresh, int(refresh_lifetime.total_seconds()))
 
 
+async def revoke_refresh_token(uow: UnitOfWork, refresh_token: str) -> bool:
+    """Sign-out (RFC 7009): the refresh token's session (its whole family) is refused from now on.
+
+    True when the token was known. The access token already handed out stays valid until it
+    expires (minutes), like any bearer token; ``revoke_sessions`` ends those too."""
+    stored = (
+        await uow.session.exec(select(RefreshToken).where(RefreshToken.token_hash == _digest(refresh_token)))
+    ).first()
+    if stored is None:
+        return False
+    await _revoke_refresh_tokens(uow, utcnow(), col(RefreshToken.family_id) == stored.family_id)
+    await uow.commit()
+    return True
+
+
 async def _change_access(
     uow: UnitOfWork,
     user: User,
