@@ -17,6 +17,7 @@ async def test_any_input_gets_a_documented_answer_and_no_server_error(app: FastA
         "customer": factory.token(await factory.customer()),
         "anonymous": "",  # no Authorization header
     }
-    report = await fuzz_api(app, tokens)
+    # The live order stream never ends by itself (test_order_stream.py covers it).
+    report = await fuzz_api(app, tokens, exclude={"GET /orders/{order_id}/stream"})
     print(report.summary())
     assert not report.failures, "\n".join(report.failures)
