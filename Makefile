@@ -25,6 +25,10 @@ up: $(STAMP)
 browser:
 	@test -x $(CHROMIUM) || { echo "installing Debian's chromium for the staff app's browser test"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+	@# A Chinese font, so the zh-CN pages render (and their screenshots show text, not boxes);
+	@# WenQuanYi Micro Hei, used under its Apache-2.0 option, a system font not shipped by us.
+	@fc-list :lang=zh 2>/dev/null | grep -q . || { echo "installing a Chinese font for the screens' browser tests"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq fonts-wqy-microhei >/dev/null; }
 
 test: $(STAMP) browser
 	$(PY) -m pytest

@@ -30,7 +30,7 @@ from __future__ import annotations
 import statistics
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,9 @@ class Page:
 PAGES = [
     Page("staff alerts, signed out", "notifier", "/app/"),
     Page("staff alerts, signed in", "notifier", "/app/", sign_in_as=STAFF_EMAIL),
-    # Page("portal order page", "order-intake", "/portal/orders/<id>", sign_in_as=CUSTOMER_EMAIL),
+    Page("portal catalog, signed out", "order-intake", "/portal/catalog"),
+    # <order>: the order bench() places for the customer before measuring.
+    Page("portal order page", "order-intake", "/portal/orders/<order>", sign_in_as=CUSTOMER_EMAIL),
     Page("console queue", "case-handling", "/console/", sign_in_as=STAFF_EMAIL),
 ]
 BASELINE = Page("baseline: /docs (Swagger UI)", "notifier", "/docs", ready=False)
@@ -117,7 +119,7 @@ async def bench(args: Any, urls: dict[str, str], bootstrap: str, workdir: Path) 
     base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     settings = c.settings_for(urls["order-intake"], bootstrap, workdir, token_issuer=base["order-intake"])
     container = intake_bootstrap(settings)
-    await c.seed(container, customers=1)
+    seeded = await c.seed(container, customers=1)
     async with container.uow() as uow:
         await identity_service.create_user(
             uow, UserCreate(email=STAFF_EMAIL, password=PASSWORD, full_name="Bench Staff", roles=[Role.STAFF])
@@ -145,8 +147,10 @@ async def bench(args: Any, urls: dict[str, str], bootstrap: str, workdir: Path) 
             p.start()
         for name, p in processes.items():
             await c.wait_http_ready(base[name], p, timeout=180)  # a loaded machine starts slowly
+        order_id = await _an_order(base["order-intake"], seeded)
         async with chromium() as browser:
             for spec in PAGES:
+                spec = replace(spec, path=spec.path.replace("<order>", order_id))
                 page_runs, base_runs = [], []
                 for _ in range(args.runs):  # interleaved: page and baseline see the same machine
                     page_runs.append(await measure(browser, spec, base[spec.service]))
@@ -158,6 +162,20 @@ async def bench(args: Any, urls: dict[str, str], bootstrap: str, workdir: Path) 
         for p in processes.values():
             p.stop()
     return rows
+
+
+async def _an_order(intake: str, seeded: Any) -> str:
+    """The customer's order (through order-intake's API) whose page is measured."""
+    import httpx
+
+    async with httpx.AsyncClient(
+        base_url=intake, headers={"Authorization": f"Bearer {seeded.tokens[0]}"}, timeout=30
+    ) as client:
+        r = await client.post(
+            "/orders", json={"product_id": seeded.product_id, "description": "Please review my contract."}
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
 
 
 def report(row: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from order_intake.identity.api import router as identity_router
 from order_intake.identity.browser import LocalSessionIssuer
 from order_intake.orders.api import router as orders_router
 from order_intake.orders.live import OrderWatch
+from order_intake.portal.api import router as portal_router
 from order_intake.relay.api import router as relay_router
 from order_intake.settings import Settings, get_settings
 from order_intake.threads.api import router as threads_router
@@ -122,6 +123,7 @@ def create_application(settings: Settings | None = None, container: Container | 
         threads_router,
         relay_router,
         admin_pages_router,
+        portal_router,
     ):
         app.include_router(router)
     return app
