@@ -31,6 +31,7 @@ from .conftest import ADMIN, PASSWORD, Stack, ledger_platform
 
 FINANCE = "fay@casebridge.example"
 SALES = "sol@casebridge.example"
+AUDITOR = "avery@casebridge.example"
 
 
 async def sign_in(page: Page, url: str, email: str, password: str) -> None:
@@ -178,6 +179,15 @@ async def test_clerk_admin_and_auditor_journeys_in_the_workspace(
             assert sales_problems == []
 
             # --- the auditor: trail, CSV export, proofs verified in the page ------------------
+            # A person with the auditor role, not an admin: the trail and the journal are offered,
+            # customer records and read rights are not.
+            assert problems == []
+            await stack.staff(AUDITOR, "auditor")
+            await page.close()
+            page, problems = await new_page(browser)
+            await sign_in(page, url, AUDITOR, PASSWORD)
+            assert await page.is_hidden("#tab-customers") and await page.is_hidden("#tab-grants")
+            assert await page.is_visible("#tab-trail") and await page.is_visible("#tab-journal")
             await page.click("#tab-trail")
             await page.fill("#trail-customer", customer_id)
             await page.click("#trail-form button[type=submit]")

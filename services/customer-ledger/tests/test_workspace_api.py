@@ -76,6 +76,41 @@ async def test_permissions_follow_roles_departments_and_the_grants_in_force(
     assert r.status_code == 401 and r.headers["content-type"].startswith("application/problem+json")
 
 
+async def test_an_auditor_reads_the_trail_and_the_journal_and_no_customer_record(
+    api: httpx.AsyncClient, minter: TokenMinter
+) -> None:
+    admin = minter.headers("admin-1", "admin")
+    auditor = minter.headers("aud-1", "auditor", name="Avery")
+    r = await api.post("/customers", json={"full_name": "Lin Wei"}, headers=admin)
+    assert r.status_code == 201, r.text
+    customer_id = r.json()["id"]
+
+    me = (await api.get("/me/permissions", headers=auditor)).json()
+    assert me["audit"] is True and me["admin"] is False and me["grants"] is False
+    assert me["read"] == {} and not any(me["write"].values())
+    # What the page offers is what the API allows: the trail, its export and the journal ...
+    for path in (
+        "/audit/changes",
+        "/audit/logins",
+        "/audit/reads",
+        "/audit/changes.csv",
+        "/ledger/entries",
+        "/ledger/entries/0",
+    ):
+        r = await api.get(path, headers=auditor)
+        assert r.status_code == 200, (path, r.text)
+    # ... and no customer record, no grant, no correction.
+    for method, path in (
+        ("GET", "/customers"),
+        ("GET", f"/customers/{customer_id}"),
+        ("GET", "/grants"),
+        ("POST", "/audit/records/0/corrections"),
+    ):
+        r = await api.request(method, path, headers=auditor, json={} if method == "POST" else None)
+        assert r.status_code == 403, (method, path, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+
+
 async def test_the_audit_trail_exports_as_csv_and_the_export_is_on_record(
     api: httpx.AsyncClient, minter: TokenMinter, container: Container
 ) -> None:

@@ -23,6 +23,7 @@ DEMO_USERS: list[tuple[str, str, list[Role], Department | None]] = [
     ("admin@demo.casebridge.example", "Ada Admin", [Role.ADMIN], None),
     ("staff@demo.casebridge.example", "Sam Staff", [Role.STAFF], None),
     ("supervisor@demo.casebridge.example", "Sue Supervisor", [Role.SUPERVISOR], None),
+    ("auditor@demo.casebridge.example", "Avery Auditor", [Role.AUDITOR], None),
     *[
         (
             f"{d.value.replace('_', '-')}@demo.casebridge.example",
@@ -46,12 +47,9 @@ PAGES: dict[str, list[tuple[str, str]]] = {
     "staff": [CONSOLE, ALERTS],
     "supervisor": [CONSOLE, ALERTS],
     "admin": [("order-intake", "/admin/"), ("notifier", "/admin/"), WORKSPACE],
+    "auditor": [WORKSPACE],
     **{d.value: [WORKSPACE] for d in Department},
 }
-# There is no auditor role: the ledger's access trail and journal copies are admin's
-# (docs/customer-ledger.md "Access"), so the auditor signs in with the listed admin login
-# rather than with a second, unlisted admin (docs/decisions.md "Demo logins").
-AUDITOR_PAGES = [WORKSPACE]
 
 
 class DemoPage(TypedDict):
@@ -125,8 +123,6 @@ async def seed(container: Container) -> list[DemoLogin]:
                 )
         role = department.value if department else roles[0].value
         logins.append(_login(role, email, PAGES[role]))
-        if role == Role.ADMIN.value:
-            logins.append(_login("auditor", email, AUDITOR_PAGES))
     email, name = DEMO_CUSTOMER
     async with container.uow() as uow:
         exists = (await uow.session.exec(select(User).where(User.email == email))).first()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from casebridge_shared.auth import Principal
+from casebridge_shared.auth import Principal, Role
 from customer_ledger.customers.models import CHAIN
 from customer_ledger.customers.service import WRITERS
 from customer_ledger.grants.models import Grant
@@ -80,7 +80,8 @@ async def permissions(session: AsyncSession, principal: Principal) -> Permission
             associations=admin,
         ),
         grants=admin,
-        audit=admin,
+        # Auditors read the trail and the journal and nothing else (no customer records).
+        audit=admin or Role.AUDITOR in principal.roles,
         hand_off_chain=[d.value for d in CHAIN],
     )
 

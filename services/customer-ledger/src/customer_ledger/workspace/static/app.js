@@ -103,11 +103,19 @@ async function enter() {
   $("#sign-out").hidden = false;
   $("#tab-grants").hidden = !state.me.grants;
   $("#tab-trail").hidden = !state.me.audit;
+  // An auditor reads no customer records: the trail and the journal only.
+  const records = state.me.admin || !!state.me.department;
+  $("#tab-customers").hidden = !records;
   describeMe();
   notice("");
   const wanted = location.hash.slice(1);
-  const allowed = ["customers", "journal", ...(state.me.grants ? ["grants"] : []), ...(state.me.audit ? ["trail"] : [])];
-  await show(allowed.includes(wanted) ? wanted : "customers");
+  const allowed = [
+    ...(records ? ["customers"] : []),
+    "journal",
+    ...(state.me.grants ? ["grants"] : []),
+    ...(state.me.audit ? ["trail"] : []),
+  ];
+  await show(allowed.includes(wanted) ? wanted : allowed[0]);
 }
 
 function describeMe() {
@@ -115,7 +123,7 @@ function describeMe() {
   $("#who").textContent = me.name || me.email || me.subject;
   $("#department-line").textContent = me.department
     ? t("yourDepartment", { department: departmentName(me.department) })
-    : me.admin ? t("youAreAdmin") : t("noDepartment");
+    : me.admin ? t("youAreAdmin") : me.audit ? t("youAreAuditor") : t("noDepartment");
 }
 
 async function show(view) {
@@ -275,7 +283,7 @@ async function loadGrants() {
   }
 }
 
-// --- access trail (auditor = admin) ----------------------------------------------------------
+// --- access trail (admins and auditors) ----------------------------------------------------------
 
 const TRAIL_COLUMNS = {
   changes: ["journal_index", "at", "changed_by", "department", "table", "operation", "customer_id", "change", "reason"],
