@@ -210,7 +210,9 @@ function renderUsers() {
   nothingYet(rows);
 }
 
-async function loadUsers() {
+// `announce` is false after an action: the action's own outcome stays in the status line
+// instead of being replaced at once by the count of users found.
+async function loadUsers(announce = true) {
   const form = $("user-search");
   const params = new URLSearchParams({ limit: "100" });
   if (form.elements.q.value.trim()) params.set("q", form.elements.q.value.trim());
@@ -219,7 +221,7 @@ async function loadUsers() {
     const page = await api(`/users?${params}`);
     state.users = page.items;
     renderUsers();
-    say("user-status", t("users.found", { count: page.total }));
+    if (announce) say("user-status", t("users.found", { count: page.total }));
   } catch (error) {
     showProblem(form, error);
   }
@@ -252,7 +254,7 @@ async function saveRoles(event) {
     });
     form.hidden = true;
     say("user-status", t("users.rolesSaved"));
-    await loadUsers();
+    await loadUsers(false);
   } catch (error) {
     showProblem(form, error);
     if (error.status === 412) {
@@ -272,7 +274,7 @@ async function access(u, action) {
   } catch (error) {
     say("user-status", problemText(error));
   }
-  await loadUsers();
+  await loadUsers(false);
 }
 
 async function createUser(event) {
@@ -291,7 +293,7 @@ async function createUser(event) {
     await api("/users", { method: "POST", json: body });
     form.reset();
     say("user-status", t("users.created", { email: body.email }));
-    await loadUsers();
+    await loadUsers(false);
   } catch (error) {
     showProblem(form, error);
   }
