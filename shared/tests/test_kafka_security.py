@@ -32,8 +32,10 @@ from pydantic import SecretStr, ValidationError
 
 from casebridge_shared.broker import EmbeddedBroker, free_port
 from casebridge_shared.kafka import (
+    KafkaSettingsInvalid,
     TopicMisconfigured,
     TopicsNotProvisioned,
+    check_client_settings,
     check_topics,
     client_security,
     ensure_topics,
@@ -74,13 +76,14 @@ class Authority:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         return Authority(key, builder.sign(self.key, hashes.SHA256()))
 
-    def write(self, directory: Path, name: str) -> tuple[Path, Path]:
+    def write(self, directory: Path, name: str, *, password: bytes | None = None) -> tuple[Path, Path]:
         cert, key = directory / f"{name}.pem", directory / f"{name}-key.pem"
         cert.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+        encryption: serialization.KeySerializationEncryption = (
+            serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
+        )
         key.write_bytes(
-            self.key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
+            self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
         )
         return cert, key
 
@@ -104,11 +107,16 @@ LOCAL_NAMES: list[x509.GeneralName] = [
 ]
 
 
+KEY_PASSWORD = "key-pass-phrase"  # a test key's
+
+
 @dataclass
 class Pki:
     ca: Path
     client_cert: Path
     client_key: Path
+    encrypted_client_cert: Path  # its key (below) is encrypted with KEY_PASSWORD
+    encrypted_client_key: Path
     other_ca: Path  # a CA that signed nothing of the broker's
     server: Authority  # SAN 127.0.0.1 and localhost
     misnamed_server: Authority  # SAN elsewhere.example only
@@ -122,10 +130,15 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     ca_file, _ = ca.write(directory, "ca")
     other_file, _ = Authority.new("someone else's CA").write(directory, "other-ca")
     client_cert, client_key = ca.issue("order-intake", sans=[], server=False).write(directory, "client")
+    encrypted_cert, encrypted_key = ca.issue("notifier", sans=[], server=False).write(
+        directory, "encrypted-client", password=KEY_PASSWORD.encode()
+    )
     return Pki(
         ca=ca_file,
         client_cert=client_cert,
         client_key=client_key,
+        encrypted_client_cert=encrypted_cert,
+        encrypted_client_key=encrypted_key,
         other_ca=other_file,
         server=ca.issue("broker", sans=LOCAL_NAMES, server=True),
         misnamed_server=ca.issue("broker", sans=[x509.DNSName("elsewhere.example")], server=True),
@@ -273,6 +286,15 @@ def test_sasl_ssl_has_both(pki: Pki) -> None:
             "kafka_ssl_certfile and kafka_ssl_keyfile go together",
         ),
         ({"kafka_ssl_cafile": "/ca.pem"}, "does not use TLS"),
+        (
+            {"kafka_security_protocol": "SSL", "kafka_sasl_username": "u", "kafka_sasl_password": "p"},
+            "kafka_security_protocol=SSL does not use SASL",
+        ),
+        ({"kafka_sasl_password": "p"}, "kafka_security_protocol=PLAINTEXT does not use SASL"),
+        (
+            {"kafka_security_protocol": "SSL", "kafka_ssl_key_password": "p"},
+            "kafka_ssl_key_password is set without kafka_ssl_keyfile",
+        ),
         ({"kafka_security_protocol": "TLS"}, "kafka_security_protocol"),
         ({"kafka_topic_creation": "sometimes"}, "kafka_topic_creation"),
     ],
@@ -280,6 +302,51 @@ def test_sasl_ssl_has_both(pki: Pki) -> None:
 def test_inconsistent_kafka_settings_are_refused(values: dict[str, Any], reason: str) -> None:
     with pytest.raises(ValidationError, match=reason):
         ServiceSettings(**values)
+
+
+def test_tls_files_that_cannot_be_used_are_named(pki: Pki, tmp_path: Path) -> None:
+    not_pem = tmp_path / "not-a-certificate.pem"
+    not_pem.write_text("hello")
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"kafka_ssl_cafile": tmp_path / "missing.pem"}, r"kafka_ssl_cafile=.*missing\.pem: cannot load"),
+        ({"kafka_ssl_cafile": not_pem}, r"kafka_ssl_cafile=.*not-a-certificate\.pem: cannot load"),
+        (
+            {"kafka_ssl_certfile": pki.encrypted_client_cert, "kafka_ssl_keyfile": pki.encrypted_client_key},
+            "kafka_ssl_keyfile is encrypted and kafka_ssl_key_password is not set",
+        ),
+        (
+            {
+                "kafka_ssl_certfile": pki.encrypted_client_cert,
+                "kafka_ssl_keyfile": pki.encrypted_client_key,
+                "kafka_ssl_key_password": "not-the-pass-phrase",
+            },
+            r"kafka_ssl_keyfile=.*encrypted-client-key\.pem: cannot load the client certificate and its key",
+        ),
+        (  # a key that is not the certificate's
+            {
+                "kafka_ssl_certfile": pki.client_cert,
+                "kafka_ssl_keyfile": pki.encrypted_client_key,
+                "kafka_ssl_key_password": KEY_PASSWORD,
+            },
+            "cannot load the client certificate and its key",
+        ),
+    ]
+    for values, reason in cases:
+        settings = ServiceSettings(kafka_security_protocol="SSL", **values)
+        with pytest.raises(KafkaSettingsInvalid, match=reason):
+            check_client_settings(settings)
+        with pytest.raises(KafkaSettingsInvalid):  # every client, not only the start check
+            make_producer(settings, client_id="t")
+    # The same files with what they need load.
+    check_client_settings(
+        ServiceSettings(
+            kafka_security_protocol="SSL",
+            kafka_ssl_cafile=pki.ca,
+            kafka_ssl_certfile=pki.encrypted_client_cert,
+            kafka_ssl_keyfile=pki.encrypted_client_key,
+            kafka_ssl_key_password=SecretStr(KEY_PASSWORD),
+        )
+    )
 
 
 async def test_every_client_gets_the_security_options() -> None:
@@ -326,6 +393,25 @@ async def test_produce_and_consume_over_mutual_tls(
             await consumer.stop()
         assert message.value == b"over tls"
         assert proxy.handshakes >= 3  # admin, producer and consumer all came through TLS
+
+
+async def test_a_client_key_with_a_password_authenticates(
+    tls_broker: EmbeddedBroker, pki: Pki, tmp_path: Path
+) -> None:
+    settings = tls_settings(
+        tls_broker,
+        pki,
+        kafka_ssl_certfile=pki.encrypted_client_cert,
+        kafka_ssl_keyfile=pki.encrypted_client_key,
+        kafka_ssl_key_password=SecretStr(KEY_PASSWORD),
+    )
+    async with proxy_for(tls_broker, pki, pki.server, tmp_path) as proxy:
+        await ensure_topics(settings, ["casebridge.tls-key.v1"])
+        assert proxy.handshakes >= 1
+        # Without a client certificate the proxy (mutual TLS) refuses the handshake.
+        anonymous = tls_settings(tls_broker, pki, kafka_ssl_certfile=None, kafka_ssl_keyfile=None)
+        with pytest.raises(KafkaConnectionError):
+            await ensure_topics(anonymous, ["casebridge.tls-key.v1"])
 
 
 async def test_a_broker_signed_by_another_ca_is_refused(
