@@ -306,7 +306,7 @@ async def ensure_topics(
                 f"kafka_topic_creation=never and these topics do not exist (or this service may not "
                 f"describe them): {', '.join(missing)}; provision them with "
                 f"{settings.kafka_topic_partitions} partitions (kafka_topic_partitions) and the "
-                "service's ACLs (docs/configuration.md, Kafka security)"
+                "service's ACLs (docs/kafka-acls.md)"
             )
         if missing:
             new_topics = [
