@@ -6,7 +6,9 @@ only speaks plain TCP (a TLS ClientHello is read as a Kafka request), and with
 tested through a TLS-terminating proxy in front of it (Python's ``ssl``, a CA and
 certificates generated here): our clients do a real handshake, verify the chain and
 the host name, and present a client certificate the proxy requires. SASL is checked
-as the arguments every client gets; docs/configuration.md says what is not tested.
+as the arguments every client gets and as what they send to Tansu with
+``--authentication`` (which refuses them all); docs/configuration.md says what is not
+tested.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -150,12 +152,16 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 class TlsProxy:
-    """Accepts TLS (client certificate required) and passes the bytes on to a plain listener."""
+    """Accepts TLS (client certificate required) and passes the bytes on to a plain listener.
 
-    def __init__(self, port: int, target_port: int, context: ssl.SSLContext) -> None:
+    Without a context it is a plain TCP proxy, there to see what the clients send.
+    """
+
+    def __init__(self, port: int, target_port: int, context: ssl.SSLContext | None) -> None:
         self.port, self.target_port, self.context = port, target_port, context
         self.server: asyncio.Server | None = None
         self.handshakes = 0
+        self.from_clients = bytearray()  # every byte the clients sent (after TLS)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -172,6 +178,8 @@ class TlsProxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(OSError, ConnectionError):
                 while data := await src.read(65536):
+                    if src is reader:
+                        self.from_clients += data
                     dst.write(data)
                     await dst.drain()
             with contextlib.suppress(OSError, RuntimeError):
@@ -436,6 +444,73 @@ async def test_a_certificate_for_another_host_fails_hostname_checking(
         await ensure_topics(
             tls_settings(tls_broker, pki, kafka_ssl_check_hostname=False), ["casebridge.tls.v1"]
         )
+
+
+# --- SASL on the wire, against the embedded broker with --authentication ----------------
+
+
+@pytest.fixture
+async def authenticating_broker() -> AsyncIterator[tuple[EmbeddedBroker, TlsProxy]]:
+    """Tansu requiring SCRAM, behind a plain proxy that keeps what the clients send.
+
+    Its users can only be made through the broker itself, which then wants a login
+    first, so no login succeeds here: these tests see our clients' side of the exchange.
+    """
+    broker = EmbeddedBroker(advertised_port=free_port(), authentication=True)
+    broker.start()
+    assert broker.advertised_port is not None
+    proxy = TlsProxy(broker.advertised_port, broker.port, None)
+    await proxy.start()
+    try:
+        yield broker, proxy
+    finally:
+        await proxy.stop()
+        broker.stop()
+
+
+def sasl_settings(broker: EmbeddedBroker, mechanism: str) -> ServiceSettings:
+    return ServiceSettings(
+        kafka_bootstrap_servers=f"127.0.0.1:{broker.advertised_port}",
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_mechanism=mechanism,
+        kafka_sasl_username="order_intake",
+        kafka_sasl_password=SecretStr("a-scram-password"),
+        kafka_request_timeout_ms=3000,
+    )
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
+async def test_scram_is_spoken_and_the_password_never_sent(
+    authenticating_broker: tuple[EmbeddedBroker, TlsProxy], mechanism: str
+) -> None:
+    broker, proxy = authenticating_broker
+    admin = make_admin(sasl_settings(broker, mechanism))
+    # The broker knows no user: it answers the exchange and refuses the proof (aiokafka
+    # 0.14 then fails reading the server's final message, which carries an error).
+    with pytest.raises((KafkaError, KeyError)):
+        await admin.start()
+    await admin.close()
+    sent = bytes(proxy.from_clients)
+    assert mechanism.encode() in sent  # SaslHandshake: the configured mechanism
+    assert b"n,,n=order_intake,r=" in sent  # SCRAM's client-first message, with our principal
+    assert b"c=biws,r=" in sent  # and the client-final message: the broker took part
+    assert b"a-scram-password" not in sent  # SCRAM proves the password without sending it
+
+
+async def test_an_authenticating_broker_refuses_plain_and_unauthenticated_clients(
+    authenticating_broker: tuple[EmbeddedBroker, TlsProxy],
+) -> None:
+    broker, proxy = authenticating_broker
+    for settings in (
+        sasl_settings(broker, "PLAIN"),  # Tansu 0.6 offers SCRAM only
+        ServiceSettings(kafka_bootstrap_servers=f"127.0.0.1:{broker.advertised_port}"),
+    ):
+        admin = make_admin(settings)
+        with pytest.raises(KafkaConnectionError):
+            await admin.start()
+        await admin.close()
+    assert b"PLAIN" in bytes(proxy.from_clients)
+    assert b"a-scram-password" not in bytes(proxy.from_clients)  # refused before the credentials
 
 
 # --- kafka_topic_creation=never ----------------------------------------------------------
