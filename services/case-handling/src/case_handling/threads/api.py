@@ -11,6 +11,7 @@ from case_handling.cases.models import MessageCreate, MessageList, MessageRead
 from case_handling.threads import service
 from casebridge_shared.auth import StaffUser
 from casebridge_shared.deps import SessionDep, UowDep
+from casebridge_shared.openapi import LOCATION, response_headers
 from casebridge_shared.problems import PROBLEM_RESPONSES
 
 router = APIRouter(prefix="/cases", tags=["case thread"], responses=PROBLEM_RESPONSES)
@@ -31,6 +32,7 @@ async def list_messages(_staff: StaffUser, case_id: str, session: SessionDep) ->
     status_code=status.HTTP_201_CREATED,
     response_model=MessageRead,
     summary="Reply to the customer (reaches the order's thread in order-intake as an event)",
+    responses=response_headers(201, LOCATION),
 )
 async def post_message(
     principal: StaffUser, case_id: str, body: MessageCreate, uow: UowDep, response: Response
