@@ -41,8 +41,11 @@ async def test_the_headers_sent_are_the_documented_ones(
     assert_headers_as_documented(spec, uploaded, 201, "Location")
     content = await client.get(f"{url}/attachments/{uploaded.json()['id']}/content", headers=me)
     assert_headers_as_documented(spec, content, 200, "ETag")
-    message = await client.post(f"{url}/messages", json={"body": "Tomorrow at 10."}, headers=me)
+    keyed = me | {"Idempotency-Key": "contract-reply"}
+    message = await client.post(f"{url}/messages", json={"body": "Tomorrow at 10."}, headers=keyed)
     assert_headers_as_documented(spec, message, 201, "Location")
+    again = await client.post(f"{url}/messages", json={"body": "Tomorrow at 10."}, headers=keyed)
+    assert_headers_as_documented(spec, again, 201, "Location", "Idempotent-Replayed")
 
 
 def test_if_match_is_required_in_the_openapi_only_for_corrections(spec: dict[str, Any]) -> None:
