@@ -195,6 +195,37 @@ async def test_replies_refuse_bad_input_and_write_nothing(
     ]
 
 
+async def test_a_reply_with_an_idempotency_key_is_posted_once(
+    client: httpx.AsyncClient, factory: Any, minter: TokenMinter, container: Container
+) -> None:
+    case = await factory.case()
+    me = staff(minter)
+    await client.post(f"/cases/{case.id}/claim", headers=me)
+    url = f"/cases/{case.id}/messages"
+    keyed = me | {"Idempotency-Key": "reply-1"}
+    first = await client.post(url, json={"body": "Tomorrow at 10."}, headers=keyed)
+    again = await client.post(url, json={"body": "Tomorrow at 10."}, headers=keyed)
+    assert first.status_code == again.status_code == 201, again.text
+    assert again.json() == first.json()
+    assert "idempotent-replayed" not in first.headers and again.headers["idempotent-replayed"] == "true"
+    # The same key for another message is the client's mistake, not a replay.
+    body = problem(await client.post(url, json={"body": "Tomorrow at 11."}, headers=keyed), 422)
+    assert body["errors"][0]["field"] == "header.Idempotency-Key"
+    # Keys are the author's own: a colleague's same key posts their reply.
+    boss = supervisor(minter) | {"Idempotency-Key": "reply-1"}
+    other = await client.post(url, json={"body": "Tomorrow at 10."}, headers=boss)
+    assert other.status_code == 201 and other.json()["id"] != first.json()["id"], other.text
+    # Without a key, nothing is held back: the same text twice is two replies.
+    for _ in range(2):
+        assert (await client.post(url, json={"body": "ping"}, headers=me)).status_code == 201
+    problem(await client.post(url, json={"body": "x"}, headers=me | {"Idempotency-Key": ""}), 422)
+    problem(await client.post(url, json={"body": "x"}, headers=me | {"Idempotency-Key": "k" * 201}), 422)
+
+    assert await count_rows(container.db, CaseMessage) == 4
+    sent = [e for e in await outbox_events(container) if e["type"] == "casebridge.cases.message-posted.v1"]
+    assert len(sent) == 4 and [e["data"]["message_id"] for e in sent].count(first.json()["id"]) == 1
+
+
 def order_intake_double(content: bytes, *, token_ok: bool = True) -> tuple[Starlette, list[str]]:
     """order-intake as the fetcher sees it: a token endpoint and the file (a stand-in on the
     wire; the real one is in tests/test_order_threads.py)."""

@@ -24,6 +24,7 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from casebridge_shared.auth import CurrentUser, Principal
+from casebridge_shared.openapi import RETRY_AFTER, response_headers
 from casebridge_shared.problems import (
     PROBLEM_RESPONSES,
     Problem,
@@ -244,7 +245,7 @@ def session_router() -> APIRouter:
         "",
         response_model=SessionUser,
         summary="Sign in from a browser: the session is kept in HttpOnly cookies",
-        responses={429: {"description": "Too many failed sign-ins (Retry-After)"}},
+        responses=response_headers(429, RETRY_AFTER, description="Too many failed sign-ins (Retry-After)"),
     )
     async def sign_in(
         body: SessionCredentials,
@@ -256,7 +257,7 @@ def session_router() -> APIRouter:
         return await _signed_in(request, response, tokens)
 
     @router.get("", response_model=SessionUser, summary="Who is signed in (401 when nobody)")
-    async def who(principal: CurrentUser, response: Response) -> SessionUser:
+    async def read_session(principal: CurrentUser, response: Response) -> SessionUser:
         response.headers["Cache-Control"] = "no-store"
         return SessionUser.of(principal)
 
@@ -265,7 +266,7 @@ def session_router() -> APIRouter:
         response_model=SessionUser,
         summary="New session cookies for the refresh cookie (it rotates on every use)",
     )
-    async def refresh(
+    async def refresh_session(
         request: Request,
         response: Response,
         issuer: Annotated[SessionIssuer, Depends(session_issuer)],

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from casebridge_shared.db import is_database_unreachable
+from casebridge_shared.openapi import HEADERS, RETRY_AFTER
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://casebridge.dev/problems/"
@@ -152,6 +153,15 @@ _STATUS_PROBLEMS: dict[int, type[Problem]] = {
 }
 
 
+def _only_if_match_missing(exc: RequestValidationError) -> bool:
+    errors = exc.errors()
+    return bool(errors) and all(
+        err.get("type") == "missing"
+        and [str(part).lower() for part in err.get("loc", ())] == ["header", "if-match"]
+        for err in errors
+    )
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     async def on_problem(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, Problem)
@@ -159,6 +169,16 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
+        if _only_if_match_missing(exc):
+            # A route that requires If-Match declares the header required (so the OpenAPI
+            # says so); its absence alone is RFC 6585's 428, not a malformed request.
+            return problem_response(
+                PreconditionRequired(
+                    "send If-Match with the ETag from your last read of this resource",
+                    field="header.If-Match",
+                ),
+                request,
+            )
         errors = []
         for err in exc.errors():
             reason = str(err.get("msg", "invalid"))
@@ -216,4 +236,11 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     }
     for status, cls in _STATUS_PROBLEMS.items()
     if status in (401, 403, 404, 409, 412, 413, 422, 428)
+}
+# Any route answers 503 while its database cannot be reached (see on_unexpected), with
+# Retry-After: documented once here for all of them.
+PROBLEM_RESPONSES[503] = {
+    **PROBLEM_RESPONSES[401],
+    "description": ServiceUnavailable.title,
+    "headers": {RETRY_AFTER: HEADERS[RETRY_AFTER]},
 }

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from casebridge_shared import metrics
 from casebridge_shared.db import is_database_unreachable
 from casebridge_shared.keyfiles import owner_only_umask
+from casebridge_shared.openapi import operation_id
 from casebridge_shared.problems import (
     PROBLEM_CONTENT_TYPE,
     NotFound,
@@ -297,6 +298,8 @@ def create_app(
         lifespan=lifespan,
         openapi_tags=openapi_tags,
         license_info={"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        # placeOrder, claimCase: what generated clients name their methods after.
+        generate_unique_id_function=operation_id,
         # Served by docs_router() with their own Content-Security-Policy.
         docs_url=None,
         redoc_url=None,
@@ -378,7 +381,7 @@ def operations_router() -> APIRouter:
         )
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-    async def metrics_endpoint(request: Request) -> Response:
+    async def read_metrics(request: Request) -> Response:
         for hook in request.app.state.metrics_hooks:
             try:
                 await hook()

@@ -32,17 +32,17 @@ from casebridge_shared.auth import STAFF_ROLES, Principal, Role, StaffUser, requ
 from casebridge_shared.db import utcnow
 from casebridge_shared.deps import SessionDep, UowDep
 from casebridge_shared.files import clean_file_name
+from casebridge_shared.openapi import ETAG, LOCATION, response_headers
 from casebridge_shared.pagination import Page, PageDep
 from casebridge_shared.params import INT32_MAX, Int32Count
 from casebridge_shared.problems import PROBLEM_RESPONSES, NotFound, Unprocessable
-from casebridge_shared.versioning import etag, expected_version
+from casebridge_shared.versioning import IfMatch, IfMatchRequired, etag
 
 router = APIRouter(prefix="/cases", tags=["cases"], responses=PROBLEM_RESPONSES)
 
 Supervisor = Annotated[Principal, Depends(require_roles(Role.SUPERVISOR, Role.ADMIN))]
 # order-intake fetches customer-visible documents with a service token.
 DocumentReader = Annotated[Principal, Depends(require_roles(*STAFF_ROLES, Role.SERVICE))]
-IF_MATCH = Header(description="ETag of the case as last read; a stale one is answered with 412")
 
 
 async def _settings(request: Request) -> Settings:
@@ -190,7 +190,12 @@ async def case_stream(
     )
 
 
-@router.get("/{case_id}", response_model=CaseRead, summary="A case with its timeline")
+@router.get(
+    "/{case_id}",
+    response_model=CaseRead,
+    summary="A case with its timeline",
+    responses=response_headers(200, ETAG),
+)
 async def read_case(
     staff: StaffUser, case_id: str, session: SessionDep, request: Request, response: Response
 ) -> Any:
@@ -198,7 +203,12 @@ async def read_case(
     return await _read(request, session, case, staff, response)
 
 
-@router.patch("/{case_id}", response_model=CaseRead, summary="Correct or complete the service information")
+@router.patch(
+    "/{case_id}",
+    response_model=CaseRead,
+    summary="Correct or complete the service information",
+    responses=response_headers(200, ETAG),
+)
 async def update_case(
     principal: StaffUser,
     case_id: str,
@@ -206,9 +216,9 @@ async def update_case(
     body: CaseUpdate,
     uow: UowDep,
     response: Response,
-    if_match: Annotated[str | None, IF_MATCH] = None,
+    version: IfMatchRequired,
 ) -> Any:
-    case = await service.update_case(uow, principal, case_id, body, expected_version(if_match))
+    case = await service.update_case(uow, principal, case_id, body, version)
     await uow.commit()
     return await _read(request, uow.session, case, principal, response)
 
@@ -218,28 +228,38 @@ async def _done(request: Request, uow: Any, case: Case, principal: Principal, re
     return await _read(request, uow.session, case, principal, response)
 
 
-@router.post("/{case_id}/claim", response_model=CaseRead, summary="Take the case")
-async def claim(
+@router.post(
+    "/{case_id}/claim",
+    response_model=CaseRead,
+    summary="Take the case",
+    responses=response_headers(200, ETAG),
+)
+async def claim_case(
     principal: StaffUser,
     case_id: str,
     request: Request,
     uow: UowDep,
     response: Response,
-    if_match: Annotated[str | None, IF_MATCH] = None,
+    version: IfMatch,
 ) -> Any:
-    case = await service.claim(uow, principal, case_id, expected_version(if_match, required=False))
+    case = await service.claim(uow, principal, case_id, version)
     return await _done(request, uow, case, principal, response)
 
 
-@router.post("/{case_id}/assign", response_model=CaseRead, summary="Assign the case (supervisor)")
-async def assign(
+@router.post(
+    "/{case_id}/assign",
+    response_model=CaseRead,
+    summary="Assign the case (supervisor)",
+    responses=response_headers(200, ETAG),
+)
+async def assign_case(
     principal: Supervisor,
     case_id: str,
     request: Request,
     body: AssignRequest,
     uow: UowDep,
     response: Response,
-    if_match: Annotated[str | None, IF_MATCH] = None,
+    version: IfMatch,
 ) -> Any:
     case = await service.assign(
         uow,
@@ -247,25 +267,35 @@ async def assign(
         case_id,
         body.assignee_id,
         body.assignee_name,
-        expected_version(if_match, required=False),
+        version,
     )
     return await _done(request, uow, case, principal, response)
 
 
-@router.post("/{case_id}/start", response_model=CaseRead, summary="Start working on the case")
-async def start(
+@router.post(
+    "/{case_id}/start",
+    response_model=CaseRead,
+    summary="Start working on the case",
+    responses=response_headers(200, ETAG),
+)
+async def start_case(
     principal: StaffUser,
     case_id: str,
     request: Request,
     uow: UowDep,
     response: Response,
-    if_match: Annotated[str | None, IF_MATCH] = None,
+    version: IfMatch,
 ) -> Any:
-    case = await service.start(uow, principal, case_id, expected_version(if_match, required=False))
+    case = await service.start(uow, principal, case_id, version)
     return await _done(request, uow, case, principal, response)
 
 
-@router.post("/{case_id}/analysis", response_model=CaseRead, summary="Record the analysis of the legal need")
+@router.post(
+    "/{case_id}/analysis",
+    response_model=CaseRead,
+    summary="Record the analysis of the legal need",
+    responses=response_headers(200, ETAG),
+)
 async def record_analysis(
     principal: StaffUser,
     case_id: str,
@@ -273,16 +303,17 @@ async def record_analysis(
     body: AnalysisCreate,
     uow: UowDep,
     response: Response,
-    if_match: Annotated[str | None, IF_MATCH] = None,
+    version: IfMatch,
 ) -> Any:
-    case = await service.record_analysis(
-        uow, principal, case_id, body, expected_version(if_match, required=False)
-    )
+    case = await service.record_analysis(uow, principal, case_id, body, version)
     return await _done(request, uow, case, principal, response)
 
 
 @router.post(
-    "/{case_id}/communications", response_model=CaseRead, summary="Record a contact with the customer"
+    "/{case_id}/communications",
+    response_model=CaseRead,
+    summary="Record a contact with the customer",
+    responses=response_headers(200, ETAG),
 )
 async def record_communication(
     principal: StaffUser,
@@ -291,15 +322,18 @@ async def record_communication(
     body: CommunicationCreate,
     uow: UowDep,
     response: Response,
-    if_match: Annotated[str | None, IF_MATCH] = None,
+    version: IfMatch,
 ) -> Any:
-    case = await service.record_communication(
-        uow, principal, case_id, body, expected_version(if_match, required=False)
-    )
+    case = await service.record_communication(uow, principal, case_id, body, version)
     return await _done(request, uow, case, principal, response)
 
 
-@router.post("/{case_id}/solution", response_model=CaseRead, summary="Propose the solution to the customer")
+@router.post(
+    "/{case_id}/solution",
+    response_model=CaseRead,
+    summary="Propose the solution to the customer",
+    responses=response_headers(200, ETAG),
+)
 async def propose_solution(
     principal: StaffUser,
     case_id: str,
@@ -307,40 +341,46 @@ async def propose_solution(
     body: SolutionCreate,
     uow: UowDep,
     response: Response,
-    if_match: Annotated[str | None, IF_MATCH] = None,
+    version: IfMatch,
 ) -> Any:
-    case = await service.propose_solution(
-        uow, principal, case_id, body, expected_version(if_match, required=False)
-    )
+    case = await service.propose_solution(uow, principal, case_id, body, version)
     return await _done(request, uow, case, principal, response)
 
 
-@router.post("/{case_id}/close", response_model=CaseRead, summary="Close the case: the work is done")
-async def close(
+@router.post(
+    "/{case_id}/close",
+    response_model=CaseRead,
+    summary="Close the case: the work is done",
+    responses=response_headers(200, ETAG),
+)
+async def close_case(
     principal: StaffUser,
     case_id: str,
     request: Request,
     uow: UowDep,
     response: Response,
-    if_match: Annotated[str | None, IF_MATCH] = None,
+    version: IfMatch,
 ) -> Any:
-    case = await service.close(uow, principal, case_id, expected_version(if_match, required=False))
+    case = await service.close(uow, principal, case_id, version)
     return await _done(request, uow, case, principal, response)
 
 
-@router.post("/{case_id}/cancel", response_model=CaseRead, summary="Cancel the case (supervisor)")
-async def cancel(
+@router.post(
+    "/{case_id}/cancel",
+    response_model=CaseRead,
+    summary="Cancel the case (supervisor)",
+    responses=response_headers(200, ETAG),
+)
+async def cancel_case(
     principal: Supervisor,
     case_id: str,
     request: Request,
     body: CancelRequest,
     uow: UowDep,
     response: Response,
-    if_match: Annotated[str | None, IF_MATCH] = None,
+    version: IfMatch,
 ) -> Any:
-    case = await service.cancel(
-        uow, principal, case_id, body.reason, expected_version(if_match, required=False)
-    )
+    case = await service.cancel(uow, principal, case_id, body.reason, version)
     return await _done(request, uow, case, principal, response)
 
 
@@ -352,6 +392,7 @@ async def cancel(
     status_code=status.HTTP_201_CREATED,
     response_model=AttachmentRead,
     summary="Upload a document to the case",
+    responses=response_headers(201, LOCATION),
 )
 async def upload_attachment(
     principal: StaffUser,
@@ -399,6 +440,7 @@ async def list_attachments(_staff: StaffUser, case_id: str, session: SessionDep)
     "/{case_id}/attachments/{attachment_id}/content",
     response_class=FileResponse,
     summary="Download a document (order-intake fetches customer-visible ones with its service token)",
+    responses=response_headers(200, ETAG),
 )
 async def download_attachment(
     principal: DocumentReader, case_id: str, attachment_id: str, session: SessionDep, settings: SettingsDep

@@ -119,7 +119,12 @@ class CaseMessage(Base, table=True):
     """One message of the order's thread: the customer's (from order-intake) or a staff reply."""
 
     __tablename__ = "case_messages"
-    __table_args__ = (Index("ix_case_messages_case_at", "case_id", "at"),)
+    __table_args__ = (
+        Index("ix_case_messages_case_at", "case_id", "at"),
+        # A staff reply posted again with its Idempotency-Key is found, not written twice
+        # (NULL keys, every customer message and keyless reply, never collide).
+        UniqueConstraint("case_id", "author_id", "idempotency_key", name="uq_case_messages_idempotency"),
+    )
 
     # order-intake's message id for the customer's, ours for replies: one row per message
     # however often its event is delivered.
@@ -130,6 +135,8 @@ class CaseMessage(Base, table=True):
     author_name: str | None = Field(default=None, max_length=200)
     body: str = Field(sa_column=Column(Text, nullable=False))
     at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    idempotency_key: str | None = Field(default=None, max_length=200)
+    request_hash: str | None = Field(default=None, max_length=64)
 
 
 class CustomerFileFetchStatus(StrEnum):

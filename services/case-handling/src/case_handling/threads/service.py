@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -37,8 +38,10 @@ from case_handling.intake.events import CustomerFile, CustomerMessage, ReadRecei
 from casebridge_shared.auth import Principal
 from casebridge_shared.db import Database, utcnow
 from casebridge_shared.files import clean_file_name
+from casebridge_shared.idempotency import check_same_request, request_hash
 from casebridge_shared.inbox import PoisonEvent
 from casebridge_shared.outbox import UnitOfWork
+from casebridge_shared.problems import Conflict
 
 # --- from order-intake's events ---------------------------------------------------------
 
@@ -141,11 +144,31 @@ async def read_receipt(uow: UnitOfWork, receipt: ReadReceipt) -> None:
 # --- staff ------------------------------------------------------------------------------------
 
 
-async def post_reply(uow: UnitOfWork, principal: Principal, case_id: str, body: str) -> CaseMessage:
-    """A staff reply to the customer, on an open case, by whom may record communications."""
+async def post_reply(
+    uow: UnitOfWork, principal: Principal, case_id: str, body: str, idempotency_key: str | None = None
+) -> tuple[CaseMessage, bool]:
+    """A staff reply to the customer, on an open case, by whom may record communications.
+
+    Returns the message and whether it is a replay: the same author's earlier reply with
+    this ``idempotency_key`` (and the same body), which is answered again, not posted twice.
+    """
     case = await cases.get_case(uow.session, case_id)
     cases.require_open(case)
     authorize_write(principal, case.assignee_id, CaseWrite.COMMUNICATION)
+    fingerprint = request_hash(body)
+    if idempotency_key is not None:
+        earlier = (
+            await uow.session.exec(
+                select(CaseMessage).where(
+                    CaseMessage.case_id == case.id,
+                    CaseMessage.author_id == principal.subject,
+                    CaseMessage.idempotency_key == idempotency_key,
+                )
+            )
+        ).first()
+        if earlier is not None:
+            check_same_request(earlier.request_hash, fingerprint, "message")
+            return earlier, True
     message = CaseMessage(
         case_id=case.id,
         author="staff",
@@ -153,6 +176,8 @@ async def post_reply(uow: UnitOfWork, principal: Principal, case_id: str, body: 
         author_name=principal.name or principal.email,
         body=body,
         at=utcnow(),
+        idempotency_key=idempotency_key,
+        request_hash=fingerprint if idempotency_key is not None else None,
     )
     uow.session.add(message)
     uow.emit(
@@ -170,8 +195,18 @@ async def post_reply(uow: UnitOfWork, principal: Principal, case_id: str, body: 
         key=case.id,
         version=case.version,
     )
-    await uow.commit()
-    return message
+    try:
+        await uow.commit()
+    except IntegrityError as exc:
+        # The same key posted twice at the same moment: the other request won; a retry gets its reply.
+        await uow.rollback()
+        if idempotency_key is None:
+            raise
+        raise Conflict(
+            "a reply with this Idempotency-Key is being posted by another request; retry",
+            field="header.Idempotency-Key",
+        ) from exc
+    return message, False
 
 
 async def thread(session: AsyncSession, case: Case) -> list[MessageRead]:

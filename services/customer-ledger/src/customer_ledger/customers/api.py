@@ -121,7 +121,7 @@ async def update_customer(
     response_model=Customer,
     summary="Hand the customer to the next department (sales → finance → process → technical → after_sales)",
 )
-async def hand_off(
+async def hand_off_customer(
     customer_id: CustomerId, body: HandOff, writer: CurrentUser, writes: WritesDep
 ) -> Customer:
     customer = await writes.run(lambda uow: service.hand_off(uow.session, writer, customer_id, body))

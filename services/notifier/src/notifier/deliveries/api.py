@@ -44,7 +44,7 @@ async def vapid_public_key(request: Request) -> VapidKey:
 @router.post(
     "/push-subscriptions", response_model=PushSubscriptionRead, summary="Register this device for push"
 )
-async def subscribe(
+async def subscribe_to_push(
     body: PushSubscriptionCreate,
     user: StaffUser,
     uow: UowDep,
@@ -63,7 +63,7 @@ async def subscribe(
 
 
 @router.get("/push-subscriptions", response_model=list[PushSubscriptionRead], summary="My registered devices")
-async def my_subscriptions(user: StaffUser, session: SessionDep) -> list[PushSubscriptionRead]:
+async def list_my_push_subscriptions(user: StaffUser, session: SessionDep) -> list[PushSubscriptionRead]:
     return [
         PushSubscriptionRead.model_validate(s)
         for s in await service.push_subscriptions_of(session, user.subject)
@@ -71,7 +71,7 @@ async def my_subscriptions(user: StaffUser, session: SessionDep) -> list[PushSub
 
 
 @router.delete("/push-subscriptions/{subscription_id}", status_code=204, summary="Stop push to a device")
-async def unsubscribe(subscription_id: str, user: StaffUser, uow: UowDep) -> None:
+async def unsubscribe_from_push(subscription_id: str, user: StaffUser, uow: UowDep) -> None:
     await service.unsubscribe_push(uow.session, user.subject, subscription_id)
     await uow.commit()
 
@@ -144,7 +144,7 @@ async def list_deliveries(
 @router.get(
     "/deliveries/{delivery_id}/attempts", response_model=list[DeliveryAttemptRead], summary="Every attempt"
 )
-async def delivery_attempts(
+async def list_delivery_attempts(
     delivery_id: str, _admin: AdminUser, session: SessionDep
 ) -> list[DeliveryAttemptRead]:
     return [DeliveryAttemptRead.model_validate(a) for a in await service.attempts_of(session, delivery_id)]

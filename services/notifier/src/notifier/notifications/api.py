@@ -37,20 +37,20 @@ async def list_notifications(
 
 
 @router.get("/unread-count", response_model=UnreadCount, summary="How many are unread (for a badge)")
-async def unread_count(user: StaffUser, session: SessionDep) -> UnreadCount:
+async def count_unread(user: StaffUser, session: SessionDep) -> UnreadCount:
     unread, position = await service.counts(session, user.subject)
     return UnreadCount(unread=unread, stream_position=position)
 
 
 @router.post("/read-all", response_model=ReadAllResult, summary="Mark all my notifications read")
-async def read_all(user: StaffUser, uow: UowDep) -> ReadAllResult:
+async def mark_all_read(user: StaffUser, uow: UowDep) -> ReadAllResult:
     marked = await service.mark_all_read(uow.session, user.subject)
     await uow.commit()
     return ReadAllResult(marked_read=marked)
 
 
 @router.post("/{notification_id}/read", response_model=NotificationRead, summary="Mark one notification read")
-async def read_one(notification_id: Int32Id, user: StaffUser, uow: UowDep) -> NotificationRead:
+async def mark_read(notification_id: Int32Id, user: StaffUser, uow: UowDep) -> NotificationRead:
     notification = await service.mark_read(uow.session, user.subject, notification_id)
     if notification is None:
         raise NotFound(f"You have no notification {notification_id}.")

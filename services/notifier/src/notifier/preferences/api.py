@@ -21,7 +21,7 @@ async def get_preferences(user: StaffUser, session: SessionDep) -> PreferencesRe
 
 
 @router.put("", response_model=PreferencesRead, summary="Set my channels and quiet hours")
-async def put_preferences(body: PreferencesWrite, user: StaffUser, uow: UowDep) -> PreferencesRead:
+async def save_preferences(body: PreferencesWrite, user: StaffUser, uow: UowDep) -> PreferencesRead:
     """Kinds not named keep their defaults. Quiet hours (local time in `timezone`) hold back
     push and email, never escalations; in-app notifications are always kept."""
     preference = await service.put(uow.session, user.subject, body)

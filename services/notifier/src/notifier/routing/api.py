@@ -29,7 +29,7 @@ async def get_team(name: TeamName, _admin: AdminUser, session: SessionDep) -> Te
 
 
 @router.put("/teams/{name}", response_model=TeamRead, summary="Create a team or replace its members")
-async def put_team(
+async def save_team(
     name: TeamName, body: TeamWrite, _admin: AdminUser, uow: UowDep, response: Response
 ) -> TeamRead:
     team, created = await service.put_team(uow.session, name, body.members)
@@ -45,14 +45,14 @@ async def delete_team(name: TeamName, _admin: AdminUser, uow: UowDep) -> None:
 
 
 @router.get("/routing-rules", response_model=list[RoutingRuleRead], summary="Which team gets which category")
-async def list_rules(_admin: AdminUser, session: SessionDep) -> list[RoutingRuleRead]:
+async def list_routing_rules(_admin: AdminUser, session: SessionDep) -> list[RoutingRuleRead]:
     return [RoutingRuleRead.model_validate(r) for r in await service.list_rules(session)]
 
 
 @router.put(
     "/routing-rules/{category}", response_model=RoutingRuleRead, summary="Route a product category to a team"
 )
-async def put_rule(
+async def save_routing_rule(
     category: Category, body: RoutingRuleWrite, _admin: AdminUser, uow: UowDep, response: Response
 ) -> RoutingRuleRead:
     """New cases of the category alert the team's members (and the supervisors); a case not
@@ -65,6 +65,6 @@ async def put_rule(
 
 
 @router.delete("/routing-rules/{category}", status_code=204, summary="Remove a category's rule")
-async def delete_rule(category: Category, _admin: AdminUser, uow: UowDep) -> None:
+async def delete_routing_rule(category: Category, _admin: AdminUser, uow: UowDep) -> None:
     await service.delete_rule(uow.session, category)
     await uow.commit()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 
 from casebridge_shared.auth import AdminUser, OptionalUser
+from casebridge_shared.openapi import ETAG, LOCATION, response_headers
 from casebridge_shared.pagination import Page, PageDep
 from casebridge_shared.problems import PROBLEM_RESPONSES
-from casebridge_shared.versioning import etag, expected_version
+from casebridge_shared.versioning import IfMatch, etag
 from order_intake.catalog import service
 from order_intake.catalog.models import ProductCreate, ProductRead, ProductUpdate
 from order_intake.deps import SessionDep, UowDep
@@ -53,7 +54,12 @@ async def list_products(
     )
 
 
-@router.get("/{product_id}", response_model=ProductRead, summary="One product (public)")
+@router.get(
+    "/{product_id}",
+    response_model=ProductRead,
+    summary="One product (public)",
+    responses=response_headers(200, ETAG),
+)
 async def get_product(product_id: str, session: SessionDep, is_admin: IsAdmin, response: Response) -> Any:
     product = await service.get_product(session, product_id, include_hidden=is_admin)
     response.headers["ETag"] = etag(product.version)
@@ -61,7 +67,11 @@ async def get_product(product_id: str, session: SessionDep, is_admin: IsAdmin, r
 
 
 @router.post(
-    "", status_code=status.HTTP_201_CREATED, response_model=ProductRead, summary="Add a product (admin)"
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ProductRead,
+    summary="Add a product (admin)",
+    responses=response_headers(201, LOCATION, ETAG),
 )
 async def create_product(_admin: AdminUser, body: ProductCreate, uow: UowDep, response: Response) -> Any:
     product = await service.create_product(uow, body)
@@ -70,16 +80,21 @@ async def create_product(_admin: AdminUser, body: ProductCreate, uow: UowDep, re
     return _read(product)
 
 
-@router.patch("/{product_id}", response_model=ProductRead, summary="Change a product (admin)")
+@router.patch(
+    "/{product_id}",
+    response_model=ProductRead,
+    summary="Change a product (admin)",
+    responses=response_headers(200, ETAG),
+)
 async def update_product(
     _admin: AdminUser,
     product_id: str,
     body: ProductUpdate,
     uow: UowDep,
     response: Response,
-    if_match: Annotated[str | None, Header()] = None,
+    version: IfMatch,
 ) -> Any:
-    product = await service.update_product(uow, product_id, body, expected_version(if_match, required=False))
+    product = await service.update_product(uow, product_id, body, version)
     response.headers["ETag"] = etag(product.version)
     return _read(product)
 
@@ -93,7 +108,7 @@ async def archive_product(
     _admin: AdminUser,
     product_id: str,
     uow: UowDep,
-    if_match: Annotated[str | None, Header()] = None,
+    version: IfMatch,
 ) -> Any:
-    product = await service.archive_product(uow, product_id, expected_version(if_match, required=False))
+    product = await service.archive_product(uow, product_id, version)
     return _read(product)

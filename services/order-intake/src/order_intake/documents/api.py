@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse
 
 from casebridge_shared.auth import STAFF_ROLES, Principal, Role, require_roles
 from casebridge_shared.files import clean_file_name
+from casebridge_shared.openapi import ETAG, response_headers
 from casebridge_shared.problems import PROBLEM_RESPONSES, NotFound
 from order_intake.deps import ContainerDep, SessionDep
 from order_intake.documents import service
@@ -34,7 +35,13 @@ async def list_documents(order_id: str, principal: DocumentReader, session: Sess
     "/{order_id}/documents/{document_id}",
     response_class=FileResponse,
     summary="Download a document, with its content type, file name and SHA-256",
-    responses={200: {"content": {"application/octet-stream": {}}, "description": "The document"}},
+    responses={
+        200: {
+            "content": {"application/octet-stream": {}},
+            "description": "The document",
+            **response_headers(200, ETAG)[200],
+        }
+    },
 )
 async def download_document(
     order_id: str, document_id: str, principal: DocumentReader, session: SessionDep, container: ContainerDep

@@ -12,9 +12,10 @@ from pydantic import BaseModel
 
 from casebridge_shared.auth import AdminUser, CurrentUser, Department, Role
 from casebridge_shared.db import utcnow
+from casebridge_shared.openapi import ETAG, LOCATION, RETRY_AFTER, response_headers
 from casebridge_shared.pagination import Page, PageDep
 from casebridge_shared.problems import PROBLEM_RESPONSES, Unauthorized, Unprocessable
-from casebridge_shared.versioning import etag, expected_version
+from casebridge_shared.versioning import IfMatch, IfMatchRequired, etag
 from order_intake.deps import ContainerDep, SessionDep, UowDep, client_ip
 from order_intake.identity import clients, mail, service
 from order_intake.identity.keys import ALGORITHM
@@ -42,9 +43,14 @@ router = APIRouter(tags=["identity"], responses=PROBLEM_RESPONSES)
     status_code=status.HTTP_201_CREATED,
     response_model=UserRead,
     summary="Customer self-sign-up",
-    responses={429: {"description": "Too many failed logins or sign-ups from this address (Retry-After)"}},
+    responses={
+        **response_headers(201, LOCATION, ETAG),
+        **response_headers(
+            429, RETRY_AFTER, description="Too many failed logins or sign-ups from this address (Retry-After)"
+        ),
+    },
 )
-async def register(
+async def register_customer(
     body: CustomerRegistration, request: Request, uow: UowDep, container: ContainerDep, response: Response
 ) -> Any:
     user = await service.register_customer(
@@ -63,9 +69,11 @@ async def register(
     response_model=TokenResponse,
     summary="OAuth2 token endpoint: the password grant, the refresh_token grant (the refresh token "
     "rotates on every use) and the client_credentials grant for machine clients",
-    responses={429: {"description": "Too many failed logins for this account or address (Retry-After)"}},
+    responses=response_headers(
+        429, RETRY_AFTER, description="Too many failed logins for this account or address (Retry-After)"
+    ),
 )
-async def token(
+async def issue_token(
     request: Request,
     uow: UowDep,
     container: ContainerDep,
@@ -147,7 +155,7 @@ async def token(
     "/auth/revoke",
     summary="Revoke a refresh token (RFC 7009): its session can no longer be refreshed (sign-out)",
 )
-async def revoke(
+async def revoke_token(
     uow: UowDep,
     response: Response,
     token: Annotated[str, Form(min_length=1, max_length=200)],
@@ -171,7 +179,9 @@ RESET_ACCEPTED = "If an account has this email, a link to choose a new password 
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Accepted,
     summary="Email me a link to reset my password (the same answer whether or not the account exists)",
-    responses={429: {"description": "Asked too often for this email or from this address (Retry-After)"}},
+    responses=response_headers(
+        429, RETRY_AFTER, description="Asked too often for this email or from this address (Retry-After)"
+    ),
 )
 async def request_password_reset(
     body: PasswordResetRequest, request: Request, uow: UowDep, container: ContainerDep, tasks: BackgroundTasks
@@ -299,6 +309,7 @@ async def oauth_metadata(request: Request, container: ContainerDep, response: Re
     status_code=status.HTTP_201_CREATED,
     response_model=MachineClientWithSecret,
     summary="Create a machine client for the client credentials grant; its secret is shown only here (admin)",
+    responses=response_headers(201, LOCATION),
 )
 async def create_machine_client(
     admin: AdminUser, body: MachineClientCreate, uow: UowDep, response: Response
@@ -351,7 +362,7 @@ async def disable_machine_client(_admin: AdminUser, client_id: str, uow: UowDep,
 
 
 @router.get("/.well-known/jwks.json", summary="Public keys that verify our tokens")
-async def jwks(container: ContainerDep, response: Response) -> dict[str, Any]:
+async def read_jwks(container: ContainerDep, response: Response) -> dict[str, Any]:
     # Re-read after `keys rotate` (signing_key_reload_seconds) so a withdrawn key leaves the set;
     # a cache in between may keep the set this long more (part of the documented bound).
     await container.keys.refresh_if_stale()
@@ -359,24 +370,24 @@ async def jwks(container: ContainerDep, response: Response) -> dict[str, Any]:
     return container.keys.jwks()
 
 
-@router.get("/me", response_model=UserRead, summary="My account")
+@router.get("/me", response_model=UserRead, summary="My account", responses=response_headers(200, ETAG))
 async def read_me(principal: CurrentUser, session: SessionDep, response: Response) -> Any:
     user = await service.get_user(session, principal.subject)
     response.headers["ETag"] = etag(user.version)
     return user
 
 
-@router.patch("/me", response_model=UserRead, summary="Change my basic data (A3)")
+@router.patch(
+    "/me", response_model=UserRead, summary="Change my basic data (A3)", responses=response_headers(200, ETAG)
+)
 async def update_me(
     principal: CurrentUser,
     body: ProfileUpdate,
     uow: UowDep,
     response: Response,
-    if_match: Annotated[str | None, Header()] = None,
+    version: IfMatch,
 ) -> Any:
-    user = await service.update_profile(
-        uow, principal.subject, body, expected_version(if_match, required=False)
-    )
+    user = await service.update_profile(uow, principal.subject, body, version)
     response.headers["ETag"] = etag(user.version)
     return user
 
@@ -385,7 +396,9 @@ async def update_me(
     "/me/password",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Change my password: the current one must match; every session ends (sign in again)",
-    responses={429: {"description": "Too many wrong current passwords (Retry-After)"}},
+    responses=response_headers(
+        429, RETRY_AFTER, description="Too many wrong current passwords (Retry-After)"
+    ),
 )
 async def change_my_password(
     principal: CurrentUser, body: PasswordChange, uow: UowDep, container: ContainerDep, request: Request
@@ -432,7 +445,12 @@ async def list_users(
     )
 
 
-@router.get("/users/{user_id}", response_model=UserRead, summary="One user (admin)")
+@router.get(
+    "/users/{user_id}",
+    response_model=UserRead,
+    summary="One user (admin)",
+    responses=response_headers(200, ETAG),
+)
 async def read_user(_admin: AdminUser, user_id: str, session: SessionDep, response: Response) -> Any:
     user = await service.get_user(session, user_id)
     response.headers["ETag"] = etag(user.version)
@@ -443,6 +461,7 @@ async def read_user(_admin: AdminUser, user_id: str, session: SessionDep, respon
     "/users/{user_id}/roles",
     response_model=UserRead,
     summary="Set a staff user's roles and department (admin); taking a right away revokes their sessions",
+    responses=response_headers(200, ETAG),
 )
 async def change_roles(
     admin: AdminUser,
@@ -451,9 +470,9 @@ async def change_roles(
     uow: UowDep,
     request: Request,
     response: Response,
-    if_match: Annotated[str | None, Header()] = None,
+    version: IfMatchRequired,
 ) -> Any:
-    user = await service.change_roles(uow, user_id, body, expected_version(if_match), by=admin.subject)
+    user = await service.change_roles(uow, user_id, body, version, by=admin.subject)
     request.app.state.revocations.invalidate()
     response.headers["ETag"] = etag(user.version)
     return user
@@ -463,6 +482,7 @@ async def change_roles(
     "/users/{user_id}/disable",
     response_model=UserRead,
     summary="Disable a user: no sign-in, and every service refuses their tokens within 60 s (admin)",
+    responses=response_headers(200, ETAG),
 )
 async def disable_user(
     admin: AdminUser, user_id: str, uow: UowDep, request: Request, response: Response
@@ -473,7 +493,12 @@ async def disable_user(
     return user
 
 
-@router.post("/users/{user_id}/enable", response_model=UserRead, summary="Enable a disabled user (admin)")
+@router.post(
+    "/users/{user_id}/enable",
+    response_model=UserRead,
+    summary="Enable a disabled user (admin)",
+    responses=response_headers(200, ETAG),
+)
 async def enable_user(
     _admin: AdminUser, user_id: str, uow: UowDep, request: Request, response: Response
 ) -> Any:
@@ -487,6 +512,7 @@ async def enable_user(
     "/users/{user_id}/revoke-sessions",
     response_model=UserRead,
     summary="Revoke a user's sessions: their tokens are refused everywhere within 60 s (admin)",
+    responses=response_headers(200, ETAG),
 )
 async def revoke_sessions(
     _admin: AdminUser, user_id: str, uow: UowDep, request: Request, response: Response

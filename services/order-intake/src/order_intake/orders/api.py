@@ -9,9 +9,10 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from casebridge_shared.auth import STAFF_ROLES, Principal, Role, require_roles
+from casebridge_shared.openapi import ETAG, IDEMPOTENT_REPLAYED, LOCATION, response_headers
 from casebridge_shared.pagination import Page, PageDep
 from casebridge_shared.problems import PROBLEM_RESPONSES
-from casebridge_shared.versioning import etag, expected_version
+from casebridge_shared.versioning import IfMatch, IfMatchRequired, etag
 from order_intake.deps import SessionDep, UowDep, WritesDep
 from order_intake.orders import live, service
 from order_intake.orders.models import (
@@ -34,7 +35,13 @@ IDEMPOTENCY_KEY = Header(
 )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=OrderRead, summary="Order a product")
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=OrderRead,
+    summary="Order a product",
+    responses=response_headers(201, LOCATION, ETAG, IDEMPOTENT_REPLAYED),
+)
 async def place_order(
     principal: Customer,
     body: OrderCreate,
@@ -88,43 +95,57 @@ async def list_orders(
     return Page[OrderSummary](items=items, total=total, limit=page.limit, offset=page.offset)
 
 
-@router.get("/{order_id}", response_model=OrderRead, summary="An order with its progress and solution")
+@router.get(
+    "/{order_id}",
+    response_model=OrderRead,
+    summary="An order with its progress and solution",
+    responses=response_headers(200, ETAG),
+)
 async def get_order(principal: OrderReader, order_id: str, session: SessionDep, response: Response) -> Any:
     order = await service.get_order(session, principal, order_id)
     response.headers["ETag"] = etag(order.version)
     return await service.read_order(session, order)
 
 
-@router.patch("/{order_id}", response_model=OrderRead, summary="Change the description while submitted")
+@router.patch(
+    "/{order_id}",
+    response_model=OrderRead,
+    summary="Change the description while submitted",
+    responses=response_headers(200, ETAG),
+)
 async def update_order(
     principal: Customer,
     order_id: str,
     body: OrderUpdate,
     uow: UowDep,
     response: Response,
-    if_match: Annotated[str | None, Header(description="ETag from your last read")] = None,
+    version: IfMatchRequired,
 ) -> Any:
-    version = expected_version(if_match, required=True)
     order = await service.update_order(uow, principal, order_id, body, version)
     response.headers["ETag"] = etag(order.version)
     return await service.read_order(uow.session, order)
 
 
-@router.post("/{order_id}/cancel", response_model=OrderRead, summary="Cancel an order")
+@router.post(
+    "/{order_id}/cancel",
+    response_model=OrderRead,
+    summary="Cancel an order",
+    responses=response_headers(200, ETAG),
+)
 async def cancel_order(
     principal: OrderReader,
     order_id: str,
     uow: UowDep,
     response: Response,
+    version: IfMatch,
     body: OrderCancel | None = None,
-    if_match: Annotated[str | None, Header()] = None,
 ) -> Any:
     order = await service.cancel_order(
         uow,
         principal,
         order_id,
         body.reason if body else None,
-        expected_version(if_match, required=False),
+        version,
     )
     response.headers["ETag"] = etag(order.version)
     return await service.read_order(uow.session, order)

@@ -35,7 +35,7 @@ class RelayStatusRead(BaseModel):
 
 
 @router.get("/status", response_model=RelayStatusRead, summary="Outbox backlog and recent relay runs (admin)")
-async def status(_admin: AdminUser, container: ContainerDep) -> Any:
+async def read_relay_status(_admin: AdminUser, container: ContainerDep) -> Any:
     current = await relay_status(container.db, outbox)
     return RelayStatusRead(
         backlog=current.backlog,

@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse
 from casebridge_shared import uploads
 from casebridge_shared.auth import STAFF_ROLES, Principal, Role, require_roles
 from casebridge_shared.files import clean_file_name
+from casebridge_shared.openapi import ETAG, IDEMPOTENT_REPLAYED, LOCATION, response_headers
 from casebridge_shared.problems import PROBLEM_RESPONSES, NotFound, Unprocessable
 from order_intake.deps import ContainerDep, SessionDep, UowDep
 from order_intake.threads import service
@@ -51,6 +52,7 @@ async def list_messages(order_id: str, principal: ThreadReader, session: Session
     status_code=status.HTTP_201_CREATED,
     response_model=MessageRead,
     summary="Write to the team handling the order (while it is open)",
+    responses=response_headers(201, LOCATION, IDEMPOTENT_REPLAYED),
 )
 async def post_message(
     order_id: str,
@@ -117,7 +119,13 @@ async def list_files(order_id: str, principal: FileReader, session: SessionDep) 
     "/{order_id}/files/{file_id}",
     response_class=FileResponse,
     summary="Download one of the customer's files (ETag and Repr-Digest carry its SHA-256)",
-    responses={200: {"content": {"application/octet-stream": {}}, "description": "The file"}},
+    responses={
+        200: {
+            "content": {"application/octet-stream": {}},
+            "description": "The file",
+            **response_headers(200, ETAG)[200],
+        }
+    },
 )
 async def download_file(
     order_id: str, file_id: str, principal: FileReader, session: SessionDep, container: ContainerDep

@@ -1,0 +1,91 @@
+"""The four services' OpenAPI as a contract for generated clients: operation ids and If-Match.
+
+Built from each service's real application (no lifespan needed: the OpenAPI is made
+from the routes alone).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+
+import case_handling.main
+import customer_ledger.main
+import notifier.main
+import order_intake.main
+from casebridge_shared.openapi import camel_case
+from casebridge_shared.testing.openapi import HTTP_METHODS, operation_ids
+
+APPS = {
+    "order-intake": order_intake.main.create_application,
+    "case-handling": case_handling.main.create_application,
+    "notifier": notifier.main.create_application,
+    "customer-ledger": customer_ledger.main.create_application,
+}
+CAMEL_CASE = re.compile(r"[a-z][a-z0-9]*(?:[A-Z][a-z0-9]*)*")
+
+
+@pytest.fixture(scope="module", params=sorted(APPS))
+def spec(request: pytest.FixtureRequest) -> dict[str, Any]:
+    app: FastAPI = APPS[request.param]()
+    return app.openapi()
+
+
+def test_every_operation_id_is_camel_case_unique_and_names_no_method(spec: dict[str, Any]) -> None:
+    ids = operation_ids(spec)
+    assert len(ids) > 10
+    for operation_id, method, path in ids:
+        assert CAMEL_CASE.fullmatch(operation_id), (
+            f"{method.upper()} {path}: {operation_id!r} is not camelCase"
+        )
+        # FastAPI's default ids end with the method (place_order_orders_post); camelCase, ...Post.
+        ending = next((m for m in HTTP_METHODS if operation_id.endswith(m.capitalize())), None)
+        assert ending is None, f"{method.upper()} {path}: {operation_id!r} ends with the method {ending!r}"
+    twice = [name for name, n in Counter(name for name, _, _ in ids).items() if n > 1]
+    assert not twice, f"operation ids used twice: {twice}"
+
+
+def test_the_operations_the_clients_know_by_name(spec: dict[str, Any]) -> None:
+    """A sample: renaming one of these renames a method of every generated client."""
+    expected = {
+        "Casebridge order-intake": {
+            ("post", "/orders"): "placeOrder",
+            ("patch", "/orders/{order_id}"): "updateOrder",
+        },
+        "Casebridge case-handling": {
+            ("get", "/cases"): "listCases",
+            ("post", "/cases/{case_id}/claim"): "claimCase",
+        },
+        "Casebridge notifier": {("post", "/notifications/read-all"): "markAllRead"},
+        "Casebridge customer-ledger": {("post", "/customers"): "createCustomer"},
+    }[spec["info"]["title"]]
+    for (method, path), operation_id in expected.items():
+        assert spec["paths"][path][method]["operationId"] == operation_id
+    # Every service shares the session and operations routes, under the same names.
+    assert spec["paths"]["/session"]["get"]["operationId"] == "readSession"
+    assert spec["paths"]["/metrics"]["get"]["operationId"] == "readMetrics"
+
+
+def test_if_match_is_documented_with_the_same_words_everywhere(spec: dict[str, Any]) -> None:
+    headers = [
+        parameter
+        for item in spec["paths"].values()
+        for operation in item.values()
+        for parameter in operation.get("parameters", [])
+        if parameter["in"] == "header" and parameter["name"].lower() == "if-match"
+    ]
+    for parameter in headers:
+        assert parameter["name"] == "If-Match"
+        assert "412" in parameter["description"] and "*" in parameter["description"]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("place_order", "placeOrder"), ("claim_case", "claimCase"), ("healthz", "healthz"), ("_x__y_", "xY")],
+)
+def test_camel_case(name: str, expected: str) -> None:
+    assert camel_case(name) == expected
