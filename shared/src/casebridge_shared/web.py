@@ -31,6 +31,7 @@ from casebridge_shared.problems import (
     PROBLEM_CONTENT_TYPE,
     NotFound,
     PayloadTooLarge,
+    Unauthorized,
     install_problem_handlers,
 )
 from casebridge_shared.tracing import child_of, current_traceparent, parse_trace_id
@@ -288,6 +289,7 @@ def create_app(
     openapi_tags: list[dict[str, Any]] | None = None,
     cors_allow_origins: Sequence[str] = (),
     trusted_proxies: Sequence[str] = (),
+    metrics_token: str = "",
 ) -> FastAPI:
     owner_only_umask()  # what the api writes under var/ (uploads, kept keys) is its owner's alone
     app = FastAPI(
@@ -303,6 +305,7 @@ def create_app(
     )
     app.state.readiness_checks = {}
     app.state.metrics_hooks = []
+    app.state.metrics_token = metrics_token
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes, overrides=body_limit_overrides)
     if cors_allow_origins:
@@ -379,6 +382,8 @@ def operations_router() -> APIRouter:
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def metrics_endpoint(request: Request) -> Response:
+        if not metrics.authorized(request.app.state.metrics_token, request.headers.get("authorization")):
+            raise Unauthorized("/metrics needs the metrics bearer token (setting metrics_token)")
         for hook in request.app.state.metrics_hooks:
             try:
                 await hook()
