@@ -62,6 +62,9 @@ async def test_with_a_token_the_api_metrics_want_it() -> None:
     # Probes need no token.
     assert (await _get(app, "/healthz")).status_code == 200
     assert (await _get(app, "/readyz")).status_code == 200
+    # The API description says so.
+    documented = (await _get(app, "/openapi.json")).json()["paths"]["/metrics"]["get"]["responses"]
+    assert "application/problem+json" in documented["401"]["content"]
 
 
 @pytest.mark.parametrize("token", ["", TOKEN])

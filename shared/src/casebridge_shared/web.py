@@ -29,6 +29,7 @@ from casebridge_shared.db import is_database_unreachable
 from casebridge_shared.keyfiles import owner_only_umask
 from casebridge_shared.problems import (
     PROBLEM_CONTENT_TYPE,
+    PROBLEM_RESPONSES,
     NotFound,
     PayloadTooLarge,
     Unauthorized,
@@ -380,7 +381,13 @@ def operations_router() -> APIRouter:
             media_type=PROBLEM_CONTENT_TYPE,
         )
 
-    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    # 401 only where the metrics_token setting is set (then: ``Authorization: Bearer <token>``).
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={401: PROBLEM_RESPONSES[401]},
+    )
     async def metrics_endpoint(request: Request) -> Response:
         if not metrics.authorized(request.app.state.metrics_token, request.headers.get("authorization")):
             raise Unauthorized("/metrics needs the metrics bearer token (setting metrics_token)")
