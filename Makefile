@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.9
 
-.PHONY: install up test test-postgres lint format lock clean browser
+.PHONY: install up test test-postgres lint format lock clean browser promtool
 
 # The staff app's browser test drives Debian's Chromium (installed here if missing).
 CHROMIUM ?= /usr/bin/chromium
@@ -29,6 +29,13 @@ browser:
 	@# WenQuanYi Micro Hei, used under its Apache-2.0 option, a system font not shipped by us.
 	@fc-list :lang=zh 2>/dev/null | grep -q . || { echo "installing a Chinese font for the screens' browser tests"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq fonts-wqy-microhei >/dev/null; }
+
+# promtool checks deploy/prometheus/alerts.yml and runs its unit tests (tests/test_observability.py
+# skips them without it). Not part of `test`: Debian's `prometheus` package also installs, and
+# on systemd hosts starts, a Prometheus server on port 9090.
+promtool:
+	@command -v promtool >/dev/null || { echo "installing Debian's prometheus for promtool"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 test: $(STAMP) browser
 	$(PY) -m pytest

@@ -72,6 +72,8 @@ DEPLOYER_ENV = {
     "KAFKA_CASE_HANDLING_PASSWORD": "case-handling-kafka-password",
     "KAFKA_NOTIFIER_PASSWORD": "notifier-kafka-password",
     "KAFKA_CUSTOMER_LEDGER_PASSWORD": "customer-ledger-kafka-password",
+    "CASEBRIDGE_METRICS_TOKEN": "a-real-metrics-token",
+    "GRAFANA_ADMIN_PASSWORD": "a-real-grafana-password",
 }
 
 
@@ -346,7 +348,8 @@ def layout_problems(compose: Compose, info: ServiceInfo) -> list[str]:
 
 
 def port_problems(compose: Compose, info: ServiceInfo, settings: Any) -> list[str]:
-    """The api publishes and probes its settings' port; the worker probes its metrics port."""
+    """The api publishes and probes its settings' port; the worker probes its operations port
+    (``/healthz``: its ``/metrics`` wants the metrics token)."""
     problems = []
     for name, svc in containers_of(compose, info.script).items():
         role = command_of(svc)[1:2]
@@ -362,7 +365,7 @@ def port_problems(compose: Compose, info: ServiceInfo, settings: Any) -> list[st
             if str(settings.port) not in targets:
                 problems.append(f"{name}: port {settings.port} is not published ({svc.get('ports')})")
         elif role == ["worker"]:
-            url = f"http://127.0.0.1:{settings.worker_metrics_port}/metrics"
+            url = f"http://127.0.0.1:{settings.worker_metrics_port}/healthz"
             if url not in probe:
                 problems.append(f"{name}: healthcheck should GET {url}: {probe!r}")
     return problems
@@ -519,6 +522,8 @@ def test_environment_builds_production_settings(compose: Compose, service: Servi
         assert settings.kafka_bootstrap_servers == "kafka:9092"
         assert settings.kafka_enable_idempotence is True
         assert settings.token_issuer == "http://order-intake-api:8001"
+        # /metrics is not open in production: every api and worker wants the scrape token.
+        assert settings.metrics_token.get_secret_value() == DEPLOYER_ENV["CASEBRIDGE_METRICS_TOKEN"]
         assert port_problems(compose, service, settings) == []
 
 
@@ -832,6 +837,7 @@ MUTATIONS: dict[str, tuple[Callable[[Compose], None], Callable[[Compose], list[s
             CASEBRIDGE_ORDER_INTAKE_SIGNING_KEYS_SECRET="hunter3",
             CASEBRIDGE_ORDER_INTAKE_KAFKA_SASL_PASSWORD="another-literal-password",
             CASEBRIDGE_ORDER_INTAKE_SERVICE_CLIENT_SECRET="a-literal-service-secret",
+            CASEBRIDGE_METRICS_TOKEN="a-literal-metrics-token",
         ),
         _order_intake_check(settings_problems),
         "order-intake-migrate: starts without any deployer-supplied secret",
@@ -1062,3 +1068,68 @@ def test_kafka_security_check_reports_what_it_is_for(compose: Compose, case: str
     mutate(broken)
     problems = kafka_security_problems(broken)
     assert any(expected in p for p in problems), problems
+
+
+# --- the observability profile (issue 27, section 5) ------------------------------------
+
+
+def observability_problems(compose: Compose, prometheus_config: dict[str, Any]) -> list[str]:
+    """Prometheus scrapes every api and worker on its settings' port with the metrics token,
+    loads the alert rules; Grafana gets the dashboards; neither runs without the profile."""
+    problems = []
+    all_services = services(compose)
+    for name in ("prometheus", "grafana"):
+        if "observability" not in (all_services.get(name) or {}).get("profiles", []):
+            problems.append(f"{name}: should run only in the observability profile")
+    prometheus = all_services.get("prometheus") or {}
+    secret = (compose.get("secrets") or {}).get("metrics_token") or {}
+    if secret.get("environment") != "CASEBRIDGE_METRICS_TOKEN" or "metrics_token" not in (
+        prometheus.get("secrets") or []
+    ):
+        problems.append("prometheus: needs the metrics_token secret from CASEBRIDGE_METRICS_TOKEN")
+    mounts = " ".join(map(str, prometheus.get("volumes") or []))
+    for source in ("./deploy/prometheus/prometheus.yml:", "./deploy/prometheus/alerts.yml:"):
+        if source not in mounts:
+            problems.append(f"prometheus: {source.rstrip(':')} is not mounted")
+    if "/etc/prometheus/alerts.yml" not in prometheus_config.get("rule_files", []):
+        problems.append("prometheus.yml: does not load /etc/prometheus/alerts.yml")
+    scraped: set[str] = set()
+    for job in prometheus_config.get("scrape_configs", []):
+        credentials = (job.get("authorization") or {}).get("credentials_file")
+        if credentials != "/run/secrets/metrics_token":
+            problems.append(f"prometheus.yml: job {job.get('job_name')} scrapes without the metrics token")
+        scraped |= {t for config in job.get("static_configs", []) for t in config.get("targets", [])}
+    for name, svc in casebridge_containers(compose).items():
+        role = command_of(svc)[1:2]
+        env = environment_of(svc)
+        info = SERVICES[command_of(svc)[0]]
+        if role == ["api"]:
+            port = env.get(f"{info.env_prefix}PORT")
+        elif role == ["worker"]:
+            port = env.get(f"{info.env_prefix}WORKER_METRICS_PORT")
+        else:
+            continue
+        if f"{name}:{port}" not in scraped:
+            problems.append(f"prometheus.yml: {name}:{port} is not scraped")
+    grafana_mounts = " ".join(map(str, (all_services.get("grafana") or {}).get("volumes") or []))
+    if "./deploy/grafana/dashboards:" not in grafana_mounts:
+        problems.append("grafana: the dashboards are not mounted")
+    return problems
+
+
+PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+
+
+def test_the_observability_profile_scrapes_every_api_and_worker_with_the_token(compose: Compose) -> None:
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    assert observability_problems(compose, config) == []
+    # Each check reports what it is for.
+    broken = copy.deepcopy(config)
+    broken["scrape_configs"][1]["static_configs"][0]["targets"].pop()
+    assert any("is not scraped" in p for p in observability_problems(compose, broken))
+    broken = copy.deepcopy(config)
+    del broken["scrape_configs"][0]["authorization"]
+    assert any("without the metrics token" in p for p in observability_problems(compose, broken))
+    unprofiled = copy.deepcopy(compose)
+    del unprofiled["services"]["grafana"]["profiles"]
+    assert any("grafana: should run only" in p for p in observability_problems(unprofiled, config))

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import base64
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import update
 
+from casebridge_shared import testing
+from casebridge_shared.db import utcnow
 from casebridge_shared.testing import TokenMinter
 from customer_ledger.bootstrap import Container
 from customer_ledger.journal import merkle, service
+from customer_ledger.journal.models import JournalCheckpoint
 from customer_ledger.journal.signed_note import Verifier, open_checkpoint
 
 
@@ -127,3 +132,27 @@ async def test_appends_from_many_batches_keep_one_sequence(container: Container)
             assert await service.consistency_proof(session, first, size) == expected.consistency_proof(
                 first, size
             )
+
+
+async def test_metrics_show_the_checkpoint_age_and_the_entries_after_it(
+    container: Container, client: httpx.AsyncClient
+) -> None:
+    """What the ledger checkpoint alert reads (deploy/prometheus/alerts.yml, issue 27 section 5)."""
+
+    async def gauges() -> tuple[float, float]:
+        text = (await client.get("/metrics")).text
+        return (
+            testing.metric_value(text, "casebridge_ledger_entries_uncheckpointed", service="customer-ledger"),
+            testing.metric_value(text, "casebridge_ledger_checkpoint_age_seconds", service="customer-ledger"),
+        )
+
+    assert await gauges() == (0, 0)  # an empty journal, no checkpoint yet
+    await append(container, *({"customer": f"c{i}", "field": "phone", "by": "admin"} for i in range(3)))
+    assert await gauges() == (3, 0)
+    await checkpoint_of(client)
+    await append(container, {"customer": "c9", "field": "phone", "by": "admin"})
+    async with container.db.write_session() as session:  # the checkpoint, issued an hour ago
+        await session.execute(update(JournalCheckpoint).values(issued_at=utcnow() - timedelta(hours=1)))
+        await session.commit()
+    after, age = await gauges()
+    assert after == 1 and 3600 <= age < 3600 + 60

@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from casebridge_shared import testing
-from casebridge_shared.broker import EmbeddedBroker
+from casebridge_shared.broker import EmbeddedBroker, free_port
 from casebridge_shared.events import CASES_TOPIC, IDENTITY_TOPIC, CloudEvent
 from casebridge_shared.testing import DatabaseTemplates, TokenMinter
 from notifier.bootstrap import Container, bootstrap
@@ -21,6 +21,7 @@ from notifier.db import MIGRATIONS
 from notifier.directory.models import Person
 from notifier.main import create_application
 from notifier.settings import Settings
+from notifier.testing import Mailbox
 
 
 @pytest.fixture
@@ -214,3 +215,11 @@ async def publish(broker: EmbeddedBroker, *events: CloudEvent | bytes, topic: st
 
 async def consume_until(container: Container, condition: Callable[[], Awaitable[bool]]) -> None:
     await testing.consume_until(container.consumer, condition)
+
+
+@pytest.fixture
+def mailbox(container: Container) -> Mailbox:
+    """An SMTP server for the container's email deliveries, on a free port (not started yet)."""
+    port = free_port()
+    container.settings.smtp_port = port
+    return Mailbox(port)

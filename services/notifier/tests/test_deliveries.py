@@ -113,13 +113,6 @@ async def attempts(container: Container, delivery_id: str) -> list[DeliveryAttem
         return list(found.all())
 
 
-@pytest.fixture
-def mailbox(container: Container) -> Mailbox:
-    port = free_port()
-    container.settings.smtp_port = port
-    return Mailbox(port)
-
-
 async def test_push_email_and_webhook_arrive_and_can_be_verified(
     client: httpx.AsyncClient, container: Container, people: People, mailbox: Mailbox
 ) -> None:
@@ -268,6 +261,10 @@ async def test_a_webhook_that_keeps_failing_is_disabled(
     hooks = WebhookReceiver()
     hooks.answer = 500
     admin = people.headers("a", "admin")
+    dead = "casebridge_notifier_deliveries_total"
+    dead_before = testing.metric_value(
+        (await client.get("/metrics")).text, dead, channel="webhook", outcome="dead"
+    )
     async with serving(hooks.app) as hook_server:
         created = (
             await client.post("/webhooks", json={"url": f"{hook_server.url}/hook"}, headers=admin)
@@ -286,6 +283,11 @@ async def test_a_webhook_that_keeps_failing_is_disabled(
     shown = (await client.get(f"/webhooks/{created['id']}", headers=admin)).json()
     assert shown["active"] is False and "failed attempts in a row" in shown["disabled_reason"]
     assert all(d.status == "failed" for d in await rows(container))
+    # What was still queued for it when it was disabled was given up: dead on /metrics.
+    dead_after = testing.metric_value(
+        (await client.get("/metrics")).text, dead, channel="webhook", outcome="dead"
+    )
+    assert dead_after - dead_before >= 1
     # Re-enabled by the admin: a fresh start.
     again = await client.patch(f"/webhooks/{created['id']}", json={"active": True}, headers=admin)
     assert again.json()["active"] is True and again.json()["consecutive_failures"] == 0

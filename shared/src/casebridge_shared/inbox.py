@@ -21,6 +21,7 @@ import functools
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -453,6 +454,7 @@ class EventConsumer:
                 return 0
             return current
         metrics.CONSUMER_APPLIED.labels(self.service, self.group).inc(len(new))
+        self._observe_age(*(item.event for _, item in new))
         return None
 
     async def _apply(
@@ -484,7 +486,18 @@ class EventConsumer:
             )
             await uow.commit()
         metrics.CONSUMER_APPLIED.labels(self.service, self.group).inc()
+        self._observe_age(event)
         return Outcome(applied=True)
+
+    def _observe_age(self, *events: CloudEvent) -> None:
+        """How late each applied event is here: the path's latency hop by hop (the alerts use it)."""
+        if not events:
+            return
+        age = metrics.EVENT_AGE_AT_APPLY_SECONDS.labels(self.service, self.group)
+        now = utcnow()
+        for event in events:
+            # A producer's clock a little ahead must not make a negative age.
+            age.observe(max(0.0, (now - _aware(event.time)).total_seconds()))
 
     async def _dead_letter(
         self, record: ConsumerRecord[bytes, bytes], event: CloudEvent | None, error: str, attempts: int
@@ -740,3 +753,8 @@ def _short(exc: ValidationError) -> str:
         loc = ".".join(str(p) for p in err.get("loc", ()))
         parts.append(f"{loc}: {err.get('msg')}")
     return "; ".join(parts)
+
+
+def _aware(at: datetime) -> datetime:
+    """A CloudEvents time without an offset is UTC (ours always carry one)."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+
 from prometheus_client import Counter, Gauge, Histogram
 
 HTTP_REQUEST_SECONDS = Histogram(
@@ -84,3 +86,56 @@ LOGIN_THROTTLED = Counter(
     "(account: too many failures for the email; address: too many from the client address)",
     ["service", "scope"],
 )
+
+# How old an event is when a consumer applies it (now minus its CloudEvents ``time``, the
+# commit that made it): per consumer group, so each hop of order -> case -> alert shows its
+# own delay, relay and broker included (docs/runbooks.md, "Order to alert path").
+EVENT_AGE_AT_APPLY_SECONDS = Histogram(
+    "casebridge_consumer_event_age_seconds",
+    "Age of an event (since its source committed it) when a consumer group applied it",
+    ["service", "group"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0),
+)
+
+# The notifier's channels (in_app, push, email, webhook) by what each attempt came to:
+# delivered; retried (failed, tried again later); failed (failed with no attempt left);
+# dead (given up without retrying: the target is gone, the account deactivated, the
+# webhook disabled: what was still queued for it). Each attempt counts once, under one outcome.
+NOTIFIER_DELIVERIES = Counter(
+    "casebridge_notifier_deliveries_total",
+    "Notifier deliveries by channel and outcome (delivered, retried, failed, dead)",
+    ["service", "channel", "outcome"],
+)
+NOTIFIER_DELIVERY_ATTEMPT_SECONDS = Histogram(
+    "casebridge_notifier_delivery_attempt_seconds",
+    "Duration of one push, email or webhook send attempt, by channel and outcome",
+    ["service", "channel", "outcome"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+NOTIFIER_DELIVERY_LATENCY_SECONDS = Histogram(
+    "casebridge_notifier_delivery_latency_seconds",
+    "Time to delivery by channel: in_app from the event's time to the stored notification; "
+    "push, email and webhook from being queued to the attempt that delivered (retries included)",
+    ["service", "channel"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0),
+)
+
+LEDGER_CHECKPOINT_AGE_SECONDS = Gauge(
+    "casebridge_ledger_checkpoint_age_seconds",
+    "Seconds since the latest signed journal checkpoint was issued (0 before the first)",
+    ["service"],
+)
+LEDGER_ENTRIES_UNCHECKPOINTED = Gauge(
+    "casebridge_ledger_entries_uncheckpointed",
+    "Journal entries appended after the latest signed checkpoint",
+    ["service"],
+)
+
+
+def authorized(token: str, authorization: str | None) -> bool:
+    """Whether a scrape may read the metrics: no token set, or ``Bearer <token>`` (compared in
+    constant time). The metrics name routes, consumer groups and volumes: not for everyone."""
+    if not token:
+        return True
+    scheme, _, given = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())

@@ -166,6 +166,10 @@ class ServiceSettings(BaseSettings):
     relay_broker_check_seconds: float = Field(default=5.0, gt=0, le=3600)
     # Consumers: how often a failing handler is tried before its event is dead-lettered.
     consumer_max_attempts: int = Field(default=5, ge=1, le=100)
+    # Set: ``/metrics`` (the api's and the worker's operations port) answers only requests
+    # with ``Authorization: Bearer <token>``, others get 401 problem+json; empty: open, as
+    # for ``make up`` on loopback. /healthz and /readyz stay open for probes.
+    metrics_token: SecretStr = SecretStr("")
 
     @classmethod
     def env_prefix_for_service(cls) -> str:

@@ -30,8 +30,10 @@ from casebridge_shared.keyfiles import owner_only_umask
 from casebridge_shared.openapi import operation_id
 from casebridge_shared.problems import (
     PROBLEM_CONTENT_TYPE,
+    PROBLEM_RESPONSES,
     NotFound,
     PayloadTooLarge,
+    Unauthorized,
     install_problem_handlers,
 )
 from casebridge_shared.tracing import child_of, current_traceparent, parse_trace_id
@@ -289,6 +291,7 @@ def create_app(
     openapi_tags: list[dict[str, Any]] | None = None,
     cors_allow_origins: Sequence[str] = (),
     trusted_proxies: Sequence[str] = (),
+    metrics_token: str = "",
 ) -> FastAPI:
     owner_only_umask()  # what the api writes under var/ (uploads, kept keys) is its owner's alone
     app = FastAPI(
@@ -306,6 +309,7 @@ def create_app(
     )
     app.state.readiness_checks = {}
     app.state.metrics_hooks = []
+    app.state.metrics_token = metrics_token
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes, overrides=body_limit_overrides)
     if cors_allow_origins:
@@ -380,8 +384,16 @@ def operations_router() -> APIRouter:
             media_type=PROBLEM_CONTENT_TYPE,
         )
 
-    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    # 401 only where the metrics_token setting is set (then: ``Authorization: Bearer <token>``).
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={401: PROBLEM_RESPONSES[401]},
+    )
     async def read_metrics(request: Request) -> Response:
+        if not metrics.authorized(request.app.state.metrics_token, request.headers.get("authorization")):
+            raise Unauthorized("/metrics needs the metrics bearer token (setting metrics_token)")
         for hook in request.app.state.metrics_hooks:
             try:
                 await hook()

@@ -15,12 +15,14 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import structlog
 from aiokafka.errors import KafkaError
 from prometheus_client import make_wsgi_app
+from pydantic import SecretStr
 
-from casebridge_shared import health
+from casebridge_shared import health, metrics
 from casebridge_shared.db import is_transient_database_error
 from casebridge_shared.kafka import KafkaSettingsInvalid, TopicMisconfigured, check_client_settings
 from casebridge_shared.keyfiles import owner_only_umask
 from casebridge_shared.logs import configure_logging
+from casebridge_shared.problems import Unauthorized
 from casebridge_shared.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -113,6 +115,8 @@ class WorkerSettings(Protocol):
     def log_json(self) -> bool: ...
     @property
     def worker_metrics_port(self) -> int: ...
+    @property
+    def metrics_token(self) -> SecretStr: ...
 
 
 S = TypeVar("S", bound=WorkerSettings)
@@ -148,8 +152,10 @@ class _QuietHandler(WSGIRequestHandler):
         """Scrapes and probes every few seconds are not news."""
 
 
-def operations_app(readiness: health.Readiness) -> Callable[..., Iterable[bytes]]:
+def operations_app(readiness: health.Readiness, metrics_token: str = "") -> Callable[..., Iterable[bytes]]:
     """A worker's operations port: ``/metrics``, ``/healthz`` (alive) and ``/readyz``.
+
+    With ``metrics_token``, ``/metrics`` wants it as a bearer token (as the api's does).
 
     Not ready while one of its parts reports a problem that needs someone to act
     (``casebridge_shared.health``), answered as problem+json with the problems.
@@ -174,8 +180,20 @@ def operations_app(readiness: health.Readiness) -> Callable[..., Iterable[bytes]
                 status, kind = "503 Service Unavailable", "application/problem+json"
             else:
                 body, status, kind = {"status": "ready"}, "200 OK", "application/json"
-        else:
+        elif metrics.authorized(metrics_token, environ.get("HTTP_AUTHORIZATION")):
             return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+        else:
+            body = Unauthorized("/metrics needs the metrics bearer token (setting metrics_token)").body(path)
+            payload = json.dumps(body).encode()
+            start_response(
+                "401 Unauthorized",
+                [
+                    ("Content-Type", "application/problem+json"),
+                    ("Content-Length", str(len(payload))),
+                    ("WWW-Authenticate", "Bearer"),
+                ],
+            )
+            return [payload]
         payload = json.dumps(body).encode()
         start_response(status, [("Content-Type", kind), ("Content-Length", str(len(payload)))])
         return [payload]
@@ -183,10 +201,16 @@ def operations_app(readiness: health.Readiness) -> Callable[..., Iterable[bytes]
     return app
 
 
-def serve_operations(host: str, port: int, readiness: health.Readiness = health.WORKER) -> WSGIServer:
+def serve_operations(
+    host: str, port: int, readiness: health.Readiness = health.WORKER, metrics_token: str = ""
+) -> WSGIServer:
     """Serve :func:`operations_app` on ``host:port`` from a daemon thread (port 0: any free one)."""
     server = make_server(
-        host, port, operations_app(readiness), server_class=_ThreadingWSGIServer, handler_class=_QuietHandler
+        host,
+        port,
+        operations_app(readiness, metrics_token),
+        server_class=_ThreadingWSGIServer,
+        handler_class=_QuietHandler,
     )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
@@ -198,6 +222,7 @@ def run_worker(
     *,
     metrics_host: str = "127.0.0.1",
     metrics_port: int = 0,
+    metrics_token: str = "",
 ) -> None:
     """Run ``main(stop)`` until SIGINT/SIGTERM sets ``stop``."""
     # The database drivers hand every statement to a thread (aiosqlite) or
@@ -207,7 +232,7 @@ def run_worker(
     # from ~1 s to ~0.3 s p50 on SQLite (bench/bench_order_to_case.py).
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
     if metrics_port:
-        serve_operations(metrics_host, metrics_port)
+        serve_operations(metrics_host, metrics_port, metrics_token=metrics_token)
 
     async def run_main() -> None:
         stop = asyncio.Event()
@@ -284,6 +309,7 @@ def run_service_worker(
             lambda stop: work(settings, stop),
             metrics_host=settings.host,
             metrics_port=settings.worker_metrics_port,
+            metrics_token=settings.metrics_token.get_secret_value(),
         )
     except (TopicMisconfigured, KafkaSettingsInvalid) as exc:
         # Raised only by the checks at the start (Kafka TLS files that cannot be used;

@@ -67,6 +67,7 @@ def create_application(settings: Settings | None = None, container: Container | 
         lifespan=lifespan,
         max_body_bytes=settings.max_request_body_bytes,
         trusted_proxies=settings.trusted_proxies,
+        metrics_token=settings.metrics_token.get_secret_value(),
         # Uploads may be as large as an attachment plus the multipart framing.
         body_limit_overrides={ATTACHMENT_UPLOAD: settings.attachment_max_bytes + 64 * 1024},
     )

@@ -18,6 +18,7 @@ from customer_ledger.bootstrap import Container, bootstrap
 from customer_ledger.customers.api import router as customers_router
 from customer_ledger.db import revocations
 from customer_ledger.grants.api import router as grants_router
+from customer_ledger.journal import service as journal_service
 from customer_ledger.journal.api import router as journal_router
 from customer_ledger.settings import Settings, get_settings
 from customer_ledger.workspace.api import me as me_router
@@ -50,6 +51,7 @@ def create_application(
             max_age=settings.jwks_cache_seconds,
         )
         app.state.readiness_checks["database"] = c.db.ping
+        app.state.metrics_hooks.append(lambda: journal_service.refresh_checkpoint_gauges(c.db))
         # Every request: is the user disabled or the session revoked (identity events kept here)?
         app.state.revocations = RevocationList(
             c.db, revocations, refresh_seconds=settings.revocation_refresh_seconds
@@ -68,6 +70,7 @@ def create_application(
         lifespan=lifespan,
         max_body_bytes=settings.max_request_body_bytes,
         trusted_proxies=settings.trusted_proxies,
+        metrics_token=settings.metrics_token.get_secret_value(),
     )
     app.include_router(customers_router)
     app.include_router(grants_router)

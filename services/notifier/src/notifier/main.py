@@ -72,6 +72,7 @@ def create_application(
         lifespan=lifespan,
         max_body_bytes=settings.max_request_body_bytes,
         trusted_proxies=settings.trusted_proxies,
+        metrics_token=settings.metrics_token.get_secret_value(),
     )
     app.include_router(notifications_router)
     app.include_router(preferences_router)

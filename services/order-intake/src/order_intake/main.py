@@ -108,6 +108,7 @@ def create_application(settings: Settings | None = None, container: Container | 
         lifespan=lifespan,
         max_body_bytes=settings.max_request_body_bytes,
         trusted_proxies=settings.trusted_proxies,
+        metrics_token=settings.metrics_token.get_secret_value(),
         cors_allow_origins=settings.cors_allow_origins,
         # Customers' uploads may be as large as their files plus the multipart framing.
         body_limit_overrides={

@@ -568,3 +568,24 @@ async def assert_docs_pages_offline(client: Any) -> None:
             asset = await client.get(reference)
             assert asset.status_code == 200 and len(asset.content) > 0, reference
             assert asset.headers["content-type"].startswith(("text/javascript", "text/css")), reference
+
+
+def metric_samples(exposition: str) -> list[tuple[str, dict[str, str], float]]:
+    """Every sample of a ``/metrics`` answer: (sample name, labels, value)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [
+        (sample.name, dict(sample.labels), float(sample.value))
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+    ]
+
+
+def metric_value(exposition: str, name: str, **labels: str) -> float:
+    """The sum of the samples named ``name`` whose labels include ``labels`` (0 when none):
+    counters are process-wide, so tests compare a value before and after what they drive."""
+    return sum(
+        value
+        for sample, found, value in metric_samples(exposition)
+        if sample == name and all(found.get(k) == v for k, v in labels.items())
+    )

@@ -20,7 +20,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from casebridge_shared.db import transaction_scoped, utcnow
+from casebridge_shared import metrics
+from casebridge_shared.db import Database, transaction_scoped, utcnow
 from casebridge_shared.outbox import UnitOfWork
 from casebridge_shared.problems import NotFound, Unprocessable
 from customer_ledger.journal import merkle
@@ -330,6 +331,18 @@ async def latest_checkpoint(session: AsyncSession) -> JournalCheckpoint | None:
         select(JournalCheckpoint).order_by(col(JournalCheckpoint.tree_size).desc()).limit(1)
     )
     return rows.scalars().first()
+
+
+async def refresh_checkpoint_gauges(db: Database) -> None:
+    """The checkpoint age and the entries after it, for ``/metrics`` (read at each scrape): an
+    auditor can only hold the ledger to what a signed checkpoint covers."""
+    async with db.session() as session:
+        size = await tree_size(session)
+        last = await latest_checkpoint(session)
+    covered = last.tree_size if last is not None else 0
+    age = (utcnow() - last.issued_at).total_seconds() if last is not None else 0.0
+    metrics.LEDGER_CHECKPOINT_AGE_SECONDS.labels("customer-ledger").set(max(0.0, age))
+    metrics.LEDGER_ENTRIES_UNCHECKPOINTED.labels("customer-ledger").set(max(0, size - covered))
 
 
 async def checkpoint(uow: UnitOfWork, signer: Signer) -> JournalCheckpoint:

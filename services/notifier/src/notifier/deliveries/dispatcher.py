@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
@@ -35,6 +36,7 @@ from py_vapid import Vapid02
 from pywebpush import WebPushException, webpush_async
 from standardwebhooks.webhooks import Webhook
 
+from casebridge_shared import metrics
 from casebridge_shared.db import Database, utcnow
 from casebridge_shared.outbound import OutboundPolicy, OutboundRefused, guarded_client
 from casebridge_shared.worker import periodic
@@ -46,6 +48,17 @@ from notifier.notifications.models import Channel
 from notifier.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+
+SERVICE = "notifier"
+
+
+def _count(delivery: Delivery, outcome: str, started: float) -> None:
+    """One attempt's outcome (delivered, retried, failed, dead) and how long it took."""
+    metrics.NOTIFIER_DELIVERIES.labels(SERVICE, delivery.channel, outcome).inc()
+    metrics.NOTIFIER_DELIVERY_ATTEMPT_SECONDS.labels(SERVICE, delivery.channel, outcome).observe(
+        time.perf_counter() - started
+    )
 
 
 class Gone(Exception):
@@ -141,11 +154,13 @@ class Dispatcher:
             Channel.EMAIL.value: self._email,
             Channel.WEBHOOK.value: self._webhook,
         }
+        started = time.perf_counter()
         try:
             await asyncio.wait_for(
                 senders[delivery.channel](delivery), timeout=self.settings.delivery_timeout_seconds
             )
         except Gone as exc:
+            _count(delivery, "dead", started)
             await service.record_attempt(
                 self.db,
                 delivery,
@@ -163,6 +178,7 @@ class Dispatcher:
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"[:2000] if str(exc) else type(exc).__name__
             last = delivery.attempts + 1 >= self.settings.delivery_max_attempts
+            _count(delivery, "failed" if last else "retried", started)
             await service.record_attempt(
                 self.db,
                 delivery,
@@ -182,6 +198,10 @@ class Dispatcher:
             if delivery.channel == Channel.WEBHOOK.value:
                 await self._maybe_disable_webhook(delivery.recipient)
         else:
+            _count(delivery, "delivered", started)
+            metrics.NOTIFIER_DELIVERY_LATENCY_SECONDS.labels(SERVICE, delivery.channel).observe(
+                max(0.0, (utcnow() - delivery.created_at).total_seconds())
+            )
             await service.record_attempt(
                 self.db, delivery, status=DeliveryStatus.SENT, outcome="sent", error=None, retry_at=None
             )
@@ -272,9 +292,11 @@ class Dispatcher:
             and sub.active
             and sub.consecutive_failures >= self.settings.webhook_disable_after_failures
         ):
-            await service.disable_webhook(
+            abandoned = await service.disable_webhook(
                 self.db,
                 sub.id,
                 f"{sub.consecutive_failures} failed attempts in a row; last at {utcnow():%Y-%m-%d %H:%M} UTC",
             )
+            # What was still queued for it is given up without an attempt.
+            metrics.NOTIFIER_DELIVERIES.labels(SERVICE, Channel.WEBHOOK.value, "dead").inc(abandoned)
             log.error("webhooks.disabled", subscription_id=sub.id, failures=sub.consecutive_failures)

@@ -230,7 +230,8 @@ async def _track_webhook(session: AsyncSession, subscription_id: str, *, ok: boo
     session.add(sub)
 
 
-async def disable_webhook(db: Database, subscription_id: str, reason: str) -> None:
+async def disable_webhook(db: Database, subscription_id: str, reason: str) -> int:
+    """Disable the subscription; returns how many of its queued deliveries were given up."""
     async with db.write_session() as session:
         await session.execute(
             update(WebhookSubscription)
@@ -238,7 +239,7 @@ async def disable_webhook(db: Database, subscription_id: str, reason: str) -> No
             .values(active=False, disabled_reason=reason[:2000])
         )
         # What was still waiting for it will not go out: say so on each.
-        await session.execute(
+        given_up = await session.execute(
             update(Delivery)
             .where(
                 col(Delivery.channel) == Channel.WEBHOOK.value,
@@ -248,6 +249,7 @@ async def disable_webhook(db: Database, subscription_id: str, reason: str) -> No
             .values(status=DeliveryStatus.FAILED.value, last_error=f"webhook disabled: {reason}"[:2000])
         )
         await session.commit()
+    return int(getattr(given_up, "rowcount", 0) or 0)
 
 
 async def remove_push_subscription(db: Database, subscription_id: str) -> None:

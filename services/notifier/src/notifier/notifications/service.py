@@ -21,10 +21,12 @@ from sqlalchemy import select as select_core
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from casebridge_shared import metrics
 from casebridge_shared.db import (
     WITHOUT_QUEUED_ROWS,
     each_of,
     notify_at_commit,
+    on_commit,
     queue_insert,
     table_of,
     transaction_scoped,
@@ -183,12 +185,36 @@ async def notify(session: AsyncSession, recipients: list[str], alert: Alert) -> 
     queue_insert(session, _NOTIFICATIONS, *(n for n in added if "id" not in n))
     if added:
         notify_at_commit(session, NEW_NOTIFICATIONS_CHANNEL)  # the live streams' pollers wake
+    in_app = sum(1 for n in added if n["read_at"] is None)
+    if in_app:
+        _count_in_app_at_commit(session, in_app, (now - alert.at).total_seconds())
     for notification in added:
         if Channel.EMAIL in wanted[notification["recipient_id"]]:
             deliveries.queue_email(
                 session, alert.dedupe_key, alert.case_id, notification["recipient_id"], alert.email_message()
             )
     return added
+
+
+_IN_APP_DELIVERED = "notifier.in_app_delivered"
+
+
+def _count_in_app_at_commit(session: AsyncSession, count: int, age_seconds: float) -> None:
+    """In-app notifications are delivered once stored (the live stream and the inbox read them
+    from there): counted when the transaction commits, not if it rolls back and is retried."""
+    pending: list[tuple[int, float]] = transaction_scoped(session, _IN_APP_DELIVERED, list)
+    if not pending:  # one callback per transaction, however many alerts it carries
+        on_commit(session, lambda: _count_in_app(pending))
+    pending.append((count, age_seconds))
+
+
+def _count_in_app(pending: list[tuple[int, float]]) -> None:
+    delivered = metrics.NOTIFIER_DELIVERIES.labels("notifier", Channel.IN_APP.value, "delivered")
+    latency = metrics.NOTIFIER_DELIVERY_LATENCY_SECONDS.labels("notifier", Channel.IN_APP.value)
+    for count, age_seconds in pending:
+        delivered.inc(count)
+        for _ in range(count):
+            latency.observe(max(0.0, age_seconds))  # a clock a little behind the event's source
 
 
 # -- reading ------------------------------------------------------------------
