@@ -13,6 +13,7 @@ import ipaddress
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -21,6 +22,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from casebridge_shared.events import DEFAULT_DATASCHEMA_BASE
 
 COMMON_PREFIX = "CASEBRIDGE_"
 
@@ -91,6 +94,10 @@ class ServiceSettings(BaseSettings):
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
     kafka_sasl_username: str = ""
     kafka_sasl_password: SecretStr = SecretStr("")
+    # Every event's CloudEvents ``dataschema`` is this plus ``<event type>.json``: the
+    # published schema of its type (docs/events/schemas). Point it at where the schemas
+    # are served to make the URIs resolvable; the default is a stable name only.
+    event_schema_base_url: str = DEFAULT_DATASCHEMA_BASE
 
     # Token verification. By default tokens come from order-intake; point
     # ``oidc_issuer`` at an OpenID Connect provider to use that instead.
@@ -196,6 +203,18 @@ class ServiceSettings(BaseSettings):
         if not self.public_url:
             self.public_url = f"http://{self.host}:{self.port}"
         return self
+
+    @field_validator("event_schema_base_url")
+    @classmethod
+    def _schema_base(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError(
+                "event_schema_base_url: an http(s) URL without query or fragment, e.g. "
+                f"{DEFAULT_DATASCHEMA_BASE}"
+            )
+        # The event type is appended: a base without its slash would glue them together.
+        return value if value.endswith("/") else f"{value}/"
 
     @field_validator("trusted_proxies")
     @classmethod
