@@ -374,7 +374,9 @@ def asyncapi_document(contracts: Sequence[EventContract]) -> dict[str, Any]:
                 "aggregate id (`partitionkey`). Delivery is at least once: consumers dedupe by `id` "
                 "and drop state events whose `aggregateversion` is not newer than what they applied. "
                 "Each event type also has a stand-alone JSON Schema (draft 2020-12) in "
-                f"`schemas/<type>.json` next to this file. {GENERATED_NOTE}"
+                "`schemas/<type>.json` next to this file, named by the event's `dataschema`. Schemas "
+                "are open for additions: ignore fields you do not know. Consumers also accept binary "
+                f"mode (`ce_*` headers, `data` as the record value). {GENERATED_NOTE}"
             ),
             "license": {"name": "Apache-2.0", "url": "https://www.apache.org/licenses/LICENSE-2.0"},
         },
