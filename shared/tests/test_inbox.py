@@ -19,7 +19,13 @@ from sqlalchemy.exc import OperationalError
 from casebridge_shared import testing
 from casebridge_shared.broker import EmbeddedBroker
 from casebridge_shared.db import Database, utcnow
-from casebridge_shared.events import CloudEvent, EventPayload, EventReader, published_by
+from casebridge_shared.events import (
+    CloudEvent,
+    EventPayload,
+    EventReader,
+    binary_mode_attributes,
+    published_by,
+)
 from casebridge_shared.inbox import (
     EventConsumer,
     dead_letter_topic,
@@ -541,6 +547,20 @@ async def test_binary_mode_cloudevents_are_read_like_structured_ones(
     assert first.datacontenttype == "application/json"
     assert first.traceparent == "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     assert first.data == {"name": "binary-1"}
+
+    # The binding's rule: a cloudevents content type is structured mode, whatever else is there.
+    assert binary_mode_attributes([("content-type", b"application/cloudevents+json")], b"k") is None
+    assert (
+        binary_mode_attributes(
+            [("ce_specversion", b"1.0"), ("Content-Type", b"application/cloudevents+json; charset=utf-8")],
+            b"k",
+        )
+        is None
+    )
+    assert binary_mode_attributes([("ce_specversion", b"1.0"), ("ce_data", b"x")], b"k") == {
+        "specversion": "1.0",
+        "partitionkey": "k",
+    }
 
     # The same event again in binary mode is a duplicate, as in structured mode.
     outcome = await consumer.process(

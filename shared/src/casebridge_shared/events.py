@@ -6,7 +6,7 @@ JSON Schemas and the AsyncAPI document can be generated from the code.
 
 Every event names the published JSON Schema of its type in ``dataschema``
 (:func:`dataschema_uri`). Our producers send structured mode; consumers also
-read binary mode (:func:`from_kafka_record`), as other producers may send it.
+read binary mode (:func:`binary_mode_attributes`), as other producers may send it.
 """
 
 from __future__ import annotations
@@ -159,13 +159,17 @@ def is_json_media_type(content_type: str) -> bool:
 def binary_mode_attributes(headers: Sequence[tuple[str, bytes]], key: bytes | None) -> dict[str, Any] | None:
     """The CloudEvent attributes of a binary-mode Kafka record, or None if it is not one.
 
-    A record is in binary mode when it has a ``ce_specversion`` header (the
-    binding's rule); a structured-mode record has ``content-type:
-    application/cloudevents+json`` instead, and our producers send only that. The
-    record key stands in for ``partitionkey`` when no header carries it (the
-    binding's key mapping). ``data`` is not included: it is the record value.
+    The binding's rule: a ``content-type`` of ``application/cloudevents...`` is
+    structured mode (what our producers send: the value is the whole event),
+    whatever other headers say; otherwise a ``ce_specversion`` header makes it
+    binary mode. The record key stands in for ``partitionkey`` when no header
+    carries it (the binding's key mapping). ``data`` is not included: it is the
+    record value.
     """
     named = {name.lower(): value for name, value in headers}
+    content_type = named.get(KAFKA_CONTENT_TYPE_HEADER)
+    if content_type is not None and content_type.lower().startswith(b"application/cloudevents"):
+        return None
     if f"{BINARY_MODE_PREFIX}specversion" not in named:
         return None
     attributes: dict[str, Any] = {
@@ -174,7 +178,6 @@ def binary_mode_attributes(headers: Sequence[tuple[str, bytes]], key: bytes | No
         if name.startswith(BINARY_MODE_PREFIX) and value is not None
     }
     attributes.pop("data", None)  # not an attribute: the data is the value
-    content_type = named.get(KAFKA_CONTENT_TYPE_HEADER)
     if content_type is not None:
         text = content_type.decode("utf-8", errors="replace")
         # Our envelope names JSON one way; a JSON type with parameters is still JSON.
