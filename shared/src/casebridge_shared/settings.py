@@ -63,6 +63,10 @@ class ServiceSettings(BaseSettings):
     database_url: str = ""
     # Public base URL of this service, used in links and as the token audience.
     public_url: str = ""
+    # Every event's CloudEvents ``dataschema`` is this plus ``<event type>.json``: the
+    # published schema of its type (docs/events/schemas). Point it at where the schemas
+    # are served to make the URIs resolvable; the default is a stable name only.
+    event_schema_base_url: str = DEFAULT_DATASCHEMA_BASE
 
     kafka_bootstrap_servers: str = "127.0.0.1:19092"
     # Tansu (the embedded broker) does not implement InitProducerId, so the
@@ -94,10 +98,6 @@ class ServiceSettings(BaseSettings):
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
     kafka_sasl_username: str = ""
     kafka_sasl_password: SecretStr = SecretStr("")
-    # Every event's CloudEvents ``dataschema`` is this plus ``<event type>.json``: the
-    # published schema of its type (docs/events/schemas). Point it at where the schemas
-    # are served to make the URIs resolvable; the default is a stable name only.
-    event_schema_base_url: str = DEFAULT_DATASCHEMA_BASE
 
     # Token verification. By default tokens come from order-intake; point
     # ``oidc_issuer`` at an OpenID Connect provider to use that instead.
