@@ -644,6 +644,42 @@ async def test_dead_letters_keep_every_original_header(db: Database, broker: Emb
     assert dict(received[3].headers)["casebridge-dlq-attempts"] == b"3"
 
 
+async def test_a_binary_mode_dead_letter_is_replayed_with_its_headers(
+    db: Database, broker: EmbeddedBroker
+) -> None:
+    behaviour = Behaviour()
+    consumer = make_consumer(db, broker, behaviour)
+    key, value, headers = binary_mode("boom-binary")
+    headers.append(("x-empty", None))  # type: ignore[arg-type]  # Kafka allows a header without a value
+    incoming = ConsumerRecord(
+        topic=TOPIC,
+        partition=0,
+        offset=7,
+        timestamp=0,
+        timestamp_type=0,
+        key=key,
+        value=value,
+        checksum=None,
+        serialized_key_size=len(key),
+        serialized_value_size=len(value),
+        headers=headers,
+    )
+    assert (await consumer.process(incoming)).dead_lettered
+    [letter] = await list_dead_letters(db, INBOX, "things")
+    assert letter["event_id"] == dict(headers)["ce_id"].decode()
+    assert letter["message_headers"][0] == ["ce_specversion", "MS4w"]  # base64 of b"1.0"
+    assert letter["message_headers"][-1] == ["x-empty", None]
+
+    async def fixed(uow: UnitOfWork, event: CloudEvent, payload: EventPayload) -> None:
+        assert isinstance(payload, ThingHappened)
+        await uow.session.execute(insert(THINGS).values(name=payload.name.replace("boom-", "")))
+
+    consumer.handlers[ThingHappened.event_type] = fixed
+    assert (await replay_dead_letter(consumer, letter["id"])).applied  # read as binary mode again
+    assert await things(db) == ["binary"]
+    assert await list_dead_letters(db, INBOX, "things") == []
+
+
 async def test_rows_inserted_at_commit_are_written_with_the_events_or_not_at_all(db: Database) -> None:
     async def outbox_rows() -> int:
         async with db.session() as s:

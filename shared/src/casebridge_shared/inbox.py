@@ -16,6 +16,7 @@ dead-lettered, never skipped.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import json
@@ -29,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Column,
     Index,
@@ -99,6 +101,9 @@ def inbox_tables(metadata: MetaData) -> InboxTables:
         Column("event_type", String(200), nullable=True),
         Column("message_key", LargeBinary, nullable=True),
         Column("message_value", LargeBinary, nullable=True),
+        # The record's headers, ``[[name, base64 value or null], ...]`` in their order: a
+        # binary-mode event's attributes are there, so a replay needs them.
+        Column("message_headers", JSON, nullable=True),
         Column("error", Text, nullable=False),
         Column("attempts", Integer, nullable=False),
         Column("created_at", UTCDateTime, nullable=False),
@@ -537,6 +542,7 @@ class EventConsumer:
                             event_type=event.type if event else None,
                             message_key=record.key,
                             message_value=record.value,
+                            message_headers=_stored_headers(record.headers or ()),
                             error=error,
                             attempts=attempts,
                             created_at=utcnow(),
@@ -721,7 +727,7 @@ async def replay_dead_letter(consumer: EventConsumer, dead_letter_id: int) -> Ou
         checksum=None,
         serialized_key_size=len(row["message_key"] or b""),
         serialized_value_size=len(row["message_value"] or b""),
-        headers=(),
+        headers=_loaded_headers(row["message_headers"]),
     )
     outcome = await consumer.process(record)
     async with consumer.db.write_session() as session:
@@ -744,6 +750,18 @@ async def _sleep_unless_stopped(seconds: float, stop: asyncio.Event | None) -> N
         await asyncio.wait_for(stop.wait(), timeout=seconds)
     if stop.is_set():
         raise _Stopped
+
+
+def _stored_headers(headers: Sequence[tuple[str, bytes | None]]) -> list[list[str | None]]:
+    """Kafka headers as JSON: values are bytes (base64), names repeat, order matters."""
+    return [[name, None if value is None else base64.b64encode(value).decode()] for name, value in headers]
+
+
+def _loaded_headers(stored: list[list[str | None]] | None) -> tuple[tuple[str, bytes | None], ...]:
+    """The headers ``_stored_headers`` kept; none for a dead letter from before they were kept."""
+    return tuple(
+        (str(name), None if value is None else base64.b64decode(value)) for name, value in stored or ()
+    )
 
 
 def _decode_binary(attributes: dict[str, Any], value: bytes) -> CloudEvent:
