@@ -54,7 +54,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 POSTGRES_INIT = ROOT / "deploy" / "postgres-init.sql"
 KAFKA_ACLS = ROOT / "deploy" / "kafka" / "acls.txt"
-CONFIGURATION_DOC = ROOT / "docs" / "configuration.md"
+KAFKA_ACLS_DOC = ROOT / "docs" / "kafka-acls.md"
 SCHEMA_FILE = Path(__file__).resolve().parent / "data" / "compose-spec.json"
 SCHEMA_SHA256 = "d549057ebc2925f39f62799eab0db7b9e2c18b35b6c00595199116da3ed10e64"
 
@@ -629,20 +629,74 @@ def acl_problems(compose: Compose, acl_text: str) -> list[str]:
     return problems
 
 
-def doc_table_acls(doc: str) -> set[Acl]:
-    """The table under "Who may do what (ACLs)" in docs/configuration.md, as ACLs."""
-    section = doc.split("### Who may do what (ACLs)", 1)[1].split("\n#", 1)[0]
-    rules: set[Acl] = set()
+@dataclass(frozen=True)
+class KafkaDocRow:
+    """One service's row of the table in docs/kafka-acls.md."""
+
+    principal: str
+    writes: frozenset[str]
+    dead_letters: frozenset[str]
+    reads: frozenset[str]
+    groups: frozenset[str]
+
+
+def kafka_doc_rows(doc: str) -> dict[str, KafkaDocRow]:
+    """The table under "Each service's topics and groups" in docs/kafka-acls.md, by service."""
+    section = doc.split("## Each service's topics and groups", 1)[1].split("\n#", 1)[0]
+    rows: dict[str, KafkaDocRow] = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) != 5 or not cells[1].startswith("`"):
+        if len(cells) != 6 or not cells[1].startswith("`"):
             continue
-        principal = cells[1].strip("`")
-        names = [[n for n in re.findall(r"`([^`]+)`", cell)] for cell in cells[2:]]
-        rules |= {(principal, "Write", "topic", n) for n in names[0]}
-        rules |= {(principal, "Read", "topic", n) for n in names[1]}
-        rules |= {(principal, "Read", "group", n) for n in names[2]}
+        names = [frozenset(re.findall(r"`([^`]+)`", cell)) for cell in cells[1:]]
+        (principal,) = names[0]
+        rows[cells[0]] = KafkaDocRow(principal, *names[1:])
+    return rows
+
+
+def doc_table_acls(doc: str) -> set[Acl]:
+    """The table in docs/kafka-acls.md, as the ACLs it says each principal has."""
+    rules: set[Acl] = set()
+    for row in kafka_doc_rows(doc).values():
+        rules |= {(row.principal, "Write", "topic", n) for n in row.writes | row.dead_letters}
+        rules |= {(row.principal, "Read", "topic", n) for n in row.reads}
+        rules |= {(row.principal, "Read", "group", n) for n in row.groups}
     return rules
+
+
+def kafka_doc_problems(doc: str) -> list[str]:
+    """Where docs/kafka-acls.md differs from what each service's code declares (bootstrap.py)."""
+    import importlib
+
+    from casebridge_shared.inbox import dead_letter_topic
+
+    rows = kafka_doc_rows(doc)
+    problems = [f"kafka-acls.md: no row for {name}" for name in sorted(set(SERVICES) - set(rows))]
+    problems += [f"kafka-acls.md: {name} is no service" for name in sorted(set(rows) - set(SERVICES))]
+    for name, info in SERVICES.items():
+        row = rows.get(name)
+        if row is None:
+            continue
+        bootstrap = importlib.import_module(f"{info.package}.bootstrap")
+        declared = {
+            "writes": frozenset(bootstrap.PUBLISHED_TOPICS),
+            "dead-letter topic": frozenset({dead_letter_topic(bootstrap.CONSUMER_GROUP)}),
+            "reads": frozenset(bootstrap.CONSUMED_TOPICS),
+            "consumer group": frozenset({bootstrap.CONSUMER_GROUP}),
+        }
+        documented = {
+            "writes": row.writes,
+            "dead-letter topic": row.dead_letters,
+            "reads": row.reads,
+            "consumer group": row.groups,
+        }
+        for column, names in declared.items():
+            if documented[column] != names:
+                problems.append(
+                    f"kafka-acls.md: {name} {column} says {sorted(documented[column])}, "
+                    f"the code {sorted(names)}"
+                )
+    return problems
 
 
 def kafka_security_problems(compose: Compose) -> list[str]:
@@ -914,7 +968,30 @@ def test_kafka_acls_are_what_each_service_uses(compose: Compose) -> None:
 
 
 def test_kafka_acl_table_in_the_docs_matches_the_file() -> None:
-    assert doc_table_acls(CONFIGURATION_DOC.read_text()) == parse_acls(KAFKA_ACLS.read_text())
+    assert doc_table_acls(KAFKA_ACLS_DOC.read_text()) == parse_acls(KAFKA_ACLS.read_text())
+
+
+def test_kafka_acl_doc_matches_each_services_code() -> None:
+    for info in SERVICES.values():
+        pytest.importorskip(info.package)
+    doc = KAFKA_ACLS_DOC.read_text()
+    assert kafka_doc_problems(doc) == []
+    # And it notices: a topic a service reads left out, a group renamed, a service missing.
+    left_out = doc.replace(
+        "| `casebridge.orders.v1`, `casebridge.catalog.v1`, `casebridge.identity.v1` | `case-handling` |",
+        "| `casebridge.orders.v1`, `casebridge.catalog.v1` | `case-handling` |",
+    )
+    assert left_out != doc
+    assert kafka_doc_problems(left_out) == [
+        "kafka-acls.md: case-handling reads says ['casebridge.catalog.v1', 'casebridge.orders.v1'], the code "
+        "['casebridge.catalog.v1', 'casebridge.identity.v1', 'casebridge.orders.v1']"
+    ]
+    renamed = doc.replace("| `notifier` |\n", "| `notifications` |\n")
+    assert renamed != doc
+    renamed_problems = [p.split(" says")[0] for p in kafka_doc_problems(renamed)]
+    assert renamed_problems == ["kafka-acls.md: notifier consumer group"]
+    without = "\n".join(line for line in doc.splitlines() if not line.startswith("| notifier |"))
+    assert kafka_doc_problems(without) == ["kafka-acls.md: no row for notifier"]
 
 
 def test_kafka_authenticates_everyone_and_denies_by_default(compose: Compose) -> None:

@@ -132,6 +132,21 @@ async def test_staff_work_a_case_in_the_console_from_a_live_queue_to_closed(
         assert [(m["author"], m["body"]) for m in thread] == [
             ("staff", "We have your contract and will call you.")
         ]
+
+        # The customer writes meanwhile: the message comes onto the open page by itself (on the
+        # timeline too), and the reply being typed stays; nobody's work is called stale.
+        await page.fill("#message-form textarea[name=body]", "Half a reply")
+        r = await customer.post(f"/orders/{order_id}/messages", json={"body": "Here is the signed copy."})
+        assert r.status_code == 201, r.text
+        await page.locator("#thread li.message.customer", has_text="Here is the signed copy.").wait_for(
+            timeout=60_000
+        )
+        await page.locator(
+            "#timeline li[data-kind=customer_message]", has_text="Message from the customer"
+        ).wait_for()
+        assert await page.input_value("#message-form textarea[name=body]") == "Half a reply"
+        assert await page.is_hidden("#notice")
+        await page.fill("#message-form textarea[name=body]", "")
         # A contact recorded for the customer to see: marked so, and in the thread too.
         await page.fill("#communication-form textarea[name=summary]", "Called: we need the signed copy.")
         await page.check("#communication-form input[name=customer_visible][value=true]")

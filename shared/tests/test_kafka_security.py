@@ -6,7 +6,9 @@ only speaks plain TCP (a TLS ClientHello is read as a Kafka request), and with
 tested through a TLS-terminating proxy in front of it (Python's ``ssl``, a CA and
 certificates generated here): our clients do a real handshake, verify the chain and
 the host name, and present a client certificate the proxy requires. SASL is checked
-as the arguments every client gets; docs/configuration.md says what is not tested.
+as the arguments every client gets and as what they send to Tansu with
+``--authentication`` (which refuses them all); docs/configuration.md says what is not
+tested.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -32,8 +34,10 @@ from pydantic import SecretStr, ValidationError
 
 from casebridge_shared.broker import EmbeddedBroker, free_port
 from casebridge_shared.kafka import (
+    KafkaSettingsInvalid,
     TopicMisconfigured,
     TopicsNotProvisioned,
+    check_client_settings,
     check_topics,
     client_security,
     ensure_topics,
@@ -74,13 +78,14 @@ class Authority:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         return Authority(key, builder.sign(self.key, hashes.SHA256()))
 
-    def write(self, directory: Path, name: str) -> tuple[Path, Path]:
+    def write(self, directory: Path, name: str, *, password: bytes | None = None) -> tuple[Path, Path]:
         cert, key = directory / f"{name}.pem", directory / f"{name}-key.pem"
         cert.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+        encryption: serialization.KeySerializationEncryption = (
+            serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
+        )
         key.write_bytes(
-            self.key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
+            self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
         )
         return cert, key
 
@@ -104,11 +109,16 @@ LOCAL_NAMES: list[x509.GeneralName] = [
 ]
 
 
+KEY_PASSWORD = "key-pass-phrase"  # a test key's
+
+
 @dataclass
 class Pki:
     ca: Path
     client_cert: Path
     client_key: Path
+    encrypted_client_cert: Path  # its key (below) is encrypted with KEY_PASSWORD
+    encrypted_client_key: Path
     other_ca: Path  # a CA that signed nothing of the broker's
     server: Authority  # SAN 127.0.0.1 and localhost
     misnamed_server: Authority  # SAN elsewhere.example only
@@ -122,10 +132,15 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     ca_file, _ = ca.write(directory, "ca")
     other_file, _ = Authority.new("someone else's CA").write(directory, "other-ca")
     client_cert, client_key = ca.issue("order-intake", sans=[], server=False).write(directory, "client")
+    encrypted_cert, encrypted_key = ca.issue("notifier", sans=[], server=False).write(
+        directory, "encrypted-client", password=KEY_PASSWORD.encode()
+    )
     return Pki(
         ca=ca_file,
         client_cert=client_cert,
         client_key=client_key,
+        encrypted_client_cert=encrypted_cert,
+        encrypted_client_key=encrypted_key,
         other_ca=other_file,
         server=ca.issue("broker", sans=LOCAL_NAMES, server=True),
         misnamed_server=ca.issue("broker", sans=[x509.DNSName("elsewhere.example")], server=True),
@@ -137,12 +152,16 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 class TlsProxy:
-    """Accepts TLS (client certificate required) and passes the bytes on to a plain listener."""
+    """Accepts TLS (client certificate required) and passes the bytes on to a plain listener.
 
-    def __init__(self, port: int, target_port: int, context: ssl.SSLContext) -> None:
+    Without a context it is a plain TCP proxy, there to see what the clients send.
+    """
+
+    def __init__(self, port: int, target_port: int, context: ssl.SSLContext | None) -> None:
         self.port, self.target_port, self.context = port, target_port, context
         self.server: asyncio.Server | None = None
         self.handshakes = 0
+        self.from_clients = bytearray()  # every byte the clients sent (after TLS)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -159,6 +178,8 @@ class TlsProxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(OSError, ConnectionError):
                 while data := await src.read(65536):
+                    if src is reader:
+                        self.from_clients += data
                     dst.write(data)
                     await dst.drain()
             with contextlib.suppress(OSError, RuntimeError):
@@ -273,6 +294,15 @@ def test_sasl_ssl_has_both(pki: Pki) -> None:
             "kafka_ssl_certfile and kafka_ssl_keyfile go together",
         ),
         ({"kafka_ssl_cafile": "/ca.pem"}, "does not use TLS"),
+        (
+            {"kafka_security_protocol": "SSL", "kafka_sasl_username": "u", "kafka_sasl_password": "p"},
+            "kafka_security_protocol=SSL does not use SASL",
+        ),
+        ({"kafka_sasl_password": "p"}, "kafka_security_protocol=PLAINTEXT does not use SASL"),
+        (
+            {"kafka_security_protocol": "SSL", "kafka_ssl_key_password": "p"},
+            "kafka_ssl_key_password is set without kafka_ssl_keyfile",
+        ),
         ({"kafka_security_protocol": "TLS"}, "kafka_security_protocol"),
         ({"kafka_topic_creation": "sometimes"}, "kafka_topic_creation"),
     ],
@@ -280,6 +310,51 @@ def test_sasl_ssl_has_both(pki: Pki) -> None:
 def test_inconsistent_kafka_settings_are_refused(values: dict[str, Any], reason: str) -> None:
     with pytest.raises(ValidationError, match=reason):
         ServiceSettings(**values)
+
+
+def test_tls_files_that_cannot_be_used_are_named(pki: Pki, tmp_path: Path) -> None:
+    not_pem = tmp_path / "not-a-certificate.pem"
+    not_pem.write_text("hello")
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"kafka_ssl_cafile": tmp_path / "missing.pem"}, r"kafka_ssl_cafile=.*missing\.pem: cannot load"),
+        ({"kafka_ssl_cafile": not_pem}, r"kafka_ssl_cafile=.*not-a-certificate\.pem: cannot load"),
+        (
+            {"kafka_ssl_certfile": pki.encrypted_client_cert, "kafka_ssl_keyfile": pki.encrypted_client_key},
+            "kafka_ssl_keyfile is encrypted and kafka_ssl_key_password is not set",
+        ),
+        (
+            {
+                "kafka_ssl_certfile": pki.encrypted_client_cert,
+                "kafka_ssl_keyfile": pki.encrypted_client_key,
+                "kafka_ssl_key_password": "not-the-pass-phrase",
+            },
+            r"kafka_ssl_keyfile=.*encrypted-client-key\.pem: cannot load the client certificate and its key",
+        ),
+        (  # a key that is not the certificate's
+            {
+                "kafka_ssl_certfile": pki.client_cert,
+                "kafka_ssl_keyfile": pki.encrypted_client_key,
+                "kafka_ssl_key_password": KEY_PASSWORD,
+            },
+            "cannot load the client certificate and its key",
+        ),
+    ]
+    for values, reason in cases:
+        settings = ServiceSettings(kafka_security_protocol="SSL", **values)
+        with pytest.raises(KafkaSettingsInvalid, match=reason):
+            check_client_settings(settings)
+        with pytest.raises(KafkaSettingsInvalid):  # every client, not only the start check
+            make_producer(settings, client_id="t")
+    # The same files with what they need load.
+    check_client_settings(
+        ServiceSettings(
+            kafka_security_protocol="SSL",
+            kafka_ssl_cafile=pki.ca,
+            kafka_ssl_certfile=pki.encrypted_client_cert,
+            kafka_ssl_keyfile=pki.encrypted_client_key,
+            kafka_ssl_key_password=SecretStr(KEY_PASSWORD),
+        )
+    )
 
 
 async def test_every_client_gets_the_security_options() -> None:
@@ -328,6 +403,25 @@ async def test_produce_and_consume_over_mutual_tls(
         assert proxy.handshakes >= 3  # admin, producer and consumer all came through TLS
 
 
+async def test_a_client_key_with_a_password_authenticates(
+    tls_broker: EmbeddedBroker, pki: Pki, tmp_path: Path
+) -> None:
+    settings = tls_settings(
+        tls_broker,
+        pki,
+        kafka_ssl_certfile=pki.encrypted_client_cert,
+        kafka_ssl_keyfile=pki.encrypted_client_key,
+        kafka_ssl_key_password=SecretStr(KEY_PASSWORD),
+    )
+    async with proxy_for(tls_broker, pki, pki.server, tmp_path) as proxy:
+        await ensure_topics(settings, ["casebridge.tls-key.v1"])
+        assert proxy.handshakes >= 1
+        # Without a client certificate the proxy (mutual TLS) refuses the handshake.
+        anonymous = tls_settings(tls_broker, pki, kafka_ssl_certfile=None, kafka_ssl_keyfile=None)
+        with pytest.raises(KafkaConnectionError):
+            await ensure_topics(anonymous, ["casebridge.tls-key.v1"])
+
+
 async def test_a_broker_signed_by_another_ca_is_refused(
     tls_broker: EmbeddedBroker, pki: Pki, tmp_path: Path
 ) -> None:
@@ -350,6 +444,73 @@ async def test_a_certificate_for_another_host_fails_hostname_checking(
         await ensure_topics(
             tls_settings(tls_broker, pki, kafka_ssl_check_hostname=False), ["casebridge.tls.v1"]
         )
+
+
+# --- SASL on the wire, against the embedded broker with --authentication ----------------
+
+
+@pytest.fixture
+async def authenticating_broker() -> AsyncIterator[tuple[EmbeddedBroker, TlsProxy]]:
+    """Tansu requiring SCRAM, behind a plain proxy that keeps what the clients send.
+
+    Its users can only be made through the broker itself, which then wants a login
+    first, so no login succeeds here: these tests see our clients' side of the exchange.
+    """
+    broker = EmbeddedBroker(advertised_port=free_port(), authentication=True)
+    broker.start()
+    assert broker.advertised_port is not None
+    proxy = TlsProxy(broker.advertised_port, broker.port, None)
+    await proxy.start()
+    try:
+        yield broker, proxy
+    finally:
+        await proxy.stop()
+        broker.stop()
+
+
+def sasl_settings(broker: EmbeddedBroker, mechanism: str) -> ServiceSettings:
+    return ServiceSettings(
+        kafka_bootstrap_servers=f"127.0.0.1:{broker.advertised_port}",
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_mechanism=mechanism,
+        kafka_sasl_username="order_intake",
+        kafka_sasl_password=SecretStr("a-scram-password"),
+        kafka_request_timeout_ms=3000,
+    )
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
+async def test_scram_is_spoken_and_the_password_never_sent(
+    authenticating_broker: tuple[EmbeddedBroker, TlsProxy], mechanism: str
+) -> None:
+    broker, proxy = authenticating_broker
+    admin = make_admin(sasl_settings(broker, mechanism))
+    # The broker knows no user: it answers the exchange and refuses the proof (aiokafka
+    # 0.14 then fails reading the server's final message, which carries an error).
+    with pytest.raises((KafkaError, KeyError)):
+        await admin.start()
+    await admin.close()
+    sent = bytes(proxy.from_clients)
+    assert mechanism.encode() in sent  # SaslHandshake: the configured mechanism
+    assert b"n,,n=order_intake,r=" in sent  # SCRAM's client-first message, with our principal
+    assert b"c=biws,r=" in sent  # and the client-final message: the broker took part
+    assert b"a-scram-password" not in sent  # SCRAM proves the password without sending it
+
+
+async def test_an_authenticating_broker_refuses_plain_and_unauthenticated_clients(
+    authenticating_broker: tuple[EmbeddedBroker, TlsProxy],
+) -> None:
+    broker, proxy = authenticating_broker
+    for settings in (
+        sasl_settings(broker, "PLAIN"),  # Tansu 0.6 offers SCRAM only
+        ServiceSettings(kafka_bootstrap_servers=f"127.0.0.1:{broker.advertised_port}"),
+    ):
+        admin = make_admin(settings)
+        with pytest.raises(KafkaConnectionError):
+            await admin.start()
+        await admin.close()
+    assert b"PLAIN" in bytes(proxy.from_clients)
+    assert b"a-scram-password" not in bytes(proxy.from_clients)  # refused before the credentials
 
 
 # --- kafka_topic_creation=never ----------------------------------------------------------

@@ -103,3 +103,20 @@ async def test_worker_starts_on_provisioned_topics(
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait()
+
+
+async def test_worker_refuses_to_start_on_a_kafka_ca_file_it_cannot_read(
+    container: Container, broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    # Named once at the start, rather than every relay and consumer loop retrying for ever.
+    missing = tmp_path / "no-such-ca.pem"
+    code, stderr = _run_worker(
+        container,
+        broker,
+        tmp_path,
+        CASEBRIDGE_KAFKA_SECURITY_PROTOCOL="SSL",
+        CASEBRIDGE_KAFKA_SSL_CAFILE=str(missing),
+    )
+    assert code == EXIT_CONFIGURATION, stderr
+    assert "refusing to start" in stderr
+    assert f"kafka_ssl_cafile={missing}: cannot load" in stderr

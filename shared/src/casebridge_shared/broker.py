@@ -22,7 +22,12 @@ def new_cluster_id() -> str:
 
 
 def broker_command(
-    host: str, port: int, cluster_id: str | None = None, *, advertised_port: int | None = None
+    host: str,
+    port: int,
+    cluster_id: str | None = None,
+    *,
+    advertised_port: int | None = None,
+    authentication: bool = False,
 ) -> list[str]:
     """The embedded broker's command line; a new cluster id unless one is given.
 
@@ -32,6 +37,8 @@ def broker_command(
     id every start would look like the same cluster. ``advertised_port``: where clients
     are told to connect instead (a TLS proxy in front of it, in the tests: Tansu 0.6
     takes ``--cert`` but its listener only speaks plain TCP, docs/configuration.md).
+    ``authentication``: clients must authenticate with SCRAM; with the in-memory storage
+    no user can be made, so every client is refused (the tests of SASL on the wire).
     """
     url = f"tcp://{host}:{port}"
     advertised = f"tcp://{host}:{advertised_port or port}"
@@ -46,6 +53,7 @@ def broker_command(
         advertised,
         "--storage-engine",
         "memory://tansu/",
+        *(["--authentication"] if authentication else []),
     ]
 
 
@@ -65,11 +73,17 @@ class EmbeddedBroker:
     """A Tansu process on a port of our choosing (tests, benchmarks)."""
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int | None = None, *, advertised_port: int | None = None
+        self,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        *,
+        advertised_port: int | None = None,
+        authentication: bool = False,
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.advertised_port = advertised_port
+        self.authentication = authentication
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -79,7 +93,9 @@ class EmbeddedBroker:
     def start(self, timeout: float = 20.0) -> None:
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
         self.process = subprocess.Popen(
-            broker_command(self.host, self.port, advertised_port=self.advertised_port),
+            broker_command(
+                self.host, self.port, advertised_port=self.advertised_port, authentication=self.authentication
+            ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=env,

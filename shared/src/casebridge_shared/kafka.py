@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import ssl
 from collections.abc import Collection, Iterable
 from typing import Any
 
@@ -50,28 +51,78 @@ class TopicsNotProvisioned(TopicMisconfigured):
     """``kafka_topic_creation`` is ``never`` and topics we use do not exist (or we may not see them)."""
 
 
+class KafkaSettingsInvalid(Exception):
+    """The Kafka TLS files cannot be used (missing, unreadable, not PEM, the key's password wrong).
+
+    Found when the settings are turned into a client (:func:`client_security`) and, for a
+    worker, before it starts (:func:`check_client_settings`): it refuses to start, as
+    retrying would not make a file appear. The settings themselves do not open files,
+    so they can be read where the files are not (a compose file checked on a laptop).
+    """
+
+
+def _no_key_password() -> bytes:
+    # OpenSSL's default for an encrypted key without a password is to prompt on the
+    # terminal, which would hang a service started from one.
+    raise KafkaSettingsInvalid("kafka_ssl_keyfile is encrypted and kafka_ssl_key_password is not set")
+
+
+def tls_context(settings: ServiceSettings) -> ssl.SSLContext:
+    """The TLS context of every client: ``kafka_ssl_*`` loaded, each failure naming its setting."""
+    cafile, certfile, keyfile = (
+        settings.kafka_ssl_cafile,
+        settings.kafka_ssl_certfile,
+        settings.kafka_ssl_keyfile,
+    )
+    try:
+        context: ssl.SSLContext = create_ssl_context(cafile=str(cafile) if cafile else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise KafkaSettingsInvalid(
+            f"kafka_ssl_cafile={cafile}: cannot load it as PEM CA certificates ({exc})"
+        ) from exc
+    if certfile is not None and keyfile is not None:
+        key_password = settings.kafka_ssl_key_password
+        try:
+            context.load_cert_chain(
+                str(certfile),
+                str(keyfile),
+                key_password.get_secret_value() if key_password else _no_key_password,
+            )
+        except (OSError, ssl.SSLError) as exc:
+            # Also a wrong password, and a key that is not the certificate's.
+            raise KafkaSettingsInvalid(
+                f"kafka_ssl_certfile={certfile}, kafka_ssl_keyfile={keyfile}: cannot load the client "
+                f"certificate and its key ({exc}); check the files and kafka_ssl_key_password"
+            ) from exc
+    context.check_hostname = settings.kafka_ssl_check_hostname
+    return context
+
+
 def client_security(settings: ServiceSettings) -> dict[str, Any]:
     """aiokafka's TLS and SASL keyword arguments for ``settings``; every client here takes them.
 
     The SASL password is only ever read here, into the client's own argument; it is a
-    ``SecretStr`` everywhere else so that no log or repr shows it.
+    ``SecretStr`` everywhere else so that no log or repr shows it. Raises
+    :class:`KafkaSettingsInvalid` for TLS files that cannot be used.
     """
     protocol = settings.kafka_security_protocol
     options: dict[str, Any] = {"security_protocol": protocol}
     if protocol in ("SSL", "SASL_SSL"):
-        key_password = settings.kafka_ssl_key_password
-        options["ssl_context"] = create_ssl_context(
-            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
-            certfile=str(settings.kafka_ssl_certfile) if settings.kafka_ssl_certfile else None,
-            keyfile=str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
-            password=key_password.get_secret_value() if key_password else None,
-        )
-        options["ssl_context"].check_hostname = settings.kafka_ssl_check_hostname
+        options["ssl_context"] = tls_context(settings)
     if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
         options["sasl_mechanism"] = settings.kafka_sasl_mechanism
         options["sasl_plain_username"] = settings.kafka_sasl_username
         options["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
     return options
+
+
+def check_client_settings(settings: ServiceSettings) -> None:
+    """At a worker's start: every Kafka client could be made (:class:`KafkaSettingsInvalid` if not).
+
+    The relays and consumers make their clients inside loops that retry what fails;
+    a CA file that is not there would be retried for ever instead of named once.
+    """
+    client_security(settings)
 
 
 class BrokerClient(AIOKafkaClient):  # type: ignore[misc]  # aiokafka ships no type information
@@ -255,7 +306,7 @@ async def ensure_topics(
                 f"kafka_topic_creation=never and these topics do not exist (or this service may not "
                 f"describe them): {', '.join(missing)}; provision them with "
                 f"{settings.kafka_topic_partitions} partitions (kafka_topic_partitions) and the "
-                "service's ACLs (docs/configuration.md, Kafka security)"
+                "service's ACLs (docs/kafka-acls.md)"
             )
         if missing:
             new_topics = [

@@ -267,8 +267,18 @@ class ServiceSettings(BaseSettings):
             raise ValueError(
                 f"kafka_security_protocol={protocol} needs kafka_sasl_username and kafka_sasl_password"
             )
+        if not protocol.startswith("SASL_") and (
+            self.kafka_sasl_username or self.kafka_sasl_password.get_secret_value()
+        ):
+            # Credentials meant for the broker would otherwise be left unused without a word.
+            raise ValueError(
+                f"kafka_sasl_username/kafka_sasl_password are set but kafka_security_protocol={protocol} "
+                "does not use SASL (SASL_PLAINTEXT or SASL_SSL)"
+            )
         if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
             raise ValueError("kafka_ssl_certfile and kafka_ssl_keyfile go together (client certificate)")
+        if self.kafka_ssl_key_password is not None and self.kafka_ssl_keyfile is None:
+            raise ValueError("kafka_ssl_key_password is set without kafka_ssl_keyfile (the key it opens)")
         tls_files = (self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
         if not protocol.endswith("SSL") and any(f is not None for f in tls_files):
             raise ValueError(

@@ -18,9 +18,10 @@ from prometheus_client import make_wsgi_app
 
 from casebridge_shared import health
 from casebridge_shared.db import is_transient_database_error
-from casebridge_shared.kafka import TopicMisconfigured
+from casebridge_shared.kafka import KafkaSettingsInvalid, TopicMisconfigured, check_client_settings
 from casebridge_shared.keyfiles import owner_only_umask
 from casebridge_shared.logs import configure_logging
+from casebridge_shared.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
 
@@ -276,15 +277,18 @@ def run_service_worker(
     owner_only_umask()
     configure_logging(f"{service}-worker", level=settings.log_level, json=settings.log_json)
     try:
+        if isinstance(settings, ServiceSettings):
+            check_client_settings(settings)
         run_worker(
             service,
             lambda stop: work(settings, stop),
             metrics_host=settings.host,
             metrics_port=settings.worker_metrics_port,
         )
-    except TopicMisconfigured as exc:
-        # Raised only by the check at the start (kafka_topic_creation=never): waiting
-        # would not heal it, an operator has to provision the topics.
+    except (TopicMisconfigured, KafkaSettingsInvalid) as exc:
+        # Raised only by the checks at the start (Kafka TLS files that cannot be used;
+        # with kafka_topic_creation=never, topics not as provisioned): waiting would
+        # not heal them, an operator has to act.
         log.error("worker.refused_to_start", worker=service, reason=str(exc))
         print(f"{service} worker: refusing to start: {exc}", file=sys.stderr, flush=True)
         sys.stdout.flush()

@@ -19,7 +19,7 @@ from casebridge_shared.outbox import OutboxRelay, UnitOfWork
 EVENT_SOURCE = "/casebridge/case-handling"
 PUBLISHED_TOPICS = (CASES_TOPIC,)
 CONSUMER_GROUP = "case-handling"
-# What the worker's consumer reads (docs/configuration.md lists each service's ACLs).
+# What the worker's consumer reads (docs/kafka-acls.md lists each service's topics, group and ACLs).
 # Identity: only disabled users and revoked sessions (casebridge_shared.revocation).
 CONSUMED_TOPICS = (ORDERS_TOPIC, CATALOG_TOPIC, IDENTITY_TOPIC)
 

@@ -25,7 +25,7 @@ from customer_ledger.settings import Settings
 
 EVENT_SOURCE = "/casebridge/customer-ledger"
 CONSUMER_GROUP = "customer-ledger"
-# What the worker's consumer reads (docs/configuration.md lists each service's ACLs).
+# What the worker's consumer reads (docs/kafka-acls.md lists each service's topics, group and ACLs).
 CONSUMED_TOPICS = (IDENTITY_TOPIC, ORDERS_TOPIC, CASES_TOPIC)
 PUBLISHED_TOPICS = (LEDGER_CHECKPOINTS_TOPIC,)
 

@@ -28,7 +28,7 @@ from notifier.settings import Settings
 
 EVENT_SOURCE = "/casebridge/notifier"
 CONSUMER_GROUP = "notifier"
-# What the worker's consumer reads (docs/configuration.md lists each service's ACLs).
+# What the worker's consumer reads (docs/kafka-acls.md lists each service's topics, group and ACLs).
 CONSUMED_TOPICS = (CASES_TOPIC, IDENTITY_TOPIC)
 # Nothing: the notifier publishes no events.
 PUBLISHED_TOPICS: tuple[str, ...] = ()

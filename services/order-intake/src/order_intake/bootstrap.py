@@ -21,7 +21,7 @@ from order_intake.settings import Settings
 EVENT_SOURCE = "/casebridge/order-intake"
 PUBLISHED_TOPICS = (CATALOG_TOPIC, ORDERS_TOPIC, IDENTITY_TOPIC)
 CONSUMER_GROUP = "order-intake"
-# What the worker's consumer reads (docs/configuration.md lists each service's ACLs).
+# What the worker's consumer reads (docs/kafka-acls.md lists each service's topics, group and ACLs).
 CONSUMED_TOPICS = (CASES_TOPIC,)
 
 

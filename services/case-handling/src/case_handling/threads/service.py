@@ -69,6 +69,20 @@ async def customer_message(uow: UnitOfWork, message: CustomerMessage) -> None:
             at=message.at,
         )
     )
+    # On the timeline too: staff see when the customer wrote, and the console's live feed (which
+    # follows timeline entries) brings the message onto an open case page at once.
+    uow.session.add(
+        CaseEntry(
+            case_id=case.id,
+            kind="customer_message",
+            at=message.at,
+            author_id=message.customer_id,
+            author_name=message.author_name,
+            status=case.status,
+            customer_visible=True,
+            data={"message_id": message.message_id},
+        )
+    )
     # Whoever works the case hears of it (the notifier's routing); the text is not in the event.
     uow.emit(
         events.CustomerMessageReceived(

@@ -36,6 +36,7 @@ const state = {
   pendingFiles: [],
   writing: 0, // writes in flight: their own changes may come back on the feed before their answer
   seenVersion: 0, // the newest version the feed told of while writing
+  customerPending: false, // the customer wrote while a write was in flight: the thread is read after it
 };
 
 // ---- routing: /console/ is the queue, /console/cases/<id> a case -----------------------------
@@ -147,9 +148,16 @@ function startFeed() {
   );
 }
 
+// What the customer does (a message, a file fetched from order-intake) leaves the case's version
+// as it was: nobody's work is stale, the page just reads the case and its thread again.
+const FROM_CUSTOMER = new Set(["customer_message", "customer_file"]);
+
 function onChange(change) {
   if (!$("queue").hidden) {
     scheduleQueueReload();
+  } else if (state.case && change.case_id === state.case.id && FROM_CUSTOMER.has(change.kind)) {
+    if (state.writing) state.customerPending = true;
+    else loadCase();
   } else if (state.case && change.case_id === state.case.id && change.version > state.case.version) {
     if (state.writing) {
       // Perhaps our own write, told by the feed before its answer came: decided afterwards.
@@ -178,6 +186,10 @@ async function writing(work) {
     if (!state.writing) {
       if (state.case && state.seenVersion > state.case.version) staleNotice(state.seenAuthor);
       state.seenVersion = 0;
+      if (state.customerPending) {
+        state.customerPending = false;
+        loadThread().catch(() => {}); // the case itself came with the write's answer
+      }
     }
   }
 }
@@ -400,6 +412,7 @@ function describe(entry) {
     case "solution":
       return d.summary;
     case "attachment":
+    case "customer_file":
       return d.file_name;
     case "cancelled":
       return d.reason;
