@@ -10,7 +10,7 @@ come from a broken or forged producer.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from annotated_types import MaxLen
@@ -85,6 +85,34 @@ def test_each_consumer_trusts_for_each_type_exactly_the_service_whose_contract_p
                 f"but {publisher[event_type]} publishes it"
             )
             assert publisher[event_type] != service, f"{service} consumes its own {event_type}"
+
+
+def _models_within(model: type[BaseModel]) -> list[type[BaseModel]]:
+    """``model`` and every model its fields hold (lists, optionals, unions included)."""
+    found: list[type[BaseModel]] = []
+    pending: list[Any] = [model]
+    while pending:
+        candidate = pending.pop()
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            if candidate in found:
+                continue
+            found.append(candidate)
+            pending.extend(field.annotation for field in candidate.model_fields.values())
+        else:
+            pending.extend(get_args(candidate))
+    return found
+
+
+def test_every_consumer_reads_with_models_that_ignore_added_fields(tmp_path: Path) -> None:
+    """Issue 27: a producer may add a field to any payload (docs/events); no consumer refuses it."""
+    for service, consumer in consumers(tmp_path).items():
+        for event_type in consumer.handlers:
+            reader = consumer.payload_models.get(event_type)
+            assert reader is not None, f"{service} reads {event_type} without a reader model of its own"
+            for model in _models_within(reader):
+                assert model.model_config.get("extra", "ignore") == "ignore", (
+                    f"{service}: {model.__name__} (in {event_type}) refuses fields it does not know"
+                )
 
 
 def max_length(model: type[BaseModel], name: str) -> int | None:

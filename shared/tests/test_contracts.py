@@ -10,6 +10,7 @@ to its channel).
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import pkgutil
@@ -21,6 +22,7 @@ from decimal import Decimal
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
@@ -31,8 +33,15 @@ from typer.testing import CliRunner
 
 from casebridge_shared import contracts
 from casebridge_shared.db import Database, utcnow
-from casebridge_shared.events import CLOUDEVENTS_CONTENT_TYPE, CloudEvent, EventPayload
+from casebridge_shared.events import (
+    CLOUDEVENTS_CONTENT_TYPE,
+    DEFAULT_DATASCHEMA_BASE,
+    CloudEvent,
+    EventPayload,
+    dataschema_uri,
+)
 from casebridge_shared.outbox import UnitOfWork, outbox_tables
+from casebridge_shared.settings import ServiceSettings
 from order_intake.orders.events import CustomerContactData, OrderPlaced, ProductSnapshotData
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "events"
@@ -487,8 +496,7 @@ def test_asyncapi_schemas_are_draft_07(asyncapi: dict[str, Any]) -> None:
 # --- the schemas describe the real wire format -----------------------------------------------------
 
 
-@pytest.fixture
-async def emitted_order_placed(tmp_path: Path) -> dict[str, Any]:
+async def _emit_order_placed(tmp_path: Path, **unit_options: Any) -> dict[str, Any]:
     """An OrderPlaced CloudEvent made by ``UnitOfWork.emit``, as committed to the outbox."""
     metadata = MetaData()
     tables = outbox_tables(metadata)
@@ -518,7 +526,7 @@ async def emitted_order_placed(tmp_path: Path) -> dict[str, Any]:
             created_at=now,
             updated_at=now,
         )
-        async with UnitOfWork(db, tables, "/casebridge/order-intake") as uow:
+        async with UnitOfWork(db, tables, "/casebridge/order-intake", **unit_options) as uow:
             event = uow.emit(payload, key="ord-1", version=1)
             await uow.commit()
         async with db.session() as session:
@@ -528,6 +536,11 @@ async def emitted_order_placed(tmp_path: Path) -> dict[str, Any]:
         return wire
     finally:
         await db.dispose()
+
+
+@pytest.fixture
+async def emitted_order_placed(tmp_path: Path) -> dict[str, Any]:
+    return await _emit_order_placed(tmp_path)
 
 
 def _validator(schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
@@ -573,10 +586,6 @@ def test_broken_events_do_not_validate(emitted_order_placed: dict[str, Any]) -> 
     del nested_missing["data"]["product"]["price"]
     assert not validator.is_valid(nested_missing)
 
-    unknown_field = json.loads(json.dumps(emitted_order_placed))
-    unknown_field["data"]["coupon"] = "SPRING"
-    assert not validator.is_valid(unknown_field)
-
     wrong_type = emitted_order_placed | {"type": "casebridge.orders.order-updated.v1"}
     assert not validator.is_valid(wrong_type)
 
@@ -588,3 +597,251 @@ def test_broken_events_do_not_validate(emitted_order_placed: dict[str, Any]) -> 
 
     null_subject = emitted_order_placed | {"subject": None}  # absent when unset, never null
     assert not validator.is_valid(null_subject)
+
+
+# --- open for additions ------------------------------------------------------------------------------
+
+
+def test_an_added_field_in_data_is_valid_under_the_published_schema(
+    emitted_order_placed: dict[str, Any], asyncapi: dict[str, Any]
+) -> None:
+    """docs/events promises that adding a field is safe: validators of the schema must accept it."""
+    added = copy.deepcopy(emitted_order_placed)
+    added["data"]["coupon"] = "SPRING"
+    added["data"]["product"]["tax_rate"] = "0.19"
+    added["data"]["customer"]["locale"] = "de"
+    validator = _validator(_schema_file(ORDER_PLACED))
+    assert [e.message for e in validator.iter_errors(added)] == []
+    message = asyncapi["components"]["messages"][ORDER_PLACED]
+    in_asyncapi = {"$ref": message["payload"]["$ref"], "components": asyncapi["components"]}
+    assert jsonschema.Draft7Validator(in_asyncapi).is_valid(added)
+    # ... while a field the schema names still has to have its type.
+    added["data"]["customer"]["email"] = 42
+    assert not validator.is_valid(added)
+
+
+def test_no_published_schema_closes_an_object(all_contracts: list[contracts.EventContract]) -> None:
+    for c in all_contracts:
+        closed = [
+            path
+            for path, node in _walk(_schema_file(c.event_type))
+            if isinstance(node, dict) and node.get("additionalProperties") is False
+        ]
+        assert closed == [], c.event_type
+
+
+def test_producer_models_stay_strict_and_consumers_read_past_added_fields() -> None:
+    now = utcnow()
+    fields: dict[str, Any] = {
+        "order_id": "ord-1",
+        "customer": {"customer_id": "usr-1", "full_name": "C", "email": "c@example.org", "phone": None},
+        "product": {
+            "product_id": "prd-1",
+            "title": "T",
+            "description": "D",
+            "deliverables": [],
+            "category": "contracts",
+            "price": "1.00",
+            "currency": "EUR",
+            "version": 1,
+        },
+        "description": "x",
+        "status": "placed",
+        "version": 1,
+        "created_at": now.isoformat(),
+        "updated_at": now.isoformat(),
+    }
+    with pytest.raises(ValueError, match="coupon"):
+        OrderPlaced.model_validate(fields | {"coupon": "SPRING"})  # a producer cannot send it by mistake
+    event = CloudEvent(
+        id="e-1",
+        source="/casebridge/order-intake",
+        type=ORDER_PLACED,
+        time=now,
+        partitionkey="ord-1",
+        aggregateversion=1,
+        data=fields | {"coupon": "SPRING", "customer": fields["customer"] | {"locale": "de"}},
+    )
+    payload = event.payload()  # a consumer with the registered model: tolerant
+    assert isinstance(payload, OrderPlaced)
+    assert payload.order_id == "ord-1" and payload.customer.email == "c@example.org"
+    with pytest.raises(ValueError, match="email"):  # only unknown fields are dropped
+        CloudEvent.model_validate(
+            event.model_dump() | {"data": event.data | {"customer": fields["customer"] | {"email": 1}}}
+        ).payload()
+
+
+# --- dataschema --------------------------------------------------------------------------------------
+
+
+def test_every_schema_is_named_by_the_dataschema_of_its_events(
+    all_contracts: list[contracts.EventContract],
+) -> None:
+    for c in all_contracts:
+        schema = _schema_file(c.event_type)
+        uri = dataschema_uri(c.event_type)
+        assert uri == f"{DEFAULT_DATASCHEMA_BASE}{c.event_type}.json"
+        assert schema["$id"] == uri
+        assert schema["properties"]["dataschema"]["format"] == "uri"
+        assert schema["properties"]["dataschema"]["examples"] == [uri]
+
+
+def test_an_emitted_event_names_its_schema(emitted_order_placed: dict[str, Any]) -> None:
+    assert emitted_order_placed["dataschema"] == _schema_file(ORDER_PLACED)["$id"]
+    validator = _validator(_schema_file(ORDER_PLACED))
+    assert validator.is_valid(emitted_order_placed)
+    assert not validator.is_valid(emitted_order_placed | {"dataschema": 42})
+    assert not validator.is_valid(emitted_order_placed | {"dataschema": None})  # absent when unset
+    # An absolute URI (CloudEvents: dataschema is a URI, not a reference).
+    parts = urlsplit(emitted_order_placed["dataschema"])
+    assert parts.scheme == "https" and parts.netloc and parts.path.endswith(f"/{ORDER_PLACED}.json")
+
+
+async def test_the_dataschema_base_is_a_setting(tmp_path: Path) -> None:
+    settings = ServiceSettings(environment="test", event_schema_base_url="https://schemas.example.org/cb")
+    assert settings.event_schema_base_url == "https://schemas.example.org/cb/"
+    assert ServiceSettings(environment="test").event_schema_base_url == DEFAULT_DATASCHEMA_BASE
+    with pytest.raises(ValueError, match="event_schema_base_url"):
+        ServiceSettings(environment="test", event_schema_base_url="file:///etc/schemas/")
+    event = await _emit_order_placed(tmp_path, schema_base=settings.event_schema_base_url)
+    assert event["dataschema"] == f"https://schemas.example.org/cb/{ORDER_PLACED}.json"
+    assert _validator(_schema_file(ORDER_PLACED)).is_valid(event)
+
+
+# --- compatibility with the released schemas ---------------------------------------------------------
+
+RELEASED = DOCS / contracts.RELEASED_DIR
+CASE_OPENED = "casebridge.cases.case-opened.v1"
+
+
+def test_the_current_schemas_are_compatible_with_the_last_release(
+    all_contracts: list[contracts.EventContract],
+) -> None:
+    released = contracts.released_schemas(RELEASED)
+    assert set(released) >= {ORDER_PLACED, CASE_OPENED}
+    assert (RELEASED / contracts.RELEASED_VERSION_FILE).read_text().strip()
+    breaks = contracts.compatibility(released, contracts.current_schemas(all_contracts))
+    assert [b.describe() for b in breaks] == [], "a breaking change: publish a new event type instead"
+
+
+def _data_def(schema: dict[str, Any], name: str) -> dict[str, Any]:
+    definition: dict[str, Any] = schema["$defs"][name]
+    return definition
+
+
+def _breaks_after(event_type: str, edit: Any) -> list[tuple[str, str]]:
+    released = _schema_file(event_type)
+    current = copy.deepcopy(released)
+    edit(current)
+    return [(b.path, b.kind) for b in contracts.schema_breaks(event_type, released, current)]
+
+
+def _status_enum(schema: dict[str, Any]) -> list[str]:
+    values: list[str] = _data_def(schema, "CaseOpened")["properties"]["status"]["enum"]
+    return values
+
+
+def test_the_checker_catches_each_kind_of_breaking_change() -> None:
+    def remove_field(s: dict[str, Any]) -> None:
+        del _data_def(s, "CustomerContactData")["properties"]["email"]
+        _data_def(s, "CustomerContactData")["required"].remove("email")
+
+    def change_type(s: dict[str, Any]) -> None:
+        _data_def(s, "OrderPlaced")["properties"]["version"] = {"type": "string"}
+
+    def make_nullable(s: dict[str, Any]) -> None:
+        _data_def(s, "OrderPlaced")["properties"]["description"] = {
+            "anyOf": [{"type": "string"}, {"type": "null"}]
+        }
+
+    def change_format(s: dict[str, Any]) -> None:
+        del _data_def(s, "OrderPlaced")["properties"]["created_at"]["format"]
+
+    def new_required(s: dict[str, Any]) -> None:
+        _data_def(s, "OrderPlaced")["properties"]["coupon"] = {"type": "string"}
+        _data_def(s, "OrderPlaced")["required"].append("coupon")
+
+    def no_longer_required(s: dict[str, Any]) -> None:
+        _data_def(s, "ProductSnapshotData")["required"].remove("price")
+
+    def close(s: dict[str, Any]) -> None:
+        _data_def(s, "ProductSnapshotData")["additionalProperties"] = False
+
+    def tighten(s: dict[str, Any]) -> None:
+        _data_def(s, "OrderPlaced")["properties"]["description"]["maxLength"] = 10
+        s["properties"]["aggregateversion"]["minimum"] = 1
+
+    def change_const(s: dict[str, Any]) -> None:
+        s["properties"]["type"]["const"] = "casebridge.orders.order-placed.v2"
+
+    def change_item_type(s: dict[str, Any]) -> None:
+        _data_def(s, "ProductSnapshotData")["properties"]["deliverables"]["items"] = {"type": "integer"}
+
+    assert _breaks_after(ORDER_PLACED, remove_field) == [("data.customer.email", "field removed")]
+    assert _breaks_after(ORDER_PLACED, change_type) == [("data.version", "type changed")]
+    assert _breaks_after(ORDER_PLACED, make_nullable) == [("data.description", "type changed")]
+    assert _breaks_after(ORDER_PLACED, change_format) == [("data.created_at", "type changed")]
+    assert _breaks_after(ORDER_PLACED, new_required) == [("data.coupon", "new required field")]
+    assert _breaks_after(ORDER_PLACED, no_longer_required) == [
+        ("data.product.price", "field no longer required")
+    ]
+    assert _breaks_after(ORDER_PLACED, close) == [("data.product", "closed to additions")]
+    assert sorted(_breaks_after(ORDER_PLACED, tighten)) == [
+        ("aggregateversion", "constraint tightened"),
+        ("data.description", "constraint tightened"),
+    ]
+    assert _breaks_after(ORDER_PLACED, change_const) == [("type", "value changed")]
+    assert _breaks_after(ORDER_PLACED, change_item_type) == [("data.product.deliverables[]", "type changed")]
+    assert _breaks_after(CASE_OPENED, lambda s: _status_enum(s).remove("cancelled")) == [
+        ("data.status", "enum value removed")
+    ]
+    assert _breaks_after(CASE_OPENED, lambda s: _status_enum(s).append("on_hold")) == [
+        ("data.status", "enum value added")
+    ]
+    removed = contracts.compatibility({ORDER_PLACED: _schema_file(ORDER_PLACED)}, {})
+    assert [(b.event_type, b.kind) for b in removed] == [(ORDER_PLACED, "event type removed")]
+
+
+def test_additions_are_compatible() -> None:
+    def add_optional_fields(s: dict[str, Any]) -> None:
+        _data_def(s, "OrderPlaced")["properties"]["coupon"] = {"type": "string"}
+        _data_def(s, "CustomerContactData")["properties"]["locale"] = {"type": "string"}
+        s["properties"]["newextension"] = {"type": "string"}
+
+    def loosen(s: dict[str, Any]) -> None:
+        del s["properties"]["aggregateversion"]["minimum"]
+        _data_def(s, "OrderPlaced")["description"] = "reworded"
+
+    assert _breaks_after(ORDER_PLACED, add_optional_fields) == []
+    assert _breaks_after(ORDER_PLACED, loosen) == []
+    released = {ORDER_PLACED: _schema_file(ORDER_PLACED)}
+    with_new_type = released | {CASE_OPENED: _schema_file(CASE_OPENED)}
+    assert contracts.compatibility(released, with_new_type) == []
+
+
+def test_cli_compat_and_release(tmp_path: Path, all_contracts: list[contracts.EventContract]) -> None:
+    runner = CliRunner()
+    result = runner.invoke(contracts.cli, ["compat"])
+    assert result.exit_code == 0, result.output
+    assert "compatible with release" in result.output
+
+    out = tmp_path / "events"
+    result = runner.invoke(contracts.cli, ["compat", "--out", str(out)])
+    assert result.exit_code == 2 and "no released schemas" in result.output
+
+    contracts.release(out, all_contracts)
+    snapshot = out / contracts.RELEASED_DIR / "schemas" / f"{ORDER_PLACED}.json"
+    assert json.loads(snapshot.read_text()) == _schema_file(ORDER_PLACED)
+    # A release that had a field the code no longer sends:
+    released = json.loads(snapshot.read_text())
+    _data_def(released, "OrderPlaced")["properties"]["coupon"] = {"type": "string"}
+    _data_def(released, "OrderPlaced")["required"].append("coupon")
+    snapshot.write_text(json.dumps(released))
+    result = runner.invoke(contracts.cli, ["compat", "--out", str(out)])
+    assert result.exit_code == 1
+    assert f"{ORDER_PLACED}: field removed at data.coupon" in result.output
+    assert "1 breaking change(s)" in result.output
+
+    result = runner.invoke(contracts.cli, ["release", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert runner.invoke(contracts.cli, ["compat", "--out", str(out)]).exit_code == 0

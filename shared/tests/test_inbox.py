@@ -19,7 +19,13 @@ from sqlalchemy.exc import OperationalError
 from casebridge_shared import testing
 from casebridge_shared.broker import EmbeddedBroker
 from casebridge_shared.db import Database, utcnow
-from casebridge_shared.events import CloudEvent, EventPayload, EventReader, published_by
+from casebridge_shared.events import (
+    CloudEvent,
+    EventPayload,
+    EventReader,
+    binary_mode_attributes,
+    published_by,
+)
 from casebridge_shared.inbox import (
     EventConsumer,
     dead_letter_topic,
@@ -471,6 +477,207 @@ async def test_a_consumer_reads_another_service_s_events_through_its_own_reader_
     [letter] = await list_dead_letters(db, INBOX, "readers")
     assert letter["error"] == "no payload model for casebridge.test.no-model.v1"
     assert letter["attempts"] == 1  # a missing model is the event's problem: never retried
+
+
+async def send_with_headers(
+    broker: EmbeddedBroker, *records: tuple[bytes, bytes, list[tuple[str, bytes]]]
+) -> None:
+    """``(key, value, headers)`` records, as a producer that is not ours would send them."""
+    await testing.create_topics(broker.bootstrap_servers, TOPIC)
+    producer = guarded_producer(broker.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for key, value, headers in records:
+            await producer.send_and_wait(TOPIC, value=value, key=key, headers=headers)
+    finally:
+        await producer.stop()
+
+
+def binary_mode(
+    name: str, *, data: dict[str, Any] | None = None, **attributes: str
+) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """A binary-mode CloudEvent record by the Kafka protocol binding (no cloudevents SDK in our dependencies).
+
+    Attributes are ``ce_`` headers, ``datacontenttype`` the ``content-type`` header,
+    ``data`` the value; no ``ce_partitionkey``: the key is the partition key.
+    """
+    headers = {
+        "ce_specversion": "1.0",
+        "ce_id": str(uuid.uuid4()),
+        "ce_source": "/casebridge/test",
+        "ce_type": ThingHappened.event_type,
+        "ce_time": "2026-12-07T10:00:00Z",
+        "ce_aggregateversion": "1",
+        "content-type": "application/json; charset=utf-8",
+    } | {f"ce_{k}": v for k, v in attributes.items()}
+    value = json.dumps(data if data is not None else {"name": name}).encode()
+    return name.encode(), value, [(k, v.encode()) for k, v in headers.items() if v]
+
+
+async def test_binary_mode_cloudevents_are_read_like_structured_ones(
+    db: Database, broker: EmbeddedBroker
+) -> None:
+    behaviour = Behaviour()
+    seen: list[CloudEvent] = []
+
+    async def handle(uow: UnitOfWork, event: CloudEvent, payload: EventPayload) -> None:
+        seen.append(event)
+        await behaviour.handle(uow, event, payload)
+
+    consumer = make_consumer(db, broker, behaviour)
+    consumer.handlers[ThingHappened.event_type] = handle
+    traced = binary_mode("binary-1", traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    added = binary_mode("binary-2", data={"name": "binary-2", "added_later": {"nested": True}})
+    structured = (
+        b"structured",
+        event_bytes("structured"),
+        [("content-type", b"application/cloudevents+json")],
+    )
+    await send_with_headers(broker, traced, added, structured)
+
+    async def applied() -> bool:
+        return len(await things(db)) == 3
+
+    await run_until(consumer, applied)
+    assert sorted(await things(db)) == ["binary-1", "binary-2", "structured"]  # keys: three partitions
+    assert await list_dead_letters(db, INBOX, "things") == []
+    [first] = [event for event in seen if event.partitionkey == "binary-1"]
+    assert first.id == dict(traced[2])["ce_id"].decode()
+    assert first.partitionkey == "binary-1"  # from the record key
+    assert first.datacontenttype == "application/json"
+    assert first.traceparent == "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert first.data == {"name": "binary-1"}
+
+    # The binding's rule: a cloudevents content type is structured mode, whatever else is there.
+    assert binary_mode_attributes([("content-type", b"application/cloudevents+json")], b"k") is None
+    assert (
+        binary_mode_attributes(
+            [("ce_specversion", b"1.0"), ("Content-Type", b"application/cloudevents+json; charset=utf-8")],
+            b"k",
+        )
+        is None
+    )
+    assert binary_mode_attributes([("ce_specversion", b"1.0"), ("ce_data", b"x")], b"k") == {
+        "specversion": "1.0",
+        "partitionkey": "k",
+    }
+
+    # The same event again in binary mode is a duplicate, as in structured mode.
+    outcome = await consumer.process(
+        ConsumerRecord(
+            topic=TOPIC,
+            partition=0,
+            offset=99,
+            timestamp=0,
+            timestamp_type=0,
+            key=traced[0],
+            value=traced[1],
+            checksum=None,
+            serialized_key_size=8,
+            serialized_value_size=len(traced[1]),
+            headers=traced[2],
+        )
+    )
+    assert outcome.duplicate
+
+
+async def test_dead_letters_keep_every_original_header(db: Database, broker: EmbeddedBroker) -> None:
+    behaviour = Behaviour()
+    no_version = binary_mode("no-version", aggregateversion="")
+    bad_json = (b"bad-json", b"{nope", binary_mode("bad-json")[2])
+    not_json = binary_mode("xml")
+    not_json = (
+        not_json[0],
+        b"<thing/>",
+        [(k, b"application/xml" if k == "content-type" else v) for k, v in not_json[2]],
+    )
+    own_headers = [
+        ("content-type", b"application/cloudevents+json"),
+        ("x-integrator", b"batch-7"),
+        ("x-integrator", b"second value, same name"),
+    ]
+    structured_poison = (b"k", event_bytes("boom-headers"), own_headers)
+    # One key, so one partition: the dead letters come in the order sent.
+    records = [no_version, bad_json, not_json, structured_poison, binary_mode("after")]
+    await send_with_headers(broker, *((b"k", value, headers) for _, value, headers in records))
+    consumer = make_consumer(db, broker, behaviour)
+
+    async def after_applied() -> bool:
+        return "after" in await things(db)
+
+    await run_until(consumer, after_applied)
+    errors = [row["error"] for row in await list_dead_letters(db, INBOX, "things")]
+    assert len(errors) == 4, errors
+    assert errors[0].startswith("not a CloudEvent (binary mode): aggregateversion")
+    assert errors[1].startswith("invalid JSON in the data of a binary-mode CloudEvent")
+    assert errors[2] == "binary-mode CloudEvent with data of type application/xml; only JSON is read"
+    assert "handler bug for boom-headers" in errors[3]
+
+    reader = guarded_consumer(
+        dead_letter_topic("things"),
+        bootstrap_servers=broker.bootstrap_servers,
+        group_id="dlq-headers",
+        auto_offset_reset="earliest",
+    )
+    await reader.start()
+    try:
+        received: list[Any] = []
+
+        async def four_letters() -> bool:
+            for msgs in (await reader.getmany(timeout_ms=200)).values():
+                received.extend(msgs)
+            return len(received) >= 4
+
+        await testing.wait_until(four_letters, timeout=30, message="dead letters on the topic")
+    finally:
+        await reader.stop()
+    for letter, (_, value, original) in zip(
+        received, [no_version, bad_json, not_json, structured_poison], strict=True
+    ):
+        headers = list(letter.headers)
+        assert headers[: len(original)] == original  # every original header, in order, first
+        added = dict(headers[len(original) :])
+        assert added["casebridge-dlq-origin-topic"] == TOPIC.encode()
+        assert added["casebridge-dlq-consumer-group"] == b"things"
+        assert added["casebridge-dlq-error"]
+        assert (letter.key, letter.value) == (b"k", value)
+    assert dict(received[3].headers)["casebridge-dlq-attempts"] == b"3"
+
+
+async def test_a_binary_mode_dead_letter_is_replayed_with_its_headers(
+    db: Database, broker: EmbeddedBroker
+) -> None:
+    behaviour = Behaviour()
+    consumer = make_consumer(db, broker, behaviour)
+    key, value, headers = binary_mode("boom-binary")
+    headers.append(("x-empty", None))  # type: ignore[arg-type]  # Kafka allows a header without a value
+    incoming = ConsumerRecord(
+        topic=TOPIC,
+        partition=0,
+        offset=7,
+        timestamp=0,
+        timestamp_type=0,
+        key=key,
+        value=value,
+        checksum=None,
+        serialized_key_size=len(key),
+        serialized_value_size=len(value),
+        headers=headers,
+    )
+    assert (await consumer.process(incoming)).dead_lettered
+    [letter] = await list_dead_letters(db, INBOX, "things")
+    assert letter["event_id"] == dict(headers)["ce_id"].decode()
+    assert letter["message_headers"][0] == ["ce_specversion", "MS4w"]  # base64 of b"1.0"
+    assert letter["message_headers"][-1] == ["x-empty", None]
+
+    async def fixed(uow: UnitOfWork, event: CloudEvent, payload: EventPayload) -> None:
+        assert isinstance(payload, ThingHappened)
+        await uow.session.execute(insert(THINGS).values(name=payload.name.replace("boom-", "")))
+
+    consumer.handlers[ThingHappened.event_type] = fixed
+    assert (await replay_dead_letter(consumer, letter["id"])).applied  # read as binary mode again
+    assert await things(db) == ["binary"]
+    assert await list_dead_letters(db, INBOX, "things") == []
 
 
 async def test_rows_inserted_at_commit_are_written_with_the_events_or_not_at_all(db: Database) -> None:

@@ -205,3 +205,19 @@ def identity_revocations_downgrade() -> None:
     from alembic import op
 
     op.drop_table("identity_revocations")
+
+
+def dead_letter_headers_upgrade() -> None:
+    """Dead letters keep their record's Kafka headers, so a binary-mode event replays (issue 27)."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    with op.batch_alter_table("dead_letters") as batch_op:
+        batch_op.add_column(sa.Column("message_headers", sa.JSON(), nullable=True))
+
+
+def dead_letter_headers_downgrade() -> None:
+    from alembic import op
+
+    with op.batch_alter_table("dead_letters") as batch_op:
+        batch_op.drop_column("message_headers")

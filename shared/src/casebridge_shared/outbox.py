@@ -77,7 +77,13 @@ from casebridge_shared.db import (
     notify_at_commit,
     utcnow,
 )
-from casebridge_shared.events import CLOUDEVENTS_CONTENT_TYPE, CloudEvent, EventPayload
+from casebridge_shared.events import (
+    CLOUDEVENTS_CONTENT_TYPE,
+    DEFAULT_DATASCHEMA_BASE,
+    CloudEvent,
+    EventPayload,
+    dataschema_uri,
+)
 from casebridge_shared.kafka import BrokerClient, TopicMisconfigured, ensure_topics, make_producer
 from casebridge_shared.settings import ServiceSettings
 from casebridge_shared.sqlite_dbapi import sent_with_commit
@@ -215,10 +221,19 @@ class UnitOfWork:
     outbox and commits everything together (cosmicpython's unit of work).
     """
 
-    def __init__(self, db: Database, tables: OutboxTables, source: str) -> None:
+    def __init__(
+        self,
+        db: Database,
+        tables: OutboxTables,
+        source: str,
+        *,
+        schema_base: str = DEFAULT_DATASCHEMA_BASE,
+    ) -> None:
         self._db = db
         self._tables = tables
         self._source = source
+        # ``dataschema`` of each event: the base (``event_schema_base_url``) plus its type.
+        self._schema_base = schema_base
         self._events: list[CloudEvent] = []
         self._rows: dict[Table, list[dict[str, Any]]] = {}
         self._session_cm: Any = None
@@ -253,6 +268,7 @@ class UnitOfWork:
             id=new_id(),
             source=self._source,
             type=payload.event_type,
+            dataschema=dataschema_uri(payload.event_type, self._schema_base),
             subject=subject or key,
             time=utcnow(),
             partitionkey=key,

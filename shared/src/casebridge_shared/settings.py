@@ -13,6 +13,7 @@ import ipaddress
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -21,6 +22,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from casebridge_shared.events import DEFAULT_DATASCHEMA_BASE
 
 COMMON_PREFIX = "CASEBRIDGE_"
 
@@ -60,6 +63,10 @@ class ServiceSettings(BaseSettings):
     database_url: str = ""
     # Public base URL of this service, used in links and as the token audience.
     public_url: str = ""
+    # Every event's CloudEvents ``dataschema`` is this plus ``<event type>.json``: the
+    # published schema of its type (docs/events/schemas). Point it at where the schemas
+    # are served to make the URIs resolvable; the default is a stable name only.
+    event_schema_base_url: str = DEFAULT_DATASCHEMA_BASE
 
     kafka_bootstrap_servers: str = "127.0.0.1:19092"
     # Tansu (the embedded broker) does not implement InitProducerId, so the
@@ -200,6 +207,18 @@ class ServiceSettings(BaseSettings):
         if not self.public_url:
             self.public_url = f"http://{self.host}:{self.port}"
         return self
+
+    @field_validator("event_schema_base_url")
+    @classmethod
+    def _schema_base(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError(
+                "event_schema_base_url: an http(s) URL without query or fragment, e.g. "
+                f"{DEFAULT_DATASCHEMA_BASE}"
+            )
+        # The event type is appended: a base without its slash would glue them together.
+        return value if value.endswith("/") else f"{value}/"
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -30,7 +30,7 @@ class Container:
     db: Database
 
     def uow(self) -> UnitOfWork:
-        return UnitOfWork(self.db, outbox, EVENT_SOURCE)
+        return UnitOfWork(self.db, outbox, EVENT_SOURCE, schema_base=self.settings.event_schema_base_url)
 
     def relay(self) -> OutboxRelay:
         return OutboxRelay(

@@ -44,7 +44,7 @@ class Container:
         )
 
     def uow(self) -> UnitOfWork:
-        return UnitOfWork(self.db, outbox, EVENT_SOURCE)
+        return UnitOfWork(self.db, outbox, EVENT_SOURCE, schema_base=self.settings.event_schema_base_url)
 
     def consumer(self) -> EventConsumer:
         """Identity events become login records; orders new customers and demands; cases progress."""

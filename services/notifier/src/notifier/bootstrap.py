@@ -42,7 +42,7 @@ class Container:
     webhook_secrets: SecretBox
 
     def uow(self) -> UnitOfWork:
-        return UnitOfWork(self.db, outbox, EVENT_SOURCE)
+        return UnitOfWork(self.db, outbox, EVENT_SOURCE, schema_base=self.settings.event_schema_base_url)
 
     def consumer(self) -> EventConsumer:
         """Case events become notifications and deliveries; identity events keep the directory of people."""
