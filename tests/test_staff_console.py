@@ -106,7 +106,7 @@ async def test_staff_work_a_case_in_the_console_from_a_live_queue_to_closed(
 
         # The case page: the order as placed, and only what the case allows now.
         await row.locator("a").click()
-        await page.wait_for_selector("#case:not([hidden])")
+        await page.wait_for_selector("#case[aria-busy=false]:not([hidden])")
         case_id = page.url.rsplit("/", 1)[-1]
         assert page.url == f"{console}cases/{case_id}"
         assert await page.inner_text("#case-title") == "Employment contract review"
@@ -264,7 +264,7 @@ async def test_console_problems_are_shown_next_to_the_field(stack: Stack) -> Non
         await page.fill("#signin-form input[name=email]", "kim@casebridge.example")
         await page.fill("#signin-form input[name=password]", PASSWORD)
         await page.click("#signin-form button[type=submit]")
-        await page.wait_for_selector("#case:not([hidden])")
+        await page.wait_for_selector("#case[aria-busy=false]:not([hidden])")
         # A contact without a date: the API's 422 names the field, shown beside it.
         await page.fill("#communication-form textarea[name=summary]", "Called the customer.")
         await page.fill("#communication-form input[name=occurred_at]", "")
@@ -280,7 +280,7 @@ async def test_console_problems_are_shown_next_to_the_field(stack: Stack) -> Non
         await until_true(page, "document.documentElement.lang === 'zh-CN'")
         assert await page.inner_text("#h-order") == "订单原始信息"
         await page.reload()
-        await page.wait_for_selector("#case:not([hidden])")
+        await page.wait_for_selector("#case[aria-busy=false]:not([hidden])")
         assert await page.inner_text("#h-order") == "订单原始信息"
         await assert_accessible(page)
         await screenshot(page, "console-case-zh")

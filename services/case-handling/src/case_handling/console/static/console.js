@@ -64,8 +64,15 @@ async function show() {
   const where = route();
   if (where.page === "case") {
     state.caseId = where.id;
+    // Until this case is read, nothing of the one shown before may pass for it.
+    if (!state.case || state.case.id !== where.id) {
+      state.case = null;
+      $("case-title").textContent = t("kit.loading");
+    }
+    $("case").setAttribute("aria-busy", "true");
     showOnly("case");
     await loadCase({ keepNotice: false });
+    $("case").setAttribute("aria-busy", "false");
   } else {
     state.caseId = null;
     state.case = null;
