@@ -35,6 +35,9 @@ class Settings(ServiceSettings):
     delivery_max_backoff_seconds: float = Field(default=600.0, gt=0)
     delivery_concurrency: int = Field(default=20, ge=1, le=500)
     webhook_disable_after_failures: int = Field(default=15, ge=1, le=1000)
+    # After a webhook's secret is rotated, deliveries carry a signature by the old secret
+    # too for this long, so the receiver can switch secrets without losing a message.
+    webhook_secret_overlap_seconds: int = Field(default=86400, ge=0, le=30 * 86400)
 
     # Email (SMTP).
     smtp_host: str = "127.0.0.1"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
@@ -9,15 +10,19 @@ from pydantic import BaseModel
 
 from casebridge_shared.auth import AdminUser, Principal, Role, StaffUser, require_roles
 from casebridge_shared.deps import SessionDep, UowDep
+from casebridge_shared.openapi import ETAG, response_headers
 from casebridge_shared.pagination import Page, PageDep
 from casebridge_shared.problems import PROBLEM_RESPONSES
+from casebridge_shared.versioning import IfMatch, etag
 from notifier.deliveries import service
 from notifier.deliveries.models import (
     DeliveryAttemptRead,
     DeliveryRead,
     DeliveryStatus,
+    EventTypeRead,
     PushSubscriptionCreate,
     PushSubscriptionRead,
+    RedeliveryRead,
     WebhookCreate,
     WebhookCreated,
     WebhookRead,
@@ -77,10 +82,14 @@ async def unsubscribe_from_push(subscription_id: str, user: StaffUser, uow: UowD
 
 
 @router.post(
-    "/webhooks", response_model=WebhookCreated, status_code=201, summary="Subscribe a URL to case events"
+    "/webhooks",
+    response_model=WebhookCreated,
+    status_code=201,
+    summary="Subscribe a URL to events",
+    responses=response_headers(201, ETAG),
 )
 async def create_webhook(
-    body: WebhookCreate, admin: WebhookManager, uow: UowDep, request: Request
+    body: WebhookCreate, admin: WebhookManager, uow: UowDep, request: Request, response: Response
 ) -> WebhookCreated:
     """Each case event is POSTed as its CloudEvent JSON, signed by the Standard Webhooks
     convention with the secret returned here (once). See docs/notifier.md for the verifier.
@@ -92,6 +101,7 @@ async def create_webhook(
         uow.session, body, admin.subject, container.webhook_secrets, policy
     )
     await uow.commit()
+    response.headers[ETAG] = etag(sub.version)
     return WebhookCreated.model_validate({**WebhookRead.model_validate(sub).model_dump(), "secret": secret})
 
 
@@ -100,18 +110,87 @@ async def list_webhooks(_admin: WebhookManager, session: SessionDep) -> list[Web
     return [WebhookRead.model_validate(s) for s in await service.list_webhooks(session)]
 
 
-@router.get("/webhooks/{webhook_id}", response_model=WebhookRead, summary="One webhook subscription")
-async def get_webhook(webhook_id: str, _admin: WebhookManager, session: SessionDep) -> WebhookRead:
-    return WebhookRead.model_validate(await service.get_webhook(session, webhook_id))
+@router.get(
+    "/webhooks/event-types",
+    response_model=list[EventTypeRead],
+    summary="The event types a webhook can subscribe to",
+)
+async def list_webhook_event_types(_admin: WebhookManager) -> list[EventTypeRead]:
+    return [EventTypeRead(type=t, topic=topic) for t, topic in service.SUBSCRIBABLE_EVENT_TYPES.items()]
 
 
-@router.patch("/webhooks/{webhook_id}", response_model=WebhookRead, summary="Enable, disable or re-filter")
-async def update_webhook(
-    webhook_id: str, body: WebhookUpdate, _admin: WebhookManager, uow: UowDep
+@router.get(
+    "/webhooks/{webhook_id}",
+    response_model=WebhookRead,
+    summary="One webhook subscription",
+    responses=response_headers(200, ETAG),
+)
+async def get_webhook(
+    webhook_id: str, _admin: WebhookManager, session: SessionDep, response: Response
 ) -> WebhookRead:
-    sub = await service.update_webhook(uow.session, webhook_id, body)
-    await uow.commit()
+    sub = await service.get_webhook(session, webhook_id)
+    response.headers[ETAG] = etag(sub.version)
     return WebhookRead.model_validate(sub)
+
+
+@router.patch(
+    "/webhooks/{webhook_id}",
+    response_model=WebhookRead,
+    summary="Change the URL, event types, description, or enable and disable",
+    responses=response_headers(200, ETAG),
+)
+async def update_webhook(
+    webhook_id: str,
+    body: WebhookUpdate,
+    _admin: WebhookManager,
+    uow: UowDep,
+    request: Request,
+    response: Response,
+    version: IfMatch,
+) -> WebhookRead:
+    """Only the fields sent change. Send `If-Match` with the ETag of your last read: a change made
+    since is answered 412 instead of being overwritten. (Without it the change is not checked,
+    as before If-Match existed; docs/notifier.md.) A new URL is checked like a new webhook's."""
+    policy = request.app.state.container.settings.outbound_policy()
+    sub = await service.update_webhook(uow.session, webhook_id, body, version, policy)
+    await uow.commit()
+    response.headers[ETAG] = etag(sub.version)
+    return WebhookRead.model_validate(sub)
+
+
+@router.delete("/webhooks/{webhook_id}", status_code=204, summary="Delete a webhook subscription")
+async def delete_webhook(webhook_id: str, _admin: WebhookManager, uow: UowDep, version: IfMatch) -> None:
+    """Its deliveries still waiting are cancelled (they show as failed, `cancelled: the webhook
+    was deleted`); its delivery history is kept."""
+    await service.delete_webhook(uow.session, webhook_id, version)
+    await uow.commit()
+
+
+@router.post(
+    "/webhooks/{webhook_id}/rotate-secret",
+    response_model=WebhookCreated,
+    summary="A new signing secret, the old one still signing for a while",
+    responses=response_headers(200, ETAG),
+)
+async def rotate_webhook_secret(
+    webhook_id: str,
+    _admin: WebhookManager,
+    uow: UowDep,
+    request: Request,
+    response: Response,
+    version: IfMatch,
+) -> WebhookCreated:
+    """The new secret is returned here, once. Until `previous_secret_expires_at`
+    (`webhook_secret_overlap_seconds` from now, 24 h by default) every delivery carries two
+    signatures, one by each secret, so the receiver can switch to the new one at its own pace."""
+    container = request.app.state.container
+    overlap = timedelta(seconds=container.settings.webhook_secret_overlap_seconds)
+    sub, secret = await service.rotate_webhook_secret(
+        uow.session, webhook_id, container.webhook_secrets, overlap, version
+    )
+    await uow.commit()
+    response.headers[ETAG] = etag(sub.version)
+    return WebhookCreated.model_validate({**WebhookRead.model_validate(sub).model_dump(), "secret": secret})
 
 
 @router.get("/deliveries", response_model=Page[DeliveryRead], summary="Delivery history, newest first")
@@ -148,3 +227,27 @@ async def list_delivery_attempts(
     delivery_id: str, _admin: AdminUser, session: SessionDep
 ) -> list[DeliveryAttemptRead]:
     return [DeliveryAttemptRead.model_validate(a) for a in await service.attempts_of(session, delivery_id)]
+
+
+@router.post(
+    "/deliveries/{delivery_id}/redeliver",
+    response_model=DeliveryRead,
+    status_code=202,
+    summary="Send a failed delivery again",
+)
+async def redeliver(delivery_id: str, admin: AdminUser, uow: UowDep) -> DeliveryRead:
+    """Queued again, due now: one new attempt, with the same id (a receiver that did get it
+    dedupes). Who asked is recorded (`GET /deliveries/{id}/redeliveries`). 409 unless the
+    delivery failed, or when its webhook was deleted or is disabled, or its device unsubscribed."""
+    delivery = await service.redeliver(uow.session, delivery_id, admin.subject)
+    await uow.commit()
+    return DeliveryRead.model_validate(delivery)
+
+
+@router.get(
+    "/deliveries/{delivery_id}/redeliveries",
+    response_model=list[RedeliveryRead],
+    summary="Who asked for this delivery to be sent again, and when",
+)
+async def list_redeliveries(delivery_id: str, _admin: AdminUser, session: SessionDep) -> list[RedeliveryRead]:
+    return [RedeliveryRead.model_validate(r) for r in await service.redeliveries_of(session, delivery_id)]

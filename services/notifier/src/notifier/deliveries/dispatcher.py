@@ -277,7 +277,12 @@ class Dispatcher:
             # The same id on every retry: receivers dedupe by it.
             "webhook-id": delivery.id,
             "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": Webhook(self.webhook_secrets.open(sub.secret)).sign(delivery.id, now, body),
+            # Several signatures, space-separated (Standard Webhooks): during a rotation's overlap
+            # one by the new secret and one by the old, so either verifies.
+            "webhook-signature": " ".join(
+                Webhook(secret).sign(delivery.id, now, body)
+                for secret in service.signing_secrets(sub, self.webhook_secrets, now)
+            ),
         }
         assert self._http is not None
         response = await self._http.post(sub.url, content=body.encode(), headers=headers)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict
 from pydantic import Field as PydanticField
@@ -83,6 +83,10 @@ class WebhookSubscription(Base, table=True):
     url: str = Field(max_length=2000)
     # ``whsec_`` + base64 of 32 random bytes (Standard Webhooks), sealed (``fernet:...``, see sealing.py).
     secret: str = Field(max_length=400)
+    # The secret before the last rotation (sealed), still signing until ``previous_secret_expires_at``:
+    # receivers switch over at their own pace (Standard Webhooks: several signatures per message).
+    previous_secret: str | None = Field(default=None, max_length=400)
+    previous_secret_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     # CloudEvents types to send; empty: every case event.
     event_types: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     description: str = Field(default="", max_length=500)
@@ -91,6 +95,22 @@ class WebhookSubscription(Base, table=True):
     disabled_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_by: str = Field(max_length=100)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # The ETag: one more with every change of what an admin sets (not the failure counter).
+    version: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
+
+
+class DeliveryRedelivery(Base, table=True):
+    """Who asked for a failed delivery to be sent again, and when (the audit of manual redeliveries)."""
+
+    __tablename__ = "delivery_redeliveries"
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    delivery_id: str = Field(max_length=36, index=True)
+    requested_by: str = Field(max_length=100)
+    # The delivery's state when asked: what the redelivery overrode.
+    previous_status: str = Field(max_length=16)
+    previous_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 # -- API shapes ---------------------------------------------------------------
@@ -116,9 +136,18 @@ class PushSubscriptionRead(BaseModel):
     created_at: datetime
 
 
+EventTypes = Annotated[
+    list[str],
+    PydanticField(
+        max_length=50,
+        description="CloudEvents types to send (GET /webhooks/event-types lists them); empty: all of them",
+    ),
+]
+
+
 class WebhookCreate(BaseModel):
     url: AnyHttpUrl
-    event_types: list[str] = PydanticField(default_factory=list, max_length=50)
+    event_types: EventTypes = PydanticField(default_factory=list)
     description: str = PydanticField(default="", max_length=500)
 
 
@@ -133,6 +162,10 @@ class WebhookRead(BaseModel):
     consecutive_failures: int
     disabled_reason: str | None
     created_at: datetime
+    version: int
+    previous_secret_expires_at: datetime | None = PydanticField(
+        description="Until then deliveries are signed with the previous secret too (after a rotation)"
+    )
 
 
 class WebhookCreated(WebhookRead):
@@ -140,9 +173,27 @@ class WebhookCreated(WebhookRead):
 
 
 class WebhookUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: AnyHttpUrl | None = None
     active: bool | None = None
-    event_types: list[str] | None = PydanticField(default=None, max_length=50)
+    event_types: EventTypes | None = None
     description: str | None = PydanticField(default=None, max_length=500)
+
+
+class EventTypeRead(BaseModel):
+    type: str
+    topic: str
+
+
+class RedeliveryRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    delivery_id: str
+    requested_by: str
+    previous_status: str
+    previous_error: str | None
+    at: datetime
 
 
 class DeliveryRead(BaseModel):

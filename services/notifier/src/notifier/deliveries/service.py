@@ -14,13 +14,15 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from casebridge_shared.db import Database, new_id, on_commit, queue_insert, table_of, utcnow
-from casebridge_shared.events import CloudEvent
+from casebridge_shared.events import CASES_TOPIC, CloudEvent
 from casebridge_shared.outbound import OutboundPolicy, OutboundRefused
-from casebridge_shared.problems import NotFound, Unprocessable
+from casebridge_shared.problems import Conflict, NotFound, Unprocessable
+from casebridge_shared.versioning import check_version
 from notifier import memo
 from notifier.deliveries.models import (
     Delivery,
     DeliveryAttempt,
+    DeliveryRedelivery,
     DeliveryStatus,
     PushSubscription,
     PushSubscriptionCreate,
@@ -29,7 +31,13 @@ from notifier.deliveries.models import (
     WebhookUpdate,
 )
 from notifier.deliveries.sealing import SecretBox
+from notifier.notifications.events import ALL_CASE_EVENTS
 from notifier.notifications.models import Channel
+
+# What a webhook may subscribe to: every event the notifier consumes and passes on as is,
+# with the topic it comes from (docs/notifier.md lists them). Anything else is refused at
+# create and update (422): a typo would otherwise be a subscription that never fires.
+SUBSCRIBABLE_EVENT_TYPES: dict[str, str] = {t: CASES_TOPIC for t in ALL_CASE_EVENTS}
 
 _DELIVERIES = table_of(Delivery)
 
@@ -236,7 +244,12 @@ async def disable_webhook(db: Database, subscription_id: str, reason: str) -> in
         await session.execute(
             update(WebhookSubscription)
             .where(col(WebhookSubscription.id) == subscription_id)
-            .values(active=False, disabled_reason=reason[:2000])
+            .values(
+                active=False,
+                disabled_reason=reason[:2000],
+                # An admin's edit made from a read before this would undo it unseen.
+                version=col(WebhookSubscription.version) + 1,
+            )
         )
         # What was still waiting for it will not go out: say so on each.
         given_up = await session.execute(
@@ -312,6 +325,17 @@ async def unsubscribe_push(session: AsyncSession, user_id: str, subscription_id:
     await session.delete(sub)
 
 
+def _check_event_types(event_types: list[str]) -> list[str]:
+    for index, event_type in enumerate(event_types):
+        if event_type not in SUBSCRIBABLE_EVENT_TYPES:
+            raise Unprocessable(
+                f"{event_type!r} is not an event type a webhook can subscribe to; "
+                "GET /webhooks/event-types lists them",
+                field=f"body.event_types.{index}",
+            )
+    return sorted(set(event_types))
+
+
 def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
@@ -323,12 +347,13 @@ async def create_webhook(
 
     The URL must not point at our own or a private network (unless allow-listed)."""
     _check_target(policy, str(body.url), "body.url")
+    event_types = _check_event_types(body.event_types)
     secret = new_webhook_secret()
     sub = WebhookSubscription(
         id=new_id(),
         url=str(body.url),
         secret=box.seal(secret),
-        event_types=sorted(set(body.event_types)),
+        event_types=event_types,
         description=body.description,
         created_by=created_by,
     )
@@ -344,20 +369,139 @@ async def get_webhook(session: AsyncSession, webhook_id: str) -> WebhookSubscrip
     return sub
 
 
-async def update_webhook(session: AsyncSession, webhook_id: str, body: WebhookUpdate) -> WebhookSubscription:
+async def update_webhook(
+    session: AsyncSession,
+    webhook_id: str,
+    body: WebhookUpdate,
+    expected_version: int | None,
+    policy: OutboundPolicy,
+) -> WebhookSubscription:
     sub = await get_webhook(session, webhook_id)
+    check_version(sub.version, expected_version)
+    if body.url is not None:
+        _check_target(policy, str(body.url), "body.url")
+        sub.url = str(body.url)
     if body.active is not None:
         sub.active = body.active
         if body.active:  # re-enabled by an admin: a fresh start
             sub.consecutive_failures = 0
             sub.disabled_reason = None
     if body.event_types is not None:
-        sub.event_types = sorted(set(body.event_types))
+        sub.event_types = _check_event_types(body.event_types)
     if body.description is not None:
         sub.description = body.description
+    sub.version += 1
     session.add(sub)
     await session.flush()
     return sub
+
+
+async def rotate_webhook_secret(
+    session: AsyncSession, webhook_id: str, box: SecretBox, overlap: timedelta, expected_version: int | None
+) -> tuple[WebhookSubscription, str]:
+    """A new secret (returned, to be shown once); the current one keeps signing for ``overlap``.
+
+    Rotating again during an overlap drops the oldest secret at once: at most two sign a message,
+    and the receiver asked for the rotation, so it already holds the one being replaced."""
+    sub = await get_webhook(session, webhook_id)
+    check_version(sub.version, expected_version)
+    secret = new_webhook_secret()
+    if overlap > timedelta(0):
+        sub.previous_secret = sub.secret
+        sub.previous_secret_expires_at = utcnow() + overlap
+    else:
+        sub.previous_secret = None
+        sub.previous_secret_expires_at = None
+    sub.secret = box.seal(secret)
+    sub.version += 1
+    session.add(sub)
+    await session.flush()
+    return sub, secret
+
+
+def signing_secrets(sub: WebhookSubscription, box: SecretBox, now: datetime) -> list[str]:
+    """The secrets a delivery is signed with now: the current one, and the previous one in its overlap."""
+    found = [box.open(sub.secret)]
+    if sub.previous_secret and sub.previous_secret_expires_at and now < sub.previous_secret_expires_at:
+        found.append(box.open(sub.previous_secret))
+    return found
+
+
+async def delete_webhook(session: AsyncSession, webhook_id: str, expected_version: int | None) -> int:
+    """Remove the subscription; its queued deliveries are cancelled (marked failed, not sent).
+
+    Its delivery history (deliveries and attempts) is kept: it is the record of what was sent
+    where, and a delivery names the subscription only by id. Returns how many were cancelled."""
+    sub = await get_webhook(session, webhook_id)
+    check_version(sub.version, expected_version)
+    cancelled = await session.execute(
+        update(Delivery)
+        .where(
+            col(Delivery.channel) == Channel.WEBHOOK.value,
+            col(Delivery.recipient) == webhook_id,
+            col(Delivery.status) == DeliveryStatus.PENDING.value,
+        )
+        .values(status=DeliveryStatus.FAILED.value, last_error="cancelled: the webhook was deleted")
+    )
+    await session.delete(sub)
+    await session.flush()
+    return int(getattr(cancelled, "rowcount", 0) or 0)
+
+
+async def redeliver(session: AsyncSession, delivery_id: str, requested_by: str) -> Delivery:
+    """Send a failed delivery once more, now, and record who asked.
+
+    Only a failed one (retries used up, target gone, or cancelled): a pending one is still on its
+    way and a sent one arrived (409). Its target must still be there to send to (409 otherwise).
+    It keeps its id, so a receiver that did get it after all dedupes it by ``webhook-id``; the
+    attempt count goes on, so it is one new attempt, not a new round of retries."""
+    delivery = await session.get(Delivery, delivery_id)
+    if delivery is None:
+        raise NotFound(f"There is no delivery {delivery_id}.")
+    if delivery.status != DeliveryStatus.FAILED.value:
+        raise Conflict(
+            f"The delivery is {delivery.status}; only a failed delivery can be sent again.",
+            field="status",
+            status_now=delivery.status,
+        )
+    if delivery.channel == Channel.WEBHOOK.value:
+        sub = await session.get(WebhookSubscription, delivery.recipient)
+        if sub is None:
+            raise Conflict("The webhook this delivery was for has been deleted.", field="recipient")
+        if not sub.active:
+            raise Conflict(
+                "The webhook this delivery is for is disabled: enable it first.", field="recipient"
+            )
+    elif (
+        delivery.channel == Channel.PUSH.value
+        and await session.get(PushSubscription, delivery.recipient) is None
+    ):
+        raise Conflict("The device this delivery was for has unsubscribed.", field="recipient")
+    session.add(
+        DeliveryRedelivery(
+            delivery_id=delivery.id,
+            requested_by=requested_by,
+            previous_status=delivery.status,
+            previous_error=delivery.last_error,
+        )
+    )
+    delivery.status = DeliveryStatus.PENDING.value
+    delivery.next_attempt_at = utcnow()
+    session.add(delivery)
+    await session.flush()
+    on_commit(session, _deliveries_queued)
+    return delivery
+
+
+async def redeliveries_of(session: AsyncSession, delivery_id: str) -> list[DeliveryRedelivery]:
+    if await session.get(Delivery, delivery_id) is None:
+        raise NotFound(f"There is no delivery {delivery_id}.")
+    rows = await session.exec(
+        select(DeliveryRedelivery)
+        .where(DeliveryRedelivery.delivery_id == delivery_id)
+        .order_by(col(DeliveryRedelivery.at), col(DeliveryRedelivery.id))
+    )
+    return list(rows.all())
 
 
 async def list_webhooks(session: AsyncSession) -> list[WebhookSubscription]:
