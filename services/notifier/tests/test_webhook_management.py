@@ -3,7 +3,8 @@ delete, manual redelivery of a failed delivery, and the event types a webhook ma
 
 from __future__ import annotations
 
-from datetime import timedelta
+import uuid
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -11,13 +12,19 @@ from sqlalchemy import update
 from sqlmodel import col, select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from casebridge_shared import testing
+from casebridge_shared.broker import EmbeddedBroker
 from casebridge_shared.db import utcnow
-from notifier.bootstrap import Container
+from casebridge_shared.events import ORDERS_TOPIC, CloudEvent
+from casebridge_shared.inbox import list_dead_letters
+from notifier.bootstrap import CONSUMER_GROUP, Container
+from notifier.db import inbox
+from notifier.deliveries.events import ORDER_EVENTS
 from notifier.deliveries.models import Delivery, DeliveryRedelivery, WebhookSubscription
 from notifier.notifications.events import ALL_CASE_EVENTS, CUSTOMER_MESSAGE
 from notifier.testing import WebhookReceiver
 
-from .conftest import People
+from .conftest import CaseEvents, People, consume_until, publish
 from .test_deliveries import attempts, case_event, dispatching, queue_webhooks, rows, serving, until
 
 
@@ -187,6 +194,7 @@ async def test_only_known_event_types_can_be_subscribed_to(client: httpx.AsyncCl
     assert listed.status_code == 200
     types = [t["type"] for t in listed.json()]
     assert set(ALL_CASE_EVENTS) <= set(types) and CUSTOMER_MESSAGE in types
+    assert set(ORDER_EVENTS) <= set(types)
     assert all(t["topic"] for t in listed.json())
     assert (await client.get("/webhooks/event-types", headers=staff)).status_code == 403
     refused = await client.post(
@@ -295,3 +303,70 @@ async def test_redelivery_refuses_bad_requests(
     disabled = await client.post(f"/deliveries/{delivery.id}/redeliver", headers=admin)
     assert disabled.status_code == 409 and disabled.json()["errors"][0]["field"] == "recipient"
     assert (await client.get(f"/deliveries/{delivery.id}/redeliveries", headers=admin)).json() == []
+
+
+def order_event(kind: str = "order-placed", source: str = "/casebridge/order-intake") -> CloudEvent:
+    order_id = str(uuid.uuid4())
+    return CloudEvent(
+        id=str(uuid.uuid4()),
+        source=source,
+        type=f"casebridge.orders.{kind}.v1",
+        subject=order_id,
+        time=datetime.now(UTC),
+        partitionkey=order_id,
+        aggregateversion=1,
+        data={
+            "order_id": order_id,
+            "customer": {"customer_id": "c-1", "full_name": "Carl", "email": "carl@example.com"},
+            "product": {"title": "Divorce consultation", "category": "family-law"},
+            "description": "Help",
+            "status": "submitted",
+            "version": 1,
+            "updated_at": datetime.now(UTC).isoformat(),
+        },
+    )
+
+
+async def test_order_events_reach_only_the_webhooks_that_name_them(
+    broker: EmbeddedBroker, client: httpx.AsyncClient, container: Container, people: People
+) -> None:
+    container.settings.kafka_bootstrap_servers = broker.bootstrap_servers
+    admin = people.headers("a", "admin")
+    hooks = WebhookReceiver()
+    async with serving(hooks.app) as hook_server:
+        orders = await _webhook(
+            client, admin, f"{hook_server.url}/hook", event_types=["casebridge.orders.order-placed.v1"]
+        )
+        every_case_event = (await _webhook(client, admin, "https://crm.example/cases")).json()["id"]
+        placed, forged, opened = (
+            order_event(),
+            order_event(source="/casebridge/case-handling"),
+            CaseEvents().opened(),
+        )
+        await testing.publish(broker.bootstrap_servers, ORDERS_TOPIC, placed, forged)
+        await publish(broker, opened)
+
+        async def handled() -> bool:
+            recipients = {(d.recipient, d.dedupe_key) for d in await rows(container)}
+            letters = await list_dead_letters(container.db, inbox, group=CONSUMER_GROUP)
+            return (
+                (orders.json()["id"], placed.id) in recipients
+                and (every_case_event, opened.id) in recipients
+                and any(letter["event_id"] == forged.id for letter in letters)
+            )
+
+        await consume_until(container, handled)
+        # A webhook that names no types gets every case event, but no order event (those carry
+        # the customer's personal data); the forged one (not from order-intake) went nowhere.
+        sent_to = sorted((d.recipient, d.dedupe_key, d.case_id) for d in await rows(container))
+        assert sent_to == sorted(
+            [(orders.json()["id"], placed.id, None), (every_case_event, opened.id, opened.subject)]
+        )
+        async with dispatching(container):
+            await until(lambda: hooks.received, "the order event at the webhook")
+    [(body, headers)] = hooks.received
+    verified = Webhook(orders.json()["secret"]).verify(body, headers)
+    assert (
+        verified["type"] == "casebridge.orders.order-placed.v1"
+        and verified["data"]["order_id"] == placed.subject
+    )

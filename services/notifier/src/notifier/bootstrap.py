@@ -8,13 +8,16 @@ from py_vapid import Vapid02
 
 from casebridge_shared import revocation
 from casebridge_shared.db import Database
-from casebridge_shared.events import CASES_TOPIC, IDENTITY_TOPIC
+from casebridge_shared.events import CASES_TOPIC, IDENTITY_TOPIC, ORDERS_TOPIC
 from casebridge_shared.inbox import EventConsumer
 from casebridge_shared.outbox import UnitOfWork
 from notifier import memo
 from notifier.db import inbox, outbox
 from notifier.deliveries import sealing
+from notifier.deliveries import service as deliveries
 from notifier.deliveries.dispatcher import Dispatcher
+from notifier.deliveries.events import PAYLOAD_MODELS as ORDER_PAYLOADS
+from notifier.deliveries.events import SOURCES as ORDER_SOURCES
 from notifier.deliveries.sealing import SecretBox
 from notifier.deliveries.vapid import load_or_create
 from notifier.directory import service as directory
@@ -29,7 +32,8 @@ from notifier.settings import Settings
 EVENT_SOURCE = "/casebridge/notifier"
 CONSUMER_GROUP = "notifier"
 # What the worker's consumer reads (docs/kafka-acls.md lists each service's topics, group and ACLs).
-CONSUMED_TOPICS = (CASES_TOPIC, IDENTITY_TOPIC)
+# Orders only for the webhooks that subscribe to order events (docs/notifier.md).
+CONSUMED_TOPICS = (CASES_TOPIC, IDENTITY_TOPIC, ORDERS_TOPIC)
 # Nothing: the notifier publishes no events.
 PUBLISHED_TOPICS: tuple[str, ...] = ()
 
@@ -45,7 +49,8 @@ class Container:
         return UnitOfWork(self.db, outbox, EVENT_SOURCE, schema_base=self.settings.event_schema_base_url)
 
     def consumer(self) -> EventConsumer:
-        """Case events become notifications and deliveries; identity events keep the directory of people."""
+        """Case events become notifications and deliveries; identity events keep the directory of people;
+        order events go to the webhooks that ask for them."""
         return EventConsumer(
             self.db,
             outbox,
@@ -54,9 +59,14 @@ class Container:
             service="notifier",
             group=CONSUMER_GROUP,
             topics=list(CONSUMED_TOPICS),
-            handlers={**rules.handlers(self.settings), **directory.HANDLERS},
-            payload_models={**CASE_PAYLOADS, **IDENTITY_PAYLOADS, **revocation.PAYLOAD_MODELS},
-            sources={**CASE_SOURCES, **IDENTITY_SOURCES, **revocation.SOURCES},
+            handlers={**rules.handlers(self.settings), **directory.HANDLERS, **deliveries.ORDER_HANDLERS},
+            payload_models={
+                **CASE_PAYLOADS,
+                **IDENTITY_PAYLOADS,
+                **revocation.PAYLOAD_MODELS,
+                **ORDER_PAYLOADS,
+            },
+            sources={**CASE_SOURCES, **IDENTITY_SOURCES, **revocation.SOURCES, **ORDER_SOURCES},
             source=EVENT_SOURCE,
             before_run=rules.before_run(memo.Lasting()),
         )

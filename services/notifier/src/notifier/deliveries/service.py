@@ -14,11 +14,14 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from casebridge_shared.db import Database, new_id, on_commit, queue_insert, table_of, utcnow
-from casebridge_shared.events import CASES_TOPIC, CloudEvent
+from casebridge_shared.events import CASES_TOPIC, ORDERS_TOPIC, CloudEvent
+from casebridge_shared.inbox import Handler
 from casebridge_shared.outbound import OutboundPolicy, OutboundRefused
+from casebridge_shared.outbox import UnitOfWork
 from casebridge_shared.problems import Conflict, NotFound, Unprocessable
 from casebridge_shared.versioning import check_version
 from notifier import memo
+from notifier.deliveries.events import ORDER_EVENTS
 from notifier.deliveries.models import (
     Delivery,
     DeliveryAttempt,
@@ -37,7 +40,10 @@ from notifier.notifications.models import Channel
 # What a webhook may subscribe to: every event the notifier consumes and passes on as is,
 # with the topic it comes from (docs/notifier.md lists them). Anything else is refused at
 # create and update (422): a typo would otherwise be a subscription that never fires.
-SUBSCRIBABLE_EVENT_TYPES: dict[str, str] = {t: CASES_TOPIC for t in ALL_CASE_EVENTS}
+SUBSCRIBABLE_EVENT_TYPES: dict[str, str] = {
+    **dict.fromkeys(ALL_CASE_EVENTS, CASES_TOPIC),
+    **dict.fromkeys(ORDER_EVENTS, ORDERS_TOPIC),
+}
 
 _DELIVERIES = table_of(Delivery)
 
@@ -142,12 +148,24 @@ async def _active_webhooks(session: AsyncSession) -> list[WebhookSubscription]:
 async def queue_webhooks(session: AsyncSession, event: CloudEvent) -> int:
     """The event, as is, to every active webhook subscription that wants its type."""
     subs = await memo.once(session, "webhooks", lambda: _active_webhooks(session))
-    wanted = [sub for sub in subs if not sub.event_types or event.type in sub.event_types]
+    is_case_event = event.type in ALL_CASE_EVENTS
+    # No types named: every case event, as before order events could be subscribed to. Order
+    # events carry the customer's name, email and description: only to a webhook that names them.
+    wanted = [sub for sub in subs if event.type in sub.event_types or (not sub.event_types and is_case_event)]
     if not wanted:
         return 0
     body = {"event": event.model_dump(mode="json", exclude_none=True)}
-    _queue(session, *(_delivery(event.id, Channel.WEBHOOK, sub.id, event.subject, body) for sub in wanted))
+    case_id = event.subject if is_case_event else None
+    _queue(session, *(_delivery(event.id, Channel.WEBHOOK, sub.id, case_id, body) for sub in wanted))
     return len(wanted)
+
+
+async def _pass_on(uow: UnitOfWork, event: CloudEvent, _payload: object) -> None:
+    await queue_webhooks(uow.session, event)
+
+
+# The consumer's handlers for the order events: to the webhooks that want them, nothing more.
+ORDER_HANDLERS: dict[str, Handler] = dict.fromkeys(ORDER_EVENTS, _pass_on)
 
 
 # -- the dispatcher's bookkeeping ------------------------------------------------
