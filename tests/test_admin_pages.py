@@ -223,6 +223,26 @@ async def test_an_admin_sets_up_webhooks_teams_and_routing_on_the_notifier(
             await row.locator("td", has_text="Disabled").wait_for()
             assert (await c.get(f"/webhooks/{webhook_id}", headers=admin)).json()["active"] is False
 
+            # Edit (the form fills with it, saves with If-Match), then a new secret, shown once.
+            await row.get_by_role("button", name="Edit").click()
+            assert await hook.locator("[name=url]").input_value() == "http://127.0.0.1:9/casebridge"
+            await hook.locator("[name=description]").fill("Case board v2")
+            await hook.locator("#webhook-submit").click()
+            await page.locator("#webhook-rows tr", has_text="Case board v2").wait_for()
+            await row.get_by_role("button", name="Rotate secret").click()
+            await page.wait_for_selector("#secret-box:not([hidden])")
+            rotated = await page.inner_text("#secret")
+            assert rotated.startswith("whsec_") and rotated != secret
+            await page.click("#secret-done")
+            shown = (await c.get(f"/webhooks/{webhook_id}", headers=admin)).json()
+            assert shown["description"] == "Case board v2" and shown["version"] == 4
+            assert shown["previous_secret_expires_at"] is not None and rotated not in str(shown)
+            # Deleted: gone from the list and the API.
+            await row.get_by_role("button", name="Delete").click()
+            await page.locator("#webhook-status", has_text="deleted").wait_for()
+            assert await row.count() == 0
+            assert (await c.get(f"/webhooks/{webhook_id}", headers=admin)).status_code == 404
+
             # A team, then the rule that routes a category to it.
             team = page.locator("#team-form")
             await team.locator("[name=name]").fill("Employment Desk")  # not a valid team name

@@ -7,7 +7,7 @@ import {
 } from "/assets/kit/kit.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { user: null, webhooks: [], rules: [], teams: [], deliveries: [], staff: [] };
+const state = { user: null, webhooks: [], editing: null, rules: [], teams: [], deliveries: [], staff: [] };
 
 const lines = (text) => text.split("\n").map((s) => s.trim()).filter(Boolean);
 const cell = (label, ...content) => el("td", { dataset: { label } }, ...content);
@@ -39,6 +39,9 @@ function renderWebhooks() {
           w.active
             ? button(t("webhooks.disable"), () => setWebhook(w, false), "danger")
             : button(t("webhooks.enable"), () => setWebhook(w, true)),
+          button(t("common.edit"), () => editWebhook(w)),
+          button(t("webhooks.rotate"), () => rotateWebhook(w)),
+          button(t("webhooks.delete"), () => deleteWebhook(w), "danger"),
         ),
       ),
     ),
@@ -50,6 +53,37 @@ async function loadWebhooks() {
   renderWebhooks();
 }
 
+// The version the page last read: a change made since by someone else is refused (412), not overwritten.
+const ifMatch = (w) => ({ "If-Match": `"${w.version}"` });
+
+function showSecret(secret) {
+  // The secret is in this answer only: shown once, never stored by the page.
+  $("secret").textContent = secret;
+  $("secret-box").hidden = false;
+  $("secret-done").focus();
+}
+
+// The form creates a webhook, or, after "Edit", changes the one being edited.
+function stopEditing() {
+  state.editing = null;
+  $("webhook-form").reset();
+  $("webhook-form-heading").textContent = t("webhooks.new");
+  $("webhook-submit").textContent = t("webhooks.create");
+  $("webhook-cancel").hidden = true;
+}
+
+function editWebhook(w) {
+  state.editing = w;
+  const f = $("webhook-form").elements;
+  f.url.value = w.url;
+  f.description.value = w.description;
+  f.event_types.value = w.event_types.join("\n");
+  $("webhook-form-heading").textContent = t("webhooks.editing", { url: w.url });
+  $("webhook-submit").textContent = t("webhooks.save");
+  $("webhook-cancel").hidden = false;
+  f.url.focus();
+}
+
 async function createWebhook(event) {
   event.preventDefault();
   const form = event.target;
@@ -57,21 +91,54 @@ async function createWebhook(event) {
   const f = form.elements;
   const body = { url: f.url.value.trim(), description: f.description.value.trim(), event_types: lines(f.event_types.value) };
   try {
-    const created = await api("/webhooks", { method: "POST", json: body });
-    form.reset();
-    // The secret is in this answer only: shown once, never stored by the page.
-    $("secret").textContent = created.secret;
-    $("secret-box").hidden = false;
-    $("secret-done").focus();
+    if (state.editing) {
+      const w = state.editing;
+      await api(`/webhooks/${w.id}`, { method: "PATCH", json: body, headers: ifMatch(w) });
+      stopEditing();
+      say("webhook-status", t("webhooks.saved", { url: body.url }));
+    } else {
+      const created = await api("/webhooks", { method: "POST", json: body });
+      form.reset();
+      showSecret(created.secret);
+    }
     await loadWebhooks();
   } catch (error) {
     showProblem(form, error);
   }
 }
 
+async function rotateWebhook(w) {
+  if (!window.confirm(t("webhooks.confirmRotate", { url: w.url }))) return;
+  try {
+    const rotated = await api(`/webhooks/${w.id}/rotate-secret`, { method: "POST", headers: ifMatch(w) });
+    showSecret(rotated.secret);
+    say(
+      "webhook-status",
+      rotated.previous_secret_expires_at
+        ? t("webhooks.rotated", { url: w.url, until: formatDateTime(rotated.previous_secret_expires_at) })
+        : t("webhooks.rotatedNow", { url: w.url }),
+    );
+  } catch (error) {
+    say("webhook-status", problemMessage(error));
+  }
+  await loadWebhooks();
+}
+
+async function deleteWebhook(w) {
+  if (!window.confirm(t("webhooks.confirmDelete", { url: w.url }))) return;
+  try {
+    await api(`/webhooks/${w.id}`, { method: "DELETE", headers: ifMatch(w) });
+    if (state.editing && state.editing.id === w.id) stopEditing();
+    say("webhook-status", t("webhooks.deleted", { url: w.url }));
+  } catch (error) {
+    say("webhook-status", problemMessage(error));
+  }
+  await loadWebhooks();
+}
+
 async function setWebhook(w, active) {
   try {
-    await api(`/webhooks/${w.id}`, { method: "PATCH", json: { active } });
+    await api(`/webhooks/${w.id}`, { method: "PATCH", json: { active }, headers: ifMatch(w) });
     say("webhook-status", t(active ? "webhooks.nowOn" : "webhooks.nowOff", { url: w.url }));
   } catch (error) {
     say("webhook-status", problemMessage(error));
@@ -250,10 +317,24 @@ function renderDeliveries() {
         cell(t("deliveries.status"), t(`deliveries.${d.status}`)),
         cell(t("deliveries.attempts"), String(d.attempts), attempts),
         cell(t("deliveries.error"), d.last_error || ""),
-        actions(button(t("deliveries.showAttempts"), show)),
+        actions(
+          button(t("deliveries.showAttempts"), show),
+          d.status === "failed" ? button(t("deliveries.redeliver"), () => redeliver(d)) : null,
+        ),
       );
     }),
   );
+}
+
+async function redeliver(d) {
+  try {
+    await api(`/deliveries/${d.id}/redeliver`, { method: "POST" });
+    say("delivery-status", t("deliveries.redelivering"));
+  } catch (error) {
+    say("delivery-status", problemMessage(error));
+    return;
+  }
+  await loadDeliveries();
 }
 
 async function loadDeliveries() {
@@ -314,6 +395,7 @@ async function main() {
   });
   window.addEventListener("session-expired", () => show(null));
   $("webhook-form").addEventListener("submit", createWebhook);
+  $("webhook-cancel").addEventListener("click", stopEditing);
   $("secret-done").addEventListener("click", () => {
     $("secret").textContent = "";
     $("secret-box").hidden = true;
