@@ -503,10 +503,17 @@ async def redeliver(session: AsyncSession, delivery_id: str, requested_by: str) 
             previous_error=delivery.last_error,
         )
     )
-    delivery.status = DeliveryStatus.PENDING.value
-    delivery.next_attempt_at = utcnow()
-    session.add(delivery)
-    await session.flush()
+    # Only while still failed: of two admins asking at once, one queues it and the other gets 409
+    # (a read-then-write would queue it once but record both).
+    now = utcnow()
+    queued = await session.execute(
+        update(Delivery)
+        .where(col(Delivery.id) == delivery.id, col(Delivery.status) == DeliveryStatus.FAILED.value)
+        .values(status=DeliveryStatus.PENDING.value, next_attempt_at=now)
+    )
+    if int(getattr(queued, "rowcount", 0) or 0) != 1:
+        raise Conflict("The delivery is no longer failed: someone asked first.", field="status")
+    await session.refresh(delivery)
     on_commit(session, _deliveries_queued)
     return delivery
 
