@@ -157,11 +157,22 @@ async def test_an_update_changes_what_is_sent_and_where_checked_by_if_match(
         f"/webhooks/{hook_id}", json={"active": True}, headers=admin | {"If-Match": "x"}
     )
     assert garbage.status_code == 412
+    # Two changes from the same read at once: one is made, the other refused.
+    racing = await asyncio.gather(
+        *(
+            client.patch(f"/webhooks/{hook_id}", json={"description": d}, headers=admin | {"If-Match": '"2"'})
+            for d in ("left", "right")
+        )
+    )
+    assert sorted(r.status_code for r in racing) == [200, 412], [r.text for r in racing]
+    won = next(r for r in racing if r.status_code == 200)
+    after = (await client.get(f"/webhooks/{hook_id}", headers=admin)).json()
+    assert after["description"] == won.json()["description"] and after["version"] == 3
     # `*`: whatever version it is at.
     anyway = await client.patch(
         f"/webhooks/{hook_id}", json={"active": True}, headers=admin | {"If-Match": "*"}
     )
-    assert anyway.status_code == 200 and anyway.json()["version"] == 3
+    assert anyway.status_code == 200 and anyway.json()["version"] == 4
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from casebridge_shared.events import CASES_TOPIC, ORDERS_TOPIC, CloudEvent
 from casebridge_shared.inbox import Handler
 from casebridge_shared.outbound import OutboundPolicy, OutboundRefused
 from casebridge_shared.outbox import UnitOfWork
-from casebridge_shared.problems import Conflict, NotFound, Unprocessable
+from casebridge_shared.problems import Conflict, NotFound, PreconditionFailed, Unprocessable
 from casebridge_shared.versioning import check_version
 from notifier import memo
 from notifier.deliveries.events import ORDER_EVENTS
@@ -380,6 +380,22 @@ async def create_webhook(
     return sub, secret
 
 
+async def _next_version(session: AsyncSession, sub: WebhookSubscription, expected: int | None) -> None:
+    """Check ``If-Match`` and count the change, in one conditional update: of two changes made
+    from the same read at once, the second finds the version moved on and is refused (412)."""
+    check_version(sub.version, expected)
+    result = await session.execute(
+        update(WebhookSubscription)
+        .where(col(WebhookSubscription.id) == sub.id, col(WebhookSubscription.version) == sub.version)
+        .values(version=sub.version + 1)
+    )
+    if int(getattr(result, "rowcount", 0) or 0) != 1:
+        raise PreconditionFailed(
+            "the webhook was changed meanwhile; reload and retry", field="header.If-Match"
+        )
+    await session.refresh(sub)
+
+
 async def get_webhook(session: AsyncSession, webhook_id: str) -> WebhookSubscription:
     sub = await session.get(WebhookSubscription, webhook_id)
     if sub is None:
@@ -395,7 +411,7 @@ async def update_webhook(
     policy: OutboundPolicy,
 ) -> WebhookSubscription:
     sub = await get_webhook(session, webhook_id)
-    check_version(sub.version, expected_version)
+    await _next_version(session, sub, expected_version)
     if body.url is not None:
         _check_target(policy, str(body.url), "body.url")
         sub.url = str(body.url)
@@ -408,7 +424,6 @@ async def update_webhook(
         sub.event_types = _check_event_types(body.event_types)
     if body.description is not None:
         sub.description = body.description
-    sub.version += 1
     session.add(sub)
     await session.flush()
     return sub
@@ -422,7 +437,7 @@ async def rotate_webhook_secret(
     Rotating again during an overlap drops the oldest secret at once: at most two sign a message,
     and the receiver asked for the rotation, so it already holds the one being replaced."""
     sub = await get_webhook(session, webhook_id)
-    check_version(sub.version, expected_version)
+    await _next_version(session, sub, expected_version)
     secret = new_webhook_secret()
     if overlap > timedelta(0):
         sub.previous_secret = sub.secret
@@ -431,7 +446,6 @@ async def rotate_webhook_secret(
         sub.previous_secret = None
         sub.previous_secret_expires_at = None
     sub.secret = box.seal(secret)
-    sub.version += 1
     session.add(sub)
     await session.flush()
     return sub, secret
@@ -451,7 +465,7 @@ async def delete_webhook(session: AsyncSession, webhook_id: str, expected_versio
     Its delivery history (deliveries and attempts) is kept: it is the record of what was sent
     where, and a delivery names the subscription only by id. Returns how many were cancelled."""
     sub = await get_webhook(session, webhook_id)
-    check_version(sub.version, expected_version)
+    await _next_version(session, sub, expected_version)
     cancelled = await session.execute(
         update(Delivery)
         .where(
