@@ -20,10 +20,17 @@ _PERSONAL_KEYS = re.compile(
 )
 
 
+# An email address inside a value: a mail server's or a library's error text names the recipient
+# ("SMTPRecipientRefused(550, ..., 'jane@example.org')"), which no call site can foresee.
+_EMAIL_ADDRESS = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+
+
 def _redact(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    for key in list(event_dict):
+    for key, value in list(event_dict.items()):
         if key != "event" and (_SECRET_KEYS.search(key) or _PERSONAL_KEYS.search(key)):
             event_dict[key] = "[redacted]"
+        elif isinstance(value, str) and "@" in value:
+            event_dict[key] = _EMAIL_ADDRESS.sub("[email]", value)
     return event_dict
 
 
