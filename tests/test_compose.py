@@ -14,7 +14,8 @@ There is no Docker engine here, so the checks are static:
   the port the settings give them; one-shot migrations are waited for, never restarted;
 - every command is a console script of the service's package and a real subcommand;
 - every ``depends_on`` target exists; every service database is created by
-  ``deploy/postgres-init.sql``; ``deploy/Dockerfile`` installs every service it runs.
+  ``deploy/postgres-init.sql``; ``deploy/Dockerfile`` installs every service it runs
+  (through ``requirements/production.in``; tests/test_production_image.py checks the image).
 
 Each check returns a list of problems; the tests at the end mutate a copy of the file
 and show that each check reports what it is for. Services whose package is not
@@ -52,6 +53,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+PRODUCTION_REQUIREMENTS = ROOT / "requirements" / "production.in"
 POSTGRES_INIT = ROOT / "deploy" / "postgres-init.sql"
 KAFKA_ACLS = ROOT / "deploy" / "kafka" / "acls.txt"
 KAFKA_ACLS_DOC = ROOT / "docs" / "kafka-acls.md"
@@ -452,22 +454,32 @@ def database_problems(compose: Compose, init_sql: str) -> list[str]:
     return problems
 
 
-def dockerfile_problems(compose: Compose, dockerfile: str) -> list[str]:
-    installed = set(re.findall(r"-e\s+(services/[\w-]+)", dockerfile))
+def dockerfile_problems(
+    compose: Compose, dockerfile: str, production_requirements: str | None = None
+) -> list[str]:
+    """The image installs requirements/production.in, which lists every service the file runs.
+
+    (tests/test_production_image.py checks the rest: stages, no development-only packages.)
+    """
+    if production_requirements is None:
+        production_requirements = PRODUCTION_REQUIREMENTS.read_text()
+    installed = set(re.findall(r"^\./(services/[\w-]+)\s*$", production_requirements, re.MULTILINE))
     problems = []
     if not re.search(r"^FROM\s+python:3\.11-slim\b", dockerfile, re.MULTILINE):
         problems.append("deploy/Dockerfile: base image must be python:3.11-slim")
-    if not re.search(r"pip install -c constraints\.txt\b", dockerfile):
-        problems.append("deploy/Dockerfile: must install with -c constraints.txt")
-    if not re.search(r"-e\s+shared\b", dockerfile):
-        problems.append("deploy/Dockerfile: does not install shared")
+    if not re.search(r"pip install -c constraints\.txt -r requirements/production\.in\b", dockerfile):
+        problems.append(
+            "deploy/Dockerfile: must install with -c constraints.txt -r requirements/production.in"
+        )
+    if not re.search(r"^\./shared\s*$", production_requirements, re.MULTILINE):
+        problems.append("requirements/production.in: does not install shared")
     users = re.findall(r"^USER\s+(\S+)", dockerfile, re.MULTILINE)
     if not users or users[-1].split(":")[0] in ("root", "0"):
         problems.append("deploy/Dockerfile: must end as a non-root USER")
     used = {command_of(svc)[0] for svc in casebridge_containers(compose).values() if command_of(svc)}
     for script in sorted(used & set(SERVICES)):
         if SERVICES[script].directory not in installed:
-            problems.append(f"deploy/Dockerfile: does not install {SERVICES[script].directory}")
+            problems.append(f"requirements/production.in: does not install {SERVICES[script].directory}")
     for name, svc in casebridge_containers(compose).items():
         build = svc["build"] if isinstance(svc["build"], dict) else {"context": svc["build"]}
         if build.get("context") != "." or build.get("dockerfile") != "deploy/Dockerfile":
@@ -941,20 +953,25 @@ def test_each_check_reports_what_it_is_for(compose: Compose, case: str) -> None:
 
 
 DOCKERFILE_MUTATIONS = {
-    "service not in the image": (("-e services/notifier", ""), "does not install services/notifier"),
-    "runs as root": (("USER casebridge:casebridge", "USER root"), "non-root USER"),
-    "no constraints": (("-c constraints.txt", ""), "must install with -c constraints.txt"),
-    "another base image": (("FROM python:3.11-slim", "FROM python:3.13"), "python:3.11-slim"),
+    "service not in the image": (
+        PRODUCTION_REQUIREMENTS,
+        ("./services/notifier\n", ""),
+        "does not install services/notifier",
+    ),
+    "runs as root": (DOCKERFILE, ("USER casebridge:casebridge", "USER root"), "non-root USER"),
+    "no constraints": (DOCKERFILE, ("-c constraints.txt", ""), "must install with -c constraints.txt"),
+    "another base image": (DOCKERFILE, ("FROM python:3.11-slim", "FROM python:3.13"), "python:3.11-slim"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(DOCKERFILE_MUTATIONS))
 def test_dockerfile_check_reports_what_it_is_for(compose: Compose, case: str) -> None:
-    (old, new), expected = DOCKERFILE_MUTATIONS[case]
-    text = DOCKERFILE.read_text()
-    assert old in text
-    assert not [p for p in dockerfile_problems(compose, text) if expected in p]
-    assert any(expected in p for p in dockerfile_problems(compose, text.replace(old, new))), case
+    mutated, (old, new), expected = DOCKERFILE_MUTATIONS[case]
+    texts = {path: path.read_text() for path in (DOCKERFILE, PRODUCTION_REQUIREMENTS)}
+    assert old in texts[mutated]
+    assert not [p for p in dockerfile_problems(compose, *texts.values()) if expected in p]
+    texts[mutated] = texts[mutated].replace(old, new)
+    assert any(expected in p for p in dockerfile_problems(compose, *texts.values())), case
 
 
 def test_interpolation_follows_compose() -> None:
