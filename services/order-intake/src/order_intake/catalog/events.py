@@ -4,26 +4,27 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
+from casebridge_shared.classification import PUBLIC
 from casebridge_shared.events import CATALOG_TOPIC, EventPayload
 
 
 class ProductState(EventPayload):
     topic = CATALOG_TOPIC
 
-    product_id: str
-    title: str
-    description: str
-    deliverables: list[str]
-    category: str
-    price: Decimal
-    currency: str
-    attributes: dict[str, Any]
-    active: bool
-    archived: bool
-    version: int
-    updated_at: datetime
+    product_id: Annotated[str, PUBLIC]
+    title: Annotated[str, PUBLIC]
+    description: Annotated[str, PUBLIC]
+    deliverables: Annotated[list[str], PUBLIC]
+    category: Annotated[str, PUBLIC]
+    price: Annotated[Decimal, PUBLIC]
+    currency: Annotated[str, PUBLIC]
+    attributes: Annotated[dict[str, Any], PUBLIC]
+    active: Annotated[bool, PUBLIC]
+    archived: Annotated[bool, PUBLIC]
+    version: Annotated[int, PUBLIC]  # the product's revision, as published in the catalog
+    updated_at: Annotated[datetime, PUBLIC]
 
 
 class ProductCreated(ProductState):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
+from casebridge_shared.classification import INTERNAL, PERSONAL, PSEUDONYMOUS
 from casebridge_shared.events import IDENTITY_TOPIC, EventPayload
 
 
@@ -12,14 +14,14 @@ class _IdentityEvent(EventPayload):
 
 
 class UserSnapshot(_IdentityEvent):
-    user_id: str
-    email: str
-    full_name: str
-    phone: str | None
-    roles: list[str]
-    department: str | None
-    active: bool
-    version: int
+    user_id: Annotated[str, PSEUDONYMOUS]
+    email: Annotated[str, PERSONAL]
+    full_name: Annotated[str, PERSONAL]
+    phone: Annotated[str | None, PERSONAL]
+    roles: Annotated[list[str], INTERNAL]
+    department: Annotated[str | None, INTERNAL]
+    active: Annotated[bool, INTERNAL]
+    version: Annotated[int, INTERNAL]
 
 
 class UserCreated(UserSnapshot):
@@ -39,7 +41,7 @@ class RolesChanged(UserSnapshot):
 
 class AccessSnapshot(UserSnapshot):
     # Tokens issued (iat) before this are refused by every service.
-    sessions_not_before: datetime | None
+    sessions_not_before: Annotated[datetime | None, INTERNAL]
 
 
 class UserDisabled(AccessSnapshot):
@@ -63,35 +65,35 @@ class SessionsRevoked(AccessSnapshot):
 class LoginSucceeded(_IdentityEvent):
     event_type = "casebridge.identity.login-succeeded.v1"
     summary = "A user obtained a token."
-    user_id: str
-    email: str
-    roles: list[str]
-    department: str | None
-    client_ip: str | None
-    user_agent: str | None
-    at: datetime
+    user_id: Annotated[str, PSEUDONYMOUS]
+    email: Annotated[str, PERSONAL]
+    roles: Annotated[list[str], INTERNAL]
+    department: Annotated[str | None, INTERNAL]
+    client_ip: Annotated[str | None, PERSONAL]
+    user_agent: Annotated[str | None, PERSONAL]
+    at: Annotated[datetime, INTERNAL]
 
 
 class LoginFailed(_IdentityEvent):
     event_type = "casebridge.identity.login-failed.v1"
     summary = "A token request was refused (the password is never included)."
-    user_id: str | None
-    email: str
-    reason: str
-    client_ip: str | None
-    user_agent: str | None
-    at: datetime
+    user_id: Annotated[str | None, PSEUDONYMOUS]
+    email: Annotated[str, PERSONAL]
+    reason: Annotated[str, INTERNAL]
+    client_ip: Annotated[str | None, PERSONAL]
+    user_agent: Annotated[str | None, PERSONAL]
+    at: Annotated[datetime, INTERNAL]
 
 
 class MachineClientSnapshot(_IdentityEvent):
     # user_id, active, sessions_not_before and version are what every service's revocation list
     # reads (casebridge_shared.revocation.AccessChanged): the client's id is its tokens' subject.
-    user_id: str
-    client_id: str
-    roles: list[str]
-    active: bool
-    sessions_not_before: datetime | None
-    version: int
+    user_id: Annotated[str, INTERNAL]
+    client_id: Annotated[str, INTERNAL]
+    roles: Annotated[list[str], INTERNAL]
+    active: Annotated[bool, INTERNAL]
+    sessions_not_before: Annotated[datetime | None, INTERNAL]
+    version: Annotated[int, INTERNAL]
 
 
 class MachineClientCreated(MachineClientSnapshot):

@@ -4,25 +4,26 @@ and read, so case-handling learns it while order-intake is down and the other wa
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
+from casebridge_shared.classification import INTERNAL, PERSONAL, PSEUDONYMOUS, SENSITIVE_PERSONAL
 from casebridge_shared.events import ORDERS_TOPIC, EventPayload
 
 
 class _ThreadEvent(EventPayload):
     topic = ORDERS_TOPIC
 
-    order_id: str
-    customer_id: str
-    at: datetime
+    order_id: Annotated[str, INTERNAL]
+    customer_id: Annotated[str, PSEUDONYMOUS]
+    at: Annotated[datetime, INTERNAL]
 
 
 class CustomerMessagePosted(_ThreadEvent):
     event_type = "casebridge.orders.message-posted.v1"
     summary = "The customer wrote a message on their order to the team handling it."
-    message_id: str
-    author_name: str | None
-    body: str
+    message_id: Annotated[str, INTERNAL]
+    author_name: Annotated[str | None, PERSONAL]
+    body: Annotated[str, SENSITIVE_PERSONAL]
 
 
 class FileAttached(_ThreadEvent):
@@ -31,16 +32,16 @@ class FileAttached(_ThreadEvent):
         "The customer attached a file to their order; case-handling fetches the content from "
         "order-intake (GET /orders/{order_id}/files/{file_id}, service token) and checks its SHA-256."
     )
-    file_id: str
-    file_name: str
-    media_type: str
-    size: int
-    sha256: str
+    file_id: Annotated[str, INTERNAL]
+    file_name: Annotated[str, SENSITIVE_PERSONAL]
+    media_type: Annotated[str, INTERNAL]
+    size: Annotated[int, INTERNAL]
+    sha256: Annotated[str, INTERNAL]
 
 
 class ReadReceiptRecorded(_ThreadEvent):
     event_type = "casebridge.orders.read-receipt.v1"
     summary = "The customer opened the solution or a document for the first time."
-    item: Literal["solution", "document"]
-    document_id: str | None
-    read_at: datetime
+    item: Annotated[Literal["solution", "document"], INTERNAL]
+    document_id: Annotated[str | None, INTERNAL]
+    read_at: Annotated[datetime, INTERNAL]
