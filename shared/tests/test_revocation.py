@@ -13,7 +13,7 @@ from casebridge_shared.auth import Principal, Role
 from casebridge_shared.db import Database
 from casebridge_shared.outbox import UnitOfWork, outbox_tables
 from casebridge_shared.problems import Unauthorized
-from casebridge_shared.revocation import AccessChanged, RevocationList, record, revocations_table
+from casebridge_shared.revocation import AccessChanged, RevocationList, next_cutoff, record, revocations_table
 
 metadata = MetaData()
 table = revocations_table(metadata)
@@ -66,3 +66,25 @@ async def test_an_older_change_arriving_late_changes_nothing(db: Database) -> No
     await _keep(db, AccessChanged(user_id="u1", active=True, sessions_not_before=None, version=3))
     with pytest.raises(Unauthorized, match="disabled"):
         await RevocationList(db, table, refresh_seconds=5).check(_principal("u1", 1e10))
+
+
+async def test_a_second_revocation_in_the_same_second_refuses_what_the_first_let_through(
+    db: Database,
+) -> None:
+    # Revoked at :00.4; a token issued after it (at :00.6) says the next whole second, :01.
+    # Revoked again at :00.9: the cut-off moves past :01, so that token is refused too, and a
+    # token issued after the second revocation (saying the cut-off's next second) passes.
+    second = datetime(2026, 12, 7, 2, 0, 0, 900_000, tzinfo=UTC)
+    cutoff = next_cutoff(REVOKED_AT, second)
+    assert cutoff > second and cutoff.timestamp() < REVOKED_AT.timestamp() // 1 + 2
+    await _keep(db, AccessChanged(user_id="u1", active=True, sessions_not_before=cutoff, version=2))
+    checks = RevocationList(db, table, refresh_seconds=5)
+    between = REVOKED_AT.timestamp() // 1 + 1
+    with pytest.raises(Unauthorized, match="revoked"):
+        await checks.check(_principal("u1", between))
+    await checks.check(_principal("u1", between + 1))
+
+    # Nothing to move past: a first revocation, or one seconds after the previous, cuts at "now".
+    assert next_cutoff(None, second) == second
+    later = datetime(2026, 12, 7, 2, 0, 3, 100_000, tzinfo=UTC)
+    assert next_cutoff(REVOKED_AT, later) == later

@@ -23,7 +23,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -117,6 +117,21 @@ class _Entry:
     # Epoch seconds. ``iat`` is whole seconds: a token issued in the second of the revocation is
     # refused (``iat < ceil``), and order-intake issues later ones with ``iat`` >= that ceiling.
     not_before: float | None
+
+
+def next_cutoff(previous: datetime | None, now: datetime) -> datetime:
+    """The time before which tokens are refused, for a revocation made at ``now``.
+
+    Tokens carry whole seconds (``iat``), and one issued after the previous cut-off says at least
+    that cut-off's next whole second, which may be ahead of ``now``: a second revocation within
+    that same second must cut past it, or the tokens issued between the two would survive it.
+    (Refresh tokens created in the gap are refused too: the person signs in again.)"""
+    if previous is None:
+        return now
+    carried = math.ceil(previous.timestamp())  # the iat of a token issued after ``previous``
+    if math.ceil(now.timestamp()) > carried:
+        return now
+    return datetime.fromtimestamp(carried + 0.001, tz=now.tzinfo or UTC)
 
 
 class RevocationList:

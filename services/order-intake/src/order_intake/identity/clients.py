@@ -21,7 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from casebridge_shared.db import utcnow
 from casebridge_shared.outbox import UnitOfWork
 from casebridge_shared.problems import Conflict, NotFound, TooManyRequests, Unauthorized
-from casebridge_shared.revocation import AccessChanged, record
+from casebridge_shared.revocation import AccessChanged, next_cutoff, record
 from order_intake.db import revocations
 from order_intake.identity import events, throttle
 from order_intake.identity.keys import KeyStore
@@ -111,7 +111,7 @@ async def rotate_secret(uow: UnitOfWork, client_id: str) -> tuple[MachineClient,
     client = await get(uow.session, client_id)
     secret = new_secret()
     client.secret_hash = await hash_password(secret)
-    client.secret_rotated_at = utcnow()
+    client.secret_rotated_at = next_cutoff(client.secret_rotated_at, utcnow())
     await _access_changed(uow, client, events.MachineClientSecretRotated)
     return client, secret
 
@@ -122,7 +122,7 @@ async def disable(uow: UnitOfWork, client_id: str) -> MachineClient:
     if not client.active:
         return client
     client.active = False
-    client.secret_rotated_at = utcnow()
+    client.secret_rotated_at = next_cutoff(client.secret_rotated_at, utcnow())
     await _access_changed(uow, client, events.MachineClientDisabled)
     return client
 

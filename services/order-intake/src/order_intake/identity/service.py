@@ -31,7 +31,7 @@ from casebridge_shared.problems import (
     Unauthorized,
     Unprocessable,
 )
-from casebridge_shared.revocation import AccessChanged, record
+from casebridge_shared.revocation import AccessChanged, next_cutoff, record
 from casebridge_shared.versioning import check_version
 from order_intake.db import revocations
 from order_intake.identity import events, throttle
@@ -425,7 +425,7 @@ async def _change_access(
     now = utcnow()
     user.active = active
     if revoke_sessions:
-        user.sessions_not_before = now
+        user.sessions_not_before = next_cutoff(user.sessions_not_before, now)
         await _revoke_refresh_tokens(uow, now, col(RefreshToken.user_id) == user.id)
     user.version += 1
     user.updated_at = now

@@ -20,6 +20,24 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# 0005's audience triggers on webhook_subscriptions (SQLite), as 0005 writes them.
+_BUMP = 'UPDATE audience_version SET version = version + 1 WHERE id = 1'
+_AUDIENCE_TRIGGERS = (('inserted', 'INSERT'), ('updated', 'UPDATE OF active, event_types'), ('deleted', 'DELETE'))
+
+
+def _keep_audience_triggers() -> None:
+    """SQLite's batch mode may copy the table into a new one, and a table's triggers go with the
+    old one: without them the worker's lasting look-ups would never learn of a webhook change
+    (notifier.memo), and 0005's downgrade would find nothing to drop. PostgreSQL alters in place."""
+    if op.get_bind().dialect.name != 'sqlite':
+        return
+    for what, when in _AUDIENCE_TRIGGERS:
+        op.execute(
+            f'CREATE TRIGGER IF NOT EXISTS webhook_subscriptions_audience_{what} AFTER {when} '
+            f'ON webhook_subscriptions BEGIN {_BUMP}; END'
+        )
+
+
 def upgrade() -> None:
     with op.batch_alter_table('webhook_subscriptions', schema=None) as batch_op:
         batch_op.add_column(
@@ -29,6 +47,7 @@ def upgrade() -> None:
             sa.Column('previous_secret_expires_at', casebridge_shared.db.UTCDateTime(timezone=True), nullable=True)
         )
         batch_op.add_column(sa.Column('version', sa.Integer(), server_default='1', nullable=False))
+    _keep_audience_triggers()
     op.create_table(
         'delivery_redeliveries',
         sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
@@ -51,3 +70,4 @@ def downgrade() -> None:
         batch_op.drop_column('version')
         batch_op.drop_column('previous_secret_expires_at')
         batch_op.drop_column('previous_secret')
+    _keep_audience_triggers()
