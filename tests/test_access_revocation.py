@@ -11,7 +11,7 @@ from casebridge_shared.testing import DatabaseTemplates, wait_until
 
 from .conftest import ADMIN, Stack, ledger_platform, notifier_platform
 
-BOUND_SECONDS = 60  # docs/decisions.md, "Disabling users"
+BOUND_SECONDS = 60  # ADR-0024 (docs/adr/0024-disabling-users-revoking-sessions-refresh-tokens.md)
 
 
 async def test_disabled_users_and_revoked_sessions_are_refused_by_every_service(

@@ -23,7 +23,7 @@ from casebridge_shared.testing.browser import (
 from .conftest import ADMIN, PASSWORD, Stack, notifier_knows, notifier_platform
 from .test_order_to_case import place_order
 
-BOUND_SECONDS = 60  # docs/decisions.md, "Disabling users"
+BOUND_SECONDS = 60  # ADR-0024 (docs/adr/0024-disabling-users-revoking-sessions-refresh-tokens.md)
 
 
 async def open_page(browser: Browser, url: str, problems: list[list[str]]) -> Page:

@@ -158,7 +158,7 @@ class JwksTokenVerifier:
     * The key set is fetched again every ``jwks_cache_seconds``: a key the issuer
       withdraws (no longer in its JWKS) stops verifying here within that time, and a
       token already verified with it is remembered (``RememberingVerifier``) no
-      longer than that again (docs/decisions.md: "Withdrawn signing keys").
+      longer than that again (ADR-0021, docs/adr/0021-signing-key-rotation-and-withdrawal.md).
     * A token with a ``kid`` not in the set makes a refetch at once (key rotation
       needs no restart), at most once per ``jwks_refetch_cooldown_seconds`` so
       forged kids cannot make us hammer the issuer.

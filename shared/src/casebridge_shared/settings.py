@@ -128,7 +128,7 @@ class ServiceSettings(BaseSettings):
     oidc_discovery_cache_seconds: int = Field(default=3600, ge=0)
     # The issuer's key set is fetched again this often: a withdrawn signing key stops
     # verifying within it, and a token verified with it is remembered at most as long
-    # again (so 2 x this bounds its acceptance; docs/decisions.md).
+    # again (so 2 x this bounds its acceptance; ADR-0021).
     jwks_cache_seconds: int = Field(default=60, ge=0)
     # After a refetch, an unknown kid waits this long before the next refetch
     # (so forged kids cannot make us hammer the issuer).
@@ -169,7 +169,7 @@ class ServiceSettings(BaseSettings):
     # How often a relay asks the broker whether it still has what it acknowledged (its
     # cluster id, our topics, their partitions' end offsets): one metadata and one
     # ListOffsets request. A broker that lost its data is healed by sending the
-    # retained events again (docs/decisions.md, "A broker that forgets").
+    # retained events again (ADR-0026).
     relay_broker_check_seconds: float = Field(default=5.0, gt=0, le=3600)
     # Consumers: how often a failing handler is tried before its event is dead-lettered.
     consumer_max_attempts: int = Field(default=5, ge=1, le=100)

@@ -41,7 +41,7 @@ class Settings(ServiceSettings):
     signing_keys_secret: SecretStr | None = None
     signing_keys_secret_file: Path | None = None
 
-    # Login throttling (identity/throttle.py, docs/decisions.md "Login throttling"): after
+    # Login throttling (identity/throttle.py, ADR-0008): after
     # this many failed logins within the window, an account (email) or a client address
     # is refused with 429 for login_block_seconds, doubling with each further failure up
     # to login_block_max_seconds. A successful login resets the account's count.
@@ -51,7 +51,7 @@ class Settings(ServiceSettings):
     login_block_seconds: int = Field(default=30, ge=1)
     login_block_max_seconds: int = Field(default=5 * 60, ge=1)
 
-    # Password reset by email (identity/service.py, docs/decisions.md "Password reset"): the
+    # Password reset by email (identity/service.py, ADR-0032): the
     # link points at <portal_url>/portal/reset-password and works once, for this long.
     portal_url: str = Field(
         default="http://127.0.0.1:8001", description="the customer portal's public base URL, no trailing /"

@@ -4,8 +4,7 @@ arrive as order-intake's events; staff replies leave as case events. No HTTP her
 The customer's files are announced without their content: each becomes a pending
 fetch that the worker's ``CustomerFileFetcher`` copies from order-intake, checks
 against the announced SHA-256 and only then adds to the case as an attachment with
-origin "customer" (the mirror of order-intake's documents, docs/decisions.md
-"Order threads").
+origin "customer" (the mirror of order-intake's documents, ADR-0030).
 """
 
 from __future__ import annotations

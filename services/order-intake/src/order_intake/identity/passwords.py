@@ -1,7 +1,7 @@
 """The password policy (OWASP ASVS 5.0 V6.2): length, not blank, not common, not the email.
 
 No composition rules (ASVS 6.2.5): any character counts, spaces included; length
-is counted in Unicode code points. See docs/decisions.md "Passwords".
+is counted in Unicode code points. See ADR-0008 (docs/adr/0008-identity.md).
 """
 
 from __future__ import annotations

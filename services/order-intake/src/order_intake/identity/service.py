@@ -122,7 +122,7 @@ async def register_customer(
 
     With a client address and a policy, the attempt counts against the address
     like a failed login unless it creates an account, so trying emails here is
-    throttled like guessing passwords (docs/decisions.md "Identity").
+    throttled like guessing passwords (ADR-0008).
     """
     keys: dict[str, throttle.Scope] = {}
     if client_ip and throttle_policy is not None:

@@ -2,7 +2,7 @@
 
 Every change and its event commit together (outbox). The customer writes and
 attaches only on their own order while it is open (not completed or cancelled:
-nobody works the case any more, docs/decisions.md "Order threads"); staff read
+nobody works the case any more, ADR-0030); staff read
 the thread here but reply in case-handling, whose event brings the reply back.
 """
 
