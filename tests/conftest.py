@@ -18,17 +18,23 @@ from typing import Any
 import httpx
 import pytest
 
+import case_handling.bootstrap
 import case_handling.main
 import case_handling.worker
+import customer_ledger.bootstrap
+import notifier.bootstrap
 import notifier.main
 import notifier.worker
+import order_intake.bootstrap
 import order_intake.main
 import order_intake.worker
 from case_handling.db import MIGRATIONS as CASE_MIGRATIONS
 from case_handling.settings import Settings as CaseSettings
 from casebridge_shared.broker import EmbeddedBroker, free_port
+from casebridge_shared.inbox import EventConsumer
 from casebridge_shared.testing import ApiServer as Api
 from casebridge_shared.testing import DatabaseTemplates, wait_until
+from customer_ledger.settings import Settings as LedgerSettings
 from notifier.db import MIGRATIONS as NOTIFIER_MIGRATIONS
 from notifier.settings import Settings as NotifierSettings
 from order_intake.db import MIGRATIONS as INTAKE_MIGRATIONS
@@ -299,3 +305,35 @@ async def stack(
             await stack.intake.stop()
         await db_templates.drop(intake_db)
         await db_templates.drop(cases_db)
+
+
+@pytest.fixture
+def service_consumers(tmp_path: Path) -> dict[str, EventConsumer]:
+    """Each service's worker consumer, as its bootstrap builds it (nothing is started).
+
+    Its handlers, reader models and trusted sources are what the contract tests
+    (test_event_rules.py, test_contracts_consumers.py) hold against the producers.
+    """
+    common: dict[str, Any] = {"environment": "test", "var_dir": tmp_path}
+    return {
+        "order-intake": order_intake.bootstrap.Container(
+            settings=IntakeSettings(**common),
+            db=None,
+            keys=None,  # type: ignore[arg-type]
+        ).consumer(),
+        "case-handling": case_handling.bootstrap.Container(
+            settings=CaseSettings(**common),
+            db=None,  # type: ignore[arg-type]
+        ).consumer(),
+        "notifier": notifier.bootstrap.Container(
+            settings=NotifierSettings(**common),
+            db=None,  # type: ignore[arg-type]
+            vapid=None,  # type: ignore[arg-type]
+            webhook_secrets=None,  # type: ignore[arg-type]
+        ).consumer(),
+        "customer-ledger": customer_ledger.bootstrap.Container(
+            settings=LedgerSettings(**common),
+            db=None,  # type: ignore[arg-type]
+            signer=None,  # type: ignore[arg-type]
+        ).consumer(),
+    }

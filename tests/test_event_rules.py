@@ -9,17 +9,12 @@ come from a broken or forged producer.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, get_args
 
 import pytest
 from annotated_types import MaxLen
 from pydantic import BaseModel
 
-import case_handling.bootstrap
-import customer_ledger.bootstrap
-import notifier.bootstrap
-import order_intake.bootstrap
 from case_handling.cases.models import (
     AssignRequest,
     Attachment,
@@ -29,52 +24,22 @@ from case_handling.cases.models import (
     SolutionCreate,
 )
 from case_handling.intake import events as case_readers
-from case_handling.settings import Settings as CaseSettings
 from casebridge_shared.contracts import discover
 from casebridge_shared.events import service_source
+from casebridge_shared.inbox import EventConsumer
 from customer_ledger.customers import events as ledger_readers
-from customer_ledger.settings import Settings as LedgerSettings
 from notifier.notifications import events as notifier_readers
-from notifier.settings import Settings as NotifierSettings
 from order_intake.catalog.models import ProductCreate
 from order_intake.identity.models import CustomerRegistration, User
 from order_intake.orders.models import OrderCancel, OrderCreate
 from order_intake.progress import events as intake_readers
-from order_intake.settings import Settings as IntakeSettings
-
-
-def consumers(tmp_path: Path) -> dict[str, Any]:
-    """Each service's worker consumer, as its bootstrap builds it (nothing is started)."""
-    common: dict[str, Any] = {"environment": "test", "var_dir": tmp_path}
-    return {
-        "order-intake": order_intake.bootstrap.Container(
-            settings=IntakeSettings(**common),
-            db=None,
-            keys=None,  # type: ignore[arg-type]
-        ).consumer(),
-        "case-handling": case_handling.bootstrap.Container(
-            settings=CaseSettings(**common),
-            db=None,  # type: ignore[arg-type]
-        ).consumer(),
-        "notifier": notifier.bootstrap.Container(
-            settings=NotifierSettings(**common),
-            db=None,  # type: ignore[arg-type]
-            vapid=None,  # type: ignore[arg-type]
-            webhook_secrets=None,  # type: ignore[arg-type]
-        ).consumer(),
-        "customer-ledger": customer_ledger.bootstrap.Container(
-            settings=LedgerSettings(**common),
-            db=None,  # type: ignore[arg-type]
-            signer=None,  # type: ignore[arg-type]
-        ).consumer(),
-    }
 
 
 def test_each_consumer_trusts_for_each_type_exactly_the_service_whose_contract_publishes_it(
-    tmp_path: Path,
+    service_consumers: dict[str, EventConsumer],
 ) -> None:
     publisher = {c.event_type: c.publisher for c in discover()}
-    for service, consumer in consumers(tmp_path).items():
+    for service, consumer in service_consumers.items():
         handled = set(consumer.handlers)
         assert handled, service
         assert set(consumer.sources) == handled, f"{service}: every handled type has an owner, no more"
@@ -103,9 +68,11 @@ def _models_within(model: type[BaseModel]) -> list[type[BaseModel]]:
     return found
 
 
-def test_every_consumer_reads_with_models_that_ignore_added_fields(tmp_path: Path) -> None:
+def test_every_consumer_reads_with_models_that_ignore_added_fields(
+    service_consumers: dict[str, EventConsumer],
+) -> None:
     """Issue 27: a producer may add a field to any payload (docs/events); no consumer refuses it."""
-    for service, consumer in consumers(tmp_path).items():
+    for service, consumer in service_consumers.items():
         for event_type in consumer.handlers:
             reader = consumer.payload_models.get(event_type)
             assert reader is not None, f"{service} reads {event_type} without a reader model of its own"
