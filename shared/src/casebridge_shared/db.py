@@ -10,7 +10,7 @@ service share one file) is ours, not SQLite's: its busy handler sleeps 1, 2, 5,
 10 ... up to 100 ms between tries, so under steady writes from the other process
 a writer here keeps missing the short gaps between that process's transactions
 and its whole queue of writers waits with it. Write transactions poll every
-0.5-4 ms instead, yielding to the event loop between tries.
+0.5-4 ms instead, yielding to the event loop between tries (see ADR-0006).
 """
 
 from __future__ import annotations
@@ -706,8 +706,7 @@ def one_of(column: ColumnElement[Any], name: str, dialect: str) -> ColumnElement
     PostgreSQL may keep a generic plan for it. For ``IN`` with a few hundred
     parameters that generic plan became a sequential scan once the table had some
     thousands of rows (never analysed yet: a fresh database, or autovacuum off), and
-    stayed one as the table grew: 533 ms per look-up of 500 orders at 39,500 cases
-    against 4.5 ms (bench/bench_case_runs.py). ``ANY`` of an array parameter is
+    stayed one as the table grew (bench/bench_case_runs.py; see ADR-0017). ``ANY`` of an array parameter is
     estimated at a few items, so its generic plan keeps the index. SQLite has no
     arrays: ``IN``, expanded per call.
     """

@@ -264,9 +264,8 @@ class EventConsumer:
         if attributes is not None:
             return _decode_binary(attributes, record.value)
         try:
-            # Parsed and validated in one pass by pydantic's own JSON parser: about
-            # half the CPU of json.loads and then validating the dict (4.1 vs 7.4 us
-            # for an 800-byte order event, bench/bench_event_codec.py).
+            # Parsed and validated in one pass by pydantic's own JSON parser: less
+            # CPU than json.loads and then validating the dict (see ADR-0017).
             return CloudEvent.model_validate_json(record.value)
         except ValidationError as exc:
             if any(error["type"] == "json_invalid" for error in exc.errors()):
@@ -429,8 +428,8 @@ class EventConsumer:
                 # SELECT of the ids, the insert's duplicate checks are probes of the
                 # primary key whatever the planner believes: a look-up by
                 # (consumer_group, event_id IN ...) was planned as a scan of the
-                # group's rows on a table without statistics yet (420 ms per run at
-                # 50,000 rows, docs/benchmarks.md). An event twice in one fetch is one
+                # group's rows on a table without statistics yet, slower as the table
+                # grew (see ADR-0017). An event twice in one fetch is one
                 # row; a concurrent copy of the run waits for this one's row and is
                 # then skipped. Rolled back with everything else on failure.
                 first: dict[str, tuple[int, _Prepared]] = {}

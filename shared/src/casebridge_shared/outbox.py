@@ -719,7 +719,7 @@ class OutboxRelay:
         A commit, by any process, writes the write-ahead log. Looking at the two
         files' size and time every ``poll_interval`` costs a few microseconds where
         a query cost a millisecond or more: an idle relay polling by query took a
-        tenth of a core in each worker. The recheck by query is the safety net
+        share of a core in each worker (see ADR-0004). The recheck by query is the safety net
         for a change the file times cannot show (two writes within one clock tick
         leaving the log the same size).
         """
@@ -805,7 +805,7 @@ class OutboxRelay:
         It first lets them pile up for ``mark_interval``: under a steady trickle
         (an order every few milliseconds) each batch held one or two rows, and
         its marking was the relay's largest cost and one more writer queueing
-        for the file the api writes orders to (docs/benchmarks.md).
+        for the file the api writes orders to (see ADR-0003).
         """
         while self._to_mark:
             if self.mark_interval > 0:
@@ -1006,9 +1006,9 @@ class OutboxRelay:
     async def _fetch_from_postgresql(self, after: int | None, unmarked: list[int] | None) -> list[_Row]:
         """The same read as ``_fetch``'s, by asyncpg directly.
 
-        SQLAlchemy's processing of a thousand result rows (and of the statement)
-        was about a fifth of the relay's CPU on PostgreSQL, where the read is the
-        slower half of the pipeline; asyncpg hands back its records as they are,
+        SQLAlchemy's processing of the result rows (and of the statement) was a
+        large part of the relay's CPU on PostgreSQL, where the read is the slower
+        half of the pipeline (see ADR-0003); asyncpg hands back its records as they are,
         with the statement prepared once per connection.
         """
         table = self.db.engine.dialect.identifier_preparer.format_table(self.tables.outbox)

@@ -13,7 +13,7 @@ The check reads the whole (small: only users ever disabled or revoked) table
 into the process at most every ``revocation_refresh_seconds`` (5), so requests
 cost no query. Bound: an admin's change is refused everywhere after the relay,
 the broker and the consumer (well under a second when the workers run) plus
-that refresh: 60 s is the documented promise (ADR-0024, docs/adr/0024-disabling-users-revoking-sessions-refresh-tokens.md).
+that refresh: 60 s is the documented promise (ADR-0024).
 """
 
 from __future__ import annotations

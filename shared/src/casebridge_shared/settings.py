@@ -77,8 +77,8 @@ class ServiceSettings(BaseSettings):
     kafka_request_timeout_ms: int = Field(default=10_000, ge=100)
     # How long the broker may hold a consumer's fetch when there is nothing new.
     # The embedded broker answers a fetch only when this runs out, not when data
-    # arrives, so it bounds how late a consumer sees an event (aiokafka's 500 ms
-    # default made a case appear ~0.5 s after the order).
+    # arrives, so it bounds how late a consumer sees an event (aiokafka's default
+    # delayed every case by that much; see ADR-0013).
     kafka_fetch_max_wait_ms: int = Field(default=25, ge=1, le=10_000)
     # Whether the services create missing topics (auto) or only use topics an operator
     # provisioned (never): then a missing topic, or one of ours with another partition
@@ -155,9 +155,8 @@ class ServiceSettings(BaseSettings):
     # receivers). See casebridge_shared.outbound.
     outbound_allow: list[str] = Field(default_factory=list)
     # The outbox relay of services that publish events. On SQLite the poll interval is how
-    # often it looks at the database files for a commit (10 ms: at 200 orders/s the
-    # order-to-staff p99 fell from 340 to 298 ms, for about 7% of a core more per relaying
-    # worker at 50 orders/s, docs/benchmarks.md); PostgreSQL wakes it by NOTIFY.
+    # often it looks at the database files for a commit (a lower p99 for a little more
+    # CPU per relaying worker; see ADR-0004); PostgreSQL wakes it by NOTIFY.
     relay_batch_size: int = Field(default=1000, ge=1, le=10_000)
     relay_poll_interval_seconds: float = Field(default=0.01, gt=0, le=10)
     # How long rows the broker acknowledged may wait to be marked published, so that the

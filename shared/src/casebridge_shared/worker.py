@@ -228,8 +228,8 @@ def run_worker(
     # The database drivers hand every statement to a thread (aiosqlite) or
     # back through the loop; with CPython's default 5 ms GIL switch interval
     # the event loop waits up to that long for each hand-over while another
-    # thread is busy. 0.5 ms cut the order-to-case latency at 50 orders/s
-    # from ~1 s to ~0.3 s p50 on SQLite (bench/bench_order_to_case.py).
+    # thread is busy. A tenth of that cut the order-to-case latency by more than
+    # half on SQLite (bench/bench_order_to_case.py; see ADR-0013).
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
     if metrics_port:
         serve_operations(metrics_host, metrics_port, metrics_token=metrics_token)
@@ -284,9 +284,7 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     So a worker runs on the same loop as the apis of its service. A worker hands
     every SQLite statement to aiosqlite's thread and back, and asyncio's own loop
     wakes through a self-pipe and a Python selector each time; uvloop does that
-    in C (py-spy put asyncio's part at a few per cent of a worker's CPU; the
-    benchmark could not tell the two loops apart beyond 2-3 points of a core at
-    50 orders/s, docs/benchmarks.md 2026-11-27 13-15 UTC).
+    in C (a small gain, measured; see ADR-0013).
     """
     try:
         import uvloop

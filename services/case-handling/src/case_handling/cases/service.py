@@ -174,7 +174,7 @@ async def open_case(uow: UnitOfWork, order: OrderState, order_version: int) -> s
 
     The case and its first timeline entry are rows queued for the commit, not
     ORM objects: building, tracking and flushing two ORM objects per order was
-    most of the consumer's time draining a backlog (docs/benchmarks.md).
+    most of the consumer's time draining a backlog (see ADR-0017).
     Returns the new case's id; None if the order has a case already.
     """
     if await _case_for_order(uow, order.order_id) is not None:

@@ -89,7 +89,8 @@ async def is_associated(session: AsyncSession, customer_id: str, department: str
 
 # The customer and whether a department is associated with them, in one statement built
 # once: every department request asks both first, and two look-ups (each statement
-# built, keyed for the compiled cache, and sent) were a fifth of a progress update's CPU.
+# built, keyed for the compiled cache, and sent) were a sizeable part of a progress
+# update's CPU (see ADR-0018).
 _CUSTOMER_FOR_DEPARTMENT = (
     select(Customer, Association.id)
     .outerjoin(

@@ -282,7 +282,7 @@ async def order_placed_in(
     connection, and the order and its first progress entry written at commit
     with the event (``insert_at_commit``). A new order is written once and not
     touched again in this transaction, and the ORM's identity map, loading and
-    flush bookkeeping were over a third of the request's CPU (docs/benchmarks.md).
+    flush bookkeeping were a large part of the request's CPU (see ADR-0009).
     """
     # Only a retry-safe order needs its request's fingerprint.
     request_hash = _request_hash(data) if idempotency_key is not None else ""
