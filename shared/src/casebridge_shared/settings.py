@@ -77,8 +77,8 @@ class ServiceSettings(BaseSettings):
     kafka_request_timeout_ms: int = Field(default=10_000, ge=100)
     # How long the broker may hold a consumer's fetch when there is nothing new.
     # The embedded broker answers a fetch only when this runs out, not when data
-    # arrives, so it bounds how late a consumer sees an event (aiokafka's default
-    # delayed every case by that much; see ADR-0013).
+    # arrives, so it bounds how late a consumer sees an event (aiokafka's default,
+    # 500 ms, delayed every case by up to that; see ADR-0013).
     kafka_fetch_max_wait_ms: int = Field(default=25, ge=1, le=10_000)
     # Whether the services create missing topics (auto) or only use topics an operator
     # provisioned (never): then a missing topic, or one of ours with another partition
