@@ -15,6 +15,7 @@ the code:
   carry every secret they need); secret fields come from Secrets only, never from a literal
   or a ConfigMap; every Secret key is documented;
 - the migrations run before the pods (deploy/kustomize/rollout.sh);
+- each migration Job's command with the Job's variables migrates a real, empty database;
 - the network policies deny by default and allow exactly the flows in ``FLOWS`` and
   ``OUTSIDE`` (and the docs' table);
 - production: a HorizontalPodAutoscaler for each api, a PodDisruptionBudget for each api and
@@ -26,14 +27,18 @@ each check can fail.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
+import importlib
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import typing
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -41,9 +46,14 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import asyncpg
 import pytest
 import yaml
 from pydantic import BaseModel, SecretStr
+from sqlalchemy.engine import make_url
+
+from casebridge_shared import migrations
+from casebridge_shared.testing import pg_exec, postgres_url
 
 ROOT = Path(__file__).resolve().parents[1]
 KUSTOMIZE = ROOT / "deploy" / "kustomize"
@@ -179,7 +189,7 @@ def workloads(manifests: list[Manifest]) -> list[Workload]:
 
 
 def settings_class(service: str) -> type[BaseModel]:
-    module = __import__(f"{SERVICES[service]}.settings", fromlist=["Settings"])
+    module = importlib.import_module(f"{SERVICES[service]}.settings")
     settings_cls: type[BaseModel] = module.Settings
     return settings_cls
 
@@ -800,3 +810,59 @@ def test_the_copy_of_render_is_fresh() -> None:
     first = render("default")
     first[0]["metadata"]["name"] = "changed"
     assert render("default")[0]["metadata"]["name"] != "changed"
+
+
+async def schema_revisions(database_url: str) -> set[str]:
+    """The revisions alembic_version holds: what `db upgrade` left in the database."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        with sqlite3.connect(str(url.database)) as db:
+            return {row[0] for row in db.execute("SELECT version_num FROM alembic_version")}
+    connection = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
+    try:
+        return {row[0] for row in await connection.fetch("SELECT version_num FROM alembic_version")}
+    finally:
+        await connection.close()
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_the_migration_job_migrates_a_real_database_with_its_own_settings(
+    service: str, tmp_path: Path
+) -> None:
+    """The Job's command, run with the Job's variables (the Secrets' values filled in, the
+    database an empty one: SQLite, or PostgreSQL with CASEBRIDGE_TEST_POSTGRES_URL), creates the
+    schema up to the code's heads, and writes nothing under CASEBRIDGE_VAR_DIR (the Job has only
+    an emptyDir there)."""
+    job = next(w for w in workloads(render("production")) if w.key == f"{service}/migrate")
+    (container,) = job.containers
+    env = {name: value for name, (_, value) in container_environment(container, render("production")).items()}
+    base = postgres_url()
+    if base is None:
+        database_url = f"sqlite+aiosqlite:///{tmp_path / 'service.sqlite3'}"
+    else:
+        name = f"k8s_migrate_{uuid.uuid4().hex[:12]}"
+        await pg_exec(base, f'CREATE DATABASE "{name}"')
+        database_url = make_url(base).set(database=name).render_as_string(hide_password=False)
+    var_dir = tmp_path / "var"
+    env |= {env_prefix(service) + "DATABASE_URL": database_url, "CASEBRIDGE_VAR_DIR": str(var_dir)}
+    kept = {k: v for k, v in os.environ.items() if not k.upper().startswith(COMMON_PREFIX)}
+    script = Path(sys.executable).with_name(container["command"][0])
+    try:
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [str(script), *container["command"][1:]],
+            env=kept | env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        heads = migrations.current_heads(
+            Path(importlib.import_module(SERVICES[service]).__file__).parent / "migrations"
+        )
+        assert await schema_revisions(database_url) == heads
+        assert not var_dir.exists(), sorted(str(p) for p in var_dir.rglob("*"))
+    finally:
+        if base is not None:
+            await pg_exec(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
