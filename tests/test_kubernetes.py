@@ -16,6 +16,7 @@ the code:
   or a ConfigMap; every Secret key is documented;
 - the migrations run before the pods (deploy/kustomize/rollout.sh);
 - each migration Job's command with the Job's variables migrates a real, empty database;
+- each api's command with its Deployment's variables answers its probes' paths;
 - the network policies deny by default and allow exactly the flows in ``FLOWS`` and
   ``OUTSIDE`` (and the docs' table);
 - production: a HorizontalPodAutoscaler for each api, a PodDisruptionBudget for each api and
@@ -47,13 +48,15 @@ from typing import Any
 from unittest import mock
 
 import asyncpg
+import httpx
 import pytest
 import yaml
 from pydantic import BaseModel, SecretStr
 from sqlalchemy.engine import make_url
 
 from casebridge_shared import migrations
-from casebridge_shared.testing import pg_exec, postgres_url
+from casebridge_shared.broker import free_port
+from casebridge_shared.testing import pg_exec, postgres_url, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 KUSTOMIZE = ROOT / "deploy" / "kustomize"
@@ -812,6 +815,14 @@ def test_the_copy_of_render_is_fresh() -> None:
     assert render("default")[0]["metadata"]["name"] != "changed"
 
 
+def pod_environment(container: Manifest, manifests: list[Manifest], **overrides: str) -> dict[str, str]:
+    """The process environment of a container: this one's without CASEBRIDGE_ variables, plus
+    the container's (Secrets filled in from SECRET_VALUES), plus ``overrides``."""
+    kept = {k: v for k, v in os.environ.items() if not k.upper().startswith(COMMON_PREFIX)}
+    env = {name: value for name, (_, value) in container_environment(container, manifests).items()}
+    return kept | env | overrides
+
+
 async def schema_revisions(database_url: str) -> set[str]:
     """The revisions alembic_version holds: what `db upgrade` left in the database."""
     url = make_url(database_url)
@@ -835,7 +846,6 @@ async def test_the_migration_job_migrates_a_real_database_with_its_own_settings(
     an emptyDir there)."""
     job = next(w for w in workloads(render("production")) if w.key == f"{service}/migrate")
     (container,) = job.containers
-    env = {name: value for name, (_, value) in container_environment(container, render("production")).items()}
     base = postgres_url()
     if base is None:
         database_url = f"sqlite+aiosqlite:///{tmp_path / 'service.sqlite3'}"
@@ -844,14 +854,17 @@ async def test_the_migration_job_migrates_a_real_database_with_its_own_settings(
         await pg_exec(base, f'CREATE DATABASE "{name}"')
         database_url = make_url(base).set(database=name).render_as_string(hide_password=False)
     var_dir = tmp_path / "var"
-    env |= {env_prefix(service) + "DATABASE_URL": database_url, "CASEBRIDGE_VAR_DIR": str(var_dir)}
-    kept = {k: v for k, v in os.environ.items() if not k.upper().startswith(COMMON_PREFIX)}
+    env = pod_environment(
+        container,
+        render("production"),
+        **{env_prefix(service) + "DATABASE_URL": database_url, "CASEBRIDGE_VAR_DIR": str(var_dir)},
+    )
     script = Path(sys.executable).with_name(container["command"][0])
     try:
         result = await asyncio.to_thread(
             subprocess.run,
             [str(script), *container["command"][1:]],
-            env=kept | env,
+            env=env,
             capture_output=True,
             text=True,
             timeout=120,
@@ -866,3 +879,57 @@ async def test_the_migration_job_migrates_a_real_database_with_its_own_settings(
     finally:
         if base is not None:
             await pg_exec(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_the_api_pod_answers_its_probes(service: str, tmp_path: Path) -> None:
+    """The api's command with its Deployment's variables, on a database the Job's command has
+    migrated, answers 200 on the paths of its startup, readiness and liveness probes. (On
+    loopback and a free port: the port the settings give is checked above.)"""
+    manifests = render("production")
+    by_key = {w.key: w for w in workloads(manifests)}
+    (api,) = by_key[f"{service}/api"].containers
+    (job,) = by_key[f"{service}/migrate"].containers
+    port = free_port()
+    overrides = {
+        env_prefix(service) + "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'service.sqlite3'}",
+        env_prefix(service) + "PORT": str(port),
+        "CASEBRIDGE_HOST": "127.0.0.1",
+        "CASEBRIDGE_VAR_DIR": str(tmp_path / "var"),
+    }
+    script = Path(sys.executable).with_name(service)
+    migrated = await asyncio.to_thread(
+        subprocess.run,
+        [str(script), *job["command"][1:]],
+        env=pod_environment(job, manifests, **overrides),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    paths = {api[probe]["httpGet"]["path"] for probe in ("startupProbe", "readinessProbe", "livenessProbe")}
+    assert paths == {"/healthz", "/readyz"}
+    log = tmp_path / "api.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [str(script), *api["command"][1:]],
+            env=pod_environment(api, manifests, **overrides),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+
+            async def answered() -> bool:
+                assert process.poll() is None, log.read_text()
+                try:
+                    statuses = [(await client.get(path)).status_code for path in sorted(paths)]
+                except httpx.TransportError:
+                    return False
+                return statuses == [200, 200]
+
+            await wait_until(answered, timeout=60, message=f"{service}'s api to answer {sorted(paths)}")
+    finally:
+        process.terminate()
+        await asyncio.to_thread(process.wait, 30)
