@@ -257,7 +257,9 @@ async def test_the_fetcher_stores_a_matching_file_as_a_customer_attachment(
     event = announced_file(case)
     await apply(container, event)
     double, seen = order_intake_double(PDF)
-    fetcher = CustomerFileFetcher(container.db, container.settings, transport=httpx.ASGITransport(app=double))
+    fetcher = CustomerFileFetcher(
+        container.db, container.settings, container.attachments, transport=httpx.ASGITransport(app=double)
+    )
     async with fetcher.client() as http:
         assert await fetcher.fetch_due(http) == 1
     assert seen == ["token:client_credentials:case-handling", "file:Bearer tok"]
@@ -275,7 +277,9 @@ async def test_the_fetcher_rejects_other_bytes_and_retries_a_refused_token(
     case = await factory.case()
     await apply(container, announced_file(case, PDF))
     double, _ = order_intake_double(b"%PDF-1.7\n" + b"Q" * 3000)  # same size, other bytes
-    fetcher = CustomerFileFetcher(container.db, container.settings, transport=httpx.ASGITransport(app=double))
+    fetcher = CustomerFileFetcher(
+        container.db, container.settings, container.attachments, transport=httpx.ASGITransport(app=double)
+    )
     async with fetcher.client() as http:
         await fetcher.fetch_due(http)
     async with container.db.session() as s:
@@ -287,7 +291,7 @@ async def test_the_fetcher_rejects_other_bytes_and_retries_a_refused_token(
     await apply(container, announced_file(case, PDF))
     refusing, _ = order_intake_double(PDF, token_ok=False)
     fetcher = CustomerFileFetcher(
-        container.db, container.settings, transport=httpx.ASGITransport(app=refusing)
+        container.db, container.settings, container.attachments, transport=httpx.ASGITransport(app=refusing)
     )
     async with fetcher.client() as http:
         await fetcher.fetch_due(http)

@@ -388,7 +388,11 @@ async def test_fetcher_retries_with_backoff_then_stores_the_checked_copy(
     document = await announced(container, order, data)
     remote = FakeCaseHandling([(503, b"down"), (200, data)])
     fetcher = DocumentFetcher(
-        container.db, container.keys, container.settings, transport=httpx.ASGITransport(remote.app())
+        container.db,
+        container.keys,
+        container.settings,
+        container.documents,
+        transport=httpx.ASGITransport(remote.app()),
     )
     async with fetcher._client() as http:
         assert await fetcher.fetch_due(http) == 1
@@ -433,7 +437,11 @@ async def test_a_mismatching_or_oversized_file_is_rejected_and_never_kept(
     for document, body in ((wrong, b"%PDF-1.4 the fake advice"), (longer, data + b" and more")):
         remote = FakeCaseHandling([(200, body)])
         fetcher = DocumentFetcher(
-            container.db, container.keys, container.settings, transport=httpx.ASGITransport(remote.app())
+            container.db,
+            container.keys,
+            container.settings,
+            container.documents,
+            transport=httpx.ASGITransport(remote.app()),
         )
         async with fetcher._client() as http:
             await fetcher.fetch(http, await doc(container, document.id))
@@ -518,7 +526,11 @@ async def test_the_fetcher_started_while_the_database_refuses_connections_waits_
     keys = KeyStore(container.db, signing_keys_box(container.settings), grace=timedelta(days=1))
     remote = FakeCaseHandling([(200, data)])
     fetcher = DocumentFetcher(
-        container.db, keys, container.settings, transport=httpx.ASGITransport(remote.app())
+        container.db,
+        keys,
+        container.settings,
+        container.documents,
+        transport=httpx.ASGITransport(remote.app()),
     )
     failed: list[BaseException] = []
     fetch_due = fetcher.fetch_due
