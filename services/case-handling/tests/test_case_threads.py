@@ -31,6 +31,7 @@ from case_handling.threads.fetcher import CustomerFileFetcher
 from casebridge_shared.events import CloudEvent
 from casebridge_shared.inbox import PoisonEvent
 from casebridge_shared.testing import TokenMinter, count_rows
+from casebridge_shared.testing.object_storage import STORAGE_BACKENDS, stored_keys
 
 from .test_cases_api import outbox_events, problem, staff, supervisor
 
@@ -250,6 +251,7 @@ def order_intake_double(content: bytes, *, token_ok: bool = True) -> tuple[Starl
     ), seen
 
 
+@pytest.mark.parametrize("storage_backend", STORAGE_BACKENDS)
 async def test_the_fetcher_stores_a_matching_file_as_a_customer_attachment(
     client: httpx.AsyncClient, factory: Any, minter: TokenMinter, container: Container
 ) -> None:
@@ -271,6 +273,7 @@ async def test_the_fetcher_stores_a_matching_file_as_a_customer_attachment(
     assert got.content == PDF
 
 
+@pytest.mark.parametrize("storage_backend", STORAGE_BACKENDS)
 async def test_the_fetcher_rejects_other_bytes_and_retries_a_refused_token(
     factory: Any, container: Container
 ) -> None:
@@ -286,7 +289,7 @@ async def test_the_fetcher_rejects_other_bytes_and_retries_a_refused_token(
         fetch = (await s.execute(select(CustomerFileFetch))).scalar_one()
     assert fetch.status == CustomerFileFetchStatus.REJECTED.value and "SHA-256" in (fetch.last_error or "")
     assert await count_rows(container.db, Attachment) == 0
-    assert [p.name for p in container.settings.attachment_path.iterdir()] == []
+    assert await stored_keys(container.attachments) == []
 
     await apply(container, announced_file(case, PDF))
     refusing, _ = order_intake_double(PDF, token_ok=False)

@@ -25,6 +25,7 @@ from casebridge_shared.broker import EmbeddedBroker
 from casebridge_shared.db import utcnow
 from casebridge_shared.events import CASES_TOPIC, CloudEvent
 from casebridge_shared.inbox import list_dead_letters
+from casebridge_shared.testing.object_storage import STORAGE_BACKENDS, stored_keys
 from order_intake.bootstrap import CONSUMER_GROUP, Container
 from order_intake.db import inbox, outbox
 from order_intake.documents import service as documents
@@ -380,6 +381,7 @@ async def doc(container: Container, document_id: str) -> Document:
     return found
 
 
+@pytest.mark.parametrize("storage_backend", STORAGE_BACKENDS)
 async def test_fetcher_retries_with_backoff_then_stores_the_checked_copy(
     container: Container, factory: Factory, client: httpx.AsyncClient, app: FastAPI
 ) -> None:
@@ -427,6 +429,7 @@ async def _owner(container: Container, order: Order) -> User | None:
         return await s.get(User, order.customer_id)
 
 
+@pytest.mark.parametrize("storage_backend", STORAGE_BACKENDS)
 async def test_a_mismatching_or_oversized_file_is_rejected_and_never_kept(
     container: Container, factory: Factory, client: httpx.AsyncClient
 ) -> None:
@@ -447,7 +450,7 @@ async def test_a_mismatching_or_oversized_file_is_rejected_and_never_kept(
             await fetcher.fetch(http, await doc(container, document.id))
         rejected = await doc(container, document.id)
         assert rejected.status == "rejected", rejected.last_error
-    assert not any(container.settings.document_path.iterdir())
+    assert await stored_keys(container.documents) == []
     owner = await _owner(container, order)
     r = await client.get(f"/orders/{order.id}/documents/{wrong.id}", headers=factory.auth(owner))
     assert r.status_code == 409 and r.json()["state"] == "rejected"
