@@ -18,6 +18,7 @@ from case_handling.bootstrap import Container
 from case_handling.cases.models import Attachment
 from case_handling.db import outbox
 from casebridge_shared import testing
+from casebridge_shared.storage import LocalStore
 from casebridge_shared.testing import TokenMinter
 from casebridge_shared.testing.object_storage import STORAGE_BACKENDS, stored_keys, tamper
 
@@ -481,6 +482,12 @@ async def test_an_upload_cut_off_midway_leaves_no_partial_file(
     assert 201 not in statuses
     assert await stored_files(container) == []
     assert await attachment_count(container) == 0
+
+
+def test_attachments_stay_local_files_unless_s3_is_chosen(container: Container) -> None:
+    assert container.settings.storage_backend == "local"
+    assert isinstance(container.attachments, LocalStore)
+    assert container.attachments.directory == container.settings.attachment_path
 
 
 @pytest.mark.parametrize("storage_backend", STORAGE_BACKENDS)

@@ -25,6 +25,7 @@ from casebridge_shared.broker import EmbeddedBroker
 from casebridge_shared.db import utcnow
 from casebridge_shared.events import CASES_TOPIC, CloudEvent
 from casebridge_shared.inbox import list_dead_letters
+from casebridge_shared.problems import PROBLEM_BASE
 from casebridge_shared.testing.object_storage import STORAGE_BACKENDS, stored_keys
 from order_intake.bootstrap import CONSUMER_GROUP, Container
 from order_intake.db import inbox, outbox
@@ -437,8 +438,15 @@ async def test_a_mismatching_or_oversized_file_is_rejected_and_never_kept(
     data = b"%PDF-1.4 the real advice"
     wrong = await announced(container, order, data)
     longer = await announced(container, order, data)
-    for document, body in ((wrong, b"%PDF-1.4 the fake advice"), (longer, data + b" and more")):
-        remote = FakeCaseHandling([(200, body)])
+    damaged = await announced(container, order, data)
+    # case-handling's own copy no longer matches its hash: rejected, not retried for ever.
+    damaged_problem = json.dumps({"type": PROBLEM_BASE + "stored-file-damaged", "status": 500}).encode()
+    for document, status, body in (
+        (wrong, 200, b"%PDF-1.4 the fake advice"),
+        (longer, 200, data + b" and more"),
+        (damaged, 500, damaged_problem),
+    ):
+        remote = FakeCaseHandling([(status, body)])
         fetcher = DocumentFetcher(
             container.db,
             container.keys,
