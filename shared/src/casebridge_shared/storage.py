@@ -304,7 +304,10 @@ class S3Store:
                 # At most one part is ever held in memory: a full one goes out at once.
                 while len(buffer) >= self.part_bytes:
                     if upload_id is None:
-                        started = await client.create_multipart_upload(Bucket=self.bucket, Key=name)
+                        # Each part carries its SHA-256, which S3 checks (and needs declared here).
+                        started = await client.create_multipart_upload(
+                            Bucket=self.bucket, Key=name, ChecksumAlgorithm="SHA256"
+                        )
                         upload_id = str(started["UploadId"])
                     part = bytes(buffer[: self.part_bytes])
                     del buffer[: self.part_bytes]
@@ -333,15 +336,16 @@ class S3Store:
         return written
 
     async def _part(self, client: Any, name: str, upload_id: str, number: int, body: bytes) -> dict[str, Any]:
+        checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
         answer = await client.upload_part(
             Bucket=self.bucket,
             Key=name,
             UploadId=upload_id,
             PartNumber=number,
             Body=body,
-            ChecksumSHA256=base64.b64encode(hashlib.sha256(body).digest()).decode(),
+            ChecksumSHA256=checksum,
         )
-        return {"PartNumber": number, "ETag": answer["ETag"]}
+        return {"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": checksum}
 
     async def open(self, key: str) -> ObjectStream:
         client = await self.client()
