@@ -257,8 +257,13 @@ async def test_damaged_files_and_documents_are_never_served_as_whole(
         )
         await session.commit()
     await container.documents.put("doc-large", _chunks(large), max_bytes=len(large))
+    await tamper(container.documents, "doc-large", large + b"!")  # another size: refused at once
     url = f"/orders/{order['id']}/documents/doc-large"
+    assert _problem(await client.get(url, headers=auth), 500)["type"].endswith("/stored-file-damaged")
+    assert await count_rows(container.db, ReadReceipt) == 0  # a refused download is no read receipt
+    await container.documents.put("doc-large", _chunks(large), max_bytes=len(large))
     assert (await client.get(url, headers=auth)).content == large
+    assert await count_rows(container.db, ReadReceipt) == 1
     await tamper(container.documents, "doc-large", large[:-1] + b"!")
     with pytest.raises(ContentMismatch):
         await client.get(url, headers=auth)

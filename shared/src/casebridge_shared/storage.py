@@ -29,7 +29,7 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -417,6 +417,7 @@ async def download_response(
     filename: str,
     headers: Mapping[str, str],
     what: str,
+    before_answer: Callable[[], Awaitable[None]] | None = None,
 ) -> Response:
     """The stored file as an attachment download, checked against what was recorded.
 
@@ -426,6 +427,9 @@ async def download_response(
     transfer is cut short of its Content-Length, so browsers and clients see a failed
     download rather than a complete-looking wrong file. A size that is not the recorded
     one is refused before anything is sent. Each case is logged as an error.
+
+    ``before_answer`` runs once the file is found and its size checked, before the answer
+    starts (a read receipt): if it fails, the stream is closed and nothing is sent.
     """
     try:
         stream = await store.open(key)
@@ -447,7 +451,12 @@ async def download_response(
         if len(first) >= size:
             if digest.hexdigest() != sha256:
                 _damaged(store, key, what, "SHA-256 does not match the recorded one")
+            await stream.aclose()
+            if before_answer is not None:
+                await before_answer()
             return Response(first, media_type=media_type, headers=all_headers)
+        if before_answer is not None:
+            await before_answer()
     except BaseException:
         await stream.aclose()
         raise

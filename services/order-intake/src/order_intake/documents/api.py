@@ -48,8 +48,16 @@ async def download_document(
     order_id: str, document_id: str, principal: DocumentReader, session: SessionDep, container: ContainerDep
 ) -> Response:
     document = await service.document_to_download(session, principal, order_id, document_id)
-    # Missing from storage: 404; not what was recorded: never served as if whole (download_response).
-    answer = await download_response(
+
+    async def read_receipt() -> None:
+        if Role.CUSTOMER in principal.roles:
+            # The customer opening their document is its read receipt (the first time is kept).
+            async with container.uow() as uow:
+                await threads.record_document_download(uow, principal, order_id, document.id)
+
+    # Missing from storage: 404 and no receipt; not what was recorded: never served as if
+    # whole (download_response).
+    return await download_response(
         container.documents,
         service.storage_key(document),
         size=document.size,
@@ -64,9 +72,5 @@ async def download_document(
             "Cache-Control": "private, max-age=0",
         },
         what=f"document {document_id}",
+        before_answer=read_receipt,
     )
-    if Role.CUSTOMER in principal.roles:
-        # The customer opening their document is its read receipt (the first time is kept).
-        async with container.uow() as uow:
-            await threads.record_document_download(uow, principal, order_id, document.id)
-    return answer
