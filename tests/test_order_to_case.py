@@ -15,7 +15,9 @@ from sqlalchemy import select
 
 from case_handling.cases.models import Attachment
 from casebridge_shared.db import Database
+from casebridge_shared.storage import LocalStore
 from casebridge_shared.testing import wait_until
+from casebridge_shared.testing.object_storage import stored_keys
 
 from .conftest import Stack
 
@@ -244,5 +246,6 @@ async def test_a_document_whose_bytes_do_not_match_is_never_stored(stack: Stack)
     r = await customer.get(f"/orders/{order_id}/documents/{document['id']}")
     assert r.status_code == 409
     assert r.headers["content-type"].startswith("application/problem+json")
-    document_dir = stack.intake.settings.document_path
-    assert not any(document_dir.iterdir())  # neither the file nor a partial one
+    # case-handling refuses its damaged copy (stored-file-damaged) and order-intake rejects it:
+    # neither the file nor a partial one is kept.
+    assert await stored_keys(LocalStore(stack.intake.settings.document_path)) == []

@@ -31,6 +31,7 @@ from case_handling.threads.fetcher import CustomerFileFetcher
 from casebridge_shared.events import CloudEvent
 from casebridge_shared.inbox import PoisonEvent
 from casebridge_shared.testing import TokenMinter, count_rows
+from casebridge_shared.testing.object_storage import STORAGE_BACKENDS, stored_keys
 
 from .test_cases_api import outbox_events, problem, staff, supervisor
 
@@ -250,6 +251,7 @@ def order_intake_double(content: bytes, *, token_ok: bool = True) -> tuple[Starl
     ), seen
 
 
+@pytest.mark.parametrize("storage_backend", STORAGE_BACKENDS)
 async def test_the_fetcher_stores_a_matching_file_as_a_customer_attachment(
     client: httpx.AsyncClient, factory: Any, minter: TokenMinter, container: Container
 ) -> None:
@@ -257,7 +259,9 @@ async def test_the_fetcher_stores_a_matching_file_as_a_customer_attachment(
     event = announced_file(case)
     await apply(container, event)
     double, seen = order_intake_double(PDF)
-    fetcher = CustomerFileFetcher(container.db, container.settings, transport=httpx.ASGITransport(app=double))
+    fetcher = CustomerFileFetcher(
+        container.db, container.settings, container.attachments, transport=httpx.ASGITransport(app=double)
+    )
     async with fetcher.client() as http:
         assert await fetcher.fetch_due(http) == 1
     assert seen == ["token:client_credentials:case-handling", "file:Bearer tok"]
@@ -269,25 +273,28 @@ async def test_the_fetcher_stores_a_matching_file_as_a_customer_attachment(
     assert got.content == PDF
 
 
+@pytest.mark.parametrize("storage_backend", STORAGE_BACKENDS)
 async def test_the_fetcher_rejects_other_bytes_and_retries_a_refused_token(
     factory: Any, container: Container
 ) -> None:
     case = await factory.case()
     await apply(container, announced_file(case, PDF))
     double, _ = order_intake_double(b"%PDF-1.7\n" + b"Q" * 3000)  # same size, other bytes
-    fetcher = CustomerFileFetcher(container.db, container.settings, transport=httpx.ASGITransport(app=double))
+    fetcher = CustomerFileFetcher(
+        container.db, container.settings, container.attachments, transport=httpx.ASGITransport(app=double)
+    )
     async with fetcher.client() as http:
         await fetcher.fetch_due(http)
     async with container.db.session() as s:
         fetch = (await s.execute(select(CustomerFileFetch))).scalar_one()
     assert fetch.status == CustomerFileFetchStatus.REJECTED.value and "SHA-256" in (fetch.last_error or "")
     assert await count_rows(container.db, Attachment) == 0
-    assert [p.name for p in container.settings.attachment_path.iterdir()] == []
+    assert await stored_keys(container.attachments) == []
 
     await apply(container, announced_file(case, PDF))
     refusing, _ = order_intake_double(PDF, token_ok=False)
     fetcher = CustomerFileFetcher(
-        container.db, container.settings, transport=httpx.ASGITransport(app=refusing)
+        container.db, container.settings, container.attachments, transport=httpx.ASGITransport(app=refusing)
     )
     async with fetcher.client() as http:
         await fetcher.fetch_due(http)

@@ -6,18 +6,21 @@ import contextlib
 import hashlib
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
+from structlog.testing import capture_logs
 
 from case_handling.bootstrap import Container
 from case_handling.cases.models import Attachment
 from case_handling.db import outbox
 from casebridge_shared import testing
+from casebridge_shared.storage import LocalStore
 from casebridge_shared.testing import TokenMinter
+from casebridge_shared.testing.object_storage import STORAGE_BACKENDS, stored_keys, tamper
 
 PDF = b"%PDF-1.7\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n" + b"x" * 2000
 
@@ -375,9 +378,9 @@ async def _product(category: str) -> dict[str, Any]:
 # --- attachments ----------------------------------------------------------------------
 
 
-def stored_files(container: Container) -> list[Path]:
-    root = container.settings.attachment_path
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+async def stored_files(container: Container) -> list[str]:
+    """What the attachment store holds (local files or S3), half-written uploads included."""
+    return await stored_keys(container.attachments)
 
 
 async def attachment_count(container: Container) -> int:
@@ -385,6 +388,7 @@ async def attachment_count(container: Container) -> int:
         return int((await s.execute(select(func.count()).select_from(Attachment))).scalar_one())
 
 
+@pytest.mark.parametrize("storage_backend", STORAGE_BACKENDS)
 async def test_uploads_beyond_the_limits_leave_nothing_behind(
     client: httpx.AsyncClient, factory: Any, minter: TokenMinter, container: Container
 ) -> None:
@@ -423,10 +427,11 @@ async def test_uploads_beyond_the_limits_leave_nothing_behind(
         ),
         403,
     )
-    assert stored_files(container) == []
+    assert await stored_files(container) == []
     assert await attachment_count(container) == 0
 
 
+@pytest.mark.parametrize("storage_backend", STORAGE_BACKENDS)
 async def test_an_upload_cut_off_midway_leaves_no_partial_file(
     app: FastAPI, factory: Any, minter: TokenMinter, container: Container, client: httpx.AsyncClient
 ) -> None:
@@ -475,10 +480,43 @@ async def test_an_upload_cut_off_midway_leaves_no_partial_file(
         await app(scope, receive, send)
     statuses = [m["status"] for m in sent if m["type"] == "http.response.start"]
     assert 201 not in statuses
-    assert stored_files(container) == []
+    assert await stored_files(container) == []
     assert await attachment_count(container) == 0
 
 
+def test_attachments_stay_local_files_unless_s3_is_chosen(container: Container) -> None:
+    assert container.settings.storage_backend == "local"
+    assert isinstance(container.attachments, LocalStore)
+    assert container.attachments.directory == container.settings.attachment_path
+
+
+@pytest.mark.parametrize("storage_backend", STORAGE_BACKENDS)
+async def test_a_damaged_attachment_is_refused_with_a_problem_and_logged(
+    client: httpx.AsyncClient, factory: Any, minter: TokenMinter, container: Container
+) -> None:
+    case = await factory.case()
+    me = staff(minter)
+    await client.post(f"/cases/{case.id}/claim", headers=me)
+    url = f"/cases/{case.id}/attachments"
+    uploaded = (
+        await client.post(url, headers=me, files={"file": ("advice.pdf", PDF, "application/pdf")})
+    ).json()
+    async with container.db.session() as s:
+        row = await s.get(Attachment, uploaded["id"])
+        assert row is not None
+    assert (await client.get(f"{url}/{row.id}/content", headers=me)).content == PDF
+    await tamper(container.attachments, row.storage_key, PDF.replace(b"%PDF-1", b"%PDF-2"))
+    with capture_logs() as logs:
+        refused = problem(await client.get(f"{url}/{row.id}/content", headers=me), 500)
+    assert refused["type"].endswith("/stored-file-damaged")
+    [logged] = [e for e in logs if e["event"] == "storage.damaged"]
+    assert logged["log_level"] == "error" and logged["key"] == row.storage_key
+    await container.attachments.delete(row.storage_key)
+    missing = problem(await client.get(f"{url}/{row.id}/content", headers=me), 404)
+    assert "missing from storage" in missing["detail"]
+
+
+@pytest.mark.parametrize("storage_backend", STORAGE_BACKENDS)
 async def test_downloads_staff_see_all_order_intake_only_customer_visible(
     client: httpx.AsyncClient, factory: Any, minter: TokenMinter
 ) -> None:
@@ -564,4 +602,4 @@ async def test_file_names_lose_control_characters_and_active_content_is_refused(
         refused = problem(await client.post(url, headers=me, files={"file": (name, content, declared)}), 415)
         assert refused["errors"][0]["field"] == "body.file", refused
     assert await attachment_count(container) == 2
-    assert len(stored_files(container)) == 2
+    assert len(await stored_files(container)) == 2

@@ -41,8 +41,12 @@ def kafka_bootstrap() -> str:
 
 
 @pytest.fixture
-def settings(database_url: str, kafka_bootstrap: str, tmp_path: Path) -> Settings:
+def settings(
+    database_url: str, kafka_bootstrap: str, tmp_path: Path, storage_settings: dict[str, Any]
+) -> Settings:
+    """Local files for users' files unless the test asks for S3 (``storage_backend``)."""
     return Settings(
+        **storage_settings,
         environment="test",
         database_url=database_url,
         kafka_bootstrap_servers=kafka_bootstrap,

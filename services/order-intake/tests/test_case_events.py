@@ -25,6 +25,8 @@ from casebridge_shared.broker import EmbeddedBroker
 from casebridge_shared.db import utcnow
 from casebridge_shared.events import CASES_TOPIC, CloudEvent
 from casebridge_shared.inbox import list_dead_letters
+from casebridge_shared.problems import PROBLEM_BASE
+from casebridge_shared.testing.object_storage import STORAGE_BACKENDS, stored_keys
 from order_intake.bootstrap import CONSUMER_GROUP, Container
 from order_intake.db import inbox, outbox
 from order_intake.documents import service as documents
@@ -380,6 +382,7 @@ async def doc(container: Container, document_id: str) -> Document:
     return found
 
 
+@pytest.mark.parametrize("storage_backend", STORAGE_BACKENDS)
 async def test_fetcher_retries_with_backoff_then_stores_the_checked_copy(
     container: Container, factory: Factory, client: httpx.AsyncClient, app: FastAPI
 ) -> None:
@@ -388,7 +391,11 @@ async def test_fetcher_retries_with_backoff_then_stores_the_checked_copy(
     document = await announced(container, order, data)
     remote = FakeCaseHandling([(503, b"down"), (200, data)])
     fetcher = DocumentFetcher(
-        container.db, container.keys, container.settings, transport=httpx.ASGITransport(remote.app())
+        container.db,
+        container.keys,
+        container.settings,
+        container.documents,
+        transport=httpx.ASGITransport(remote.app()),
     )
     async with fetcher._client() as http:
         assert await fetcher.fetch_due(http) == 1
@@ -423,6 +430,7 @@ async def _owner(container: Container, order: Order) -> User | None:
         return await s.get(User, order.customer_id)
 
 
+@pytest.mark.parametrize("storage_backend", STORAGE_BACKENDS)
 async def test_a_mismatching_or_oversized_file_is_rejected_and_never_kept(
     container: Container, factory: Factory, client: httpx.AsyncClient
 ) -> None:
@@ -430,16 +438,27 @@ async def test_a_mismatching_or_oversized_file_is_rejected_and_never_kept(
     data = b"%PDF-1.4 the real advice"
     wrong = await announced(container, order, data)
     longer = await announced(container, order, data)
-    for document, body in ((wrong, b"%PDF-1.4 the fake advice"), (longer, data + b" and more")):
-        remote = FakeCaseHandling([(200, body)])
+    damaged = await announced(container, order, data)
+    # case-handling's own copy no longer matches its hash: rejected, not retried for ever.
+    damaged_problem = json.dumps({"type": PROBLEM_BASE + "stored-file-damaged", "status": 500}).encode()
+    for document, status, body in (
+        (wrong, 200, b"%PDF-1.4 the fake advice"),
+        (longer, 200, data + b" and more"),
+        (damaged, 500, damaged_problem),
+    ):
+        remote = FakeCaseHandling([(status, body)])
         fetcher = DocumentFetcher(
-            container.db, container.keys, container.settings, transport=httpx.ASGITransport(remote.app())
+            container.db,
+            container.keys,
+            container.settings,
+            container.documents,
+            transport=httpx.ASGITransport(remote.app()),
         )
         async with fetcher._client() as http:
             await fetcher.fetch(http, await doc(container, document.id))
         rejected = await doc(container, document.id)
         assert rejected.status == "rejected", rejected.last_error
-    assert not any(container.settings.document_path.iterdir())
+    assert await stored_keys(container.documents) == []
     owner = await _owner(container, order)
     r = await client.get(f"/orders/{order.id}/documents/{wrong.id}", headers=factory.auth(owner))
     assert r.status_code == 409 and r.json()["state"] == "rejected"
@@ -518,7 +537,11 @@ async def test_the_fetcher_started_while_the_database_refuses_connections_waits_
     keys = KeyStore(container.db, signing_keys_box(container.settings), grace=timedelta(days=1))
     remote = FakeCaseHandling([(200, data)])
     fetcher = DocumentFetcher(
-        container.db, keys, container.settings, transport=httpx.ASGITransport(remote.app())
+        container.db,
+        keys,
+        container.settings,
+        container.documents,
+        transport=httpx.ASGITransport(remote.app()),
     )
     failed: list[BaseException] = []
     fetch_due = fetcher.fetch_due

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from casebridge_shared.auth import Role
+from casebridge_shared.storage import CHUNK, ContentMismatch
 from casebridge_shared.testing import count_rows
+from casebridge_shared.testing.object_storage import STORAGE_BACKENDS, stored_keys, tamper
 from order_intake.bootstrap import Container
 from order_intake.db import outbox
 from order_intake.documents.models import Document, DocumentStatus
@@ -138,6 +142,7 @@ async def test_idempotency_key_posts_a_message_once(
 # --- files ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("storage_backend", STORAGE_BACKENDS)
 async def test_customer_attaches_two_files_at_once_and_downloads_them(
     client: httpx.AsyncClient, factory: Factory, container: Container
 ) -> None:
@@ -166,16 +171,13 @@ async def test_customer_attaches_two_files_at_once_and_downloads_them(
     assert all("content" not in e["data"] for e in attached)
 
 
+@pytest.mark.parametrize("storage_backend", STORAGE_BACKENDS)
 async def test_files_refuse_bad_input_and_keep_nothing_half_written(
     client: httpx.AsyncClient, factory: Factory, container: Container
 ) -> None:
     customer, order = await _order(client, factory)
     auth = factory.auth(customer)
     url = f"/orders/{order['id']}/files"
-    directory = container.settings.customer_file_path
-
-    def stored() -> list[str]:
-        return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
 
     # The second file is bad: the first one is not kept either.
     html = [
@@ -216,9 +218,57 @@ async def test_files_refuse_bad_input_and_keep_nothing_half_written(
         "status",
     )
 
-    assert stored() == []
+    assert await stored_keys(container.customer_files) == []
     assert await count_rows(container.db, OrderFile) == 0
     assert await _events(container, "casebridge.orders.file-attached.v1") == []
+
+
+@pytest.mark.parametrize("storage_backend", STORAGE_BACKENDS)
+async def test_damaged_files_and_documents_are_never_served_as_whole(
+    client: httpx.AsyncClient, factory: Factory, container: Container
+) -> None:
+    customer, order = await _order(client, factory)
+    auth = factory.auth(customer)
+    r = await client.post(
+        f"/orders/{order['id']}/files", files=[("files", ("a.pdf", PDF, "application/pdf"))], headers=auth
+    )
+    [item] = r.json()["items"]
+    async with container.db.session() as session:
+        row = await session.get(OrderFile, item["id"])
+        assert row is not None
+    await tamper(container.customer_files, row.storage_key, PDF.replace(b"%PDF-1", b"%PDF-2"))
+    refused = _problem(await client.get(f"/orders/{order['id']}/files/{item['id']}", headers=auth), 500)
+    assert refused["type"].endswith("/stored-file-damaged")
+
+    # A document larger than one chunk is streamed: a damaged one is cut short, never completed.
+    large = b"%PDF-1.7\n" + b"d" * (CHUNK + 100)
+    async with container.db.write_session() as session:
+        session.add(
+            Document(
+                id="doc-large",
+                order_id=order["id"],
+                case_id="case-1",
+                file_name="advice.pdf",
+                media_type="application/pdf",
+                size=len(large),
+                sha256=hashlib.sha256(large).hexdigest(),
+                status=DocumentStatus.AVAILABLE.value,
+            )
+        )
+        await session.commit()
+    await container.documents.put("doc-large", _chunks(large), max_bytes=len(large))
+    await tamper(container.documents, "doc-large", large + b"!")  # another size: refused at once
+    url = f"/orders/{order['id']}/documents/doc-large"
+    assert _problem(await client.get(url, headers=auth), 500)["type"].endswith("/stored-file-damaged")
+    assert await count_rows(container.db, ReadReceipt) == 0  # a refused download is no read receipt
+    await container.documents.put("doc-large", _chunks(large), max_bytes=len(large))
+    assert (await client.get(url, headers=auth)).content == large
+    assert await count_rows(container.db, ReadReceipt) == 1
+    await tamper(container.documents, "doc-large", large[:-1] + b"!")
+    with pytest.raises(ContentMismatch):
+        await client.get(url, headers=auth)
+    await container.documents.delete("doc-large")
+    assert "missing from storage" in _problem(await client.get(url, headers=auth), 404)["detail"]
 
 
 # --- read receipts -------------------------------------------------------------------
@@ -245,12 +295,16 @@ async def _with_solution_and_document(container: Container, order_id: str) -> st
         )
         session.add(document)
         await session.commit()
-    path = container.settings.document_path / "doc-1"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(PDF)
+    await container.documents.put("doc-1", _chunks(PDF), max_bytes=len(PDF))
     return "doc-1"
 
 
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), CHUNK):
+        yield data[start : start + CHUNK]
+
+
+@pytest.mark.parametrize("storage_backend", STORAGE_BACKENDS)
 async def test_read_receipts_keep_the_first_read_and_downloads_count(
     client: httpx.AsyncClient, factory: Factory, container: Container
 ) -> None:

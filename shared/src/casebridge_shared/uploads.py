@@ -1,9 +1,9 @@
-"""Users' uploads on disk (staff attachments, customers' order files): streamed in while
-hashing, never held in memory whole.
+"""Users' uploads (staff attachments, customers' order files): streamed into the service's
+object store (casebridge_shared.storage: local files or S3) while hashing, never held in
+memory whole.
 
-A file is written to a hidden temporary name in the storage directory and only
-renamed into place once it is complete and within the limits; anything that
-goes wrong on the way (too large, wrong type, the client gone) removes it.
+The store keeps a file only once it is complete and within the limits; anything that
+goes wrong on the way (too large, wrong type, the client gone) leaves nothing behind.
 
 File names lose their path and their control and format characters (a
 right-to-left override makes ``x\u202efdp.png`` show as ``xgnp.pdf``). Active
@@ -20,19 +20,16 @@ for customers).
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import mimetypes
-import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO
 
 from fastapi import UploadFile
 
 from casebridge_shared.db import new_id
 from casebridge_shared.files import ACTIVE_MEDIA_TYPES, SNIFF_BYTES, active_content, clean_file_name
 from casebridge_shared.problems import PayloadTooLarge, Unprocessable, UnsupportedMediaType
+from casebridge_shared.storage import ObjectStore, ObjectTooLarge, chunks_of
 
 CHUNK = 1024 * 1024
 # What staff and customers may upload unless a service's settings say otherwise.
@@ -92,53 +89,35 @@ def media_type_of(upload: UploadFile, file_name: str, allowed: list[str], field:
 
 
 async def store(
-    upload: UploadFile, directory: Path, *, max_bytes: int, allowed: list[str], field: str = "body.file"
+    upload: UploadFile, objects: ObjectStore, *, max_bytes: int, allowed: list[str], field: str = "body.file"
 ) -> StoredFile:
     file_name = safe_file_name(upload.filename, field)
     media_type = media_type_of(upload, file_name, allowed, field)
-    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
     key = new_id()
-    partial = directory / f".{key}.part"
-    digest = hashlib.sha256()
-    size = 0
-    head = b""
     try:
-        with open(partial, "wb") as out:  # noqa: ASYNC230 (writes go through to_thread below)
-            while chunk := await upload.read(CHUNK):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise PayloadTooLarge(f"the file exceeds the limit of {max_bytes} bytes", field=field)
-                if len(head) < SNIFF_BYTES:
-                    head += chunk[: SNIFF_BYTES - len(head)]
-                digest.update(chunk)
-                await asyncio.to_thread(out.write, chunk)
-            await asyncio.to_thread(_sync, out)
-        if size == 0:
-            raise Unprocessable("the file is empty", field=field)
-        magic = MAGIC.get(media_type)
-        if magic is not None and not head.startswith(magic):
-            raise UnsupportedMediaType(f"the file's content is not {media_type}", field=field)
-        if magic is None and active_content(head):
-            raise UnsupportedMediaType(
-                f"the file is declared {media_type} but its content is markup (HTML, XML, SVG or "
-                "script), which is not accepted",
-                field=field,
-            )
-        os.replace(partial, directory / key)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    return StoredFile(key, file_name, media_type, size, digest.hexdigest())
+        written = await objects.put(key, _checked(upload, media_type, field), max_bytes=max_bytes)
+    except ObjectTooLarge as exc:
+        raise PayloadTooLarge(f"the file exceeds the limit of {max_bytes} bytes", field=field) from exc
+    return StoredFile(key, file_name, media_type, written.size, written.sha256)
 
 
-def _sync(out: BinaryIO) -> None:
-    out.flush()
-    os.fsync(out.fileno())
-
-
-def path_of(directory: Path, storage_key: str) -> Path:
-    return directory / storage_key
-
-
-def remove(directory: Path, storage_key: str) -> None:
-    (directory / storage_key).unlink(missing_ok=True)
+async def _checked(upload: UploadFile, media_type: str, field: str) -> AsyncIterator[bytes]:
+    """The upload's chunks; raising at the end (empty, not what it claims) makes the store keep nothing."""
+    head = b""
+    size = 0
+    async for chunk in chunks_of(upload.read, CHUNK):
+        size += len(chunk)
+        if len(head) < SNIFF_BYTES:
+            head += chunk[: SNIFF_BYTES - len(head)]
+        yield chunk
+    if size == 0:
+        raise Unprocessable("the file is empty", field=field)
+    magic = MAGIC.get(media_type)
+    if magic is not None and not head.startswith(magic):
+        raise UnsupportedMediaType(f"the file's content is not {media_type}", field=field)
+    if magic is None and active_content(head):
+        raise UnsupportedMediaType(
+            f"the file is declared {media_type} but its content is markup (HTML, XML, SVG or "
+            "script), which is not accepted",
+            field=field,
+        )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from case_handling.db import inbox, outbox, revocations
@@ -15,6 +15,7 @@ from casebridge_shared.db import Database
 from casebridge_shared.events import CASES_TOPIC, CATALOG_TOPIC, IDENTITY_TOPIC, ORDERS_TOPIC
 from casebridge_shared.inbox import EventConsumer
 from casebridge_shared.outbox import OutboxRelay, UnitOfWork
+from casebridge_shared.storage import ObjectStore, object_store
 
 EVENT_SOURCE = "/casebridge/case-handling"
 PUBLISHED_TOPICS = (CASES_TOPIC,)
@@ -28,6 +29,13 @@ CONSUMED_TOPICS = (ORDERS_TOPIC, CATALOG_TOPIC, IDENTITY_TOPIC)
 class Container:
     settings: Settings
     db: Database
+    # The case's documents: staff uploads and the customer's files copied from order-intake.
+    attachments: ObjectStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.attachments = object_store(
+            self.settings, directory=self.settings.attachment_path, namespace="case-handling/attachments"
+        )
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.db, outbox, EVENT_SOURCE, schema_base=self.settings.event_schema_base_url)
@@ -62,9 +70,10 @@ class Container:
         )
 
     def customer_file_fetcher(self) -> CustomerFileFetcher:
-        return CustomerFileFetcher(self.db, self.settings)
+        return CustomerFileFetcher(self.db, self.settings, self.attachments)
 
     async def close(self) -> None:
+        await self.attachments.close()
         await self.db.dispose()
 
 

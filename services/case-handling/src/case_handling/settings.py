@@ -9,6 +9,7 @@ from typing import ClassVar
 from pydantic import BaseModel, Field, SecretStr
 
 from casebridge_shared.settings import DEVELOPMENT_SERVICE_CLIENT_SECRET, Environment, ServiceSettings
+from casebridge_shared.storage import ObjectStorageSettings
 from casebridge_shared.uploads import DEFAULT_UPLOAD_TYPES
 
 # The same list order-intake accepts for customers' files (casebridge_shared.uploads).
@@ -20,7 +21,8 @@ class StaffTeam(BaseModel):
     categories: list[str] = Field(default_factory=list, max_length=1000)
 
 
-class Settings(ServiceSettings):
+# Users' files: local directories (below) or S3 (ObjectStorageSettings: storage_backend, s3_*).
+class Settings(ServiceSettings, ObjectStorageSettings):
     service_name: ClassVar[str] = "case-handling"
     default_port: ClassVar[int] = 8002
 

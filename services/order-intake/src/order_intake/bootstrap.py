@@ -10,6 +10,7 @@ from casebridge_shared.events import CASES_TOPIC, CATALOG_TOPIC, IDENTITY_TOPIC,
 from casebridge_shared.group_commit import GroupCommit
 from casebridge_shared.inbox import EventConsumer
 from casebridge_shared.outbox import OutboxRelay, UnitOfWork
+from casebridge_shared.storage import ObjectStore, object_store
 from order_intake.db import inbox, outbox
 from order_intake.documents.fetcher import DocumentFetcher
 from order_intake.identity.keys import KeyStore, signing_keys_box
@@ -32,8 +33,17 @@ class Container:
     keys: KeyStore
     # Orders placed at the same moment share a write transaction (group commit).
     writes: GroupCommit = field(init=False)
+    # The customer's files on their orders, and the documents copied from case-handling.
+    customer_files: ObjectStore = field(init=False)
+    documents: ObjectStore = field(init=False)
 
     def __post_init__(self) -> None:
+        self.customer_files = object_store(
+            self.settings, directory=self.settings.customer_file_path, namespace="order-intake/customer-files"
+        )
+        self.documents = object_store(
+            self.settings, directory=self.settings.document_path, namespace="order-intake/documents"
+        )
         self.writes = GroupCommit(
             self.uow,
             service="order-intake",
@@ -74,9 +84,11 @@ class Container:
         )
 
     def document_fetcher(self) -> DocumentFetcher:
-        return DocumentFetcher(self.db, self.keys, self.settings)
+        return DocumentFetcher(self.db, self.keys, self.settings, self.documents)
 
     async def close(self) -> None:
+        await self.customer_files.close()
+        await self.documents.close()
         await self.db.dispose()
 
 

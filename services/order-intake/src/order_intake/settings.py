@@ -14,11 +14,13 @@ from casebridge_shared.settings import (
     Environment,
     ServiceSettings,
 )
+from casebridge_shared.storage import ObjectStorageSettings
 from casebridge_shared.uploads import DEFAULT_UPLOAD_MAX_BYTES, DEFAULT_UPLOAD_TYPES
 from order_intake.identity.passwords import password_problem
 
 
-class Settings(ServiceSettings):
+# Users' files: local directories (below) or S3 (ObjectStorageSettings: storage_backend, s3_*).
+class Settings(ServiceSettings, ObjectStorageSettings):
     service_name: ClassVar[str] = "order-intake"
     default_port: ClassVar[int] = 8001
 

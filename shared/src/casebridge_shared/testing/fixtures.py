@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from casebridge_shared.broker import EmbeddedBroker
 from casebridge_shared.testing import DatabaseTemplates
+from casebridge_shared.testing.object_storage import S3Server
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +27,27 @@ def broker() -> Iterator[EmbeddedBroker]:
     b.start()
     yield b
     b.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3-compatible server, started once per session (each test gets its own bucket)."""
+    server = S3Server()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def storage_backend() -> str:
+    """Local files, the default; ``parametrize("storage_backend", STORAGE_BACKENDS)`` runs a test on both."""
+    return "local"
+
+
+@pytest.fixture
+def storage_settings(storage_backend: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """What a service's settings fixture merges in for the chosen store."""
+    if storage_backend == "local":
+        return {}
+    server: S3Server = request.getfixturevalue("s3_server")
+    return server.settings(server.new_bucket())

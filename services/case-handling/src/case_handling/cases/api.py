@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, Response, UploadFile, status
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from case_handling.cases import service, storage
 from case_handling.cases.feed import CaseFeed, stream
@@ -36,6 +36,7 @@ from casebridge_shared.openapi import ETAG, LOCATION, response_headers
 from casebridge_shared.pagination import Page, PageDep
 from casebridge_shared.params import INT32_MAX, Int32Count
 from casebridge_shared.problems import PROBLEM_RESPONSES, NotFound, Unprocessable
+from casebridge_shared.storage import ObjectStore
 from casebridge_shared.versioning import IfMatch, IfMatchRequired, etag
 
 router = APIRouter(prefix="/cases", tags=["cases"], responses=PROBLEM_RESPONSES)
@@ -51,6 +52,14 @@ async def _settings(request: Request) -> Settings:
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
+
+
+async def _attachments(request: Request) -> ObjectStore:
+    attachments: ObjectStore = request.app.state.container.attachments
+    return attachments
+
+
+AttachmentsDep = Annotated[ObjectStore, Depends(_attachments)]
 
 
 def _summary_fields(case: Case, settings: Settings, now: datetime) -> dict[str, Any]:
@@ -399,15 +408,15 @@ async def upload_attachment(
     case_id: str,
     uow: UowDep,
     settings: SettingsDep,
+    attachments: AttachmentsDep,
     response: Response,
     file: Annotated[UploadFile, File(description="the document")],
     visibility: Annotated[Literal["customer", "internal"], Form()] = "internal",
 ) -> Any:
     case = await service.get_case(uow.session, case_id, for_update=True)
     service.require_workable(case, principal)
-    directory = settings.attachment_path
     stored = await storage.store(
-        file, directory, max_bytes=settings.attachment_max_bytes, allowed=settings.attachment_allowed_types
+        file, attachments, max_bytes=settings.attachment_max_bytes, allowed=settings.attachment_allowed_types
     )
     try:
         attachment = Attachment(
@@ -424,7 +433,7 @@ async def upload_attachment(
         service.attachment_added(uow, case, attachment, principal)
         await uow.commit()
     except BaseException:
-        storage.remove(directory, stored.storage_key)  # no file without its row
+        await attachments.delete(stored.storage_key)  # no file without its row
         raise
     response.headers["Location"] = f"/cases/{case.id}/attachments/{attachment.id}"
     return AttachmentRead.model_validate(attachment)
@@ -438,12 +447,16 @@ async def list_attachments(_staff: StaffUser, case_id: str, session: SessionDep)
 
 @router.get(
     "/{case_id}/attachments/{attachment_id}/content",
-    response_class=FileResponse,
+    response_class=StreamingResponse,
     summary="Download a document (order-intake fetches customer-visible ones with its service token)",
     responses=response_headers(200, ETAG),
 )
 async def download_attachment(
-    principal: DocumentReader, case_id: str, attachment_id: str, session: SessionDep, settings: SettingsDep
+    principal: DocumentReader,
+    case_id: str,
+    attachment_id: str,
+    session: SessionDep,
+    attachments: AttachmentsDep,
 ) -> Any:
     attachment = await session.get(Attachment, attachment_id)
     machine = not principal.has_any(STAFF_ROLES)
@@ -457,10 +470,13 @@ async def download_attachment(
     # Always an attachment (never rendered in our origin); nosniff and a sandboxing
     # policy come from the shared security headers. Names stored before issue 25 may still
     # carry control characters: cleaned here as well.
-    return FileResponse(
-        storage.path_of(settings.attachment_path, attachment.storage_key),
+    return await storage.download_response(
+        attachments,
+        attachment.storage_key,
+        size=attachment.size,
+        sha256=attachment.sha256,
         media_type=attachment.media_type,
         filename=clean_file_name(attachment.file_name) or f"attachment-{attachment.id}",
-        content_disposition_type="attachment",
         headers={"ETag": f'"{attachment.sha256}"', "X-Content-SHA256": attachment.sha256},
+        what=f"attachment {attachment.id}",
     )

@@ -4,8 +4,9 @@ The mirror of order-intake's document fetcher: runs in the case-handling worker;
 each pending file is fetched over HTTP with a short service token that
 order-intake issues to case-handling (OAuth2 client credentials, the
 ``service_client_secret`` setting), streamed to a temporary file while its
-SHA-256 is computed, and only if hash and size match what the file-attached event
-announced is it moved into place and made an attachment of the case. A mismatch
+SHA-256 is computed, into case-handling's attachment store (local files or S3,
+casebridge_shared.storage), and only if hash and size match what the file-attached
+event announced is it kept there and made an attachment of the case. A mismatch
 is never kept (rejected, logged, counted). Connection errors, 5xx answers and a
 refused token are retried with exponential backoff for as long as it takes:
 order-intake being down is expected to end.
@@ -14,11 +15,9 @@ order-intake being down is expected to end.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import os
 import time
+from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import structlog
@@ -28,6 +27,7 @@ from case_handling.settings import Settings
 from case_handling.threads import service
 from casebridge_shared import metrics
 from casebridge_shared.db import Database, new_id, utcnow
+from casebridge_shared.storage import ContentMismatch, ObjectStore, ObjectTooLarge, says_damaged
 from casebridge_shared.worker import periodic
 
 log = structlog.get_logger(__name__)
@@ -77,13 +77,14 @@ class CustomerFileFetcher:
         self,
         db: Database,
         settings: Settings,
+        attachments: ObjectStore,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         batch_size: int = 10,
     ) -> None:
         self.db = db
         self.settings = settings
-        self.directory = settings.attachment_path
+        self.attachments = attachments
         self.batch_size = batch_size
         self._transport = transport
         self.token = ServiceToken(settings)
@@ -125,12 +126,9 @@ class CustomerFileFetcher:
 
     async def fetch(self, client: httpx.AsyncClient, fetch: CustomerFileFetch) -> None:
         key = new_id()
-        final = self.directory / key
-        partial = self.directory / f".{key}.part"
         try:
-            await self._download(client, fetch, partial)
+            await self._download(client, fetch, key)
         except HashMismatch as exc:
-            partial.unlink(missing_ok=True)
             await service.mark_rejected(self.db, fetch, str(exc))
             metrics.DOCUMENT_FETCHES.labels("case-handling", "rejected").inc()
             log.error(
@@ -138,7 +136,6 @@ class CustomerFileFetcher:
             )
             return
         except Exception as exc:
-            partial.unlink(missing_ok=True)
             error = f"{type(exc).__name__}: {exc}"
             retry_at = utcnow() + self._backoff(fetch.attempts)
             await service.mark_retry(self.db, fetch, error, retry_at=retry_at)
@@ -151,23 +148,22 @@ class CustomerFileFetcher:
                 error=error[:300],
             )
             return
-        # In place before the attachment row exists, so an attachment always has its file.
-        await asyncio.to_thread(os.replace, partial, final)
+        # Stored before the attachment row exists, so an attachment always has its file.
         if not await service.mark_stored(self.db, fetch, key):
-            final.unlink(missing_ok=True)  # another worker stored it first
+            await self.attachments.delete(key)  # another worker stored it first
             return
         metrics.DOCUMENT_FETCHES.labels("case-handling", "stored").inc()
         log.info("customer_files.stored", file_id=fetch.id, case_id=fetch.case_id, size=fetch.size)
 
-    async def _download(self, client: httpx.AsyncClient, fetch: CustomerFileFetch, partial: Path) -> None:
+    async def _download(self, client: httpx.AsyncClient, fetch: CustomerFileFetch, key: str) -> None:
+        """Into the store under ``key``; the store keeps nothing unless size and hash match."""
         url = f"/orders/{fetch.order_id}/files/{fetch.id}"
-        await asyncio.to_thread(partial.parent.mkdir, parents=True, exist_ok=True)
-        digest = hashlib.sha256()
-        size = 0
         headers = await self.token.header(client)
         async with client.stream("GET", url, headers=headers) as response:
             if response.status_code != 200:
                 await response.aread()
+                if says_damaged(response.status_code, response.content):
+                    raise HashMismatch("order-intake's stored copy is damaged (SHA-256 mismatch)")
                 if response.status_code == 401:
                     self.token.forget()  # expired or keys rotated: take a new one next time
                 raise httpx.HTTPStatusError(
@@ -175,16 +171,21 @@ class CustomerFileFetcher:
                     request=response.request,
                     response=response,
                 )
-            with partial.open("wb") as out:
-                async for chunk in response.aiter_bytes(_CHUNK):
-                    size += len(chunk)
-                    if size > fetch.size:
-                        raise HashMismatch(f"more than the announced {fetch.size} bytes arrived")
-                    digest.update(chunk)
-                    await asyncio.to_thread(out.write, chunk)
-                await asyncio.to_thread(out.flush)
-                await asyncio.to_thread(os.fsync, out.fileno())
-        if size < fetch.size:
-            raise OSError(f"only {size} of the announced {fetch.size} bytes arrived")
-        if digest.hexdigest() != fetch.sha256:
-            raise HashMismatch(f"SHA-256 {digest.hexdigest()} does not match the announced {fetch.sha256}")
+            try:
+                await self.attachments.put(
+                    key, _whole(response, fetch.size), max_bytes=fetch.size, expect_sha256=fetch.sha256
+                )
+            except ObjectTooLarge as exc:
+                raise HashMismatch(f"more than the announced {fetch.size} bytes arrived") from exc
+            except ContentMismatch as exc:
+                raise HashMismatch(str(exc)) from exc
+
+
+async def _whole(response: httpx.Response, announced: int) -> AsyncIterator[bytes]:
+    """The body's chunks; a body cut short raises at its end, so nothing is kept and it is tried again."""
+    size = 0
+    async for chunk in response.aiter_bytes(_CHUNK):
+        size += len(chunk)
+        yield chunk
+    if size < announced:
+        raise OSError(f"only {size} of the announced {announced} bytes arrived")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import StreamingResponse
 
 from casebridge_shared.auth import STAFF_ROLES, Principal, Role, require_roles
 from casebridge_shared.files import clean_file_name
 from casebridge_shared.openapi import ETAG, response_headers
-from casebridge_shared.problems import PROBLEM_RESPONSES, NotFound
+from casebridge_shared.problems import PROBLEM_RESPONSES
+from casebridge_shared.storage import download_response
 from order_intake.deps import ContainerDep, SessionDep
 from order_intake.documents import service
 from order_intake.documents.models import DocumentRead
@@ -33,7 +34,7 @@ async def list_documents(order_id: str, principal: DocumentReader, session: Sess
 
 @router.get(
     "/{order_id}/documents/{document_id}",
-    response_class=FileResponse,
+    response_class=StreamingResponse,
     summary="Download a document, with its content type, file name and SHA-256",
     responses={
         200: {
@@ -45,27 +46,31 @@ async def list_documents(order_id: str, principal: DocumentReader, session: Sess
 )
 async def download_document(
     order_id: str, document_id: str, principal: DocumentReader, session: SessionDep, container: ContainerDep
-) -> FileResponse:
+) -> Response:
     document = await service.document_to_download(session, principal, order_id, document_id)
-    path = service.stored_file(container.settings.document_path, document)
-    if not path.is_file():
-        # Marked available but the file is gone (a lost volume): say so, never serve something else.
-        raise NotFound(f"the file of document {document_id} is missing from storage")
-    if Role.CUSTOMER in principal.roles:
-        # The customer opening their document is its read receipt (the first time is kept).
-        async with container.uow() as uow:
-            await threads.record_document_download(uow, principal, order_id, document.id)
-    digest = base64.b64encode(bytes.fromhex(document.sha256)).decode()
-    return FileResponse(
-        path,
+
+    async def read_receipt() -> None:
+        if Role.CUSTOMER in principal.roles:
+            # The customer opening their document is its read receipt (the first time is kept).
+            async with container.uow() as uow:
+                await threads.record_document_download(uow, principal, order_id, document.id)
+
+    # Missing from storage: 404 and no receipt; not what was recorded: never served as if
+    # whole (download_response).
+    return await download_response(
+        container.documents,
+        service.storage_key(document),
+        size=document.size,
+        sha256=document.sha256,
         media_type=document.media_type,
         filename=clean_file_name(document.file_name) or f"document-{document.id}",
-        content_disposition_type="attachment",
         headers={
             "ETag": f'"{document.sha256}"',
             # RFC 9530: the customer (or their software) can check what arrived.
-            "Repr-Digest": f"sha-256=:{digest}:",
+            "Repr-Digest": f"sha-256=:{base64.b64encode(bytes.fromhex(document.sha256)).decode()}:",
             "X-Content-Type-Options": "nosniff",
             "Cache-Control": "private, max-age=0",
         },
+        what=f"document {document_id}",
+        before_answer=read_receipt,
     )

@@ -2,9 +2,10 @@
 
 Runs in the order-intake worker. Each pending document is fetched over HTTP
 with a short-lived service token that order-intake signs itself (role
-``service``), streamed to a temporary file while its SHA-256 is computed, and
-only if the hash and size match what the case event announced is the file
-moved into place and the document made available. A mismatch is never kept:
+``service``), streamed into order-intake's document store (local files or S3,
+casebridge_shared.storage) while its SHA-256 is computed, and only if the hash
+and size match what the case event announced is the file kept there and the
+document made available. A mismatch is never kept:
 the document is rejected, logged and counted, and an operator can re-queue it.
 Connection errors and 5xx answers are retried with exponential backoff for as
 long as it takes, because case-handling being down is expected to end.
@@ -13,16 +14,15 @@ long as it takes, because case-handling being down is expected to end.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import os
+from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import structlog
 
 from casebridge_shared import metrics
 from casebridge_shared.db import Database, utcnow
+from casebridge_shared.storage import ContentMismatch, ObjectStore, ObjectTooLarge, says_damaged
 from casebridge_shared.worker import periodic
 from order_intake.documents import service
 from order_intake.documents.models import Document
@@ -45,6 +45,7 @@ class DocumentFetcher:
         db: Database,
         keys: KeyStore,
         settings: Settings,
+        documents: ObjectStore,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         batch_size: int = 10,
@@ -52,7 +53,7 @@ class DocumentFetcher:
         self.db = db
         self.keys = keys
         self.settings = settings
-        self.directory = settings.document_path
+        self.documents = documents
         self.batch_size = batch_size
         self._transport = transport
         # A fetch that has not finished by then is tried again by whoever is free.
@@ -111,12 +112,9 @@ class DocumentFetcher:
         return len(due)
 
     async def fetch(self, client: httpx.AsyncClient, document: Document) -> None:
-        final = service.stored_file(self.directory, document)
-        partial = final.with_name(f"{final.name}.{os.getpid()}.part")
         try:
-            await self._download(client, document, partial)
+            await self._download(client, document)
         except HashMismatch as exc:
-            partial.unlink(missing_ok=True)
             await service.mark_rejected(self.db, document, str(exc))
             metrics.DOCUMENT_FETCHES.labels("order-intake", "rejected").inc()
             log.error(
@@ -128,7 +126,6 @@ class DocumentFetcher:
             )
             return
         except Exception as exc:
-            partial.unlink(missing_ok=True)
             error = f"{type(exc).__name__}: {exc}"
             retry_at = utcnow() + self._backoff(document.attempts)
             await service.mark_retry(self.db, document, error, retry_at=retry_at)
@@ -141,38 +138,45 @@ class DocumentFetcher:
                 error=error[:300],
             )
             return
-        # Moved into place before it is marked available, so an available
-        # document always has its file; a crash in between only re-fetches.
-        await asyncio.to_thread(os.replace, partial, final)
+        # Stored before it is marked available, so an available document always has
+        # its file; a crash in between only re-fetches.
         await service.mark_available(self.db, document)
         metrics.DOCUMENT_FETCHES.labels("order-intake", "stored").inc()
         log.info("documents.stored", document_id=document.id, order_id=document.order_id, size=document.size)
 
-    async def _download(self, client: httpx.AsyncClient, document: Document, partial: Path) -> None:
+    async def _download(self, client: httpx.AsyncClient, document: Document) -> None:
+        """Into the store under the document's key; kept only if size and hash match."""
         url = f"/cases/{document.case_id}/attachments/{document.id}/content"
-        await asyncio.to_thread(partial.parent.mkdir, parents=True, exist_ok=True)
-        digest = hashlib.sha256()
-        size = 0
         headers = {"Authorization": f"Bearer {self._token()}"}
         async with client.stream("GET", url, headers=headers) as response:
             if response.status_code != 200:
                 await response.aread()
+                if says_damaged(response.status_code, response.content):
+                    raise HashMismatch("case-handling's stored copy is damaged (SHA-256 mismatch)")
                 raise httpx.HTTPStatusError(
                     f"case-handling answered {response.status_code}: {response.text[:200]}",
                     request=response.request,
                     response=response,
                 )
-            with partial.open("wb") as out:
-                async for chunk in response.aiter_bytes(_CHUNK):
-                    size += len(chunk)
-                    if size > document.size:
-                        raise HashMismatch(f"more than the announced {document.size} bytes arrived")
-                    digest.update(chunk)
-                    await asyncio.to_thread(out.write, chunk)
-                await asyncio.to_thread(out.flush)
-                await asyncio.to_thread(os.fsync, out.fileno())
-        if size < document.size:
-            # More likely a cut connection than a wrong file: try again.
-            raise OSError(f"only {size} of the announced {document.size} bytes arrived")
-        if digest.hexdigest() != document.sha256:
-            raise HashMismatch(f"SHA-256 {digest.hexdigest()} does not match the announced {document.sha256}")
+            try:
+                await self.documents.put(
+                    service.storage_key(document),
+                    _whole(response, document.size),
+                    max_bytes=document.size,
+                    expect_sha256=document.sha256,
+                )
+            except ObjectTooLarge as exc:
+                raise HashMismatch(f"more than the announced {document.size} bytes arrived") from exc
+            except ContentMismatch as exc:
+                raise HashMismatch(str(exc)) from exc
+
+
+async def _whole(response: httpx.Response, announced: int) -> AsyncIterator[bytes]:
+    """The body's chunks. Cut short: more likely a cut connection than a wrong file, so
+    raising at its end keeps nothing and the document is tried again."""
+    size = 0
+    async for chunk in response.aiter_bytes(_CHUNK):
+        size += len(chunk)
+        yield chunk
+    if size < announced:
+        raise OSError(f"only {size} of the announced {announced} bytes arrived")

@@ -10,7 +10,6 @@ same document at once.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, update
@@ -84,9 +83,9 @@ def _rowcount(result: Any) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def stored_file(directory: Path, document: Document) -> Path:
+def storage_key(document: Document) -> str:
     # The id is ours (a UUID from case-handling, checked on the way in), never a user's file name.
-    return directory / document.id
+    return document.id
 
 
 # -- the fetcher's bookkeeping ------------------------------------------------

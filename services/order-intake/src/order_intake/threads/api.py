@@ -6,13 +6,14 @@ import base64
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Header, Response, UploadFile, status
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 
 from casebridge_shared import uploads
 from casebridge_shared.auth import STAFF_ROLES, Principal, Role, require_roles
 from casebridge_shared.files import clean_file_name
 from casebridge_shared.openapi import ETAG, IDEMPOTENT_REPLAYED, LOCATION, response_headers
-from casebridge_shared.problems import PROBLEM_RESPONSES, NotFound, Unprocessable
+from casebridge_shared.problems import PROBLEM_RESPONSES, Unprocessable
+from casebridge_shared.storage import download_response
 from order_intake.deps import ContainerDep, SessionDep, UowDep
 from order_intake.threads import service
 from order_intake.threads.models import (
@@ -86,14 +87,14 @@ async def attach_files(
     if len(files) > settings.customer_files_per_upload:
         raise Unprocessable(f"at most {settings.customer_files_per_upload} files at once", field="body.files")
     order = await service.check_can_attach(uow, principal, order_id)
-    directory = settings.customer_file_path
+    objects = container.customer_files
     stored: list[uploads.StoredFile] = []
     try:
         for upload in files:
             stored.append(
                 await uploads.store(
                     upload,
-                    directory,
+                    objects,
                     max_bytes=settings.customer_file_max_bytes,
                     allowed=settings.customer_file_allowed_types,
                     field="body.files",
@@ -103,7 +104,7 @@ async def attach_files(
         await uow.commit()
     except BaseException:
         for item in stored:  # no file without its row: all of them, or none
-            uploads.remove(directory, item.storage_key)
+            await objects.delete(item.storage_key)
         raise
     return FileList(items=[FileRead.model_validate(f) for f in added])
 
@@ -117,7 +118,7 @@ async def list_files(order_id: str, principal: FileReader, session: SessionDep) 
 
 @router.get(
     "/{order_id}/files/{file_id}",
-    response_class=FileResponse,
+    response_class=StreamingResponse,
     summary="Download one of the customer's files (ETag and Repr-Digest carry its SHA-256)",
     responses={
         200: {
@@ -129,23 +130,23 @@ async def list_files(order_id: str, principal: FileReader, session: SessionDep) 
 )
 async def download_file(
     order_id: str, file_id: str, principal: FileReader, session: SessionDep, container: ContainerDep
-) -> FileResponse:
+) -> Response:
     found = await service.file_to_download(session, principal, order_id, file_id)
-    path = service.stored_path(container.settings.customer_file_path, found)
-    if not path.is_file():
-        raise NotFound(f"the content of file {file_id} is missing from storage")
     digest = base64.b64encode(bytes.fromhex(found.sha256)).decode()
-    return FileResponse(
-        path,
+    return await download_response(
+        container.customer_files,
+        found.storage_key,
+        size=found.size,
+        sha256=found.sha256,
         media_type=found.media_type,
         filename=clean_file_name(found.file_name) or f"file-{found.id}",
-        content_disposition_type="attachment",
         headers={
             "ETag": f'"{found.sha256}"',
             "Repr-Digest": f"sha-256=:{digest}:",
             "X-Content-Type-Options": "nosniff",
             "Cache-Control": "private, max-age=0",
         },
+        what=f"file {file_id}",
     )
 
 

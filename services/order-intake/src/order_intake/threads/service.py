@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -228,11 +227,6 @@ def attach_files(
             version=order.version,
         )
     return added
-
-
-def stored_path(directory: Path, found: OrderFile) -> Path:
-    # The key is ours (a UUID made at upload), never the customer's file name.
-    return directory / found.storage_key
 
 
 # --- read receipts ----------------------------------------------------------------------
