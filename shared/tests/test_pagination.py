@@ -17,10 +17,10 @@ from sqlalchemy.engine import make_url
 
 from casebridge_shared.db import Database, UTCDateTime
 from casebridge_shared.pagination import (
+    CursorPage,
+    CursorPageDep,
     KeyPart,
     Keyset,
-    Page,
-    PageDep,
     PageParams,
     decode_cursor,
     encode_cursor,
@@ -198,7 +198,7 @@ async def test_a_cursor_walk_keeps_to_the_filter(db: Database) -> None:
         assert (await session.execute(select(func.count()).select_from(things))).scalar_one() == 9
 
 
-# --- the request side: PageDep and the Link header ---------------------------------------------
+# --- the request side: CursorPageDep and the Link header ---------------------------------------------
 
 
 @pytest.fixture
@@ -206,13 +206,13 @@ async def client(db: Database) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
     install_problem_handlers(app)
 
-    @app.get("/things", response_model=Page[dict[str, Any]])
+    @app.get("/things", response_model=CursorPage[dict[str, Any]])
     async def list_things(
-        page: PageDep, request: Request, response: Response, kind: Annotated[str | None, Query()] = None
-    ) -> Page[dict[str, Any]]:
+        page: CursorPageDep, request: Request, response: Response, kind: Annotated[str | None, Query()] = None
+    ) -> CursorPage[dict[str, Any]]:
         rows, cursor = await _page(db, page, kind)
         set_page_links(request, response, cursor)
-        return Page[dict[str, Any]](
+        return CursorPage[dict[str, Any]](
             items=[{"id": r.id} for r in rows],
             total=0,
             limit=page.limit,

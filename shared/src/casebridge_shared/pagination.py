@@ -1,6 +1,7 @@
 """Pagination, the same shape on every list endpoint: offset with a total, and keyset cursors.
 
-A list answers ``Page[T]`` (items, total, limit, offset, next_cursor) and a ``Link``
+A list answers ``Page[T]`` (items, total, limit, offset) or, when it also pages by key,
+``CursorPage[T]`` (the same and ``next_cursor``) and a ``Link``
 header (RFC 8288) with ``rel="first"`` and, while more items follow, ``rel="next"``.
 Offset paging (``?offset=``) is kept for the screens and existing clients. A cursor
 (``?cursor=`` taken from ``next_cursor`` or the ``next`` link) continues *after the last
@@ -10,8 +11,9 @@ item that was there once, and a deep page costs an index seek, not a skip.
 
 The pieces, used together by a list:
 
-- :data:`PageDep` reads ``limit``, ``offset`` and ``cursor`` and checks the cursor belongs
-  to this list and these filters (422 naming ``query.cursor`` otherwise);
+- :data:`CursorPageDep` reads ``limit``, ``offset`` and ``cursor`` and checks the cursor
+  belongs to this list and these filters (422 naming ``query.cursor`` otherwise);
+  :data:`PageDep` is offset paging alone, for the lists not paged by key;
 - :class:`Keyset` orders a SQLAlchemy query by its key (sort columns, then a unique
   tie-breaker), cuts it after the cursor (or skips the offset) and, from the rows, makes
   the page and its ``next_cursor``;
@@ -126,9 +128,23 @@ def decode_cursor(scope: str, cursor: str) -> list[Any]:
     return values
 
 
+Limit = Annotated[int, Query(ge=1, le=200, description="Items per page")]
+
+
 async def _page_params(
+    limit: Limit = 50,
+    offset: Annotated[BigIndex, Query(description="Items to skip")] = 0,
+) -> PageParams:
+    return PageParams(limit=limit, offset=offset)
+
+
+PageDep = Annotated[PageParams, Depends(_page_params)]
+"""Offset paging only: the lists not (yet) paged by key."""
+
+
+async def _cursor_page_params(
     request: Request,
-    limit: Annotated[int, Query(ge=1, le=200, description="Items per page")] = 50,
+    limit: Limit = 50,
     offset: Annotated[BigIndex, Query(description="Items to skip (not with `cursor`)")] = 0,
     cursor: Annotated[
         str | None,
@@ -149,7 +165,8 @@ async def _page_params(
     return PageParams(limit=limit, after=decode_cursor(scope, cursor), scope=scope)
 
 
-PageDep = Annotated[PageParams, Depends(_page_params)]
+CursorPageDep = Annotated[PageParams, Depends(_cursor_page_params)]
+"""Offset or cursor paging, for a list served through a :class:`Keyset` (and :func:`set_page_links`)."""
 
 
 class Page(BaseModel, Generic[T]):
@@ -157,6 +174,11 @@ class Page(BaseModel, Generic[T]):
     total: int
     limit: int
     offset: int
+
+
+class CursorPage(Page[T], Generic[T]):
+    """A page of a list that also pages by cursor (:data:`CursorPageDep`)."""
+
     next_cursor: str | None = Field(
         default=None,
         description="Send as `cursor` (with the same filters) for the items after these; "

@@ -33,7 +33,7 @@ from casebridge_shared.db import utcnow
 from casebridge_shared.deps import SessionDep, UowDep
 from casebridge_shared.files import clean_file_name
 from casebridge_shared.openapi import ETAG, LINK, LOCATION, response_headers
-from casebridge_shared.pagination import Page, PageDep, set_page_links
+from casebridge_shared.pagination import CursorPage, CursorPageDep, set_page_links
 from casebridge_shared.params import INT32_MAX, Int32Count
 from casebridge_shared.problems import PROBLEM_RESPONSES, NotFound, Unprocessable
 from casebridge_shared.versioning import IfMatch, IfMatchRequired, etag
@@ -81,11 +81,13 @@ async def _read(
     )
 
 
-@router.get("", response_model=Page[CaseSummary], summary="Find cases", responses=response_headers(200, LINK))
+@router.get(
+    "", response_model=CursorPage[CaseSummary], summary="Find cases", responses=response_headers(200, LINK)
+)
 async def list_cases(
     _staff: StaffUser,
     session: SessionDep,
-    page: PageDep,
+    page: CursorPageDep,
     request: Request,
     response: Response,
     settings: SettingsDep,
@@ -136,7 +138,7 @@ async def list_cases(
         queue=queue_filter,
     )
     set_page_links(request, response, next_cursor)
-    return Page[CaseSummary](
+    return CursorPage[CaseSummary](
         items=[CaseSummary.model_validate(_summary_fields(c, settings, now)) for c in cases],
         total=total,
         limit=page.limit,

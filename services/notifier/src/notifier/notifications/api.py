@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 from casebridge_shared.auth import StaffUser
 from casebridge_shared.deps import SessionDep, UowDep
 from casebridge_shared.openapi import LINK, response_headers
-from casebridge_shared.pagination import PageDep, set_page_links
+from casebridge_shared.pagination import CursorPageDep, set_page_links
 from casebridge_shared.params import INT32_MAX, Int32Count, Int32Id
 from casebridge_shared.problems import PROBLEM_RESPONSES, NotFound, Unprocessable
 from notifier.notifications import service
@@ -29,7 +29,7 @@ router = APIRouter(prefix="/notifications", tags=["notifications"], responses=PR
 async def list_notifications(
     user: StaffUser,
     session: SessionDep,
-    page: PageDep,
+    page: CursorPageDep,
     request: Request,
     response: Response,
     unread_only: bool = False,

@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from casebridge_shared.auth import STAFF_ROLES, Principal, Role, require_roles
 from casebridge_shared.openapi import ETAG, IDEMPOTENT_REPLAYED, LINK, LOCATION, response_headers
-from casebridge_shared.pagination import Page, PageDep, set_page_links
+from casebridge_shared.pagination import CursorPage, CursorPageDep, set_page_links
 from casebridge_shared.problems import PROBLEM_RESPONSES
 from casebridge_shared.versioning import IfMatch, IfMatchRequired, etag
 from order_intake.deps import SessionDep, UowDep, WritesDep
@@ -59,14 +59,14 @@ async def place_order(
 
 @router.get(
     "",
-    response_model=Page[OrderSummary],
+    response_model=CursorPage[OrderSummary],
     summary="My orders (staff: all orders), newest first",
     responses=response_headers(200, LINK),
 )
 async def list_orders(
     principal: OrderReader,
     session: SessionDep,
-    page: PageDep,
+    page: CursorPageDep,
     request: Request,
     response: Response,
     status_: Annotated[OrderStatus | None, Query(alias="status")] = None,
@@ -99,7 +99,7 @@ async def list_orders(
         )
         for o in orders
     ]
-    return Page[OrderSummary](
+    return CursorPage[OrderSummary](
         items=items, total=total, limit=page.limit, offset=page.offset, next_cursor=next_cursor
     )
 
