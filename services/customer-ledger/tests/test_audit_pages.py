@@ -144,6 +144,10 @@ async def test_bad_cursors_and_limits_on_the_audit_trail(
         ("/audit/logins", {"cursor": logins_cursor, "offset": 2}, "query.offset"),
         ("/audit/logins", {"limit": 0}, "query.limit"),
         ("/audit/changes", {"limit": 201}, "query.limit"),
+        ("/audit/logins", {"user_id": "a\x00b"}, "query.user_id"),  # PostgreSQL text holds no NUL
+        ("/audit/reads.csv", {"customer_id": "\x00"}, "query.customer_id"),
+        ("/audit/reads", {"what": "x\x00"}, "query.what"),
+        ("/audit/logins", {"email": "\x00@example.org"}, "query.email"),
     ]:
         r = await api.get(path, params=params, headers=admin)
         assert r.status_code == 422, (path, params, r.text)

@@ -37,8 +37,12 @@ router = APIRouter(prefix="/audit", tags=["audit"], responses=PROBLEM_RESPONSES)
 Admin = Annotated[Principal, Depends(require_roles(Role.ADMIN))]
 # Reading the trail: admins, and auditors (people or machine clients such as an accounting export).
 AuditReader = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.AUDITOR))]
-UserId = Annotated[str | None, Query(max_length=64, description="Who logged in, changed or read")]
-CustomerId = Annotated[str | None, Query(max_length=36)]
+# PostgreSQL text holds no NUL character: one in a filter is a 422 naming it, not a driver error (500).
+NO_NUL = r"^[^\x00]*$"
+UserId = Annotated[
+    str | None, Query(max_length=64, pattern=NO_NUL, description="Who logged in, changed or read")
+]
+CustomerId = Annotated[str | None, Query(max_length=36, pattern=NO_NUL)]
 Since = Annotated[datetime | None, Query(description="From this time (inclusive)")]
 Until = Annotated[datetime | None, Query(description="Before this time")]
 EXPORT_MAX_ROWS = 10_000
@@ -87,7 +91,7 @@ async def _answer(
 
 async def login_filters(
     user_id: UserId = None,
-    email: Annotated[str | None, Query(max_length=320)] = None,
+    email: Annotated[str | None, Query(max_length=320, pattern=NO_NUL)] = None,
     department: Department | None = None,
     outcome: Literal["success", "failure"] | None = None,
     since: Since = None,
@@ -125,7 +129,9 @@ async def read_filters(
     customer_id: CustomerId = None,
     user_id: UserId = None,
     department: Department | None = None,
-    what: Annotated[str | None, Query(max_length=64, description="customers, demands, progress ...")] = None,
+    what: Annotated[
+        str | None, Query(max_length=64, pattern=NO_NUL, description="customers, demands, progress ...")
+    ] = None,
     since: Since = None,
     until: Until = None,
 ) -> dict[str, Any]:
