@@ -89,3 +89,24 @@ def test_if_match_is_documented_with_the_same_words_everywhere(spec: dict[str, A
 )
 def test_camel_case(name: str, expected: str) -> None:
     assert camel_case(name) == expected
+
+
+def test_every_list_paged_by_cursor_documents_its_link_header_and_next_cursor(spec: dict[str, Any]) -> None:
+    """A generated client reads the ``Link`` header and ``next_cursor`` from the contract."""
+    paged = {
+        "Casebridge order-intake": {"/orders"},
+        "Casebridge case-handling": {"/cases"},
+        "Casebridge notifier": {"/notifications"},
+        "Casebridge customer-ledger": {"/audit/logins", "/audit/changes", "/audit/reads"},
+    }[spec["info"]["title"]]
+    with_cursor = {
+        path
+        for path, item in spec["paths"].items()
+        if any(p["name"] == "cursor" for p in item.get("get", {}).get("parameters", []))
+    }
+    assert with_cursor == paged
+    for path in paged:
+        answer = spec["paths"][path]["get"]["responses"]["200"]
+        assert 'rel="next"' in answer["headers"]["Link"]["description"], path
+        ref = answer["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+        assert "next_cursor" in spec["components"]["schemas"][ref]["properties"], path

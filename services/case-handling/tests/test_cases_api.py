@@ -7,15 +7,17 @@ import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlmodel import col
 from structlog.testing import capture_logs
 
 from case_handling.bootstrap import Container
-from case_handling.cases.models import Attachment
+from case_handling.cases.models import Attachment, Case
 from case_handling.db import outbox
 from casebridge_shared import testing
 from casebridge_shared.storage import LocalStore
@@ -603,3 +605,61 @@ async def test_file_names_lose_control_characters_and_active_content_is_refused(
         assert refused["errors"][0]["field"] == "body.file", refused
     assert await attachment_count(container) == 2
     assert len(await stored_files(container)) == 2
+
+
+async def test_cursor_pages_of_a_queue_return_each_case_once_while_cases_arrive(
+    client: httpx.AsyncClient, factory: Any, minter: TokenMinter, container: Container
+) -> None:
+    me = staff(minter)
+    tenancy = [(await factory.case()).id for _ in range(7)]
+    family = await _product("family")
+    await factory.case(product=family)
+    await client.post(f"/cases/{tenancy[0]}/claim", headers=me)  # no longer in the unassigned queue
+    # Two cases opened in the same microsecond: the id keeps them apart at a page boundary.
+    async with container.uow() as uow:
+        moment = (await uow.session.get(Case, tenancy[2])).created_at  # type: ignore[union-attr]
+        await uow.session.execute(update(Case).where(col(Case.id) == tenancy[3]).values(created_at=moment))
+        await uow.commit()
+
+    for sort in ("-created_at", "order_placed_at"):
+        params = {"queue": "unassigned", "category": "tenancy", "sort": sort, "limit": "2"}
+        r = await client.get("/cases", headers=me, params=params)
+        assert r.links["first"]["url"] == "/cases?" + urlencode(params)
+        seen: list[str] = []
+        while True:
+            assert r.status_code == 200, r.text
+            seen += [c["id"] for c in r.json()["items"]]
+            await factory.case()  # a new case in the same queue, while the staff member pages
+            if "next" not in r.links:
+                break
+            for name, value in params.items():  # the queue, filters and sort go on to the next page
+                if name != "limit":
+                    assert f"{name}={quote(value, safe='')}" in r.links["next"]["url"]
+            r = await client.get(r.links["next"]["url"], headers=me)
+        # Every case that was there once (new ones may join ahead or behind), no claimed or family case.
+        assert set(tenancy[1:]) <= set(seen) and len(seen) == len(set(seen)), sort
+        assert tenancy[0] not in seen
+    # The console's offset page is unchanged, with a cursor onwards besides.
+    page = (await client.get("/cases", headers=me, params={"queue": "open", "limit": 50})).json()
+    assert page["offset"] == 0 and page["next_cursor"] is None and page["total"] == len(page["items"])
+
+
+async def test_finding_cases_refuses_bad_cursors(
+    client: httpx.AsyncClient, factory: Any, minter: TokenMinter
+) -> None:
+    me = staff(minter)
+    for _ in range(2):
+        await factory.case()
+    cursor = (await client.get("/cases", headers=me, params={"limit": 1})).json()["next_cursor"]
+    for params in (
+        {"cursor": "%%%"},
+        {"cursor": cursor, "sort": "created_at"},  # made for newest first
+        {"cursor": cursor, "queue": "mine"},
+        {"cursor": cursor + "A"},
+    ):
+        body = problem(await client.get("/cases", headers=me, params=params), 422)
+        assert body["errors"][0]["field"] == "query.cursor", params
+    body = problem(await client.get("/cases", headers=me, params={"cursor": cursor, "offset": 1}), 422)
+    assert body["errors"][0]["field"] == "query.offset"
+    problem(await client.get("/cases", headers=me, params={"limit": 201}), 422)
+    assert (await client.get("/cases", headers=me, params={"cursor": cursor})).status_code == 200

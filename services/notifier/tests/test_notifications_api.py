@@ -87,6 +87,46 @@ async def test_someone_elses_notification_is_not_found(
     assert (await client.post("/notifications/999999/read", headers=people.headers(me))).status_code == 404
 
 
+async def test_cursor_pages_return_each_notification_once_while_new_ones_arrive(
+    client: httpx.AsyncClient, container: Container, people: People
+) -> None:
+    me, colleague = await people.add("staff"), await people.add("staff")
+    for _ in range(7):
+        await tell(container, me.user_id, colleague.user_id)
+    auth = people.headers(me)
+    for n in (2, 5):  # two read ones: they come after the unread, still newest first
+        (
+            await client.post(f"/notifications/{await _id_of(client, auth, n)}/read", headers=auth)
+        ).raise_for_status()
+    r = await client.get("/notifications", params={"limit": 2}, headers=auth)
+    assert r.links["first"]["url"] == "/notifications?limit=2"
+    seen: list[int] = []
+    while True:
+        assert r.status_code == 200, r.text
+        seen += [n["seq"] for n in r.json()["items"]]
+        await tell(container, me.user_id)  # new alerts while the app pages: ahead of the reader
+        if "next" not in r.links:
+            assert r.json()["next_cursor"] is None
+            break
+        assert r.links["next"]["url"].endswith("cursor=" + r.json()["next_cursor"])
+        r = await client.get(r.links["next"]["url"], headers=auth)
+    assert seen == [7, 6, 4, 3, 1, 5, 2]  # each once, in order, though four pages' worth were added
+    # The filter goes on to the next page, and its cursor is refused without it.
+    r = await client.get("/notifications", params={"unread_only": "true", "limit": 3}, headers=auth)
+    assert "unread_only=true" in r.links["next"]["url"]
+    cursor = r.json()["next_cursor"]
+    refused = await client.get("/notifications", params={"cursor": cursor}, headers=auth)
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "query.cursor"
+    rest = await client.get(r.links["next"]["url"], headers=auth)
+    unread = [n["seq"] for n in r.json()["items"] + rest.json()["items"]]
+    assert unread[:3] == [11, 10, 9] and len(unread) == len(set(unread)) and 5 not in unread
+
+
+async def _id_of(client: httpx.AsyncClient, auth: dict[str, str], seq: int) -> int:
+    items = (await client.get("/notifications", params={"limit": 200}, headers=auth)).json()["items"]
+    return next(int(n["id"]) for n in items if n["seq"] == seq)
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [
@@ -107,7 +147,14 @@ async def test_staff_only(client: httpx.AsyncClient, people: People, method: str
 
 async def test_bad_paging_and_ids_are_explained(client: httpx.AsyncClient, people: People) -> None:
     me = people.headers("s-1", "staff")
-    for path in ("/notifications?limit=0", "/notifications?offset=-1", "/notifications?unread_only=perhaps"):
+    for path in (
+        "/notifications?limit=0",
+        "/notifications?limit=201",
+        "/notifications?offset=-1",
+        "/notifications?unread_only=perhaps",
+        "/notifications?cursor=not-one",
+        "/notifications?cursor=" + "x" * 1001,
+    ):
         response = await client.get(path, headers=me)
         assert response.status_code == 422, path
         assert response.json()["errors"][0]["field"]

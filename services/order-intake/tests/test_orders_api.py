@@ -426,3 +426,86 @@ async def test_orders_placed_at_once_are_looked_up_together_and_each_answered_as
     assert answers[1].json()["errors"][0]["field"] == "header.Idempotency-Key"
     assert answers[3].json()["errors"][0]["field"] == "body.product_id"
     assert answers[5].json()["errors"][0]["field"] == "body.product_id"
+
+
+async def _walk(client: httpx.AsyncClient, first: httpx.Response, between: Any = None) -> list[str]:
+    """Every order id on the pages from ``first`` on, following the ``rel="next"`` links."""
+    r, seen = first, []
+    while True:
+        assert r.status_code == 200, r.text
+        seen += [o["id"] for o in r.json()["items"]]
+        if between is not None:
+            await between()
+        if "next" not in r.links:
+            assert r.json()["next_cursor"] is None
+            return seen
+        assert r.links["next"]["url"].endswith("cursor=" + r.json()["next_cursor"])
+        r = await client.get(r.links["next"]["url"], headers=first.request.headers)
+
+
+async def test_cursor_pages_return_each_order_once_while_others_are_placed(
+    client: httpx.AsyncClient, factory: Factory, container: Container
+) -> None:
+    customer, other = await factory.customer(), await factory.customer()
+    product = await factory.product()
+    placed = []
+    for n in range(7):
+        r = await client.post(
+            "/orders", json={"product_id": product.id, "description": f"{n}"}, headers=factory.auth(customer)
+        )
+        placed.append(r.json()["id"])
+    # Two orders in the same microsecond: the id keeps them apart at a page boundary.
+    async with container.uow() as uow:
+        moment = (await uow.session.get(Order, placed[3])).created_at  # type: ignore[union-attr]
+        await uow.session.execute(update(Order).where(col(Order.id) == placed[4]).values(created_at=moment))
+        await uow.commit()
+
+    async def place_another() -> None:
+        for who in (customer, other):
+            r = await client.post(
+                "/orders", json={"product_id": product.id, "description": "new"}, headers=factory.auth(who)
+            )
+            assert r.status_code == 201
+
+    first = await client.get("/orders", params={"limit": 2}, headers=factory.auth(customer))
+    assert first.links["first"]["url"] == "/orders?limit=2"
+    seen = await _walk(client, first, place_another)
+    assert sorted(seen) == sorted(placed) and len(seen) == 7  # none twice, none missed, only hers
+    # Staff see everybody's; the same walk over all orders, a filter kept across the pages.
+    staff = await factory.user(Role.STAFF)
+    first = await client.get(
+        "/orders", params={"limit": 3, "customer_id": other.id}, headers=factory.auth(staff)
+    )
+    assert first.json()["total"] == 4
+    assert first.links["first"]["url"] == f"/orders?limit=3&customer_id={other.id}"
+    assert "customer_id=" + other.id in first.links["next"]["url"]
+    theirs = await _walk(client, first)
+    assert len(theirs) == 4 == len(set(theirs)) and not set(theirs) & set(placed)
+    # Offset pages are as they were: the screens and existing clients keep working.
+    by_offset = (
+        await client.get("/orders", params={"limit": 2, "offset": 2}, headers=factory.auth(customer))
+    ).json()
+    assert by_offset["offset"] == 2 and len(by_offset["items"]) == 2 and by_offset["next_cursor"]
+
+
+async def test_list_orders_refuses_bad_cursors_and_limits(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    customer = await factory.customer()
+    auth = factory.auth(customer)
+    product = await factory.product()
+    for n in range(2):
+        await client.post("/orders", json={"product_id": product.id, "description": f"{n}"}, headers=auth)
+    cursor = (await client.get("/orders", params={"limit": 1}, headers=auth)).json()["next_cursor"]
+    for params, field in [
+        ({"cursor": "not-a-cursor"}, "query.cursor"),
+        ({"cursor": cursor[:-2] + ("AA" if not cursor.endswith("AA") else "BB")}, "query.cursor"),
+        ({"cursor": cursor, "status": "submitted"}, "query.cursor"),  # another filter than it was made for
+        ({"cursor": cursor, "offset": 1}, "query.offset"),
+        ({"limit": 201}, "query.limit"),
+        ({"limit": 0}, "query.limit"),
+    ]:
+        r = await client.get("/orders", params=params, headers=auth)
+        assert r.status_code == 422, (params, r.text)
+        assert r.json()["errors"][0]["field"] == field
+    assert (await client.get("/orders", params={"cursor": cursor}, headers=auth)).status_code == 200

@@ -21,6 +21,7 @@ ETAG = "ETag"
 LOCATION = "Location"
 IDEMPOTENT_REPLAYED = "Idempotent-Replayed"
 RETRY_AFTER = "Retry-After"
+LINK = "Link"
 
 HEADERS: dict[str, dict[str, Any]] = {
     ETAG: {
@@ -40,6 +41,12 @@ HEADERS: dict[str, dict[str, Any]] = {
     RETRY_AFTER: {
         "description": "Seconds to wait before trying again",
         "schema": {"type": "integer", "minimum": 0},
+    },
+    LINK: {
+        "description": 'RFC 8288 links to other pages of this list, with the same filters: `rel="first"`, '
+        'and `rel="next"` (a `cursor` URL) while more items follow, e.g. '
+        '`</orders?status=submitted>; rel="first", </orders?status=submitted&cursor=...>; rel="next"`',
+        "schema": {"type": "string"},
     },
 }
 """Every response header the services document, by name (see :func:`response_headers`)."""

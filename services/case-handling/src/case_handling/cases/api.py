@@ -32,8 +32,8 @@ from casebridge_shared.auth import STAFF_ROLES, Principal, Role, StaffUser, requ
 from casebridge_shared.db import utcnow
 from casebridge_shared.deps import SessionDep, UowDep
 from casebridge_shared.files import clean_file_name
-from casebridge_shared.openapi import ETAG, LOCATION, response_headers
-from casebridge_shared.pagination import Page, PageDep
+from casebridge_shared.openapi import ETAG, LINK, LOCATION, response_headers
+from casebridge_shared.pagination import CursorPage, CursorPageDep, set_page_links
 from casebridge_shared.params import INT32_MAX, Int32Count
 from casebridge_shared.problems import PROBLEM_RESPONSES, NotFound, Unprocessable
 from casebridge_shared.storage import ObjectStore
@@ -90,11 +90,15 @@ async def _read(
     )
 
 
-@router.get("", response_model=Page[CaseSummary], summary="Find cases")
+@router.get(
+    "", response_model=CursorPage[CaseSummary], summary="Find cases", responses=response_headers(200, LINK)
+)
 async def list_cases(
     _staff: StaffUser,
     session: SessionDep,
-    page: PageDep,
+    page: CursorPageDep,
+    request: Request,
+    response: Response,
     settings: SettingsDep,
     status_: Annotated[CaseStatus | None, Query(alias="status")] = None,
     assignee: Annotated[
@@ -130,7 +134,7 @@ async def list_cases(
         if queue is not None
         else None
     )
-    cases, total = await service.list_cases(
+    cases, total, next_cursor = await service.list_cases(
         session,
         status=status_,
         assignee_id=assignee_id,
@@ -139,15 +143,16 @@ async def list_cases(
         created_to=created_to,
         q=q,
         sort=sort,
-        limit=page.limit,
-        offset=page.offset,
+        page=page,
         queue=queue_filter,
     )
-    return Page[CaseSummary](
+    set_page_links(request, response, next_cursor)
+    return CursorPage[CaseSummary](
         items=[CaseSummary.model_validate(_summary_fields(c, settings, now)) for c in cases],
         total=total,
         limit=page.limit,
         offset=page.offset,
+        next_cursor=next_cursor,
     )
 
 

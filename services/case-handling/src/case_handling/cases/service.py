@@ -37,6 +37,7 @@ from case_handling.settings import StaffTeam
 from casebridge_shared.auth import Principal
 from casebridge_shared.db import new_id, one_of, table_of, transaction_scoped, utcnow
 from casebridge_shared.outbox import UnitOfWork
+from casebridge_shared.pagination import KeyPart, Keyset, PageParams
 from casebridge_shared.problems import Conflict, Forbidden, NotFound
 from casebridge_shared.versioning import check_version
 
@@ -658,11 +659,13 @@ async def list_cases(
     created_to: datetime | None,
     q: str | None,
     sort: SortKey,
-    limit: int,
-    offset: int,
+    page: PageParams,
     queue: list[Any] | None = None,
-) -> tuple[Sequence[Case], int]:
-    """``queue``: the conditions of one of the console's queues (``queue_conditions``)."""
+) -> tuple[list[Case], int, str | None]:
+    """A page of the cases found, the total and the next cursor.
+
+    ``queue``: the conditions of one of the console's queues (``queue_conditions``).
+    """
     conditions: list[Any] = list(queue or [])
     if status is not None:
         conditions.append(Case.status == status.value)
@@ -679,12 +682,22 @@ async def list_cases(
     if q:
         conditions.append(search_condition(q))
     total = (await session.exec(select(func.count()).select_from(Case).where(*conditions))).one()
-    column = getattr(Case, sort.lstrip("-"))
-    order = col(column).desc() if sort.startswith("-") else col(column).asc()
-    rows = await session.exec(
-        select(Case).where(*conditions).order_by(order, col(Case.id)).limit(limit).offset(offset)
+    keyset = case_keyset(sort)
+    rows = list((await session.exec(keyset.window(select(Case).where(*conditions), page))).all())
+    name = sort.lstrip("-")
+    items, next_cursor = keyset.cut(rows, page, lambda c: (getattr(c, name), c.id))
+    return items, int(total), next_cursor
+
+
+def case_keyset(sort: SortKey) -> Keyset:
+    """The sort column, then the id: cases created in the same microsecond keep an order.
+
+    The cursor binds to ``sort`` (a filter to it), so a cursor of one sort is refused under another.
+    """
+    return Keyset(
+        KeyPart(col(getattr(Case, sort.lstrip("-"))), datetime, descending=sort.startswith("-")),
+        KeyPart(col(Case.id), str),
     )
-    return rows.all(), int(total)
 
 
 async def queue_counts(

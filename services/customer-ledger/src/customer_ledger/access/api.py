@@ -10,12 +10,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from casebridge_shared.auth import Department, Principal, Role, require_roles
 from casebridge_shared.group_commit import GroupCommit
+from casebridge_shared.openapi import LINK, response_headers
 from casebridge_shared.outbox import UnitOfWork
-from casebridge_shared.pagination import Page, PageDep, PageParams
+from casebridge_shared.pagination import CursorPage, CursorPageDep, PageParams, set_page_links
 from casebridge_shared.params import BigIndex
 from casebridge_shared.problems import PROBLEM_RESPONSES
 from customer_ledger.access import csv_export, service
@@ -36,8 +37,12 @@ router = APIRouter(prefix="/audit", tags=["audit"], responses=PROBLEM_RESPONSES)
 Admin = Annotated[Principal, Depends(require_roles(Role.ADMIN))]
 # Reading the trail: admins, and auditors (people or machine clients such as an accounting export).
 AuditReader = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.AUDITOR))]
-UserId = Annotated[str | None, Query(max_length=64, description="Who logged in, changed or read")]
-CustomerId = Annotated[str | None, Query(max_length=36)]
+# PostgreSQL text holds no NUL character: one in a filter is a 422 naming it, not a driver error (500).
+NO_NUL = r"^[^\x00]*$"
+UserId = Annotated[
+    str | None, Query(max_length=64, pattern=NO_NUL, description="Who logged in, changed or read")
+]
+CustomerId = Annotated[str | None, Query(max_length=36, pattern=NO_NUL)]
 Since = Annotated[datetime | None, Query(description="From this time (inclusive)")]
 Until = Annotated[datetime | None, Query(description="Before this time")]
 EXPORT_MAX_ROWS = 10_000
@@ -49,16 +54,16 @@ async def _answer(
     admin: Principal,
     what: str,
     model: type[R],
-    list_records: Callable[..., Awaitable[tuple[Sequence[Any], int]]],
+    list_records: Callable[..., Awaitable[tuple[Sequence[Any], int, str | None]]],
     filters: dict[str, Any],
     page: PageParams,
-) -> Page[R]:
+) -> CursorPage[R]:
     """The page of ``list_records(session, **filters)``, with each record's corrections,
     once the admin's query is itself journaled."""
 
-    async def query_and_record(uow: UnitOfWork) -> Page[R]:
+    async def query_and_record(uow: UnitOfWork) -> CursorPage[R]:
         session = uow.session
-        rows, total = await list_records(session, **filters, limit=page.limit, offset=page.offset)
+        rows, total, next_cursor = await list_records(session, **filters, page=page)
         corrections = await service.corrections_of(session, [r.journal_index for r in rows])
         items = []
         for row in rows:
@@ -68,21 +73,25 @@ async def _answer(
             ]
             items.append(item)
         asked = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in filters.items()}
+        # A cursor's page is on record by the key it continued after (the cursor text is opaque).
+        where = {"offset": page.offset} if page.after is None else {"after": page.after}
         await record_read(
             session,
             Actor.of(admin),
             what,
             customers=[c for r in rows if (c := getattr(r, "customer_id", None))],
-            query={**asked, "limit": page.limit, "offset": page.offset},
+            query={**asked, "limit": page.limit, **where},
         )
-        return Page[R](items=items, total=total, limit=page.limit, offset=page.offset)
+        return CursorPage[R](
+            items=items, total=total, limit=page.limit, offset=page.offset, next_cursor=next_cursor
+        )
 
     return await writes.run(query_and_record)
 
 
 async def login_filters(
     user_id: UserId = None,
-    email: Annotated[str | None, Query(max_length=320)] = None,
+    email: Annotated[str | None, Query(max_length=320, pattern=NO_NUL)] = None,
     department: Department | None = None,
     outcome: Literal["success", "failure"] | None = None,
     since: Since = None,
@@ -120,7 +129,9 @@ async def read_filters(
     customer_id: CustomerId = None,
     user_id: UserId = None,
     department: Department | None = None,
-    what: Annotated[str | None, Query(max_length=64, description="customers, demands, progress ...")] = None,
+    what: Annotated[
+        str | None, Query(max_length=64, pattern=NO_NUL, description="customers, demands, progress ...")
+    ] = None,
     since: Since = None,
     until: Until = None,
 ) -> dict[str, Any]:
@@ -139,32 +150,64 @@ ChangeFilters = Annotated[dict[str, Any], Depends(change_filters)]
 ReadFilters = Annotated[dict[str, Any], Depends(read_filters)]
 
 
-@router.get("/logins", response_model=Page[LoginRecordRead], summary="Logins, successful and failed")
+@router.get(
+    "/logins",
+    response_model=CursorPage[LoginRecordRead],
+    summary="Logins, successful and failed (newest first)",
+    responses=response_headers(200, LINK),
+)
 async def list_logins(
-    admin: AuditReader, writes: WritesDep, page: PageDep, filters: LoginFilters
-) -> Page[LoginRecordRead]:
-    return await _answer(writes, admin, "logins", LoginRecordRead, service.list_logins, filters, page)
+    admin: AuditReader,
+    writes: WritesDep,
+    page: CursorPageDep,
+    filters: LoginFilters,
+    request: Request,
+    response: Response,
+) -> CursorPage[LoginRecordRead]:
+    answer = await _answer(writes, admin, "logins", LoginRecordRead, service.list_logins, filters, page)
+    set_page_links(request, response, answer.next_cursor)
+    return answer
 
 
 @router.get(
     "/changes",
-    response_model=Page[ChangeRecordRead],
+    response_model=CursorPage[ChangeRecordRead],
     summary="Changes of customer data and grants: before, after, who, why, when (newest first)",
+    responses=response_headers(200, LINK),
 )
 async def list_changes(
-    admin: AuditReader, writes: WritesDep, page: PageDep, filters: ChangeFilters
-) -> Page[ChangeRecordRead]:
-    return await _answer(
+    admin: AuditReader,
+    writes: WritesDep,
+    page: CursorPageDep,
+    filters: ChangeFilters,
+    request: Request,
+    response: Response,
+) -> CursorPage[ChangeRecordRead]:
+    answer = await _answer(
         writes, admin, "change records", ChangeRecordRead, service.list_changes, filters, page
     )
+    set_page_links(request, response, answer.next_cursor)
+    return answer
 
 
-@router.get("/reads", response_model=Page[ReadRecordRead], summary="Who read which customer's which data")
+@router.get(
+    "/reads",
+    response_model=CursorPage[ReadRecordRead],
+    summary="Who read which customer's which data (newest first)",
+    responses=response_headers(200, LINK),
+)
 async def list_reads(
-    admin: AuditReader, writes: WritesDep, page: PageDep, filters: ReadFilters
-) -> Page[ReadRecordRead]:
+    admin: AuditReader,
+    writes: WritesDep,
+    page: CursorPageDep,
+    filters: ReadFilters,
+    request: Request,
+    response: Response,
+) -> CursorPage[ReadRecordRead]:
     # Recorded after the query, so an admin's look at the read records does not show itself.
-    return await _answer(writes, admin, "read records", ReadRecordRead, service.list_reads, filters, page)
+    answer = await _answer(writes, admin, "read records", ReadRecordRead, service.list_reads, filters, page)
+    set_page_links(request, response, answer.next_cursor)
+    return answer
 
 
 # --- CSV exports (issue 26: the auditor's trail in a spreadsheet) ---------------------------------
@@ -182,7 +225,7 @@ async def _export(
     admin: Principal,
     what: str,
     model: type[R],
-    list_records: Callable[..., Awaitable[tuple[Sequence[Any], int]]],
+    list_records: Callable[..., Awaitable[tuple[Sequence[Any], int, str | None]]],
     filters: dict[str, Any],
     limit: int,
 ) -> Response:

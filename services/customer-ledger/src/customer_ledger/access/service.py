@@ -8,6 +8,7 @@ itself a read and is journaled before the answer is returned.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -20,6 +21,7 @@ from casebridge_shared.auth import Principal
 from casebridge_shared.events import CloudEvent
 from casebridge_shared.inbox import Handler
 from casebridge_shared.outbox import UnitOfWork
+from casebridge_shared.pagination import KeyPart, Keyset, PageParams
 from casebridge_shared.problems import NotFound, Unprocessable
 from customer_ledger.access.events import (
     LOGIN_FAILED,
@@ -104,11 +106,27 @@ HANDLERS: dict[str, Handler] = {
 
 
 async def _page(
-    session: AsyncSession, query: SelectOfScalar[Row], order: list[Any], limit: int, offset: int
-) -> tuple[list[Row], int]:
+    session: AsyncSession,
+    query: SelectOfScalar[Row],
+    keyset: Keyset,
+    key_of: Callable[[Row], tuple[Any, ...]],
+    page: PageParams,
+) -> tuple[list[Row], int, str | None]:
     total = (await session.exec(select(func.count()).select_from(query.subquery()))).one()
-    rows = await session.exec(query.order_by(*order).limit(limit).offset(offset))
-    return list(rows.all()), int(total)
+    rows = list((await session.exec(keyset.window(query, page))).all())
+    items, next_cursor = keyset.cut(rows, page, key_of)
+    return items, int(total), next_cursor
+
+
+# Each trail newest first; the journal index (with a read's position in its entry) is unique.
+LOGIN_KEYSET = Keyset(
+    KeyPart(col(LoginRecord.at), datetime, descending=True),
+    KeyPart(col(LoginRecord.journal_index), int, descending=True),
+)
+CHANGE_KEYSET = Keyset(KeyPart(col(ChangeRecord.journal_index), int, descending=True))
+READ_KEYSET = Keyset(
+    KeyPart(col(ReadRecord.journal_index), int, descending=True), KeyPart(col(ReadRecord.position), int)
+)
 
 
 def _filtered(
@@ -139,9 +157,8 @@ async def list_logins(
     outcome: str | None,
     since: datetime | None,
     until: datetime | None,
-    limit: int,
-    offset: int,
-) -> tuple[list[LoginRecord], int]:
+    page: PageParams,
+) -> tuple[list[LoginRecord], int, str | None]:
     equal = {
         col(LoginRecord.user_id): user_id,
         func.lower(col(LoginRecord.email)): email.lower() if email else None,
@@ -149,8 +166,7 @@ async def list_logins(
         col(LoginRecord.outcome): outcome,
     }
     query = _filtered(LoginRecord, equal, col(LoginRecord.at), since, until)
-    order = [col(LoginRecord.at).desc(), col(LoginRecord.journal_index).desc()]
-    return await _page(session, query, order, limit, offset)
+    return await _page(session, query, LOGIN_KEYSET, lambda r: (r.at, r.journal_index), page)
 
 
 async def list_changes(
@@ -162,9 +178,8 @@ async def list_changes(
     table: str | None,
     since: datetime | None,
     until: datetime | None,
-    limit: int,
-    offset: int,
-) -> tuple[list[ChangeRecord], int]:
+    page: PageParams,
+) -> tuple[list[ChangeRecord], int, str | None]:
     equal = {
         col(ChangeRecord.customer_id): customer_id,
         col(ChangeRecord.changed_by): user_id,
@@ -172,7 +187,7 @@ async def list_changes(
         col(ChangeRecord.table): table,
     }
     query = _filtered(ChangeRecord, equal, col(ChangeRecord.at), since, until)
-    return await _page(session, query, [col(ChangeRecord.journal_index).desc()], limit, offset)
+    return await _page(session, query, CHANGE_KEYSET, lambda r: (r.journal_index,), page)
 
 
 async def list_reads(
@@ -184,9 +199,8 @@ async def list_reads(
     what: str | None,
     since: datetime | None,
     until: datetime | None,
-    limit: int,
-    offset: int,
-) -> tuple[list[ReadRecord], int]:
+    page: PageParams,
+) -> tuple[list[ReadRecord], int, str | None]:
     equal = {
         col(ReadRecord.customer_id): customer_id,
         col(ReadRecord.reader): user_id,
@@ -194,8 +208,7 @@ async def list_reads(
         col(ReadRecord.what): what,
     }
     query = _filtered(ReadRecord, equal, col(ReadRecord.at), since, until)
-    order = [col(ReadRecord.journal_index).desc(), col(ReadRecord.position)]
-    return await _page(session, query, order, limit, offset)
+    return await _page(session, query, READ_KEYSET, lambda r: (r.journal_index, r.position), page)
 
 
 # The access records an admin may correct, and the fields each has.

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from casebridge_shared.auth import StaffUser
 from casebridge_shared.deps import SessionDep, UowDep
-from casebridge_shared.pagination import PageDep
+from casebridge_shared.openapi import LINK, response_headers
+from casebridge_shared.pagination import CursorPageDep, set_page_links
 from casebridge_shared.params import INT32_MAX, Int32Count, Int32Id
 from casebridge_shared.problems import PROBLEM_RESPONSES, NotFound, Unprocessable
 from notifier.notifications import service
@@ -19,13 +20,24 @@ from notifier.notifications.models import NotificationPage, NotificationRead, Re
 router = APIRouter(prefix="/notifications", tags=["notifications"], responses=PROBLEM_RESPONSES)
 
 
-@router.get("", response_model=NotificationPage, summary="My notifications, unread first, then newest first")
+@router.get(
+    "",
+    response_model=NotificationPage,
+    summary="My notifications, unread first, then newest first",
+    responses=response_headers(200, LINK),
+)
 async def list_notifications(
-    user: StaffUser, session: SessionDep, page: PageDep, unread_only: bool = False
+    user: StaffUser,
+    session: SessionDep,
+    page: CursorPageDep,
+    request: Request,
+    response: Response,
+    unread_only: bool = False,
 ) -> NotificationPage:
-    rows, total, unread, position = await service.list_for(
-        session, user.subject, unread_only=unread_only, limit=page.limit, offset=page.offset
+    rows, total, unread, position, next_cursor = await service.list_for(
+        session, user.subject, unread_only=unread_only, page=page
     )
+    set_page_links(request, response, next_cursor)
     return NotificationPage(
         items=[NotificationRead.model_validate(r) for r in rows],
         total=total,
@@ -33,6 +45,7 @@ async def list_notifications(
         limit=page.limit,
         offset=page.offset,
         stream_position=position,
+        next_cursor=next_cursor,
     )
 
 

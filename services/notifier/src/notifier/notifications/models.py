@@ -77,6 +77,11 @@ class NotificationPage(BaseModel):
     limit: int
     offset: int
     stream_position: int
+    next_cursor: str | None = Field(
+        default=None,
+        description="Send as `cursor` (with the same `unread_only`) for the notifications after "
+        "these; null on the last page",
+    )
 
 
 class UnreadCount(BaseModel):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, insert, update
+from sqlalchemy import Select, case, func, insert, update
 from sqlalchemy import select as select_core
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -32,6 +32,7 @@ from casebridge_shared.db import (
     transaction_scoped,
     utcnow,
 )
+from casebridge_shared.pagination import KeyPart, Keyset, PageParams
 from notifier import memo
 from notifier.deliveries import service as deliveries
 from notifier.notifications.models import Channel, Kind, Notification
@@ -220,21 +221,26 @@ def _count_in_app(pending: list[tuple[int, float]]) -> None:
 # -- reading ------------------------------------------------------------------
 
 
+# Unread first (0 before 1), then newest; ``seq`` is unique per recipient, so it breaks ties.
+# A number rather than ``read_at IS NOT NULL`` so the key compares the same on both databases.
+# A notification read during a walk moves to the read part and may show up once more there.
+_IS_READ = case((col(Notification.read_at).is_(None), 0), else_=1)
+NOTIFICATION_KEYSET = Keyset(KeyPart(_IS_READ, int), KeyPart(col(Notification.seq), int, descending=True))
+
+
 async def list_for(
-    session: AsyncSession, user_id: str, *, unread_only: bool, limit: int, offset: int
-) -> tuple[list[Notification], int, int, int]:
-    """A person's notifications, unread first then newest; with total, unread and the stream position."""
+    session: AsyncSession, user_id: str, *, unread_only: bool, page: PageParams
+) -> tuple[list[Notification], int, int, int, str | None]:
+    """A person's notifications, unread first then newest; with total, unread, the stream
+    position and the next cursor."""
     base = select(Notification).where(Notification.recipient_id == user_id)
     if unread_only:
         base = base.where(col(Notification.read_at).is_(None))
     total = int((await session.exec(select(func.count()).select_from(base.subquery()))).one())
-    rows = await session.exec(
-        base.order_by(col(Notification.read_at).is_not(None), col(Notification.seq).desc())
-        .limit(limit)
-        .offset(offset)
-    )
+    rows = list((await session.exec(NOTIFICATION_KEYSET.window(base, page))).all())
+    items, next_cursor = NOTIFICATION_KEYSET.cut(rows, page, lambda n: (int(n.read_at is not None), n.seq))
     unread, position = await counts(session, user_id)
-    return list(rows.all()), total, unread, position
+    return items, total, unread, position, next_cursor
 
 
 async def counts(session: AsyncSession, user_id: str) -> tuple[int, int]:

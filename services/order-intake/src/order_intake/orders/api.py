@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from casebridge_shared.auth import STAFF_ROLES, Principal, Role, require_roles
-from casebridge_shared.openapi import ETAG, IDEMPOTENT_REPLAYED, LOCATION, response_headers
-from casebridge_shared.pagination import Page, PageDep
+from casebridge_shared.openapi import ETAG, IDEMPOTENT_REPLAYED, LINK, LOCATION, response_headers
+from casebridge_shared.pagination import CursorPage, CursorPageDep, set_page_links
 from casebridge_shared.problems import PROBLEM_RESPONSES
 from casebridge_shared.versioning import IfMatch, IfMatchRequired, etag
 from order_intake.deps import SessionDep, UowDep, WritesDep
@@ -57,18 +57,25 @@ async def place_order(
     return order
 
 
-@router.get("", response_model=Page[OrderSummary], summary="My orders (staff: all orders)")
+@router.get(
+    "",
+    response_model=CursorPage[OrderSummary],
+    summary="My orders (staff: all orders), newest first",
+    responses=response_headers(200, LINK),
+)
 async def list_orders(
     principal: OrderReader,
     session: SessionDep,
-    page: PageDep,
+    page: CursorPageDep,
+    request: Request,
+    response: Response,
     status_: Annotated[OrderStatus | None, Query(alias="status")] = None,
     product_id: Annotated[str | None, Query(max_length=36)] = None,
     customer_id: Annotated[str | None, Query(max_length=36, description="Staff only")] = None,
     created_from: datetime | None = None,
     created_to: datetime | None = None,
 ) -> Any:
-    orders, total = await service.list_orders(
+    orders, total, next_cursor = await service.list_orders(
         session,
         principal,
         status=status_,
@@ -76,9 +83,9 @@ async def list_orders(
         customer_id=customer_id,
         created_from=created_from,
         created_to=created_to,
-        limit=page.limit,
-        offset=page.offset,
+        page=page,
     )
+    set_page_links(request, response, next_cursor)
     items = [
         OrderSummary(
             id=o.id,
@@ -92,7 +99,9 @@ async def list_orders(
         )
         for o in orders
     ]
-    return Page[OrderSummary](items=items, total=total, limit=page.limit, offset=page.offset)
+    return CursorPage[OrderSummary](
+        items=items, total=total, limit=page.limit, offset=page.offset, next_cursor=next_cursor
+    )
 
 
 @router.get(

@@ -20,6 +20,7 @@ from casebridge_shared.currency import money
 from casebridge_shared.db import new_id, notify_at_commit, one_of, table_of, transaction_scoped, utcnow
 from casebridge_shared.group_commit import GroupCommit
 from casebridge_shared.outbox import UnitOfWork
+from casebridge_shared.pagination import KeyPart, Keyset, PageParams
 from casebridge_shared.problems import Conflict, Forbidden, NotFound, Unprocessable
 from casebridge_shared.versioning import check_version
 from order_intake.catalog.models import Product
@@ -423,6 +424,10 @@ async def progress_of(session: AsyncSession, order_id: str) -> list[OrderProgres
     return list(rows.all())
 
 
+# Newest first; the id breaks ties between orders placed in the same microsecond.
+ORDER_KEYSET = Keyset(KeyPart(col(Order.created_at), datetime, descending=True), KeyPart(col(Order.id), str))
+
+
 async def list_orders(
     session: AsyncSession,
     principal: Principal,
@@ -432,9 +437,9 @@ async def list_orders(
     customer_id: str | None,
     created_from: datetime | None,
     created_to: datetime | None,
-    limit: int,
-    offset: int,
-) -> tuple[list[Order], int]:
+    page: PageParams,
+) -> tuple[list[Order], int, str | None]:
+    """A page of the orders the principal may see, newest first, the total and the next cursor."""
     query = select(Order)
     if not can_see_all_orders(principal):
         query = query.where(Order.customer_id == principal.subject)
@@ -449,10 +454,9 @@ async def list_orders(
     if created_to is not None:
         query = query.where(col(Order.created_at) < created_to)
     total = (await session.exec(select(func.count()).select_from(query.subquery()))).one()
-    rows = await session.exec(
-        query.order_by(col(Order.created_at).desc(), col(Order.id)).limit(limit).offset(offset)
-    )
-    return list(rows.all()), int(total)
+    rows = list((await session.exec(ORDER_KEYSET.window(query, page))).all())
+    items, next_cursor = ORDER_KEYSET.cut(rows, page, lambda o: (o.created_at, o.id))
+    return items, int(total), next_cursor
 
 
 async def update_order(
