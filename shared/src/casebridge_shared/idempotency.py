@@ -61,9 +61,14 @@ def request_hash(*parts: str) -> str:
     return digest.hexdigest()
 
 
-def body_hash(body: BaseModel) -> str:
-    """A fingerprint of a request body: its canonical JSON (key order and spacing do not count)."""
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+def body_hash(body: BaseModel, *, exclude: frozenset[str] = frozenset()) -> str:
+    """A fingerprint of a request body: its canonical JSON (key order and spacing do not count).
+
+    ``exclude``: fields never kept, not even hashed (a password: an unsalted hash of it
+    is guessable); a retry differing only there is answered as the same request.
+    """
+    data = body.model_dump(mode="json", exclude=set(exclude) or None)
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -147,9 +152,17 @@ class IdempotentRequest:
     # The method and the path as sent: the same key on another customer is another request.
     scope: str
 
-    def claim(self, table: Table, caller: str, body: BaseModel | None = None) -> Claim:
-        """The claim of ``caller`` (``principal.subject``) on this key for ``body``."""
-        return Claim(table, self.scope, caller, self.key, body_hash(body) if body is not None else "")
+    def claim(
+        self,
+        table: Table,
+        caller: str,
+        body: BaseModel | None = None,
+        *,
+        exclude: frozenset[str] = frozenset(),
+    ) -> Claim:
+        """``caller``'s (``principal.subject``) claim on this key for ``body`` (:func:`body_hash`)."""
+        fingerprint = body_hash(body, exclude=exclude) if body is not None else ""
+        return Claim(table, self.scope, caller, self.key, fingerprint)
 
 
 async def _idempotent_request(request: Request, idempotency_key: IdempotencyKey = None) -> IdempotentRequest:
@@ -220,7 +233,10 @@ async def create_once(uow: UnitOfWork, claim: Claim, create: Callable[[], Awaita
     try:
         answer = await _created_in(uow, claim, create)
         await uow.commit()
-    except IntegrityError:
+    except (IntegrityError, Conflict):
+        # The loser of a race on the key may meet the winner at another unique
+        # constraint first (a user's email): a 409 the service raised for it, or the
+        # key's own primary key. Either way the winner's answer is the one to give.
         await uow.rollback()
         if claim.key is None:
             raise
@@ -237,7 +253,7 @@ async def create_once_with_others(
     """``create_once`` in a transaction shared with other requests (``create`` must not commit)."""
     try:
         return await writes.run(lambda uow: _created_in(uow, claim, lambda: create(uow)))
-    except IntegrityError:
+    except (IntegrityError, Conflict):
         if claim.key is None:
             raise
         kept = await writes.run(lambda uow: _kept_answer(uow, claim))
