@@ -81,7 +81,12 @@ async def test_the_key_is_scoped_to_the_customer_it_posts_to(
         assert r.status_code == 201, r.text
         ids.append(r.json()["id"])
     keyed = {**finance, "Idempotency-Key": "pay-1"}
-    payment = {"amount": "10.00", "currency": "EUR", "reference": "inv-1", "received_at": "2026-12-01T10:00:00Z"}
+    payment = {
+        "amount": "10.00",
+        "currency": "EUR",
+        "reference": "inv-1",
+        "received_at": "2026-12-01T10:00:00Z",
+    }
     a = await api.post(f"/customers/{ids[0]}/payments", json=payment, headers=keyed)
     b = await api.post(f"/customers/{ids[1]}/payments", json=payment, headers=keyed)
     assert (a.status_code, b.status_code) == (201, 201), (a.text, b.text)
@@ -91,7 +96,9 @@ async def test_the_key_is_scoped_to_the_customer_it_posts_to(
     assert again.json() == a.json()
 
 
-async def test_a_grant_is_replayed_and_a_bad_key_is_a_problem(api: httpx.AsyncClient, minter: TokenMinter) -> None:
+async def test_a_grant_is_replayed_and_a_bad_key_is_a_problem(
+    api: httpx.AsyncClient, minter: TokenMinter
+) -> None:
     admin = minter.headers("admin-1", "admin")
     grant = {"department": "finance", "table": "progress", "scope": "associated"}
     first = await api.post("/grants", json=grant, headers={**admin, "Idempotency-Key": "g"})

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, status
+from fastapi import APIRouter, Depends, Path, Query, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, create_model
 
 from casebridge_shared.auth import CurrentUser, Department, Principal, Role, require_roles
 from casebridge_shared.idempotency import Answer, Idempotent, create_once_with_others
-from casebridge_shared.openapi import IDEMPOTENT_REPLAYED, response_headers
+from casebridge_shared.openapi import ETAG, IDEMPOTENT_REPLAYED, response_headers
 from casebridge_shared.outbox import UnitOfWork
 from casebridge_shared.pagination import Page, PageDep
 from casebridge_shared.problems import PROBLEM_RESPONSES
+from casebridge_shared.versioning import IfMatch, IfNoneMatch, etag, not_modified
 from customer_ledger.customers import service
 from customer_ledger.customers.models import (
     Association,
@@ -121,18 +122,38 @@ async def create_customer(
     "/customers/{customer_id}",
     summary="One customer",
     response_model=None,
-    responses={200: {"description": SHAPED, "model": CustomerRead}},
+    responses={200: {"description": SHAPED, "model": CustomerRead, **response_headers(200, ETAG)[200]}},
 )
-async def get_customer(customer_id: CustomerId, reader: CurrentUser, writes: WritesDep) -> JSONResponse:
-    customer = await writes.run(lambda uow: service.get_customer(uow.session, reader, customer_id))
-    return _json(customer)
+async def get_customer(
+    customer_id: CustomerId, reader: CurrentUser, writes: WritesDep, if_none_match: IfNoneMatch = None
+) -> Response:
+    customer, version = await writes.run(lambda uow: service.read_customer(uow.session, reader, customer_id))
+    unchanged = not_modified(if_none_match, version)
+    if unchanged is not None:
+        return unchanged
+    answer = _json(customer)
+    answer.headers[ETAG] = etag(version)
+    return answer
 
 
-@router.patch("/customers/{customer_id}", response_model=Customer, summary="Change a customer's data")
+@router.patch(
+    "/customers/{customer_id}",
+    response_model=Customer,
+    summary="Change a customer's data",
+    responses=response_headers(200, ETAG),
+)
 async def update_customer(
-    customer_id: CustomerId, body: CustomerUpdate, writer: CurrentUser, writes: WritesDep
+    customer_id: CustomerId,
+    body: CustomerUpdate,
+    writer: CurrentUser,
+    writes: WritesDep,
+    response: Response,
+    version: IfMatch,
 ) -> Customer:
-    customer = await writes.run(lambda uow: service.update_customer(uow.session, writer, customer_id, body))
+    customer = await writes.run(
+        lambda uow: service.update_customer(uow.session, writer, customer_id, body, version)
+    )
+    response.headers[ETAG] = etag(customer.version)
     return customer
 
 
@@ -140,11 +161,18 @@ async def update_customer(
     "/customers/{customer_id}/handoff",
     response_model=Customer,
     summary="Hand the customer to the next department (sales → finance → process → technical → after_sales)",
+    responses=response_headers(200, ETAG),
 )
 async def hand_off_customer(
-    customer_id: CustomerId, body: HandOff, writer: CurrentUser, writes: WritesDep
+    customer_id: CustomerId,
+    body: HandOff,
+    writer: CurrentUser,
+    writes: WritesDep,
+    response: Response,
+    version: IfMatch,
 ) -> Customer:
-    customer = await writes.run(lambda uow: service.hand_off(uow.session, writer, customer_id, body))
+    customer = await writes.run(lambda uow: service.hand_off(uow.session, writer, customer_id, body, version))
+    response.headers[ETAG] = etag(customer.version)
     return customer
 
 
