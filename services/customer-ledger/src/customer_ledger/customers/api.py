@@ -15,7 +15,7 @@ from pydantic import BaseModel, create_model
 
 from casebridge_shared.auth import CurrentUser, Department, Principal, Role, require_roles
 from casebridge_shared.idempotency import Answer, Idempotent, create_once_with_others
-from casebridge_shared.openapi import ETAG, IDEMPOTENT_REPLAYED, response_headers
+from casebridge_shared.openapi import ETAG, IDEMPOTENT_REPLAYED, NOT_MODIFIED, response_headers
 from casebridge_shared.outbox import UnitOfWork
 from casebridge_shared.pagination import Page, PageDep
 from casebridge_shared.problems import PROBLEM_RESPONSES
@@ -122,7 +122,10 @@ async def create_customer(
     "/customers/{customer_id}",
     summary="One customer",
     response_model=None,
-    responses={200: {"description": SHAPED, "model": CustomerRead, **response_headers(200, ETAG)[200]}},
+    responses={
+        200: {"description": SHAPED, "model": CustomerRead, **response_headers(200, ETAG)[200]},
+        **NOT_MODIFIED,
+    },
 )
 async def get_customer(
     customer_id: CustomerId, reader: CurrentUser, writes: WritesDep, if_none_match: IfNoneMatch = None

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends, Query, Response, status
 
 from casebridge_shared.auth import AdminUser, OptionalUser
 from casebridge_shared.idempotency import Answer, Idempotent, create_once
-from casebridge_shared.openapi import ETAG, IDEMPOTENT_REPLAYED, LOCATION, response_headers
+from casebridge_shared.openapi import ETAG, IDEMPOTENT_REPLAYED, LOCATION, NOT_MODIFIED, response_headers
 from casebridge_shared.pagination import Page, PageDep
 from casebridge_shared.problems import PROBLEM_RESPONSES
-from casebridge_shared.versioning import IfMatch, etag
+from casebridge_shared.versioning import IfMatch, IfNoneMatch, etag, not_modified
 from order_intake.catalog import service
 from order_intake.catalog.models import ProductCreate, ProductRead, ProductUpdate
 from order_intake.db import idempotent_requests
@@ -60,10 +60,20 @@ async def list_products(
     "/{product_id}",
     response_model=ProductRead,
     summary="One product (public)",
-    responses=response_headers(200, ETAG),
+    responses={**response_headers(200, ETAG), **NOT_MODIFIED},
 )
-async def get_product(product_id: str, session: SessionDep, is_admin: IsAdmin, response: Response) -> Any:
+async def get_product(
+    product_id: str,
+    session: SessionDep,
+    is_admin: IsAdmin,
+    response: Response,
+    if_none_match: IfNoneMatch = None,
+) -> Any:
     product = await service.get_product(session, product_id, include_hidden=is_admin)
+    # Every change of a product bumps its version: the same ETag is the same product.
+    unchanged = not_modified(if_none_match, product.version)
+    if unchanged is not None:
+        return unchanged
     response.headers["ETag"] = etag(product.version)
     return _read(product)
 
