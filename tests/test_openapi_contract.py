@@ -105,6 +105,7 @@ IDEMPOTENT_POSTS = {
         "/customers/{customer_id}/payments",
         "/customers/{customer_id}/associations",
         "/grants",
+        "/audit/records/{journal_index}/corrections",
     },
 }
 

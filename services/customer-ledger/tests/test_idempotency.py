@@ -11,6 +11,7 @@ from casebridge_shared.testing import TokenMinter
 from customer_ledger.bootstrap import Container
 from customer_ledger.customers.models import Customer
 from customer_ledger.db import idempotent_requests
+from customer_ledger.journal import service as journal
 
 
 async def customers(container: Container) -> int:
@@ -114,3 +115,31 @@ async def test_a_grant_is_replayed_and_a_bad_key_is_a_problem(
     assert too_long.status_code == 422
     assert too_long.headers["content-type"] == "application/problem+json"
     assert "Idempotency-Key" in too_long.text
+
+
+async def test_a_correction_retried_with_its_key_is_journaled_once(
+    api: httpx.AsyncClient, container: Container, minter: TokenMinter
+) -> None:
+    finance = minter.headers("finance-user", "department", department="finance")
+    admin = minter.headers("admin-1", "admin")
+    created = await api.post("/customers", json={"full_name": "Ada"}, headers=finance)
+    changes = await api.get("/audit/changes", params={"customer_id": created.json()["id"]}, headers=admin)
+    change = changes.json()["items"][-1]["journal_index"]
+    async with container.db.session() as session:
+        before = await journal.tree_size(session)
+
+    path = f"/audit/records/{change}/corrections"
+    fix = {"corrected": {"reason": "registered at the fair"}, "reason": "reason was missing"}
+    keyed = {**admin, "Idempotency-Key": "fix-1"}
+    first = await api.post(path, json=fix, headers=keyed)
+    again = await api.post(path, json=fix, headers=keyed)
+    assert (first.status_code, again.status_code) == (201, 201), again.text
+    assert again.headers["Idempotent-Replayed"] == "true" and again.json() == first.json()
+    async with container.db.session() as session:
+        # One correction journaled: the replay journals nothing.
+        assert await journal.tree_size(session) == before + 1
+    other = await api.post(path, json={**fix, "reason": "another"}, headers=keyed)
+    assert other.status_code == 422
+    assert other.json()["errors"][0]["field"] == "header.Idempotency-Key"
+    listed = await api.get("/audit/changes", params={"customer_id": created.json()["id"]}, headers=admin)
+    assert [len(i["corrections"]) for i in listed.json()["items"]][-1] == 1
