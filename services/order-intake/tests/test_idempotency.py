@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from casebridge_shared.auth import Role
+from casebridge_shared.db import table_of, utcnow
 from order_intake.bootstrap import Container
 from order_intake.catalog.models import Product
 from order_intake.db import idempotent_requests
 from order_intake.identity.models import User
-from order_intake.orders.models import Order
+from order_intake.orders.models import IdempotencyKey, Order
 
 from .conftest import PASSWORD, Factory
 
@@ -137,3 +139,48 @@ async def test_a_bad_key_is_a_problem_naming_the_header(client: httpx.AsyncClien
         assert r.status_code == 422, r.text
         assert r.headers["content-type"] == "application/problem+json"
         assert "header.Idempotency-Key" in [e["field"] for e in r.json()["errors"]]
+
+
+async def test_keys_are_forgotten_after_their_hours(
+    client: httpx.AsyncClient, factory: Factory, container: Container
+) -> None:
+    admin = factory.auth(await factory.user(Role.ADMIN))
+    customer = factory.auth(await factory.customer())
+    product = await factory.product()
+    old = await client.post("/products", json=NEW, headers=admin | {"Idempotency-Key": "old"})
+    fresh = await client.post("/products", json=NEW, headers=admin | {"Idempotency-Key": "fresh"})
+    order = {"product_id": product.id, "description": "Help"}
+    placed = await client.post("/orders", json=order, headers=customer | {"Idempotency-Key": "old"})
+    assert (old.status_code, fresh.status_code, placed.status_code) == (201, 201, 201)
+    keys = table_of(IdempotencyKey)
+    past = utcnow() - timedelta(hours=container.settings.idempotency_key_hours, minutes=1)
+    async with container.db.write_session() as session:
+        await session.execute(
+            update(idempotent_requests).where(idempotent_requests.c.key == "old").values(created_at=past)
+        )
+        await session.execute(update(keys).values(created_at=past))
+        await session.commit()
+
+    stop = asyncio.Event()
+    purging = asyncio.create_task(container.key_purger().run(stop))
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                async with container.db.session() as session:
+                    left = (await session.execute(select(idempotent_requests.c.key))).scalars().all()
+                    orders_keys = (await session.execute(select(func.count()).select_from(keys))).scalar_one()
+                if list(left) == ["fresh"] and orders_keys == 0:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await purging
+
+    # A forgotten key creates again; a remembered one still answers the first product.
+    again = await client.post("/products", json=NEW, headers=admin | {"Idempotency-Key": "old"})
+    assert again.status_code == 201 and "idempotent-replayed" not in again.headers
+    assert again.json()["id"] != old.json()["id"]
+    still = await client.post("/products", json=NEW, headers=admin | {"Idempotency-Key": "fresh"})
+    assert still.headers["idempotent-replayed"] == "true" and still.json()["id"] == fresh.json()["id"]
+    reordered = await client.post("/orders", json=order, headers=customer | {"Idempotency-Key": "old"})
+    assert reordered.status_code == 201 and reordered.json()["id"] != placed.json()["id"]

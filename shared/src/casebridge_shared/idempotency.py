@@ -18,23 +18,29 @@ loser answers the winner's result (or a 409 to retry while the winner is unfinis
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
+import structlog
 from fastapi import Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, and_, select, update
+from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, and_, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from casebridge_shared.db import UTCDateTime, utcnow
+from casebridge_shared.db import Database, UTCDateTime, is_transient_database_error, utcnow
 from casebridge_shared.group_commit import GroupCommit
 from casebridge_shared.openapi import IDEMPOTENT_REPLAYED
 from casebridge_shared.outbox import UnitOfWork
 from casebridge_shared.problems import Conflict, Unprocessable
+from casebridge_shared.worker import until_any
+
+log = structlog.get_logger(__name__)
 
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 _FIELD = "header.Idempotency-Key"
@@ -260,3 +266,47 @@ async def create_once_with_others(
         if kept is None:
             raise
         return kept
+
+
+# --- forgetting keys -------------------------------------------------------------------------
+
+
+async def purge_keys(db: Database, table: Table, *, older_than: datetime) -> int:
+    """Forget the keys (and kept answers) of ``table`` created before ``older_than``."""
+    async with db.write_session() as session:
+        result = await session.execute(delete(table).where(table.c.created_at < older_than))
+        await session.commit()
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+class KeyPurger:
+    """The worker's loop that forgets Idempotency-Keys past ``idempotency_key_hours``.
+
+    A key is for retrying a request whose answer was lost, within hours: kept for ever,
+    the tables only grow. After the retention the same key creates again.
+    """
+
+    def __init__(
+        self, db: Database, tables: list[Table], keep: timedelta, *, every: timedelta = timedelta(minutes=10)
+    ) -> None:
+        self.db = db
+        self.tables = tables
+        self.keep = keep
+        self.every = every
+
+    async def purge(self) -> int:
+        older_than = utcnow() - self.keep
+        return sum([await purge_keys(self.db, table, older_than=older_than) for table in self.tables])
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                purged = await self.purge()
+                if purged:
+                    log.info("idempotency.keys_purged", count=purged)
+            except Exception as exc:
+                if not is_transient_database_error(exc):
+                    raise
+                # The database is away: the keys wait for the next round, the worker goes on.
+                log.warning("idempotency.purge_failed", error=str(exc))
+            await until_any(stop, timeout=self.every.total_seconds())
