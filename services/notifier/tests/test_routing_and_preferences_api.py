@@ -107,6 +107,26 @@ async def test_routing_bad_input_and_access(client: httpx.AsyncClient, people: P
     assert (await client.get("/routing-rules", headers=admin)).json() == []  # nothing half-written
 
 
+async def test_my_preferences_carry_an_etag_and_honour_if_match(
+    client: httpx.AsyncClient, people: People
+) -> None:
+    me = people.headers("s-2", "staff")
+    defaults = await client.get("/me/preferences", headers=me)
+    assert defaults.headers["etag"] == '"0"' and defaults.json()["version"] == 0
+    quiet = {"quiet_hours_start": "22:00", "quiet_hours_end": "07:00"}
+    stale_first = await client.put("/me/preferences", json=quiet, headers={**me, "If-Match": '"1"'})
+    assert stale_first.status_code == 412
+    first = await client.put("/me/preferences", json=quiet, headers={**me, "If-Match": '"0"'})
+    assert first.status_code == 200 and first.headers["etag"] == '"1"'
+    assert (await client.get("/me/preferences", headers=me)).headers["etag"] == '"1"'
+    # Another device saved meanwhile: this one's copy is stale.
+    second = await client.put("/me/preferences", json={"timezone": "Europe/Vienna"}, headers=me)
+    assert second.headers["etag"] == '"2"'
+    lost = await client.put("/me/preferences", json=quiet, headers={**me, "If-Match": '"1"'})
+    assert lost.status_code == 412 and lost.json()["errors"][0]["field"] == "header.If-Match"
+    assert (await client.get("/me/preferences", headers=me)).json()["timezone"] == "Europe/Vienna"
+
+
 async def test_my_preferences(client: httpx.AsyncClient, people: People, container: Container) -> None:
     me = people.headers("s-1", "staff")
     defaults = (await client.get("/me/preferences", headers=me)).json()

@@ -1,11 +1,11 @@
-"""idempotency etags: teams and routing rules carry a version (their ETag), issue 27
+"""idempotency etags: teams, routing rules and preferences carry a version (their ETag), issue 27
 
 Revision ID: 0011_idempotency_etags
 Revises: 0010_idempotency
 Create Date: 2026-12-07 18:00:00
 
 Plain ADD COLUMN, not a batch table rebuild: SQLite's rebuild would drop the
-audience triggers on both tables (0005, 0009).
+audience triggers on these tables (0005, 0009).
 """
 
 from collections.abc import Sequence
@@ -20,10 +20,10 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    for table in ('teams', 'routing_rules'):
+    for table in ('teams', 'routing_rules', 'preferences'):
         op.add_column(table, sa.Column('version', sa.Integer(), nullable=False, server_default='1'))
 
 
 def downgrade() -> None:
-    for table in ('teams', 'routing_rules'):
+    for table in ('teams', 'routing_rules', 'preferences'):
         op.drop_column(table, 'version')
