@@ -1,4 +1,4 @@
-"""The four services' OpenAPI as a contract for generated clients: operation ids and If-Match.
+"""The four services' OpenAPI as a contract for generated clients: operation ids, If-Match, Idempotency-Key.
 
 Built from each service's real application (no lifespan needed: the OpenAPI is made
 from the routes alone).
@@ -81,6 +81,58 @@ def test_if_match_is_documented_with_the_same_words_everywhere(spec: dict[str, A
     for parameter in headers:
         assert parameter["name"] == "If-Match"
         assert "412" in parameter["description"] and "*" in parameter["description"]
+
+
+# Every creating POST that takes an Idempotency-Key, by service: docs/api-conventions.md lists
+# the same. A new creating POST belongs here (and there) once it takes the key.
+IDEMPOTENT_POSTS = {
+    "Casebridge order-intake": {
+        "/orders",
+        "/orders/{order_id}/messages",
+        "/products",
+        "/users",
+    },
+    "Casebridge case-handling": {
+        "/cases/{case_id}/messages",
+        "/cases/{case_id}/communications",
+        "/cases/{case_id}/solution",
+    },
+    "Casebridge notifier": {"/webhooks"},
+    "Casebridge customer-ledger": {
+        "/customers",
+        "/customers/{customer_id}/demands",
+        "/customers/{customer_id}/progress",
+        "/customers/{customer_id}/payments",
+        "/customers/{customer_id}/associations",
+        "/grants",
+        "/audit/records/{journal_index}/corrections",
+    },
+}
+
+
+def test_idempotency_key_is_taken_where_listed_and_documented_the_same_everywhere(
+    spec: dict[str, Any],
+) -> None:
+    taking = set()
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            keys = [
+                p
+                for p in operation.get("parameters", [])
+                if p["in"] == "header" and p["name"].lower() == "idempotency-key"
+            ]
+            if not keys:
+                continue
+            assert method == "post", f"{method.upper()} {path} takes an Idempotency-Key"
+            taking.add(path)
+            (key,) = keys
+            assert key["name"] == "Idempotency-Key" and not key.get("required", False)
+            assert key["schema"]["anyOf"][0]["maxLength"] == 200
+            assert "Idempotent-Replayed" in key["description"] and "422" in key["description"]
+            # The answer says when it is a replay.
+            success = next(r for code, r in operation["responses"].items() if code.startswith("2"))
+            assert "Idempotent-Replayed" in success.get("headers", {}), f"POST {path}"
+    assert taking == IDEMPOTENT_POSTS[spec["info"]["title"]]
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,13 @@ import pytest
 from fastapi import FastAPI
 
 from casebridge_shared.problems import PreconditionFailed, install_problem_handlers
-from casebridge_shared.versioning import IfMatch, IfMatchRequired, check_version, parse_entity_tag
+from casebridge_shared.versioning import (
+    IfMatch,
+    IfMatchRequired,
+    check_version,
+    not_modified,
+    parse_entity_tag,
+)
 
 PROBLEM = "application/problem+json"
 CURRENT = 3
@@ -72,3 +78,26 @@ def test_only_ascii_digits_name_a_version() -> None:
     with pytest.raises(PreconditionFailed):
         parse_entity_tag('"\u0663"')
     assert parse_entity_tag('"3"') == 3
+
+
+@pytest.mark.parametrize(
+    ("if_none_match", "answered"),
+    [
+        ('"3"', 304),
+        ('W/"3"', 304),
+        ('"1", "3"', 304),
+        ("*", 304),
+        ('"2"', None),
+        ("3", None),  # If-None-Match takes quoted tags only: a bare number names none
+        ('"x"', None),
+        (None, None),
+    ],
+)
+def test_not_modified_when_the_copy_is_current(if_none_match: str | None, answered: int | None) -> None:
+    response = not_modified(if_none_match, CURRENT)
+    if answered is None:
+        assert response is None
+    else:
+        assert response is not None
+        assert response.status_code == answered and response.headers["ETag"] == '"3"'
+        assert response.body == b""

@@ -14,6 +14,47 @@ from notifier.preferences.service import channels_for
 from .conftest import People
 
 
+async def test_teams_and_rules_carry_an_etag_and_honour_if_match(
+    client: httpx.AsyncClient, people: People
+) -> None:
+    admin = people.headers("a", "admin")
+    # If-Match on something not there yet names no version of it: 412, nothing created.
+    early = await client.put("/teams/tax", json={"members": []}, headers={**admin, "If-Match": '"1"'})
+    assert early.status_code == 412 and early.json()["errors"][0]["field"] == "header.If-Match"
+    created = await client.put("/teams/tax", json={"members": ["u-1"]}, headers=admin)
+    assert created.status_code == 201 and created.headers["etag"] == '"1"' and created.json()["version"] == 1
+    read = await client.get("/teams/tax", headers=admin)
+    assert read.headers["etag"] == '"1"'
+
+    changed = await client.put("/teams/tax", json={"members": ["u-2"]}, headers={**admin, "If-Match": '"1"'})
+    assert changed.status_code == 200 and changed.headers["etag"] == '"2"'
+    stale = await client.put("/teams/tax", json={"members": ["u-3"]}, headers={**admin, "If-Match": '"1"'})
+    assert stale.status_code == 412 and stale.headers["content-type"] == "application/problem+json"
+    assert (await client.get("/teams/tax", headers=admin)).json()["members"] == ["u-2"]
+
+    rule_body = {"team": "tax", "claim_within_minutes": 10, "escalate_again_after_minutes": 20}
+    rule = await client.put("/routing-rules/tax-law", json=rule_body, headers=admin)
+    assert rule.status_code == 201 and rule.headers["etag"] == '"1"'
+    one = await client.get("/routing-rules/tax-law", headers=admin)
+    assert one.status_code == 200 and one.headers["etag"] == '"1"' and one.json()["team"] == "tax"
+    moved = await client.put(
+        "/routing-rules/tax-law",
+        json={**rule_body, "claim_within_minutes": 5},
+        headers={**admin, "If-Match": '"1"'},
+    )
+    assert moved.status_code == 200 and moved.headers["etag"] == '"2"'
+    gone_stale = await client.delete("/routing-rules/tax-law", headers={**admin, "If-Match": '"1"'})
+    assert gone_stale.status_code == 412
+    assert (
+        await client.delete("/routing-rules/tax-law", headers={**admin, "If-Match": '"2"'})
+    ).status_code == 204
+    assert (await client.get("/routing-rules/tax-law", headers=admin)).status_code == 404
+
+    assert (await client.delete("/teams/tax", headers={**admin, "If-Match": '"1"'})).status_code == 412
+    assert (await client.delete("/teams/tax", headers={**admin, "If-Match": "soon"})).status_code == 412
+    assert (await client.delete("/teams/tax", headers={**admin, "If-Match": '"2"'})).status_code == 204
+
+
 async def test_teams_and_routing_rules(client: httpx.AsyncClient, people: People) -> None:
     admin = people.headers("a", "admin")
     created = await client.put("/teams/family", json={"members": ["u-2", "u-1", "u-1"]}, headers=admin)
@@ -64,6 +105,26 @@ async def test_routing_bad_input_and_access(client: httpx.AsyncClient, people: P
     assert zero.status_code == 422
     assert (await client.delete("/routing-rules/tax", headers=admin)).status_code == 404
     assert (await client.get("/routing-rules", headers=admin)).json() == []  # nothing half-written
+
+
+async def test_my_preferences_carry_an_etag_and_honour_if_match(
+    client: httpx.AsyncClient, people: People
+) -> None:
+    me = people.headers("s-2", "staff")
+    defaults = await client.get("/me/preferences", headers=me)
+    assert defaults.headers["etag"] == '"0"' and defaults.json()["version"] == 0
+    quiet = {"quiet_hours_start": "22:00", "quiet_hours_end": "07:00"}
+    stale_first = await client.put("/me/preferences", json=quiet, headers={**me, "If-Match": '"1"'})
+    assert stale_first.status_code == 412
+    first = await client.put("/me/preferences", json=quiet, headers={**me, "If-Match": '"0"'})
+    assert first.status_code == 200 and first.headers["etag"] == '"1"'
+    assert (await client.get("/me/preferences", headers=me)).headers["etag"] == '"1"'
+    # Another device saved meanwhile: this one's copy is stale.
+    second = await client.put("/me/preferences", json={"timezone": "Europe/Vienna"}, headers=me)
+    assert second.headers["etag"] == '"2"'
+    lost = await client.put("/me/preferences", json=quiet, headers={**me, "If-Match": '"1"'})
+    assert lost.status_code == 412 and lost.json()["errors"][0]["field"] == "header.If-Match"
+    assert (await client.get("/me/preferences", headers=me)).json()["timezone"] == "Europe/Vienna"
 
 
 async def test_my_preferences(client: httpx.AsyncClient, people: People, container: Container) -> None:

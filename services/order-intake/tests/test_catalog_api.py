@@ -60,6 +60,27 @@ async def test_admin_product_lifecycle_emits_events(
     ]
 
 
+async def test_a_product_read_again_with_its_etag_is_not_modified(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    auth = factory.auth(await factory.user(Role.ADMIN))
+    created = await client.post("/products", json=NEW, headers=auth)
+    url = created.headers["location"]
+    read = await client.get(url)
+    assert read.status_code == 200 and read.headers["etag"] == '"1"'
+    cached = await client.get(url, headers={"If-None-Match": read.headers["etag"]})
+    assert cached.status_code == 304 and cached.headers["etag"] == '"1"' and cached.content == b""
+    changed = await client.patch(url, json={"price": "399.50"}, headers=auth | {"If-Match": '"1"'})
+    assert changed.headers["etag"] == '"2"'
+    # The copy at version 1 is stale now: the product is answered again, with its new ETag.
+    fresh = await client.get(url, headers={"If-None-Match": 'W/"1", "x"'})
+    assert fresh.status_code == 200 and fresh.headers["etag"] == '"2"' and fresh.json()["price"] == "399.50"
+    stale = await client.patch(url, json={"price": "1.00"}, headers=auth | {"If-Match": '"1"'})
+    assert stale.status_code == 412 and stale.json()["errors"][0]["field"] == "header.If-Match"
+    too_long = await client.get(url, headers={"If-None-Match": "x" * 1001})
+    assert too_long.status_code == 422 and "header.If-None-Match" in too_long.text
+
+
 async def test_public_listing_filters_and_pages(client: httpx.AsyncClient, factory: Factory) -> None:
     for i in range(5):
         await factory.product(title=f"Contract {i}", category="contracts")

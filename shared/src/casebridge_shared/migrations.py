@@ -221,3 +221,30 @@ def dead_letter_headers_downgrade() -> None:
 
     with op.batch_alter_table("dead_letters") as batch_op:
         batch_op.drop_column("message_headers")
+
+
+def idempotent_requests_upgrade() -> None:
+    """Each service keeps its creating POSTs' keys and answers (casebridge_shared.idempotency)."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    from casebridge_shared.db import UTCDateTime
+
+    op.create_table(
+        "idempotent_requests",
+        sa.Column("scope", sa.String(length=200), nullable=False),
+        sa.Column("caller", sa.String(length=200), nullable=False),
+        sa.Column("key", sa.String(length=200), nullable=False),
+        sa.Column("request_hash", sa.String(length=64), nullable=False),
+        sa.Column("status_code", sa.Integer(), nullable=True),
+        sa.Column("response", sa.JSON(), nullable=True),
+        sa.Column("headers", sa.JSON(), nullable=True),
+        sa.Column("created_at", UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("scope", "caller", "key"),
+    )
+
+
+def idempotent_requests_downgrade() -> None:
+    from alembic import op
+
+    op.drop_table("idempotent_requests")

@@ -52,6 +52,15 @@ HEADERS: dict[str, dict[str, Any]] = {
 """Every response header the services document, by name (see :func:`response_headers`)."""
 
 
+NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
+    304: {
+        "description": "Not Modified: the resource is still at the ETag sent in If-None-Match (no body)",
+        "headers": {ETAG: HEADERS[ETAG]},
+    }
+}
+"""``responses=`` entry of a GET that answers ``If-None-Match`` (see ``versioning.not_modified``)."""
+
+
 def camel_case(name: str) -> str:
     """``place_order`` -> ``placeOrder`` (leading and doubled underscores dropped)."""
     first, *rest = [part for part in name.split("_") if part]

@@ -165,6 +165,8 @@ class ServiceSettings(BaseSettings):
     # consumers drop the copies by event id.
     relay_mark_interval_seconds: float = Field(default=0.1, ge=0, le=10)
     outbox_retention_hours: int = Field(default=7 * 24, ge=1)
+    # How long a creating POST's Idempotency-Key (and its kept answer) is remembered.
+    idempotency_key_hours: int = Field(default=24, ge=1)
     # How often a relay asks the broker whether it still has what it acknowledged (its
     # cluster id, our topics, their partitions' end offsets): one metadata and one
     # ListOffsets request. A broker that lost its data is healed by sending the

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import Depends, Header, Response, status
 
 from casebridge_shared.params import INT32_MAX
 from casebridge_shared.problems import PreconditionFailed, PreconditionRequired
 
 IF_MATCH_HEADER = "If-Match"
+IF_NONE_MATCH_HEADER = "If-None-Match"
 _FIELD = "header.If-Match"
 _DESCRIPTION = (
     'The ETag from your last read of this resource (`"3"`; `W/"3"` and `3` are accepted too), '
@@ -94,3 +95,33 @@ def check_version(current: int, expected: int | None) -> None:
             field=_FIELD,
             current_version=current,
         )
+
+
+IfNoneMatch = Annotated[
+    str | None,
+    Header(
+        alias=IF_NONE_MATCH_HEADER,
+        max_length=1000,
+        description="The ETags of the copies you hold: if the resource is still at one of them, "
+        "the answer is 304 Not Modified with no body",
+    ),
+]
+"""The optional ``If-None-Match`` of a conditional GET (see :func:`not_modified`)."""
+
+
+def not_modified(if_none_match: str | None, version: int) -> Response | None:
+    """304 Not Modified (with the ETag) when the client's copy is at ``version``; else None.
+
+    Weak comparison (RFC 9110 13.1.2): ``W/"3"`` matches ``"3"``. A tag that is not
+    one of ours simply does not match: the client gets the resource.
+    """
+    if if_none_match is None:
+        return None
+    current = etag(version)
+    for tag in if_none_match.split(","):
+        text = tag.strip()
+        if text.startswith("W/"):
+            text = text[2:]
+        if text == "*" or text == current:
+            return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": current})
+    return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from case_handling.db import inbox, outbox, revocations
+from case_handling.db import idempotent_requests, inbox, outbox, revocations
 from case_handling.intake import service as intake
 from case_handling.intake.events import PAYLOAD_MODELS, SOURCES
 from case_handling.settings import Settings
@@ -13,6 +13,7 @@ from case_handling.threads.fetcher import CustomerFileFetcher
 from casebridge_shared import revocation
 from casebridge_shared.db import Database
 from casebridge_shared.events import CASES_TOPIC, CATALOG_TOPIC, IDENTITY_TOPIC, ORDERS_TOPIC
+from casebridge_shared.idempotency import KeyPurger
 from casebridge_shared.inbox import EventConsumer
 from casebridge_shared.outbox import OutboxRelay, UnitOfWork
 from casebridge_shared.storage import ObjectStore, object_store
@@ -39,6 +40,10 @@ class Container:
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.db, outbox, EVENT_SOURCE, schema_base=self.settings.event_schema_base_url)
+
+    def key_purger(self) -> KeyPurger:
+        """Forgets Idempotency-Keys after ``idempotency_key_hours`` (casebridge_shared.idempotency)."""
+        return KeyPurger(self.db, [idempotent_requests], timedelta(hours=self.settings.idempotency_key_hours))
 
     def relay(self) -> OutboxRelay:
         return OutboxRelay(

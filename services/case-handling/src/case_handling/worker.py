@@ -21,6 +21,7 @@ async def work(settings: Settings, stop: asyncio.Event) -> None:
             container.relay().run(stop),
             # The customer's order files, copied from order-intake (issue 26).
             container.customer_file_fetcher().run(stop),
+            container.key_purger().run(stop),
         )
     finally:
         await container.close()

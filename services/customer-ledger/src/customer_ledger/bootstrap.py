@@ -9,6 +9,7 @@ from casebridge_shared import revocation
 from casebridge_shared.db import Database
 from casebridge_shared.events import CASES_TOPIC, IDENTITY_TOPIC, LEDGER_CHECKPOINTS_TOPIC, ORDERS_TOPIC
 from casebridge_shared.group_commit import GroupCommit
+from casebridge_shared.idempotency import KeyPurger
 from casebridge_shared.inbox import EventConsumer
 from casebridge_shared.outbox import OutboxRelay, UnitOfWork
 from customer_ledger.access import service as access
@@ -17,7 +18,7 @@ from customer_ledger.access.events import SOURCES as IDENTITY_SOURCES
 from customer_ledger.customers import service as customers
 from customer_ledger.customers.events import PAYLOAD_MODELS as RECORD_PAYLOADS
 from customer_ledger.customers.events import SOURCES as RECORD_SOURCES
-from customer_ledger.db import inbox, outbox, revocations
+from customer_ledger.db import idempotent_requests, inbox, outbox, revocations
 from customer_ledger.journal.batcher import CheckpointBatcher
 from customer_ledger.journal.keys import load_or_create_signer
 from customer_ledger.journal.signed_note import Signer
@@ -45,6 +46,10 @@ class Container:
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.db, outbox, EVENT_SOURCE, schema_base=self.settings.event_schema_base_url)
+
+    def key_purger(self) -> KeyPurger:
+        """Forgets Idempotency-Keys after ``idempotency_key_hours`` (casebridge_shared.idempotency)."""
+        return KeyPurger(self.db, [idempotent_requests], timedelta(hours=self.settings.idempotency_key_hours))
 
     def consumer(self) -> EventConsumer:
         """Identity events become login records; orders new customers and demands; cases progress."""

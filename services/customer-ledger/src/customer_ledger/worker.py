@@ -20,6 +20,7 @@ async def work(settings: Settings, stop: asyncio.Event) -> None:
             container.consumer().run(stop),
             container.checkpoint_batcher().run(stop),
             container.relay().run(stop),
+            container.key_purger().run(stop),
         )
     finally:
         await container.close()

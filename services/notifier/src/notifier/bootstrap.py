@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from py_vapid import Vapid02
 
 from casebridge_shared import revocation
 from casebridge_shared.db import Database
 from casebridge_shared.events import CASES_TOPIC, IDENTITY_TOPIC, ORDERS_TOPIC
+from casebridge_shared.idempotency import KeyPurger
 from casebridge_shared.inbox import EventConsumer
 from casebridge_shared.outbox import UnitOfWork
 from notifier import memo
-from notifier.db import inbox, outbox
+from notifier.db import idempotent_requests, inbox, outbox
 from notifier.deliveries import sealing
 from notifier.deliveries import service as deliveries
 from notifier.deliveries.dispatcher import Dispatcher
@@ -47,6 +49,10 @@ class Container:
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.db, outbox, EVENT_SOURCE, schema_base=self.settings.event_schema_base_url)
+
+    def key_purger(self) -> KeyPurger:
+        """Forgets Idempotency-Keys after ``idempotency_key_hours`` (casebridge_shared.idempotency)."""
+        return KeyPurger(self.db, [idempotent_requests], timedelta(hours=self.settings.idempotency_key_hours))
 
     def consumer(self) -> EventConsumer:
         """Case events become notifications and deliveries; identity events keep the directory of people;

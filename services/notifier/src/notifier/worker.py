@@ -18,6 +18,7 @@ async def work(settings: Settings, stop: asyncio.Event) -> None:
             container.consumer().run(stop),
             container.dispatcher().run(stop),
             container.escalation_timer().run(stop),
+            container.key_purger().run(stop),
         )
     finally:
         await container.close()

@@ -5,16 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from casebridge_shared.db import Database
+from casebridge_shared.db import Database, table_of
 from casebridge_shared.events import CASES_TOPIC, CATALOG_TOPIC, IDENTITY_TOPIC, ORDERS_TOPIC
 from casebridge_shared.group_commit import GroupCommit
+from casebridge_shared.idempotency import KeyPurger
 from casebridge_shared.inbox import EventConsumer
 from casebridge_shared.outbox import OutboxRelay, UnitOfWork
 from casebridge_shared.storage import ObjectStore, object_store
-from order_intake.db import inbox, outbox
+from order_intake.db import idempotent_requests, inbox, outbox
 from order_intake.documents.fetcher import DocumentFetcher
 from order_intake.identity.keys import KeyStore, signing_keys_box
 from order_intake.orders import service as orders_service
+from order_intake.orders.models import IdempotencyKey
 from order_intake.progress import service as progress
 from order_intake.progress.events import PAYLOAD_MODELS, SOURCES
 from order_intake.settings import Settings
@@ -53,6 +55,14 @@ class Container:
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.db, outbox, EVENT_SOURCE, schema_base=self.settings.event_schema_base_url)
+
+    def key_purger(self) -> KeyPurger:
+        """Forgets Idempotency-Keys after ``idempotency_key_hours`` (casebridge_shared.idempotency)."""
+        return KeyPurger(
+            self.db,
+            [idempotent_requests, table_of(IdempotencyKey)],
+            timedelta(hours=self.settings.idempotency_key_hours),
+        )
 
     def relay(self) -> OutboxRelay:
         return OutboxRelay(

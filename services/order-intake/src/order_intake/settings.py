@@ -76,7 +76,6 @@ class Settings(ServiceSettings, ObjectStorageSettings):
     stream_poll_seconds: float = Field(default=0.02, gt=0, le=5)
     stream_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300)
 
-    idempotency_key_hours: int = Field(default=24, ge=1)
     # The worker serves its own /metrics (relay counters live in that process).
     worker_metrics_port: int = Field(default=9001, ge=0, le=65535)
 

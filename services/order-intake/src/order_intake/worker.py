@@ -20,6 +20,7 @@ async def work(settings: Settings, stop: asyncio.Event) -> None:
             container.relay().run(stop),
             container.consumer().run(stop),
             container.document_fetcher().run(stop),
+            container.key_purger().run(stop),
         )
     finally:
         await container.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -26,13 +27,16 @@ from case_handling.cases.models import (
     SolutionCreate,
     TimelineEntry,
 )
+from case_handling.db import idempotent_requests
 from case_handling.settings import Settings
 from case_handling.threads import service as threads
 from casebridge_shared.auth import STAFF_ROLES, Principal, Role, StaffUser, require_roles
 from casebridge_shared.db import utcnow
 from casebridge_shared.deps import SessionDep, UowDep
 from casebridge_shared.files import clean_file_name
-from casebridge_shared.openapi import ETAG, LINK, LOCATION, response_headers
+from casebridge_shared.idempotency import Answer, Claim, Idempotent, create_once
+from casebridge_shared.openapi import ETAG, IDEMPOTENT_REPLAYED, LINK, LOCATION, response_headers
+from casebridge_shared.outbox import UnitOfWork
 from casebridge_shared.pagination import CursorPage, CursorPageDep, set_page_links
 from casebridge_shared.params import INT32_MAX, Int32Count
 from casebridge_shared.problems import PROBLEM_RESPONSES, NotFound, Unprocessable
@@ -242,6 +246,23 @@ async def _done(request: Request, uow: Any, case: Case, principal: Principal, re
     return await _read(request, uow.session, case, principal, response)
 
 
+async def _recorded_once(
+    request: Request,
+    uow: UnitOfWork,
+    principal: Principal,
+    claim: Claim,
+    record: Callable[[], Awaitable[Case]],
+) -> Any:
+    """``record`` (adds an entry to the case) once per Idempotency-Key; a retry answers the case as it was."""
+
+    async def create() -> Answer:
+        case = await record()
+        read = await _done(request, uow, case, principal, Response())
+        return Answer.of(200, read, ETag=etag(read.version))
+
+    return (await create_once(uow, claim, create)).response()
+
+
 @router.post(
     "/{case_id}/claim",
     response_model=CaseRead,
@@ -327,7 +348,7 @@ async def record_analysis(
     "/{case_id}/communications",
     response_model=CaseRead,
     summary="Record a contact with the customer",
-    responses=response_headers(200, ETAG),
+    responses=response_headers(200, ETAG, IDEMPOTENT_REPLAYED),
 )
 async def record_communication(
     principal: StaffUser,
@@ -335,18 +356,24 @@ async def record_communication(
     request: Request,
     body: CommunicationCreate,
     uow: UowDep,
-    response: Response,
     version: IfMatch,
+    idempotent: Idempotent,
 ) -> Any:
-    case = await service.record_communication(uow, principal, case_id, body, version)
-    return await _done(request, uow, case, principal, response)
+    claim = idempotent.claim(idempotent_requests, principal.subject, body)
+    return await _recorded_once(
+        request,
+        uow,
+        principal,
+        claim,
+        lambda: service.record_communication(uow, principal, case_id, body, version),
+    )
 
 
 @router.post(
     "/{case_id}/solution",
     response_model=CaseRead,
     summary="Propose the solution to the customer",
-    responses=response_headers(200, ETAG),
+    responses=response_headers(200, ETAG, IDEMPOTENT_REPLAYED),
 )
 async def propose_solution(
     principal: StaffUser,
@@ -354,11 +381,17 @@ async def propose_solution(
     request: Request,
     body: SolutionCreate,
     uow: UowDep,
-    response: Response,
     version: IfMatch,
+    idempotent: Idempotent,
 ) -> Any:
-    case = await service.propose_solution(uow, principal, case_id, body, version)
-    return await _done(request, uow, case, principal, response)
+    claim = idempotent.claim(idempotent_requests, principal.subject, body)
+    return await _recorded_once(
+        request,
+        uow,
+        principal,
+        claim,
+        lambda: service.propose_solution(uow, principal, case_id, body, version),
+    )
 
 
 @router.post(

@@ -14,7 +14,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from casebridge_shared.auth import Department, Principal, Role, require_roles
 from casebridge_shared.group_commit import GroupCommit
-from casebridge_shared.openapi import LINK, response_headers
+from casebridge_shared.idempotency import Answer, Idempotent, create_once_with_others
+from casebridge_shared.openapi import IDEMPOTENT_REPLAYED, LINK, response_headers
 from casebridge_shared.outbox import UnitOfWork
 from casebridge_shared.pagination import CursorPage, CursorPageDep, PageParams, set_page_links
 from casebridge_shared.params import BigIndex
@@ -27,6 +28,7 @@ from customer_ledger.access.models import (
     LoginRecordRead,
     ReadRecordRead,
 )
+from customer_ledger.db import idempotent_requests
 from customer_ledger.deps import WritesDep
 from customer_ledger.records import Actor, record_read
 
@@ -273,9 +275,18 @@ async def export_reads(
     status_code=201,
     response_model=CorrectionRead,
     summary="Correct a login, change or read record (it stays as journaled; the correction is shown with it)",
+    responses=response_headers(201, IDEMPOTENT_REPLAYED),
 )
 async def correct_record(
-    journal_index: Annotated[BigIndex, Path()], body: CorrectionCreate, admin: Admin, writes: WritesDep
-) -> CorrectionRead:
-    correction = await writes.run(lambda uow: service.correct(uow.session, admin, journal_index, body))
-    return CorrectionRead.model_validate(correction)
+    journal_index: Annotated[BigIndex, Path()],
+    body: CorrectionCreate,
+    admin: Admin,
+    writes: WritesDep,
+    idempotent: Idempotent,
+) -> Any:
+    async def create(uow: UnitOfWork) -> Answer:
+        correction = await service.correct(uow.session, admin, journal_index, body)
+        return Answer.of(201, CorrectionRead.model_validate(correction))
+
+    claim = idempotent.claim(idempotent_requests, admin.subject, body)
+    return (await create_once_with_others(writes, claim, create)).response()

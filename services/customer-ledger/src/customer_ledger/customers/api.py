@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, status
+from fastapi import APIRouter, Depends, Path, Query, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, create_model
 
 from casebridge_shared.auth import CurrentUser, Department, Principal, Role, require_roles
+from casebridge_shared.idempotency import Answer, Idempotent, create_once_with_others
+from casebridge_shared.openapi import ETAG, IDEMPOTENT_REPLAYED, NOT_MODIFIED, response_headers
+from casebridge_shared.outbox import UnitOfWork
 from casebridge_shared.pagination import Page, PageDep
 from casebridge_shared.problems import PROBLEM_RESPONSES
+from casebridge_shared.versioning import IfMatch, IfNoneMatch, etag, not_modified
 from customer_ledger.customers import service
 from customer_ledger.customers.models import (
     Association,
@@ -37,6 +41,7 @@ from customer_ledger.customers.models import (
     ProgressEntry,
     Removal,
 )
+from customer_ledger.db import idempotent_requests
 from customer_ledger.deps import ContainerDep, WritesDep
 from customer_ledger.grants.models import KEY_FIELDS
 
@@ -84,35 +89,74 @@ async def list_customers(
     return _json({"items": items, "total": total, "limit": page.limit, "offset": page.offset})
 
 
-@router.post("/customers", status_code=201, response_model=Customer, summary="Register a customer")
+# Every creating POST answers a retry with its Idempotency-Key again (casebridge_shared.idempotency).
+REPLAYABLE = response_headers(201, IDEMPOTENT_REPLAYED)
+
+
+@router.post(
+    "/customers",
+    status_code=201,
+    response_model=Customer,
+    summary="Register a customer",
+    responses=REPLAYABLE,
+)
 async def create_customer(
-    writer: CurrentUser, body: CustomerCreate, writes: WritesDep, container: ContainerDep
-) -> Customer:
+    writer: CurrentUser,
+    body: CustomerCreate,
+    writes: WritesDep,
+    container: ContainerDep,
+    idempotent: Idempotent,
+) -> Any:
     """A department's new customer is theirs (held and associated); admin's go to the default department."""
-    customer = await writes.run(
-        lambda uow: service.create_customer(
-            uow.session, writer, body, default_department=container.settings.new_customer_department.value
-        )
-    )
-    return customer
+    department = container.settings.new_customer_department.value
+
+    async def create(uow: UnitOfWork) -> Answer:
+        customer = await service.create_customer(uow.session, writer, body, default_department=department)
+        return Answer.of(201, customer)
+
+    claim = idempotent.claim(idempotent_requests, writer.subject, body)
+    return (await create_once_with_others(writes, claim, create)).response()
 
 
 @router.get(
     "/customers/{customer_id}",
     summary="One customer",
     response_model=None,
-    responses={200: {"description": SHAPED, "model": CustomerRead}},
+    responses={
+        200: {"description": SHAPED, "model": CustomerRead, **response_headers(200, ETAG)[200]},
+        **NOT_MODIFIED,
+    },
 )
-async def get_customer(customer_id: CustomerId, reader: CurrentUser, writes: WritesDep) -> JSONResponse:
-    customer = await writes.run(lambda uow: service.get_customer(uow.session, reader, customer_id))
-    return _json(customer)
+async def get_customer(
+    customer_id: CustomerId, reader: CurrentUser, writes: WritesDep, if_none_match: IfNoneMatch = None
+) -> Response:
+    customer, version = await writes.run(lambda uow: service.read_customer(uow.session, reader, customer_id))
+    unchanged = not_modified(if_none_match, version)
+    if unchanged is not None:
+        return unchanged
+    answer = _json(customer)
+    answer.headers[ETAG] = etag(version)
+    return answer
 
 
-@router.patch("/customers/{customer_id}", response_model=Customer, summary="Change a customer's data")
+@router.patch(
+    "/customers/{customer_id}",
+    response_model=Customer,
+    summary="Change a customer's data",
+    responses=response_headers(200, ETAG),
+)
 async def update_customer(
-    customer_id: CustomerId, body: CustomerUpdate, writer: CurrentUser, writes: WritesDep
+    customer_id: CustomerId,
+    body: CustomerUpdate,
+    writer: CurrentUser,
+    writes: WritesDep,
+    response: Response,
+    version: IfMatch,
 ) -> Customer:
-    customer = await writes.run(lambda uow: service.update_customer(uow.session, writer, customer_id, body))
+    customer = await writes.run(
+        lambda uow: service.update_customer(uow.session, writer, customer_id, body, version)
+    )
+    response.headers[ETAG] = etag(customer.version)
     return customer
 
 
@@ -120,11 +164,18 @@ async def update_customer(
     "/customers/{customer_id}/handoff",
     response_model=Customer,
     summary="Hand the customer to the next department (sales → finance → process → technical → after_sales)",
+    responses=response_headers(200, ETAG),
 )
 async def hand_off_customer(
-    customer_id: CustomerId, body: HandOff, writer: CurrentUser, writes: WritesDep
+    customer_id: CustomerId,
+    body: HandOff,
+    writer: CurrentUser,
+    writes: WritesDep,
+    response: Response,
+    version: IfMatch,
 ) -> Customer:
-    customer = await writes.run(lambda uow: service.hand_off(uow.session, writer, customer_id, body))
+    customer = await writes.run(lambda uow: service.hand_off(uow.session, writer, customer_id, body, version))
+    response.headers[ETAG] = etag(customer.version)
     return customer
 
 
@@ -151,13 +202,24 @@ _list_route("payments", Payment, "Payments recorded by finance")
 
 
 @router.post(
-    "/customers/{customer_id}/demands", status_code=201, response_model=Demand, summary="Register a demand"
+    "/customers/{customer_id}/demands",
+    status_code=201,
+    responses=REPLAYABLE,
+    response_model=Demand,
+    summary="Register a demand",
 )
 async def add_demand(
-    customer_id: CustomerId, body: DemandCreate, writer: CurrentUser, writes: WritesDep
-) -> Demand:
-    demand = await writes.run(lambda uow: service.add_demand(uow.session, writer, customer_id, body))
-    return demand
+    customer_id: CustomerId,
+    body: DemandCreate,
+    writer: CurrentUser,
+    writes: WritesDep,
+    idempotent: Idempotent,
+) -> Any:
+    async def create(uow: UnitOfWork) -> Answer:
+        return Answer.of(201, await service.add_demand(uow.session, writer, customer_id, body))
+
+    claim = idempotent.claim(idempotent_requests, writer.subject, body)
+    return (await create_once_with_others(writes, claim, create)).response()
 
 
 @router.patch(
@@ -179,27 +241,43 @@ async def update_demand(
 @router.post(
     "/customers/{customer_id}/progress",
     status_code=201,
+    responses=REPLAYABLE,
     response_model=ProgressEntry,
     summary="Record project progress (finance, process, admin)",
 )
 async def add_progress(
-    customer_id: CustomerId, body: ProgressCreate, writer: CurrentUser, writes: WritesDep
-) -> ProgressEntry:
-    entry = await writes.run(lambda uow: service.add_progress(uow.session, writer, customer_id, body))
-    return entry
+    customer_id: CustomerId,
+    body: ProgressCreate,
+    writer: CurrentUser,
+    writes: WritesDep,
+    idempotent: Idempotent,
+) -> Any:
+    async def create(uow: UnitOfWork) -> Answer:
+        return Answer.of(201, await service.add_progress(uow.session, writer, customer_id, body))
+
+    claim = idempotent.claim(idempotent_requests, writer.subject, body)
+    return (await create_once_with_others(writes, claim, create)).response()
 
 
 @router.post(
     "/customers/{customer_id}/payments",
     status_code=201,
+    responses=REPLAYABLE,
     response_model=Payment,
     summary="Record a payment (finance, admin)",
 )
 async def add_payment(
-    customer_id: CustomerId, body: PaymentCreate, writer: CurrentUser, writes: WritesDep
-) -> Payment:
-    payment = await writes.run(lambda uow: service.add_payment(uow.session, writer, customer_id, body))
-    return payment
+    customer_id: CustomerId,
+    body: PaymentCreate,
+    writer: CurrentUser,
+    writes: WritesDep,
+    idempotent: Idempotent,
+) -> Any:
+    async def create(uow: UnitOfWork) -> Answer:
+        return Answer.of(201, await service.add_payment(uow.session, writer, customer_id, body))
+
+    claim = idempotent.claim(idempotent_requests, writer.subject, body)
+    return (await create_once_with_others(writes, claim, create)).response()
 
 
 @router.post(
@@ -262,14 +340,18 @@ async def correct_payment(
 @router.post(
     "/customers/{customer_id}/associations",
     status_code=201,
+    responses=REPLAYABLE,
     response_model=Association,
     summary="Let a department see the customer (admin)",
 )
 async def add_association(
-    customer_id: CustomerId, body: AssociationCreate, admin: Admin, writes: WritesDep
-) -> Association:
-    association = await writes.run(lambda uow: service.add_association(uow.session, admin, customer_id, body))
-    return association
+    customer_id: CustomerId, body: AssociationCreate, admin: Admin, writes: WritesDep, idempotent: Idempotent
+) -> Any:
+    async def create(uow: UnitOfWork) -> Answer:
+        return Answer.of(201, await service.add_association(uow.session, admin, customer_id, body))
+
+    claim = idempotent.claim(idempotent_requests, admin.subject, body)
+    return (await create_once_with_others(writes, claim, create)).response()
 
 
 @router.delete(

@@ -23,6 +23,7 @@ from casebridge_shared.events import CloudEvent
 from casebridge_shared.inbox import Handler
 from casebridge_shared.outbox import UnitOfWork
 from casebridge_shared.problems import Conflict, Forbidden, NotFound, PayloadTooLarge, Problem, Unprocessable
+from casebridge_shared.versioning import check_version
 from customer_ledger.customers.events import (
     CASE_EVENTS,
     ORDER_CANCELLED,
@@ -117,10 +118,18 @@ async def list_customers(
 
 
 async def get_customer(session: AsyncSession, reader: Principal, customer_id: str) -> dict[str, Any]:
+    shaped, _version = await read_customer(session, reader, customer_id)
+    return shaped
+
+
+async def read_customer(
+    session: AsyncSession, reader: Principal, customer_id: str
+) -> tuple[dict[str, Any], int]:
+    """The customer as ``reader``'s grant shows it, and its version (the ETag, shown or not)."""
     access = await table_access(session, reader, "customers")
     customer = await customer_in_sight(session, access, customer_id)
     await record_read(session, Actor.of(reader), "customers", customers=[customer_id])
-    return access.shape(dump(customer))
+    return access.shape(dump(customer)), customer.version
 
 
 async def list_of_customer(
@@ -277,9 +286,14 @@ async def _update(
 
 
 async def update_customer(
-    session: AsyncSession, writer: Principal, customer_id: str, body: CustomerUpdate
+    session: AsyncSession,
+    writer: Principal,
+    customer_id: str,
+    body: CustomerUpdate,
+    expected_version: int | None = None,
 ) -> Customer:
     customer = await _writable(session, writer, customer_id, "customers")
+    check_version(customer.version, expected_version)
     changes = _changes(body)
     if "email" in changes and changes["email"] is not None:
         changes["email"] = str(changes["email"])
@@ -294,13 +308,20 @@ async def update_customer(
     )
 
 
-async def hand_off(session: AsyncSession, writer: Principal, customer_id: str, body: HandOff) -> Customer:
+async def hand_off(
+    session: AsyncSession,
+    writer: Principal,
+    customer_id: str,
+    body: HandOff,
+    expected_version: int | None = None,
+) -> Customer:
     """Move the customer along sales → finance → process → technical → after_sales (B2).
 
     The department holding the customer moves it to the next one, which becomes
     associated; any other move (a skip, backwards, by someone else) is admin's.
     """
     customer = await _writable(session, writer, customer_id, "customers")
+    check_version(customer.version, expected_version)
     current = Department(customer.stage)
     position = CHAIN.index(current)
     following = CHAIN[position + 1] if position + 1 < len(CHAIN) else None

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 
 from casebridge_shared.auth import Department, Principal, Role, require_roles
+from casebridge_shared.idempotency import Answer, Idempotent, create_once_with_others
+from casebridge_shared.openapi import IDEMPOTENT_REPLAYED, response_headers
 from casebridge_shared.outbox import UnitOfWork
 from casebridge_shared.problems import PROBLEM_RESPONSES
+from customer_ledger.db import idempotent_requests
 from customer_ledger.deps import WritesDep
 from customer_ledger.grants import service
 from customer_ledger.grants.models import GrantCreate, GrantRead, TableName
@@ -19,10 +22,19 @@ router = APIRouter(prefix="/grants", tags=["grants"], responses=PROBLEM_RESPONSE
 Admin = Annotated[Principal, Depends(require_roles(Role.ADMIN))]
 
 
-@router.post("", status_code=201, response_model=GrantRead, summary="Grant a read right")
-async def create_grant(body: GrantCreate, admin: Admin, writes: WritesDep) -> GrantRead:
-    grant = await writes.run(lambda uow: service.grant(uow.session, admin, body))
-    return GrantRead.model_validate(grant)
+@router.post(
+    "",
+    status_code=201,
+    response_model=GrantRead,
+    summary="Grant a read right",
+    responses=response_headers(201, IDEMPOTENT_REPLAYED),
+)
+async def create_grant(body: GrantCreate, admin: Admin, writes: WritesDep, idempotent: Idempotent) -> Any:
+    async def create(uow: UnitOfWork) -> Answer:
+        return Answer.of(201, GrantRead.model_validate(await service.grant(uow.session, admin, body)))
+
+    claim = idempotent.claim(idempotent_requests, admin.subject, body)
+    return (await create_once_with_others(writes, claim, create)).response()
 
 
 @router.get("", response_model=list[GrantRead], summary="Grants in force")

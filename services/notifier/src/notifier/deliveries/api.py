@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from pydantic import BaseModel
 
 from casebridge_shared.auth import AdminUser, Principal, Role, StaffUser, require_roles
 from casebridge_shared.deps import SessionDep, UowDep
-from casebridge_shared.openapi import ETAG, response_headers
+from casebridge_shared.idempotency import Answer, Idempotent, create_once
+from casebridge_shared.openapi import ETAG, IDEMPOTENT_REPLAYED, response_headers
 from casebridge_shared.pagination import Page, PageDep
 from casebridge_shared.problems import PROBLEM_RESPONSES
+from casebridge_shared.sealing import SecretBox
 from casebridge_shared.versioning import IfMatch, etag
+from notifier.db import idempotent_requests
 from notifier.deliveries import service
 from notifier.deliveries.models import (
     DeliveryAttemptRead,
@@ -86,23 +89,32 @@ async def unsubscribe_from_push(subscription_id: str, user: StaffUser, uow: UowD
     response_model=WebhookCreated,
     status_code=201,
     summary="Subscribe a URL to events",
-    responses=response_headers(201, ETAG),
+    responses=response_headers(201, ETAG, IDEMPOTENT_REPLAYED),
 )
 async def create_webhook(
-    body: WebhookCreate, admin: WebhookManager, uow: UowDep, request: Request, response: Response
-) -> WebhookCreated:
+    body: WebhookCreate, admin: WebhookManager, uow: UowDep, request: Request, idempotent: Idempotent
+) -> Any:
     """Each case event is POSTed as its CloudEvent JSON, signed by the Standard Webhooks
-    convention with the secret returned here (once). See docs/notifier.md for the verifier.
+    convention with the secret returned here (once; a retry with the same `Idempotency-Key`
+    gets it again). See docs/notifier.md for the verifier.
     The URL must be on a public address (422 for loopback, private, link-local, ... ones
     unless the operator allow-listed them: `outbound_allow`)."""
     container = request.app.state.container
     policy = container.settings.outbound_policy()
-    sub, secret = await service.create_webhook(
-        uow.session, body, admin.subject, container.webhook_secrets, policy
-    )
-    await uow.commit()
-    response.headers[ETAG] = etag(sub.version)
-    return WebhookCreated.model_validate({**WebhookRead.model_validate(sub).model_dump(), "secret": secret})
+    secrets: SecretBox = container.webhook_secrets
+
+    async def create() -> Answer:
+        sub, secret = await service.create_webhook(uow.session, body, admin.subject, secrets, policy)
+        await uow.commit()
+        # The answer kept for a retry holds the secret sealed, as the subscription does.
+        created = WebhookCreated.model_validate(
+            {**WebhookRead.model_validate(sub).model_dump(), "secret": secrets.seal(secret)}
+        )
+        return Answer.of(201, created, ETag=etag(sub.version))
+
+    answer = await create_once(uow, idempotent.claim(idempotent_requests, admin.subject, body), create)
+    answer.body = {**answer.body, "secret": secrets.open(answer.body["secret"])}
+    return answer.response()
 
 
 @router.get("/webhooks", response_model=list[WebhookRead], summary="Webhook subscriptions")

@@ -6,7 +6,8 @@ from datetime import datetime, time
 from zoneinfo import available_timezones
 
 from pydantic import BaseModel, ConfigDict, field_validator
-from sqlalchemy import JSON, Column
+from pydantic import Field as PydanticField
+from sqlalchemy import JSON, Column, Integer
 from sqlmodel import Field
 
 from casebridge_shared.db import UTCDateTime, utcnow
@@ -37,6 +38,8 @@ class Preference(Base, table=True):
     quiet_hours_end: time | None = None
     timezone: str = Field(default="UTC", max_length=64)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # One more with every change: the preferences' ETag (0 while there is no row: the defaults).
+    version: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
 
 
 class PreferencesWrite(BaseModel):
@@ -69,3 +72,4 @@ class PreferencesRead(BaseModel):
     quiet_hours_start: time | None
     quiet_hours_end: time | None
     timezone: str
+    version: int = PydanticField(0, description="0: the defaults, never saved")

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from casebridge_shared.db import utcnow
+from casebridge_shared.versioning import check_version
 from notifier.notifications.models import Channel, Kind
 from notifier.preferences.models import DEFAULT_CHANNELS, Preference, PreferencesRead, PreferencesWrite
 
@@ -45,6 +46,7 @@ def as_read(preference: Preference | None) -> PreferencesRead:
         quiet_hours_start=preference.quiet_hours_start if preference else None,
         quiet_hours_end=preference.quiet_hours_end if preference else None,
         timezone=preference.timezone if preference else "UTC",
+        version=preference.version if preference else 0,
     )
 
 
@@ -52,8 +54,15 @@ async def get(session: AsyncSession, user_id: str) -> Preference | None:
     return await session.get(Preference, user_id)
 
 
-async def put(session: AsyncSession, user_id: str, body: PreferencesWrite) -> Preference:
-    preference = await session.get(Preference, user_id) or Preference(user_id=user_id)
+async def put(
+    session: AsyncSession, user_id: str, body: PreferencesWrite, expected_version: int | None = None
+) -> Preference:
+    stored = await session.get(Preference, user_id)
+    # No row yet is version 0 (the defaults): that is what a first read's ETag names.
+    check_version(stored.version if stored else 0, expected_version)
+    if stored is not None:
+        stored.version += 1
+    preference = stored or Preference(user_id=user_id)
     preference.channels = {k.value: [c.value for c in v] for k, v in body.channels.items()}
     preference.quiet_hours_start = body.quiet_hours_start
     preference.quiet_hours_end = body.quiet_hours_end

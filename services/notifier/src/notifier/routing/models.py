@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PydanticField
-from sqlalchemy import Column, ForeignKey, String
+from sqlalchemy import Column, ForeignKey, Integer, String
 from sqlmodel import Field
 
 from casebridge_shared.db import UTCDateTime, utcnow
@@ -20,6 +20,8 @@ class Team(Base, table=True):
 
     name: str = Field(primary_key=True, max_length=100)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # One more with every change: the team's ETag.
+    version: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
 
 
 class TeamMember(Base, table=True):
@@ -41,6 +43,8 @@ class RoutingRule(Base, table=True):
     claim_within_minutes: int = 15
     escalate_again_after_minutes: int = 30
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # One more with every change: the rule's ETag.
+    version: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
 
 
 # -- API shapes ---------------------------------------------------------------
@@ -56,6 +60,7 @@ class TeamRead(BaseModel):
     name: str
     members: list[str]
     updated_at: datetime
+    version: int
 
 
 class RoutingRuleWrite(BaseModel):
@@ -74,3 +79,4 @@ class RoutingRuleRead(BaseModel):
     claim_within_minutes: int
     escalate_again_after_minutes: int
     updated_at: datetime
+    version: int

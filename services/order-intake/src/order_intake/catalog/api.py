@@ -7,12 +7,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response, status
 
 from casebridge_shared.auth import AdminUser, OptionalUser
-from casebridge_shared.openapi import ETAG, LOCATION, response_headers
+from casebridge_shared.idempotency import Answer, Idempotent, create_once
+from casebridge_shared.openapi import ETAG, IDEMPOTENT_REPLAYED, LOCATION, NOT_MODIFIED, response_headers
 from casebridge_shared.pagination import Page, PageDep
 from casebridge_shared.problems import PROBLEM_RESPONSES
-from casebridge_shared.versioning import IfMatch, etag
+from casebridge_shared.versioning import IfMatch, IfNoneMatch, etag, not_modified
 from order_intake.catalog import service
 from order_intake.catalog.models import ProductCreate, ProductRead, ProductUpdate
+from order_intake.db import idempotent_requests
 from order_intake.deps import SessionDep, UowDep
 
 router = APIRouter(prefix="/products", tags=["catalog"], responses=PROBLEM_RESPONSES)
@@ -58,10 +60,20 @@ async def list_products(
     "/{product_id}",
     response_model=ProductRead,
     summary="One product (public)",
-    responses=response_headers(200, ETAG),
+    responses={**response_headers(200, ETAG), **NOT_MODIFIED},
 )
-async def get_product(product_id: str, session: SessionDep, is_admin: IsAdmin, response: Response) -> Any:
+async def get_product(
+    product_id: str,
+    session: SessionDep,
+    is_admin: IsAdmin,
+    response: Response,
+    if_none_match: IfNoneMatch = None,
+) -> Any:
     product = await service.get_product(session, product_id, include_hidden=is_admin)
+    # Every change of a product bumps its version: the same ETag is the same product.
+    unchanged = not_modified(if_none_match, product.version)
+    if unchanged is not None:
+        return unchanged
     response.headers["ETag"] = etag(product.version)
     return _read(product)
 
@@ -71,13 +83,15 @@ async def get_product(product_id: str, session: SessionDep, is_admin: IsAdmin, r
     status_code=status.HTTP_201_CREATED,
     response_model=ProductRead,
     summary="Add a product (admin)",
-    responses=response_headers(201, LOCATION, ETAG),
+    responses=response_headers(201, LOCATION, ETAG, IDEMPOTENT_REPLAYED),
 )
-async def create_product(_admin: AdminUser, body: ProductCreate, uow: UowDep, response: Response) -> Any:
-    product = await service.create_product(uow, body)
-    response.headers["Location"] = f"/products/{product.id}"
-    response.headers["ETag"] = etag(product.version)
-    return _read(product)
+async def create_product(admin: AdminUser, body: ProductCreate, uow: UowDep, idempotent: Idempotent) -> Any:
+    async def create() -> Answer:
+        product = await service.create_product(uow, body)
+        return Answer.of(201, _read(product), Location=f"/products/{product.id}", ETag=etag(product.version))
+
+    answer = await create_once(uow, idempotent.claim(idempotent_requests, admin.subject, body), create)
+    return answer.response()
 
 
 @router.patch(

@@ -12,10 +12,12 @@ from pydantic import BaseModel
 
 from casebridge_shared.auth import AdminUser, CurrentUser, Department, Role
 from casebridge_shared.db import utcnow
-from casebridge_shared.openapi import ETAG, LOCATION, RETRY_AFTER, response_headers
+from casebridge_shared.idempotency import Answer, Idempotent, create_once
+from casebridge_shared.openapi import ETAG, IDEMPOTENT_REPLAYED, LOCATION, RETRY_AFTER, response_headers
 from casebridge_shared.pagination import Page, PageDep
 from casebridge_shared.problems import PROBLEM_RESPONSES, Unauthorized, Unprocessable
 from casebridge_shared.versioning import IfMatch, IfMatchRequired, etag
+from order_intake.db import idempotent_requests
 from order_intake.deps import ContainerDep, SessionDep, UowDep, client_ip
 from order_intake.identity import clients, mail, service
 from order_intake.identity.keys import ALGORITHM
@@ -420,9 +422,18 @@ async def change_my_password(
     status_code=status.HTTP_201_CREATED,
     response_model=UserRead,
     summary="Create a staff, supervisor, admin or department user (admin)",
+    responses=response_headers(201, LOCATION, ETAG, IDEMPOTENT_REPLAYED),
 )
-async def create_user(_admin: AdminUser, body: UserCreate, uow: UowDep) -> Any:
-    return await service.create_user(uow, body)
+async def create_user(admin: AdminUser, body: UserCreate, uow: UowDep, idempotent: Idempotent) -> Any:
+    async def create() -> Answer:
+        user = await service.create_user(uow, body)
+        return Answer.of(
+            201, UserRead.model_validate(user), Location=f"/users/{user.id}", ETag=etag(user.version)
+        )
+
+    # The password is never kept, not even in the key's fingerprint.
+    claim = idempotent.claim(idempotent_requests, admin.subject, body, exclude=frozenset({"password"}))
+    return (await create_once(uow, claim, create)).response()
 
 
 @router.get("/users", response_model=Page[UserRead], summary="List users (admin)")

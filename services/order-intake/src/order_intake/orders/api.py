@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from casebridge_shared.auth import STAFF_ROLES, Principal, Role, require_roles
+from casebridge_shared.idempotency import IdempotencyKey, mark_replayed
 from casebridge_shared.openapi import ETAG, IDEMPOTENT_REPLAYED, LINK, LOCATION, response_headers
 from casebridge_shared.pagination import CursorPage, CursorPageDep, set_page_links
 from casebridge_shared.problems import PROBLEM_RESPONSES
@@ -28,11 +29,6 @@ router = APIRouter(prefix="/orders", tags=["orders"], responses=PROBLEM_RESPONSE
 
 OrderReader = Annotated[Principal, Depends(require_roles(Role.CUSTOMER, *STAFF_ROLES))]
 Customer = Annotated[Principal, Depends(require_roles(Role.CUSTOMER))]
-IDEMPOTENCY_KEY = Header(
-    min_length=1,
-    max_length=200,
-    description="Retry-safe ordering: the same key with the same body returns the first order",
-)
 
 
 @router.post(
@@ -47,13 +43,12 @@ async def place_order(
     body: OrderCreate,
     writes: WritesDep,
     response: Response,
-    idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Any:
     order, replayed = await service.place_order_with_others(writes, principal, body, idempotency_key)
     response.headers["Location"] = f"/orders/{order.id}"
     response.headers["ETag"] = etag(order.version)
-    if replayed:
-        response.headers["Idempotent-Replayed"] = "true"
+    mark_replayed(response, replayed)
     return order
 
 

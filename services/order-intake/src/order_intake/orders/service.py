@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,9 +17,10 @@ from casebridge_shared.auth import STAFF_ROLES, Principal, Role
 from casebridge_shared.currency import money
 from casebridge_shared.db import new_id, notify_at_commit, one_of, table_of, transaction_scoped, utcnow
 from casebridge_shared.group_commit import GroupCommit
+from casebridge_shared.idempotency import body_hash, check_same_request
 from casebridge_shared.outbox import UnitOfWork
 from casebridge_shared.pagination import KeyPart, Keyset, PageParams
-from casebridge_shared.problems import Conflict, Forbidden, NotFound, Unprocessable
+from casebridge_shared.problems import Conflict, Forbidden, NotFound
 from casebridge_shared.versioning import check_version
 from order_intake.catalog.models import Product
 from order_intake.identity.models import User
@@ -77,11 +76,6 @@ def _state(order: Order) -> dict[str, object]:
     }
 
 
-def _request_hash(data: OrderCreate) -> str:
-    canonical = json.dumps(data.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
 def can_see_all_orders(principal: Principal) -> bool:
     return principal.has_any(STAFF_ROLES)
 
@@ -101,11 +95,7 @@ async def _earlier_order(
     session: AsyncSession, used_with: str, order_id: str, request_hash: str
 ) -> Order | None:
     """The order an Idempotency-Key was first used for, if this request is the same one."""
-    if used_with != request_hash:
-        raise Unprocessable(
-            "this Idempotency-Key was already used with a different request",
-            field="header.Idempotency-Key",
-        )
+    check_same_request(used_with, request_hash, "request")
     return await session.get(Order, order_id)
 
 
@@ -268,7 +258,7 @@ async def _after_lost_race(
     """The insert failed: if a concurrent request with the same key won, answer with its order."""
     if idempotency_key is None:
         raise error
-    previous = await _replayed(uow.session, principal.subject, idempotency_key, _request_hash(data))
+    previous = await _replayed(uow.session, principal.subject, idempotency_key, body_hash(data))
     if previous is None:
         raise error
     return await read_order(uow.session, previous), True
@@ -286,7 +276,7 @@ async def order_placed_in(
     flush bookkeeping were a large part of the request's CPU (see ADR-0009).
     """
     # Only a retry-safe order needs its request's fingerprint.
-    request_hash = _request_hash(data) if idempotency_key is not None else ""
+    request_hash = body_hash(data) if idempotency_key is not None else ""
     batch = _batch(uow)
     looked_up = OrderLookUps(principal.subject, data.product_id, idempotency_key) in batch.asked
     if idempotency_key is not None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Header, Response, UploadFile, status
+from fastapi import APIRouter, Depends, File, Response, UploadFile, status
 from fastapi.responses import StreamingResponse
 
 from casebridge_shared import uploads
 from casebridge_shared.auth import STAFF_ROLES, Principal, Role, require_roles
 from casebridge_shared.files import clean_file_name
+from casebridge_shared.idempotency import IdempotencyKey, mark_replayed
 from casebridge_shared.openapi import ETAG, IDEMPOTENT_REPLAYED, LOCATION, response_headers
 from casebridge_shared.problems import PROBLEM_RESPONSES, Unprocessable
 from casebridge_shared.storage import download_response
@@ -31,11 +32,6 @@ ThreadReader = Annotated[Principal, Depends(require_roles(Role.CUSTOMER, *STAFF_
 # case-handling fetches the customer's files with a service token.
 FileReader = Annotated[Principal, Depends(require_roles(Role.CUSTOMER, *STAFF_ROLES, Role.SERVICE))]
 Customer = Annotated[Principal, Depends(require_roles(Role.CUSTOMER))]
-IDEMPOTENCY_KEY = Header(
-    min_length=1,
-    max_length=200,
-    description="Retry-safe posting: the same key with the same body returns the first message",
-)
 
 
 @router.get(
@@ -61,12 +57,11 @@ async def post_message(
     principal: Customer,
     uow: UowDep,
     response: Response,
-    idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Any:
     message, replayed = await service.post_message(uow, principal, order_id, body.body, idempotency_key)
     response.headers["Location"] = f"/orders/{order_id}/messages"
-    if replayed:
-        response.headers["Idempotent-Replayed"] = "true"
+    mark_replayed(response, replayed)
     return MessageRead.model_validate(message)
 
 

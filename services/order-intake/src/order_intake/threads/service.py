@@ -17,6 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from casebridge_shared.auth import Principal, Role
 from casebridge_shared.db import utcnow
+from casebridge_shared.idempotency import check_same_request
 from casebridge_shared.outbox import UnitOfWork
 from casebridge_shared.problems import Conflict, Forbidden, NotFound, Unprocessable
 from casebridge_shared.uploads import StoredFile
@@ -65,6 +66,8 @@ async def messages_of(session: AsyncSession, principal: Principal, order_id: str
 
 
 def _request_hash(body: str) -> str:
+    # The message's own SHA-256, not the shared ``request_hash``: the keys already kept
+    # were fingerprinted so, and a retry across an upgrade must still match.
     return hashlib.sha256(body.encode()).hexdigest()
 
 
@@ -80,10 +83,8 @@ async def _replayed(
             )
         )
     ).first()
-    if earlier is not None and earlier.request_hash != _request_hash(body):
-        raise Unprocessable(
-            "this Idempotency-Key was already used with a different message", field="header.Idempotency-Key"
-        )
+    if earlier is not None:
+        check_same_request(earlier.request_hash, _request_hash(body), "message")
     return earlier
 
 
