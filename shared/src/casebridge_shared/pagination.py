@@ -59,7 +59,7 @@ _KEY_TEXT_MAX = 200
 # Not a secret: the check value binds a cursor to its list and filters and catches any
 # edit. It need not keep anyone out, since every page applies the caller's own rights and
 # filters again, and a cursor holds only sort values the caller was shown (decision in
-# docs/adr/pending-keyset-pagination.md). The key only separates it from other SHA-256 uses.
+# docs/adr/0047-keyset-pagination.md). The key only separates it from other SHA-256 uses.
 _DIGEST_KEY = b"casebridge-pagination-cursor-v1"
 
 

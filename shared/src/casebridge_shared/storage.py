@@ -16,7 +16,7 @@ fetcher), that goes over ``max_bytes`` or whose hash is not ``expect_sha256`` st
 nothing: the temporary file is removed, the multipart upload aborted.
 
 :func:`download_response` serves a stored file and checks it against the SHA-256 and
-size recorded when it was stored (docs/adr/pending-object-storage.md): a file that no
+size recorded when it was stored (docs/adr/0046-object-storage.md): a file that no
 longer matches is never handed out as if it were whole. The choice of store is made once
 per service, in its ``bootstrap.py``, with :func:`object_store`.
 """
