@@ -355,9 +355,10 @@ def create_app(
     app.state.service = service  # names the session cookies (casebridge_shared.session_cookies)
     app.include_router(session_router())
     app.include_router(kit_router(service))
-    _outermost(app, SecurityHeadersMiddleware)
-    # Around everything, so the server span covers the whole answer (only when exporting).
+    # The server span around the whole stack (only when spans are exported); before
+    # _outermost, since the instrumentation expects Starlette's own stack to wrap.
     telemetry.instrument_app(app)
+    _outermost(app, SecurityHeadersMiddleware)
     _add_problem_schema(app)
     return app
 
