@@ -7,9 +7,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -264,3 +268,68 @@ async def test_a_consumer_continues_the_producer_s_trace_and_so_do_its_events_an
         for n, (trace_id, span_id) in zip((1, 2, 3), handler.ids, strict=True)  # type: ignore[misc]
     ]
     assert applied[0]["trace_id"] == HEADER_TRACE
+
+
+# -- the process's setup -------------------------------------------------------------------
+
+_PROBE = """
+from opentelemetry import trace
+from casebridge_shared import telemetry, tracing
+telemetry.setup_telemetry("probe")
+with tracing.tracer().start_as_current_span("probe-span"):
+    pass
+provider = trace.get_tracer_provider()
+print(type(provider).__name__, telemetry.exporting())
+if hasattr(provider, "shutdown"):
+    provider.shutdown()  # flushes the batch to the collector before the process ends
+"""
+
+
+class _Collector(BaseHTTPRequestHandler):
+    received: ClassVar[list[tuple[str, str, bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        self.received.append((self.path, self.headers.get("content-type", ""), body))
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _probe(**env: str) -> str:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE],
+        env=clean | env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def test_spans_go_over_otlp_only_when_an_endpoint_is_set() -> None:
+    collector = ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{collector.server_address[1]}"
+        assert _probe() == "TracerProvider False"
+        assert _Collector.received == []
+        assert (
+            _probe(OTEL_EXPORTER_OTLP_ENDPOINT=url, OTEL_SERVICE_NAME="probe-renamed")
+            == "TracerProvider True"
+        )
+        [(path, content_type, body)] = _Collector.received
+        assert (path, content_type) == ("/v1/traces", "application/x-protobuf")
+        assert b"probe-span" in body and b"probe-renamed" in body
+        # Disabled: the API's no-op provider stays, even with an endpoint set.
+        assert (
+            _probe(OTEL_SDK_DISABLED="true", OTEL_EXPORTER_OTLP_ENDPOINT=url) == "ProxyTracerProvider False"
+        )
+        assert len(_Collector.received) == 1
+    finally:
+        collector.shutdown()
