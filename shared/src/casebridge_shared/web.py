@@ -327,6 +327,11 @@ def create_app(
         # Served by docs_router() with their own Content-Security-Policy.
         docs_url=None,
         redoc_url=None,
+        # FastAPI's own OpenTelemetry spans off: with the SDK's provider set but nothing
+        # exported they would be made per request (server, endpoint, each dependency) and
+        # dropped; when exporting, the FastAPI instrumentation makes the server span
+        # (telemetry.instrument_app). Metrics are Prometheus's, logs structlog's.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.readiness_checks = {}
     app.state.metrics_hooks = []
