@@ -14,7 +14,8 @@ environment:
 The load generator is this process: ``--concurrency`` closed-loop clients on the minimal
 keep-alive client of _common.py (far less client CPU than httpx). Rounds alternate the three;
 latency percentiles pool every request of every round. Printed: each server's p50/p99 and
-mean, and the ratios disabled/off (1.0 = the default costs nothing) and off/on.
+mean, the server's CPU per request (steadier than latency on a busy machine), and the ratios
+disabled/off (1.0 = the default costs nothing) and off/on.
 
     .venv/bin/python bench/bench_tracing.py
     .venv/bin/python bench/bench_tracing.py --database postgres
@@ -64,6 +65,8 @@ class Variant:
     port: int
     process: c.Process | None = None
     latencies: list[float] = field(default_factory=list)
+    cpu_seconds: float = 0.0  # the server's CPU over the measured rounds
+    requests: int = 0
 
 
 async def _drive(
@@ -134,7 +137,11 @@ async def bench(args: Any, database_url: str, bootstrap_servers: str, workdir: P
                 return 1
         for round_no in range(1, args.rounds + 1):
             for v in variants:
+                assert v.process is not None
+                cpu = v.process.cpu_seconds()
                 errors = await _drive(v, args.requests, args.concurrency, body, seed.tokens)
+                v.cpu_seconds += v.process.cpu_seconds() - cpu
+                v.requests += args.requests
                 if errors:
                     print(f"  round {round_no} {v.name}: errors {dict(errors)}")
                     return 1
@@ -149,15 +156,22 @@ async def bench(args: Any, database_url: str, bootstrap_servers: str, workdir: P
         f"{args.database}"
     )
     means: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     for v in variants:
         means[v.name] = statistics.fmean(v.latencies)
+        cpu[v.name] = v.cpu_seconds / v.requests
         print(
             f"  {v.name:<8} p50 {c.ms(c.percentile(v.latencies, 50)):>9}  "
-            f"p99 {c.ms(c.percentile(v.latencies, 99)):>9}  mean {c.ms(means[v.name]):>9}"
+            f"p99 {c.ms(c.percentile(v.latencies, 99)):>9}  mean {c.ms(means[v.name]):>9}  "
+            f"server CPU per request {c.ms(cpu[v.name]):>9}"
         )
     print(f"  OTLP exports received (on): {_Collector.exports}")
     print(f"  latency ratio disabled/off {means['disabled'] / means['off']:.2f} (1.00: off costs nothing)")
     print(f"  latency ratio off/on       {means['off'] / means['on']:.2f} (what exporting costs)")
+    print(
+        f"  server CPU ratio disabled/off {cpu['disabled'] / cpu['off']:.2f}, "
+        f"off/on {cpu['off'] / cpu['on']:.2f}"
+    )
     return 0
 
 

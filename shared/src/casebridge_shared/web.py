@@ -46,6 +46,10 @@ ReadinessCheck = Callable[[], Awaitable[None]]
 log = structlog.get_logger("casebridge.http")
 
 
+# The probes and the scrape: neither logged nor traced (a span per poll would be most traces).
+_UNTRACED = frozenset(("/healthz", "/readyz", "/metrics"))
+
+
 class RequestContextMiddleware:
     """Trace context, access log and latency histogram (pure ASGI, no buffering)."""
 
@@ -59,7 +63,7 @@ class RequestContextMiddleware:
             return
         span: Span | None = None
         token: Token[otel_context.Context] | None = None
-        if not trace.get_current_span().get_span_context().is_valid:
+        if scope["path"] not in _UNTRACED and not trace.get_current_span().get_span_context().is_valid:
             # No FastAPI instrumentation around this app (spans are not exported): the
             # request's own server span continues the caller's trace, so its logs, its
             # events and its answer carry the trace id all the same.
@@ -102,7 +106,7 @@ class RequestContextMiddleware:
             metrics.HTTP_REQUEST_SECONDS.labels(self.service, scope["method"], template, str(status)).observe(
                 elapsed
             )
-            if template not in ("/metrics", "/healthz", "/readyz"):
+            if template not in _UNTRACED:
                 log.info(
                     "http.request",
                     method=scope["method"],
