@@ -95,7 +95,13 @@ ENVELOPE_DESCRIPTIONS: dict[str, str] = {
         "than the one it already applied."
     ),
     "traceparent": (
-        "CloudEvents distributed-tracing extension: W3C trace context of the request that caused the event."
+        "CloudEvents distributed-tracing extension: W3C trace context of the span that emitted the event "
+        "(the request's, or the consumer's span for the event that caused it); also the record's "
+        "`traceparent` header. A consumer continues the trace from it."
+    ),
+    "tracestate": (
+        "CloudEvents distributed-tracing extension: the W3C `tracestate` that goes with `traceparent`, "
+        "when the trace has one; also the record's `tracestate` header."
     ),
 }
 
@@ -114,6 +120,7 @@ ENVELOPE_CLASSIFICATIONS: dict[str, Classification] = {
     "partitionkey": Classification.PSEUDONYMOUS,
     "aggregateversion": Classification.INTERNAL,
     "traceparent": Classification.INTERNAL,
+    "tracestate": Classification.INTERNAL,
 }
 
 KAFKA_KEY_DESCRIPTION = (
@@ -377,7 +384,16 @@ def asyncapi_document(contracts: Sequence[EventContract]) -> dict[str, Any]:
                     "type": "string",
                     "const": CLOUDEVENTS_CONTENT_TYPE,
                     "description": "CloudEvents structured mode: the record value is the whole event.",
-                }
+                },
+                "traceparent": {
+                    "type": "string",
+                    "description": "W3C trace context of the span that emitted the event (the event's "
+                    "`traceparent` attribute); consumers continue the trace from it.",
+                },
+                "tracestate": {
+                    "type": "string",
+                    "description": "W3C `tracestate` that goes with `traceparent`, when the trace has one.",
+                },
             },
             "required": ["content-type"],
         }

@@ -105,7 +105,9 @@ class CloudEvent(BaseModel):
 
     ``partitionkey`` is the CloudEvents partitioning extension (= Kafka key,
     the aggregate id); ``aggregateversion`` lets consumers drop stale events;
-    ``traceparent`` is the W3C trace context of the request that caused it.
+    ``traceparent`` and ``tracestate`` are the CloudEvents distributed-tracing extension:
+    the W3C trace context of the span that emitted it (the request's, or the span in which a
+    consumer applied the event that caused it), which the relay also sends as Kafka headers.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -121,6 +123,7 @@ class CloudEvent(BaseModel):
     partitionkey: str
     aggregateversion: int = Field(ge=0)
     traceparent: str | None = None
+    tracestate: str | None = None
     data: dict[str, Any]
 
     def to_bytes(self) -> bytes:

@@ -22,6 +22,7 @@ import functools
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import (
     JSON,
@@ -65,6 +67,7 @@ from casebridge_shared.kafka import (
 from casebridge_shared.logs import describe_error
 from casebridge_shared.outbox import OutboxRelay, OutboxTables, UnitOfWork
 from casebridge_shared.settings import ServiceSettings
+from casebridge_shared.tracing import record_context, span_from
 
 log = structlog.get_logger(__name__)
 _ID = BigInteger().with_variant(Integer, "sqlite")
@@ -297,6 +300,28 @@ class EventConsumer:
         except LookupError as exc:
             raise PoisonEvent(f"no payload model for {event.type}") from exc
 
+    def _span(self, record: ConsumerRecord[bytes, bytes], event: CloudEvent) -> AbstractContextManager[Any]:
+        """The consumer span a handler runs in: a child of the span that emitted the event (the
+        record's ``traceparent`` header, else the event's attribute), so the events the handler
+        emits, its log lines and its deliveries continue the producer's trace."""
+        return span_from(
+            f"process {event.type}",
+            record_context(record.headers or (), event.traceparent, event.tracestate),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": record.topic,
+                "messaging.destination.partition.id": str(record.partition),
+                "messaging.kafka.offset": record.offset,
+                "messaging.consumer.group.name": self.group,
+                "messaging.message.id": event.id,
+                "cloudevents.event_type": event.type,
+                "cloudevents.event_source": event.source,
+                "casebridge.service": self.service,
+            },
+        )
+
     # -- processing --------------------------------------------------------
 
     async def process(
@@ -457,7 +482,8 @@ class EventConsumer:
                     await self.before_run(uow, [(item.event, item.payload) for _, item in new])
                 for index, item in new:
                     current = index
-                    await item.handler(uow, item.event, item.payload)
+                    with self._span(item.record, item.event):
+                        await item.handler(uow, item.event, item.payload)
                     current = None
                 await uow.commit()
         except Exception as exc:
@@ -486,7 +512,8 @@ class EventConsumer:
                 return Outcome(duplicate=True)
             if self.before_run is not None:  # a run of one
                 await self.before_run(uow, [(event, payload)])
-            await handler(uow, event, payload)
+            with self._span(record, event):
+                await handler(uow, event, payload)
             uow.insert_at_commit(
                 inbox,
                 {

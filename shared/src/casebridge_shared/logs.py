@@ -1,4 +1,4 @@
-"""Structured JSON logs (structlog) carrying the request's trace id."""
+"""Structured JSON logs (structlog) carrying the current span's trace id."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 from sqlalchemy.exc import StatementError
+
+from casebridge_shared.tracing import current_ids
 
 # Keys whose values must never reach a log line.
 _SECRET_KEYS = re.compile(r"pass(word)?|secret|token|authorization|private|api[_-]?key", re.I)
@@ -31,6 +33,17 @@ def _redact(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str,
             event_dict[key] = "[redacted]"
         elif isinstance(value, str) and "@" in value:
             event_dict[key] = _EMAIL_ADDRESS.sub("[email]", value)
+    return event_dict
+
+
+def add_trace_ids(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """``trace_id`` and ``span_id`` of the current OpenTelemetry span: a request's, or a worker's
+    span for the event it is applying or the delivery it is sending, so any line can be
+    found from a trace and the other way round. A value bound by the caller stands."""
+    ids = current_ids()
+    if ids is not None:
+        event_dict.setdefault("trace_id", ids[0])
+        event_dict.setdefault("span_id", ids[1])
     return event_dict
 
 
@@ -60,6 +73,7 @@ def describe_error(exc: BaseException, limit: int = 300) -> str:
 def configure_logging(service: str, *, level: str = "INFO", json: bool = True) -> None:
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact,

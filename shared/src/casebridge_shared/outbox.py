@@ -20,6 +20,7 @@ import fcntl
 import functools
 import json
 import os
+import re
 import socket
 import time
 import zlib
@@ -87,7 +88,7 @@ from casebridge_shared.events import (
 from casebridge_shared.kafka import BrokerClient, TopicMisconfigured, ensure_topics, make_producer
 from casebridge_shared.settings import ServiceSettings
 from casebridge_shared.sqlite_dbapi import sent_with_commit
-from casebridge_shared.tracing import child_of, current_traceparent
+from casebridge_shared.tracing import current_trace_headers, kafka_trace_headers
 from casebridge_shared.worker import until_any
 
 log = structlog.get_logger(__name__)
@@ -264,6 +265,9 @@ class UnitOfWork:
         if len(key) > MESSAGE_KEY_MAX:
             # PostgreSQL would refuse it at commit, SQLite would not: fail the same on both.
             raise ValueError(f"event key of {len(key)} characters; the outbox holds {MESSAGE_KEY_MAX}")
+        # The span this runs in (a request's, or the consumer's span for the event being
+        # applied): the outbox row keeps it, and whoever consumes the event continues it.
+        trace_context = current_trace_headers()
         event = CloudEvent(
             id=new_id(),
             source=self._source,
@@ -273,7 +277,8 @@ class UnitOfWork:
             time=utcnow(),
             partitionkey=key,
             aggregateversion=version,
-            traceparent=child_of(current_traceparent.get()),
+            traceparent=trace_context.get("traceparent"),
+            tracestate=trace_context.get("tracestate"),
             data=payload.model_dump(mode="json"),
         )
         self._events.append(event)
@@ -487,6 +492,30 @@ class RelayLock:
 
 
 _HEADERS = [("content-type", CLOUDEVENTS_CONTENT_TYPE.encode())]
+# The top-level trace attributes of an outbox row's CloudEvent JSON (``CloudEvent.to_bytes``).
+# Its attributes before ``data`` are all scalars, and inside a JSON string a quote is
+# escaped, so ``[{,]"name":`` ahead of the first ``,"data":`` is a top-level key.
+_TRACE_ATTRIBUTE = re.compile(r'[{,]"(traceparent|tracestate)":"([^"\\]*)"')
+_DATA_KEY = ',"data":'
+
+
+def _record_headers(payload: str) -> list[tuple[str, bytes]]:
+    """The Kafka headers of an outbox row: content type and the event's trace context.
+
+    The trace context is read from the stored event rather than a column of its own: no
+    outbox migration in every service, and a scan of the JSON's first few hundred
+    characters instead of parsing all of it for two strings.
+    """
+    end = payload.find(_DATA_KEY)
+    found: dict[str, str] = {
+        m.group(1): m.group(2)
+        for m in _TRACE_ATTRIBUTE.finditer(payload, 0, end if end >= 0 else len(payload))
+    }
+    if not found:
+        return _HEADERS
+    return [*_HEADERS, *kafka_trace_headers(found.get("traceparent"), found.get("tracestate"))]
+
+
 # The default partitioner's hash of a key (aiokafka's DefaultPartitioner, Kafka's own).
 _key_hash = functools.lru_cache(maxsize=65_536)(murmur2)
 
@@ -502,7 +531,9 @@ class _Batch:
 
     def add(self, row: _Row, key: bytes) -> bool:
         """Append the row; False if the batch is full."""
-        added = self.builder.append(key=key, value=row.payload.encode(), timestamp=None, headers=_HEADERS)
+        added = self.builder.append(
+            key=key, value=row.payload.encode(), timestamp=None, headers=_record_headers(row.payload)
+        )
         if added is None:
             return False
         self.rows.append(row)

@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from contextvars import Token
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,13 @@ import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, StatusCode
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from casebridge_shared import metrics
+from casebridge_shared import metrics, telemetry
 from casebridge_shared.db import is_database_unreachable
 from casebridge_shared.keyfiles import owner_only_umask
 from casebridge_shared.openapi import operation_id
@@ -36,10 +40,14 @@ from casebridge_shared.problems import (
     Unauthorized,
     install_problem_handlers,
 )
-from casebridge_shared.tracing import child_of, current_traceparent, parse_trace_id
+from casebridge_shared.tracing import context_from, current_traceparent, tracer
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 log = structlog.get_logger("casebridge.http")
+
+
+# The probes and the scrape: neither logged nor traced (a span per poll would be most traces).
+_UNTRACED = frozenset(("/healthz", "/readyz", "/metrics"))
 
 
 class RequestContextMiddleware:
@@ -53,14 +61,23 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = None
-        for name, value in scope.get("headers", []):
-            if name == b"traceparent":
-                incoming = value.decode("latin-1")
-                break
-        traceparent = child_of(incoming)
-        token = current_traceparent.set(traceparent)
-        structlog.contextvars.bind_contextvars(trace_id=parse_trace_id(traceparent))
+        span: Span | None = None
+        token: Token[otel_context.Context] | None = None
+        if scope["path"] not in _UNTRACED and not trace.get_current_span().get_span_context().is_valid:
+            # No FastAPI instrumentation around this app (spans are not exported): the
+            # request's own server span continues the caller's trace, so its logs, its
+            # events and its answer carry the trace id all the same.
+            incoming: dict[str, str] = {}
+            for name, value in scope.get("headers", []):
+                if name in (b"traceparent", b"tracestate"):
+                    incoming.setdefault(name.decode(), value.decode("latin-1"))
+            span = tracer().start_span(
+                f"{scope['method']} {scope['path']}",
+                context=context_from(incoming.get("traceparent"), incoming.get("tracestate")),
+                kind=SpanKind.SERVER,
+            )
+            token = otel_context.attach(trace.set_span_in_context(span))
+        traceparent = current_traceparent()
         status = 500
         started = time.perf_counter()
 
@@ -68,9 +85,10 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((b"traceparent", traceparent.encode()))
-                message["headers"] = headers
+                if traceparent is not None:
+                    headers = list(message.get("headers", []))
+                    headers.append((b"traceparent", traceparent.encode()))
+                    message["headers"] = headers
             await send(message)
 
         try:
@@ -88,7 +106,7 @@ class RequestContextMiddleware:
             metrics.HTTP_REQUEST_SECONDS.labels(self.service, scope["method"], template, str(status)).observe(
                 elapsed
             )
-            if template not in ("/metrics", "/healthz", "/readyz"):
+            if template not in _UNTRACED:
                 log.info(
                     "http.request",
                     method=scope["method"],
@@ -97,8 +115,14 @@ class RequestContextMiddleware:
                     status=status,
                     duration_ms=round(elapsed * 1000, 2),
                 )
-            structlog.contextvars.unbind_contextvars("trace_id")
-            current_traceparent.reset(token)
+            if span is not None:
+                span.update_name(f"{scope['method']} {template}")
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(StatusCode.ERROR)
+                span.end()
+            if token is not None:
+                otel_context.detach(token)
 
 
 # Content-Security-Policy of everything that is not a page: API answers (JSON,
@@ -294,6 +318,7 @@ def create_app(
     metrics_token: str = "",
 ) -> FastAPI:
     owner_only_umask()  # what the api writes under var/ (uploads, kept keys) is its owner's alone
+    telemetry.setup_telemetry(service)
     app = FastAPI(
         title=title,
         description=description,
@@ -306,6 +331,11 @@ def create_app(
         # Served by docs_router() with their own Content-Security-Policy.
         docs_url=None,
         redoc_url=None,
+        # FastAPI's own OpenTelemetry spans off: with the SDK's provider set but nothing
+        # exported they would be made per request (server, endpoint, each dependency) and
+        # dropped; when exporting, the FastAPI instrumentation makes the server span
+        # (telemetry.instrument_app). Metrics are Prometheus's, logs structlog's.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.readiness_checks = {}
     app.state.metrics_hooks = []
@@ -334,6 +364,9 @@ def create_app(
     app.state.service = service  # names the session cookies (casebridge_shared.session_cookies)
     app.include_router(session_router())
     app.include_router(kit_router(service))
+    # The server span around the whole stack (only when spans are exported); before
+    # _outermost, since the instrumentation expects Starlette's own stack to wrap.
+    telemetry.instrument_app(app)
     _outermost(app, SecurityHeadersMiddleware)
     _add_problem_schema(app)
     return app

@@ -24,6 +24,7 @@ from casebridge_shared.keyfiles import owner_only_umask
 from casebridge_shared.logs import configure_logging
 from casebridge_shared.problems import Unauthorized
 from casebridge_shared.settings import ServiceSettings
+from casebridge_shared.telemetry import setup_telemetry
 
 log = structlog.get_logger(__name__)
 
@@ -299,6 +300,7 @@ def run_service_worker(
     """A service's ``worker`` command: its logging, its metrics port, ``work(settings, stop)``."""
     owner_only_umask()
     configure_logging(f"{service}-worker", level=settings.log_level, json=settings.log_json)
+    setup_telemetry(service)
     try:
         if isinstance(settings, ServiceSettings):
             check_client_settings(settings)

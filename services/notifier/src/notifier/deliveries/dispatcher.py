@@ -32,6 +32,7 @@ import aiosmtplib
 import httpx
 import structlog
 from aiohttp.abc import AbstractResolver, ResolveResult
+from opentelemetry.trace import SpanKind
 from py_vapid import Vapid02
 from pywebpush import WebPushException, webpush_async
 from standardwebhooks.webhooks import Webhook
@@ -39,6 +40,7 @@ from standardwebhooks.webhooks import Webhook
 from casebridge_shared import metrics
 from casebridge_shared.db import Database, utcnow
 from casebridge_shared.outbound import OutboundPolicy, OutboundRefused, guarded_client
+from casebridge_shared.tracing import context_from, current_trace_headers, span_from
 from casebridge_shared.worker import periodic
 from notifier.deliveries import service
 from notifier.deliveries.models import Delivery, DeliveryStatus, PushSubscription, WebhookSubscription
@@ -149,6 +151,22 @@ class Dispatcher:
         return timedelta(seconds=min(seconds, self.settings.delivery_max_backoff_seconds))
 
     async def deliver(self, delivery: Delivery) -> None:
+        """Send one delivery in a span that continues the trace of whatever queued it (the
+        consumer's span for the case event), so the staff member's phone is on the order's trace."""
+        with span_from(
+            f"deliver {delivery.channel}",
+            context_from(delivery.traceparent),
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "casebridge.service": SERVICE,
+                "casebridge.delivery.id": delivery.id,
+                "casebridge.delivery.channel": delivery.channel,
+                "casebridge.delivery.attempt": delivery.attempts + 1,
+            },
+        ):
+            await self._deliver(delivery)
+
+    async def _deliver(self, delivery: Delivery) -> None:
         senders = {
             Channel.PUSH.value: self._push,
             Channel.EMAIL.value: self._email,
@@ -283,6 +301,8 @@ class Dispatcher:
                 Webhook(secret).sign(delivery.id, now, body)
                 for secret in service.signing_secrets(sub, self.webhook_secrets, now)
             ),
+            # The delivery's span: a receiver that traces continues the order's trace.
+            **current_trace_headers(),
         }
         assert self._http is not None
         response = await self._http.post(sub.url, content=body.encode(), headers=headers)

@@ -47,6 +47,9 @@ class Delivery(Base, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # The span that queued it (the consumer's span for the event): the dispatcher's span for
+    # the sending is its child, and a webhook request carries it on as ``traceparent``.
+    traceparent: str | None = Field(default=None, max_length=55)
 
 
 class DeliveryAttempt(Base, table=True):

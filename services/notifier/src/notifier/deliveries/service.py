@@ -19,6 +19,7 @@ from casebridge_shared.inbox import Handler
 from casebridge_shared.outbound import OutboundPolicy, OutboundRefused
 from casebridge_shared.outbox import UnitOfWork
 from casebridge_shared.problems import Conflict, NotFound, PreconditionFailed, Unprocessable
+from casebridge_shared.tracing import current_traceparent
 from casebridge_shared.versioning import check_version
 from notifier import memo
 from notifier.deliveries.events import ORDER_EVENTS
@@ -66,6 +67,7 @@ def _delivery(
         "last_error": None,
         "created_at": now,
         "sent_at": None,
+        "traceparent": current_traceparent(),
     }
 
 

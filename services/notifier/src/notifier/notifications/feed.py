@@ -25,12 +25,14 @@ import json
 from collections.abc import AsyncIterator
 
 import structlog
+from opentelemetry.trace import SpanKind
 from sqlalchemy import bindparam, func
 from sqlalchemy import select as select_core
 from sqlmodel import select
 
 from casebridge_shared.commit_watch import CommitWatch
 from casebridge_shared.db import Database, table_of
+from casebridge_shared.tracing import context_from, span_from
 from notifier.notifications import service
 from notifier.notifications.models import Notification, NotificationRead
 from notifier.notifications.service import NEW_NOTIFICATIONS_CHANNEL
@@ -118,9 +120,21 @@ class NotificationFeed:
             self._last_id = max(self._last_id, row.id)
             queues = self._streams.get(row.recipient_id)
             if queues:
-                item = NotificationRead.model_validate(row)
-                for queue in queues:
-                    queue.put_nowait(item)
+                # The live stream's delivery, on the trace of the case event that made it.
+                with span_from(
+                    "deliver in_app",
+                    context_from(row.traceparent),
+                    kind=SpanKind.PRODUCER,
+                    attributes={
+                        "casebridge.service": "notifier",
+                        "casebridge.delivery.channel": "in_app",
+                        "casebridge.notification.id": row.id,
+                        "casebridge.streams": len(queues),
+                    },
+                ):
+                    item = NotificationRead.model_validate(row)
+                    for queue in queues:
+                        queue.put_nowait(item)
         return len(rows)
 
 

@@ -54,6 +54,9 @@ class Notification(Base, table=True):
     body: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     read_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # The span that made it (the consumer's span for the case event): the live stream's
+    # delivery continues that trace. Internal: not in NotificationRead.
+    traceparent: str | None = Field(default=None, max_length=55)
 
 
 class NotificationRead(BaseModel):

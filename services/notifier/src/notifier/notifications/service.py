@@ -33,6 +33,7 @@ from casebridge_shared.db import (
     utcnow,
 )
 from casebridge_shared.pagination import KeyPart, Keyset, PageParams
+from casebridge_shared.tracing import current_traceparent
 from notifier import memo
 from notifier.deliveries import service as deliveries
 from notifier.notifications.models import Channel, Kind, Notification
@@ -156,6 +157,7 @@ async def notify(session: AsyncSession, recipients: list[str], alert: Alert) -> 
     now = utcnow()
     wanted = {r: channels_for(prefs.get(r), alert.kind, now) for r in recipients}
     added: list[dict[str, Any]] = []
+    traceparent = current_traceparent()  # the live stream's delivery continues this trace
     for recipient in recipients:
         if not wanted[recipient]:
             continue  # every channel turned off for this kind
@@ -172,6 +174,7 @@ async def notify(session: AsyncSession, recipients: list[str], alert: Alert) -> 
                 "created_at": now,
                 # Turned off in the app: kept for the record, already read.
                 "read_at": None if Channel.IN_APP in wanted[recipient] else now,
+                "traceparent": traceparent,
             }
         )
         seqs[recipient] = last[recipient] + 1
