@@ -44,6 +44,12 @@ def _group() -> None:
 SERVICE_ORDER = ["order-intake", "case-handling", "notifier", "customer-ledger"]
 DEFAULT_PORTS = {"order-intake": 8001, "case-handling": 8002, "notifier": 8003, "customer-ledger": 8004}
 DEV_SMTP_PORT = 1025  # the notifier's default smtp_port
+# Seconds between looks at the services' /readyz while the stack starts: growing from the first
+# to the longest.
+READY_POLL_FIRST = 0.05
+READY_POLL_LONGEST = 0.5
+# An api's grace for open requests once stopped, under `up`: well inside honcho's 5 s.
+API_STOP_GRACE_SECONDS = 2
 
 
 @dataclass(frozen=True)
@@ -392,6 +398,9 @@ def up(
     env = dict(os.environ)
     env.setdefault("CASEBRIDGE_ENVIRONMENT", "development")
     env.setdefault("CASEBRIDGE_VAR_DIR", str(var_dir))
+    # An api waits this long for open live streams (a staff app's alerts) after Ctrl-C; the
+    # process manager SIGKILLs whatever still runs 5 s after it (honcho's KILL_WAIT).
+    env.setdefault("CASEBRIDGE_SHUTDOWN_GRACE_SECONDS", str(API_STOP_GRACE_SECONDS))
     kafka_host, kafka_port = _kafka_address()
     env.setdefault("CASEBRIDGE_KAFKA_BOOTSTRAP_SERVERS", f"{kafka_host}:{kafka_port}")
     os.environ.update(env)
@@ -459,12 +468,16 @@ def up(
     def announce_when_ready() -> None:
         deadline = time.monotonic() + ready_timeout
         pending = {s.name: f"http://{s.host()}:{s.port()}/readyz" for s in services}
+        # A refused connection costs nothing, so look often at first and less often the
+        # longer the start takes: the banner comes within a tenth of the last one ready.
+        interval = READY_POLL_FIRST
         while time.monotonic() < deadline and manager.returncode is None:
             pending = {n: u for n, u in pending.items() if not _ready(u)}
             if not pending and port_open(kafka_host, kafka_port):
                 print(_banner(services, logins, f"{kafka_host}:{kafka_port}", mail, mail_dir), flush=True)
                 return
-            time.sleep(0.25)
+            time.sleep(interval)
+            interval = min(interval * 1.5, READY_POLL_LONGEST)
         if manager.returncode is None:
             print(f"casebridge: not ready after {ready_timeout}s: {', '.join(pending)}", flush=True)
 
@@ -474,10 +487,13 @@ def up(
 
 
 def main() -> None:
-    try:
-        from casebridge_shared.contracts import cli as contracts_cli
+    # `up` has no use for the contracts tooling, whose import (schemas, every service's events)
+    # took a second of the restart on a busy machine; every other command line lists it.
+    if sys.argv[1:2] != ["up"]:
+        try:
+            from casebridge_shared.contracts import cli as contracts_cli
 
-        cli.add_typer(contracts_cli, name="contracts")
-    except ImportError:  # pragma: no cover - contracts tooling not installed
-        pass
+            cli.add_typer(contracts_cli, name="contracts")
+        except ImportError:  # pragma: no cover - contracts tooling not installed
+            pass
     cli()
