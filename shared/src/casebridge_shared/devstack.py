@@ -16,6 +16,7 @@ import importlib.util
 import json
 import os
 import shlex
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -437,9 +438,11 @@ def up(
         env.update(bootstrap_admin_env(env, logins))
 
     manager = Manager()
-    manager.add_process(
-        "broker", shlex.join(broker_command(kafka_host, kafka_port)), env=env | {"RUST_LOG": "warn"}
-    )
+    # The broker runs beside the process manager, not under it: honcho stops its processes
+    # with SIGTERM, on which Tansu waits about 5 s for its clients to leave (past honcho's
+    # KILL_WAIT), while on SIGINT it ends at once, and it keeps nothing to lose. In this
+    # process group it gets a terminal's Ctrl-C itself; stop_broker covers any other end.
+    broker = subprocess.Popen(broker_command(kafka_host, kafka_port), env=env | {"RUST_LOG": "warn"})
     mail: str | None = None
     mail_dir: Path | None = None
     smtp_port = int(env.get("CASEBRIDGE_NOTIFIER_SMTP_PORT", DEV_SMTP_PORT))
@@ -482,8 +485,22 @@ def up(
             print(f"casebridge: not ready after {ready_timeout}s: {', '.join(pending)}", flush=True)
 
     threading.Thread(target=announce_when_ready, daemon=True).start()
-    manager.loop()
+    try:
+        manager.loop()
+    finally:
+        stop_broker(broker)
     sys.exit(manager.returncode or 0)
+
+
+def stop_broker(broker: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """End the embedded broker with SIGINT (at once, unlike SIGTERM); SIGKILL if it hangs."""
+    if broker.poll() is None:
+        broker.send_signal(signal.SIGINT)
+    try:
+        broker.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        broker.kill()
+        broker.wait()
 
 
 def main() -> None:
