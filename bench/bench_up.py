@@ -105,7 +105,7 @@ def start_and_stop(var_dir: Path, timeout: float) -> tuple[float, float, int, st
                     gone[pid] = time.monotonic() - signalled
             time.sleep(0.02)  # not a test: the resolution of the figure
         to_gone = time.monotonic() - signalled
-        last = sorted(gone.items(), key=lambda item: -item[1])[:3]
+        last = sorted(gone.items(), key=lambda item: -item[1])[:5]
         print("  last to exit: " + ", ".join(f"{names.get(pid, pid)} {t:.1f} s" for pid, t in last))
         stack.wait(timeout=10)
     finally:

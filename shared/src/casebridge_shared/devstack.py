@@ -438,11 +438,6 @@ def up(
         env.update(bootstrap_admin_env(env, logins))
 
     manager = Manager()
-    # The broker runs beside the process manager, not under it: honcho stops its processes
-    # with SIGTERM, on which Tansu waits about 5 s for its clients to leave (past honcho's
-    # KILL_WAIT), while on SIGINT it ends at once, and it keeps nothing to lose. In this
-    # process group it gets a terminal's Ctrl-C itself; stop_broker covers any other end.
-    broker = subprocess.Popen(broker_command(kafka_host, kafka_port), env=env | {"RUST_LOG": "warn"})
     mail: str | None = None
     mail_dir: Path | None = None
     smtp_port = int(env.get("CASEBRIDGE_NOTIFIER_SMTP_PORT", DEV_SMTP_PORT))
@@ -484,6 +479,15 @@ def up(
         if manager.returncode is None:
             print(f"casebridge: not ready after {ready_timeout}s: {', '.join(pending)}", flush=True)
 
+    # The broker runs beside the process manager, not under it: honcho stops its processes
+    # with SIGTERM, on which Tansu waits about 5 s for its clients to leave (past honcho's
+    # KILL_WAIT), while on SIGINT it ends at once, and it keeps nothing to lose. It is
+    # stopped last, once every worker has closed its Kafka clients: stopped with them, it
+    # left the workers' last commits and leave-group calls hanging for their stop grace.
+    # Its own session keeps a terminal's Ctrl-C from reaching it before that.
+    broker = subprocess.Popen(
+        broker_command(kafka_host, kafka_port), env=env | {"RUST_LOG": "warn"}, start_new_session=True
+    )
     threading.Thread(target=announce_when_ready, daemon=True).start()
     try:
         manager.loop()
