@@ -19,6 +19,7 @@ answers): the floor for any ``up`` that starts these processes. The ratio
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -110,7 +111,11 @@ def start_and_stop(var_dir: Path, timeout: float) -> tuple[float, float, int, st
         stack.wait(timeout=10)
     finally:
         if stack.poll() is None:
-            os.killpg(stack.pid, signal.SIGKILL)
+            family |= c.descendants(stack.pid)
+            # The processes live in sessions of their own (honcho's, the broker's): each one.
+            for pid in family:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
             stack.wait()
     text = log_path.read_text(errors="replace")
     return to_banner, to_gone, text.count("sending SIGKILL"), text

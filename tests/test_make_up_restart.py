@@ -3,6 +3,7 @@ again, and Ctrl-C ends every process by itself, none SIGKILLed by the process ma
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -63,6 +64,7 @@ async def _up_until_ctrl_c(var_dir: Path, log: Path) -> str:
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group, like a terminal's foreground job
     )
+    family = {up.pid}
     try:
         await wait_until(
             lambda: BANNER in log.read_text(errors="replace") or up.poll() is not None,
@@ -78,7 +80,10 @@ async def _up_until_ctrl_c(var_dir: Path, log: Path) -> str:
         )
     finally:
         if up.poll() is None:
-            os.killpg(up.pid, signal.SIGKILL)
+            # The processes live in sessions of their own (honcho's, the broker's): each one.
+            for pid in family | _family(up.pid):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
         up.wait()
     output = log.read_text(errors="replace")
     assert up.returncode in CTRL_C_STATUSES, output[-3000:]
