@@ -8,8 +8,9 @@ process's share of one core and the total. Ctrl-C (SIGINT to the group) stops th
 afterwards, as a user would.
 
 There is no second system to compare with; the reference printed alongside is the
-broker, which only answers the workers' Kafka fetches while idle. The ports of
-``make up`` (8001-8004, 19092) must be free.
+broker, which only answers the workers' Kafka fetches while idle. The stack runs on free
+ports of its own, so a ``make up`` already running is no obstacle. Also printed: how many
+processes the stack is, and their memory as the sum of their PSS.
 
     .venv/bin/python bench/bench_idle.py
 """
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 import _common as c
+from bench_up import stack_env
 
 READY = "Ctrl-C stops everything."
 
@@ -51,14 +53,26 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _pss_bytes(pid: int) -> int:
+    """The process's proportional set size: its share of the memory it shares with others."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def main() -> int:
     p = c.parser(__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=20.0, help="length of the measurement")
     p.add_argument("--settle", type=float, default=10.0, help="seconds to wait after the stack is ready")
     p.add_argument("--ready-timeout", type=float, default=240.0)
+    p.add_argument("--wait-idle", type=float, default=300.0, help="seconds to wait for other load to end")
     args = p.parse_args()
-    print(f"machine: {c.machine()}")
-    c.report_background_load()
+    print(f"machine: {c.machine()}; load average {os.getloadavg()[0]:.2f} at start")
+    c.report_background_load(max_wait=args.wait_idle)
     with tempfile.TemporaryDirectory(prefix="casebridge-idle-") as var_dir:
         log_path = Path(var_dir) / "up.log"
         with log_path.open("wb") as log:
@@ -66,6 +80,8 @@ def main() -> int:
                 [str(c.VENV_BIN / "casebridge"), "up", "--var-dir", var_dir],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                # Free ports of its own (bench_up.stack_env): another stack may hold make up's.
+                env=stack_env(Path(var_dir)),
                 start_new_session=True,
             )
         try:
@@ -84,6 +100,9 @@ def main() -> int:
             time.sleep(args.seconds)
             elapsed = time.monotonic() - started
             shares = {pid: (_cpu_seconds(pid) - before[pid]) / elapsed for pid in processes}
+            # Every process of the stack, the shells and the process manager's helpers too.
+            pss = sum(_pss_bytes(pid) for pid in c.descendants(stack.pid))
+            count = len(c.descendants(stack.pid))
             foreign = monitor.foreign()
         finally:
             os.killpg(stack.pid, signal.SIGINT)
@@ -100,6 +119,10 @@ def main() -> int:
         print(f"  {share:6.1%} of a core  {processes[pid]}")
     total = sum(shares.values())
     print(f"  {total:6.1%} of a core in all ({total / (os.cpu_count() or 1):.0%} of the machine)")
+    print(
+        f"  {count} processes, {pss / 2**20:,.0f} MiB resident (sum of PSS); "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
     rest = (total - broker) / max(broker, 1e-9)
     print(f"  the broker (reference: it only answers idle fetches) {broker:.1%}; rest / broker {rest:.1f}")
     # Busy time not charged to the stack's processes: other processes, and the kernel's

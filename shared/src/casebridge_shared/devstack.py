@@ -10,17 +10,21 @@ Services are found through entry points (``casebridge.api`` and
 
 from __future__ import annotations
 
+import ast
+import hashlib
 import importlib.util
 import json
 import os
 import shlex
+import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,12 +45,21 @@ def _group() -> None:
 SERVICE_ORDER = ["order-intake", "case-handling", "notifier", "customer-ledger"]
 DEFAULT_PORTS = {"order-intake": 8001, "case-handling": 8002, "notifier": 8003, "customer-ledger": 8004}
 DEV_SMTP_PORT = 1025  # the notifier's default smtp_port
+# Seconds between looks at the services' /readyz while the stack starts: growing from the first
+# to the longest.
+READY_POLL_FIRST = 0.05
+READY_POLL_LONGEST = 0.5
+# An api's grace for open requests once stopped, under `up`: well inside honcho's 5 s.
+API_STOP_GRACE_SECONDS = 2
 
 
 @dataclass(frozen=True)
 class Service:
     name: str
     has_worker: bool
+    # The service's top-level package (``order_intake``), from its api entry point: where its
+    # migrations are found without importing it.
+    package: str = field(default="")
 
     @property
     def env_prefix(self) -> str:
@@ -63,12 +76,19 @@ class Service:
     def script(self) -> str:
         return str(Path(sys.executable).with_name(self.name))
 
+    def package_dir(self) -> Path | None:
+        """The package's folder, found without importing it (its import is the whole app)."""
+        spec = importlib.util.find_spec(self.package) if self.package else None
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        return Path(next(iter(spec.submodule_search_locations)))
+
 
 def discover() -> list[Service]:
-    apis = {ep.name for ep in entry_points(group="casebridge.api")}
+    apis = {ep.name: ep.value.split(":")[0].split(".")[0] for ep in entry_points(group="casebridge.api")}
     workers = {ep.name for ep in entry_points(group="casebridge.worker")}
-    ordered = [n for n in SERVICE_ORDER if n in apis] + sorted(apis - set(SERVICE_ORDER))
-    return [Service(name, name in workers) for name in ordered]
+    ordered = [n for n in SERVICE_ORDER if n in apis] + sorted(set(apis) - set(SERVICE_ORDER))
+    return [Service(name, name in workers, apis[name]) for name in ordered]
 
 
 def _kafka_address() -> tuple[str, int]:
@@ -83,6 +103,216 @@ def _ready(url: str) -> bool:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
+
+
+# --- is a database current? ----------------------------------------------------------
+#
+# Asking each service (``<service> db upgrade``) imports its whole app first, 4-10 s a service
+# on a busy machine, only for Alembic to find nothing to do. The answer is two small sets:
+# the revisions the migration scripts end in, and the revision the database records. Both
+# are read here without importing the service, SQLAlchemy or Alembic.
+
+
+def script_heads(versions_dir: Path) -> frozenset[str]:
+    """The head revisions of a folder of Alembic scripts, read from their source, not run.
+
+    A head is a revision no other script names as its ``down_revision`` (a merge names
+    several). Parsed with ``ast``: the scripts' own imports (SQLAlchemy, the service's
+    schema steps) are what an import would cost.
+    """
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for script in sorted(versions_dir.glob("*.py")):
+        values: dict[str, object] = {}
+        for node in ast.parse(script.read_text(encoding="utf-8"), str(script)).body:
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value:
+                target, value = node.target.id, node.value
+            elif (
+                isinstance(node, ast.Assign)
+                and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)
+            ):
+                target, value = node.targets[0].id, node.value
+            else:
+                continue
+            if target in ("revision", "down_revision"):
+                values[target] = ast.literal_eval(value)
+        revision = values.get("revision")
+        if not isinstance(revision, str):
+            continue  # not a revision script (a helper module)
+        revisions.add(revision)
+        down = values.get("down_revision")
+        if isinstance(down, str):
+            parents.add(down)
+        elif isinstance(down, (tuple, list)):
+            parents.update(str(d) for d in down)
+    return frozenset(revisions - parents)
+
+
+def sqlite_revisions(path: Path) -> frozenset[str]:
+    """The revisions an SQLite database records (``alembic_version``); none for a new one."""
+    if not path.exists():
+        return frozenset()
+    connection = sqlite3.connect(path)
+    try:
+        rows = connection.execute("SELECT version_num FROM alembic_version").fetchall()
+    except sqlite3.OperationalError:  # the file exists but was never migrated
+        return frozenset()
+    finally:
+        connection.close()
+    return frozenset(str(row[0]) for row in rows)
+
+
+def service_setting(env: dict[str, str], service: Service, name: str) -> str | None:
+    """A setting as the service's settings class reads it: its own prefix first, then
+    ``CASEBRIDGE_``, names case-insensitive (pydantic-settings' ``case_sensitive=False``)."""
+    lowered = {k.lower(): v for k, v in env.items()}
+    for key in (service.env_prefix + name, "CASEBRIDGE_" + name):
+        if key.lower() in lowered:
+            return lowered[key.lower()]
+    return None
+
+
+def sqlite_database(env: dict[str, str], service: Service) -> Path | None:
+    """The service's SQLite file as its settings resolve it, or None for any other database
+    (a PostgreSQL URL, an in-memory SQLite): then the service's own command must look."""
+    url = service_setting(env, service, "DATABASE_URL")
+    if not url:
+        var_dir = Path(service_setting(env, service, "VAR_DIR") or "var")
+        return (var_dir / f"{service.name}.sqlite3").resolve()
+    scheme, _, rest = url.partition(":///")
+    if not scheme.startswith("sqlite") or not rest:
+        return None
+    path = rest.split("?", 1)[0]
+    if path in ("", ":memory:") or path.startswith("file:"):
+        return None
+    return Path(path).resolve()
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    """Where a service's database stands against its migration scripts."""
+
+    service: str
+    recorded: frozenset[str]
+    heads: frozenset[str]
+
+    @property
+    def current(self) -> bool:
+        return bool(self.heads) and self.recorded == self.heads
+
+    def step(self) -> str:
+        """``0009 -> 0010``, what ``up`` says while it migrates."""
+        before = ", ".join(sorted(self.recorded)) or "new database"
+        return f"{before} -> {', '.join(sorted(self.heads))}"
+
+
+def schema_state(env: dict[str, str], service: Service) -> SchemaState | None:
+    """The service's database against its scripts, or None when only the service can tell
+    (not SQLite, or its scripts not where a service keeps them)."""
+    package = service.package_dir()
+    database = sqlite_database(env, service)
+    if package is None or database is None or not (package / "migrations" / "versions").is_dir():
+        return None
+    return SchemaState(
+        service.name, sqlite_revisions(database), script_heads(package / "migrations" / "versions")
+    )
+
+
+def migrate(services: list[Service], env: dict[str, str]) -> list[str]:
+    """Bring every service's database to its scripts' heads; a current one is left alone.
+
+    Says for each what it does. The databases are independent, so the migrations that
+    are needed run side by side: on a new clone each is mostly the service's imports.
+    Returns the names of the services migrated.
+    """
+    running: list[tuple[Service, subprocess.Popen[bytes]]] = []
+    for service in services:
+        state = schema_state(env, service)
+        if state is not None and state.current:
+            typer.echo(f"{service.name}: database current ({', '.join(sorted(state.heads))})")
+            continue
+        if state is None:
+            typer.echo(f"migrating {service.name}: its configured database, to the latest revision ...")
+        else:
+            typer.echo(f"migrating {service.name}: {state.step()} ...")
+        running.append((service, subprocess.Popen([service.script, "db", "upgrade"], env=env)))
+    failed = [service.name for service, process in running if process.wait() != 0]
+    if failed:
+        typer.echo(f"casebridge: migrating {', '.join(failed)} failed (see above)", err=True)
+        raise typer.Exit(1)
+    return [service.name for service, _ in running]
+
+
+# --- demo logins ---------------------------------------------------------------------
+#
+# ``order-intake seed-demo`` is idempotent but, like ``db upgrade``, imports the whole app to
+# find, on every later start, that there is nothing to do. What it printed is kept in the
+# var dir and used again while it still holds.
+
+DEMO_LOGINS_FILE = "demo-logins.json"
+
+
+def _demo_fingerprint(service: Service) -> str | None:
+    """A hash of the service's demo data (``demo.py``): changed demo logins are seeded again."""
+    package = service.package_dir()
+    source = package / "demo.py" if package else None
+    if source is None or not source.is_file():
+        return None
+    return hashlib.sha256(source.read_bytes()).hexdigest()
+
+
+def seeded_logins(service: Service, env: dict[str, str], var_dir: Path) -> list[dict[str, Any]] | None:
+    """The logins the last seed printed, if they still hold, else None (seed again).
+
+    They hold while the demo data is the same code and every login is still an account in
+    the same SQLite database; anything else (another database kind, a login deleted, the
+    file unreadable) seeds again, which is always safe.
+    """
+    database = sqlite_database(env, service)
+    fingerprint = _demo_fingerprint(service)
+    try:
+        saved = json.loads((var_dir / DEMO_LOGINS_FILE).read_text())
+        logins: list[dict[str, Any]] = saved["logins"]
+        emails = {str(login["email"]) for login in logins}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if database is None or fingerprint is None or not database.exists():
+        return None
+    if saved.get("demo") != fingerprint or saved.get("database") != str(database) or not emails:
+        return None
+    connection = sqlite3.connect(database)
+    try:
+        marks = ", ".join("?" * len(emails))
+        found = connection.execute(f"SELECT email FROM users WHERE email IN ({marks})", sorted(emails))
+        present = {str(row[0]) for row in found}
+    except sqlite3.Error:
+        return None
+    finally:
+        connection.close()
+    return logins if present == emails else None
+
+
+def seed_demo(service: Service, env: dict[str, str], var_dir: Path) -> list[dict[str, Any]]:
+    """The demo logins: those seeded before while they hold, else ``<service> seed-demo``'s."""
+    seeded = seeded_logins(service, env, var_dir)
+    if seeded is not None:
+        typer.echo(f"{service.name}: demo logins already seeded")
+        return seeded
+    typer.echo(f"seeding {service.name}: demo logins and catalog ...")
+    out = subprocess.run(
+        [service.script, "seed-demo", "--json"], env=env, check=True, capture_output=True, text=True
+    ).stdout
+    logins: list[dict[str, Any]] = json.loads(out.strip().splitlines()[-1])
+    database = sqlite_database(env, service)
+    fingerprint = _demo_fingerprint(service)
+    if database is not None and fingerprint is not None:
+        saved = {"demo": fingerprint, "database": str(database), "logins": logins}
+        # The demo password is in it (the banner prints it too): owner-only all the same.
+        descriptor = os.open(var_dir / DEMO_LOGINS_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            json.dump(saved, file)
+    return logins
 
 
 def login_pages(services: list[Service], login: dict[str, Any]) -> list[str]:
@@ -169,6 +399,9 @@ def up(
     env = dict(os.environ)
     env.setdefault("CASEBRIDGE_ENVIRONMENT", "development")
     env.setdefault("CASEBRIDGE_VAR_DIR", str(var_dir))
+    # An api waits this long for open live streams (a staff app's alerts) after Ctrl-C; the
+    # process manager SIGKILLs whatever still runs 5 s after it (honcho's KILL_WAIT).
+    env.setdefault("CASEBRIDGE_SHUTDOWN_GRACE_SECONDS", str(API_STOP_GRACE_SECONDS))
     kafka_host, kafka_port = _kafka_address()
     env.setdefault("CASEBRIDGE_KAFKA_BOOTSTRAP_SERVERS", f"{kafka_host}:{kafka_port}")
     os.environ.update(env)
@@ -198,21 +431,13 @@ def up(
             console = f"http://{case_handling.host()}:{case_handling.port()}"
             env.setdefault("CASEBRIDGE_NOTIFIER_CASE_HANDLING_PUBLIC_URL", console)
 
-    for service in services:
-        typer.echo(f"migrating {service.name} ...")
-        subprocess.run([service.script, "db", "upgrade"], env=env, check=True)
+    migrate(services, env)
     logins: list[dict[str, Any]] = []
     if order_intake is not None:
-        out = subprocess.run(
-            [order_intake.script, "seed-demo", "--json"], env=env, check=True, capture_output=True, text=True
-        ).stdout
-        logins = json.loads(out.strip().splitlines()[-1])
+        logins = seed_demo(order_intake, env, var_dir)
         env.update(bootstrap_admin_env(env, logins))
 
     manager = Manager()
-    manager.add_process(
-        "broker", shlex.join(broker_command(kafka_host, kafka_port)), env=env | {"RUST_LOG": "warn"}
-    )
     mail: str | None = None
     mail_dir: Path | None = None
     smtp_port = int(env.get("CASEBRIDGE_NOTIFIER_SMTP_PORT", DEV_SMTP_PORT))
@@ -241,25 +466,55 @@ def up(
     def announce_when_ready() -> None:
         deadline = time.monotonic() + ready_timeout
         pending = {s.name: f"http://{s.host()}:{s.port()}/readyz" for s in services}
+        # A refused connection costs nothing, so look often at first and less often the
+        # longer the start takes: the banner comes within a tenth of the last one ready.
+        interval = READY_POLL_FIRST
         while time.monotonic() < deadline and manager.returncode is None:
             pending = {n: u for n, u in pending.items() if not _ready(u)}
             if not pending and port_open(kafka_host, kafka_port):
                 print(_banner(services, logins, f"{kafka_host}:{kafka_port}", mail, mail_dir), flush=True)
                 return
-            time.sleep(0.25)
+            time.sleep(interval)
+            interval = min(interval * 1.5, READY_POLL_LONGEST)
         if manager.returncode is None:
             print(f"casebridge: not ready after {ready_timeout}s: {', '.join(pending)}", flush=True)
 
+    # The broker runs beside the process manager, not under it: honcho stops its processes
+    # with SIGTERM, on which Tansu waits about 5 s for its clients to leave (past honcho's
+    # KILL_WAIT), while on SIGINT it ends at once, and it keeps nothing to lose. It is
+    # stopped last, once every worker has closed its Kafka clients: stopped with them, it
+    # left the workers' last commits and leave-group calls hanging for their stop grace.
+    # Its own session keeps a terminal's Ctrl-C from reaching it before that.
+    broker = subprocess.Popen(
+        broker_command(kafka_host, kafka_port), env=env | {"RUST_LOG": "warn"}, start_new_session=True
+    )
     threading.Thread(target=announce_when_ready, daemon=True).start()
-    manager.loop()
+    try:
+        manager.loop()
+    finally:
+        stop_broker(broker)
     sys.exit(manager.returncode or 0)
 
 
-def main() -> None:
+def stop_broker(broker: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """End the embedded broker with SIGINT (at once, unlike SIGTERM); SIGKILL if it hangs."""
+    if broker.poll() is None:
+        broker.send_signal(signal.SIGINT)
     try:
-        from casebridge_shared.contracts import cli as contracts_cli
+        broker.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        broker.kill()
+        broker.wait()
 
-        cli.add_typer(contracts_cli, name="contracts")
-    except ImportError:  # pragma: no cover - contracts tooling not installed
-        pass
+
+def main() -> None:
+    # `up` has no use for the contracts tooling, whose import (schemas, every service's events)
+    # took a second of the restart on a busy machine; every other command line lists it.
+    if sys.argv[1:2] != ["up"]:
+        try:
+            from casebridge_shared.contracts import cli as contracts_cli
+
+            cli.add_typer(contracts_cli, name="contracts")
+        except ImportError:  # pragma: no cover - contracts tooling not installed
+            pass
     cli()
