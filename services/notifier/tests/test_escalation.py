@@ -6,9 +6,12 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import format_trace_id
 from sqlmodel import col, select
 
-from casebridge_shared import testing
+from casebridge_shared import telemetry, testing, tracing
 from casebridge_shared.db import queued_rows, table_of
 from notifier import memo
 from notifier.bootstrap import Container, bootstrap
@@ -247,3 +250,38 @@ async def test_the_loop_rides_out_a_database_refusing_connections(
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=10)
+
+
+async def test_an_escalation_is_sent_on_the_trace_of_the_case_it_is_about(
+    container: Container, people: People
+) -> None:
+    """Minutes after the case opened, the supervisors' alert continues the order's trace: the
+    escalation span is a child of the span that started the timer (the case-opened consumer's)."""
+    await people.add("supervisor")
+    exporter = InMemorySpanExporter()
+    with telemetry.exporting_to(exporter):
+        with tracing.span_from("process case-opened", Context()) as opened:
+            await open_case(container)
+        await timer_at(container, 15).tick()
+    opened_ids = opened.get_span_context()
+    [escalated] = [s for s in exporter.get_finished_spans() if s.name == "escalate case"]
+    assert escalated.context is not None and escalated.parent is not None
+    assert escalated.context.trace_id == opened_ids.trace_id
+    assert escalated.parent.span_id == opened_ids.span_id
+    [alert] = await escalations(container)
+    assert tracing.parse_trace_id(alert.traceparent) == format_trace_id(opened_ids.trace_id)
+
+
+async def test_an_escalation_of_a_case_opened_without_a_trace_starts_its_own(
+    container: Container, people: People
+) -> None:
+    await people.add("supervisor")
+    await open_case(container)  # no span: a timer started before tracing, or by a test
+    exporter = InMemorySpanExporter()
+    with telemetry.exporting_to(exporter):
+        assert await timer_at(container, 15).tick() == 1
+    [escalated] = [s for s in exporter.get_finished_spans() if s.name == "escalate case"]
+    assert escalated.parent is None
+    [alert] = await escalations(container)
+    assert escalated.context is not None
+    assert tracing.parse_trace_id(alert.traceparent) == format_trace_id(escalated.context.trace_id)

@@ -25,3 +25,6 @@ class ClaimTimer(Base, table=True):
     # Set when someone claimed the case (or it ended): the timer stops.
     stopped_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
     next_due_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
+    # The span that opened the case (its case-opened consumer span): an escalation is sent
+    # in a child of it, so the supervisors' alert is on the order's trace too (ADR-0049).
+    traceparent: str | None = Field(default=None, max_length=55)

@@ -20,6 +20,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from casebridge_shared.db import Database, one_of, queue_insert, table_of, transaction_scoped
+from casebridge_shared.tracing import context_from, current_traceparent, span_from
 from notifier import memo
 from notifier.directory.service import people_with_role
 from notifier.escalation.models import ClaimTimer
@@ -93,6 +94,7 @@ async def start(
             "escalations_sent": 0,
             "stopped_at": None,
             "next_due_at": first_due,
+            "traceparent": current_traceparent(),
         },
     )
 
@@ -152,7 +154,18 @@ async def fire_due(db: Database, now: datetime, limit: int = 100) -> int:
                 await session.rollback()
                 continue  # another worker fired it, or the case was claimed meanwhile
             supervisors = [p.user_id for p in await people_with_role(session, "supervisor")]
-            await notify(session, supervisors, _alert(timer, level))
+            # On the trace of the case it is about: the notification (and so its deliveries)
+            # keeps this span's traceparent.
+            with span_from(
+                "escalate case",
+                context_from(timer.traceparent),
+                attributes={
+                    "casebridge.service": "notifier",
+                    "casebridge.case.id": timer.case_id,
+                    "casebridge.escalation.level": level,
+                },
+            ):
+                await notify(session, supervisors, _alert(timer, level))
             await session.commit()
         fired += 1
         log.info("escalation.fired", case_id=timer.case_id, level=level)
