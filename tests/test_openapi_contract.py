@@ -91,11 +91,14 @@ IDEMPOTENT_POSTS = {
         "/orders/{order_id}/messages",
         "/products",
         "/users",
+        "/machine-clients",
+        "/orders/{order_id}/files",
     },
     "Casebridge case-handling": {
         "/cases/{case_id}/messages",
         "/cases/{case_id}/communications",
         "/cases/{case_id}/solution",
+        "/cases/{case_id}/attachments",
     },
     "Casebridge notifier": {"/webhooks"},
     "Casebridge customer-ledger": {
