@@ -310,18 +310,29 @@ async def oauth_metadata(request: Request, container: ContainerDep, response: Re
     "/machine-clients",
     status_code=status.HTTP_201_CREATED,
     response_model=MachineClientWithSecret,
-    summary="Create a machine client for the client credentials grant; its secret is shown only here (admin)",
-    responses=response_headers(201, LOCATION),
+    summary="Create a machine client for the client credentials grant; its secret is shown only here "
+    "(and to a retry with the same Idempotency-Key) (admin)",
+    responses=response_headers(201, LOCATION, IDEMPOTENT_REPLAYED),
 )
 async def create_machine_client(
-    admin: AdminUser, body: MachineClientCreate, uow: UowDep, response: Response
+    admin: AdminUser, body: MachineClientCreate, uow: UowDep, container: ContainerDep, idempotent: Idempotent
 ) -> Any:
-    client, secret = await clients.create(uow, body, by=admin.subject)
-    response.headers["Location"] = f"/machine-clients/{client.client_id}"
+    box = container.keys.box
+
+    async def create() -> Answer:
+        client, secret = await clients.create(uow, body, by=admin.subject)
+        # The answer kept for a retry holds the secret sealed (the signing keys' box, a key
+        # kept apart from the database): the idempotent_requests row never has it in the clear.
+        created = MachineClientWithSecret(
+            **MachineClientRead.model_validate(client).model_dump(), client_secret=box.seal(secret)
+        )
+        return Answer.of(201, created, Location=f"/machine-clients/{client.client_id}")
+
+    answer = await create_once(uow, idempotent.claim(idempotent_requests, admin.subject, body), create)
+    answer.body = {**answer.body, "client_secret": box.open(answer.body["client_secret"])}
+    response = answer.response()
     response.headers["Cache-Control"] = "no-store"
-    return MachineClientWithSecret(
-        **MachineClientRead.model_validate(client).model_dump(), client_secret=secret
-    )
+    return response
 
 
 @router.get("/machine-clients", response_model=list[MachineClientRead], summary="Machine clients (admin)")
