@@ -109,6 +109,7 @@ IDEMPOTENT_POSTS = {
         "/customers/{customer_id}/associations",
         "/grants",
         "/audit/records/{journal_index}/corrections",
+        "/bulk",
     },
 }
 

@@ -285,20 +285,26 @@ async def add_payment(
     status_code=201,
     response_model=BulkRecorded,
     summary="Record many demands, progress entries and payments at once (all or none)",
+    responses=REPLAYABLE,
 )
 async def record_many(
-    body: BulkRecord, writer: CurrentUser, writes: WritesDep, container: ContainerDep
-) -> BulkRecorded:
+    body: BulkRecord, writer: CurrentUser, writes: WritesDep, container: ContainerDep, idempotent: Idempotent
+) -> Any:
     """For imports (a bank statement's payments, another system's stage changes).
 
     Each operation is checked and journaled as its own POST would be (its own entry,
     its own change record); the first one refused refuses the request, naming its index.
+    An import retried with its Idempotency-Key records nothing again: the whole batch is
+    one request, kept with one answer.
     """
     at_most = container.settings.bulk_max_operations
-    items = await writes.run(
-        lambda uow: service.record_many(uow.session, writer, body.operations, at_most=at_most)
-    )
-    return BulkRecorded(items=items)
+
+    async def create(uow: UnitOfWork) -> Answer:
+        items = await service.record_many(uow.session, writer, body.operations, at_most=at_most)
+        return Answer.of(201, BulkRecorded(items=items))
+
+    claim = idempotent.claim(idempotent_requests, writer.subject, body)
+    return (await create_once_with_others(writes, claim, create)).response()
 
 
 @router.patch(
