@@ -92,6 +92,7 @@ IDEMPOTENT_POSTS = {
         "/products",
         "/users",
         "/machine-clients",
+        "/auth/register",
         "/orders/{order_id}/files",
     },
     "Casebridge case-handling": {

@@ -224,3 +224,40 @@ async def test_a_machine_client_created_again_with_its_key_gives_the_same_secret
     )
     assert too_long.status_code == 422
     assert too_long.json()["errors"][0]["field"] == "header.Idempotency-Key"
+
+
+async def test_a_sign_up_retried_with_its_key_answers_the_account_it_created(
+    client: httpx.AsyncClient, container: Container
+) -> None:
+    before = await count(container, User)
+    body = {"email": "Ada@Example.org", "password": PASSWORD, "full_name": "Ada Lovelace"}
+    keyed = {"Idempotency-Key": "sign-up-1"}
+    first = await client.post("/auth/register", json=body, headers=keyed)
+    assert first.status_code == 201, first.text
+    assert "idempotent-replayed" not in first.headers
+    # The retry's email differs in case only: the same address, the same account.
+    again = await client.post("/auth/register", json=body, headers=keyed)
+    assert again.status_code == 201, again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    assert again.headers["location"] == "/me" and again.headers["etag"] == first.headers["etag"]
+    assert await count(container, User) == before + 1
+    async with container.db.session() as session:
+        kept = (await session.execute(select(idempotent_requests))).one()
+    assert kept.caller == "register:ada@example.org"
+    assert PASSWORD not in str(tuple(kept))
+
+    # The same key with another name is a mistake; without a key the email is taken (409).
+    other = await client.post("/auth/register", json=body | {"full_name": "Other"}, headers=keyed)
+    assert other.status_code == 422
+    assert other.json()["errors"][0]["field"] == "header.Idempotency-Key"
+    assert (await client.post("/auth/register", json=body)).status_code == 409
+    # The key is scoped to the email: the same key for another address signs that one up.
+    bo = await client.post("/auth/register", json=body | {"email": "bo@example.org"}, headers=keyed)
+    assert bo.status_code == 201 and "idempotent-replayed" not in bo.headers
+    too_long = await client.post(
+        "/auth/register", json=body | {"email": "cy@example.org"}, headers={"Idempotency-Key": "k" * 201}
+    )
+    assert too_long.status_code == 422
+    assert too_long.json()["errors"][0]["field"] == "header.Idempotency-Key"
+    assert await count(container, User) == before + 2

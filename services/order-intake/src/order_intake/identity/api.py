@@ -46,24 +46,34 @@ router = APIRouter(tags=["identity"], responses=PROBLEM_RESPONSES)
     response_model=UserRead,
     summary="Customer self-sign-up",
     responses={
-        **response_headers(201, LOCATION, ETAG),
+        **response_headers(201, LOCATION, ETAG, IDEMPOTENT_REPLAYED),
         **response_headers(
             429, RETRY_AFTER, description="Too many failed logins or sign-ups from this address (Retry-After)"
         ),
     },
 )
 async def register_customer(
-    body: CustomerRegistration, request: Request, uow: UowDep, container: ContainerDep, response: Response
+    body: CustomerRegistration, request: Request, uow: UowDep, container: ContainerDep, idempotent: Idempotent
 ) -> Any:
-    user = await service.register_customer(
-        uow,
-        body,
-        client_ip=client_ip(request),
-        throttle_policy=ThrottlePolicy.from_settings(container.settings),
+    attempt = await service.count_sign_up(
+        uow, client_ip=client_ip(request), throttle_policy=ThrottlePolicy.from_settings(container.settings)
     )
-    response.headers["Location"] = "/me"
-    response.headers["ETag"] = etag(user.version)
-    return user
+
+    async def create() -> Answer:
+        user = await service.add_customer(uow, body)
+        await attempt.take_back(uow)
+        return Answer.of(201, UserRead.model_validate(user), Location="/me", ETag=etag(user.version))
+
+    # No one is signed in: the key is scoped to the email being registered, which has at
+    # most one account. The password is never kept, not even in the fingerprint.
+    caller = f"register:{service.normalise_email(str(body.email))}"
+    claim = idempotent.claim(idempotent_requests, caller, body, exclude=frozenset({"password"}))
+    answer = await create_once(uow, claim, create)
+    if answer.replayed:
+        # The retry of a sign-up that created the account is no failed attempt either.
+        await attempt.take_back(uow)
+        await uow.commit()
+    return answer.response()
 
 
 @router.post(
