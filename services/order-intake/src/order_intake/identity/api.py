@@ -322,7 +322,7 @@ async def oauth_metadata(request: Request, container: ContainerDep, response: Re
     response_model=MachineClientWithSecret,
     summary="Create a machine client for the client credentials grant; its secret is shown only here "
     "(and to a retry with the same Idempotency-Key) (admin)",
-    responses=response_headers(201, LOCATION, IDEMPOTENT_REPLAYED),
+    responses=response_headers(201, LOCATION, ETAG, IDEMPOTENT_REPLAYED),
 )
 async def create_machine_client(
     admin: AdminUser, body: MachineClientCreate, uow: UowDep, container: ContainerDep, idempotent: Idempotent
@@ -336,7 +336,9 @@ async def create_machine_client(
         created = MachineClientWithSecret(
             **MachineClientRead.model_validate(client).model_dump(), client_secret=box.seal(secret)
         )
-        return Answer.of(201, created, Location=f"/machine-clients/{client.client_id}")
+        return Answer.of(
+            201, created, Location=f"/machine-clients/{client.client_id}", ETag=etag(client.version)
+        )
 
     answer = await create_once(uow, idempotent.claim(idempotent_requests, admin.subject, body), create)
     answer.body = {**answer.body, "client_secret": box.open(answer.body["client_secret"])}
@@ -351,23 +353,32 @@ async def list_machine_clients(_admin: AdminUser, session: SessionDep) -> Any:
 
 
 @router.get(
-    "/machine-clients/{client_id}", response_model=MachineClientRead, summary="One machine client (admin)"
+    "/machine-clients/{client_id}",
+    response_model=MachineClientRead,
+    summary="One machine client (admin)",
+    responses=response_headers(200, ETAG),
 )
-async def get_machine_client(_admin: AdminUser, client_id: str, session: SessionDep) -> Any:
-    return await clients.get(session, client_id)
+async def get_machine_client(
+    _admin: AdminUser, client_id: str, session: SessionDep, response: Response
+) -> Any:
+    client = await clients.get(session, client_id)
+    response.headers["ETag"] = etag(client.version)
+    return client
 
 
 @router.post(
     "/machine-clients/{client_id}/rotate-secret",
     response_model=MachineClientWithSecret,
     summary="A new secret, shown only here; the old one and the tokens it got stop working (admin)",
+    responses=response_headers(200, ETAG),
 )
 async def rotate_machine_client_secret(
-    _admin: AdminUser, client_id: str, uow: UowDep, request: Request, response: Response
+    _admin: AdminUser, client_id: str, uow: UowDep, request: Request, response: Response, version: IfMatch
 ) -> Any:
-    client, secret = await clients.rotate_secret(uow, client_id)
+    client, secret = await clients.rotate_secret(uow, client_id, version)
     request.app.state.revocations.invalidate()
     response.headers["Cache-Control"] = "no-store"
+    response.headers["ETag"] = etag(client.version)
     return MachineClientWithSecret(
         **MachineClientRead.model_validate(client).model_dump(), client_secret=secret
     )
@@ -377,10 +388,14 @@ async def rotate_machine_client_secret(
     "/machine-clients/{client_id}/disable",
     response_model=MachineClientRead,
     summary="Disable a machine client: no more tokens; every service refuses its tokens within 60 s (admin)",
+    responses=response_headers(200, ETAG),
 )
-async def disable_machine_client(_admin: AdminUser, client_id: str, uow: UowDep, request: Request) -> Any:
-    client = await clients.disable(uow, client_id)
+async def disable_machine_client(
+    _admin: AdminUser, client_id: str, uow: UowDep, request: Request, response: Response, version: IfMatch
+) -> Any:
+    client = await clients.disable(uow, client_id, version)
     request.app.state.revocations.invalidate()
+    response.headers["ETag"] = etag(client.version)
     return client
 
 
