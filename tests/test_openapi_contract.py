@@ -91,11 +91,15 @@ IDEMPOTENT_POSTS = {
         "/orders/{order_id}/messages",
         "/products",
         "/users",
+        "/machine-clients",
+        "/auth/register",
+        "/orders/{order_id}/files",
     },
     "Casebridge case-handling": {
         "/cases/{case_id}/messages",
         "/cases/{case_id}/communications",
         "/cases/{case_id}/solution",
+        "/cases/{case_id}/attachments",
     },
     "Casebridge notifier": {"/webhooks"},
     "Casebridge customer-ledger": {
@@ -106,6 +110,7 @@ IDEMPOTENT_POSTS = {
         "/customers/{customer_id}/associations",
         "/grants",
         "/audit/records/{journal_index}/corrections",
+        "/bulk",
     },
 }
 

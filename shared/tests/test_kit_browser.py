@@ -260,6 +260,18 @@ async def test_the_kit_signs_in_shows_problems_refreshes_and_translates(
         await page.click("#poke")
         await page.wait_for_selector("#poked:has-text('poked by Sam Staff')")
 
+        # A form's Idempotency-Key: the same for every send until its create succeeds, then a new one.
+        keys = await page.evaluate(
+            """async () => {
+              const kit = await import("/assets/kit/kit.js");
+              const form = document.createElement("form");
+              const first = kit.formKey(form), again = kit.formKey(form);
+              kit.formCreated(form);
+              return [first, again, kit.formKey(form)];
+            }"""
+        )
+        assert keys[0] == keys[1] and keys[2] != keys[0] and len(set(keys[0])) > 1
+
         # The access cookie gone (expired): the kit refreshes once and retries.
         await page.context.clear_cookies(name="cb_kit-test_access")
         await page.evaluate("document.getElementById('poked').textContent = ''")

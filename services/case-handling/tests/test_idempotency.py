@@ -10,8 +10,9 @@ import httpx
 from sqlalchemy import func, select
 
 from case_handling.bootstrap import Container
-from case_handling.cases.models import CaseEntry
+from case_handling.cases.models import Attachment, CaseEntry
 from casebridge_shared.testing import TokenMinter
+from casebridge_shared.testing.object_storage import stored_keys
 
 CALL = {
     "channel": "phone",
@@ -93,3 +94,37 @@ async def test_a_bad_key_is_a_problem(client: httpx.AsyncClient, factory: Any, m
         assert r.status_code == 422, r.text
         assert r.headers["content-type"] == "application/problem+json"
         assert "header.Idempotency-Key" in [e["field"] for e in r.json()["errors"]]
+
+
+async def test_an_attachment_uploaded_again_with_its_key_is_stored_once(
+    client: httpx.AsyncClient, factory: Any, minter: TokenMinter, container: Container
+) -> None:
+    me = staff(minter)
+    case_id = await worked_case(client, factory, me)
+    keyed = {**me, "Idempotency-Key": "upload-1"}
+    url = f"/cases/{case_id}/attachments"
+    pdf = {"file": ("opinion.pdf", b"%PDF-1.7\n" + b"x" * 500, "application/pdf")}
+    first = await client.post(url, headers=keyed, files=pdf, data={"visibility": "customer"})
+    assert first.status_code == 201, first.text
+    assert "Idempotent-Replayed" not in first.headers
+    again = await client.post(url, headers=keyed, files=pdf, data={"visibility": "customer"})
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    assert again.headers["Location"] == first.headers["Location"] == f"{url}/{first.json()['id']}"
+    # One file kept (the retry's copy is dropped), one row, one timeline entry.
+    assert len(await stored_keys(container.attachments)) == 1
+    async with container.db.session() as session:
+        rows = int((await session.execute(select(func.count()).select_from(Attachment))).scalar_one())
+    assert rows == 1
+
+    # The same key with another visibility, or another file, is a mistake.
+    other = await client.post(url, headers=keyed, files=pdf, data={"visibility": "internal"})
+    assert other.status_code == 422 and other.json()["errors"][0]["field"] == "header.Idempotency-Key"
+    txt = {"file": ("notes.txt", b"plain notes", "text/plain")}
+    other_file = await client.post(url, headers=keyed, files=txt)
+    assert (
+        other_file.status_code == 422 and other_file.json()["errors"][0]["field"] == "header.Idempotency-Key"
+    )
+    too_long = await client.post(url, headers={**me, "Idempotency-Key": "k" * 201}, files=txt)
+    assert too_long.status_code == 422 and too_long.json()["errors"][0]["field"] == "header.Idempotency-Key"
+    assert len(await stored_keys(container.attachments)) == 1

@@ -163,3 +163,30 @@ async def test_bad_bulk_input_is_refused_with_the_field(
     )
     assert r.status_code == 201, r.text
     assert await count_rows(container.db, JournalEntry) == entries + 3
+
+
+async def test_an_import_retried_with_its_key_is_recorded_once(
+    api: httpx.AsyncClient, container: Container, minter: TokenMinter
+) -> None:
+    finance = minter.headers("finance-user", "department", department="finance")
+    a = await _customer(api, finance, "Ada")
+    entries = await count_rows(container.db, JournalEntry)
+    body = {"operations": [_payment(a, reference="stmt-1"), _progress(a, "invoiced")]}
+    keyed = {**finance, "Idempotency-Key": "statement-2026-11"}
+    first = await api.post("/bulk", json=body, headers=keyed)
+    assert first.status_code == 201, first.text
+    assert "Idempotent-Replayed" not in first.headers
+    again = await api.post("/bulk", json=body, headers=keyed)
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    assert await count_rows(container.db, Payment) == 1
+    assert await count_rows(container.db, ProgressEntry) == 1
+    assert await count_rows(container.db, JournalEntry) == entries + 2
+
+    other = await api.post("/bulk", json={"operations": [_payment(a, reference="stmt-2")]}, headers=keyed)
+    assert other.status_code == 422
+    assert other.headers["content-type"] == "application/problem+json"
+    assert other.json()["errors"][0]["field"] == "header.Idempotency-Key"
+    too_long = await api.post("/bulk", json=body, headers={**finance, "Idempotency-Key": "k" * 201})
+    assert too_long.status_code == 422 and too_long.json()["errors"][0]["field"] == "header.Idempotency-Key"
+    assert await count_rows(container.db, Payment) == 1

@@ -386,3 +386,75 @@ async def test_order_events_reach_only_the_webhooks_that_name_them(
         verified["type"] == "casebridge.orders.order-placed.v1"
         and verified["data"]["order_id"] == placed.subject
     )
+
+
+def thread_event(kind: str, order_id: str, **data: object) -> CloudEvent:
+    return CloudEvent(
+        id=str(uuid.uuid4()),
+        source="/casebridge/order-intake",
+        type=f"casebridge.orders.{kind}.v1",
+        subject=order_id,
+        time=datetime.now(UTC),
+        partitionkey=order_id,
+        aggregateversion=1,
+        data={"order_id": order_id, "customer_id": "c-1", "at": datetime.now(UTC).isoformat(), **data},
+    )
+
+
+async def test_order_thread_messages_and_read_receipts_reach_the_webhooks_that_name_them(
+    broker: EmbeddedBroker, client: httpx.AsyncClient, container: Container, people: People
+) -> None:
+    container.settings.kafka_bootstrap_servers = broker.bootstrap_servers
+    admin = people.headers("a", "admin")
+    types = await client.get("/webhooks/event-types", headers=admin)
+    offered = {t["type"]: t["topic"] for t in types.json()}
+    assert offered["casebridge.orders.message-posted.v1"] == ORDERS_TOPIC
+    assert offered["casebridge.orders.read-receipt.v1"] == ORDERS_TOPIC
+    hooks = WebhookReceiver()
+    async with serving(hooks.app) as hook_server:
+        thread = await _webhook(
+            client,
+            admin,
+            f"{hook_server.url}/hook",
+            event_types=["casebridge.orders.message-posted.v1", "casebridge.orders.read-receipt.v1"],
+        )
+        # Messages carry what the customer wrote: not to a webhook that names no types.
+        every_case_event = (await _webhook(client, admin, "https://crm.example/cases")).json()["id"]
+        order_id = str(uuid.uuid4())
+        message = thread_event(
+            "message-posted", order_id, message_id="m-1", author_name="Carl", body="Is there news?"
+        )
+        now = datetime.now(UTC).isoformat()
+        receipt = thread_event("read-receipt", order_id, item="solution", document_id=None, read_at=now)
+        await testing.publish(broker.bootstrap_servers, ORDERS_TOPIC, message, receipt)
+
+        async def handled() -> bool:
+            return {message.id, receipt.id} <= {d.dedupe_key for d in await rows(container)}
+
+        await consume_until(container, handled)
+        sent_to = sorted((d.recipient, d.dedupe_key, d.case_id) for d in await rows(container))
+        hook_id = thread.json()["id"]
+        assert sent_to == sorted([(hook_id, message.id, None), (hook_id, receipt.id, None)])
+        assert every_case_event not in {recipient for recipient, _, _ in sent_to}
+        async with dispatching(container):
+            await until(lambda: len(hooks.received) == 2, "the thread events at the webhook")
+    verified = [Webhook(thread.json()["secret"]).verify(body, headers) for body, headers in hooks.received]
+    by_type = {v["type"]: v for v in verified}
+    posted = by_type["casebridge.orders.message-posted.v1"]
+    assert posted["subject"] == order_id and posted["data"]["body"] == "Is there news?"
+    assert posted["data"]["message_id"] == "m-1"
+    read = by_type["casebridge.orders.read-receipt.v1"]
+    assert read["data"]["item"] == "solution" and read["data"]["order_id"] == order_id
+
+
+async def test_a_thread_event_type_is_checked_like_the_others(
+    client: httpx.AsyncClient, people: People
+) -> None:
+    admin = people.headers("a", "admin")
+    bad = await client.post(
+        "/webhooks",
+        json={"url": "https://crm.example/hook", "event_types": ["casebridge.orders.message-posted.v2"]},
+        headers=admin,
+    )
+    assert bad.status_code == 422
+    assert bad.json()["errors"][0]["field"] == "body.event_types.0"

@@ -184,3 +184,80 @@ async def test_keys_are_forgotten_after_their_hours(
     assert still.headers["idempotent-replayed"] == "true" and still.json()["id"] == fresh.json()["id"]
     reordered = await client.post("/orders", json=order, headers=customer | {"Idempotency-Key": "old"})
     assert reordered.status_code == 201 and reordered.json()["id"] != placed.json()["id"]
+
+
+async def test_a_machine_client_created_again_with_its_key_gives_the_same_secret_kept_sealed(
+    client: httpx.AsyncClient, factory: Factory, container: Container
+) -> None:
+    admin = factory.auth(await factory.user(Role.ADMIN))
+    body = {"client_id": "ledger-exporter", "description": "nightly export", "roles": ["auditor"]}
+    keyed = admin | {"Idempotency-Key": "client-1"}
+    first = await client.post("/machine-clients", json=body, headers=keyed)
+    assert first.status_code == 201, first.text
+    assert first.headers["location"] == "/machine-clients/ledger-exporter"
+    assert first.headers["cache-control"] == "no-store"
+    again = await client.post("/machine-clients", json=body, headers=keyed)
+    assert again.status_code == 201, again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.headers["cache-control"] == "no-store"
+    # The same secret, in the clear for the caller; the one secret that works.
+    assert again.json() == first.json()
+    secret = first.json()["client_secret"]
+    async with container.db.session() as session:
+        kept = (await session.execute(select(idempotent_requests))).one()
+    assert secret not in str(tuple(kept))
+    assert kept.response["client_secret"].startswith("fernet:")
+    token = await client.post(
+        "/auth/token",
+        data={"grant_type": "client_credentials", "client_id": "ledger-exporter", "client_secret": secret},
+    )
+    assert token.status_code == 200, token.text
+
+    other = await client.post("/machine-clients", json=body | {"roles": ["webhook_admin"]}, headers=keyed)
+    assert other.status_code == 422
+    assert other.json()["errors"][0]["field"] == "header.Idempotency-Key"
+    # Without a key the same client_id is the conflict it always was.
+    unkeyed = await client.post("/machine-clients", json=body, headers=admin)
+    assert unkeyed.status_code == 409
+    too_long = await client.post(
+        "/machine-clients", json=body, headers=admin | {"Idempotency-Key": "k" * 201}
+    )
+    assert too_long.status_code == 422
+    assert too_long.json()["errors"][0]["field"] == "header.Idempotency-Key"
+
+
+async def test_a_sign_up_retried_with_its_key_answers_the_account_it_created(
+    client: httpx.AsyncClient, container: Container
+) -> None:
+    before = await count(container, User)
+    body = {"email": "Ada@Example.org", "password": PASSWORD, "full_name": "Ada Lovelace"}
+    keyed = {"Idempotency-Key": "sign-up-1"}
+    first = await client.post("/auth/register", json=body, headers=keyed)
+    assert first.status_code == 201, first.text
+    assert "idempotent-replayed" not in first.headers
+    # The retry's email differs in case only: the same address, the same account.
+    again = await client.post("/auth/register", json=body, headers=keyed)
+    assert again.status_code == 201, again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    assert again.headers["location"] == "/me" and again.headers["etag"] == first.headers["etag"]
+    assert await count(container, User) == before + 1
+    async with container.db.session() as session:
+        kept = (await session.execute(select(idempotent_requests))).one()
+    assert kept.caller == "register:ada@example.org"
+    assert PASSWORD not in str(tuple(kept))
+
+    # The same key with another name is a mistake; without a key the email is taken (409).
+    other = await client.post("/auth/register", json=body | {"full_name": "Other"}, headers=keyed)
+    assert other.status_code == 422
+    assert other.json()["errors"][0]["field"] == "header.Idempotency-Key"
+    assert (await client.post("/auth/register", json=body)).status_code == 409
+    # The key is scoped to the email: the same key for another address signs that one up.
+    bo = await client.post("/auth/register", json=body | {"email": "bo@example.org"}, headers=keyed)
+    assert bo.status_code == 201 and "idempotent-replayed" not in bo.headers
+    too_long = await client.post(
+        "/auth/register", json=body | {"email": "cy@example.org"}, headers={"Idempotency-Key": "k" * 201}
+    )
+    assert too_long.status_code == 422
+    assert too_long.json()["errors"][0]["field"] == "header.Idempotency-Key"
+    assert await count(container, User) == before + 2

@@ -274,3 +274,35 @@ async def test_bootstrap_admin_exists_after_start(client: httpx.AsyncClient) -> 
     assert r.status_code == 200
     claims = jwt.decode(r.json()["access_token"], options={"verify_signature": False})
     assert claims["roles"] == ["admin"]
+
+
+async def test_a_machine_client_s_etag_follows_its_changes_and_if_match_guards_them(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    admin = factory.auth(await factory.user(Role.ADMIN))
+    body = {"client_id": "exporter", "roles": ["auditor"]}
+    created = await client.post("/machine-clients", json=body, headers=admin)
+    assert created.status_code == 201, created.text
+    assert created.headers["etag"] == '"1"'
+    url = "/machine-clients/exporter"
+    read = await client.get(url, headers=admin)
+    assert read.status_code == 200 and read.headers["etag"] == '"1"'
+
+    stale = await client.post(f"{url}/rotate-secret", headers=admin | {"If-Match": '"5"'})
+    assert stale.status_code == 412
+    assert stale.headers["content-type"] == "application/problem+json"
+    assert stale.json()["errors"][0]["field"] == "header.If-Match"
+    bad = await client.post(f"{url}/disable", headers=admin | {"If-Match": "nonsense"})
+    assert bad.status_code == 412 and bad.json()["errors"][0]["field"] == "header.If-Match"
+    assert (await client.get(url, headers=admin)).json()["active"] is True
+
+    rotated = await client.post(f"{url}/rotate-secret", headers=admin | {"If-Match": '"1"'})
+    assert rotated.status_code == 200, rotated.text
+    assert rotated.headers["etag"] == '"2"' and rotated.json()["version"] == 2
+    refused = await client.post(f"{url}/disable", headers=admin | {"If-Match": '"1"'})
+    assert refused.status_code == 412
+    disabled = await client.post(f"{url}/disable", headers=admin | {"If-Match": '"2"'})
+    assert disabled.status_code == 200 and disabled.headers["etag"] == '"3"'
+    assert disabled.json()["active"] is False
+    # If-Match stays optional: the CLI and older clients send none.
+    assert (await client.get(url, headers=admin)).headers["etag"] == '"3"'

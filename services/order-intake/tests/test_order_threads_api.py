@@ -172,6 +172,39 @@ async def test_customer_attaches_two_files_at_once_and_downloads_them(
 
 
 @pytest.mark.parametrize("storage_backend", STORAGE_BACKENDS)
+async def test_an_upload_sent_again_with_its_key_stores_the_files_once(
+    client: httpx.AsyncClient, factory: Factory, container: Container
+) -> None:
+    customer, order = await _order(client, factory)
+    keyed = factory.auth(customer) | {"Idempotency-Key": "upload-1"}
+    url = f"/orders/{order['id']}/files"
+    files = [("files", ("contract.pdf", PDF, "application/pdf")), ("files", ("photo.png", PNG, "image/png"))]
+    first = await client.post(url, files=files, headers=keyed)
+    assert first.status_code == 201, first.text
+    assert "idempotent-replayed" not in first.headers
+    again = await client.post(url, files=files, headers=keyed)
+    assert again.status_code == 201, again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    # One copy of each file: the retry's copies are dropped, its rows and events never made.
+    assert sorted(await stored_keys(container.customer_files)) == sorted(
+        i["id"] for i in first.json()["items"]
+    )
+    assert await count_rows(container.db, OrderFile) == 2
+    assert len(await _events(container, "casebridge.orders.file-attached.v1")) == 2
+
+    # The same key with another file (or the same file under another name) is a mistake.
+    other = [("files", ("contract.pdf", PDF + b"changed", "application/pdf"))]
+    _problem(await client.post(url, files=other, headers=keyed), 422, "header.Idempotency-Key")
+    renamed = [("files", ("other.pdf", PDF, "application/pdf")), ("files", ("photo.png", PNG, "image/png"))]
+    _problem(await client.post(url, files=renamed, headers=keyed), 422, "header.Idempotency-Key")
+    too_long = factory.auth(customer) | {"Idempotency-Key": "k" * 201}
+    _problem(await client.post(url, files=files, headers=too_long), 422, "header.Idempotency-Key")
+    assert await count_rows(container.db, OrderFile) == 2
+    assert len(await stored_keys(container.customer_files)) == 2
+
+
+@pytest.mark.parametrize("storage_backend", STORAGE_BACKENDS)
 async def test_files_refuse_bad_input_and_keep_nothing_half_written(
     client: httpx.AsyncClient, factory: Factory, container: Container
 ) -> None:

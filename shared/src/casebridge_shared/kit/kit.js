@@ -35,6 +35,18 @@ function newIdempotencyKey() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+// One Idempotency-Key per thing a form creates, kept on the form until the create succeeds:
+// a double click, or a retry after a lost answer, sends the same key and creates one thing.
+export function formKey(form) {
+  if (!form.dataset.idempotencyKey) form.dataset.idempotencyKey = newIdempotencyKey();
+  return form.dataset.idempotencyKey;
+}
+
+// The form's create succeeded: what it sends next is another thing, with a key of its own.
+export function formCreated(form) {
+  delete form.dataset.idempotencyKey;
+}
+
 // Headers and body of one attempt (built again for a retry: the CSRF cookie changes on refresh).
 function prepare(options, idempotencyKey) {
   const method = (options.method || "GET").toUpperCase();

@@ -439,7 +439,7 @@ async def cancel_case(
     status_code=status.HTTP_201_CREATED,
     response_model=AttachmentRead,
     summary="Upload a document to the case",
-    responses=response_headers(201, LOCATION),
+    responses=response_headers(201, LOCATION, IDEMPOTENT_REPLAYED),
 )
 async def upload_attachment(
     principal: StaffUser,
@@ -447,7 +447,7 @@ async def upload_attachment(
     uow: UowDep,
     settings: SettingsDep,
     attachments: AttachmentsDep,
-    response: Response,
+    idempotent: Idempotent,
     file: Annotated[UploadFile, File(description="the document")],
     visibility: Annotated[Literal["customer", "internal"], Form()] = "internal",
 ) -> Any:
@@ -456,7 +456,8 @@ async def upload_attachment(
     stored = await storage.store(
         file, attachments, max_bytes=settings.attachment_max_bytes, allowed=settings.attachment_allowed_types
     )
-    try:
+
+    async def create() -> Answer:
         attachment = Attachment(
             case_id=case.id,
             file_name=stored.file_name,
@@ -470,11 +471,22 @@ async def upload_attachment(
         uow.session.add(attachment)
         service.attachment_added(uow, case, attachment, principal)
         await uow.commit()
+        location = f"/cases/{case.id}/attachments/{attachment.id}"
+        return Answer.of(201, AttachmentRead.model_validate(attachment), Location=location)
+
+    # The file must be read to be fingerprinted, so it is stored first; the key row commits
+    # with the attachment row, and a replay drops this request's copy below.
+    claim = idempotent.claim_upload(
+        idempotent_requests, principal.subject, [stored], {"visibility": visibility}
+    )
+    try:
+        answer = await create_once(uow, claim, create)
     except BaseException:
         await attachments.delete(stored.storage_key)  # no file without its row
         raise
-    response.headers["Location"] = f"/cases/{case.id}/attachments/{attachment.id}"
-    return AttachmentRead.model_validate(attachment)
+    if answer.replayed:
+        await attachments.delete(stored.storage_key)  # the first request's file is the one kept
+    return answer.response()
 
 
 @router.get("/{case_id}/attachments", response_model=list[AttachmentRead], summary="The case's documents")

@@ -91,6 +91,8 @@ async def list_customers(
 
 # Every creating POST answers a retry with its Idempotency-Key again (casebridge_shared.idempotency).
 REPLAYABLE = response_headers(201, IDEMPOTENT_REPLAYED)
+# Demands, progress entries and payments change: their answers carry their version.
+REPLAYABLE_VERSIONED = response_headers(201, IDEMPOTENT_REPLAYED, ETAG)
 
 
 @router.post(
@@ -204,7 +206,7 @@ _list_route("payments", Payment, "Payments recorded by finance")
 @router.post(
     "/customers/{customer_id}/demands",
     status_code=201,
-    responses=REPLAYABLE,
+    responses=REPLAYABLE_VERSIONED,
     response_model=Demand,
     summary="Register a demand",
 )
@@ -216,14 +218,18 @@ async def add_demand(
     idempotent: Idempotent,
 ) -> Any:
     async def create(uow: UnitOfWork) -> Answer:
-        return Answer.of(201, await service.add_demand(uow.session, writer, customer_id, body))
+        demand = await service.add_demand(uow.session, writer, customer_id, body)
+        return Answer.of(201, demand, ETag=etag(demand.version))
 
     claim = idempotent.claim(idempotent_requests, writer.subject, body)
     return (await create_once_with_others(writes, claim, create)).response()
 
 
 @router.patch(
-    "/customers/{customer_id}/demands/{demand_id}", response_model=Demand, summary="Change a demand"
+    "/customers/{customer_id}/demands/{demand_id}",
+    response_model=Demand,
+    summary="Change a demand",
+    responses=response_headers(200, ETAG),
 )
 async def update_demand(
     customer_id: CustomerId,
@@ -231,17 +237,20 @@ async def update_demand(
     body: DemandUpdate,
     writer: CurrentUser,
     writes: WritesDep,
+    response: Response,
+    version: IfMatch,
 ) -> Demand:
     demand = await writes.run(
-        lambda uow: service.update_demand(uow.session, writer, customer_id, demand_id, body)
+        lambda uow: service.update_demand(uow.session, writer, customer_id, demand_id, body, version)
     )
+    response.headers[ETAG] = etag(demand.version)
     return demand
 
 
 @router.post(
     "/customers/{customer_id}/progress",
     status_code=201,
-    responses=REPLAYABLE,
+    responses=REPLAYABLE_VERSIONED,
     response_model=ProgressEntry,
     summary="Record project progress (finance, process, admin)",
 )
@@ -253,7 +262,8 @@ async def add_progress(
     idempotent: Idempotent,
 ) -> Any:
     async def create(uow: UnitOfWork) -> Answer:
-        return Answer.of(201, await service.add_progress(uow.session, writer, customer_id, body))
+        progress = await service.add_progress(uow.session, writer, customer_id, body)
+        return Answer.of(201, progress, ETag=etag(progress.version))
 
     claim = idempotent.claim(idempotent_requests, writer.subject, body)
     return (await create_once_with_others(writes, claim, create)).response()
@@ -262,7 +272,7 @@ async def add_progress(
 @router.post(
     "/customers/{customer_id}/payments",
     status_code=201,
-    responses=REPLAYABLE,
+    responses=REPLAYABLE_VERSIONED,
     response_model=Payment,
     summary="Record a payment (finance, admin)",
 )
@@ -274,7 +284,8 @@ async def add_payment(
     idempotent: Idempotent,
 ) -> Any:
     async def create(uow: UnitOfWork) -> Answer:
-        return Answer.of(201, await service.add_payment(uow.session, writer, customer_id, body))
+        payment = await service.add_payment(uow.session, writer, customer_id, body)
+        return Answer.of(201, payment, ETag=etag(payment.version))
 
     claim = idempotent.claim(idempotent_requests, writer.subject, body)
     return (await create_once_with_others(writes, claim, create)).response()
@@ -285,26 +296,33 @@ async def add_payment(
     status_code=201,
     response_model=BulkRecorded,
     summary="Record many demands, progress entries and payments at once (all or none)",
+    responses=REPLAYABLE,
 )
 async def record_many(
-    body: BulkRecord, writer: CurrentUser, writes: WritesDep, container: ContainerDep
-) -> BulkRecorded:
+    body: BulkRecord, writer: CurrentUser, writes: WritesDep, container: ContainerDep, idempotent: Idempotent
+) -> Any:
     """For imports (a bank statement's payments, another system's stage changes).
 
     Each operation is checked and journaled as its own POST would be (its own entry,
     its own change record); the first one refused refuses the request, naming its index.
+    An import retried with its Idempotency-Key records nothing again: the whole batch is
+    one request, kept with one answer.
     """
     at_most = container.settings.bulk_max_operations
-    items = await writes.run(
-        lambda uow: service.record_many(uow.session, writer, body.operations, at_most=at_most)
-    )
-    return BulkRecorded(items=items)
+
+    async def create(uow: UnitOfWork) -> Answer:
+        items = await service.record_many(uow.session, writer, body.operations, at_most=at_most)
+        return Answer.of(201, BulkRecorded(items=items))
+
+    claim = idempotent.claim(idempotent_requests, writer.subject, body)
+    return (await create_once_with_others(writes, claim, create)).response()
 
 
 @router.patch(
     "/customers/{customer_id}/progress/{entry_id}",
     response_model=ProgressEntry,
     summary="Correct a progress entry (admin; reason required)",
+    responses=response_headers(200, ETAG),
 )
 async def correct_progress(
     customer_id: CustomerId,
@@ -312,10 +330,13 @@ async def correct_progress(
     body: ProgressCorrection,
     admin: Admin,
     writes: WritesDep,
+    response: Response,
+    version: IfMatch,
 ) -> ProgressEntry:
     entry = await writes.run(
-        lambda uow: service.correct_progress(uow.session, admin, customer_id, entry_id, body)
+        lambda uow: service.correct_progress(uow.session, admin, customer_id, entry_id, body, version)
     )
+    response.headers[ETAG] = etag(entry.version)
     return entry
 
 
@@ -323,6 +344,7 @@ async def correct_progress(
     "/customers/{customer_id}/payments/{payment_id}",
     response_model=Payment,
     summary="Correct a payment (associated finance, admin; reason required)",
+    responses=response_headers(200, ETAG),
 )
 async def correct_payment(
     customer_id: CustomerId,
@@ -330,10 +352,13 @@ async def correct_payment(
     body: PaymentCorrection,
     writer: CurrentUser,
     writes: WritesDep,
+    response: Response,
+    version: IfMatch,
 ) -> Payment:
     payment = await writes.run(
-        lambda uow: service.correct_payment(uow.session, writer, customer_id, payment_id, body)
+        lambda uow: service.correct_payment(uow.session, writer, customer_id, payment_id, body, version)
     )
+    response.headers[ETAG] = etag(payment.version)
     return payment
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, field_serializer, model_validator
 from pydantic import Field as PydanticField
-from sqlalchemy import Column, Index, Numeric, Text, UniqueConstraint
+from sqlalchemy import Column, Index, Integer, Numeric, Text, UniqueConstraint
 from sqlmodel import Field
 
 from casebridge_shared.auth import Department
@@ -68,6 +68,8 @@ class Demand(Base, table=True):
     order_version: int | None = None
     created_at: datetime = Field(sa_type=UTCDateTime)
     updated_at: datetime = Field(sa_type=UTCDateTime)
+    # Bumped by every change (the ETag; If-Match compares it); journal entries keep it.
+    version: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
 
 
 class Association(Base, table=True):
@@ -100,6 +102,8 @@ class ProgressEntry(Base, table=True):
     department: str | None = Field(default=None, max_length=16)
     recorded_by: str = Field(max_length=64)
     at: datetime = Field(sa_type=UTCDateTime)
+    # Bumped by every change (the ETag; If-Match compares it); journal entries keep it.
+    version: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
 
 
 class Payment(Base, table=True):
@@ -115,6 +119,8 @@ class Payment(Base, table=True):
     note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     recorded_by: str = Field(max_length=64)
     recorded_at: datetime = Field(sa_type=UTCDateTime)
+    # Bumped by every change (the ETag; If-Match compares it); journal entries keep it.
+    version: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
 
     @field_serializer("amount")
     def _in_minor_units(self, amount: Decimal) -> str:

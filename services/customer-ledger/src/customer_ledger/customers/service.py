@@ -266,8 +266,9 @@ async def _update(
     after = type(row).model_validate({**before, **changes})
     if dump(after) == before:
         return row
-    if isinstance(after, Customer):
+    if isinstance(after, Customer | Demand | ProgressEntry | Payment):
         after.version = int(before["version"]) + 1
+    if isinstance(after, Customer):
         after.updated_at = utcnow()
     if isinstance(after, Demand):
         after.updated_at = utcnow()
@@ -384,10 +385,16 @@ async def _record_demand(
 
 
 async def update_demand(
-    session: AsyncSession, writer: Principal, customer_id: str, demand_id: str, body: DemandUpdate
+    session: AsyncSession,
+    writer: Principal,
+    customer_id: str,
+    demand_id: str,
+    body: DemandUpdate,
+    expected_version: int | None = None,
 ) -> Demand:
     await _writable(session, writer, customer_id, "demands")
     demand = await _of_customer(session, Demand, demand_id, customer_id, "demand")
+    check_version(demand.version, expected_version)
     return await _update(
         session,
         Actor.of(writer),
@@ -498,13 +505,19 @@ async def record_many(
 
 
 async def correct_progress(
-    session: AsyncSession, admin: Principal, customer_id: str, entry_id: str, body: ProgressCorrection
+    session: AsyncSession,
+    admin: Principal,
+    customer_id: str,
+    entry_id: str,
+    body: ProgressCorrection,
+    expected_version: int | None = None,
 ) -> ProgressEntry:
     """Progress entries are added, not edited, by the departments; admin corrects them (B3, B7)."""
     if not admin.is_admin:
         raise Forbidden("progress entries are corrected by admin only")
     await _writable(session, admin, customer_id, "progress")
     entry = await _of_customer(session, ProgressEntry, entry_id, customer_id, "progress entry")
+    check_version(entry.version, expected_version)
     return await _update(
         session,
         Actor.of(admin),
@@ -517,10 +530,16 @@ async def correct_progress(
 
 
 async def correct_payment(
-    session: AsyncSession, writer: Principal, customer_id: str, payment_id: str, body: PaymentCorrection
+    session: AsyncSession,
+    writer: Principal,
+    customer_id: str,
+    payment_id: str,
+    body: PaymentCorrection,
+    expected_version: int | None = None,
 ) -> Payment:
     await _writable(session, writer, customer_id, "payments")
     payment = await _of_customer(session, Payment, payment_id, customer_id, "payment")
+    check_version(payment.version, expected_version)
     changes = _changes(body)
     if "amount" in changes:
         problem = check_amount(changes["amount"], payment.currency)

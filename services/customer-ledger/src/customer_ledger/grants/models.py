@@ -22,15 +22,15 @@ GRANTABLE_FIELDS: dict[str, frozenset[str]] = {
     ),
     "demands": frozenset(
         {"id", "customer_id", "title", "description", "category", "status", "registered_by", "order_id"}
-        | {"order_version", "created_at", "updated_at"}
+        | {"order_version", "created_at", "updated_at", "version"}
     ),
     "associations": frozenset({"id", "customer_id", "department", "reason", "since"}),
     "progress": frozenset(
-        {"id", "customer_id", "project", "stage", "note", "department", "recorded_by", "at"}
+        {"id", "customer_id", "project", "stage", "note", "department", "recorded_by", "at", "version"}
     ),
     "payments": frozenset(
         {"id", "customer_id", "amount", "currency", "reference", "received_at", "note", "recorded_by"}
-        | {"recorded_at"}
+        | {"recorded_at", "version"}
     ),
 }
 # Always shown with any field list, so rows stay addressable.

@@ -18,7 +18,13 @@ ORDER_UPDATED = "casebridge.orders.order-updated.v1"
 ORDER_CANCELLED = "casebridge.orders.order-cancelled.v1"
 ORDER_COMPLETED = "casebridge.orders.order-completed.v1"
 
-ORDER_EVENTS = (ORDER_PLACED, ORDER_UPDATED, ORDER_CANCELLED, ORDER_COMPLETED)
+# The order's thread: what the customer wrote, and what they opened (the solution, a document).
+ORDER_MESSAGE_POSTED = "casebridge.orders.message-posted.v1"
+ORDER_READ_RECEIPT = "casebridge.orders.read-receipt.v1"
+
+ORDER_STATE_EVENTS = (ORDER_PLACED, ORDER_UPDATED, ORDER_CANCELLED, ORDER_COMPLETED)
+ORDER_THREAD_EVENTS = (ORDER_MESSAGE_POSTED, ORDER_READ_RECEIPT)
+ORDER_EVENTS = (*ORDER_STATE_EVENTS, *ORDER_THREAD_EVENTS)
 
 
 class OrderEvent(EventReader):
@@ -29,7 +35,17 @@ class OrderEvent(EventReader):
     version: int
 
 
-PAYLOAD_MODELS: dict[str, type[EventReader]] = dict.fromkeys(ORDER_EVENTS, OrderEvent)
+class OrderThreadEvent(EventReader):
+    """A thread event: which order (and customer) it is about; the rest goes out as it came."""
+
+    order_id: Annotated[str, Field(min_length=1, max_length=36)]
+    customer_id: Annotated[str, Field(min_length=1, max_length=36)]
+
+
+PAYLOAD_MODELS: dict[str, type[EventReader]] = {
+    **dict.fromkeys(ORDER_STATE_EVENTS, OrderEvent),
+    **dict.fromkeys(ORDER_THREAD_EVENTS, OrderThreadEvent),
+}
 
 # Order events are order-intake's to publish (its contract, docs/events).
 SOURCES: dict[str, str] = published_by("order-intake", *PAYLOAD_MODELS)

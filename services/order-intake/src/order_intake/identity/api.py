@@ -46,24 +46,34 @@ router = APIRouter(tags=["identity"], responses=PROBLEM_RESPONSES)
     response_model=UserRead,
     summary="Customer self-sign-up",
     responses={
-        **response_headers(201, LOCATION, ETAG),
+        **response_headers(201, LOCATION, ETAG, IDEMPOTENT_REPLAYED),
         **response_headers(
             429, RETRY_AFTER, description="Too many failed logins or sign-ups from this address (Retry-After)"
         ),
     },
 )
 async def register_customer(
-    body: CustomerRegistration, request: Request, uow: UowDep, container: ContainerDep, response: Response
+    body: CustomerRegistration, request: Request, uow: UowDep, container: ContainerDep, idempotent: Idempotent
 ) -> Any:
-    user = await service.register_customer(
-        uow,
-        body,
-        client_ip=client_ip(request),
-        throttle_policy=ThrottlePolicy.from_settings(container.settings),
+    attempt = await service.count_sign_up(
+        uow, client_ip=client_ip(request), throttle_policy=ThrottlePolicy.from_settings(container.settings)
     )
-    response.headers["Location"] = "/me"
-    response.headers["ETag"] = etag(user.version)
-    return user
+
+    async def create() -> Answer:
+        user = await service.add_customer(uow, body)
+        await attempt.take_back(uow)
+        return Answer.of(201, UserRead.model_validate(user), Location="/me", ETag=etag(user.version))
+
+    # No one is signed in: the key is scoped to the email being registered, which has at
+    # most one account. The password is never kept, not even in the fingerprint.
+    caller = f"register:{service.normalise_email(str(body.email))}"
+    claim = idempotent.claim(idempotent_requests, caller, body, exclude=frozenset({"password"}))
+    answer = await create_once(uow, claim, create)
+    if answer.replayed:
+        # The retry of a sign-up that created the account is no failed attempt either.
+        await attempt.take_back(uow)
+        await uow.commit()
+    return answer.response()
 
 
 @router.post(
@@ -310,18 +320,31 @@ async def oauth_metadata(request: Request, container: ContainerDep, response: Re
     "/machine-clients",
     status_code=status.HTTP_201_CREATED,
     response_model=MachineClientWithSecret,
-    summary="Create a machine client for the client credentials grant; its secret is shown only here (admin)",
-    responses=response_headers(201, LOCATION),
+    summary="Create a machine client for the client credentials grant; its secret is shown only here "
+    "(and to a retry with the same Idempotency-Key) (admin)",
+    responses=response_headers(201, LOCATION, ETAG, IDEMPOTENT_REPLAYED),
 )
 async def create_machine_client(
-    admin: AdminUser, body: MachineClientCreate, uow: UowDep, response: Response
+    admin: AdminUser, body: MachineClientCreate, uow: UowDep, container: ContainerDep, idempotent: Idempotent
 ) -> Any:
-    client, secret = await clients.create(uow, body, by=admin.subject)
-    response.headers["Location"] = f"/machine-clients/{client.client_id}"
+    box = container.keys.box
+
+    async def create() -> Answer:
+        client, secret = await clients.create(uow, body, by=admin.subject)
+        # The answer kept for a retry holds the secret sealed (the signing keys' box, a key
+        # kept apart from the database): the idempotent_requests row never has it in the clear.
+        created = MachineClientWithSecret(
+            **MachineClientRead.model_validate(client).model_dump(), client_secret=box.seal(secret)
+        )
+        return Answer.of(
+            201, created, Location=f"/machine-clients/{client.client_id}", ETag=etag(client.version)
+        )
+
+    answer = await create_once(uow, idempotent.claim(idempotent_requests, admin.subject, body), create)
+    answer.body = {**answer.body, "client_secret": box.open(answer.body["client_secret"])}
+    response = answer.response()
     response.headers["Cache-Control"] = "no-store"
-    return MachineClientWithSecret(
-        **MachineClientRead.model_validate(client).model_dump(), client_secret=secret
-    )
+    return response
 
 
 @router.get("/machine-clients", response_model=list[MachineClientRead], summary="Machine clients (admin)")
@@ -330,23 +353,32 @@ async def list_machine_clients(_admin: AdminUser, session: SessionDep) -> Any:
 
 
 @router.get(
-    "/machine-clients/{client_id}", response_model=MachineClientRead, summary="One machine client (admin)"
+    "/machine-clients/{client_id}",
+    response_model=MachineClientRead,
+    summary="One machine client (admin)",
+    responses=response_headers(200, ETAG),
 )
-async def get_machine_client(_admin: AdminUser, client_id: str, session: SessionDep) -> Any:
-    return await clients.get(session, client_id)
+async def get_machine_client(
+    _admin: AdminUser, client_id: str, session: SessionDep, response: Response
+) -> Any:
+    client = await clients.get(session, client_id)
+    response.headers["ETag"] = etag(client.version)
+    return client
 
 
 @router.post(
     "/machine-clients/{client_id}/rotate-secret",
     response_model=MachineClientWithSecret,
     summary="A new secret, shown only here; the old one and the tokens it got stop working (admin)",
+    responses=response_headers(200, ETAG),
 )
 async def rotate_machine_client_secret(
-    _admin: AdminUser, client_id: str, uow: UowDep, request: Request, response: Response
+    _admin: AdminUser, client_id: str, uow: UowDep, request: Request, response: Response, version: IfMatch
 ) -> Any:
-    client, secret = await clients.rotate_secret(uow, client_id)
+    client, secret = await clients.rotate_secret(uow, client_id, version)
     request.app.state.revocations.invalidate()
     response.headers["Cache-Control"] = "no-store"
+    response.headers["ETag"] = etag(client.version)
     return MachineClientWithSecret(
         **MachineClientRead.model_validate(client).model_dump(), client_secret=secret
     )
@@ -356,10 +388,14 @@ async def rotate_machine_client_secret(
     "/machine-clients/{client_id}/disable",
     response_model=MachineClientRead,
     summary="Disable a machine client: no more tokens; every service refuses its tokens within 60 s (admin)",
+    responses=response_headers(200, ETAG),
 )
-async def disable_machine_client(_admin: AdminUser, client_id: str, uow: UowDep, request: Request) -> Any:
-    client = await clients.disable(uow, client_id)
+async def disable_machine_client(
+    _admin: AdminUser, client_id: str, uow: UowDep, request: Request, response: Response, version: IfMatch
+) -> Any:
+    client = await clients.disable(uow, client_id, version)
     request.app.state.revocations.invalidate()
+    response.headers["ETag"] = etag(client.version)
     return client
 
 

@@ -22,6 +22,7 @@ from casebridge_shared.db import utcnow
 from casebridge_shared.outbox import UnitOfWork
 from casebridge_shared.problems import Conflict, NotFound, TooManyRequests, Unauthorized
 from casebridge_shared.revocation import AccessChanged, next_cutoff, record
+from casebridge_shared.versioning import check_version
 from order_intake.db import revocations
 from order_intake.identity import events, throttle
 from order_intake.identity.keys import KeyStore
@@ -106,9 +107,12 @@ async def _access_changed(
     await uow.commit()
 
 
-async def rotate_secret(uow: UnitOfWork, client_id: str) -> tuple[MachineClient, str]:
+async def rotate_secret(
+    uow: UnitOfWork, client_id: str, expected_version: int | None = None
+) -> tuple[MachineClient, str]:
     """A new secret; the old one stops working at once and tokens issued with it are refused."""
     client = await get(uow.session, client_id)
+    check_version(client.version, expected_version)
     secret = new_secret()
     client.secret_hash = await hash_password(secret)
     client.secret_rotated_at = next_cutoff(client.secret_rotated_at, utcnow())
@@ -116,9 +120,10 @@ async def rotate_secret(uow: UnitOfWork, client_id: str) -> tuple[MachineClient,
     return client, secret
 
 
-async def disable(uow: UnitOfWork, client_id: str) -> MachineClient:
+async def disable(uow: UnitOfWork, client_id: str, expected_version: int | None = None) -> MachineClient:
     """No more tokens for the client, and the ones it holds are refused everywhere (within 60 s)."""
     client = await get(uow.session, client_id)
+    check_version(client.version, expected_version)
     if not client.active:
         return client
     client.active = False

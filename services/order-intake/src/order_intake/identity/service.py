@@ -124,11 +124,40 @@ async def register_customer(
     like a failed login unless it creates an account, so trying emails here is
     throttled like guessing passwords (ADR-0008).
     """
+    attempt = await count_sign_up(uow, client_ip=client_ip, throttle_policy=throttle_policy)
+    user = await add_customer(uow, data)
+    await attempt.take_back(uow)
+    await uow.commit()
+    return user
+
+
+@dataclass(frozen=True)
+class SignUpAttempt:
+    """A sign-up counted against the caller's address (ADR-0008), until it creates an account."""
+
+    keys: dict[str, throttle.Scope]
+    policy: throttle.ThrottlePolicy | None
+
+    async def take_back(self, uow: UnitOfWork) -> None:
+        """It created an account (or answered the one a retry created): it does not count."""
+        if self.policy is not None and self.keys:
+            await throttle.take_back(uow.session, self.policy, self.keys, utcnow())
+
+
+async def count_sign_up(
+    uow: UnitOfWork, *, client_ip: str | None, throttle_policy: throttle.ThrottlePolicy | None
+) -> SignUpAttempt:
+    """Count the attempt first, committed: a refused sign-up (409) rolls back, the count stays."""
     keys: dict[str, throttle.Scope] = {}
     if client_ip and throttle_policy is not None:
         keys = {throttle.address_key(client_ip[:90]): "address"}
         await throttle.count_attempt(uow.session, throttle_policy, keys, utcnow())
         await uow.commit()
+    return SignUpAttempt(keys, throttle_policy)
+
+
+async def add_customer(uow: UnitOfWork, data: CustomerRegistration) -> User:
+    """The customer's account, added to ``uow`` (not committed)."""
     user = User(
         email=normalise_email(data.email),
         password_hash=await hash_password(data.password),
@@ -137,9 +166,6 @@ async def register_customer(
         roles=[Role.CUSTOMER.value],
     )
     await _add_user(uow, user)
-    if throttle_policy is not None and keys:
-        await throttle.take_back(uow.session, throttle_policy, keys, utcnow())
-    await uow.commit()
     return user
 
 

@@ -11,10 +11,11 @@ from fastapi.responses import StreamingResponse
 from casebridge_shared import uploads
 from casebridge_shared.auth import STAFF_ROLES, Principal, Role, require_roles
 from casebridge_shared.files import clean_file_name
-from casebridge_shared.idempotency import IdempotencyKey, mark_replayed
+from casebridge_shared.idempotency import Answer, IdempotencyKey, Idempotent, create_once, mark_replayed
 from casebridge_shared.openapi import ETAG, IDEMPOTENT_REPLAYED, LOCATION, response_headers
 from casebridge_shared.problems import PROBLEM_RESPONSES, Unprocessable
 from casebridge_shared.storage import download_response
+from order_intake.db import idempotent_requests
 from order_intake.deps import ContainerDep, SessionDep, UowDep
 from order_intake.threads import service
 from order_intake.threads.models import (
@@ -70,12 +71,14 @@ async def post_message(
     status_code=status.HTTP_201_CREATED,
     response_model=FileList,
     summary="Attach files to the order (several at once; while it is open)",
+    responses=response_headers(201, IDEMPOTENT_REPLAYED),
 )
 async def attach_files(
     order_id: str,
     principal: Customer,
     uow: UowDep,
     container: ContainerDep,
+    idempotent: Idempotent,
     files: Annotated[list[UploadFile], File(description="one or more files")],
 ) -> Any:
     settings = container.settings
@@ -95,13 +98,24 @@ async def attach_files(
                     field="body.files",
                 )
             )
-        added = service.attach_files(uow, principal, order, stored)
-        await uow.commit()
+
+        async def create() -> Answer:
+            added = service.attach_files(uow, principal, order, stored)
+            await uow.commit()
+            return Answer.of(201, FileList(items=[FileRead.model_validate(f) for f in added]))
+
+        # The files must be read to be fingerprinted, so they are stored first; the key row
+        # commits with the file rows, and a replay drops this request's copies below.
+        claim = idempotent.claim_upload(idempotent_requests, principal.subject, stored)
+        answer = await create_once(uow, claim, create)
     except BaseException:
         for item in stored:  # no file without its row: all of them, or none
             await objects.delete(item.storage_key)
         raise
-    return FileList(items=[FileRead.model_validate(f) for f in added])
+    if answer.replayed:
+        for item in stored:  # the first request's files are the ones kept
+            await objects.delete(item.storage_key)
+    return answer.response()
 
 
 @router.get("/{order_id}/files", response_model=FileList, summary="The customer's files on the order")

@@ -8,6 +8,8 @@ import {
   clearProblems,
   currentUser,
   el,
+  formCreated,
+  formKey,
   formatDateTime,
   formatMoney,
   initI18n,
@@ -474,14 +476,21 @@ async function loadThread() {
 // One write to the case: sent with the version on screen. If someone else changed the case
 // meanwhile (412, or 409 for a state that moved on), the person is told so, the case is read
 // again and the form keeps everything typed, ready to send again.
-async function write(form, path, json) {
+async function write(form, path, json, { creates = false } = {}) {
   clearProblems(form);
   const button = form.querySelector("button[type=submit]");
   if (button) button.disabled = true;
   try {
     // The answer is taken in before the write counts as done (see writing()).
     await writing(async () => {
-      state.case = await api(path, { method: "POST", json, headers: { "If-Match": `"${state.case.version}"` } });
+      state.case = await api(path, {
+        method: "POST",
+        json,
+        headers: { "If-Match": `"${state.case.version}"` },
+        // An entry the form adds (a communication, the solution) is recorded once per submission.
+        idempotencyKey: creates ? formKey(form) : undefined,
+      });
+      if (creates) formCreated(form);
     });
     renderCase();
     return true;
@@ -567,7 +576,7 @@ $("communication-form").addEventListener("submit", async (event) => {
     occurred_at: occurred && !Number.isNaN(occurred.getTime()) ? occurred.toISOString() : when,
     customer_visible: form.elements.customer_visible.value === "true",
   };
-  if (await write(form, `/cases/${encodeURIComponent(state.case.id)}/communications`, body)) {
+  if (await write(form, `/cases/${encodeURIComponent(state.case.id)}/communications`, body, { creates: true })) {
     form.reset();
     form.elements.occurred_at.value = localNow();
     await loadThread();
@@ -580,7 +589,7 @@ $("solution-form").addEventListener("submit", async (event) => {
   if (await write(form, `/cases/${encodeURIComponent(state.case.id)}/solution`, {
     summary: form.elements.summary.value,
     text: form.elements.text.value,
-  })) form.reset();
+  }, { creates: true })) form.reset();
 });
 
 $("message-form").addEventListener("submit", async (event) => {
@@ -631,6 +640,14 @@ $("file-input").addEventListener("change", (event) => {
   );
 });
 
+// One Idempotency-Key per chosen file until it is uploaded: a retry of a failed one (whose
+// answer may have been lost, not the upload) stores it once.
+const uploadKeys = new WeakMap();
+function uploadKey(file) {
+  if (!uploadKeys.has(file)) uploadKeys.set(file, crypto.randomUUID());
+  return uploadKeys.get(file);
+}
+
 $("upload-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const form = event.currentTarget;
@@ -655,10 +672,12 @@ $("upload-form").addEventListener("submit", async (event) => {
         await api(`/cases/${encodeURIComponent(state.case.id)}/attachments`, {
           method: "POST",
           body,
+          idempotencyKey: uploadKey(file), // a failed file sent again is stored once
           onUploadProgress: (p) => {
             if (p.fraction !== null) progress.value = p.fraction;
           },
         });
+        uploadKeys.delete(file);
         progress.value = 1;
         result.textContent = t("console.uploaded");
         item.classList.add("done");

@@ -4,7 +4,7 @@
 
 import {
   api, ApiError, signIn, signOut, currentUser, showProblem, clearProblems, initI18n, t,
-  formatMoney, formatDateTime, watchConnection, el, markReady, problemMessage,
+  formatMoney, formatDateTime, watchConnection, el, markReady, problemMessage, formKey, formCreated,
 } from "/assets/kit/kit.js";
 import {
   fromBase64, leafHash, openCheckpoint, parseVerifierKey, toBase64, verifyConsistency,
@@ -586,7 +586,11 @@ function wire() {
     event.preventDefault();
     const form = event.currentTarget;
     let created;
-    if (await submitting(form, async () => { created = await api("/customers", { method: "POST", json: formJson(form) }); })) {
+    const send = async () => {
+      created = await api("/customers", { method: "POST", json: formJson(form), idempotencyKey: formKey(form) });
+      formCreated(form);
+    };
+    if (await submitting(form, send)) {
       form.reset();
       notice(t("registered"));
       // Registered customers are the department's, but reading them needs a read grant.
@@ -596,12 +600,17 @@ function wire() {
       }
     }
   });
-  const customerPost = (formId, table, body, message) => {
+  const customerPost = (formId, table, body, message, creates = true) => {
     $(formId).addEventListener("submit", async (event) => {
       event.preventDefault();
       const form = event.currentTarget;
       const path = `/customers/${encodeURIComponent(state.customer.id)}/${table}`;
-      if (await submitting(form, () => api(path, { method: "POST", json: body(form) }))) await afterWrite(form, t(message));
+      // A record the form creates carries a key: a double click or a retry records it once.
+      const send = async () => {
+        await api(path, { method: "POST", json: body(form), idempotencyKey: creates ? formKey(form) : undefined });
+        formCreated(form);
+      };
+      if (await submitting(form, send)) await afterWrite(form, t(message));
     });
   };
   customerPost("#demand-form", "demands", formJson, "demandRecorded");
@@ -612,14 +621,18 @@ function wire() {
     if (body.received_at) body.received_at = localToIso(body.received_at);
     return body;
   }, "paymentRecorded");
-  customerPost("#handoff-form", "handoff", formJson, "handedOff");
+  customerPost("#handoff-form", "handoff", formJson, "handedOff", false);
 
   $("#grant-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     const form = event.currentTarget;
     const body = formJson(form);
     if (body.fields) body.fields = body.fields.split(",").map((f) => f.trim()).filter(Boolean);
-    if (await submitting(form, () => api("/grants", { method: "POST", json: body }))) {
+    const send = async () => {
+      await api("/grants", { method: "POST", json: body, idempotencyKey: formKey(form) });
+      formCreated(form);
+    };
+    if (await submitting(form, send)) {
       form.reset();
       notice(t("grantDone"));
       await loadGrants();

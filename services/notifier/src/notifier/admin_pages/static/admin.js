@@ -2,8 +2,8 @@
 // teams, and recent deliveries with their attempts. Only an admin is offered the actions;
 // the API refuses everyone else anyway.
 import {
-  api, applyI18n, clearProblems, currentUser, el, formatDateTime, initI18n, markReady, problemMessage,
-  showProblem, signIn, signOut, t,
+  api, applyI18n, clearProblems, currentUser, el, formCreated, formKey, formatDateTime, initI18n, markReady,
+  problemMessage, showProblem, signIn, signOut, t,
 } from "/assets/kit/kit.js";
 
 const $ = (id) => document.getElementById(id);
@@ -97,7 +97,9 @@ async function createWebhook(event) {
       stopEditing();
       say("webhook-status", t("webhooks.saved", { url: body.url }));
     } else {
-      const created = await api("/webhooks", { method: "POST", json: body });
+      // A retry after a lost answer gets the same webhook and its secret, not a second webhook.
+      const created = await api("/webhooks", { method: "POST", json: body, idempotencyKey: formKey(form) });
+      formCreated(form);
       form.reset();
       showSecret(created.secret);
     }

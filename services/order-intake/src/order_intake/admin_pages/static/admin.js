@@ -2,8 +2,8 @@
 // roles, disable/enable, revoke sessions). Only an admin is offered the actions; the API
 // refuses everyone else anyway.
 import {
-  api, applyI18n, clearProblems, currentUser, formatMoney, initI18n, markReady, problemMessage, showProblem,
-  signIn, signOut, t,
+  api, applyI18n, clearProblems, currentUser, formCreated, formKey, formatMoney, initI18n, markReady,
+  problemMessage, showProblem, signIn, signOut, t,
 } from "/assets/kit/kit.js";
 
 const $ = (id) => document.getElementById(id);
@@ -128,7 +128,8 @@ async function saveProduct(event) {
       });
       say("product-status", t("products.saved", { title: body.title }));
     } else {
-      await api("/products", { method: "POST", json: body });
+      await api("/products", { method: "POST", json: body, idempotencyKey: formKey(form) });
+      formCreated(form);
       say("product-status", t("products.created", { title: body.title }));
     }
     resetProductForm();
@@ -290,7 +291,8 @@ async function createUser(event) {
     department: f.department.value || null,
   };
   try {
-    await api("/users", { method: "POST", json: body });
+    await api("/users", { method: "POST", json: body, idempotencyKey: formKey(form) });
+    formCreated(form);
     form.reset();
     say("user-status", t("users.created", { email: body.email }));
     await loadUsers(false);

@@ -17,6 +17,8 @@ import {
   live,
   watchConnection,
   markReady,
+  formKey,
+  formCreated,
 } from "/assets/kit/kit.js";
 
 const BASE = "/portal/";
@@ -261,7 +263,9 @@ function registerView(params) {
     };
     const phone = String(data.get("phone") || "").trim();
     if (phone) body.phone = phone;
-    await api("/auth/register", { method: "POST", json: body });
+    // A retry after a lost answer is answered with the account it created (scoped to the email).
+    await api("/auth/register", { method: "POST", json: body, idempotencyKey: formKey(form) });
+    formCreated(form);
     user = await signIn(body.email, body.password);
     if (!user) user = await currentUser();
     refreshHeader();
@@ -399,6 +403,7 @@ function filePicker(form) {
   const progress = slot(form, "progress");
   const limits = slot(form, "limits");
   let chosen = [];
+  let uploadKey = crypto.randomUUID(); // one per upload of the chosen files
   limits.textContent = t("files.limits", {
     size: fileSize(config.max_file_bytes),
     types: t("files.types"),
@@ -440,6 +445,8 @@ function filePicker(form) {
   }
 
   function recheck() {
+    // Another choice of files is another upload: a key is for retrying the same one.
+    uploadKey = crypto.randomUUID();
     chosen = chosen.map((entry, index) => ({
       file: entry.file,
       error:
@@ -478,6 +485,7 @@ function filePicker(form) {
     valid: () => chosen.every((entry) => !entry.error),
     clear: () => {
       chosen = [];
+      uploadKey = crypto.randomUUID();
       draw();
       progress.hidden = true;
     },
@@ -487,13 +495,16 @@ function filePicker(form) {
       progress.hidden = false;
       progress.value = 0;
       try {
-        return await api(`/orders/${orderId}/files`, {
+        const uploaded = await api(`/orders/${orderId}/files`, {
           method: "POST",
           body,
+          idempotencyKey: uploadKey, // a retry of the same files after a lost answer stores them once
           onUploadProgress: (event) => {
             if (event.lengthComputable) progress.value = Math.round((100 * event.loaded) / event.total);
           },
         });
+        uploadKey = crypto.randomUUID();
+        return uploaded;
       } catch (error) {
         // A problem that names a file ("files[1]" or the file's name) is shown on that file's row.
         for (const e of (error.problem && error.problem.errors) || []) {
