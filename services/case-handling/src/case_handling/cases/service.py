@@ -295,7 +295,7 @@ def _require(case: Case, action: str, expected_version: int | None) -> None:
     check_version(case.version, expected_version)
     if CaseStatus(case.status) not in ALLOWED_FROM[action]:
         raise Conflict(
-            f"a case in state {case.status!r} cannot be {_PAST[action]}",
+            f"a case in state '{case.status}' cannot be {_PAST[action]}",
             field="status",
             current_status=case.status,
         )
