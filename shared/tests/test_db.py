@@ -235,3 +235,45 @@ async def test_each_of_gives_the_bound_list_as_rows_on_either_database(tmp_path:
             async with database.session() as session:
                 found = {v: i for v, i in (await session.execute(statement, {"wanted": wanted})).all()}
             assert found == expected
+
+
+async def test_a_str_enum_column_stores_the_plain_value_and_reads_back_the_member(tmp_path: Path) -> None:
+    """``StrEnumType``: VARCHAR of the given length, the member's value stored, the member read back."""
+    from enum import StrEnum
+
+    from sqlalchemy import Column, Integer, MetaData, Table, insert, select
+    from sqlalchemy.exc import StatementError
+    from sqlalchemy.schema import CreateTable
+
+    from casebridge_shared import testing
+    from casebridge_shared.db import StrEnumType
+
+    class Colour(StrEnum):
+        RED = "red"
+        GREEN = "green"
+
+    metadata = MetaData()
+    things = Table(
+        "things",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("colour", StrEnumType(Colour, 16), nullable=False),
+    )
+    async with testing.scratch_database(tmp_path, "cbt_str_enum") as database:
+        ddl = str(CreateTable(things).compile(dialect=database.engine.dialect))
+        assert "colour VARCHAR(16) NOT NULL" in ddl  # the schema a plain str column had
+        async with database.engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+            # A Core insert of dicts, with the member or with its plain string.
+            await conn.execute(
+                insert(things), [{"id": 1, "colour": Colour.RED}, {"id": 2, "colour": "green"}]
+            )
+            stored = (await conn.execute(text("SELECT colour FROM things ORDER BY id"))).scalars().all()
+            assert stored == ["red", "green"] and all(type(v) is str for v in stored)
+            read = (await conn.execute(select(things.c.colour).order_by(things.c.id))).scalars().all()
+            assert read == [Colour.RED, Colour.GREEN] and all(type(v) is Colour for v in read)
+            found = (await conn.execute(select(things.c.id).where(things.c.colour == Colour.GREEN))).scalars()
+            assert list(found) == [2]
+            with pytest.raises(StatementError) as refused:
+                await conn.execute(insert(things), {"id": 3, "colour": "purple"})
+            assert isinstance(refused.value.orig, ValueError)

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,6 +37,7 @@ from sqlalchemy import (
     ColumnElement,
     DateTime,
     Insert,
+    String,
     Table,
     TextClause,
     any_,
@@ -62,6 +64,7 @@ from casebridge_shared.keyfiles import owner_only_file
 from casebridge_shared.sqlite_dbapi import OneTripDbapi
 
 T = TypeVar("T")
+E = TypeVar("E", bound=StrEnum)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # A PostgreSQL connection given back to the pool less than this long ago is
@@ -101,6 +104,32 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+class StrEnumType(TypeDecorator[E]):
+    """A status-like column read and written as its ``StrEnum``, stored as the member's value.
+
+    The column stays a plain ``VARCHAR(length)`` on both databases (no CHECK constraint, no
+    native enum type), so the schema the migrations built does not change and a row written
+    by any earlier release, or by a Core ``insert()`` of plain strings, reads back as a member.
+    A value that is not a member is refused when bound rather than stored.
+    """
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum: type[E], length: int) -> None:
+        super().__init__(length=length)
+        self.enum = enum
+
+    def process_bind_param(self, value: E | str | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        # str(...) and not the member itself: drivers must see exactly the stored string.
+        return str(self.enum(value).value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum(value)
 
 
 # SQLSTATEs of a server that is away, going away or full, whatever class the driver

@@ -12,7 +12,7 @@ from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, Integer, Str
 from sqlmodel import Field
 
 from case_handling.db import Base
-from casebridge_shared.db import UTCDateTime, new_id, utcnow
+from casebridge_shared.db import StrEnumType, UTCDateTime, new_id, utcnow
 
 
 class CaseStatus(StrEnum):
@@ -66,7 +66,9 @@ class Case(Base, table=True):
     priority: str = Field(default="normal", max_length=16)
     due_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     internal_notes: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    status: str = Field(default=CaseStatus.NEW.value, max_length=32)
+    status: CaseStatus = Field(
+        default=CaseStatus.NEW, sa_column=Column(StrEnumType(CaseStatus, 32), nullable=False)
+    )
     assignee_id: str | None = Field(default=None, max_length=100)
     assignee_name: str | None = Field(default=None, max_length=200)
     solution_summary: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
@@ -93,7 +95,8 @@ class CaseEntry(Base, table=True):
     at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     author_id: str | None = Field(default=None, max_length=100)
     author_name: str | None = Field(default=None, max_length=200)
-    status: str = Field(max_length=32)  # the case's status after this entry
+    # the case's status after this entry
+    status: CaseStatus = Field(sa_column=Column(StrEnumType(CaseStatus, 32), nullable=False))
     customer_visible: bool = False
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
@@ -160,7 +163,10 @@ class CustomerFileFetch(Base, table=True):
     size: int = Field(sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), nullable=False))
     sha256: str = Field(max_length=64)
     uploaded_at: datetime = Field(sa_type=UTCDateTime)
-    status: str = Field(default=CustomerFileFetchStatus.PENDING.value, max_length=16)
+    status: CustomerFileFetchStatus = Field(
+        default=CustomerFileFetchStatus.PENDING,
+        sa_column=Column(StrEnumType(CustomerFileFetchStatus, 16), nullable=False),
+    )
     attempts: int = 0
     next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

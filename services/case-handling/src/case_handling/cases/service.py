@@ -188,7 +188,7 @@ async def open_case(uow: UnitOfWork, order: OrderState, order_version: int) -> s
         "order_placed_at": order.created_at,
         "created_at": now,
         "updated_at": now,
-        "status": CaseStatus.NEW.value,
+        "status": CaseStatus.NEW,
         "version": 1,
         "priority": "normal",
         **_service_information(order),
@@ -295,7 +295,7 @@ def _require(case: Case, action: str, expected_version: int | None) -> None:
     check_version(case.version, expected_version)
     if CaseStatus(case.status) not in ALLOWED_FROM[action]:
         raise Conflict(
-            f"a case in state {case.status!r} cannot be {_PAST[action]}",
+            f"a case in state '{case.status}' cannot be {_PAST[action]}",
             field="status",
             current_status=case.status,
         )
@@ -317,7 +317,7 @@ def _assign(uow: UnitOfWork, case: Case, by: Principal, assignee_id: str, assign
     case.assignee_id = assignee_id
     case.assignee_name = assignee_name
     if previous == CaseStatus.NEW:
-        case.status = CaseStatus.ASSIGNED.value
+        case.status = CaseStatus.ASSIGNED
     _touch(case)
     uow.session.add(case)
     _entry(uow, case, "assigned", by, customer_visible=previous == CaseStatus.NEW, assignee_id=assignee_id)
@@ -364,13 +364,13 @@ async def assign(
 
 
 def _change_status(uow: UnitOfWork, case: Case, by: Principal | None, to: CaseStatus) -> CaseStatus:
-    previous = CaseStatus(case.status)
-    case.status = to.value
+    previous = case.status
+    case.status = to
     _touch(case)
     uow.session.add(case)
     _entry(uow, case, "status_changed", by, customer_visible=True, previous_status=previous.value)
     uow.emit(
-        events.CaseStatusChanged(**_base(case), previous_status=previous.value),
+        events.CaseStatusChanged(**_base(case), previous_status=previous),
         key=case.id,
         version=case.version,
     )
@@ -443,7 +443,7 @@ async def propose_solution(
     authorize_write(principal, case.assignee_id, CaseWrite.SOLUTION)
     case.solution_summary = data.summary
     case.solution_text = data.text
-    case.status = CaseStatus.SOLUTION_PROPOSED.value
+    case.status = CaseStatus.SOLUTION_PROPOSED
     _touch(case)
     uow.session.add(case)
     _entry(uow, case, "solution", principal, customer_visible=True, summary=data.summary, text=data.text)
@@ -464,7 +464,7 @@ async def close(uow: UnitOfWork, principal: Principal, case_id: str, expected_ve
     case = await get_case(uow.session, case_id, for_update=True)
     _require(case, "close", expected_version)
     authorize_write(principal, case.assignee_id, CaseWrite.CLOSE)
-    case.status = CaseStatus.CLOSED.value
+    case.status = CaseStatus.CLOSED
     _touch(case)
     case.closed_at = case.updated_at
     uow.session.add(case)
@@ -474,7 +474,7 @@ async def close(uow: UnitOfWork, principal: Principal, case_id: str, expected_ve
 
 
 def _cancel(uow: UnitOfWork, case: Case, by: Principal | None, reason: str) -> None:
-    case.status = CaseStatus.CANCELLED.value
+    case.status = CaseStatus.CANCELLED
     _touch(case)
     case.cancelled_at = case.updated_at
     uow.session.add(case)
@@ -577,7 +577,7 @@ SortKey = Literal[
 # The console's queues: open cases, those nobody has, mine, my team's, past their service level.
 Queue = Literal["open", "unassigned", "mine", "team", "overdue"]
 QUEUES: tuple[Queue, ...] = ("open", "unassigned", "mine", "team", "overdue")
-OPEN_STATUSES = tuple(s.value for s in CaseStatus if s not in FINAL_STATUSES)
+OPEN_STATUSES = tuple(s for s in CaseStatus if s not in FINAL_STATUSES)
 
 
 def add_working_days(start: datetime, days: int) -> datetime:
@@ -668,7 +668,7 @@ async def list_cases(
     """
     conditions: list[Any] = list(queue or [])
     if status is not None:
-        conditions.append(Case.status == status.value)
+        conditions.append(Case.status == status)
     if assignee_id is not None:
         conditions.append(
             col(Case.assignee_id).is_(None) if assignee_id == "none" else Case.assignee_id == assignee_id

@@ -26,6 +26,7 @@ from case_handling.cases.models import (
     CaseEntry,
     CaseMessage,
     CaseReceipt,
+    CaseStatus,
     CustomerFileFetch,
     CustomerFileFetchStatus,
     DocumentReceipt,
@@ -266,7 +267,7 @@ async def claim_due(db: Database, *, now: datetime, lease: timedelta, limit: int
             await session.exec(
                 select(CustomerFileFetch)
                 .where(
-                    CustomerFileFetch.status == CustomerFileFetchStatus.PENDING.value,
+                    CustomerFileFetch.status == CustomerFileFetchStatus.PENDING,
                     col(CustomerFileFetch.next_attempt_at) <= now,
                 )
                 .order_by(col(CustomerFileFetch.next_attempt_at))
@@ -280,7 +281,7 @@ async def claim_due(db: Database, *, now: datetime, lease: timedelta, limit: int
                 update(CustomerFileFetch)
                 .where(
                     col(CustomerFileFetch.id) == fetch.id,
-                    col(CustomerFileFetch.status) == CustomerFileFetchStatus.PENDING.value,
+                    col(CustomerFileFetch.status) == CustomerFileFetchStatus.PENDING,
                     col(CustomerFileFetch.next_attempt_at) <= now,
                 )
                 .values(next_attempt_at=now + lease)
@@ -307,9 +308,9 @@ async def mark_stored(db: Database, fetch: CustomerFileFetch, storage_key: str) 
             update(CustomerFileFetch)
             .where(
                 col(CustomerFileFetch.id) == fetch.id,
-                col(CustomerFileFetch.status) == CustomerFileFetchStatus.PENDING.value,
+                col(CustomerFileFetch.status) == CustomerFileFetchStatus.PENDING,
             )
-            .values(status=CustomerFileFetchStatus.STORED.value, attempts=fetch.attempts + 1, last_error=None)
+            .values(status=CustomerFileFetchStatus.STORED, attempts=fetch.attempts + 1, last_error=None)
         )
         if _rowcount(result) != 1:
             await session.rollback()
@@ -337,7 +338,7 @@ async def mark_stored(db: Database, fetch: CustomerFileFetch, storage_key: str) 
                 at=utcnow(),
                 author_id=fetch.customer_id,
                 author_name=None,
-                status=case.status if case is not None else "new",
+                status=case.status if case is not None else CaseStatus.NEW,
                 customer_visible=True,
                 data={"attachment_id": fetch.id, "file_name": fetch.file_name, "sha256": fetch.sha256},
             )
@@ -354,7 +355,7 @@ async def mark_rejected(db: Database, fetch: CustomerFileFetch, error: str) -> N
     await _set(
         db,
         fetch.id,
-        status=CustomerFileFetchStatus.REJECTED.value,
+        status=CustomerFileFetchStatus.REJECTED,
         attempts=fetch.attempts + 1,
         last_error=error[:2000],
     )
@@ -366,7 +367,7 @@ async def count_pending(db: Database) -> int:
             await session.exec(
                 select(func.count())
                 .select_from(CustomerFileFetch)
-                .where(CustomerFileFetch.status == CustomerFileFetchStatus.PENDING.value)
+                .where(CustomerFileFetch.status == CustomerFileFetchStatus.PENDING)
             )
         ).one()
     return int(total)

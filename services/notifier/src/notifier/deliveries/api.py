@@ -217,8 +217,8 @@ async def list_deliveries(
 ) -> Page[DeliveryRead]:
     rows, total = await service.list_deliveries(
         session,
-        channel=channel.value if channel else None,
-        status=delivery_status.value if delivery_status else None,
+        channel=channel,
+        status=delivery_status,
         case_id=case_id,
         recipient=recipient,
         limit=page.limit,

@@ -168,9 +168,9 @@ class Dispatcher:
 
     async def _deliver(self, delivery: Delivery) -> None:
         senders = {
-            Channel.PUSH.value: self._push,
-            Channel.EMAIL.value: self._email,
-            Channel.WEBHOOK.value: self._webhook,
+            Channel.PUSH: self._push,
+            Channel.EMAIL: self._email,
+            Channel.WEBHOOK: self._webhook,
         }
         started = time.perf_counter()
         try:
@@ -213,7 +213,7 @@ class Dispatcher:
                 final=last,
                 error=error[:300],
             )
-            if delivery.channel == Channel.WEBHOOK.value:
+            if delivery.channel == Channel.WEBHOOK:
                 await self._maybe_disable_webhook(delivery.recipient)
         else:
             _count(delivery, "delivered", started)

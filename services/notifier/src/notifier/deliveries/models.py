@@ -11,8 +11,9 @@ from pydantic import Field as PydanticField
 from sqlalchemy import JSON, Column, Index, Integer, Text, UniqueConstraint
 from sqlmodel import Field
 
-from casebridge_shared.db import UTCDateTime, utcnow
+from casebridge_shared.db import StrEnumType, UTCDateTime, utcnow
 from notifier.db import Base
+from notifier.notifications.models import Channel
 
 
 class DeliveryStatus(StrEnum):
@@ -34,14 +35,16 @@ class Delivery(Base, table=True):
 
     id: str = Field(primary_key=True, max_length=36)
     dedupe_key: str = Field(max_length=120)
-    channel: str = Field(max_length=16)
+    channel: Channel = Field(sa_column=Column(StrEnumType(Channel, 16), nullable=False))
     # push: subscription id; email: user id (address looked up when sending);
     # webhook: webhook subscription id.
     recipient: str = Field(max_length=36)
     case_id: str | None = Field(default=None, max_length=36, index=True)
     # What to send: subject/title, body, url, event ... (channel-specific).
     message: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    status: str = Field(default=DeliveryStatus.PENDING.value, max_length=16)
+    status: DeliveryStatus = Field(
+        default=DeliveryStatus.PENDING, sa_column=Column(StrEnumType(DeliveryStatus, 16), nullable=False)
+    )
     attempts: int = 0
     next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

@@ -57,11 +57,11 @@ def _delivery(
     return {
         "id": new_id(),
         "dedupe_key": dedupe_key,
-        "channel": channel.value,
+        "channel": channel,
         "recipient": recipient,
         "case_id": case_id,
         "message": message,
-        "status": DeliveryStatus.PENDING.value,
+        "status": DeliveryStatus.PENDING,
         "attempts": 0,
         "next_attempt_at": now,
         "last_error": None,
@@ -180,9 +180,7 @@ async def claim_due(db: Database, *, now: datetime, lease: timedelta, limit: int
             (
                 await session.exec(
                     select(Delivery)
-                    .where(
-                        Delivery.status == DeliveryStatus.PENDING.value, col(Delivery.next_attempt_at) <= now
-                    )
+                    .where(Delivery.status == DeliveryStatus.PENDING, col(Delivery.next_attempt_at) <= now)
                     .order_by(col(Delivery.next_attempt_at))
                     .limit(limit)
                 )
@@ -197,7 +195,7 @@ async def claim_due(db: Database, *, now: datetime, lease: timedelta, limit: int
                 update(Delivery)
                 .where(
                     col(Delivery.id) == delivery.id,
-                    col(Delivery.status) == DeliveryStatus.PENDING.value,
+                    col(Delivery.status) == DeliveryStatus.PENDING,
                     # Another worker's lease moved it past ``now``.
                     col(Delivery.next_attempt_at) <= now,
                 )
@@ -225,7 +223,7 @@ async def record_attempt(
     """
     now = utcnow()
     attempt = delivery.attempts + 1
-    values: dict[str, Any] = {"attempts": attempt, "status": status.value, "last_error": error}
+    values: dict[str, Any] = {"attempts": attempt, "status": status, "last_error": error}
     if status is DeliveryStatus.SENT:
         values["sent_at"] = now
     if retry_at is not None:
@@ -243,11 +241,11 @@ async def record_attempt(
                 at=now,
             )
         )
-        if delivery.channel == Channel.WEBHOOK.value:
+        if delivery.channel == Channel.WEBHOOK:
             await _track_webhook(session, delivery.recipient, ok=status is DeliveryStatus.SENT)
         await session.commit()
     delivery.attempts = attempt
-    delivery.status = status.value
+    delivery.status = status
 
 
 async def _track_webhook(session: AsyncSession, subscription_id: str, *, ok: bool) -> None:
@@ -275,11 +273,11 @@ async def disable_webhook(db: Database, subscription_id: str, reason: str) -> in
         given_up = await session.execute(
             update(Delivery)
             .where(
-                col(Delivery.channel) == Channel.WEBHOOK.value,
+                col(Delivery.channel) == Channel.WEBHOOK,
                 col(Delivery.recipient) == subscription_id,
-                col(Delivery.status) == DeliveryStatus.PENDING.value,
+                col(Delivery.status) == DeliveryStatus.PENDING,
             )
-            .values(status=DeliveryStatus.FAILED.value, last_error=f"webhook disabled: {reason}"[:2000])
+            .values(status=DeliveryStatus.FAILED, last_error=f"webhook disabled: {reason}"[:2000])
         )
         await session.commit()
     return int(getattr(given_up, "rowcount", 0) or 0)
@@ -471,11 +469,11 @@ async def delete_webhook(session: AsyncSession, webhook_id: str, expected_versio
     cancelled = await session.execute(
         update(Delivery)
         .where(
-            col(Delivery.channel) == Channel.WEBHOOK.value,
+            col(Delivery.channel) == Channel.WEBHOOK,
             col(Delivery.recipient) == webhook_id,
-            col(Delivery.status) == DeliveryStatus.PENDING.value,
+            col(Delivery.status) == DeliveryStatus.PENDING,
         )
-        .values(status=DeliveryStatus.FAILED.value, last_error="cancelled: the webhook was deleted")
+        .values(status=DeliveryStatus.FAILED, last_error="cancelled: the webhook was deleted")
     )
     await session.delete(sub)
     await session.flush()
@@ -492,13 +490,13 @@ async def redeliver(session: AsyncSession, delivery_id: str, requested_by: str) 
     delivery = await session.get(Delivery, delivery_id)
     if delivery is None:
         raise NotFound(f"There is no delivery {delivery_id}.")
-    if delivery.status != DeliveryStatus.FAILED.value:
+    if delivery.status != DeliveryStatus.FAILED:
         raise Conflict(
             f"The delivery is {delivery.status}; only a failed delivery can be sent again.",
             field="status",
             status_now=delivery.status,
         )
-    if delivery.channel == Channel.WEBHOOK.value:
+    if delivery.channel == Channel.WEBHOOK:
         sub = await session.get(WebhookSubscription, delivery.recipient)
         if sub is None:
             raise Conflict("The webhook this delivery was for has been deleted.", field="recipient")
@@ -506,10 +504,7 @@ async def redeliver(session: AsyncSession, delivery_id: str, requested_by: str) 
             raise Conflict(
                 "The webhook this delivery is for is disabled: enable it first.", field="recipient"
             )
-    elif (
-        delivery.channel == Channel.PUSH.value
-        and await session.get(PushSubscription, delivery.recipient) is None
-    ):
+    elif delivery.channel == Channel.PUSH and await session.get(PushSubscription, delivery.recipient) is None:
         raise Conflict("The device this delivery was for has unsubscribed.", field="recipient")
     session.add(
         DeliveryRedelivery(
@@ -524,8 +519,8 @@ async def redeliver(session: AsyncSession, delivery_id: str, requested_by: str) 
     now = utcnow()
     queued = await session.execute(
         update(Delivery)
-        .where(col(Delivery.id) == delivery.id, col(Delivery.status) == DeliveryStatus.FAILED.value)
-        .values(status=DeliveryStatus.PENDING.value, next_attempt_at=now)
+        .where(col(Delivery.id) == delivery.id, col(Delivery.status) == DeliveryStatus.FAILED)
+        .values(status=DeliveryStatus.PENDING, next_attempt_at=now)
     )
     if int(getattr(queued, "rowcount", 0) or 0) != 1:
         raise Conflict("The delivery is no longer failed: someone asked first.", field="status")
@@ -554,8 +549,8 @@ async def list_webhooks(session: AsyncSession) -> list[WebhookSubscription]:
 async def list_deliveries(
     session: AsyncSession,
     *,
-    channel: str | None,
-    status: str | None,
+    channel: Channel | None,
+    status: DeliveryStatus | None,
     case_id: str | None,
     recipient: str | None,
     limit: int,

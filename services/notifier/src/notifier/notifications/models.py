@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Column, Index, Integer, Text, UniqueConstraint
 from sqlmodel import Field
 
-from casebridge_shared.db import UTCDateTime, utcnow
+from casebridge_shared.db import StrEnumType, UTCDateTime, utcnow
 from notifier.db import Base
 
 
@@ -47,7 +47,7 @@ class Notification(Base, table=True):
     seq: int
     # The event id for case events; ``escalation:<case>:<level>`` for escalations.
     dedupe_key: str = Field(max_length=120)
-    kind: str = Field(max_length=32)
+    kind: Kind = Field(sa_column=Column(StrEnumType(Kind, 32), nullable=False))
     case_id: str = Field(max_length=36, index=True)
     order_id: str = Field(max_length=36)
     title: str = Field(max_length=200)

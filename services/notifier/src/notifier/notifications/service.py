@@ -166,7 +166,7 @@ async def notify(session: AsyncSession, recipients: list[str], alert: Alert) -> 
                 "recipient_id": recipient,
                 "seq": last[recipient] + 1,
                 "dedupe_key": alert.dedupe_key,
-                "kind": alert.kind.value,
+                "kind": alert.kind,
                 "case_id": alert.case_id,
                 "order_id": alert.order_id,
                 "title": alert.title,

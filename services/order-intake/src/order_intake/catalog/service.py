@@ -17,6 +17,11 @@ from order_intake.catalog import events
 from order_intake.catalog.models import Product, ProductCreate, ProductUpdate
 
 
+def is_orderable(*, active: bool, archived: bool) -> bool:
+    """Whether customers see the product and may order it: active and not archived (A1)."""
+    return active and not archived
+
+
 def _state(product: Product) -> dict[str, object]:
     return {
         "product_id": product.id,
@@ -44,7 +49,9 @@ async def create_product(uow: UnitOfWork, data: ProductCreate) -> Product:
 
 async def get_product(session: AsyncSession, product_id: str, *, include_hidden: bool) -> Product:
     product = await session.get(Product, product_id)
-    if product is None or (not include_hidden and (not product.active or product.archived)):
+    if product is None or (
+        not include_hidden and not is_orderable(active=product.active, archived=product.archived)
+    ):
         raise NotFound(f"no product {product_id}")
     return product
 

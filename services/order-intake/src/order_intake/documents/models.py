@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, String, Text
 from sqlmodel import Field
 
-from casebridge_shared.db import UTCDateTime, utcnow
+from casebridge_shared.db import StrEnumType, UTCDateTime, utcnow
 from order_intake.db import Base
 
 
@@ -32,7 +32,9 @@ class Document(Base, table=True):
     media_type: str = Field(max_length=255)
     size: int = Field(sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), nullable=False))
     sha256: str = Field(max_length=64)
-    status: str = Field(default=DocumentStatus.PENDING.value, max_length=16)
+    status: DocumentStatus = Field(
+        default=DocumentStatus.PENDING, sa_column=Column(StrEnumType(DocumentStatus, 16), nullable=False)
+    )
     attempts: int = 0
     next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

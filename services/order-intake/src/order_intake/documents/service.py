@@ -72,7 +72,7 @@ async def document_to_download(
     document = await session.get(Document, document_id)
     if document is None or document.order_id != order.id:
         raise NotFound(f"no document {document_id} on order {order_id}")
-    if document.status != DocumentStatus.AVAILABLE.value:
+    if document.status != DocumentStatus.AVAILABLE:
         raise Conflict(
             f"the document is not available for download; it is {document.status}", state=document.status
         )
@@ -99,7 +99,7 @@ async def claim_due(db: Database, *, now: datetime, lease: timedelta, limit: int
                 await session.exec(
                     select(Document)
                     .where(
-                        Document.status == DocumentStatus.PENDING.value,
+                        Document.status == DocumentStatus.PENDING,
                         col(Document.next_attempt_at) <= now,
                     )
                     .order_by(col(Document.next_attempt_at))
@@ -114,7 +114,7 @@ async def claim_due(db: Database, *, now: datetime, lease: timedelta, limit: int
                 update(Document)
                 .where(
                     col(Document.id) == document.id,
-                    col(Document.status) == DocumentStatus.PENDING.value,
+                    col(Document.status) == DocumentStatus.PENDING,
                     # Another worker's lease moved it past ``now``.
                     col(Document.next_attempt_at) <= now,
                 )
@@ -139,7 +139,7 @@ async def mark_available(db: Database, document: Document) -> None:
             update(Document)
             .where(col(Document.id) == document.id)
             .values(
-                status=DocumentStatus.AVAILABLE.value,
+                status=DocumentStatus.AVAILABLE,
                 attempts=document.attempts + 1,
                 available_at=utcnow(),
                 last_error=None,
@@ -161,7 +161,7 @@ async def mark_rejected(db: Database, document: Document, error: str) -> None:
     await _set(
         db,
         document.id,
-        status=DocumentStatus.REJECTED.value,
+        status=DocumentStatus.REJECTED,
         attempts=document.attempts + 1,
         last_error=error[:2000],
     )
@@ -170,11 +170,11 @@ async def mark_rejected(db: Database, document: Document, error: str) -> None:
 async def requeue_rejected(db: Database, document_id: str | None = None) -> int:
     """Operator command: try rejected documents again (after case-handling fixed the file)."""
     async with db.write_session() as session:
-        query = update(Document).where(col(Document.status) == DocumentStatus.REJECTED.value)
+        query = update(Document).where(col(Document.status) == DocumentStatus.REJECTED)
         if document_id is not None:
             query = query.where(col(Document.id) == document_id)
         result = await session.execute(
-            query.values(status=DocumentStatus.PENDING.value, next_attempt_at=utcnow(), attempts=0)
+            query.values(status=DocumentStatus.PENDING, next_attempt_at=utcnow(), attempts=0)
         )
         await session.commit()
     return _rowcount(result)
@@ -184,9 +184,7 @@ async def count_pending(db: Database) -> int:
     async with db.session() as session:
         total = (
             await session.exec(
-                select(func.count())
-                .select_from(Document)
-                .where(Document.status == DocumentStatus.PENDING.value)
+                select(func.count()).select_from(Document).where(Document.status == DocumentStatus.PENDING)
             )
         ).one()
     return int(total)

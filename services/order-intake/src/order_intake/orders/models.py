@@ -12,7 +12,7 @@ from pydantic import Field as PydanticField
 from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlmodel import Field
 
-from casebridge_shared.db import UTCDateTime, new_id, utcnow
+from casebridge_shared.db import StrEnumType, UTCDateTime, new_id, utcnow
 from order_intake.db import Base
 
 
@@ -39,7 +39,10 @@ class Order(Base, table=True):
     product_id: str = Field(max_length=36, index=True)
     product: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     description: str = Field(sa_column=Column(Text, nullable=False))
-    status: str = Field(default=OrderStatus.SUBMITTED.value, max_length=32, index=True)
+    status: OrderStatus = Field(
+        default=OrderStatus.SUBMITTED,
+        sa_column=Column(StrEnumType(OrderStatus, 32), nullable=False, index=True),
+    )
     version: int = 1
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
@@ -58,7 +61,7 @@ class OrderProgress(Base, table=True):
     id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
     order_id: str = Field(sa_column=Column(String(36), ForeignKey("orders.id"), nullable=False, index=True))
     at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    status: str = Field(max_length=32)
+    status: OrderStatus = Field(sa_column=Column(StrEnumType(OrderStatus, 32), nullable=False))
     title: str = Field(max_length=200)
     detail: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 

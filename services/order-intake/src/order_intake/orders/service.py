@@ -23,6 +23,7 @@ from casebridge_shared.pagination import KeyPart, Keyset, PageParams
 from casebridge_shared.problems import Conflict, Forbidden, NotFound
 from casebridge_shared.versioning import check_version
 from order_intake.catalog.models import Product
+from order_intake.catalog.service import is_orderable
 from order_intake.identity.models import User
 from order_intake.orders import events
 from order_intake.orders.models import (
@@ -301,7 +302,7 @@ async def order_placed_in(
         raise Forbidden("your account is not active")
     if found.product_id is None:
         raise NotFound(f"no product {data.product_id}", field="body.product_id")
-    if not found.product_active or found.archived_at is not None:
+    if not is_orderable(active=found.product_active, archived=found.archived_at is not None):
         raise Conflict("this product cannot be ordered at the moment", field="body.product_id")
     now = utcnow()
     contact = events.CustomerContactData(
@@ -325,7 +326,7 @@ async def order_placed_in(
         customer=contact,
         product=snapshot,
         description=data.description,
-        status=OrderStatus.SUBMITTED.value,
+        status=OrderStatus.SUBMITTED,
         version=1,
         created_at=now,
         updated_at=now,
@@ -436,7 +437,7 @@ async def list_orders(
     elif customer_id:
         query = query.where(Order.customer_id == customer_id)
     if status is not None:
-        query = query.where(Order.status == status.value)
+        query = query.where(Order.status == status)
     if product_id:
         query = query.where(Order.product_id == product_id)
     if created_from is not None:
@@ -460,7 +461,7 @@ async def update_order(
     if order.customer_id != principal.subject:
         raise Forbidden("only the customer who placed the order may change it")
     check_version(order.version, expected_version)
-    if order.status != OrderStatus.SUBMITTED.value:
+    if order.status != OrderStatus.SUBMITTED:
         raise Conflict(
             f"the order can only be changed while submitted; it is {order.status}",
             state=order.status,
@@ -497,6 +498,21 @@ def publish_cancelled_by_staff(uow: UnitOfWork, order: Order, reason: str | None
     )
 
 
+def check_cancellable(status: OrderStatus, *, by_staff: bool) -> bool:
+    """Whether cancelling an order in ``status`` changes it: False when it is cancelled already.
+
+    Raises 409 for a completed order, and for a customer once work has started (staff may
+    still cancel it then). Who may see the order at all is decided before (cancel_order).
+    """
+    if status is OrderStatus.CANCELLED:
+        return False
+    if status in FINAL_STATUSES:
+        raise Conflict(f"a {status} order cannot be cancelled", state=status)
+    if not by_staff and status not in CUSTOMER_CANCELLABLE:
+        raise Conflict(f"work on this order has started ({status}); contact us to cancel it", state=status)
+    return True
+
+
 async def cancel_order(
     uow: UnitOfWork,
     principal: Principal,
@@ -510,18 +526,10 @@ async def cancel_order(
     if not is_owner and not is_staff:
         raise NotFound(f"no order {order_id}")
     check_version(order.version, expected_version)
-    status = OrderStatus(order.status)
-    if status is OrderStatus.CANCELLED:
+    if not check_cancellable(OrderStatus(order.status), by_staff=is_staff):
         return order  # cancelling twice changes nothing
-    if status in FINAL_STATUSES:
-        raise Conflict(f"a {status.value} order cannot be cancelled", state=status.value)
-    if not is_staff and status not in CUSTOMER_CANCELLABLE:
-        raise Conflict(
-            f"work on this order has started ({status.value}); contact us to cancel it",
-            state=status.value,
-        )
     now = utcnow()
-    order.status = OrderStatus.CANCELLED.value
+    order.status = OrderStatus.CANCELLED
     order.cancelled_at = now
     order.cancel_reason = reason
     order.version += 1

@@ -91,7 +91,7 @@ def _advance(order: Order, case: CaseEvent) -> bool:
     target = ORDER_STATUS_FOR_CASE[case.status]
     if current in FINAL_STATUSES or _RANK[target] <= _RANK[current]:
         return False
-    order.status = target.value
+    order.status = target
     if target is OrderStatus.CANCELLED:
         order.cancelled_at = case.at
     return True
